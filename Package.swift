@@ -1,0 +1,51 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Pure modules (TernCore, TernStorage's format, TernConsensus, TernCheck) depend on no clock,
+// socket or thread of their own; everything with a clock, a disk or a network is injected so
+// that TernSim can run the whole cluster from one seed.
+let settings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "Tern",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tern", targets: ["tern"]),
+        .library(name: "TernStorage", targets: ["TernStorage"]),
+        .library(name: "TernConsensus", targets: ["TernConsensus"]),
+        .library(name: "TernCheck", targets: ["TernCheck"]),
+        .library(name: "TernSim", targets: ["TernSim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        .target(name: "TernCore", swiftSettings: settings),
+        .target(name: "TernStorage", dependencies: ["TernCore"], swiftSettings: settings),
+        .target(name: "TernConsensus", dependencies: ["TernCore"], swiftSettings: settings),
+        .target(name: "TernCheck", dependencies: ["TernCore"], swiftSettings: settings),
+        .target(
+            name: "TernSim",
+            dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
+            swiftSettings: settings
+        ),
+        .executableTarget(
+            name: "tern",
+            dependencies: [
+                "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "TernStorageTests", dependencies: ["TernStorage"], swiftSettings: settings),
+        .testTarget(
+            name: "TernConsensusTests", dependencies: ["TernConsensus"], swiftSettings: settings),
+        .testTarget(name: "TernCheckTests", dependencies: ["TernCheck"], swiftSettings: settings),
+        .testTarget(
+            name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
+            swiftSettings: settings),
+    ]
+)
