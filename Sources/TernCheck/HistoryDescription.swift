@@ -51,3 +51,54 @@ extension String {
         return out
     }
 }
+
+extension Violation: CustomStringConvertible {
+    /// The key and the witness, one operation per line, e.g.
+    ///
+    ///     key "k": no linearization of these 3 operations (shrunk from 80):
+    ///       [152, 153] client 1: put("v19") -> ok
+    ///       [160, 161] client 1: put("v20") -> ok
+    ///       [166, 167] client 2: get -> "v19"
+    public var description: String {
+        var lines = [
+            "key \(quoted(key)): no linearization of these \(history.count) operations"
+                + " (shrunk from \(originalCount)):"
+        ]
+        lines += history.map { "  \($0)" }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// How many operations of each kind a key has: what `tern check` prints before its verdict, so
+/// that an empty or lopsided history is noticed.
+public struct KeyCounts: Sendable, Hashable {
+    /// The key.
+    public var key: String
+    /// All operations on the key.
+    public var total: Int = 0
+    /// Operations whose outcome is unknown (or that never returned).
+    public var unknown: Int = 0
+    /// Operations that certainly failed (ignored by the checker).
+    public var failed: Int = 0
+
+    /// - Parameter key: the key; counts start at zero.
+    public init(key: String) { self.key = key }
+
+    /// Counts per key, keys in sorted order.
+    ///
+    /// - Parameter history: the operations, in any order.
+    public static func of(_ history: [HistoryOperation]) -> [KeyCounts] {
+        var byKey: [String: KeyCounts] = [:]
+        for op in history {
+            var counts = byKey[op.key] ?? KeyCounts(key: op.key)
+            counts.total += 1
+            if op.output == .failed {
+                counts.failed += 1
+            } else if op.output == .unknown || op.ret == nil {
+                counts.unknown += 1
+            }
+            byKey[op.key] = counts
+        }
+        return byKey.keys.sorted().map { byKey[$0]! }
+    }
+}
