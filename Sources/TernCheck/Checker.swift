@@ -130,7 +130,9 @@ struct Deadline: Sendable {
     let end: ContinuousClock.Instant
 
     init(seconds: Double) {
-        end = ContinuousClock.now.advanced(by: .milliseconds(Int64(seconds * 1000)))
+        // Clamped so that an absurd bound cannot trap converting to Int64 (about 31 years).
+        let milliseconds = Int64(max(0, min(seconds, 1e9)) * 1000)
+        end = ContinuousClock.now.advanced(by: .milliseconds(milliseconds))
     }
 
     var hasPassed: Bool { ContinuousClock.now >= end }

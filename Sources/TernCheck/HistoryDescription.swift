@@ -56,9 +56,9 @@ extension Violation: CustomStringConvertible {
     /// The key and the witness, one operation per line, e.g.
     ///
     ///     key "k": no linearization of these 3 operations (shrunk from 80):
-    ///       [152, 153] client 1: put("v19") -> ok
-    ///       [160, 161] client 1: put("v20") -> ok
-    ///       [166, 167] client 2: get -> "v19"
+    ///       [76, 77] client 1: put("v19") -> ok
+    ///       [80, 81] client 1: put("v20") -> ok
+    ///       [82, 83] client 2: get -> "v19"
     public var description: String {
         var lines = [
             "key \(quoted(key)): no linearization of these \(history.count) operations"

@@ -66,3 +66,50 @@ import Testing
         #expect(v.history.count == 51)
     }
 }
+
+/// The readable forms that `tern check` and the simulator print.
+@Suite struct DescriptionTests {
+    @Test func violationReadsTopToBottom() {
+        var history: [HistoryOperation] = []
+        var t: UInt64 = 0
+        for i in 0..<40 {
+            history.append(op(1, .put("v\(i)"), .ok, t, t + 1))
+            history.append(op(2, .get, .value("v\(i)"), t + 2, t + 3))
+            t += 4
+        }
+        history[41].output = .value("v19")
+        guard case .violation(let v) = checkLinearizable(history) else {
+            Issue.record("stale read not detected")
+            return
+        }
+        #expect(
+            v.description == """
+                key "k": no linearization of these 3 operations (shrunk from 80):
+                  [76, 77] client 1: put("v19") -> ok
+                  [80, 81] client 1: put("v20") -> ok
+                  [82, 83] client 2: get -> "v19"
+                """)
+    }
+
+    @Test func operationForms() {
+        #expect(
+            "\(op(1, .cas(expected: nil, new: "a\"b"), .swapped(false), 1, 2))"
+                == #"[1, 2] client 1: cas(nil -> "a\"b") -> not swapped"#)
+        #expect("\(op(2, .incr(-3), .unknown, 5, nil))" == "[5, ...) client 2: incr(-3) -> unknown")
+        #expect("\(op(3, .get, .value(nil), 1, 2))" == "[1, 2] client 3: get -> nil")
+    }
+
+    @Test func keyCountsPerKey() {
+        let history = [
+            op(1, .put("a"), .ok, 0, 1, key: "b"),
+            op(1, .put("a"), .unknown, 2, nil, key: "a"),
+            op(1, .put("a"), .failed, 3, 4, key: "a"),
+            op(1, .get, .value("a"), 5, 6, key: "a"),
+        ]
+        let counts = KeyCounts.of(history)
+        #expect(counts.map(\.key) == ["a", "b"])
+        #expect(counts.map(\.total) == [3, 1])
+        #expect(counts.map(\.unknown) == [1, 0])
+        #expect(counts.map(\.failed) == [1, 0])
+    }
+}
