@@ -44,7 +44,9 @@ public struct HistoryOperation: Sendable, Hashable {
     public var client: Int
     /// The key it touched; histories are checked key by key (P-compositionality).
     public var key: String
+    /// What the client asked.
     public var input: OperationInput
+    /// What the client observed.
     public var output: OperationOutput
     /// When the client invoked it, in any monotonic unit shared by the whole history.
     public var call: UInt64
@@ -52,6 +54,7 @@ public struct HistoryOperation: Sendable, Hashable {
     /// "after every other event").
     public var ret: UInt64?
 
+    /// Creates an operation; see the properties for each field's meaning.
     public init(
         client: Int, key: String, input: OperationInput, output: OperationOutput, call: UInt64,
         ret: UInt64?
