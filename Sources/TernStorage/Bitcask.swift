@@ -303,6 +303,9 @@ public final class Bitcask {
         }
         let major = (files.values.map(\.id.major).max() ?? 0) + 1
         let file = try createFile(FileID(major: major, minor: 0))
+        // Sync the new name now: `sync()` fsyncs only the file, and a synced record in a file
+        // whose directory entry is lost would be lost with it.
+        try fileSystem.syncDirectory(directory)
         active = file
         return file
     }
