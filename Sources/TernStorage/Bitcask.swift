@@ -284,13 +284,26 @@ public final class Bitcask {
 
     /// Updates keydir and byte counters for one record, in log order.
     func apply(key: [UInt8], loc: RecordLocation, tombstone: Bool, damagedRecord: Bool) {
+        key.withUnsafeBytes {
+            apply(rawKey: $0, loc: loc, tombstone: tombstone, damagedRecord: damagedRecord)
+        }
+    }
+
+    /// `apply` on borrowed key bytes: start-up applies millions of hint entries without
+    /// allocating an array per key (damage is rare, so only then is one made).
+    func apply(rawKey key: UnsafeRawBufferPointer, loc: RecordLocation, tombstone: Bool, damagedRecord: Bool)
+    {
         if tombstone {
-            if let old = keydir.remove(key) { liveBytes -= UInt64(old.length) }
-            damaged.remove(key)
+            if let old = keydir.remove(raw: key) { liveBytes -= UInt64(old.length) }
+            if !damaged.isEmpty { damaged.remove(Array(key)) }
         } else {
-            if let old = keydir.upsert(key, loc) { liveBytes -= UInt64(old.length) }
+            if let old = keydir.upsert(raw: key, loc) { liveBytes -= UInt64(old.length) }
             liveBytes += UInt64(loc.length)
-            if damagedRecord { markDamaged(key) } else { damaged.remove(key) }
+            if damagedRecord {
+                markDamaged(Array(key))
+            } else if !damaged.isEmpty {
+                damaged.remove(Array(key))
+            }
         }
     }
 

@@ -104,8 +104,20 @@ struct Keydir {
     /// Sets the location of `key`; returns the previous one.
     @discardableResult
     mutating func upsert(_ key: [UInt8], _ loc: RecordLocation) -> RecordLocation? {
+        key.withUnsafeBytes { upsert(raw: $0, loc) }
+    }
+
+    /// Removes `key`; returns its location if it was present.
+    @discardableResult
+    mutating func remove(_ key: [UInt8]) -> RecordLocation? {
+        key.withUnsafeBytes { remove(raw: $0) }
+    }
+
+    /// `upsert` on borrowed bytes: start-up applies hint entries without an array per key.
+    @discardableResult
+    mutating func upsert(raw key: UnsafeRawBufferPointer, _ loc: RecordLocation) -> RecordLocation? {
         precondition(key.count <= 0xFFFF, "keys are at most 65535 bytes")
-        return key.withUnsafeBytes { k in
+        return { (k: UnsafeRawBufferPointer) in
             let hash = UInt32(truncatingIfNeeded: Self.hash(k))
             let (b, found) = find(k, hash: hash)
             if found {
@@ -118,7 +130,7 @@ struct Keydir {
                 return old
             }
             let keyRef = UInt64(arena.count) << 16 | UInt64(key.count)
-            arena.append(contentsOf: key)
+            arena.append(contentsOf: k)
             slots.append(
                 Slot(
                     keyRef: keyRef, timestamp: loc.timestamp, file: loc.file, offset: loc.offset,
@@ -126,13 +138,13 @@ struct Keydir {
             index[b] = UInt32(slots.count)
             if slots.count * 4 > index.count * 3 { grow() }
             return nil
-        }
+        }(key)
     }
 
-    /// Removes `key`; returns its location if it was present.
+    /// `remove` on borrowed bytes.
     @discardableResult
-    mutating func remove(_ key: [UInt8]) -> RecordLocation? {
-        key.withUnsafeBytes { k -> RecordLocation? in
+    mutating func remove(raw key: UnsafeRawBufferPointer) -> RecordLocation? {
+        { (k: UnsafeRawBufferPointer) -> RecordLocation? in
             let (b, found) = find(k, hash: UInt32(truncatingIfNeeded: Self.hash(k)))
             guard found else { return nil }
             let i = Int(index[b]) - 1
@@ -152,7 +164,7 @@ struct Keydir {
             slots.removeLast()
             if arenaGarbage > 1 << 16 && arenaGarbage * 2 > arena.count { compactArena() }
             return old
-        }
+        }(key)
     }
 
     /// Backward-shift deletion keeps probe chains unbroken without tombstones.

@@ -124,33 +124,50 @@ enum Hint {
         return out
     }
 
-    /// Calls `body` for each entry; false (and maybe some calls) if the file is invalid, so the
-    /// caller must be able to discard what it applied — it decodes everything before applying.
-    static func decode(_ bytes: [UInt8], dataSize: UInt64) -> [Entry]? {
-        bytes.withUnsafeBytes { buf -> [Entry]? in
-            guard buf.count >= magic.count + trailerSize, buf.starts(with: magic) else { return nil }
-            let end = buf.count - trailerSize
-            let crc = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[0..<end + 16]))
-            guard crc == getLE(buf, end + 16, UInt32.self), getLE(buf, end + 8, UInt64.self) == dataSize
-            else { return nil }
-            let count = Int(getLE(buf, end, UInt64.self))
-            var entries: [Entry] = []
-            entries.reserveCapacity(count)
-            var p = magic.count
-            while p < end {
-                guard end - p >= 19 else { return nil }
-                let keyLength = Int(getLE(buf, p + 1, UInt16.self))
-                guard end - p - 19 >= keyLength else { return nil }
-                entries.append(
-                    Entry(
-                        key: Array(buf[p + 19..<p + 19 + keyLength]),
-                        flags: Record.Flags(rawValue: buf[p]),
-                        timestamp: getLE(buf, p + 3, UInt64.self),
-                        offset: getLE(buf, p + 11, UInt32.self),
-                        length: getLE(buf, p + 15, UInt32.self)))
-                p += 19 + keyLength
-            }
-            return entries.count == count ? entries : nil
+    /// The entry count if `bytes` is a whole, valid hint file for a data file of `dataSize` bytes:
+    /// checksum, data size, and entry boundaries that add up to the recorded count.
+    static func check(_ buf: UnsafeRawBufferPointer, dataSize: UInt64) -> Int? {
+        guard buf.count >= magic.count + trailerSize, buf.starts(with: magic) else { return nil }
+        let end = buf.count - trailerSize
+        let crc = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[0..<end + 16]))
+        guard crc == getLE(buf, end + 16, UInt32.self), getLE(buf, end + 8, UInt64.self) == dataSize
+        else { return nil }
+        var p = magic.count
+        var n = 0
+        while p < end {
+            guard end - p >= 19 else { return nil }
+            let keyLength = Int(getLE(buf, p + 1, UInt16.self))
+            guard end - p - 19 >= keyLength else { return nil }
+            p += 19 + keyLength
+            n += 1
+        }
+        return n == Int(getLE(buf, end, UInt64.self)) ? n : nil
+    }
+
+    /// The entry count a hint file's trailer claims (unchecked; used only to size the keydir).
+    static func claimedCount(_ trailer: [UInt8]) -> Int {
+        guard trailer.count == trailerSize else { return 0 }
+        return trailer.withUnsafeBytes { Int(min(getLE($0, 0, UInt64.self), 1 << 40)) }
+    }
+
+    /// Calls `body` for each entry of a hint file that passed `check`, with borrowed key bytes.
+    static func forEach(
+        _ buf: UnsafeRawBufferPointer,
+        _ body: (
+            _ flags: Record.Flags, _ key: UnsafeRawBufferPointer, _ timestamp: UInt64, _ offset: UInt32,
+            _ length: UInt32
+        ) -> Void
+    ) {
+        let end = buf.count - trailerSize
+        var p = magic.count
+        while p < end {
+            let keyLength = Int(getLE(buf, p + 1, UInt16.self))
+            body(
+                Record.Flags(rawValue: buf[p]),
+                UnsafeRawBufferPointer(rebasing: buf[p + 19..<p + 19 + keyLength]),
+                getLE(buf, p + 3, UInt64.self), getLE(buf, p + 11, UInt32.self),
+                getLE(buf, p + 15, UInt32.self))
+            p += 19 + keyLength
         }
     }
 }

@@ -103,56 +103,77 @@ extension Bitcask {
             }
         }
         dataIDs.sort()
-        var loaded: [(DataFile, [Hint.Entry])] = []
-        var keyEstimate = 0
+        // Size the keydir once from the hint trailers, instead of rehashing while loading.
+        var claimed = 0
+        for id in dataIDs where hints.contains(id) {
+            if let hint = try? fileSystem.open(path(id.name + ".hint"), create: false) {
+                let size = hint.size
+                if size >= UInt64(Hint.trailerSize) {
+                    claimed += Hint.claimedCount(
+                        try hint.read(at: size - UInt64(Hint.trailerSize), count: Hint.trailerSize))
+                }
+                hint.close()
+            }
+        }
+        keydir.reserve(keys: claimed, keyBytes: 0)
         for id in dataIDs {
             let handle = try fileSystem.open(path(id.name + ".data"), create: false)
             var size = handle.size
-            var entries: [Hint.Entry]?
+            let number = nextNumber
             if hints.contains(id) {
                 let hintFile = try fileSystem.open(path(id.name + ".hint"), create: false)
                 let bytes = try hintFile.read(at: 0, count: Int(hintFile.size))
                 hintFile.close()
-                entries = Hint.decode(bytes, dataSize: size)
-            }
-            if entries == nil {
-                let bytes = try handle.read(at: 0, count: Int(size))
-                let scan = Self.scan(bytes)
-                unattributedDamage += scan.unattributed
-                if scan.validEnd < bytes.count {
-                    try handle.truncate(to: UInt64(scan.validEnd))
-                    try handle.sync()
-                    truncatedBytes += UInt64(bytes.count - scan.validEnd)
-                    size = UInt64(scan.validEnd)
+                let applied = bytes.withUnsafeBytes { buf -> Bool in
+                    guard Hint.check(buf, dataSize: size) != nil else { return false }
+                    Hint.forEach(buf) { flags, key, timestamp, offset, length in
+                        apply(
+                            rawKey: key,
+                            loc: RecordLocation(
+                                file: number, offset: offset, length: length, timestamp: timestamp),
+                            tombstone: flags.contains(.tombstone), damagedRecord: flags.contains(.damaged))
+                    }
+                    return true
                 }
-                if size == 0 {
-                    handle.close()
-                    try fileSystem.remove(path(id.name + ".data"))
-                    if hints.contains(id) { try fileSystem.remove(path(id.name + ".hint")) }
-                    changed = true
+                if applied {
+                    register(DataFile(id: id, number: number, handle: handle, size: size))
                     continue
                 }
-                try writeHint(for: id, entries: scan.entries, dataSize: size)
+            }
+            let bytes = try handle.read(at: 0, count: Int(size))
+            let scan = Self.scan(bytes)
+            unattributedDamage += scan.unattributed
+            if scan.validEnd < bytes.count {
+                try handle.truncate(to: UInt64(scan.validEnd))
+                try handle.sync()
+                truncatedBytes += UInt64(bytes.count - scan.validEnd)
+                size = UInt64(scan.validEnd)
+            }
+            if size == 0 {
+                handle.close()
+                try fileSystem.remove(path(id.name + ".data"))
+                if hints.contains(id) { try fileSystem.remove(path(id.name + ".hint")) }
                 changed = true
-                entries = scan.entries
+                continue
             }
-            let file = DataFile(id: id, number: nextNumber, handle: handle, size: size)
-            nextNumber += 1
-            files[file.number] = file
-            totalBytes += size
-            keyEstimate += entries!.count
-            loaded.append((file, entries!))
-        }
-        keydir.reserve(keys: keyEstimate, keyBytes: 0)
-        for (file, entries) in loaded {
-            for e in entries {
-                let loc = RecordLocation(
-                    file: file.number, offset: e.offset, length: e.length, timestamp: e.timestamp)
+            try writeHint(for: id, entries: scan.entries, dataSize: size)
+            changed = true
+            for e in scan.entries {
                 apply(
-                    key: e.key, loc: loc, tombstone: e.flags.contains(.tombstone),
-                    damagedRecord: e.flags.contains(.damaged))
+                    key: e.key,
+                    loc: RecordLocation(
+                        file: number, offset: e.offset, length: e.length, timestamp: e.timestamp),
+                    tombstone: e.flags.contains(.tombstone), damagedRecord: e.flags.contains(.damaged))
             }
+            register(DataFile(id: id, number: number, handle: handle, size: size))
         }
         if changed { try fileSystem.syncDirectory(directory) }
+    }
+
+    private func register(_ file: DataFile) {
+        precondition(file.number == nextNumber, "files are numbered in load order")
+        nextNumber += 1
+        files[file.number] = file
+        totalBytes += file.size
     }
 }

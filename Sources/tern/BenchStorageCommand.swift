@@ -87,7 +87,7 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 let duration = seconds
                 let clock = ContinuousClock()
                 let start = clock.now
-                let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+                let counts = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
                     for w in 0..<writers {
                         group.addTask {
                             var i = 0
@@ -95,11 +95,12 @@ struct BenchStorageCommand: AsyncParsableCommand {
                                 try await store.put(benchKey(w, i), value)
                                 i += 1
                             }
-                            return i
+                            return (w, i)
                         }
                     }
-                    var all: [Int] = []
-                    for try await c in group { all.append(c) }
+                    // Completion order is not writer order: index by writer.
+                    var all = [Int](repeating: 0, count: writers)
+                    for try await (w, c) in group { all[w] = c }
                     return all
                 }
                 let elapsed = (clock.now - start).seconds
