@@ -346,6 +346,17 @@ public final class Bitcask {
         try active?.handle.sync()
     }
 
+    /// For a pipelined group commit (the `Store`): hands buffered appends to the file and returns
+    /// the handle whose fsync makes every write so far durable, or nil if nothing was written.
+    /// The caller may fsync it on another thread while this engine keeps appending and reading,
+    /// as long as it does not `close`, `prepareMerge` or `finishMerge` until that fsync returns
+    /// (those may close the handle).
+    func prepareGroupSync() throws(StorageError) -> (any StorageFile)? {
+        guard !isClosed else { throw .closed }
+        try flush()
+        return active?.handle
+    }
+
     /// Seals the active file: sync it, write its hint file; the next write opens a new one.
     func rotate() throws(StorageError) {
         guard let file = active else { return }

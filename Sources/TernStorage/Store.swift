@@ -33,9 +33,21 @@ public final class Store: Sendable {
         let bitcask: Bitcask
         let fileSystem: any FileSystem
         var waiters: [CheckedContinuation<Result<Void, StorageError>, Never>] = []
-        var syncScheduled = false
+        /// An fsync is running on the sync queue.
+        var syncInFlight = false
+        /// Another sync was asked for while one was in flight.
+        var syncWanted = false
+        /// An `.interval` timer is armed.
+        var timerArmed = false
+        /// Work that must not overlap an fsync in flight (it may close the handle being synced).
+        var whenIdle: [() -> Void] = []
         var merging = false
         var syncs = 0
+
+        /// Runs `body` now if no fsync is in flight, else right after it completes.
+        func afterSync(_ body: @escaping () -> Void) {
+            if syncInFlight { whenIdle.append(body) } else { body() }
+        }
         init(bitcask: Bitcask, fileSystem: any FileSystem) {
             self.bitcask = bitcask
             self.fileSystem = fileSystem
@@ -43,6 +55,8 @@ public final class Store: Sendable {
     }
 
     private let queue = DispatchQueue(label: "tern.storage.engine")
+    /// fsyncs run here so the engine queue keeps appending (the next group) and serving reads.
+    private let syncQueue = DispatchQueue(label: "tern.storage.fsync")
     private let mergeQueue = DispatchQueue(label: "tern.storage.merge")
     private let engine: Engine
     /// The durability policy writes follow.
@@ -115,10 +129,10 @@ public final class Store: Sendable {
                 switch durability {
                 case .always:
                     engine.waiters.append(c)
-                    self.scheduleSync(after: nil)
+                    self.startSync()
                 case .interval(let ms):
                     c.resume(returning: .success(()))
-                    self.scheduleSync(after: ms)
+                    self.armTimer(milliseconds: ms)
                 case .none:
                     c.resume(returning: .success(()))
                 }
@@ -128,36 +142,70 @@ public final class Store: Sendable {
         try result.get()
     }
 
-    /// On the engine queue: one sync for everything appended so far, unless one is already queued.
-    private func scheduleSync(after milliseconds: Int?) {
-        guard !engine.syncScheduled else { return }
-        engine.syncScheduled = true
+    /// On the engine queue: under `.interval`, one sync at most `milliseconds` after a write.
+    private func armTimer(milliseconds: Int) {
+        guard !engine.timerArmed else { return }
+        engine.timerArmed = true
         let engine = self.engine
-        let work: @Sendable () -> Void = {
-            engine.syncScheduled = false
-            let waiters = engine.waiters
-            engine.waiters.removeAll()
+        queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) {
+            engine.timerArmed = false
+            self.startSync()
+        }
+    }
+
+    /// On the engine queue: flush, then fsync on the sync queue and release the writers that were
+    /// waiting at the flush. While that fsync runs, new writes append and wait for the next one:
+    /// the group that forms during an fsync is committed by the following fsync.
+    private func startSync() {
+        let engine = self.engine
+        guard !engine.syncInFlight else {
+            engine.syncWanted = true
+            return
+        }
+        let waiters = engine.waiters
+        engine.waiters.removeAll()
+        let handle: (any StorageFile)?
+        do throws(StorageError) {
+            handle = try engine.bitcask.prepareGroupSync()
+        } catch {
+            for w in waiters { w.resume(returning: .failure(error)) }
+            return
+        }
+        guard let handle else {
+            for w in waiters { w.resume(returning: .success(())) }
+            return
+        }
+        engine.syncInFlight = true
+        let file = SyncHandle(file: handle)
+        let queue = self.queue
+        syncQueue.async {
             let result: Result<Void, StorageError>
             do throws(StorageError) {
-                try engine.bitcask.sync()
-                engine.syncs += 1
+                try file.file.sync()
                 result = .success(())
             } catch {
                 result = .failure(error)
             }
-            for w in waiters { w.resume(returning: result) }
-        }
-        if let ms = milliseconds {
-            queue.asyncAfter(deadline: .now() + .milliseconds(ms), execute: work)
-        } else {
-            queue.async(execute: work)
+            queue.async {
+                engine.syncInFlight = false
+                engine.syncs += 1
+                for w in waiters { w.resume(returning: result) }
+                let idle = engine.whenIdle
+                engine.whenIdle.removeAll()
+                for body in idle { body() }
+                if engine.syncWanted || !engine.waiters.isEmpty {
+                    engine.syncWanted = false
+                    self.startSync()
+                }
+            }
         }
     }
 
     /// On the engine queue: starts a background merge if the thresholds say so.
     private func maybeStartMerge() {
         guard autoMerge, !engine.merging, engine.bitcask.needsMerge else { return }
-        startMerge { _ in }
+        engine.merging = true
+        engine.afterSync { self.startMerge { _ in } }
     }
 
     /// On the engine queue: plan here, copy on the merge queue, swap back here.
@@ -167,14 +215,15 @@ public final class Store: Sendable {
         do throws(StorageError) {
             plan = try engine.bitcask.prepareMerge()
         } catch {
+            engine.merging = false
             done(.failure(error))
             return
         }
         guard let plan else {
+            engine.merging = false
             done(.success(()))
             return
         }
-        engine.merging = true
         let queue = self.queue
         mergeQueue.async {
             let copied: Result<MergeResult, StorageError>
@@ -184,20 +233,29 @@ public final class Store: Sendable {
                 copied = .failure(error)
             }
             queue.async {
-                engine.merging = false
-                switch copied {
-                case .success(let result):
-                    do throws(StorageError) {
-                        try engine.bitcask.finishMerge(result)
-                        done(.success(()))
-                    } catch {
-                        done(.failure(error))
-                    }
-                case .failure(let error):
-                    engine.bitcask.abandonMerge()
-                    done(.failure(error))
-                }
+                engine.afterSync { self.finishMerge(copied, done) }
             }
+        }
+    }
+
+    /// On the engine queue, with no fsync in flight: swap in a merge's outputs.
+    private func finishMerge(
+        _ copied: Result<MergeResult, StorageError>,
+        _ done: @escaping @Sendable (Result<Void, StorageError>) -> Void
+    ) {
+        let engine = self.engine
+        engine.merging = false
+        switch copied {
+        case .success(let result):
+            do throws(StorageError) {
+                try engine.bitcask.finishMerge(result)
+                done(.success(()))
+            } catch {
+                done(.failure(error))
+            }
+        case .failure(let error):
+            engine.bitcask.abandonMerge()
+            done(.failure(error))
         }
     }
 
@@ -210,7 +268,8 @@ public final class Store: Sendable {
                     c.resume(returning: .failure(.mergeInProgress))
                     return
                 }
-                self.startMerge { c.resume(returning: $0) }
+                self.engine.merging = true
+                self.engine.afterSync { self.startMerge { c.resume(returning: $0) } }
             }
         }
         try result.get()
@@ -242,8 +301,23 @@ public final class Store: Sendable {
 
     /// Syncs and closes; later calls throw `.closed`.
     public func close() async {
-        _ = try? await run { engine in
-            engine.bitcask.close()
+        let engine = self.engine
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            queue.async {
+                engine.afterSync {
+                    engine.bitcask.close()
+                    c.resume()
+                }
+            }
         }
     }
+}
+
+/// A file handle passed to the sync queue for one fsync.
+private final class SyncHandle: @unchecked Sendable {
+    // @unchecked Sendable: the sync queue only calls `sync()` on it, which is safe concurrently
+    // with the engine's appends and reads on the same file (fsync/pwrite/pread on one descriptor;
+    // MemoryFile locks), and the engine defers anything that could close it until the fsync ends.
+    let file: any StorageFile
+    init(file: any StorageFile) { self.file = file }
 }
