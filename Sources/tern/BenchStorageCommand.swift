@@ -70,6 +70,19 @@ struct BenchStorageCommand: AsyncParsableCommand {
         let s = (clock.now - start).seconds
         print(String(format: "disk: %.0f fsyncs/s (4 KiB write + fdatasync, one writer)", Double(n) / s))
         file.close()
+        // Appends are what the engine does; some disks sync them at a different rate.
+        let log = try fs.open(dir + "/fsync-append-test", create: true)
+        let record = [UInt8](repeating: 0xCD, count: 144)
+        let appendStart = clock.now
+        var m = 0
+        while clock.now - appendStart < .seconds(2) {
+            try log.write(record, at: UInt64(m) * 144)
+            try log.sync()
+            m += 1
+        }
+        let t = (clock.now - appendStart).seconds
+        print(String(format: "disk: %.0f fsyncs/s (144-byte append + fdatasync, one writer)", Double(m) / t))
+        log.close()
     }
 
     func measureThroughput() async throws {
