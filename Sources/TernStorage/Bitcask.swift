@@ -207,7 +207,8 @@ public final class Bitcask {
     }
 
     /// Calls `body` with every live key (damaged ones included: they exist, their value is lost),
-    /// in no particular order. Anti-entropy builds its digests from this.
+    /// in no particular order. Anti-entropy builds its digests from this. `body` must not modify
+    /// this `Bitcask` (collect the keys first).
     public func forEachLive(_ body: ([UInt8]) throws -> Void) rethrows {
         for slot in keydir.slots { try body(keydir.key(of: slot)) }
     }
@@ -401,7 +402,8 @@ public final class Bitcask {
         try fileSystem.rename(tmp, directory + "/" + id.name + ".hint")
     }
 
-    /// Syncs and releases every file. Later calls throw `.closed`.
+    /// Syncs and releases every file. Later calls throw `.closed`. A failing final sync is not
+    /// reported (the caller that needs durability calls `sync()` first and sees its error).
     public func close() {
         guard !isClosed else { return }
         try? sync()

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 
 /// When a write is acknowledged relative to its fsync.
 public enum Durability: Sendable, Equatable {
@@ -70,10 +71,14 @@ public final class Store: Sendable {
     ///   - durability: see `Durability`; `.always` unless a test or benchmark says otherwise.
     ///   - fileSystem: `PosixFileSystem()` in production, `MemoryFileSystem` in tests.
     ///   - autoMerge: start a background merge when `Bitcask.needsMerge` after a write.
+    ///   - wallClock: stamp records with the system clock (milliseconds since 1970), replacing
+    ///     `options.clock`; pass false to keep `options.clock` (simulated time).
     public init(
         directory: String, options: BitcaskOptions = .init(), durability: Durability = .always,
-        fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true
+        fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true, wallClock: Bool = true
     ) throws(StorageError) {
+        var options = options
+        if wallClock { options.clock = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) } }
         let bitcask = try Bitcask(directory: directory, fileSystem: fileSystem, options: options)
         engine = Engine(bitcask: bitcask, fileSystem: fileSystem)
         self.durability = durability
