@@ -109,8 +109,11 @@ extension Bitcask {
             if let hint = try? fileSystem.open(path(id.name + ".hint"), create: false) {
                 let size = hint.size
                 if size >= UInt64(Hint.trailerSize) {
-                    claimed += Hint.claimedCount(
+                    // The trailer is not checked yet: bound it by what the file can hold (an entry
+                    // is at least 19 bytes), so a corrupt count cannot reserve absurd memory.
+                    let count = Hint.claimedCount(
                         try hint.read(at: size - UInt64(Hint.trailerSize), count: Hint.trailerSize))
+                    claimed += min(count, Int(size) / 19)
                 }
                 hint.close()
             }
