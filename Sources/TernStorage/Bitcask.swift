@@ -198,6 +198,24 @@ public final class Bitcask {
     /// Keys whose latest record failed its checksum; the repair layer re-fetches them from peers.
     public var damagedKeys: Set<[UInt8]> { damaged }
 
+    /// Reads and checks the latest record of every live key, marking the ones that fail their
+    /// checksum as damaged; returns all damaged keys.
+    ///
+    /// A start-up from hint files reads no values, so damage in those files is otherwise found
+    /// only when a key is read or merged; the repair layer runs this periodically. Reads every
+    /// live record: O(live bytes).
+    @discardableResult
+    public func scrub() throws(StorageError) -> Set<[UInt8]> {
+        guard !isClosed else { throw .closed }
+        try flush()
+        for slot in keydir.slots {
+            let key = keydir.key(of: slot)
+            if damaged.contains(key) { continue }
+            if Self.verify(try readRecord(keydir.location(of: slot)), key: key) == nil { markDamaged(key) }
+        }
+        return damaged
+    }
+
     /// Declares a damaged key handled without writing it: the key is dropped from the keydir
     /// (it reads as absent). Normally repair instead writes the peers' value with `put`/`delete`,
     /// which clears the damage by itself.

@@ -304,6 +304,16 @@ public final class Store: Sendable {
         try await run { engine in engine.bitcask.damagedKeys }
     }
 
+    /// Checks every live record's checksum (see `Bitcask.scrub`); returns the damaged keys.
+    public func scrub() async throws(StorageError) -> Set<[UInt8]> {
+        try await run { engine throws(StorageError) in try engine.bitcask.scrub() }
+    }
+
+    /// Drops a damaged key without writing it (see `Bitcask.markRepaired`).
+    public func markRepaired(_ key: [UInt8]) async throws(StorageError) {
+        try await run { engine in engine.bitcask.markRepaired(key) }
+    }
+
     /// Syncs and closes; later calls throw `.closed`.
     public func close() async {
         let engine = self.engine

@@ -109,6 +109,7 @@ import Testing
         fs.flipBit(path: dir + "/" + data, offset: UInt64(Record.headerSize + 1 + 50), bit: 0)
         let again = try Bitcask(directory: dir, fileSystem: fs)
         #expect(again.stats.damagedRecords == 0, "a hint-loaded start-up must not read values")
+        #expect(try again.scrub() == [b("k")], "scrub reads every value and finds the flip")
         #expect(throws: StorageError.damaged(key: b("k"))) { try again.get(b("k")) }
         #expect(again.damagedKeys == [b("k")])
         #expect(try again.get(b("other")) == b("fine"))
