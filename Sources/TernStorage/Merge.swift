@@ -70,7 +70,13 @@ extension Bitcask {
         guard !inputs.isEmpty else { return nil }
         try options.mergeFaultHook?(.planned)
         let major = inputs.last!.id.major
-        let minor = (inputs.filter { $0.id.major == major }.map(\.id.minor).max() ?? 0) + 1
+        // Minors come from the directory, not `files`: a merge that failed in this process left
+        // unregistered outputs whose names must not be reused.
+        let onDisk = try fileSystem.list(directory).compactMap { name -> FileID? in
+            guard name.hasSuffix(".data") || name.hasSuffix(".hint") else { return nil }
+            return FileID(name: String(name.dropLast(5)))
+        }
+        let minor = ((inputs.map(\.id) + onDisk).filter { $0.major == major }.map(\.minor).max() ?? 0) + 1
         var indexOf: [UInt32: Int] = [:]
         for (i, f) in inputs.enumerated() { indexOf[f.number] = i }
         var items: [MergePlan.Item] = []

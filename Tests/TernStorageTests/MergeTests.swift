@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import TernStorage
@@ -72,8 +73,9 @@ import Testing
         for seed in 0..<3 as Range<UInt64> {
             let fs = MemoryFileSystem()
             var options = smallOptions()
+            let once = FaultOnce()
             options.mergeFaultHook = { s throws(StorageError) in
-                if s == step { throw .injectedFault(s.rawValue) }
+                if s == step, once.fire() { throw .injectedFault(s.rawValue) }
             }
             let db = try Bitcask(directory: dir, fileSystem: fs, options: options)
             var model = try Self.fill(db, seed: seed)
@@ -86,6 +88,13 @@ import Testing
             model[b("post")] = b("fault")
             model[b("key1")] = nil
             #expect(try contents(db) == model, "step \(step) seed \(seed), before crash")
+            if seed == 0 {
+                // A second merge in the same process must not reuse the failed one's file names.
+                let plan = try #require(try db.prepareMerge())
+                try db.finishMerge(try Bitcask.runMerge(plan, fileSystem: fs))
+                #expect(try contents(db) == model, "step \(step): second merge in process")
+                try db.sync()
+            }
             var rng = SplitMix64(seed: seed &+ 100)
             fs.crash(using: &rng)
             let reopened = try Bitcask(directory: dir, fileSystem: fs, options: smallOptions())
@@ -95,5 +104,21 @@ import Testing
             reopened.close()
             #expect(try contents(Bitcask(directory: dir, fileSystem: fs)) == model)
         }
+    }
+}
+
+/// Lets a fault hook fire once, so the same engine can then merge successfully.
+final class FaultOnce: @unchecked Sendable {
+    // @unchecked Sendable: `fired` is only touched under `lock`.
+    private let lock = NSLock()
+    private var fired = false
+
+    /// True the first time only.
+    func fire() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if fired { return false }
+        fired = true
+        return true
     }
 }
