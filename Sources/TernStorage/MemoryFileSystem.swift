@@ -178,6 +178,12 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
     }
 
     fileprivate func countSync() { syncCount += 1 }
+
+    fileprivate func close(_ file: MemoryFile) {
+        lock.lock()
+        defer { lock.unlock() }
+        file.isClosed = true
+    }
 }
 
 /// A handle on a `MemoryFileSystem` node.
@@ -234,5 +240,6 @@ final class MemoryFile: StorageFile {
         }
     }
 
-    func close() { isClosed = true }
+    /// Under the file system's lock: another thread may be using the handle.
+    func close() { fs.close(self) }
 }
