@@ -28,8 +28,8 @@ struct BenchStorageCommand: AsyncParsableCommand {
     @Option(help: "Seconds per throughput measurement.")
     var seconds = 3.0
 
-    @Option(help: "Which parts to run: comma-separated of disk,put,startup,merge.")
-    var parts = "disk,put,startup,merge"
+    @Option(help: "Which parts to run: comma-separated of disk,put,batch,startup,merge.")
+    var parts = "disk,put,batch,startup,merge"
 
     @Option(help: .hidden)
     var openOnly: String?
@@ -47,6 +47,7 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 + "\(ProcessInfo.processInfo.physicalMemory >> 30) GiB RAM, dir \(dir)")
         if selected.contains("disk") { try measureFsyncs() }
         if selected.contains("put") { try await measureThroughput() }
+        if selected.contains("batch") { try await measureBatches() }
         if selected.contains("startup") || selected.contains("merge") {
             try measureStartupAndMerge(
                 startup: selected.contains("startup"), merge: selected.contains("merge"))
@@ -148,6 +149,38 @@ struct BenchStorageCommand: AsyncParsableCommand {
                 try? FileManager.default.removeItem(atPath: path)
             }
         }
+    }
+
+    /// `always` with 64 writers that each append batches of 100 puts: what the disk allows
+    /// when a writer has many keys to write at once (one append, one shared fsync per batch).
+    func measureBatches() async throws {
+        let path = dir + "/tp-batch"
+        let store = try Store(directory: path, durability: .always, autoMerge: false)
+        let value = [UInt8](repeating: 0x5A, count: 100)
+        let duration = seconds
+        let clock = ContinuousClock()
+        let start = clock.now
+        let puts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for w in 0..<64 {
+                group.addTask {
+                    var i = 0
+                    while (clock.now - start).seconds < duration {
+                        try await store.write((0..<100).map { .put(benchKey(w, i + $0), value) })
+                        i += 100
+                    }
+                    return i
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = (clock.now - start).seconds
+        let syncs = try await store.syncCount()
+        await store.close()
+        print(
+            String(
+                format: "always, 64 writers, batches of 100: %.0f puts/s, %.1f MB/s, %d fsyncs",
+                Double(puts) / elapsed, Double(puts * 144) / elapsed / 1e6, syncs))
+        try? FileManager.default.removeItem(atPath: path)
     }
 
     func measureStartupAndMerge(startup: Bool, merge: Bool) throws {
