@@ -26,6 +26,12 @@ public enum MergeStep: String, Sendable, CaseIterable {
     case finished
 }
 
+/// A sealed data file whose hint file is still to be written (`Bitcask.takePendingHints`).
+public struct HintJob: Sendable {
+    let directory: String
+    let id: Bitcask.FileID
+}
+
 /// Tuning and injected dependencies of a `Bitcask`.
 public struct BitcaskOptions: Sendable {
     /// The active data file rotates when the next append would pass this size (≤ 2 GiB, because
@@ -44,6 +50,9 @@ public struct BitcaskOptions: Sendable {
     public var mergeMinDeadBytes: UInt64 = 64 << 20
     /// Appends are buffered up to this many bytes before a `write` system call; `sync` flushes.
     public var writeBufferBytes: Int = 1 << 20
+    /// Whether rotation writes the sealed file's hint itself (re-reading the file on the write
+    /// path). The `Store` sets false and writes hints on its background queue instead.
+    public var writeHintsInline = true
     /// Test-only: called before each merge step; throwing stops the merge there, as a crash would.
     public var mergeFaultHook: (@Sendable (MergeStep) throws(StorageError) -> Void)?
 
@@ -136,6 +145,7 @@ public final class Bitcask {
     var truncatedBytes: UInt64 = 0
     var mergeRunning = false
     var isClosed = false
+    var pendingHints: [HintJob] = []
 
     /// Opens (or creates) the store in `directory`, recovering from whatever a crash left.
     ///
@@ -385,10 +395,35 @@ public final class Bitcask {
             try removeFile(file)
             return
         }
-        let bytes = try file.handle.read(at: 0, count: Int(file.size))
-        let scan = Self.scan(bytes)
-        try writeHint(for: file.id, entries: scan.entries, dataSize: file.size)
-        try fileSystem.syncDirectory(directory)
+        if !options.writeHintsInline {
+            pendingHints.append(HintJob(directory: directory, id: file.id))
+            return
+        }
+        try Self.writeHint(HintJob(directory: directory, id: file.id), fileSystem: fileSystem)
+    }
+
+    /// Sealed files whose hint files are still to be written (only with
+    /// `options.writeHintsInline == false`); the caller runs `Bitcask.writeHint(_:fileSystem:)`
+    /// for each, on any thread.
+    public func takePendingHints() -> [HintJob] {
+        defer { pendingHints.removeAll() }
+        return pendingHints
+    }
+
+    /// Builds the hint file of a sealed data file by scanning it, then syncs the directory.
+    /// Touches no engine state. A file removed meanwhile (by a merge) is skipped; a missing hint
+    /// only costs a scan at the next start-up.
+    public static func writeHint(_ job: HintJob, fileSystem: any FileSystem) throws(StorageError) {
+        let dataPath = job.directory + "/" + job.id.name + ".data"
+        guard fileSystem.exists(dataPath) else { return }
+        let file = try fileSystem.open(dataPath, create: false)
+        defer { file.close() }
+        let size = file.size
+        let scan = Self.scan(try file.read(at: 0, count: Int(size)))
+        try writeHint(
+            fileSystem: fileSystem, directory: job.directory, id: job.id, entries: scan.entries,
+            dataSize: size)
+        try fileSystem.syncDirectory(job.directory)
     }
 
     func removeFile(_ file: DataFile) throws(StorageError) {

@@ -103,6 +103,13 @@ extension Bitcask {
             }
         }
         dataIDs.sort()
+        // A hint whose data file is gone (written in the background after a merge removed its
+        // file) is useless; drop it so it cannot be mistaken for a later file's.
+        for id in hints.subtracting(dataIDs) {
+            try fileSystem.remove(path(id.name + ".hint"))
+            hints.remove(id)
+            changed = true
+        }
         // Size the keydir once from the hint trailers, instead of rehashing while loading.
         var claimed = 0
         for id in dataIDs where hints.contains(id) {

@@ -78,6 +78,7 @@ public final class Store: Sendable {
         fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true, wallClock: Bool = true
     ) throws(StorageError) {
         var options = options
+        options.writeHintsInline = false
         if wallClock { options.clock = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) } }
         let bitcask = try Bitcask(directory: directory, fileSystem: fileSystem, options: options)
         engine = Engine(bitcask: bitcask, fileSystem: fileSystem)
@@ -141,6 +142,7 @@ public final class Store: Sendable {
                 case .none:
                     c.resume(returning: .success(()))
                 }
+                self.writePendingHints()
                 self.maybeStartMerge()
             }
         }
@@ -203,6 +205,18 @@ public final class Store: Sendable {
                     self.startSync()
                 }
             }
+        }
+    }
+
+    /// On the engine queue: hands hint files of newly sealed files to the merge queue, so the
+    /// re-read of a sealed file (up to `maxFileSizeBytes`) never stalls writes or reads.
+    private func writePendingHints() {
+        let jobs = engine.bitcask.takePendingHints()
+        guard !jobs.isEmpty else { return }
+        let engine = self.engine
+        mergeQueue.async {
+            // A failure only costs a scan of that file at the next start-up.
+            for job in jobs { try? Bitcask.writeHint(job, fileSystem: engine.fileSystem) }
         }
     }
 
@@ -321,7 +335,8 @@ public final class Store: Sendable {
             queue.async {
                 engine.afterSync {
                     engine.bitcask.close()
-                    c.resume()
+                    // Resume after the merge queue's pending work (hint files) is done.
+                    self.mergeQueue.async { c.resume() }
                 }
             }
         }

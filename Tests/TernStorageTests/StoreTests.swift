@@ -100,3 +100,25 @@ import Testing
         }
     }
 }
+
+@Suite struct StoreHintTests {
+    /// The Store writes hint files of sealed files on its background queue; after `close` every
+    /// sealed file has one, and a start-up from them sees every key.
+    @Test func backgroundHintsCoverSealedFiles() async throws {
+        let fs = MemoryFileSystem()
+        let store = try Store(
+            directory: dir, options: smallOptions(fileBytes: 1024), durability: .none, fileSystem: fs,
+            autoMerge: false)
+        for i in 0..<200 { try await store.put(b("k\(i)"), b("value \(i)")) }
+        await store.close()
+        let names = try fs.list(dir)
+        let data = Set(names.filter { $0.hasSuffix(".data") }.map { $0.dropLast(5) })
+        let hints = Set(names.filter { $0.hasSuffix(".hint") }.map { $0.dropLast(5) })
+        #expect(data.count > 5)
+        #expect(hints.isSubset(of: data))
+        #expect(data.subtracting(hints).count == 1, "only the last active file lacks a hint")
+        let db = try Bitcask(directory: dir, fileSystem: fs)
+        #expect(db.stats.keys == 200)
+        #expect(try db.get(b("k7")) == b("value 7"))
+    }
+}
