@@ -8,6 +8,9 @@ import Foundation
 /// the last `syncDirectory` (a journaling file system applies metadata in order). All randomness
 /// comes from the caller's generator, so a seed replays exactly. No clocks, no threads.
 ///
+/// One instance models one machine's disk: `crash` and `syncDirectory` act on all of its files,
+/// so a simulator gives every node its own instance.
+///
 /// Paths are treated as flat strings: `makeDirectory` records a directory, and a file belongs to
 /// the directory that is its path's prefix up to the last `/`.
 public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
