@@ -278,6 +278,14 @@ public final class Bitcask {
         let timestamp = options.clock()
         var bytes: [UInt8] = []
         var placed: [(key: [UInt8], tombstone: Bool, offset: Int, length: Int)] = []
+        placed.reserveCapacity(batch.count)
+        bytes.reserveCapacity(
+            batch.reduce(0) { n, e in
+                switch e {
+                case .put(let k, let v): n + Record.headerSize + k.count + v.count
+                case .delete(let k): n + Record.headerSize + k.count
+                }
+            })
         for (i, entry) in batch.enumerated() {
             var flags: Record.Flags = batch.count > 1 ? .batch : []
             if batch.count > 1 && i == batch.count - 1 { flags.insert(.batchEnd) }

@@ -44,7 +44,8 @@ enum Record {
         key: [UInt8], value: [UInt8], flags: Flags, timestamp: UInt64, into out: inout [UInt8]
     ) {
         let start = out.count
-        out.reserveCapacity(start + headerSize + key.count + value.count)
+        // No exact reserveCapacity here: per record it would defeat the array's geometric growth
+        // and copy the whole batch once per record. Callers reserve for the whole batch.
         putLE(magic, &out)
         out.append(flags.rawValue)
         out.append(0)
