@@ -16,9 +16,9 @@ public struct RecordLocation: Equatable, Sendable {
 ///
 /// A `Dictionary<[UInt8], RecordLocation>` costs ~90 bytes per key beyond the key (array object
 /// header, malloc slack, and a 32-byte slot at 75% load). Here every key's bytes live once in one
-/// arena, each key has a 32-byte `Slot` in a dense array, and an open-addressing table of 4-byte
-/// slot indices (linear probing, load ≤ 75%, backward-shift deletion) finds it. Cost per key:
-/// 32 + 4/load ≈ 37-43 bytes plus the arena's growth slack. Not thread-safe.
+/// arena, each key has a 32-byte `Slot` in a dense array, and an open-addressing table of 8-byte
+/// entries (32-bit hash + slot index; linear probing, load ≤ 75%, backward-shift deletion) finds
+/// it. Cost per key: 32 + 8/load ≈ 43-53 bytes plus the arrays' growth slack. Not thread-safe.
 struct Keydir {
     struct Slot {
         /// Arena offset << 16 | key length.
@@ -31,14 +31,16 @@ struct Keydir {
     }
 
     private(set) var slots: [Slot] = []
-    private var index: [UInt32] = [UInt32](repeating: 0, count: 16)  // slot index + 1; 0 = empty
+    /// Open-addressing table: hash << 32 | (slot index + 1); 0 = empty. Keeping the hash here
+    /// lets a probe reject a non-matching bucket without touching `slots` (a cache miss each).
+    private var index: [UInt64] = [UInt64](repeating: 0, count: 16)
     private var arena: [UInt8] = []
     private var arenaGarbage = 0
 
     var count: Int { slots.count }
 
     /// Bytes this structure holds, including spare capacity (what the process pays for it).
-    var memoryBytes: Int { slots.capacity * MemoryLayout<Slot>.stride + index.count * 4 + arena.capacity }
+    var memoryBytes: Int { slots.capacity * MemoryLayout<Slot>.stride + index.count * 8 + arena.capacity }
     /// The part of `memoryBytes` that is not key bytes: the overhead we publish.
     var overheadBytes: Int { memoryBytes - (arena.count - arenaGarbage) }
 
@@ -77,10 +79,11 @@ struct Keydir {
         let mask = index.count - 1
         var b = Int(hash) & mask
         while true {
-            let s = index[b]
-            if s == 0 { return (b, false) }
-            let slot = slots[Int(s) - 1]
-            if slot.hash == hash && keyEquals(slot, key) { return (b, true) }
+            let e = index[b]
+            if e == 0 { return (b, false) }
+            if UInt32(truncatingIfNeeded: e >> 32) == hash && keyEquals(slots[Self.slotIndex(e)], key) {
+                return (b, true)
+            }
             b = (b + 1) & mask
         }
     }
@@ -97,7 +100,7 @@ struct Keydir {
     func lookup(_ key: [UInt8]) -> RecordLocation? {
         key.withUnsafeBytes { k in
             let (b, found) = find(k, hash: UInt32(truncatingIfNeeded: Self.hash(k)))
-            return found ? location(of: slots[Int(index[b]) - 1]) : nil
+            return found ? location(of: slots[Self.slotIndex(index[b])]) : nil
         }
     }
 
@@ -121,7 +124,7 @@ struct Keydir {
             let hash = UInt32(truncatingIfNeeded: Self.hash(k))
             let (b, found) = find(k, hash: hash)
             if found {
-                let i = Int(index[b]) - 1
+                let i = Self.slotIndex(index[b])
                 let old = location(of: slots[i])
                 slots[i].file = loc.file
                 slots[i].offset = loc.offset
@@ -135,7 +138,7 @@ struct Keydir {
                 Slot(
                     keyRef: keyRef, timestamp: loc.timestamp, file: loc.file, offset: loc.offset,
                     length: loc.length, hash: hash))
-            index[b] = UInt32(slots.count)
+            index[b] = UInt64(hash) << 32 | UInt64(slots.count)
             if slots.count * 4 > index.count * 3 { grow() }
             return nil
         }(key)
@@ -147,7 +150,7 @@ struct Keydir {
         { (k: UnsafeRawBufferPointer) -> RecordLocation? in
             let (b, found) = find(k, hash: UInt32(truncatingIfNeeded: Self.hash(k)))
             guard found else { return nil }
-            let i = Int(index[b]) - 1
+            let i = Self.slotIndex(index[b])
             let old = location(of: slots[i])
             arenaGarbage += Int(slots[i].keyRef & 0xFFFF)
             deleteBucket(b)
@@ -157,8 +160,8 @@ struct Keydir {
                 let moved = slots[last]
                 let mask = index.count - 1
                 var mb = Int(moved.hash) & mask
-                while index[mb] != UInt32(last + 1) { mb = (mb + 1) & mask }
-                index[mb] = UInt32(i + 1)
+                while Self.slotIndex(index[mb]) != last { mb = (mb + 1) & mask }
+                index[mb] = UInt64(moved.hash) << 32 | UInt64(i + 1)
                 slots[i] = moved
             }
             slots.removeLast()
@@ -176,7 +179,7 @@ struct Keydir {
             j = (j + 1) & mask
             let s = index[j]
             if s == 0 { break }
-            let ideal = Int(slots[Int(s) - 1].hash) & mask
+            let ideal = Int(UInt32(truncatingIfNeeded: s >> 32)) & mask
             // The entry at j may move into the hole only if its ideal bucket is not in (hole, j].
             let stays = hole <= j ? (hole < ideal && ideal <= j) : (hole < ideal || ideal <= j)
             if stays { continue }
@@ -187,15 +190,18 @@ struct Keydir {
     }
 
     private mutating func grow() {
-        var bigger = [UInt32](repeating: 0, count: index.count * 2)
+        var bigger = [UInt64](repeating: 0, count: index.count * 2)
         let mask = bigger.count - 1
-        for (i, slot) in slots.enumerated() {
-            var b = Int(slot.hash) & mask
+        for e in index where e != 0 {
+            var b = Int(UInt32(truncatingIfNeeded: e >> 32)) & mask
             while bigger[b] != 0 { b = (b + 1) & mask }
-            bigger[b] = UInt32(i + 1)
+            bigger[b] = e
         }
         index = bigger
     }
+
+    @inline(__always)
+    private static func slotIndex(_ entry: UInt64) -> Int { Int(UInt32(truncatingIfNeeded: entry)) - 1 }
 
     private mutating func compactArena() {
         var fresh: [UInt8] = []
