@@ -1,0 +1,353 @@
+import Dispatch
+import Foundation
+
+/// When a write is acknowledged relative to its fsync.
+public enum Durability: Sendable, Equatable {
+    /// A write returns only after its bytes are fsynced; concurrent writers share one fsync.
+    case always
+    /// A write returns after the append; an fsync follows within this many milliseconds.
+    case interval(milliseconds: Int)
+    /// No fsync except at rotation, merge and close (tests and benchmarks only).
+    case none
+}
+
+/// The thread-safe async front of a `Bitcask` that the server uses.
+///
+/// Every engine call runs on one private serial queue, never on the caller's thread or an event
+/// loop. Group commit falls out of the queue's order: a write appends and, under `.always`,
+/// parks its continuation and schedules one sync behind it; writes that arrive meanwhile append
+/// before that sync runs, and one fsync then releases all of them. Merge copies on a second
+/// queue, so reads and writes proceed during it; only its short plan and swap steps take the
+/// engine's queue.
+///
+/// ```
+/// writers ──put──▶ [engine queue: append, append, append, SYNC ──▶ resume all three]
+///                        │ plan            ▲ swap
+///                        ▼                 │
+///                  [merge queue: copy live records, fsync, hints]
+/// ```
+public final class Store: Sendable {
+    /// Engine state confined to `queue`.
+    final class Engine: @unchecked Sendable {
+        // @unchecked Sendable: every property is touched only on `Store.queue` (the merge queue
+        // gets a value-type plan and the file system, which is safe for concurrent use).
+        let bitcask: Bitcask
+        let fileSystem: any FileSystem
+        var waiters: [CheckedContinuation<Result<Void, StorageError>, Never>] = []
+        /// An fsync is running on the sync queue.
+        var syncInFlight = false
+        /// Another sync was asked for while one was in flight.
+        var syncWanted = false
+        /// An `.interval` timer is armed.
+        var timerArmed = false
+        /// Work that must not overlap an fsync in flight (it may close the handle being synced).
+        var whenIdle: [() -> Void] = []
+        var merging = false
+        var syncs = 0
+
+        /// Runs `body` now if no fsync is in flight, else right after it completes.
+        func afterSync(_ body: @escaping () -> Void) {
+            if syncInFlight { whenIdle.append(body) } else { body() }
+        }
+        init(bitcask: Bitcask, fileSystem: any FileSystem) {
+            self.bitcask = bitcask
+            self.fileSystem = fileSystem
+        }
+    }
+
+    private let queue = DispatchQueue(label: "tern.storage.engine")
+    /// fsyncs run here so the engine queue keeps appending (the next group) and serving reads.
+    private let syncQueue = DispatchQueue(label: "tern.storage.fsync")
+    private let mergeQueue = DispatchQueue(label: "tern.storage.merge")
+    private let engine: Engine
+    /// The durability policy writes follow.
+    public let durability: Durability
+    private let autoMerge: Bool
+
+    /// Opens the store (recovery runs here, synchronously: start-up is not on an event loop).
+    ///
+    /// - Parameters:
+    ///   - options: engine options; pass a wall clock as `options.clock` for real timestamps.
+    ///   - durability: see `Durability`; `.always` unless a test or benchmark says otherwise.
+    ///   - fileSystem: `PosixFileSystem()` in production, `MemoryFileSystem` in tests.
+    ///   - autoMerge: start a background merge when `Bitcask.needsMerge` after a write.
+    ///   - wallClock: stamp records with the system clock (milliseconds since 1970), replacing
+    ///     `options.clock`; pass false to keep `options.clock` (simulated time).
+    public init(
+        directory: String, options: BitcaskOptions = .init(), durability: Durability = .always,
+        fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true, wallClock: Bool = true
+    ) throws(StorageError) {
+        var options = options
+        options.writeHintsInline = false
+        if wallClock { options.clock = { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) } }
+        let bitcask = try Bitcask(directory: directory, fileSystem: fileSystem, options: options)
+        engine = Engine(bitcask: bitcask, fileSystem: fileSystem)
+        self.durability = durability
+        self.autoMerge = autoMerge
+    }
+
+    /// Runs `body` on the engine queue and returns its result to the awaiting task.
+    private func run<T: Sendable>(_ body: @escaping @Sendable (Engine) throws(StorageError) -> T)
+        async throws(StorageError) -> T
+    {
+        let engine = self.engine
+        let result = await withCheckedContinuation {
+            (c: CheckedContinuation<Result<T, StorageError>, Never>) in
+            queue.async {
+                do throws(StorageError) {
+                    c.resume(returning: .success(try body(engine)))
+                } catch {
+                    c.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// The value of `key`, nil if absent; throws `.damaged(key:)` for a record that failed its checksum.
+    public func get(_ key: [UInt8]) async throws(StorageError) -> [UInt8]? {
+        try await run { engine throws(StorageError) in try engine.bitcask.get(key) }
+    }
+
+    /// Sets `key`; returns when durable according to `durability`.
+    public func put(_ key: [UInt8], _ value: [UInt8]) async throws(StorageError) {
+        try await write([.put(key, value)])
+    }
+
+    /// Deletes `key`; returns when durable according to `durability`.
+    public func delete(_ key: [UInt8]) async throws(StorageError) {
+        try await write([.delete(key)])
+    }
+
+    /// Appends a batch atomically (all or nothing after a crash); returns when durable.
+    public func write(_ batch: [BatchEntry]) async throws(StorageError) {
+        let engine = self.engine
+        let durability = self.durability
+        let result = await withCheckedContinuation {
+            (c: CheckedContinuation<Result<Void, StorageError>, Never>) in
+            queue.async {
+                do throws(StorageError) {
+                    try engine.bitcask.write(batch)
+                } catch {
+                    c.resume(returning: .failure(error))
+                    return
+                }
+                switch durability {
+                case .always:
+                    engine.waiters.append(c)
+                    self.startSync()
+                case .interval(let ms):
+                    c.resume(returning: .success(()))
+                    self.armTimer(milliseconds: ms)
+                case .none:
+                    c.resume(returning: .success(()))
+                }
+                self.writePendingHints()
+                self.maybeStartMerge()
+            }
+        }
+        try result.get()
+    }
+
+    /// On the engine queue: under `.interval`, one sync at most `milliseconds` after a write.
+    private func armTimer(milliseconds: Int) {
+        guard !engine.timerArmed else { return }
+        engine.timerArmed = true
+        let engine = self.engine
+        queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) {
+            engine.timerArmed = false
+            self.startSync()
+        }
+    }
+
+    /// On the engine queue: flush, then fsync on the sync queue and release the writers that were
+    /// waiting at the flush. While that fsync runs, new writes append and wait for the next one:
+    /// the group that forms during an fsync is committed by the following fsync.
+    private func startSync() {
+        let engine = self.engine
+        guard !engine.syncInFlight else {
+            engine.syncWanted = true
+            return
+        }
+        let waiters = engine.waiters
+        engine.waiters.removeAll()
+        let handle: (any StorageFile)?
+        do throws(StorageError) {
+            handle = try engine.bitcask.prepareGroupSync()
+        } catch {
+            for w in waiters { w.resume(returning: .failure(error)) }
+            return
+        }
+        guard let handle else {
+            for w in waiters { w.resume(returning: .success(())) }
+            return
+        }
+        engine.syncInFlight = true
+        let file = SyncHandle(file: handle)
+        let queue = self.queue
+        syncQueue.async {
+            let result: Result<Void, StorageError>
+            do throws(StorageError) {
+                try file.file.sync()
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            queue.async {
+                engine.syncInFlight = false
+                engine.syncs += 1
+                for w in waiters { w.resume(returning: result) }
+                let idle = engine.whenIdle
+                engine.whenIdle.removeAll()
+                for body in idle { body() }
+                if engine.syncWanted || !engine.waiters.isEmpty {
+                    engine.syncWanted = false
+                    self.startSync()
+                }
+            }
+        }
+    }
+
+    /// On the engine queue: hands hint files of newly sealed files to the merge queue, so the
+    /// re-read of a sealed file (up to `maxFileSizeBytes`) never stalls writes or reads.
+    private func writePendingHints() {
+        let jobs = engine.bitcask.takePendingHints()
+        guard !jobs.isEmpty else { return }
+        let engine = self.engine
+        mergeQueue.async {
+            // A failure only costs a scan of that file at the next start-up.
+            for job in jobs { try? Bitcask.writeHint(job, fileSystem: engine.fileSystem) }
+        }
+    }
+
+    /// On the engine queue: starts a background merge if the thresholds say so.
+    private func maybeStartMerge() {
+        guard autoMerge, !engine.merging, engine.bitcask.needsMerge else { return }
+        engine.merging = true
+        engine.afterSync { self.startMerge { _ in } }
+    }
+
+    /// On the engine queue: plan here, copy on the merge queue, swap back here.
+    private func startMerge(_ done: @escaping @Sendable (Result<Void, StorageError>) -> Void) {
+        let engine = self.engine
+        let plan: MergePlan?
+        do throws(StorageError) {
+            plan = try engine.bitcask.prepareMerge()
+        } catch {
+            engine.merging = false
+            done(.failure(error))
+            return
+        }
+        guard let plan else {
+            engine.merging = false
+            done(.success(()))
+            return
+        }
+        let queue = self.queue
+        mergeQueue.async {
+            let copied: Result<MergeResult, StorageError>
+            do throws(StorageError) {
+                copied = .success(try Bitcask.runMerge(plan, fileSystem: engine.fileSystem))
+            } catch {
+                copied = .failure(error)
+            }
+            queue.async {
+                engine.afterSync { self.finishMerge(copied, done) }
+            }
+        }
+    }
+
+    /// On the engine queue, with no fsync in flight: swap in a merge's outputs.
+    private func finishMerge(
+        _ copied: Result<MergeResult, StorageError>,
+        _ done: @escaping @Sendable (Result<Void, StorageError>) -> Void
+    ) {
+        let engine = self.engine
+        engine.merging = false
+        switch copied {
+        case .success(let result):
+            do throws(StorageError) {
+                try engine.bitcask.finishMerge(result)
+                done(.success(()))
+            } catch {
+                done(.failure(error))
+            }
+        case .failure(let error):
+            engine.bitcask.abandonMerge()
+            done(.failure(error))
+        }
+    }
+
+    /// Merges now, in the background; returns when the merged files are swapped in.
+    public func merge() async throws(StorageError) {
+        let result = await withCheckedContinuation {
+            (c: CheckedContinuation<Result<Void, StorageError>, Never>) in
+            queue.async {
+                guard !self.engine.merging else {
+                    c.resume(returning: .failure(.mergeInProgress))
+                    return
+                }
+                self.engine.merging = true
+                self.engine.afterSync { self.startMerge { c.resume(returning: $0) } }
+            }
+        }
+        try result.get()
+    }
+
+    /// Current counters.
+    public func stats() async throws(StorageError) -> StorageStats {
+        try await run { engine in engine.bitcask.stats }
+    }
+
+    /// How many fsyncs the group committer has issued (shows the batching in benchmarks).
+    public func syncCount() async throws(StorageError) -> Int {
+        try await run { engine in engine.syncs }
+    }
+
+    /// Every live key (a snapshot), for anti-entropy.
+    public func liveKeys() async throws(StorageError) -> [[UInt8]] {
+        try await run { engine in
+            var keys: [[UInt8]] = []
+            engine.bitcask.forEachLive { keys.append($0) }
+            return keys
+        }
+    }
+
+    /// Keys whose latest record failed its checksum.
+    public func damagedKeys() async throws(StorageError) -> Set<[UInt8]> {
+        try await run { engine in engine.bitcask.damagedKeys }
+    }
+
+    /// Checks every live record's checksum (see `Bitcask.scrub`); returns the damaged keys.
+    public func scrub() async throws(StorageError) -> Set<[UInt8]> {
+        try await run { engine throws(StorageError) in try engine.bitcask.scrub() }
+    }
+
+    /// Drops a damaged key without writing it (see `Bitcask.markRepaired`).
+    public func markRepaired(_ key: [UInt8]) async throws(StorageError) {
+        try await run { engine in engine.bitcask.markRepaired(key) }
+    }
+
+    /// Syncs and closes; later calls throw `.closed`.
+    public func close() async {
+        let engine = self.engine
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            queue.async {
+                engine.afterSync {
+                    engine.bitcask.close()
+                    // Resume after the merge queue's pending work (hint files) is done.
+                    self.mergeQueue.async { c.resume() }
+                }
+            }
+        }
+    }
+}
+
+/// A file handle passed to the sync queue for one fsync.
+private final class SyncHandle: @unchecked Sendable {
+    // @unchecked Sendable: the sync queue only calls `sync()` on it, which is safe concurrently
+    // with the engine's appends and reads on the same file (fsync/pwrite/pread on one descriptor;
+    // MemoryFile locks), and the engine defers anything that could close it until the fsync ends.
+    let file: any StorageFile
+    init(file: any StorageFile) { self.file = file }
+}
