@@ -61,12 +61,16 @@ public struct Ring: Sendable {
         @inlinable
         func owner(ofHash hash: UInt64) -> NodeID {
             tokens.withUnsafeBufferPointer { tokens in
-                var low = 0
-                var high = tokens.count
-                while low < high {
-                    let mid = (low &+ high) >> 1
-                    if tokens[mid] < hash { low = mid &+ 1 } else { high = mid }
+                // Branchless lower bound: random hashes would mispredict a branchy search's every
+                // step; a conditional move halves the range without a jump.
+                var base = 0
+                var count = tokens.count
+                while count > 1 {
+                    let half = count >> 1
+                    base = tokens[base &+ half] < hash ? base &+ half : base
+                    count &-= half
                 }
+                let low = tokens[base] < hash ? base &+ 1 : base
                 let index = low == tokens.count ? 0 : low
                 return owners.withUnsafeBufferPointer { $0[index] }
             }

@@ -59,11 +59,12 @@ public enum TokenPlanner {
         /// True when `position` is in (`start`, `end`] (the range may wrap past 2^64-1).
         public func contains(_ position: UInt64) -> Bool { position &- start &- 1 < length }
 
-        /// "(0x…, 0x…] n1 → n4 (0.0417 of the ring)".
+        /// "(0x…, 0x…] n1 -> n4 (4.167% of the campus ring)".
         public var description: String {
-            let fraction = Double(length) / 18_446_744_073_709_551_616.0
-            let share = (fraction * 10_000).rounded() / 10_000
-            return "(\(Token.format(start)), \(Token.format(end))] \(from) -> \(to) (\(share) of the ring)"
+            let thousandths = (Double(length) / 18_446_744_073_709_551_616.0 * 100_000).rounded()
+            let percent = "\(Int(thousandths) / 1000).\(String(Int(thousandths) % 1000 + 1000).dropFirst())%"
+            return
+                "(\(Token.format(start)), \(Token.format(end))] \(from) -> \(to) (\(percent) of the campus ring)"
         }
     }
 
