@@ -18,15 +18,22 @@ let package = Package(
         .library(name: "TernConsensus", targets: ["TernConsensus"]),
         .library(name: "TernCheck", targets: ["TernCheck"]),
         .library(name: "TernSim", targets: ["TernSim"]),
+        .library(name: "TernPlacement", targets: ["TernPlacement"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(name: "TernCore", swiftSettings: settings),
         .target(name: "TernStorage", dependencies: ["TernCore"], swiftSettings: settings),
         .target(name: "TernConsensus", dependencies: ["TernCore"], swiftSettings: settings),
         .target(name: "TernCheck", dependencies: ["TernCore"], swiftSettings: settings),
+        .target(
+            name: "TernPlacement",
+            dependencies: ["TernCore", .product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: settings
+        ),
         .target(
             name: "TernSim",
             dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
@@ -35,7 +42,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim",
+                "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim", "TernPlacement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings
@@ -44,6 +51,8 @@ let package = Package(
         .testTarget(
             name: "TernConsensusTests", dependencies: ["TernConsensus"], swiftSettings: settings),
         .testTarget(name: "TernCheckTests", dependencies: ["TernCheck"], swiftSettings: settings),
+        .testTarget(
+            name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
             swiftSettings: settings),
