@@ -23,12 +23,21 @@ public struct Frame: Sendable, Hashable {
     public var from: NodeID
     public var to: NodeID
     public var items: [FrameItem]
+    public init(from: NodeID, to: NodeID, items: [FrameItem]) {
+        self.from = from
+        self.to = to
+        self.items = items
+    }
 }
 
 /// One message of a frame.
 public struct FrameItem: Sendable, Hashable {
     public var key: [UInt8]
     public var message: PaxosMessage
+    public init(key: [UInt8], message: PaxosMessage) {
+        self.key = key
+        self.message = message
+    }
 }
 
 /// What a flush releases: frames for peers, then replies for clients (already durable).
