@@ -11,4 +11,4 @@ struct Tern: AsyncParsableCommand {
 }
 
 /// Every subcommand, in the order `tern --help` lists them.
-let ternSubcommands: [any ParsableCommand.Type] = []
+let ternSubcommands: [any ParsableCommand.Type] = [SimCommand.self]
