@@ -23,7 +23,18 @@ public final class MemoryReplicaStorage: ReplicaStorage {
         return .absent
     }
 
-    public func write(_ batch: [(key: [UInt8], value: [UInt8])]) throws { unsynced.append(batch) }
+    public func write(_ batch: [(key: [UInt8], value: [UInt8])]) throws {
+        unsynced.append(batch)
+        for e in batch {
+            recent.removeAll { $0 == e.key }
+            recent.append(e.key)
+        }
+        if recent.count > 8 { recent.removeFirst(recent.count - 8) }
+    }
+
+    /// The last few distinct keys written (newest last): bit rot is most harmful on a hot record,
+    /// whose open slot or fresh promise still matters, so the simulator aims there half the time.
+    public private(set) var recent: [[UInt8]] = []
 
     public func sync() throws {
         for batch in unsynced { apply(batch) }

@@ -33,6 +33,14 @@ public struct FaultConfig: Sendable, Hashable {
         return f
     }()
 
+    /// Frequent crashes, each corrupting a record: the mix that exercises damaged-key recovery.
+    public static let storm: FaultConfig = {
+        var f = FaultConfig()
+        f.crash = 0.02
+        f.corrupt = 1
+        return f
+    }()
+
     /// A seed's own mix: each probability scaled by a factor drawn from the seed (some seeds calm,
     /// some stormy), capped by `self` times two.
     public func derived(from rng: inout SplitMix64) -> FaultConfig {
@@ -63,6 +71,8 @@ public struct SimConfig: Sendable, Hashable {
     /// Draw the fault mix from the seed (the campaign default) rather than use `faults` as is.
     public var deriveFaults = true
     public var paxos = PaxosConfig()
+    /// Print every message, crash and state change about this key (debugging a failing seed).
+    public var traceKey: String?
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }

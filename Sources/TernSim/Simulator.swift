@@ -77,6 +77,9 @@ public final class Simulation {
     var opsIssued = 0
     var healed = false
     var finalReads: [Int] = []
+    /// (node, key) whose corrupted record has not been re-learned yet. The fault model's guard:
+    /// three replicas survive the loss of ONE replica's state of a key, not two at once.
+    var unrepaired: [(node: Int, key: [UInt8])] = []
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -180,12 +183,30 @@ public final class Simulation {
     func route(_ out: NodeOutput, from i: Int) {
         guard let n = nodes[i] else { return }
         for k in out.touched {
-            if let r = n.inspect(k), let v = observer.observe(node: i, key: k, replica: r) {
+            if let r = n.inspect(k), !r.damaged, !unrepaired.isEmpty {
+                unrepaired.removeAll { $0.node == i && $0.key == k }
+            }
+            if violations.isEmpty, let r = n.inspect(k), let v = observer.observe(node: i, key: k, replica: r)
+            {
                 violations.append(violation(check: "observer", key: keyName(k), detail: v))
             }
         }
+        if let tk = config.traceKey {
+            for k in out.touched where keyName(k) == tk {
+                if let r = n.inspect(k) {
+                    print(
+                        "t=\(now) n\(i + 1) state chosen=\(r.state.chosen) promised=\(r.state.promised) accepted=\(r.state.accepted.map { "\($0.instance)@\($0.ballot)" } ?? "-") damaged=\(r.damaged)"
+                    )
+                }
+            }
+        }
         for f in out.frames {
-            for item in f.items { observer.sent(node: i, key: item.key, message: item.message) }
+            for item in f.items {
+                observer.sent(node: i, key: item.key, message: item.message)
+                if let tk = config.traceKey, keyName(item.key) == tk {
+                    print("t=\(now) \(f.from)->\(f.to) \(item.message)")
+                }
+            }
             messages += 1
             mix(UInt64(f.from.rawValue) << 8 | UInt64(f.to.rawValue))
             mix(UInt64(f.items.count))
@@ -242,18 +263,30 @@ public final class Simulation {
         let keep = rng.chance(faults.torn) ? Int(rng.below(UInt64(s.unsyncedBatches) + 1)) : 0
         s.crash(keepPrefix: keep)
         if rng.chance(faults.corrupt) {
-            let recs = s.durableKeys.filter { $0.first == 1 }
+            var recs = s.durableKeys.filter { k in
+                k.first == 1 && !unrepaired.contains { $0.node != i && $0.key == Array(k.dropFirst()) }
+            }
+            if rng.chance(0.5), let hot = s.recent.last(where: { $0.first == 1 }), recs.contains(hot) {
+                recs = [hot]
+            }
             if !recs.isEmpty {
                 let k = recs[Int(rng.below(UInt64(recs.count)))]
                 s.corrupt(k)
                 corruptions += 1
                 observer.corrupted(node: i, key: Array(k.dropFirst()))
+                unrepaired.append((i, Array(k.dropFirst())))
+                if config.traceKey != nil {
+                    print("t=\(now) CORRUPT n\(i + 1) \(keyName(Array(k.dropFirst())))")
+                }
             }
         }
         if let v = observer.crashed(node: i, storage: s) {
             violations.append(violation(check: "observer", key: v.0, detail: v.1))
         }
         downUntil[i] = now + 5 + rng.below(faults.downTicksMax)
+        if config.traceKey != nil {
+            print("t=\(now) CRASH n\(i + 1) until \(downUntil[i]) kept \(keep) batches")
+        }
         mix(0xC0FFEE &+ UInt64(i))
     }
 

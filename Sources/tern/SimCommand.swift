@@ -43,6 +43,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Corrupt-a-record probability at each crash.")
     var corrupt: Double = FaultConfig().corrupt
 
+    @Option(help: "Trace every message and state change of this key (with --seed).")
+    var trace: String?
+
     @Flag(help: "Disable every fault.")
     var noFaults = false
 
@@ -65,6 +68,7 @@ struct SimCommand: ParsableCommand {
             c.faults = faults
             c.deriveFaults = !noFaults
             c.paxos.mutant = m
+            c.traceKey = trace
             return c
         }
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }

@@ -64,15 +64,29 @@ import Testing
         #expect(unknown > 0)
     }
 
+    @Test("Storm (a crash every ~50 ticks, each corrupting a record): damaged keys recover safely")
+    func storm() {
+        for s in UInt64(1)...25 {
+            var c = SimConfig(seed: s)
+            c.ops = 150
+            c.faults = .storm
+            let r = simulate(c)
+            #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+        }
+    }
+
     /// The proof that the checks can fail: each mutant must be caught within a bounded number of seeds.
     @Test(
         "Every mutant is caught within 60 seeds",
-        arguments: [Mutant.replyBeforePersist, .ignoreAcceptedValue])
-    func mutantCaught(mutant: Mutant) {
+        arguments: [
+            (Mutant.replyBeforePersist, false), (.ignoreAcceptedValue, false), (.damagedAnswersFresh, true),
+        ])
+    func mutantCaught(mutant: Mutant, storm: Bool) {
         var caughtAt: UInt64?
         for s in UInt64(1)...60 {
             var c = SimConfig(seed: s)
             c.ops = 200
+            if storm { c.faults = .storm }
             c.paxos.mutant = mutant
             let r = simulate(c)
             if !r.violations.isEmpty {
