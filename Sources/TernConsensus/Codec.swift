@@ -12,6 +12,7 @@ public enum PaxosCodec {
     /// Encodes a key's whole Paxos state.
     public static func encode(_ s: KeyState) -> [UInt8] {
         var w = ByteWriter()
+        w.bytes.reserveCapacity(64 + 24 * s.value.recent.count + (s.value.bytes?.count ?? 0))
         w.u8(version)
         w.u64(s.chosen)
         w.keyValue(s.value)

@@ -127,9 +127,10 @@ public final class ReplicaNode {
     public func inspect(_ key: [UInt8]) -> KeyReplica? { keys[key] }
 
     private func apply(_ key: [UInt8], _ body: (inout KeyReplica, inout NodeContext) -> Effects) {
-        var r = replica(key)
-        let fx = body(&r, &ctx)
-        keys[key] = r
+        if keys[key] == nil { keys[key] = replica(key) }
+        // Mutated in place: copying the replica out and back would copy its queues every step.
+        let fx = body(&keys[key]!, &ctx)
+        let r = keys[key]!
         if let _ = fx.persist, !dirtySet.contains(key) {
             dirtySet.insert(key)
             dirty.append(key)
@@ -181,6 +182,7 @@ public final class ReplicaNode {
     /// rounds (bounded; the rest waits for the next flush).
     public func flush() throws -> NodeOutput {
         var out = NodeOutput()
+        guard hasWork else { return out }
         var perPeer: [NodeID: [FrameItem]] = [:]
         var peerOrder: [NodeID] = []
         for _ in 0..<8 {

@@ -103,6 +103,7 @@ struct SimCommand: ParsableCommand {
                 print(
                     "[\(n + 1)/\(list.count)] \(String(format1(rate))) seeds/s, \(opsDone) ops, \(failed) violations"
                 )
+                fflush(nil)  // progress must show when piped to a file
             }
         }
         let elapsed = monotonicSeconds() - start
