@@ -132,7 +132,7 @@ public struct KeyReplica: Sendable {
     /// Reads the key: linearizable (ReadCheck to a majority) unless `staleOK`.
     public mutating func read(staleOK: Bool, tag: UInt64, ctx: inout NodeContext) -> Effects {
         var fx = Fx()
-        if staleOK && !damaged {
+        if (staleOK || ctx.config.mutant == .staleReads) && !damaged {
             fx.effects.replies.append(ClientReply(tag: tag, outcome: .value(state.value.bytes)))
             return finish(fx)
         }

@@ -305,6 +305,8 @@ public enum Mutant: String, Sendable, Hashable, CaseIterable {
     case damagedAnswersFresh
     /// The node does not bump its epoch on restart, so it may reuse a round.
     case noEpochOnRestart
+    /// Every read is answered locally (as if `staleOK`), without asking a majority.
+    case staleReads
 }
 
 /// Tunables of the core, in ticks and counts.

@@ -123,6 +123,7 @@ public final class Simulation {
                     check: "liveness", key: "-", detail: "did not finish within \(config.ticksMax) ticks"))
         }
         if violations.isEmpty { checkBank() }
+        if violations.isEmpty { checkCounters() }
         for op in history {
             mix(UInt64(op.client))
             mix(op.call)
@@ -436,6 +437,48 @@ public final class Simulation {
         return SimViolation(
             seed: config.seed, check: check, key: key, detail: detail, subHistory: Array(ops.suffix(12)),
             replay: config.replayCommand)
+    }
+
+    /// Real-time order on counters (a cheap, partial linearizability check until the full checker
+    /// lands): increments are positive, so an `incr` must return more, and a `get` at least, than
+    /// every counter value observed by an operation that returned before it was invoked.
+    func checkCounters() {
+        for k in 0..<config.counterKeys {
+            let key = "c\(k)"
+            var done: [(call: UInt64, ret: UInt64, n: Int64, incr: Bool, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                guard let ret = op.ret else { continue }
+                switch (op.input, op.output) {
+                case (.incr, .number(let n)): done.append((op.call, ret, n, true, i))
+                case (.get, .value(let s)):
+                    done.append((op.call, ret, s.flatMap { Int64($0) } ?? 0, false, i))
+                default: break
+                }
+            }
+            let byRet = done.sorted { ($0.ret, $0.index) < ($1.ret, $1.index) }
+            var p = 0
+            var maxBefore: Int64 = -1
+            var maxOp = -1
+            for b in done.sorted(by: { ($0.call, $0.index) < ($1.call, $1.index) }) {
+                while p < byRet.count && byRet[p].ret <= b.call {
+                    if byRet[p].n > maxBefore {
+                        maxBefore = byRet[p].n
+                        maxOp = byRet[p].index
+                    }
+                    p += 1
+                }
+                if b.incr ? b.n <= maxBefore : b.n < maxBefore {
+                    var v = violation(
+                        check: "counter-order", key: key,
+                        detail:
+                            "\(history[b.index].input) returned \(b.n) but \(maxBefore) was observed before it began"
+                    )
+                    v.subHistory = [history[maxOp], history[b.index]]
+                    violations.append(v)
+                    return
+                }
+            }
+        }
     }
 
     /// Bank-style invariant: the counters' final sum lies between the acknowledged increments and

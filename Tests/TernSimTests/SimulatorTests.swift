@@ -80,6 +80,7 @@ import Testing
         "Every mutant is caught within 60 seeds",
         arguments: [
             (Mutant.replyBeforePersist, false), (.ignoreAcceptedValue, false), (.damagedAnswersFresh, true),
+            (.staleReads, false),
         ])
     func mutantCaught(mutant: Mutant, storm: Bool) {
         var caughtAt: UInt64?
