@@ -136,6 +136,11 @@ public struct KeyReplica: Sendable {
             fx.effects.replies.append(ClientReply(tag: tag, outcome: .value(state.value.bytes)))
             return finish(fx)
         }
+        if reads.count >= ctx.config.pendingMax {
+            // Back-pressure: a bounded number of reads wait per key.
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .retryable))
+            return finish(fx)
+        }
         var w = ReadWaiter(tag: tag, nonce: 0, attempts: 0, deadline: 0)
         if damaged {
             w.deadline = ctx.now + ctx.config.retransmitTicks * 4

@@ -319,7 +319,8 @@ public struct PaxosConfig: Sendable, Hashable {
     public var rejectionsMax = 5
     /// Upper bound of the randomised back-off after a Reject (doubled per rejection).
     public var backoffTicksMax: UInt64 = 6
-    /// Pending writes per key; beyond it `propose` answers `.retryable` (back-pressure).
+    /// Pending writes (and, separately, waiting reads) per key; beyond it the call answers
+    /// `.retryable` (back-pressure).
     public var pendingMax = 256
     /// Writes merged into one instance.
     public var mergeMax = 64
