@@ -71,6 +71,9 @@ public struct SimConfig: Sendable, Hashable {
     /// Draw the fault mix from the seed (the campaign default) rather than use `faults` as is.
     public var deriveFaults = true
     public var paxos = PaxosConfig()
+    /// Scenario mode: no workload clients and no random faults; a test drives the cluster through
+    /// `Simulation`'s scenario methods.
+    public var scenario = false
     /// Print every message, crash and state change about this key (debugging a failing seed).
     public var traceKey: String?
     /// Hard bound on simulated time.

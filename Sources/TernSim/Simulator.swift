@@ -54,7 +54,7 @@ public final class Simulation {
     var nodes: [ReplicaNode?] = []
     var downUntil: [UInt64] = [0, 0, 0]
     var incarnation: [UInt64] = [0, 0, 0]
-    var now: UInt64 = 0
+    public private(set) var now: UInt64 = 0
     /// Message buckets by arrival tick (ring of `bucketCount`).
     var buckets: [[Frame]]
     let bucketCount: Int
@@ -80,6 +80,7 @@ public final class Simulation {
     /// (node, key) whose corrupted record has not been re-learned yet. The fault model's guard:
     /// three replicas survive the loss of ONE replica's state of a key, not two at once.
     var unrepaired: [(node: Int, key: [UInt8])] = []
+    var scenarioReplies: [UInt64: ClientOutcome] = [:]
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -159,13 +160,13 @@ public final class Simulation {
             }
         }
         // 3. Faults.
-        if !healed { injectFaults() }
+        if !healed && !config.scenario { injectFaults() }
         for i in 0..<3 where nodes[i] == nil && now >= downUntil[i] {
             nodes[i] = startNode(i)
             observer.restarted(node: i)
         }
         // 4. Clients.
-        clientsAct()
+        if !config.scenario { clientsAct() }
         // 5. Nodes.
         for i in 0..<3 {
             guard let n = nodes[i] else { continue }
@@ -398,6 +399,10 @@ public final class Simulation {
     }
 
     func clientReply(_ r: ClientReply) {
+        if config.scenario {
+            scenarioReplies[r.tag] = r.outcome
+            return
+        }
         guard let c = tagOwner.removeValue(forKey: r.tag), let f = clients[c].inFlight, f.tag == r.tag else {
             return
         }
@@ -517,6 +522,70 @@ public final class Simulation {
                         "sum of counters \(total) outside [\(acked), \(acked + unknown)] (acked, +unknown)"))
         }
     }
+}
+
+// MARK: - Scenario language (tests drive the cluster by hand)
+
+extension Simulation {
+    /// Submits a write at `node` (0, 1, 2 = campus A, B, C); returns the tag to `await`.
+    public func write(_ key: String, _ op: Operation, at node: Int, id: RequestID? = nil) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        let rid = id ?? RequestID(client: 1000, counter: tag)
+        nodes[node]?.propose(key: Array(key.utf8), op, id: rid, tag: tag)
+        return tag
+    }
+
+    /// Submits a linearizable read at `node`; returns the tag to `await`.
+    public func read(_ key: String, at node: Int, staleOK: Bool = false) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        nodes[node]?.read(key: Array(key.utf8), staleOK: staleOK, tag: tag)
+        return tag
+    }
+
+    /// Runs until `tag` is answered (or `ticksMax` passes) and returns its outcome.
+    public func await(_ tag: UInt64, ticksMax: UInt64 = 3000) -> ClientOutcome? {
+        let end = now + ticksMax
+        while now < end && scenarioReplies[tag] == nil { step() }
+        return scenarioReplies.removeValue(forKey: tag)
+    }
+
+    /// Runs `ticks` ticks.
+    public func run(ticks: UInt64) { for _ in 0..<ticks { step() } }
+
+    /// Cuts `node`'s campus off (both directions), or heals every link.
+    public func isolate(_ node: Int?) {
+        cut = Array(repeating: [false, false, false], count: 3)
+        flapping = nil
+        partitionUntil = UInt64.max
+        guard let a = node else { return }
+        for x in 0..<3 where x != a {
+            cut[a][x] = true
+            cut[x][a] = true
+        }
+    }
+
+    /// Crashes `node` now (unsynced writes lost); it restarts after `downTicks`. With `corrupt`,
+    /// that key's durable record fails its checksum at restart.
+    public func crash(node i: Int, downTicks: UInt64, corrupt key: String? = nil) {
+        nodes[i] = nil
+        storages[i].crash(keepPrefix: 0)
+        if let k = key {
+            storages[i].corrupt([1] + Array(k.utf8))
+            observer.corrupted(node: i, key: Array(k.utf8))
+        }
+        if let v = observer.crashed(node: i, storage: storages[i]) {
+            violations.append(violation(check: "observer", key: v.0, detail: v.1))
+        }
+        downUntil[i] = now + downTicks
+    }
+
+    /// The loaded state of `key` at `node` (nil if down or never loaded).
+    public func inspect(_ key: String, at node: Int) -> KeyReplica? { nodes[node]?.inspect(Array(key.utf8)) }
+
+    /// Violations found so far.
+    public var currentViolations: [SimViolation] { violations }
 }
 
 struct SimClient {
