@@ -84,6 +84,12 @@ public struct SimConfig: Sendable, Hashable {
     public var replayCommand: String {
         var s = "swift run -c release tern sim --seed \(seed) --ops \(ops)"
         if paxos.mutant != .none { s += " --mutant \(paxos.mutant.rawValue)" }
+        if !deriveFaults && faults == .none { return s + " --no-faults" }
+        let d = FaultConfig()
+        if faults.loss != d.loss { s += " --loss \(faults.loss)" }
+        if faults.crash != d.crash { s += " --crash \(faults.crash)" }
+        if faults.partition != d.partition { s += " --partition \(faults.partition)" }
+        if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
         return s
     }
 }

@@ -99,3 +99,17 @@ import Testing
         #expect(caughtAt != nil, "mutant \(mutant) survived 60 seeds")
     }
 }
+
+@Suite struct ReplayTests {
+    @Test("The printed replay command carries every non-default knob")
+    func replayCommand() {
+        var c = SimConfig(seed: 9)
+        c.ops = 300
+        c.faults = .storm
+        c.paxos.mutant = .staleReads
+        #expect(
+            c.replayCommand
+                == "swift run -c release tern sim --seed 9 --ops 300 --mutant staleReads --crash 0.02 --corrupt 1.0"
+        )
+    }
+}
