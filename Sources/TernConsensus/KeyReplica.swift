@@ -483,7 +483,10 @@ public struct KeyReplica: Sendable {
 
     private func finish(_ fx: Fx) -> Effects {
         var e = fx.effects
-        if fx.dirty { e.persist = state }
+        // (safety) While damaged, nothing is written: the corrupt record on disk is the only
+        // memory of the damage, and overwriting it with a clean-looking record (say, after learning
+        // a chosen value) would let the next restart vote as if nothing had been promised.
+        if fx.dirty && !damaged { e.persist = state }
         return e
     }
 }

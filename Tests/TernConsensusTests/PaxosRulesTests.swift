@@ -208,6 +208,16 @@ import Testing
         #expect(t.state(n1).promised > .zero)
     }
 
+    @Test("Damaged key: learning a chosen value writes nothing, so the damage survives a restart")
+    func damagedWritesNothing() {
+        var t = Trio(loaded: [n1: .damaged])
+        let fx = t.replicas[n1]!.step(
+            .learnReply(instance: 4, value: KeyValue(bytes: bytes("x"))), from: n2, ctx: &t.ctx[n1]!)
+        #expect(fx.persist == nil)
+        #expect(t.replicas[n1]!.damaged)
+        #expect(t.state(n1).chosen == 4)
+    }
+
     @Test("Damaged key (recovery): an accepted value reported by a peer is adopted, never dropped")
     func damagedAdoptsAcceptedSlot() {
         var t = Trio(loaded: [n1: .damaged])
