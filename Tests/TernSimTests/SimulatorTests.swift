@@ -113,3 +113,17 @@ import Testing
         )
     }
 }
+
+@Suite struct RegressionSeeds {
+    /// Seeds that once failed; each names the bug it found.
+    @Test(
+        "Storm seeds that found 'a damaged key overwrote its corrupt record'",
+        arguments: [UInt64(20273), 21175])
+    func damagedKeyWritesNothing(seed: UInt64) {
+        var c = SimConfig(seed: seed)
+        c.ops = 300
+        c.faults = .storm
+        let r = simulate(c)
+        #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+    }
+}
