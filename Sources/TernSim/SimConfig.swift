@@ -59,14 +59,18 @@ public struct FaultConfig: Sendable, Hashable {
 
 /// One simulation run.
 public struct SimConfig: Sendable, Hashable {
+    /// Every random choice of the run derives from it.
     public var seed: UInt64
     /// Client operations to issue (plus the final counter reads).
     public var ops = 200
+    /// Concurrent clients, each with one operation in flight; client c lives in campus c % 3.
     public var clients = 6
+    /// Register keys `r0…` (get/put/delete/cas) and counter keys `c0…` (incr/get).
     public var registerKeys = 3
     public var counterKeys = 4
     /// Ticks a client waits for a reply before it gives up on that attempt.
     public var clientTimeoutTicks: UInt64 = 120
+    /// The fault mix (scaled per seed unless `deriveFaults` is false).
     public var faults = FaultConfig()
     /// Draw the fault mix from the seed (the campaign default) rather than use `faults` as is.
     public var deriveFaults = true

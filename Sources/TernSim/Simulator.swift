@@ -4,6 +4,7 @@ public import TernCore
 
 /// The outcome of one simulation.
 public struct SimResult: Sendable {
+    /// What was run.
     public var config: SimConfig
     /// Every client operation, as the clients saw it.
     public var history: [HistoryOperation]
@@ -11,8 +12,11 @@ public struct SimResult: Sendable {
     public var violations: [SimViolation]
     /// Hash of everything that happened (messages, replies, history): same seed, same hash.
     public var traceHash: UInt64
+    /// Simulated time at the end.
     public var ticks: UInt64
+    /// Frames sent between nodes.
     public var messages: Int
+    /// Faults injected.
     public var crashes: Int
     public var partitions: Int
     public var corruptions: Int
