@@ -129,6 +129,7 @@ public final class Simulation {
         }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkCounters() }
+        if violations.isEmpty { checkRegisters() }
         for op in history {
             mix(UInt64(op.client))
             mix(op.call)
@@ -484,6 +485,56 @@ public final class Simulation {
                     )
                     v.subHistory = [history[maxOp], history[b.index]]
                     violations.append(v)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Registers (another partial linearizability check): every written value is unique, so a `get`
+    /// returning X must come from a write of X invoked before the get returned, and must not be
+    /// stale — no acknowledged write may sit wholly between X's write and the get.
+    func checkRegisters() {
+        for k in 0..<config.registerKeys {
+            let key = "r\(k)"
+            var writes: [(value: String, call: UInt64, ret: UInt64?, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                switch (op.input, op.output) {
+                case (.put(let v), .ok), (.put(let v), .unknown): writes.append((v, op.call, op.ret, i))
+                case (.cas(_, let v), .swapped(true)), (.cas(_, let v), .unknown):
+                    writes.append((v, op.call, op.ret, i))
+                default: break
+                }
+            }
+            // Acknowledged overwrites (put, successful cas, delete) of this key.
+            var acked: [(call: UInt64, ret: UInt64, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                guard let ret = op.ret else { continue }
+                switch (op.input, op.output) {
+                case (.put, .ok), (.delete, .ok), (.cas, .swapped(true)): acked.append((op.call, ret, i))
+                default: break
+                }
+            }
+            for (gi, g) in history.enumerated() where g.key == key && g.input == .get {
+                guard case .value(let v?) = g.output, let gret = g.ret else { continue }
+                guard let w = writes.first(where: { $0.value == v }), w.call <= gret else {
+                    var bad = violation(
+                        check: "register", key: key, detail: "get returned \(v), which no earlier write wrote"
+                    )
+                    bad.subHistory = [g]
+                    violations.append(bad)
+                    return
+                }
+                guard let wret = w.ret else { continue }
+                if let over = acked.first(where: {
+                    $0.index != w.index && $0.call >= wret && $0.ret <= g.call
+                }) {
+                    var bad = violation(
+                        check: "register", key: key,
+                        detail:
+                            "get returned \(v) although a later acknowledged write finished before it began")
+                    bad.subHistory = [history[w.index], history[over.index], history[gi]]
+                    violations.append(bad)
                     return
                 }
             }
