@@ -12,5 +12,5 @@ struct Tern: AsyncParsableCommand {
 
 /// Every subcommand, in the order `tern --help` lists them.
 let ternSubcommands: [any ParsableCommand.Type] = [
-    BenchCommand.self, CheckCommand.self, RingCommand.self,
+    SimCommand.self, CheckCommand.self, RingCommand.self, BenchCommand.self,
 ]

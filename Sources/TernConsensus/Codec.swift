@@ -1,0 +1,182 @@
+import TernCore
+
+/// Compact, versioned binary encoding of what a replica persists.
+///
+/// Layout of a key record: `version u8 | payload | fnv1a32(payload) u32`. The checksum is ours as
+/// well as the storage engine's: a record that decodes wrongly is treated as damaged, never as
+/// absent, because "absent" would let the replica vote as if it had promised nothing.
+public enum PaxosCodec {
+    /// The record format written today.
+    public static let version: UInt8 = 1
+
+    /// Encodes a key's whole Paxos state.
+    public static func encode(_ s: KeyState) -> [UInt8] {
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(64 + 24 * s.value.recent.count + (s.value.bytes?.count ?? 0))
+        w.u8(version)
+        w.u64(s.chosen)
+        w.keyValue(s.value)
+        w.ballot(s.promised)
+        if let a = s.accepted {
+            w.u8(1)
+            w.u64(a.instance)
+            w.ballot(a.ballot)
+            w.keyValue(a.value)
+        } else {
+            w.u8(0)
+        }
+        w.u32(fnv1a(w.bytes))
+        return w.bytes
+    }
+
+    /// Decodes a key record; `nil` if it is malformed or fails its checksum.
+    public static func decode(_ bytes: [UInt8]) -> KeyState? {
+        guard bytes.count >= 5 else { return nil }
+        let body = Array(bytes[..<(bytes.count - 4)])
+        var tail = ByteReader(Array(bytes[(bytes.count - 4)...]))
+        guard let sum = tail.u32(), sum == fnv1a(body) else { return nil }
+        var r = ByteReader(body)
+        guard r.u8() == version else { return nil }
+        var s = KeyState()
+        guard let c = r.u64(), let v = r.keyValue(), let p = r.ballot(), let flag = r.u8() else { return nil }
+        s.chosen = c
+        s.value = v
+        s.promised = p
+        if flag == 1 {
+            guard let i = r.u64(), let b = r.ballot(), let av = r.keyValue() else { return nil }
+            s.accepted = AcceptedSlot(instance: i, ballot: b, value: av)
+        } else if flag != 0 {
+            return nil
+        }
+        return r.atEnd ? s : nil
+    }
+
+    /// Encodes the node's epoch record.
+    public static func encodeEpoch(_ e: UInt32) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(version)
+        w.u32(e)
+        w.u32(fnv1a(w.bytes))
+        return w.bytes
+    }
+
+    /// Decodes the node's epoch record.
+    public static func decodeEpoch(_ bytes: [UInt8]) -> UInt32? {
+        guard bytes.count == 9, bytes[0] == version else { return nil }
+        var r = ByteReader(bytes)
+        _ = r.u8()
+        guard let e = r.u32(), let sum = r.u32(), sum == fnv1a(Array(bytes[..<5])) else { return nil }
+        return e
+    }
+
+    /// FNV-1a, 32 bits: cheap, and enough to notice a flipped byte in the simulator.
+    public static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
+        var h: UInt32 = 0x811C_9DC5
+        for b in bytes { h = (h ^ UInt32(b)) &* 0x0100_0193 }
+        return h
+    }
+}
+
+struct ByteWriter {
+    var bytes: [UInt8] = []
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
+    mutating func u32(_ v: UInt32) {
+        for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+    }
+    mutating func u64(_ v: UInt64) {
+        for k in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+    }
+    mutating func blob(_ b: [UInt8]) {
+        u32(UInt32(b.count))
+        bytes += b
+    }
+    mutating func ballot(_ b: Ballot) {
+        u64(b.round)
+        u32(b.node.rawValue)
+    }
+    mutating func keyValue(_ v: KeyValue) {
+        if let b = v.bytes {
+            u8(1)
+            blob(b)
+        } else {
+            u8(0)
+        }
+        u32(UInt32(v.recent.count))
+        for r in v.recent {
+            u32(r.id.client)
+            u64(r.id.counter)
+            switch r.result {
+            case .ok: u8(0)
+            case .number(let n):
+                u8(1)
+                u64(UInt64(bitPattern: n))
+            case .swapped(let s): u8(s ? 3 : 2)
+            case .notANumber: u8(4)
+            case .tooLarge: u8(5)
+            }
+        }
+    }
+}
+
+struct ByteReader {
+    let bytes: [UInt8]
+    var at = 0
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    var atEnd: Bool { at == bytes.count }
+    mutating func u8() -> UInt8? {
+        guard at < bytes.count else { return nil }
+        at += 1
+        return bytes[at - 1]
+    }
+    mutating func u32() -> UInt32? {
+        guard at + 4 <= bytes.count else { return nil }
+        var v: UInt32 = 0
+        for k in 0..<4 { v |= UInt32(bytes[at + k]) << (8 * k) }
+        at += 4
+        return v
+    }
+    mutating func u64() -> UInt64? {
+        guard at + 8 <= bytes.count else { return nil }
+        var v: UInt64 = 0
+        for k in 0..<8 { v |= UInt64(bytes[at + k]) << (8 * k) }
+        at += 8
+        return v
+    }
+    mutating func blob() -> [UInt8]? {
+        guard let n = u32(), at + Int(n) <= bytes.count else { return nil }
+        at += Int(n)
+        return Array(bytes[(at - Int(n))..<at])
+    }
+    mutating func ballot() -> Ballot? {
+        guard let r = u64(), let n = u32() else { return nil }
+        return Ballot(round: r, node: NodeID(n))
+    }
+    mutating func keyValue() -> KeyValue? {
+        guard let flag = u8() else { return nil }
+        var v = KeyValue()
+        if flag == 1 {
+            guard let b = blob() else { return nil }
+            v.bytes = b
+        } else if flag != 0 {
+            return nil
+        }
+        guard let n = u32(), n <= 1 << 16 else { return nil }
+        for _ in 0..<n {
+            guard let c = u32(), let k = u64(), let tag = u8() else { return nil }
+            let result: OperationResult
+            switch tag {
+            case 0: result = .ok
+            case 1:
+                guard let x = u64() else { return nil }
+                result = .number(Int64(bitPattern: x))
+            case 2: result = .swapped(false)
+            case 3: result = .swapped(true)
+            case 4: result = .notANumber
+            case 5: result = .tooLarge
+            default: return nil
+            }
+            v.recent.append(AppliedRequest(id: RequestID(client: c, counter: k), result: result))
+        }
+        return v
+    }
+}

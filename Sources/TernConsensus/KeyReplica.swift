@@ -1,0 +1,501 @@
+public import TernCore
+
+/// Paxos state of one key at one replica: acceptor, proposer and learner in one value.
+///
+/// Deterministic and free of IO: every entry point returns `Effects` that the driver must carry
+/// out in order (persist, then send, then reply). The three replicas of a key are `me` and the
+/// two `peers`; a majority is two of the three, except while the key is damaged (see `damaged`).
+///
+/// ```
+///  write (slow path)            write (fast path: our value chosen at c)
+///  P ──Prepare(c+1,b)──► A      P ──Accept(c+1,b,v)──► A
+///  P ◄──Promise(slot?)── A      P ◄──Accepted────────── A
+///  P ──Accept(c+1,b,v)─► A      P ──Chosen(c+1,v)────► A
+///  P ◄──Accepted──────── A
+///  P ──Chosen(c+1,v)───► A
+/// ```
+public struct KeyReplica: Sendable {
+    /// The key this replica is about.
+    public let key: [UInt8]
+    /// This node.
+    public let me: NodeID
+    /// The key's two other replicas.
+    public let peers: [NodeID]
+    /// The durable part: chosen instance and value, promise, open slot.
+    public private(set) var state: KeyState
+    /// True while the persisted state is known to be lost or corrupt: the replica refuses to vote
+    /// (Prepare/Accept/ReadCheck) until a Phase 1 promised by **both** peers has re-taught it.
+    public private(set) var damaged: Bool
+
+    struct PendingOp: Sendable {
+        var op: Operation
+        var id: RequestID
+        var tag: UInt64
+        /// An Accept carrying it was sent: a failure must be reported as `.unknown`.
+        var mayBeAccepted = false
+    }
+    struct Preparing: Sendable {
+        var ballot: Ballot
+        var instance: UInt64
+        var promises: [(NodeID, AcceptedSlot?)] = []
+        var deadline: UInt64
+        var retransmits = 0
+    }
+    struct Accepting: Sendable {
+        var ballot: Ballot
+        var instance: UInt64
+        var value: KeyValue
+        var ops: [PendingOp]
+        var acks: [NodeID] = []
+        var deadline: UInt64
+        var retransmits = 0
+    }
+    enum Phase: Sendable {
+        case idle
+        case preparing(Preparing)
+        case accepting(Accepting)
+    }
+    struct ReadWaiter: Sendable {
+        var tag: UInt64
+        /// 0 while waiting for a catch-up or a barrier to finish.
+        var nonce: UInt64
+        var attempts: Int
+        var deadline: UInt64
+    }
+
+    var phase: Phase = .idle
+    var pending: [PendingOp] = []
+    /// A ballot whose Phase 1 a majority granted for every instance above `chosen` (ours was
+    /// chosen last, or our barrier finished, and no higher ballot was seen since).
+    public private(set) var fastBallot: Ballot?
+    /// A read found an open slot: finish it (Phase 1 + recovery) before answering.
+    var needBarrier = false
+    var backoffUntil: UInt64 = 0
+    /// Consecutive rejections / timeouts of our phases.
+    public private(set) var rejections = 0
+    var highestSeen: Ballot = .zero
+    var reads: [ReadWaiter] = []
+    var nonceCounter: UInt64 = 0
+
+    /// A replica of `key` at `me`, starting from what storage returned.
+    public init(key: [UInt8], me: NodeID, peers: [NodeID], loaded: LoadedKey, mutant: Mutant = .none) {
+        precondition(peers.count == 2 && !peers.contains(me), "a key has exactly three replicas")
+        self.key = key
+        self.me = me
+        self.peers = peers
+        switch loaded {
+        case .absent:
+            state = KeyState()
+            damaged = false
+        case .state(let s):
+            state = s
+            damaged = false
+        case .damaged:
+            state = KeyState()
+            // The mutant forgets that it forgot: it votes as if it had never promised anything.
+            damaged = mutant != .damagedAnswersFresh
+        }
+        highestSeen = state.promised
+    }
+
+    /// True while the replica has work that needs ticks (phases, reads, back-off, recovery).
+    public var isBusy: Bool {
+        if case .idle = phase {
+            return !pending.isEmpty || !reads.isEmpty || needBarrier || damaged
+        }
+        return true
+    }
+    /// Pending plus in-flight writes.
+    public var queuedWrites: Int {
+        if case .accepting(let a) = phase { return pending.count + a.ops.count }
+        return pending.count
+    }
+
+    // MARK: - Entry points
+
+    /// Queues a write; it is merged with the other queued writes of this key into one instance.
+    public mutating func propose(_ op: Operation, id: RequestID, tag: UInt64, ctx: inout NodeContext)
+        -> Effects
+    {
+        var fx = Fx()
+        if let r = state.value.result(for: id) {
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .done(r)))
+        } else if queuedWrites >= ctx.config.pendingMax {
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .retryable))
+        } else {
+            pending.append(PendingOp(op: op, id: id, tag: tag))
+            startIfNeeded(&fx, &ctx)
+        }
+        return finish(fx)
+    }
+
+    /// Reads the key: linearizable (ReadCheck to a majority) unless `staleOK`.
+    public mutating func read(staleOK: Bool, tag: UInt64, ctx: inout NodeContext) -> Effects {
+        var fx = Fx()
+        if (staleOK || ctx.config.mutant == .staleReads) && !damaged {
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .value(state.value.bytes)))
+            return finish(fx)
+        }
+        if reads.count >= ctx.config.pendingMax {
+            // Back-pressure: a bounded number of reads wait per key.
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .retryable))
+            return finish(fx)
+        }
+        var w = ReadWaiter(tag: tag, nonce: 0, attempts: 0, deadline: 0)
+        if damaged {
+            w.deadline = ctx.now + ctx.config.retransmitTicks * 4
+            reads.append(w)
+            startIfNeeded(&fx, &ctx)
+        } else {
+            reads.append(w)
+            issueReadCheck(at: reads.count - 1, &fx, &ctx)
+        }
+        return finish(fx)
+    }
+
+    /// Advances timers: retransmits, back-off, read retries, recovery.
+    public mutating func tick(ctx: inout NodeContext) -> Effects {
+        var fx = Fx()
+        switch phase {
+        case .idle:
+            startIfNeeded(&fx, &ctx)
+        case .preparing(var p):
+            if ctx.now >= p.deadline {
+                if p.retransmits >= ctx.config.retransmitsMax {
+                    abandon(&fx, &ctx, outbid: true)
+                } else {
+                    p.retransmits += 1
+                    p.deadline = ctx.now + ctx.config.retransmitTicks
+                    for n in [me] + peers where !p.promises.contains(where: { $0.0 == n }) {
+                        fx.send(n, .prepare(instance: p.instance, ballot: p.ballot))
+                    }
+                    phase = .preparing(p)
+                }
+            }
+        case .accepting(var a):
+            if ctx.now >= a.deadline {
+                if a.retransmits >= ctx.config.retransmitsMax {
+                    abandon(&fx, &ctx, outbid: true)
+                } else {
+                    a.retransmits += 1
+                    a.deadline = ctx.now + ctx.config.retransmitTicks
+                    for n in [me] + peers where !a.acks.contains(n) {
+                        fx.send(n, .accept(instance: a.instance, ballot: a.ballot, value: a.value))
+                    }
+                    phase = .accepting(a)
+                }
+            }
+        }
+        var i = 0
+        while i < reads.count {
+            if ctx.now >= reads[i].deadline {
+                reads[i].attempts += 1
+                if reads[i].attempts > ctx.config.readAttemptsMax {
+                    fx.effects.replies.append(ClientReply(tag: reads[i].tag, outcome: .retryable))
+                    reads.remove(at: i)
+                    continue
+                }
+                if damaged {
+                    reads[i].deadline = ctx.now + ctx.config.retransmitTicks * 4
+                } else {
+                    issueReadCheck(at: i, &fx, &ctx)
+                }
+            }
+            i += 1
+        }
+        return finish(fx)
+    }
+
+    /// Handles one message from `peer` (which may be `me`: a node sends to itself too).
+    public mutating func step(_ message: PaxosMessage, from peer: NodeID, ctx: inout NodeContext) -> Effects {
+        var fx = Fx()
+        switch message {
+        case .prepare(let i, let b):
+            guard !damaged else { break }
+            highestSeen = max(highestSeen, b)
+            if i == state.chosen + 1 && b >= state.promised {
+                raisePromise(b, &fx)
+                let slot = state.accepted?.instance == i ? state.accepted : nil
+                fx.send(peer, .promise(instance: i, ballot: b, accepted: slot))
+            } else {
+                fx.send(
+                    peer, .reject(instance: i, ballot: b, promised: state.promised, chosen: state.chosen))
+            }
+        case .accept(let i, let b, let v):
+            guard !damaged else { break }
+            highestSeen = max(highestSeen, b)
+            if i == state.chosen + 1 && b >= state.promised {
+                raisePromise(b, &fx)
+                let slot = AcceptedSlot(instance: i, ballot: b, value: v)
+                if state.accepted != slot {
+                    precondition(
+                        state.accepted.map { $0.ballot != b || $0.value == v } ?? true,
+                        "two values with one ballot at one instance")
+                    state.accepted = slot
+                    fx.dirty = true
+                    fx.effects.mustSync = true
+                }
+                fx.send(peer, .accepted(instance: i, ballot: b))
+            } else {
+                fx.send(
+                    peer, .reject(instance: i, ballot: b, promised: state.promised, chosen: state.chosen))
+            }
+        case .promise(let i, let b, let slot):
+            guard case .preparing(var p) = phase, p.instance == i, p.ballot == b else { break }
+            guard !p.promises.contains(where: { $0.0 == peer }) else { break }
+            p.promises.append((peer, slot))
+            phase = .preparing(p)
+            if hasQuorum(p.promises.map(\.0)) { promiseQuorum(p, &fx, &ctx) }
+        case .accepted(let i, let b):
+            guard case .accepting(var a) = phase, a.instance == i, a.ballot == b else { break }
+            guard !a.acks.contains(peer) else { break }
+            a.acks.append(peer)
+            phase = .accepting(a)
+            if hasQuorum(a.acks) { acceptQuorum(a, &fx, &ctx) }
+        case .reject(let i, let b, let promised, let chosen):
+            highestSeen = max(highestSeen, promised)
+            if chosen > state.chosen {
+                // We are behind: fetch the later value; our attempt (if any) is stale.
+                fx.send(peer, .learn(have: state.chosen))
+                abandonIfAtOrBelow(chosen, &fx, &ctx)
+                break
+            }
+            guard let (pi, pb) = currentAttempt, pi == i, pb == b else { break }
+            if chosen + 1 < i {
+                // The peer is behind: teach it our chosen value, then ask again.
+                fx.send(peer, .chosen(instance: state.chosen, value: state.value))
+                resend(to: peer, &fx)
+            } else if promised > b {
+                abandon(&fx, &ctx, outbid: true)
+            }
+        case .chosen(let i, let v), .learnReply(let i, let v):
+            if i > state.chosen { learnChosen(i, v, &fx, &ctx) }
+        case .learn(let have):
+            if state.chosen > have {
+                fx.send(peer, .learnReply(instance: state.chosen, value: state.value))
+            }
+        case .readCheck(let nonce):
+            guard !damaged else { break }
+            fx.send(peer, .readState(nonce: nonce, chosen: state.chosen, accepted: state.accepted))
+        case .readState(let nonce, let chosen, let slot):
+            guard nonce != 0, !damaged, let w = reads.firstIndex(where: { $0.nonce == nonce }) else { break }
+            if chosen > state.chosen {
+                reads[w].nonce = 0
+                fx.send(peer, .learn(have: state.chosen))
+            } else if slot?.instance == state.chosen + 1 || state.accepted?.instance == state.chosen + 1 {
+                // An instance may be half-way: finish it before answering (PAXOS.md, Reads).
+                reads[w].nonce = 0
+                needBarrier = true
+                startIfNeeded(&fx, &ctx)
+            } else {
+                fx.effects.replies.append(ClientReply(tag: reads[w].tag, outcome: .value(state.value.bytes)))
+                reads.remove(at: w)
+            }
+        }
+        return finish(fx)
+    }
+
+    // MARK: - Proposer
+
+    private var currentAttempt: (UInt64, Ballot)? {
+        switch phase {
+        case .idle: nil
+        case .preparing(let p): (p.instance, p.ballot)
+        case .accepting(let a): (a.instance, a.ballot)
+        }
+    }
+
+    /// Two of three; while damaged, both peers (our own memory does not count).
+    private func hasQuorum(_ responders: [NodeID]) -> Bool {
+        if damaged { return peers.allSatisfy { responders.contains($0) } }
+        return Set(responders).count >= 2
+    }
+
+    private mutating func startIfNeeded(_ fx: inout Fx, _ ctx: inout NodeContext) {
+        guard case .idle = phase else { return }
+        // Requests already applied (a retry, or our own earlier attempt that won) answer at once.
+        var kept: [PendingOp] = []
+        for op in pending {
+            if let r = state.value.result(for: op.id) {
+                fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .done(r)))
+            } else {
+                kept.append(op)
+            }
+        }
+        pending = kept
+        guard ctx.now >= backoffUntil else { return }
+        let write = !pending.isEmpty && !damaged
+        guard write || needBarrier || damaged else { return }
+        let i = state.chosen + 1
+        if write, let b = fastBallot, b >= state.promised {
+            beginAccept(ballot: b, instance: i, &fx, &ctx)
+            return
+        }
+        fastBallot = nil
+        let b = ctx.ballots.next(above: max(highestSeen, state.promised), node: me)
+        highestSeen = max(highestSeen, b)
+        phase = .preparing(Preparing(ballot: b, instance: i, deadline: ctx.now + ctx.config.retransmitTicks))
+        for n in [me] + peers { fx.send(n, .prepare(instance: i, ballot: b)) }
+    }
+
+    /// Phase 2 with our own queued writes merged into one value.
+    private mutating func beginAccept(
+        ballot: Ballot, instance: UInt64, _ fx: inout Fx, _ ctx: inout NodeContext
+    ) {
+        let n = min(pending.count, ctx.config.mergeMax)
+        var ops = Array(pending.prefix(n))
+        pending.removeFirst(n)
+        for k in ops.indices { ops[k].mayBeAccepted = true }
+        let value = state.value.applying(ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow)
+        sendAccept(ballot: ballot, instance: instance, value: value, ops: ops, &fx, &ctx)
+    }
+
+    private mutating func sendAccept(
+        ballot: Ballot, instance: UInt64, value: KeyValue, ops: [PendingOp], _ fx: inout Fx,
+        _ ctx: inout NodeContext
+    ) {
+        phase = .accepting(
+            Accepting(
+                ballot: ballot, instance: instance, value: value, ops: ops,
+                deadline: ctx.now + ctx.config.retransmitTicks))
+        for n in [me] + peers { fx.send(n, .accept(instance: instance, ballot: ballot, value: value)) }
+    }
+
+    private mutating func promiseQuorum(_ p: Preparing, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        let highest = p.promises.compactMap(\.1).filter { $0.instance == p.instance }.max {
+            $0.ballot < $1.ballot
+        }
+        if damaged {
+            // Both peers promised p.ballot: no ballot below it can still win anything they did not
+            // report, so their reports plus this promise replace what we forgot.
+            precondition(p.instance == state.chosen + 1, "recovery Phase 1 at a stale instance")
+            damaged = false
+            state.promised = max(state.promised, p.ballot)
+            state.accepted = highest
+            fx.dirty = true
+            fx.effects.mustSync = true
+        }
+        if let h = highest, ctx.config.mutant != .ignoreAcceptedValue {
+            // (safety) Someone may have got h chosen: propose it first, our writes come after.
+            sendAccept(ballot: p.ballot, instance: p.instance, value: h.value, ops: [], &fx, &ctx)
+        } else if !pending.isEmpty {
+            beginAccept(ballot: p.ballot, instance: p.instance, &fx, &ctx)
+        } else {
+            phase = .idle
+            needBarrier = false
+            fastBallot = p.ballot
+            reissueWaitingReads(&fx, &ctx)
+        }
+    }
+
+    private mutating func acceptQuorum(_ a: Accepting, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        learnChosen(a.instance, a.value, &fx, &ctx)
+        for n in peers { fx.send(n, .chosen(instance: a.instance, value: a.value)) }
+        // Our promise majority for a.ballot still covers the next instance: the fast path.
+        fastBallot = a.ballot
+        rejections = 0
+        startIfNeeded(&fx, &ctx)
+    }
+
+    /// Gives up the current attempt; with `outbid`, backs off (randomised) and counts a rejection.
+    private mutating func abandon(_ fx: inout Fx, _ ctx: inout NodeContext, outbid: Bool) {
+        if case .accepting(let a) = phase { pending.insert(contentsOf: a.ops, at: 0) }
+        phase = .idle
+        fastBallot = nil
+        guard outbid else { return }
+        rejections += 1
+        if rejections > ctx.config.rejectionsMax {
+            for op in pending {
+                fx.effects.replies.append(
+                    ClientReply(tag: op.tag, outcome: op.mayBeAccepted ? .unknown : .retryable))
+            }
+            pending.removeAll()
+            rejections = 0
+        }
+        let span = ctx.config.backoffTicksMax << UInt64(min(rejections, 4))
+        backoffUntil = ctx.now + 1 + ctx.rng.below(max(span, 1))
+    }
+
+    private mutating func abandonIfAtOrBelow(_ chosen: UInt64, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        if let (i, _) = currentAttempt, i <= chosen { abandon(&fx, &ctx, outbid: false) }
+    }
+
+    private func resend(to peer: NodeID, _ fx: inout Fx) {
+        switch phase {
+        case .idle: break
+        case .preparing(let p): fx.send(peer, .prepare(instance: p.instance, ballot: p.ballot))
+        case .accepting(let a): fx.send(peer, .accept(instance: a.instance, ballot: a.ballot, value: a.value))
+        }
+    }
+
+    // MARK: - Acceptor and learner
+
+    private mutating func raisePromise(_ b: Ballot, _ fx: inout Fx) {
+        guard b > state.promised else { return }
+        state.promised = b
+        fx.dirty = true
+        fx.effects.mustSync = true
+        if let f = fastBallot, f < b { fastBallot = nil }
+    }
+
+    private mutating func learnChosen(_ i: UInt64, _ v: KeyValue, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        precondition(i > state.chosen, "chosen instance must only grow")
+        state.chosen = i
+        state.value = v
+        if let a = state.accepted, a.instance <= i { state.accepted = nil }
+        fx.dirty = true
+        fastBallot = nil
+        switch phase {
+        case .idle: break
+        case .preparing(let p):
+            if p.instance <= i { phase = .idle }
+        case .accepting(let a):
+            if a.instance <= i {
+                // Ops applied by the chosen value are answered; the others go back in the queue.
+                var back: [PendingOp] = []
+                for op in a.ops {
+                    if let r = v.result(for: op.id) {
+                        fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .done(r)))
+                    } else {
+                        back.append(op)
+                    }
+                }
+                pending.insert(contentsOf: back, at: 0)
+                phase = .idle
+            }
+        }
+        if damaged == false { needBarrier = false }
+        reissueWaitingReads(&fx, &ctx)
+        startIfNeeded(&fx, &ctx)
+    }
+
+    private mutating func reissueWaitingReads(_ fx: inout Fx, _ ctx: inout NodeContext) {
+        guard !damaged else { return }
+        for k in reads.indices where reads[k].nonce == 0 { issueReadCheck(at: k, &fx, &ctx) }
+    }
+
+    private mutating func issueReadCheck(at k: Int, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        nonceCounter += 1
+        reads[k].nonce = nonceCounter
+        reads[k].deadline = ctx.now + ctx.config.retransmitTicks * 2
+        for n in peers { fx.send(n, .readCheck(nonce: nonceCounter)) }
+    }
+
+    private func finish(_ fx: Fx) -> Effects {
+        var e = fx.effects
+        // (safety) While damaged, nothing is written: the corrupt record on disk is the only
+        // memory of the damage, and overwriting it with a clean-looking record (say, after learning
+        // a chosen value) would let the next restart vote as if nothing had been promised.
+        if fx.dirty && !damaged { e.persist = state }
+        return e
+    }
+}
+
+/// Effects under construction.
+struct Fx {
+    var effects = Effects()
+    var dirty = false
+    mutating func send(_ to: NodeID, _ m: PaxosMessage) {
+        effects.messages.append(Outgoing(to: to, message: m))
+    }
+}

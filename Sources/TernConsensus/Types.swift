@@ -1,0 +1,350 @@
+public import TernCore
+
+/// A deterministic pseudo-random generator (SplitMix64), injected wherever the core needs chance.
+///
+/// The core never touches system randomness: the simulator seeds one of these per node so that a
+/// seed replays byte for byte.
+public struct SplitMix64: RandomNumberGenerator, Sendable, Hashable {
+    public var state: UInt64
+    public init(seed: UInt64) { self.state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A value in `0..<bound` (bound > 0).
+    public mutating func below(_ bound: UInt64) -> UInt64 {
+        precondition(bound > 0, "below(0)")
+        return next() % bound
+    }
+    /// True with probability `p`.
+    public mutating func chance(_ p: Double) -> Bool {
+        if p <= 0 { return false }
+        return Double(next() >> 11) / Double(1 << 53) < p
+    }
+}
+
+/// A Paxos ballot: compared by `round` first, then by `node`.
+///
+/// `round = epoch << 32 | counter`, where the epoch is persisted and bumped at every start, so a
+/// node never reuses a round after a restart (PAXOS.md, Restart). `Ballot.zero` means "nothing".
+public struct Ballot: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var round: UInt64
+    public var node: NodeID
+    public init(round: UInt64, node: NodeID) {
+        self.round = round
+        self.node = node
+    }
+    /// The ballot below every real one: no promise made.
+    public static let zero = Ballot(round: 0, node: NodeID(0))
+    public static func < (lhs: Ballot, rhs: Ballot) -> Bool {
+        (lhs.round, lhs.node.rawValue) < (rhs.round, rhs.node.rawValue)
+    }
+    public var epoch: UInt32 { UInt32(truncatingIfNeeded: round >> 32) }
+    public var description: String { "\(round >> 32).\(round & 0xFFFF_FFFF)@\(node)" }
+}
+
+/// Hands out ballots for one node: above every ballot seen, never reused across restarts.
+public struct BallotClock: Sendable, Hashable {
+    /// Persisted; bumped (and synced) at every start and whenever a seen ballot outgrows it.
+    public private(set) var epoch: UInt32
+    /// In memory only; the epoch makes forgetting it safe.
+    public private(set) var counter: UInt32 = 0
+    /// Set when `epoch` changed and must be persisted before anything using it is sent.
+    public var epochDirty = false
+    public init(epoch: UInt32) { self.epoch = epoch }
+
+    /// A fresh ballot for `node` strictly above `above`.
+    public mutating func next(above: Ballot, node: NodeID) -> Ballot {
+        if counter == UInt32.max { bump(to: epoch + 1) }
+        counter += 1
+        var round = UInt64(epoch) << 32 | UInt64(counter)
+        if Ballot(round: round, node: node) <= above {
+            // Someone else's epoch is ahead of ours: move our epoch past it (persisted by the
+            // driver before the ballot leaves the node).
+            precondition(above.epoch < UInt32.max, "epoch space exhausted")
+            bump(to: max(epoch + 1, above.epoch + 1))
+            counter = 1
+            round = UInt64(epoch) << 32 | UInt64(counter)
+        }
+        return Ballot(round: round, node: node)
+    }
+    private mutating func bump(to e: UInt32) {
+        epoch = e
+        counter = 0
+        epochDirty = true
+    }
+}
+
+/// Identity of a client request: retries carry the same id so replicas apply it once.
+public struct RequestID: Sendable, Hashable, CustomStringConvertible {
+    /// The issuing client (or node) — the high part of the id.
+    public var client: UInt32
+    /// Increments per request of that client.
+    public var counter: UInt64
+    public init(client: UInt32, counter: UInt64) {
+        self.client = client
+        self.counter = counter
+    }
+    public var description: String { "\(client):\(counter)" }
+}
+
+/// A write on one key: closure-free and serialisable so it can travel inside a Paxos value.
+public enum Operation: Sendable, Hashable {
+    /// Set the value.
+    case put([UInt8])
+    /// Remove the key.
+    case delete
+    /// Add to the value read as a decimal integer (absent = 0).
+    case incr(Int64)
+    /// Set `new` only if the value equals `expected` (`nil` = must be absent).
+    case cas(expected: [UInt8]?, new: [UInt8])
+    /// Append bytes; refused (`.tooLarge`) if the result would exceed `maxBytes`.
+    case append([UInt8], maxBytes: Int)
+}
+
+/// The result of one operation, as decided by the chosen instance that applied it.
+public enum OperationResult: Sendable, Hashable {
+    case ok
+    case number(Int64)
+    case swapped(Bool)
+    /// `incr` on a value that is not a decimal integer; the value is unchanged.
+    case notANumber
+    /// `append` beyond its bound; the value is unchanged.
+    case tooLarge
+}
+
+/// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
+public struct AppliedRequest: Sendable, Hashable {
+    public var id: RequestID
+    public var result: OperationResult
+    public init(id: RequestID, result: OperationResult) {
+        self.id = id
+        self.result = result
+    }
+}
+
+/// The whole value of one Paxos instance: the key's bytes plus the recent request ids.
+///
+/// Values are whole (not deltas), so old instances can be forgotten. `recent` travels with the
+/// value so every replica de-duplicates the same way.
+public struct KeyValue: Sendable, Hashable {
+    public var bytes: [UInt8]?
+    public var recent: [AppliedRequest]
+    public init(bytes: [UInt8]? = nil, recent: [AppliedRequest] = []) {
+        self.bytes = bytes
+        self.recent = recent
+    }
+    public static let absent = KeyValue()
+
+    /// The result recorded for `id`, if it was applied within the de-dup window.
+    public func result(for id: RequestID) -> OperationResult? {
+        recent.last(where: { $0.id == id })?.result
+    }
+
+    /// Applies `ops` in order; each caller's result is recorded in `recent` (capped at `window`).
+    public func applying(_ ops: [(Operation, RequestID)], window: Int) -> KeyValue {
+        var next = self
+        for (op, id) in ops {
+            if next.result(for: id) != nil { continue }
+            let result: OperationResult
+            switch op {
+            case .put(let b):
+                next.bytes = b
+                result = .ok
+            case .delete:
+                next.bytes = nil
+                result = .ok
+            case .incr(let d):
+                let current: Int64?
+                if let b = next.bytes {
+                    current = Int64(String(decoding: b, as: UTF8.self))
+                } else {
+                    current = 0
+                }
+                if let c = current {
+                    let (sum, _) = c.addingReportingOverflow(d)
+                    next.bytes = Array(String(sum).utf8)
+                    result = .number(sum)
+                } else {
+                    result = .notANumber
+                }
+            case .cas(let expected, let new):
+                if next.bytes == expected {
+                    next.bytes = new
+                    result = .swapped(true)
+                } else {
+                    result = .swapped(false)
+                }
+            case .append(let b, let maxBytes):
+                let cur = next.bytes ?? []
+                if cur.count + b.count > maxBytes {
+                    result = .tooLarge
+                } else {
+                    next.bytes = cur + b
+                    result = .ok
+                }
+            }
+            next.recent.append(AppliedRequest(id: id, result: result))
+        }
+        if next.recent.count > window { next.recent.removeFirst(next.recent.count - window) }
+        return next
+    }
+}
+
+/// An acceptor's open slot: it accepted `value` at `instance` (= chosen + 1) with `ballot`.
+public struct AcceptedSlot: Sendable, Hashable {
+    public var instance: UInt64
+    public var ballot: Ballot
+    public var value: KeyValue
+    public init(instance: UInt64, ballot: Ballot, value: KeyValue) {
+        self.instance = instance
+        self.ballot = ballot
+        self.value = value
+    }
+}
+
+/// What one replica keeps durably for one key (PAXOS.md, "Per key, per replica").
+public struct KeyState: Sendable, Hashable {
+    /// The last chosen instance (0 = the key never existed).
+    public var chosen: UInt64 = 0
+    /// The value of instance `chosen`.
+    public var value: KeyValue = .absent
+    /// Covers every instance above `chosen`.
+    public var promised: Ballot = .zero
+    /// The open slot at `chosen + 1`, if any.
+    public var accepted: AcceptedSlot?
+    public init() {}
+}
+
+/// How a key's persisted record came back from storage.
+public enum LoadedKey: Sendable, Hashable {
+    /// Never written at this replica.
+    case absent
+    case state(KeyState)
+    /// The record failed its checksum: the replica may have promised things it forgot.
+    case damaged
+}
+
+/// Peer-to-peer messages about one key. All ballots and instances are the sender's view.
+public enum PaxosMessage: Sendable, Hashable {
+    case prepare(instance: UInt64, ballot: Ballot)
+    case promise(instance: UInt64, ballot: Ballot, accepted: AcceptedSlot?)
+    case accept(instance: UInt64, ballot: Ballot, value: KeyValue)
+    case accepted(instance: UInt64, ballot: Ballot)
+    /// Refusal of `prepare`/`accept` at (instance, ballot); carries the acceptor's promise and
+    /// chosen instance so the proposer knows whether it is outbid, behind or ahead.
+    case reject(instance: UInt64, ballot: Ballot, promised: Ballot, chosen: UInt64)
+    case chosen(instance: UInt64, value: KeyValue)
+    case readCheck(nonce: UInt64)
+    case readState(nonce: UInt64, chosen: UInt64, accepted: AcceptedSlot?)
+    /// "My chosen instance is `have`; send me yours if it is later."
+    case learn(have: UInt64)
+    case learnReply(instance: UInt64, value: KeyValue)
+}
+
+/// A message to send: to `to`, about the key of the replica that produced it.
+public struct Outgoing: Sendable, Hashable {
+    public var to: NodeID
+    public var message: PaxosMessage
+    public init(to: NodeID, message: PaxosMessage) {
+        self.to = to
+        self.message = message
+    }
+}
+
+/// The answer to one client call.
+public enum ClientOutcome: Sendable, Hashable {
+    /// A write took effect with this result.
+    case done(OperationResult)
+    /// A read's value (`nil` = absent).
+    case value([UInt8]?)
+    /// Certainly not applied (never reached an Accept); safe to retry.
+    case retryable
+    /// May or may not have been applied (an Accept carrying it was sent); retry with the same id.
+    case unknown
+}
+
+/// A reply to the client call identified by `tag` (chosen by the caller of `propose`/`read`).
+public struct ClientReply: Sendable, Hashable {
+    public var tag: UInt64
+    public var outcome: ClientOutcome
+    public init(tag: UInt64, outcome: ClientOutcome) {
+        self.tag = tag
+        self.outcome = outcome
+    }
+}
+
+/// What the shell must do after a step, **in this order**: persist `persist` (and fsync if
+/// `mustSync`); only then send `messages` (messages to the replica's own node are delivered back
+/// to it like any other); only then deliver `replies`.
+///
+/// The order is the safety contract: a Promise or Accepted that leaves before its state is durable
+/// can be forgotten by a crash, and two values could be chosen for one instance.
+public struct Effects: Sendable {
+    /// The key's whole state to write, if it changed.
+    public var persist: KeyState?
+    /// True when `persist` holds a promise or an accepted value that a message depends on.
+    public var mustSync = false
+    public var messages: [Outgoing] = []
+    public var replies: [ClientReply] = []
+    public init() {}
+    public var isEmpty: Bool { persist == nil && messages.isEmpty && replies.isEmpty }
+}
+
+/// Deliberately broken protocols, used only to prove that the simulator's checks can fail.
+public enum Mutant: String, Sendable, Hashable, CaseIterable {
+    case none
+    /// The driver sends replies before its writes are durable (the sync comes later).
+    case replyBeforePersist
+    /// A proposer ignores the accepted values reported in promises.
+    case ignoreAcceptedValue
+    /// A damaged key answers as if it had never promised or accepted anything.
+    case damagedAnswersFresh
+    /// The node does not bump its epoch on restart, so it may reuse a round.
+    case noEpochOnRestart
+    /// Every read is answered locally (as if `staleOK`), without asking a majority.
+    case staleReads
+}
+
+/// Tunables of the core, in ticks and counts.
+public struct PaxosConfig: Sendable, Hashable {
+    /// Re-send the current phase's messages after this many ticks without a quorum.
+    public var retransmitTicks: UInt64 = 8
+    /// Re-sends before a phase gives up and starts Phase 1 with a new ballot.
+    public var retransmitsMax = 4
+    /// Outbid (Reject) this many times in a row: pending writes fail with a retryable error.
+    public var rejectionsMax = 5
+    /// Upper bound of the randomised back-off after a Reject (doubled per rejection).
+    public var backoffTicksMax: UInt64 = 6
+    /// Pending writes (and, separately, waiting reads) per key; beyond it the call answers
+    /// `.retryable` (back-pressure).
+    public var pendingMax = 256
+    /// Writes merged into one instance.
+    public var mergeMax = 64
+    /// De-dup window: applied request ids remembered per key.
+    public var dedupWindow = 32
+    /// Read attempts (ReadCheck rounds) before a read fails.
+    public var readAttemptsMax = 6
+    /// Deliberately broken protocol (tests only).
+    public var mutant: Mutant = .none
+    public init() {}
+}
+
+/// What a key replica needs from its node: the tick, ballots, randomness.
+public struct NodeContext: Sendable {
+    public var me: NodeID
+    public var now: UInt64
+    public var ballots: BallotClock
+    public var rng: SplitMix64
+    public var config: PaxosConfig
+    public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
+        self.me = me
+        self.now = now
+        self.ballots = ballots
+        self.rng = rng
+        self.config = config
+    }
+}

@@ -1,0 +1,99 @@
+public import TernConsensus
+
+/// Fault probabilities of one simulation; `derived(from:)` draws them from the seed.
+public struct FaultConfig: Sendable, Hashable {
+    /// Per message.
+    public var loss = 0.02
+    public var duplicate = 0.01
+    /// Network delay is uniform in 1...delayTicksMax (so messages reorder).
+    public var delayTicksMax: UInt64 = 4
+    /// Per tick: a node crashes (at most one down at a time: the fault model's guard).
+    public var crash = 0.002
+    public var downTicksMax: UInt64 = 200
+    /// At a crash: some unsynced batches survive (a partial flush), else all are lost.
+    public var torn = 0.5
+    /// At a crash: one durable key record is corrupted.
+    public var corrupt = 0.3
+    /// Per tick: a partition starts (isolation, one-way cut or flapping link).
+    public var partition = 0.002
+    public var partitionTicksMax: UInt64 = 300
+
+    public init() {}
+
+    /// No faults at all.
+    public static let none: FaultConfig = {
+        var f = FaultConfig()
+        f.loss = 0
+        f.duplicate = 0
+        f.delayTicksMax = 1
+        f.crash = 0
+        f.torn = 0
+        f.corrupt = 0
+        f.partition = 0
+        return f
+    }()
+
+    /// Frequent crashes, each corrupting a record: the mix that exercises damaged-key recovery.
+    public static let storm: FaultConfig = {
+        var f = FaultConfig()
+        f.crash = 0.02
+        f.corrupt = 1
+        return f
+    }()
+
+    /// A seed's own mix: each probability scaled by a factor drawn from the seed (some seeds calm,
+    /// some stormy), capped by `self` times two.
+    public func derived(from rng: inout SplitMix64) -> FaultConfig {
+        var f = self
+        func scale(_ p: Double, _ rng: inout SplitMix64) -> Double { p * Double(rng.below(201)) / 100 }
+        f.loss = scale(loss, &rng)
+        f.duplicate = scale(duplicate, &rng)
+        f.delayTicksMax = 1 + rng.below(max(delayTicksMax * 2, 1))
+        f.crash = scale(crash, &rng)
+        f.torn = torn
+        f.corrupt = corrupt
+        f.partition = scale(partition, &rng)
+        return f
+    }
+}
+
+/// One simulation run.
+public struct SimConfig: Sendable, Hashable {
+    /// Every random choice of the run derives from it.
+    public var seed: UInt64
+    /// Client operations to issue (plus the final counter reads).
+    public var ops = 200
+    /// Concurrent clients, each with one operation in flight; client c lives in campus c % 3.
+    public var clients = 6
+    /// Register keys `r0…` (get/put/delete/cas) and counter keys `c0…` (incr/get).
+    public var registerKeys = 3
+    public var counterKeys = 4
+    /// Ticks a client waits for a reply before it gives up on that attempt.
+    public var clientTimeoutTicks: UInt64 = 120
+    /// The fault mix (scaled per seed unless `deriveFaults` is false).
+    public var faults = FaultConfig()
+    /// Draw the fault mix from the seed (the campaign default) rather than use `faults` as is.
+    public var deriveFaults = true
+    public var paxos = PaxosConfig()
+    /// Scenario mode: no workload clients and no random faults; a test drives the cluster through
+    /// `Simulation`'s scenario methods.
+    public var scenario = false
+    /// Print every message, crash and state change about this key (debugging a failing seed).
+    public var traceKey: String?
+    /// Hard bound on simulated time.
+    public var ticksMax: UInt64 = 2_000_000
+    public init(seed: UInt64) { self.seed = seed }
+
+    /// The command that replays this run.
+    public var replayCommand: String {
+        var s = "swift run -c release tern sim --seed \(seed) --ops \(ops)"
+        if paxos.mutant != .none { s += " --mutant \(paxos.mutant.rawValue)" }
+        if !deriveFaults && faults == .none { return s + " --no-faults" }
+        let d = FaultConfig()
+        if faults.loss != d.loss { s += " --loss \(faults.loss)" }
+        if faults.crash != d.crash { s += " --crash \(faults.crash)" }
+        if faults.partition != d.partition { s += " --partition \(faults.partition)" }
+        if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
+        return s
+    }
+}

@@ -1,0 +1,670 @@
+public import TernCheck
+public import TernConsensus
+public import TernCore
+
+/// The outcome of one simulation.
+public struct SimResult: Sendable {
+    /// What was run.
+    public var config: SimConfig
+    /// Every client operation, as the clients saw it.
+    public var history: [HistoryOperation]
+    /// Safety violations found (empty = clean).
+    public var violations: [SimViolation]
+    /// Hash of everything that happened (messages, replies, history): same seed, same hash.
+    public var traceHash: UInt64
+    /// Simulated time at the end.
+    public var ticks: UInt64
+    /// Frames sent between nodes.
+    public var messages: Int
+    /// Faults injected.
+    public var crashes: Int
+    public var partitions: Int
+    public var corruptions: Int
+}
+
+/// A broken invariant, with what is needed to reproduce it.
+public struct SimViolation: Sendable, CustomStringConvertible {
+    public var seed: UInt64
+    /// Which check fired (observer, bank, linearizability).
+    public var check: String
+    public var key: String
+    public var detail: String
+    /// The smallest sub-history we can show for it (the key's operations around the failure).
+    public var subHistory: [HistoryOperation]
+    public var replay: String
+    public var description: String {
+        var s = "VIOLATION seed=\(seed) check=\(check) key=\(key): \(detail)\n"
+        for op in subHistory {
+            s +=
+                "  client \(op.client) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]\n"
+        }
+        s += "  replay: \(replay)"
+        return s
+    }
+}
+
+/// Runs the whole three-campus cluster in one thread from one seed.
+///
+/// Time is an integer tick. Each tick: deliver the messages due, inject faults, let clients act,
+/// tick and flush every live node (so everything that arrived in one tick shares one fsync), then
+/// route the frames through the faulty network. Nothing here iterates a hashed collection, so a
+/// seed replays identically in every process.
+public final class Simulation {
+    let config: SimConfig
+    var faults: FaultConfig
+    var rng: SplitMix64
+    let ids = [NodeID(1), NodeID(2), NodeID(3)]
+    var storages: [MemoryReplicaStorage] = []
+    var nodes: [ReplicaNode?] = []
+    var downUntil: [UInt64] = [0, 0, 0]
+    var incarnation: [UInt64] = [0, 0, 0]
+    public private(set) var now: UInt64 = 0
+    /// Message buckets by arrival tick (ring of `bucketCount`).
+    var buckets: [[Frame]]
+    let bucketCount: Int
+    /// cut[from][to]: frames on that link are dropped.
+    var cut: [[Bool]] = Array(repeating: [false, false, false], count: 3)
+    var partitionUntil: UInt64 = 0
+    var flapping: (Int, Int)?
+    var clients: [SimClient] = []
+    var history: [HistoryOperation] = []
+    var pendingReplies: [(at: UInt64, reply: ClientReply)] = []
+    var tagOwner: [UInt64: Int] = [:]
+    var nextTag: UInt64 = 1
+    var observer = Observer()
+    var violations: [SimViolation] = []
+    var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+    var messages = 0
+    var crashes = 0
+    var partitions = 0
+    var corruptions = 0
+    var opsIssued = 0
+    var healed = false
+    var finalReads: [Int] = []
+    /// (node, key) whose corrupted record has not been re-learned yet. The fault model's guard:
+    /// three replicas survive the loss of ONE replica's state of a key, not two at once.
+    var unrepaired: [(node: Int, key: [UInt8])] = []
+    var scenarioReplies: [UInt64: ClientOutcome] = [:]
+
+    public init(_ config: SimConfig) {
+        self.config = config
+        var r = SplitMix64(seed: config.seed)
+        faults = config.deriveFaults ? config.faults.derived(from: &r) : config.faults
+        rng = r
+        bucketCount = Int(faults.delayTicksMax) + 2
+        buckets = Array(repeating: [], count: bucketCount)
+        for i in 0..<3 {
+            let s = MemoryReplicaStorage()
+            storages.append(s)
+            nodes.append(startNode(i))
+        }
+        for c in 0..<config.clients {
+            clients.append(SimClient(id: c, home: c % 3, nextAt: rng.below(5)))
+        }
+    }
+
+    func startNode(_ i: Int) -> ReplicaNode {
+        incarnation[i] += 1
+        // A node whose storage cannot even give back its epoch is a bug in the simulator.
+        return try! ReplicaNode(
+            id: ids[i], replicas: ids, storage: storages[i], config: config.paxos,
+            seed: config.seed &* 31 &+ UInt64(i) &* 1_000_003 &+ incarnation[i])
+    }
+
+    func mix(_ v: UInt64) {
+        hash = (hash ^ v) &* 0x0000_0100_0000_01B3
+    }
+
+    /// Runs to completion and returns the result (violations included).
+    public func run() -> SimResult {
+        while now < config.ticksMax {
+            step()
+            if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty { break }
+            if !violations.isEmpty { break }
+        }
+        if now >= config.ticksMax {
+            violations.append(
+                violation(
+                    check: "liveness", key: "-", detail: "did not finish within \(config.ticksMax) ticks"))
+        }
+        if violations.isEmpty { checkBank() }
+        if violations.isEmpty { checkCounters() }
+        if violations.isEmpty { checkRegisters() }
+        for op in history {
+            mix(UInt64(op.client))
+            mix(op.call)
+            mix(op.ret ?? 0)
+            mix(
+                UInt64(
+                    truncatingIfNeeded: "\(op.key)\(op.input)\(op.output)".utf8.reduce(0) {
+                        $0 &* 31 &+ Int($1)
+                    }))
+        }
+        return SimResult(
+            config: config, history: history, violations: violations, traceHash: hash, ticks: now,
+            messages: messages, crashes: crashes, partitions: partitions, corruptions: corruptions)
+    }
+
+    func step() {
+        now += 1
+        // 1. Messages due now.
+        let due = buckets[Int(now % UInt64(bucketCount))]
+        buckets[Int(now % UInt64(bucketCount))] = []
+        for f in due {
+            guard let i = ids.firstIndex(of: f.to), let n = nodes[i] else { continue }
+            n.receive(f)
+        }
+        // 2. Client replies due now.
+        var k = 0
+        while k < pendingReplies.count {
+            if pendingReplies[k].at <= now {
+                let r = pendingReplies.remove(at: k).reply
+                clientReply(r)
+            } else {
+                k += 1
+            }
+        }
+        // 3. Faults.
+        if !healed && !config.scenario { injectFaults() }
+        for i in 0..<3 where nodes[i] == nil && now >= downUntil[i] {
+            nodes[i] = startNode(i)
+            observer.restarted(node: i)
+        }
+        // 4. Clients.
+        if !config.scenario { clientsAct() }
+        // 5. Nodes.
+        for i in 0..<3 {
+            guard let n = nodes[i] else { continue }
+            try! n.tick()
+            var rounds = 0
+            repeat {
+                let out = try! n.flush()
+                route(out, from: i)
+                rounds += 1
+            } while n.hasWork && rounds < 4
+        }
+    }
+
+    // MARK: - Network
+
+    func route(_ out: NodeOutput, from i: Int) {
+        guard let n = nodes[i] else { return }
+        for k in out.touched {
+            if let r = n.inspect(k), !r.damaged, !unrepaired.isEmpty {
+                unrepaired.removeAll { $0.node == i && $0.key == k }
+            }
+            if violations.isEmpty, let r = n.inspect(k), let v = observer.observe(node: i, key: k, replica: r)
+            {
+                violations.append(violation(check: "observer", key: keyName(k), detail: v))
+            }
+        }
+        if let tk = config.traceKey {
+            for k in out.touched where keyName(k) == tk {
+                if let r = n.inspect(k) {
+                    print(
+                        "t=\(now) n\(i + 1) state chosen=\(r.state.chosen) promised=\(r.state.promised) accepted=\(r.state.accepted.map { "\($0.instance)@\($0.ballot)" } ?? "-") damaged=\(r.damaged)"
+                    )
+                }
+            }
+        }
+        for f in out.frames {
+            for item in f.items {
+                observer.sent(node: i, key: item.key, message: item.message)
+                if let tk = config.traceKey, keyName(item.key) == tk {
+                    print("t=\(now) \(f.from)->\(f.to) \(item.message)")
+                }
+            }
+            messages += 1
+            mix(UInt64(f.from.rawValue) << 8 | UInt64(f.to.rawValue))
+            mix(UInt64(f.items.count))
+            guard let j = ids.firstIndex(of: f.to) else { continue }
+            if cut[i][j] || rng.chance(faults.loss) { continue }
+            let copies = rng.chance(faults.duplicate) ? 2 : 1
+            for _ in 0..<copies {
+                let d = 1 + rng.below(faults.delayTicksMax)
+                buckets[Int((now + d) % UInt64(bucketCount))].append(f)
+            }
+        }
+        for r in out.replies {
+            mix(r.tag)
+            pendingReplies.append((now + 1, r))
+        }
+    }
+
+    // MARK: - Faults
+
+    func injectFaults() {
+        if nodes.allSatisfy({ $0 != nil }) && rng.chance(faults.crash) {
+            let i = Int(rng.below(3))
+            crash(i)
+        }
+        if now >= partitionUntil {
+            cut = Array(repeating: [false, false, false], count: 3)
+            flapping = nil
+            if rng.chance(faults.partition) {
+                partitions += 1
+                partitionUntil = now + 10 + rng.below(faults.partitionTicksMax)
+                let a = Int(rng.below(3))
+                let b = (a + 1 + Int(rng.below(2))) % 3
+                switch rng.below(3) {
+                case 0:  // one campus cut off
+                    for x in 0..<3 where x != a {
+                        cut[a][x] = true
+                        cut[x][a] = true
+                    }
+                case 1: cut[a][b] = true  // one-way
+                default: flapping = (a, b)
+                }
+            }
+        }
+        if let (a, b) = flapping, now % 7 == 0 {
+            cut[a][b].toggle()
+            cut[b][a] = cut[a][b]
+        }
+    }
+
+    func crash(_ i: Int) {
+        crashes += 1
+        nodes[i] = nil
+        let s = storages[i]
+        let keep = rng.chance(faults.torn) ? Int(rng.below(UInt64(s.unsyncedBatches) + 1)) : 0
+        s.crash(keepPrefix: keep)
+        if rng.chance(faults.corrupt) {
+            var recs = s.durableKeys.filter { k in
+                k.first == 1 && !unrepaired.contains { $0.node != i && $0.key == Array(k.dropFirst()) }
+            }
+            if rng.chance(0.5), let hot = s.recent.last(where: { $0.first == 1 }), recs.contains(hot) {
+                recs = [hot]
+            }
+            if !recs.isEmpty {
+                let k = recs[Int(rng.below(UInt64(recs.count)))]
+                s.corrupt(k)
+                corruptions += 1
+                observer.corrupted(node: i, key: Array(k.dropFirst()))
+                unrepaired.append((i, Array(k.dropFirst())))
+                if config.traceKey != nil {
+                    print("t=\(now) CORRUPT n\(i + 1) \(keyName(Array(k.dropFirst())))")
+                }
+            }
+        }
+        if let v = observer.crashed(node: i, storage: s) {
+            violations.append(violation(check: "observer", key: v.0, detail: v.1))
+        }
+        downUntil[i] = now + 5 + rng.below(faults.downTicksMax)
+        if config.traceKey != nil {
+            print("t=\(now) CRASH n\(i + 1) until \(downUntil[i]) kept \(keep) batches")
+        }
+        mix(0xC0FFEE &+ UInt64(i))
+    }
+
+    func heal() {
+        healed = true
+        cut = Array(repeating: [false, false, false], count: 3)
+        flapping = nil
+        faults.loss = 0
+        faults.duplicate = 0
+        for i in 0..<3 where nodes[i] == nil { downUntil[i] = now }
+    }
+
+    // MARK: - Clients
+
+    func keyName(_ k: [UInt8]) -> String { String(decoding: k, as: UTF8.self) }
+
+    func clientsAct() {
+        for c in clients.indices {
+            if let f = clients[c].inFlight {
+                if now >= f.deadline { attemptFailed(c, unknown: f.isWrite) }
+                continue
+            }
+            guard now >= clients[c].nextAt else { continue }
+            if !healed && opsIssued < config.ops {
+                issue(c)
+            } else if healed, let key = finalReads.first, c == 0 {
+                finalReads.removeFirst()
+                begin(c, key: key, input: .get)
+            }
+        }
+        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) {
+            heal()
+            finalReads = Array(0..<config.counterKeys)
+            for c in clients.indices { clients[c].nextAt = now + 20 }
+        }
+    }
+
+    func issue(_ c: Int) {
+        opsIssued += 1
+        let counters = config.counterKeys > 0 && (config.registerKeys == 0 || rng.chance(0.5))
+        if counters {
+            let k = Int(rng.below(UInt64(config.counterKeys)))
+            let input: OperationInput = rng.chance(0.75) ? .incr(Int64(1 + rng.below(5))) : .get
+            begin(c, key: k, input: input, counter: true)
+        } else {
+            let k = Int(rng.below(UInt64(config.registerKeys)))
+            let v = "v\(c).\(clients[c].counter)"
+            let input: OperationInput
+            switch rng.below(10) {
+            case 0..<4: input = .get
+            case 4..<7: input = .put(v)
+            case 7: input = .delete
+            default:
+                let expected = clients[c].lastSeen[k, default: nil]
+                input = .cas(expected: expected, new: v)
+            }
+            begin(c, key: k, input: input, counter: false)
+        }
+    }
+
+    func begin(_ c: Int, key k: Int, input: OperationInput, counter: Bool = true) {
+        let key = counter ? "c\(k)" : "r\(k)"
+        clients[c].counter += 1
+        let rid = RequestID(client: UInt32(c + 1), counter: clients[c].counter)
+        history.append(
+            HistoryOperation(client: c, key: key, input: input, output: .unknown, call: now, ret: nil))
+        var f = InFlight(
+            history: history.count - 1, key: key, keyIndex: k, input: input, rid: rid, node: clients[c].home,
+            tag: 0, deadline: 0, attempts: 0, maybeApplied: false)
+        f.isWrite = input != .get
+        clients[c].inFlight = f
+        send(c)
+    }
+
+    func send(_ c: Int) {
+        guard var f = clients[c].inFlight else { return }
+        let tag = nextTag
+        nextTag += 1
+        tagOwner[tag] = c
+        f.tag = tag
+        f.attempts += 1
+        f.deadline = now + config.clientTimeoutTicks
+        clients[c].inFlight = f
+        guard let n = nodes[f.node] else { return }  // down: the request is lost, the client times out
+        let key = Array(f.key.utf8)
+        switch f.input {
+        case .get: n.read(key: key, tag: tag)
+        case .put(let v): n.propose(key: key, .put(Array(v.utf8)), id: f.rid, tag: tag)
+        case .delete: n.propose(key: key, .delete, id: f.rid, tag: tag)
+        case .incr(let d): n.propose(key: key, .incr(d), id: f.rid, tag: tag)
+        case .cas(let e, let v):
+            n.propose(
+                key: key, .cas(expected: e.map { Array($0.utf8) }, new: Array(v.utf8)), id: f.rid, tag: tag)
+        }
+    }
+
+    /// The attempt failed; retry once at the next campus (same request id), else give up.
+    func attemptFailed(_ c: Int, unknown: Bool) {
+        guard var f = clients[c].inFlight else { return }
+        if unknown { f.maybeApplied = true }
+        if f.attempts < 2 || (healed && f.attempts < 6) {
+            f.node = (f.node + 1) % 3
+            clients[c].inFlight = f
+            send(c)
+        } else {
+            finish(c, f.maybeApplied || !f.isWrite ? .unknown : .failed)
+        }
+    }
+
+    func clientReply(_ r: ClientReply) {
+        if config.scenario {
+            scenarioReplies[r.tag] = r.outcome
+            return
+        }
+        guard let c = tagOwner.removeValue(forKey: r.tag), let f = clients[c].inFlight, f.tag == r.tag else {
+            return
+        }
+        switch r.outcome {
+        case .retryable: attemptFailed(c, unknown: false)
+        case .unknown: attemptFailed(c, unknown: true)
+        case .value(let b):
+            let s = b.map { String(decoding: $0, as: UTF8.self) }
+            if f.key.first == "r" { clients[c].lastSeen[f.keyIndex] = s }
+            finish(c, .value(s))
+        case .done(let res):
+            switch res {
+            case .ok: finish(c, .ok)
+            case .number(let n): finish(c, .number(n))
+            case .swapped(let b): finish(c, .swapped(b))
+            case .notANumber, .tooLarge:
+                violations.append(
+                    violation(check: "workload", key: f.key, detail: "unexpected result \(res)"))
+                finish(c, .unknown)
+            }
+        }
+    }
+
+    func finish(_ c: Int, _ out: OperationOutput) {
+        guard let f = clients[c].inFlight else { return }
+        history[f.history].output = out
+        history[f.history].ret = out == .unknown ? nil : now
+        clients[c].inFlight = nil
+        clients[c].nextAt = now + rng.below(6)
+        mix(UInt64(f.history) << 3 | UInt64(c))
+    }
+
+    // MARK: - Checks
+
+    func violation(check: String, key: String, detail: String) -> SimViolation {
+        let ops = history.filter { $0.key == key }
+        return SimViolation(
+            seed: config.seed, check: check, key: key, detail: detail, subHistory: Array(ops.suffix(12)),
+            replay: config.replayCommand)
+    }
+
+    /// Real-time order on counters (a cheap, partial linearizability check until the full checker
+    /// lands): increments are positive, so an `incr` must return more, and a `get` at least, than
+    /// every counter value observed by an operation that returned before it was invoked.
+    func checkCounters() {
+        for k in 0..<config.counterKeys {
+            let key = "c\(k)"
+            var done: [(call: UInt64, ret: UInt64, n: Int64, incr: Bool, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                guard let ret = op.ret else { continue }
+                switch (op.input, op.output) {
+                case (.incr, .number(let n)): done.append((op.call, ret, n, true, i))
+                case (.get, .value(let s)):
+                    done.append((op.call, ret, s.flatMap { Int64($0) } ?? 0, false, i))
+                default: break
+                }
+            }
+            let byRet = done.sorted { ($0.ret, $0.index) < ($1.ret, $1.index) }
+            var p = 0
+            var maxBefore: Int64 = -1
+            var maxOp = -1
+            for b in done.sorted(by: { ($0.call, $0.index) < ($1.call, $1.index) }) {
+                while p < byRet.count && byRet[p].ret <= b.call {
+                    if byRet[p].n > maxBefore {
+                        maxBefore = byRet[p].n
+                        maxOp = byRet[p].index
+                    }
+                    p += 1
+                }
+                if b.incr ? b.n <= maxBefore : b.n < maxBefore {
+                    var v = violation(
+                        check: "counter-order", key: key,
+                        detail:
+                            "\(history[b.index].input) returned \(b.n) but \(maxBefore) was observed before it began"
+                    )
+                    v.subHistory = [history[maxOp], history[b.index]]
+                    violations.append(v)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Registers (another partial linearizability check): every written value is unique, so a `get`
+    /// returning X must come from a write of X invoked before the get returned, and must not be
+    /// stale — no acknowledged write may sit wholly between X's write and the get.
+    func checkRegisters() {
+        for k in 0..<config.registerKeys {
+            let key = "r\(k)"
+            var writes: [(value: String, call: UInt64, ret: UInt64?, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                switch (op.input, op.output) {
+                case (.put(let v), .ok), (.put(let v), .unknown): writes.append((v, op.call, op.ret, i))
+                case (.cas(_, let v), .swapped(true)), (.cas(_, let v), .unknown):
+                    writes.append((v, op.call, op.ret, i))
+                default: break
+                }
+            }
+            // Acknowledged overwrites (put, successful cas, delete) of this key.
+            var acked: [(call: UInt64, ret: UInt64, index: Int)] = []
+            for (i, op) in history.enumerated() where op.key == key {
+                guard let ret = op.ret else { continue }
+                switch (op.input, op.output) {
+                case (.put, .ok), (.delete, .ok), (.cas, .swapped(true)): acked.append((op.call, ret, i))
+                default: break
+                }
+            }
+            for (gi, g) in history.enumerated() where g.key == key && g.input == .get {
+                guard case .value(let v?) = g.output, let gret = g.ret else { continue }
+                guard let w = writes.first(where: { $0.value == v }), w.call <= gret else {
+                    var bad = violation(
+                        check: "register", key: key, detail: "get returned \(v), which no earlier write wrote"
+                    )
+                    bad.subHistory = [g]
+                    violations.append(bad)
+                    return
+                }
+                guard let wret = w.ret else { continue }
+                if let over = acked.first(where: {
+                    $0.index != w.index && $0.call >= wret && $0.ret <= g.call
+                }) {
+                    var bad = violation(
+                        check: "register", key: key,
+                        detail:
+                            "get returned \(v) although a later acknowledged write finished before it began")
+                    bad.subHistory = [history[w.index], history[over.index], history[gi]]
+                    violations.append(bad)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Bank-style invariant: the counters' final sum lies between the acknowledged increments and
+    /// those plus every increment of unknown outcome.
+    func checkBank() {
+        var acked: Int64 = 0
+        var unknown: Int64 = 0
+        var total: Int64 = 0
+        var readAll = true
+        for op in history where op.key.first == "c" {
+            if case .incr(let d) = op.input {
+                switch op.output {
+                case .number: acked += d
+                case .unknown: unknown += d
+                default: break
+                }
+            }
+        }
+        for k in 0..<config.counterKeys {
+            let key = "c\(k)"
+            guard
+                let last = history.last(where: { $0.key == key && $0.input == .get }),
+                case .value(let s) = last.output
+            else {
+                readAll = false
+                continue
+            }
+            total += s.flatMap { Int64($0) } ?? 0
+        }
+        guard readAll else { return }
+        if total < acked || total > acked + unknown {
+            violations.append(
+                violation(
+                    check: "bank", key: "c*",
+                    detail:
+                        "sum of counters \(total) outside [\(acked), \(acked + unknown)] (acked, +unknown)"))
+        }
+    }
+}
+
+// MARK: - Scenario language (tests drive the cluster by hand)
+
+extension Simulation {
+    /// Submits a write at `node` (0, 1, 2 = campus A, B, C); returns the tag to `await`.
+    public func write(_ key: String, _ op: Operation, at node: Int, id: RequestID? = nil) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        let rid = id ?? RequestID(client: 1000, counter: tag)
+        nodes[node]?.propose(key: Array(key.utf8), op, id: rid, tag: tag)
+        return tag
+    }
+
+    /// Submits a linearizable read at `node`; returns the tag to `await`.
+    public func read(_ key: String, at node: Int, staleOK: Bool = false) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        nodes[node]?.read(key: Array(key.utf8), staleOK: staleOK, tag: tag)
+        return tag
+    }
+
+    /// Runs until `tag` is answered (or `ticksMax` passes) and returns its outcome.
+    public func await(_ tag: UInt64, ticksMax: UInt64 = 3000) -> ClientOutcome? {
+        let end = now + ticksMax
+        while now < end && scenarioReplies[tag] == nil { step() }
+        return scenarioReplies.removeValue(forKey: tag)
+    }
+
+    /// Runs `ticks` ticks.
+    public func run(ticks: UInt64) { for _ in 0..<ticks { step() } }
+
+    /// Cuts `node`'s campus off (both directions), or heals every link.
+    public func isolate(_ node: Int?) {
+        cut = Array(repeating: [false, false, false], count: 3)
+        flapping = nil
+        partitionUntil = UInt64.max
+        guard let a = node else { return }
+        for x in 0..<3 where x != a {
+            cut[a][x] = true
+            cut[x][a] = true
+        }
+    }
+
+    /// Crashes `node` now (unsynced writes lost); it restarts after `downTicks`. With `corrupt`,
+    /// that key's durable record fails its checksum at restart.
+    public func crash(node i: Int, downTicks: UInt64, corrupt key: String? = nil) {
+        nodes[i] = nil
+        storages[i].crash(keepPrefix: 0)
+        if let k = key {
+            storages[i].corrupt([1] + Array(k.utf8))
+            observer.corrupted(node: i, key: Array(k.utf8))
+        }
+        if let v = observer.crashed(node: i, storage: storages[i]) {
+            violations.append(violation(check: "observer", key: v.0, detail: v.1))
+        }
+        downUntil[i] = now + downTicks
+    }
+
+    /// The loaded state of `key` at `node` (nil if down or never loaded).
+    public func inspect(_ key: String, at node: Int) -> KeyReplica? { nodes[node]?.inspect(Array(key.utf8)) }
+
+    /// Violations found so far.
+    public var currentViolations: [SimViolation] { violations }
+}
+
+struct SimClient {
+    var id: Int
+    var home: Int
+    var nextAt: UInt64
+    var counter: UInt64 = 0
+    var inFlight: InFlight?
+    var lastSeen: [Int: String?] = [:]
+}
+
+struct InFlight {
+    var history: Int
+    var key: String
+    var keyIndex: Int
+    var input: OperationInput
+    var rid: RequestID
+    var node: Int
+    var tag: UInt64
+    var deadline: UInt64
+    var attempts: Int
+    var maybeApplied: Bool
+    var isWrite = true
+}
+
+/// Runs one seed.
+public func simulate(_ config: SimConfig) -> SimResult { Simulation(config).run() }

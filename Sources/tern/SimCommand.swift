@@ -1,0 +1,126 @@
+import ArgumentParser
+import TernCheck
+import TernConsensus
+import TernSim
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// `tern sim`: runs seeds of the deterministic cluster simulator and reports violations.
+struct SimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sim",
+        abstract: "Run the deterministic three-campus cluster simulator over many seeds."
+    )
+
+    @Option(help: "Number of seeds to run (seeds first-seed ..< first-seed + N).")
+    var seeds: Int = 100
+
+    @Option(help: "Replay exactly this seed (prints its history).")
+    var seed: UInt64?
+
+    @Option(help: "First seed of a campaign.")
+    var firstSeed: UInt64 = 1
+
+    @Option(help: "Client operations per seed.")
+    var ops: Int = 200
+
+    @Option(help: "Deliberately broken protocol: \(Mutant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var mutant: String = "none"
+
+    @Option(help: "Message loss probability (per message; the seed scales it 0–2×).")
+    var loss: Double = FaultConfig().loss
+
+    @Option(help: "Crash probability per tick (the seed scales it 0–2×).")
+    var crash: Double = FaultConfig().crash
+
+    @Option(help: "Partition probability per tick (the seed scales it 0–2×).")
+    var partition: Double = FaultConfig().partition
+
+    @Option(help: "Corrupt-a-record probability at each crash.")
+    var corrupt: Double = FaultConfig().corrupt
+
+    @Option(help: "Trace every message and state change of this key (with --seed).")
+    var trace: String?
+
+    @Flag(help: "Disable every fault.")
+    var noFaults = false
+
+    @Flag(help: "Print the history of a replayed seed.")
+    var verbose = false
+
+    func run() throws {
+        guard let m = Mutant(rawValue: mutant) else {
+            throw ValidationError("unknown mutant \(mutant)")
+        }
+        var faults = FaultConfig()
+        faults.loss = loss
+        faults.crash = crash
+        faults.partition = partition
+        faults.corrupt = corrupt
+        if noFaults { faults = .none }
+        func config(_ s: UInt64) -> SimConfig {
+            var c = SimConfig(seed: s)
+            c.ops = ops
+            c.faults = faults
+            c.deriveFaults = !noFaults
+            c.paxos.mutant = m
+            c.traceKey = trace
+            return c
+        }
+        let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
+        var failed = 0
+        var opsDone = 0
+        let start = monotonicSeconds()
+        var lastPrint = start
+        for (n, s) in list.enumerated() {
+            let r = simulate(config(s))
+            opsDone += r.history.count
+            if seed != nil {
+                print(
+                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) frames, "
+                        + "\(r.crashes) crashes, \(r.partitions) partitions, \(r.corruptions) corruptions, "
+                        + "trace \(String(r.traceHash, radix: 16))")
+                if verbose {
+                    for op in r.history {
+                        print(
+                            "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]"
+                        )
+                    }
+                }
+            }
+            for v in r.violations {
+                failed += 1
+                print(v)
+            }
+            let t = monotonicSeconds()
+            if t - lastPrint >= 2 || n + 1 == list.count {
+                lastPrint = t
+                let rate = Double(n + 1) / max(t - start, 1e-9)
+                print(
+                    "[\(n + 1)/\(list.count)] \(String(format1(rate))) seeds/s, \(opsDone) ops, \(failed) violations"
+                )
+                fflush(nil)  // progress must show when piped to a file
+            }
+        }
+        let elapsed = monotonicSeconds() - start
+        print(
+            "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations"
+        )
+        if failed > 0 { throw ExitCode(1) }
+    }
+}
+
+func format1(_ x: Double) -> String {
+    let t = (x * 10).rounded() / 10
+    return String(t)
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

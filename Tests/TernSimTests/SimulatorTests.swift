@@ -1,0 +1,129 @@
+import TernCheck
+import TernConsensus
+import TernSim
+import Testing
+
+@Suite struct SimulatorTests {
+    @Test("Same seed, same history and trace, byte for byte")
+    func deterministic() {
+        var c = SimConfig(seed: 42)
+        c.ops = 150
+        let a = simulate(c)
+        let b = simulate(c)
+        #expect(a.history == b.history)
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.messages == b.messages)
+        var other = c
+        other.seed = 43
+        #expect(simulate(other).traceHash != a.traceHash)
+    }
+
+    @Test("No faults: every operation completes and every check passes")
+    func calm() {
+        var c = SimConfig(seed: 7)
+        c.ops = 200
+        c.faults = .none
+        c.deriveFaults = false
+        let r = simulate(c)
+        #expect(r.violations.isEmpty, "\(r.violations)")
+        #expect(r.history.count == 200 + c.counterKeys)
+        #expect(r.history.allSatisfy { $0.output != .unknown && $0.output != .failed })
+    }
+
+    @Test("A CI batch of faulty seeds is clean", arguments: [UInt64(1)...UInt64(40)])
+    func campaign(seeds: ClosedRange<UInt64>) {
+        var clean = 0
+        for s in seeds {
+            var c = SimConfig(seed: s)
+            c.ops = 150
+            let r = simulate(c)
+            #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+            if r.violations.isEmpty { clean += 1 }
+        }
+        #expect(clean == seeds.count)
+    }
+
+    @Test("Faults actually happen across a batch (a simulator without faults proves little)")
+    func faultsHappen() {
+        var crashes = 0
+        var partitions = 0
+        var corruptions = 0
+        var unknown = 0
+        for s in UInt64(1)...30 {
+            var c = SimConfig(seed: s)
+            c.ops = 150
+            let r = simulate(c)
+            crashes += r.crashes
+            partitions += r.partitions
+            corruptions += r.corruptions
+            unknown += r.history.filter { $0.output == .unknown }.count
+        }
+        #expect(crashes > 0)
+        #expect(partitions > 0)
+        #expect(corruptions > 0)
+        #expect(unknown > 0)
+    }
+
+    @Test("Storm (a crash every ~50 ticks, each corrupting a record): damaged keys recover safely")
+    func storm() {
+        for s in UInt64(1)...25 {
+            var c = SimConfig(seed: s)
+            c.ops = 150
+            c.faults = .storm
+            let r = simulate(c)
+            #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+        }
+    }
+
+    /// The proof that the checks can fail: each mutant must be caught within a bounded number of seeds.
+    @Test(
+        "Every mutant is caught within 60 seeds",
+        arguments: [
+            (Mutant.replyBeforePersist, false), (.ignoreAcceptedValue, false), (.damagedAnswersFresh, true),
+            (.staleReads, false),
+        ])
+    func mutantCaught(mutant: Mutant, storm: Bool) {
+        var caughtAt: UInt64?
+        for s in UInt64(1)...60 {
+            var c = SimConfig(seed: s)
+            c.ops = 200
+            if storm { c.faults = .storm }
+            c.paxos.mutant = mutant
+            let r = simulate(c)
+            if !r.violations.isEmpty {
+                caughtAt = s
+                #expect(r.violations[0].replay.contains("--mutant \(mutant.rawValue)"))
+                break
+            }
+        }
+        #expect(caughtAt != nil, "mutant \(mutant) survived 60 seeds")
+    }
+}
+
+@Suite struct ReplayTests {
+    @Test("The printed replay command carries every non-default knob")
+    func replayCommand() {
+        var c = SimConfig(seed: 9)
+        c.ops = 300
+        c.faults = .storm
+        c.paxos.mutant = .staleReads
+        #expect(
+            c.replayCommand
+                == "swift run -c release tern sim --seed 9 --ops 300 --mutant staleReads --crash 0.02 --corrupt 1.0"
+        )
+    }
+}
+
+@Suite struct RegressionSeeds {
+    /// Seeds that once failed; each names the bug it found.
+    @Test(
+        "Storm seeds that found 'a damaged key overwrote its corrupt record'",
+        arguments: [UInt64(20273), 21175])
+    func damagedKeyWritesNothing(seed: UInt64) {
+        var c = SimConfig(seed: seed)
+        c.ops = 300
+        c.faults = .storm
+        let r = simulate(c)
+        #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+    }
+}
