@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(
             name: "TernTransportTests",
             dependencies: [
-                "TernTransport", "TernCore",
+                "TernTransport", "TernCore", "TernFuzzFrame",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

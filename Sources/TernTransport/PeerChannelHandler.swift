@@ -167,6 +167,8 @@ package final class PeerChannelHandler: ChannelInboundHandler {
                 transport.counters.framingErrors.wrappingIncrement(ordering: .relaxed)
                 if !established { transport.counters.authFailures.wrappingIncrement(ordering: .relaxed) }
                 logger.warning("closing peer connection", metadata: ["error": "\(error)"])
+                deliverPending()  // whole frames that arrived before the bad one are good
+                cumulation = nil  // the rest is garbage, already counted once
                 close(context)
                 return
             }

@@ -32,17 +32,19 @@ public final class PeerTransport: Sendable {
     let logger: Logger
     let counters = Counters()
     private let onBatch: @Sendable (_ from: NodeID, _ messages: [ByteBuffer]) -> Void
-    private let state: NIOLockedValueBox<State>
+    let state: NIOLockedValueBox<State>
 
-    private enum Phase { case idle, running, stopping, stopped }
+    enum Phase { case idle, running, stopping, stopped }
 
-    private struct State {
+    struct State {
         var phase = Phase.idle
         var server: (any Channel)?
         var boundPort = 0
         var peers: [NodeID: PeerState] = [:]
         /// Every open channel, authenticated or not, so `shutdown` can close them all.
         var channels: [ObjectIdentifier: any Channel] = [:]
+        /// Channels in `channels` that have not finished a handshake (bounded: `handshakingMax`).
+        var handshaking: Set<ObjectIdentifier> = []
         /// Dial attempts whose TCP connect has not finished.
         var connecting: [UInt64: EventLoopFuture<any Channel>] = [:]
         var nextConnectID: UInt64 = 0
@@ -50,7 +52,7 @@ public final class PeerTransport: Sendable {
         var failuresLogged: [String: NIODeadline] = [:]
     }
 
-    private struct PeerState {
+    struct PeerState {
         var address: PeerAddress?
         /// The loop this peer's dials run on.
         let loop: any EventLoop
@@ -311,13 +313,28 @@ public final class PeerTransport: Sendable {
         }
     }
 
-    /// A channel became active; false if the transport is stopping (the caller closes it).
+    /// Connections allowed to be in their handshake at once: a stray client that opens many
+    /// connections and says nothing holds at most this many for `handshakeTimeout`.
+    static let handshakingMax = 64
+
+    /// A channel became active; false if the transport is stopping or too many connections are
+    /// still in their handshake (the caller closes it).
     func register(_ channel: any Channel) -> Bool {
-        state.withLockedValue { s in
+        let id = ObjectIdentifier(channel)
+        let outcome = state.withLockedValue { s -> Bool? in
             guard s.phase == .running else { return false }
-            s.channels[ObjectIdentifier(channel)] = channel
+            guard s.handshaking.count < Self.handshakingMax else { return nil }
+            s.channels[id] = channel
+            s.handshaking.insert(id)
             return true
         }
+        if outcome == nil {
+            counters.authFailures.wrappingIncrement(ordering: .relaxed)
+            logger.warning(
+                "refusing a connection: \(Self.handshakingMax) others are still in their handshake",
+                metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+        }
+        return outcome == true
     }
 
     /// A handshake succeeded. Makes `handle` the peer's connection (closing an older one) and
@@ -325,6 +342,7 @@ public final class PeerTransport: Sendable {
     func connectionEstablished(_ handle: ConnectionHandle, peer: NodeID, dialled: Bool) -> Bool {
         enum Outcome { case refuse, accept(old: ConnectionHandle?, reconnect: Bool, flush: Bool) }
         let outcome = state.withLockedValue { s -> Outcome in
+            s.handshaking.remove(handle.id)
             guard s.phase == .running, s.peers[peer] != nil else { return .refuse }
             return Self.modify(&s.peers[peer]!) { p -> Outcome in
                 let old = p.connection
@@ -359,6 +377,7 @@ public final class PeerTransport: Sendable {
         let id = ObjectIdentifier(channel)
         state.withLockedValue { s in
             s.channels[id] = nil
+            s.handshaking.remove(id)
             if let peer, s.peers[peer]?.connection?.id == id {
                 s.peers[peer]!.connection = nil
                 logger.info("peer disconnected", metadata: ["peer": "\(peer)"])

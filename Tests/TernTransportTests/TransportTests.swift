@@ -245,12 +245,33 @@ struct TransportTests {
         await b.transport.shutdown()
     }
 
+    /// The delay applies to messages sent while it is set, even when the event loop only flushes
+    /// them after it was lifted (it once applied at flush time, and let them through at once).
+    @Test func delayAppliesWhenAMessageIsSentNotWhenItIsFlushed() async throws {
+        let senderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let a = TestNode(testConfig(1, peers: [2]), group: senderGroup)
+        let b = TestNode(testConfig(2, peers: [1]))
+        try await startAndConnect([a, b])
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await senderGroup.next().submit {
+            a.transport.setFault(.delay(.milliseconds(300)), for: b.id)
+            a.transport.send(buffer("sent under delay"), to: b.id)
+            a.transport.setFault(.none, for: b.id)  // lifted before the flush runs
+        }.get()
+        try await waitUntil("delayed message") { b.strings(from: a.id).count == 1 }
+        #expect(clock.now - start >= .milliseconds(300))
+        await a.transport.shutdown()
+        await b.transport.shutdown()
+        try await senderGroup.shutdownGracefully()
+    }
+
     @Test(arguments: [
-        ("wrong secret", "test", Array("another-secret-another-secret-xx".utf8)),
+        ("wrong secret", nil, Array("another-secret-another-secret-xx".utf8)),
         ("wrong cluster", "other-cluster", testSecret),
     ])
-    func nodesThatDisagreeNeverConnect(_ name: String, cluster: String, secret: [UInt8]) async throws {
-        let a = TestNode(testConfig(1, peers: [2], cluster: cluster, secret: secret))
+    func nodesThatDisagreeNeverConnect(_ name: String, cluster: String?, secret: [UInt8]) async throws {
+        let a = TestNode(testConfig(1, peers: [2], cluster: cluster ?? TestIsolation.cluster, secret: secret))
         let b = TestNode(testConfig(2, peers: [1]))
         try await a.transport.start()
         try await b.transport.start()
@@ -362,6 +383,46 @@ struct TransportTests {
         a.transport.send(buffer("still here"), to: b.id)
         try await waitUntil("real peer") { b.strings(from: a.id) == ["still here"] }
         await a.transport.shutdown()
+        await b.transport.shutdown()
+    }
+
+    @Test func framesBeforeABadOneInTheSameReadAreDelivered() async throws {
+        let b = TestNode(testConfig(3, peers: [2]))
+        try await b.transport.start()
+        let raw = try await RawPeer(port: b.transport.boundPort)
+        try await raw.authenticate(as: NodeID(2), to: b.id)
+        try await raw.send(frameBytes(.batch([buffer("good 1"), buffer("good 2")])) + buffer("GARBAGE!"))
+        try await raw.waitClosed()
+        try await waitUntil("good frames") { b.strings(from: NodeID(2)) == ["good 1", "good 2"] }
+        #expect(b.transport.metrics().framingErrors == 1)
+        await b.transport.shutdown()
+    }
+
+    @Test func connectionsStuckInTheHandshakeAreBounded() async throws {
+        let b = TestNode(testConfig(3, peers: [2]))
+        try await b.transport.start()
+        var mutes: [RawPeer] = []
+        for _ in 0..<PeerTransport.handshakingMax {
+            mutes.append(try await RawPeer(port: b.transport.boundPort))
+        }
+        try await waitUntil("64 registered") {
+            b.transport.state.withLockedValue { $0.handshaking.count } == PeerTransport.handshakingMax
+        }
+        let extra = try await RawPeer(port: b.transport.boundPort)
+        try await extra.waitClosed()
+        #expect(mutes.allSatisfy { !$0.isClosed })
+        #expect(b.transport.metrics().authFailures == 1)
+        // One mute client leaves: a real peer can handshake again.
+        await mutes[0].close()
+        try await waitUntil("a slot frees") {
+            b.transport.state.withLockedValue { $0.handshaking.count } < PeerTransport.handshakingMax
+        }
+        let honest = try await RawPeer(port: b.transport.boundPort)
+        try await honest.authenticate(as: NodeID(2), to: b.id)
+        try await waitUntil("honest peer connected") {
+            b.transport.metrics().peers[NodeID(2)]?.connected == true
+        }
+        for m in mutes { await m.close() }
         await b.transport.shutdown()
     }
 
