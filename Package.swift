@@ -23,6 +23,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(name: "TernCore", swiftSettings: settings),
@@ -37,6 +38,16 @@ let package = Package(
         .target(
             name: "TernSim",
             dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
+            swiftSettings: settings
+        ),
+        // RESP2/RESP3 codec (NIOCore only) and the async client (the one file that uses NIOPosix).
+        .target(
+            name: "TernRESP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             swiftSettings: settings
         ),
         .executableTarget(
@@ -55,6 +66,15 @@ let package = Package(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
+            swiftSettings: settings),
+        .testTarget(
+            name: "TernRESPTests",
+            dependencies: [
+                "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: settings),
     ]
 )
