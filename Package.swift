@@ -50,6 +50,13 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // libFuzzer entry point for the RESP decoders (scripts/fuzz-resp); a corpus replayer otherwise.
+        .executableTarget(
+            name: "TernFuzzRESP",
+            dependencies: ["TernRESP", .product(name: "NIOCore", package: "swift-nio")],
+            exclude: ["corpus"],
+            swiftSettings: settings
+        ),
         .executableTarget(
             name: "tern",
             dependencies: [
