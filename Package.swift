@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(name: "TernCore", swiftSettings: settings),
@@ -50,6 +51,18 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // Load generator behind `tern bench resp|etcd`: measures, so it reads clocks and sockets.
+        .target(
+            name: "TernBench",
+            dependencies: [
+                "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: settings
+        ),
         // libFuzzer entry point for the RESP decoders (scripts/fuzz-resp); a corpus replayer otherwise.
         .executableTarget(
             name: "TernFuzzRESP",
@@ -61,6 +74,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim", "TernPlacement",
+                "TernBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: settings
@@ -82,6 +96,17 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: settings),
+        .testTarget(
+            name: "TernBenchTests",
+            dependencies: [
+                "TernBench", "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: settings),
     ]
