@@ -44,7 +44,11 @@ public enum EtcdLoad {
         if options.command == .incr {
             throw LoadError("etcd has no INCR: use --command set --hot-key (a put on one hot key)")
         }
-        return try await LoadRunner.run(options: options, serverPIDs: serverPIDs) { loop, stats, index in
+        let prefill: @Sendable (MultiThreadedEventLoopGroup) async throws -> Void = { group in
+            try await EtcdLoad.prefill(endpoints: endpoints, options: options, group: group)
+        }
+        return try await LoadRunner.run(options: options, serverPIDs: serverPIDs, prefill: prefill) {
+            loop, stats, index in
             let endpoint = endpoints[index % endpoints.count]
             let done = loop.makePromise(of: Void.self)
             return ClientBootstrap(group: loop)
@@ -67,6 +71,136 @@ public enum EtcdLoad {
                     throw LoadError("cannot connect to \(endpoint.host):\(endpoint.port): \(error)")
                 }
         }
+    }
+}
+
+extension EtcdLoad {
+    /// Writes every key once with transactions of 128 puts (etcd's default `--max-txn-ops`),
+    /// 4 connections per endpoint.
+    static func prefill(endpoints: [Endpoint], options: LoadOptions, group: any EventLoopGroup) async throws {
+        let valueBase64 = base64([UInt8](repeating: UInt8(ascii: "x"), count: options.valueBytes))
+        let connections = endpoints.count * 4
+        let batch = 128
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for c in 0..<connections {
+                tasks.addTask {
+                    let endpoint = endpoints[c % endpoints.count]
+                    let client = try await EtcdHTTPClient.connect(endpoint, group: group)
+                    do {
+                        for start in stride(from: c * batch, to: options.keys, by: connections * batch) {
+                            let puts = (start..<min(start + batch, options.keys)).map {
+                                "{\"requestPut\":{\"key\":\"\(base64(benchKey($0)))\",\"value\":\"\(valueBase64)\"}}"
+                            }
+                            let body = "{\"success\":[" + puts.joined(separator: ",") + "]}"
+                            let (status, text) = try await client.post("/v3/kv/txn", body: body)
+                            guard status == 200 else {
+                                throw LoadError("prefill: txn answered HTTP \(status): \(text.prefix(200))")
+                            }
+                        }
+                    } catch {
+                        await client.close()
+                        throw error
+                    }
+                    await client.close()
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection to etcd's gateway, one request at a time (for the prefill).
+final class EtcdHTTPClient: Sendable {
+    let channel: any Channel
+    let endpoint: EtcdLoad.Endpoint
+
+    init(channel: any Channel, endpoint: EtcdLoad.Endpoint) {
+        self.channel = channel
+        self.endpoint = endpoint
+    }
+
+    static func connect(_ endpoint: EtcdLoad.Endpoint, group: any EventLoopGroup) async throws
+        -> EtcdHTTPClient
+    {
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(EtcdResponseCollector())
+                    }
+                }
+                .connect(host: endpoint.host, port: endpoint.port).get()
+            return EtcdHTTPClient(channel: channel, endpoint: endpoint)
+        } catch {
+            throw LoadError("cannot connect to \(endpoint.host):\(endpoint.port): \(error)")
+        }
+    }
+
+    /// POSTs a JSON body and returns the status and the body of the response.
+    func post(_ uri: String, body: String) async throws -> (Int, String) {
+        let promise = channel.eventLoop.makePromise(of: (Int, String).self)
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: uri)
+        head.headers.add(name: "Host", value: "\(endpoint.host):\(endpoint.port)")
+        head.headers.add(name: "Content-Type", value: "application/json")
+        head.headers.add(name: "Content-Length", value: String(body.utf8.count))
+        channel.write(
+            EtcdResponseCollector.Request(head: head, body: ByteBuffer(string: body), promise: promise)
+        )
+        .whenFailure { promise.fail($0) }
+        channel.flush()
+        return try await promise.futureResult.get()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Writes one request and completes its promise with the response's status and body.
+final class EtcdResponseCollector: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = Request
+    typealias OutboundOut = HTTPClientRequestPart
+
+    struct Request: Sendable {
+        var head: HTTPRequestHead
+        var body: ByteBuffer
+        var promise: EventLoopPromise<(Int, String)>
+    }
+
+    var waiting = CircularBuffer<EventLoopPromise<(Int, String)>>()
+    var status = 0
+    var body = ByteBuffer()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        waiting.append(request.promise)
+        context.write(wrapOutboundOut(.head(request.head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(request.body))), promise: nil)
+        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            body.clear()
+        case .body(var part):
+            body.writeBuffer(&part)
+        case .end:
+            waiting.popFirst()?.succeed((status, String(buffer: body)))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        while let promise = waiting.popFirst() { promise.fail(error) }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        while let promise = waiting.popFirst() { promise.fail(LoadError("etcd closed the connection")) }
+        context.fireChannelInactive()
     }
 }
 

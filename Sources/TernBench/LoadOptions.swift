@@ -40,6 +40,8 @@ public struct LoadOptions: Sendable {
     /// Requests still unanswered this long after the end are counted as timeouts and their
     /// connections closed.
     public var drainSeconds = 10.0
+    /// Write every key once (value of `valueBytes`) before the warm-up, so that reads find values.
+    public var prefill = false
 
     public init() {}
 
@@ -81,6 +83,8 @@ public struct LoadResult: Sendable {
     public var serverCPUSeconds: Double?
     /// Cores of this machine.
     public var cores = 1
+    /// Seconds the prefill took (nil without `--prefill`).
+    public var prefillSeconds: Double?
 
     public init() {}
 
@@ -124,6 +128,10 @@ public struct LoadResult: Sendable {
             lines.append("  server CPU  \(format(100 * server / max(seconds, 1e-9), 0))% of one core")
         }
         if let firstError { lines.append("  first error \(firstError)") }
+        if let prefillSeconds {
+            lines.append(
+                "  prefill     every key written once in \(format(prefillSeconds, 1)) s, before the warm-up")
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -146,6 +154,7 @@ public struct LoadResult: Sendable {
             fields.append(("server_cpu_percent", format(100 * server / max(seconds, 1e-9), 1)))
         }
         if let firstError { fields.append(("first_error", quote(firstError))) }
+        if let prefillSeconds { fields.append(("prefill_seconds", format(prefillSeconds, 2))) }
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
     }
 }

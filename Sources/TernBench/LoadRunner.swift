@@ -53,11 +53,23 @@ public enum LoadRunner {
             OpenConnection
         >
 
-    static func run(options: LoadOptions, serverPIDs: [Int32], connect: Connect) async throws -> LoadResult {
+    /// Runs the load; `prefill`, if given and asked for by the options, runs first on the same
+    /// event loops and its duration is reported.
+    static func run(
+        options: LoadOptions, serverPIDs: [Int32],
+        prefill: (@Sendable (MultiThreadedEventLoopGroup) async throws -> Void)? = nil, connect: Connect
+    ) async throws -> LoadResult {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
         do {
-            let result = try await run(
+            var prefillSeconds: Double?
+            if options.prefill, let prefill {
+                let start = NIODeadline.now()
+                try await prefill(group)
+                prefillSeconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+            }
+            var result = try await run(
                 options: options, serverPIDs: serverPIDs, group: group, connect: connect)
+            result.prefillSeconds = prefillSeconds
             try await group.shutdownGracefully()
             return result
         } catch {
@@ -171,6 +183,13 @@ struct KeyChooser {
         default: options.command
         }
     }
+}
+
+/// The key of number `n`: `key:` and 12 digits.
+func benchKey(_ n: Int) -> [UInt8] {
+    var buffer = ByteBuffer(string: "key:")
+    buffer.writeTwelveDigits(UInt64(n))
+    return Array(buffer.readableBytesView)
 }
 
 extension ByteBuffer {

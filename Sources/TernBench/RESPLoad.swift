@@ -15,7 +15,11 @@ public enum RESPLoad {
         -> LoadResult
     {
         if let problem = options.validationError() { throw LoadError(problem) }
-        return try await LoadRunner.run(options: options, serverPIDs: serverPIDs) { loop, stats, index in
+        let prefill: @Sendable (MultiThreadedEventLoopGroup) async throws -> Void = { group in
+            try await RESPLoad.prefill(host: host, port: port, options: options, group: group)
+        }
+        return try await LoadRunner.run(options: options, serverPIDs: serverPIDs, prefill: prefill) {
+            loop, stats, index in
             let done = loop.makePromise(of: Void.self)
             return ClientBootstrap(group: loop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -33,6 +37,46 @@ public enum RESPLoad {
                     done.succeed()
                     throw LoadError("cannot connect to \(host):\(port): \(error)")
                 }
+        }
+    }
+}
+
+extension RESPLoad {
+    /// Writes every key once: 8 connections, pipelines of 1000 SETs, through ``RESPClient``.
+    static func prefill(host: String, port: Int, options: LoadOptions, group: any EventLoopGroup) async throws
+    {
+        let value = [UInt8](repeating: UInt8(ascii: "x"), count: options.valueBytes)
+        let clients = min(8, options.connections)
+        let batch = 1000
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for c in 0..<clients {
+                tasks.addTask {
+                    let client: RESPClient
+                    do {
+                        client = try await RESPClient.connect(
+                            host: host, port: port, group: group, requestTimeout: .seconds(60))
+                    } catch {
+                        throw LoadError("cannot connect to \(host):\(port): \(error)")
+                    }
+                    do {
+                        for start in stride(from: c * batch, to: options.keys, by: clients * batch) {
+                            let commands = (start..<min(start + batch, options.keys)).map {
+                                [Array("SET".utf8), benchKey($0), value]
+                            }
+                            for reply in try await client.pipeline(commands) {
+                                if case .error(let text) = reply {
+                                    throw LoadError("prefill: SET answered -\(text)")
+                                }
+                            }
+                        }
+                    } catch {
+                        await client.close()
+                        throw error
+                    }
+                    await client.close()
+                }
+            }
+            try await tasks.waitForAll()
         }
     }
 }

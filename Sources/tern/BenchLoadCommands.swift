@@ -36,6 +36,9 @@ struct LoadArguments: ParsableArguments {
     @Option(help: "Seed of the key choice.")
     var seed: UInt64 = 1
 
+    @Flag(help: "Write every key once before the warm-up, so that reads find values.")
+    var prefill = false
+
     @Option(help: "Also report the CPU used by these processes during the window (repeatable).")
     var serverPid: [Int32] = []
 
@@ -58,6 +61,7 @@ struct LoadArguments: ParsableArguments {
         options.hotKey = hotKey
         options.threads = threads
         options.seed = seed
+        options.prefill = prefill
         if let problem = options.validationError() { throw ValidationError(problem) }
         return options
     }
