@@ -47,6 +47,7 @@ public struct SimViolation: Sendable, CustomStringConvertible {
             s +=
                 "  client \(op.client) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]\n"
         }
+        if !subHistory.isEmpty { s += "  (times in half-ticks: a call at tick t is 2t+1, a return 2t)\n" }
         s += "  replay: \(replay)"
         return s
     }
@@ -400,6 +401,13 @@ public final class Simulation {
 
     func keyName(_ k: [UInt8]) -> String { String(decoding: k, as: UTF8.self) }
 
+    /// History times are half-ticks. Within a tick, replies reach clients (step 2) before clients
+    /// invoke new operations (step 4), so a reply at tick t really precedes a call at tick t; with
+    /// whole ticks the checker would have to treat the two as concurrent (equal times) and would
+    /// miss a stale read issued right after the write it missed returned.
+    var returnTime: UInt64 { 2 * now }
+    var callTime: UInt64 { 2 * now + 1 }
+
     func clientsAct() {
         for c in clients.indices {
             if let f = clients[c].inFlight {
@@ -449,7 +457,7 @@ public final class Simulation {
         clients[c].counter += 1
         let rid = RequestID(client: UInt32(c + 1), counter: clients[c].counter)
         history.append(
-            HistoryOperation(client: c, key: key, input: input, output: .unknown, call: now, ret: nil))
+            HistoryOperation(client: c, key: key, input: input, output: .unknown, call: callTime, ret: nil))
         var f = InFlight(
             history: history.count - 1, key: key, keyIndex: k, input: input, rid: rid, node: clients[c].home,
             tag: 0, deadline: 0, attempts: 0, maybeApplied: false)
@@ -524,7 +532,7 @@ public final class Simulation {
     func finish(_ c: Int, _ out: OperationOutput) {
         guard let f = clients[c].inFlight else { return }
         history[f.history].output = out
-        history[f.history].ret = out == .unknown ? nil : now
+        history[f.history].ret = out == .unknown ? nil : returnTime
         clients[c].inFlight = nil
         clients[c].nextAt = now + rng.below(6)
         mix(UInt64(f.history) << 3 | UInt64(c))

@@ -164,6 +164,17 @@ import Testing
 }
 
 @Suite struct RegressionSeeds {
+    /// With whole-tick times, the write's return and the stale read's call fell on the same tick,
+    /// which the checker must treat as concurrent: only the partial counter check saw the fault.
+    @Test("A stale read invoked in the tick its write returned is a linearizability violation")
+    func staleReadInTheSameTick() {
+        var c = SimConfig(seed: 8)
+        c.ops = 200
+        c.paxos.mutant = .staleReads
+        let r = simulate(c)
+        #expect(r.violations.first?.check == "linearizability", "\(r.violations)")
+    }
+
     /// Seeds that once failed; each names the bug it found.
     @Test(
         "Storm seeds that found 'a damaged key overwrote its corrupt record'",
