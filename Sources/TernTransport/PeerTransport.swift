@@ -109,7 +109,9 @@ public final class PeerTransport: Sendable {
             throw TransportError(.invalidConfig, "invalid configuration: " + problems.joined(separator: "; "))
         }
         try state.withLockedValue { s in
-            guard s.phase == .idle else { throw TransportError(.alreadyStarted, "start() called twice") }
+            guard s.phase == .idle else {
+                throw TransportError(.alreadyStarted, "start() may be called once, before shutdown()")
+            }
             s.phase = .running
         }
         let server: any Channel
@@ -131,10 +133,15 @@ public final class PeerTransport: Sendable {
             state.withLockedValue { $0.phase = .stopped }
             throw TransportError(.bindFailed, "cannot listen on \(config.listen): \(error)")
         }
-        let toDial = state.withLockedValue { s -> [NodeID] in
+        let toDial = state.withLockedValue { s -> [NodeID]? in
+            guard s.phase == .running else { return nil }  // shutdown() ran while we were binding
             s.server = server
             s.boundPort = server.localAddress?.port ?? 0
             return s.peers.keys.filter { dials($0) }
+        }
+        guard let toDial else {
+            try? await server.close()
+            return
         }
         logger.info(
             "peer transport listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"]

@@ -386,12 +386,16 @@ struct TransportTests {
         await b.transport.shutdown()
     }
 
-    @Test func framesBeforeABadOneInTheSameReadAreDelivered() async throws {
+    @Test(arguments: [
+        ("garbage", buffer("GARBAGE!")),
+        ("a handshake frame", frameBytes(.reject(.badMAC))),
+    ])
+    func framesBeforeABadOneInTheSameReadAreDelivered(_ name: String, bad: ByteBuffer) async throws {
         let b = TestNode(testConfig(3, peers: [2]))
         try await b.transport.start()
         let raw = try await RawPeer(port: b.transport.boundPort)
         try await raw.authenticate(as: NodeID(2), to: b.id)
-        try await raw.send(frameBytes(.batch([buffer("good 1"), buffer("good 2")])) + buffer("GARBAGE!"))
+        try await raw.send(frameBytes(.batch([buffer("good 1"), buffer("good 2")])) + bad)
         try await raw.waitClosed()
         try await waitUntil("good frames") { b.strings(from: NodeID(2)) == ["good 1", "good 2"] }
         #expect(b.transport.metrics().framingErrors == 1)
