@@ -150,16 +150,21 @@ func shortRun(_ command: LoadCommand, pipeline: Int = 1, hotKey: Bool = false) -
         try await withRESPServer { port, seen in
             var options = shortRun(.mixed, pipeline: 4)
             options.readRatio = 0.9
-            let result = try await counted {
-                try await RESPLoad.run(host: "127.0.0.1", port: port, options: options)
-            }
+            // Enough requests for the share to be meaningful, however slow the machine (the
+            // server counts the warm-up too).
+            var runs = 0
+            repeat {
+                let result = try await RESPLoad.run(host: "127.0.0.1", port: port, options: options)
+                #expect(result.errors == 0)
+                runs += 1
+            } while seen.withLockedValue { ($0.commands["GET"] ?? 0) + ($0.commands["SET"] ?? 0) } < 300
+                && runs < 20
             let commands = seen.withLockedValue { $0.commands }
-            #expect(result.errors == 0)
             let gets = Double(commands["GET"] ?? 0)
             let sets = Double(commands["SET"] ?? 0)
-            // The server counts the warm-up too: hundreds of requests at the very least.
-            #expect(gets + sets > 200)
-            #expect(gets / (gets + sets) > 0.8 && gets / (gets + sets) < 0.97)
+            #expect(gets + sets >= 300)
+            // 0.9 ± more than 4 standard deviations at 300 requests.
+            #expect(gets / (gets + sets) > 0.82 && gets / (gets + sets) < 0.98)
         }
     }
 
