@@ -19,11 +19,15 @@ let package = Package(
         .library(name: "TernCheck", targets: ["TernCheck"]),
         .library(name: "TernSim", targets: ["TernSim"]),
         .library(name: "TernPlacement", targets: ["TernPlacement"]),
+        .library(name: "TernTransport", targets: ["TernTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
@@ -39,6 +43,32 @@ let package = Package(
         .target(
             name: "TernSim",
             dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
+            swiftSettings: settings
+        ),
+        .target(
+            name: "TernTransport",
+            dependencies: [
+                "TernCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: settings
+        ),
+        // libFuzzer entry point for the peer-frame decoder; a plain build replays corpus files.
+        // scripts/fuzz-frame builds it with -sanitize=fuzzer and -DTERN_LIBFUZZER.
+        .executableTarget(
+            name: "TernFuzzFrame",
+            dependencies: [
+                "TernTransport", "TernCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: settings
         ),
         // RESP2/RESP3 codec (NIOCore only) and the async client (the one file that uses NIOPosix).
@@ -74,6 +104,10 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim", "TernPlacement",
+                "TernTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 "TernBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -87,6 +121,18 @@ let package = Package(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
+            swiftSettings: settings),
+        .testTarget(
+            name: "TernTransportTests",
+            dependencies: [
+                "TernTransport", "TernCore", "TernFuzzFrame",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: settings),
         .testTarget(
             name: "TernRESPTests",
