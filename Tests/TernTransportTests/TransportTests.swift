@@ -92,6 +92,24 @@ struct TransportTests {
         try await senderGroup.shutdownGracefully()
     }
 
+    /// The batch form of `send` guarantees one write from any thread, not only on the loop.
+    @Test func messagesSentTogetherFromAnyThreadLeaveInOneWrite() async throws {
+        let a = TestNode(testConfig(1, peers: [2]))
+        let b = TestNode(testConfig(2, peers: [1]))
+        try await startAndConnect([a, b])
+        for round in 0..<5 {
+            a.transport.send((0..<1000).map { buffer("r\(round) m\($0)") }, to: b.id)
+        }
+        try await waitUntil("5000 messages") { b.strings(from: a.id).count == 5000 }
+        let m = a.transport.metrics()
+        #expect(m.messagesSent == 5000)
+        #expect(m.writes <= 5, "each call's 1000 messages leave together (calls may also merge)")
+        #expect(m.messagesPerWriteMax >= 1000)
+        #expect(b.strings(from: a.id) == (0..<5).flatMap { r in (0..<1000).map { "r\(r) m\($0)" } })
+        await a.transport.shutdown()
+        await b.transport.shutdown()
+    }
+
     @Test func aBatchLargerThanAFrameIsSplitButStillOneWrite() async throws {
         let senderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var ca = testConfig(1, peers: [2])
@@ -123,7 +141,9 @@ struct TransportTests {
         c.sendQueueBytesMax = 1000
         let a = TestNode(c)
         try await a.transport.start()
-        for _ in 0..<20 { a.transport.send(ByteBuffer(repeating: 1, count: 100), to: NodeID(2)) }
+        for _ in 0..<15 { a.transport.send(ByteBuffer(repeating: 1, count: 100), to: NodeID(2)) }
+        a.transport.send(
+            [ByteBuffer](repeating: ByteBuffer(repeating: 2, count: 100), count: 5), to: NodeID(2))
         let m = a.transport.metrics()
         #expect(m.peers[NodeID(2)]?.queuedBytes == 1000)
         #expect(m.dropped == 10)
