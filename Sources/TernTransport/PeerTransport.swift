@@ -199,18 +199,22 @@ public final class PeerTransport: Sendable {
     /// queued at once: they are guaranteed to leave in one write, from any thread. Use it to answer
     /// a whole received batch.
     public func send(_ messages: some Collection<ByteBuffer>, to peer: NodeID) {
-        var fitting: [ByteBuffer] = []
-        fitting.reserveCapacity(messages.count)
-        for m in messages {
-            if 8 + m.readableBytes <= config.maxFrameBytes {
-                fitting.append(m)
-            } else {
-                counters.dropped.wrappingIncrement(ordering: .relaxed)
-                logger.error(
-                    "message of \(m.readableBytes) bytes can never fit a frame (maxFrameBytes \(config.maxFrameBytes)); dropped",
-                    metadata: ["peer": "\(peer)"])
-            }
+        let limit = config.maxFrameBytes - 8
+        if messages.allSatisfy({ $0.readableBytes <= limit }) {
+            enqueue(messages, to: peer)
+            return
         }
+        for m in messages where m.readableBytes > limit {
+            counters.dropped.wrappingIncrement(ordering: .relaxed)
+            logger.error(
+                "message of \(m.readableBytes) bytes can never fit a frame (maxFrameBytes \(config.maxFrameBytes)); dropped",
+                metadata: ["peer": "\(peer)"])
+        }
+        enqueue(messages.filter { $0.readableBytes <= limit }, to: peer)
+    }
+
+    /// Queues messages that fit a frame, under one lock, and schedules the flush if needed.
+    private func enqueue(_ fitting: some Collection<ByteBuffer>, to peer: NodeID) {
         guard !fitting.isEmpty else { return }
         let flushOn = state.withLockedValue { s -> ConnectionHandle? in
             guard s.phase == .idle || s.phase == .running, s.peers[peer] != nil else {
