@@ -126,6 +126,7 @@ public struct ByteWriter: Sendable {
             blob(old)
         case .previousForgotten: u8(8)
         case .existed(let e): u8(e ? 10 : 9)
+        case .overflow: u8(11)
         }
     }
 }
@@ -197,6 +198,7 @@ public struct ByteReader: Sendable {
         case 8: return .previousForgotten
         case 9: return .existed(false)
         case 10: return .existed(true)
+        case 11: return .overflow
         default: return nil
         }
     }

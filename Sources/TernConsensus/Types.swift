@@ -138,6 +138,8 @@ public enum OperationResult: Sendable, Hashable {
     case previousForgotten
     /// Whether `remove` found the key.
     case existed(Bool)
+    /// `incr` would overflow 64 bits; the value is unchanged.
+    case overflow
 }
 
 /// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
@@ -162,6 +164,17 @@ public struct KeyValue: Sendable, Hashable {
         self.recent = recent
     }
     public static let absent = KeyValue()
+
+    /// A decimal integer as Redis reads one (`string2ll`): an optional minus sign and digits, no
+    /// plus sign, spaces or leading zeros, within 64 bits; nil otherwise.
+    public static func strictInteger(_ b: [UInt8]) -> Int64? {
+        guard !b.isEmpty, b.count <= 20 else { return nil }
+        let negative = b[0] == UInt8(ascii: "-")
+        let digits = negative ? b.dropFirst() : b[...]
+        guard let first = digits.first, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        if first == UInt8(ascii: "0") && (digits.count > 1 || negative) { return nil }
+        return Int64(String(decoding: b, as: UTF8.self))
+    }
 
     /// The result recorded for `id`, if it was applied within the de-dup window.
     public func result(for id: RequestID) -> OperationResult? {
@@ -191,14 +204,18 @@ public struct KeyValue: Sendable, Hashable {
             case .incr(let d):
                 let current: Int64?
                 if let b = next.bytes {
-                    current = Int64(String(decoding: b, as: UTF8.self))
+                    current = KeyValue.strictInteger(b)
                 } else {
                     current = 0
                 }
                 if let c = current {
-                    let (sum, _) = c.addingReportingOverflow(d)
-                    next.bytes = Array(String(sum).utf8)
-                    result = .number(sum)
+                    let (sum, overflow) = c.addingReportingOverflow(d)
+                    if overflow {
+                        result = .overflow
+                    } else {
+                        next.bytes = Array(String(sum).utf8)
+                        result = .number(sum)
+                    }
                 } else {
                     result = .notANumber
                 }

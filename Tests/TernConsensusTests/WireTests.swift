@@ -184,3 +184,27 @@ import Testing
         #expect(t.replies.count == 3)
     }
 }
+
+@Suite struct IncrTests {
+    @Test(
+        "INCR reads integers the way Redis does and refuses overflow",
+        arguments: [
+            ("5", Optional<Int64>(5)), ("-3", -3), ("0", 0), ("01", nil), ("+1", nil), (" 1", nil),
+            ("-0", nil),
+            ("", nil), ("9223372036854775807", Int64.max), ("9223372036854775808", nil), ("1e3", nil),
+        ])
+    func strict(text: String, value: Int64?) {
+        #expect(KeyValue.strictInteger(Array(text.utf8)) == value)
+    }
+
+    @Test("Overflow leaves the value unchanged")
+    func overflow() {
+        let v = KeyValue(bytes: Array(String(Int64.max).utf8)).applying([(.incr(1), rid(1))], window: 4)
+        #expect(v.bytes == Array(String(Int64.max).utf8))
+        #expect(v.result(for: rid(1)) == .overflow)
+        var w = ByteWriter()
+        w.result(.overflow)
+        var r = ByteReader(w.bytes)
+        #expect(r.result() == .overflow)
+    }
+}
