@@ -250,7 +250,11 @@ public struct KeyValue: Sendable, Hashable {
             }
             next.recent.append(AppliedRequest(id: id, result: result))
         }
-        if next.recent.count > window { next.recent.removeFirst(next.recent.count - window) }
+        // Never trim the requests this instance applied: the proposer answers each merged op from
+        // `recent`, and an op missing there is re-queued and applied AGAIN (found by a test with
+        // mergeMax 64 > window 32: 48 increments gave 64).
+        let keep = max(window, ops.count)
+        if next.recent.count > keep { next.recent.removeFirst(next.recent.count - keep) }
         return next
     }
 }

@@ -52,8 +52,14 @@ public struct NodeOptions: Sendable {
     public var suspectFor: TimeAmount = .seconds(1)
     /// Idle keys kept in memory; beyond it they are evicted and reload from storage on use.
     public var keysLoadedMax = 1_000_000
-    /// The consensus core's tunables (in ticks).
-    public var paxos = PaxosConfig()
+    /// The consensus core's tunables (in ticks). The server queues more writes per key than the
+    /// core's defaults (hot keys under many pipelined clients) and merges up to 256 per instance.
+    public var paxos: PaxosConfig = {
+        var c = PaxosConfig()
+        c.pendingMax = 16_384
+        c.mergeMax = 256
+        return c
+    }()
     public init() {}
 }
 
@@ -78,6 +84,8 @@ public struct NodeStatus: Sendable, Hashable {
     public var inFlight: Int
     /// Peer messages that failed to decode.
     public var badPeerMessages: Int
+    /// False once the node stopped serving (storage failure, shutting down).
+    public var serving: Bool
 }
 
 /// Kinds of the server's peer messages (the first byte of each message).
@@ -582,13 +590,14 @@ public final class Node: @unchecked Sendable {
                     consensus: self.core.stats, fsyncs: fsyncs, requests: self.counters.requests,
                     requestsFailed: self.counters.failed, forwardedOut: self.counters.forwardedOut,
                     forwardedIn: self.counters.forwardedIn, retries: self.counters.retries,
-                    inFlight: self.waiters.count, badPeerMessages: self.counters.bad))
+                    inFlight: self.waiters.count, badPeerMessages: self.counters.bad,
+                    serving: self.failed == nil && !self.closing))
         }
         return (try? await promise.futureResult.get())
             ?? NodeStatus(
                 node: id, campus: campus, epoch: 0, keysLoaded: 0, consensus: ReplicaNodeStats(), fsyncs: 0,
                 requests: 0, requestsFailed: 0, forwardedOut: 0, forwardedIn: 0, retries: 0, inFlight: 0,
-                badPeerMessages: 0)
+                badPeerMessages: 0, serving: false)
     }
 
     /// Stops taking requests, lets those in flight finish (bounded by `grace`), waits for the last

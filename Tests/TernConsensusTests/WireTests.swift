@@ -208,3 +208,24 @@ import Testing
         #expect(r.result() == .overflow)
     }
 }
+
+@Suite struct MergeWindowTests {
+    @Test("More writes merged into one instance than the de-dup window: each is applied exactly once")
+    func mergedBeyondWindow() {
+        var t = Trio()
+        // 48 increments queue behind the first instance's Phase 1 and merge into few instances
+        // (mergeMax 64 > dedupWindow 32).
+        for k in 1...48 { t.propose(n1, .incr(1), id: rid(UInt64(k)), tag: UInt64(k)) }
+        for _ in 0..<50 {
+            t.run()
+            for n in [n1, n2, n3] { t.tick(n) }
+        }
+        #expect(t.replies.count == 48)
+        #expect(t.state(n1).value.bytes == bytes("48"))
+        let numbers = t.replies.compactMap { r -> Int64? in
+            if case .done(.number(let v)) = r.outcome { return v }
+            return nil
+        }
+        #expect(Set(numbers) == Set(1...48))
+    }
+}
