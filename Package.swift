@@ -19,12 +19,16 @@ let package = Package(
         .library(name: "TernCheck", targets: ["TernCheck"]),
         .library(name: "TernSim", targets: ["TernSim"]),
         .library(name: "TernPlacement", targets: ["TernPlacement"]),
+        .library(name: "TernTransport", targets: ["TernTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
@@ -42,15 +46,71 @@ let package = Package(
             dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
             swiftSettings: settings
         ),
+        .target(
+            name: "TernTransport",
+            dependencies: [
+                "TernCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            swiftSettings: settings
+        ),
+        // libFuzzer entry point for the peer-frame decoder; a plain build replays corpus files.
+        // scripts/fuzz-frame builds it with -sanitize=fuzzer and -DTERN_LIBFUZZER.
+        .executableTarget(
+            name: "TernFuzzFrame",
+            dependencies: [
+                "TernTransport", "TernCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
+        // RESP2/RESP3 codec (NIOCore only) and the async client (the one file that uses NIOPosix).
+        .target(
+            name: "TernRESP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: settings
+        ),
+        // Load generator behind `tern bench resp|etcd`: measures, so it reads clocks and sockets.
+        .target(
+            name: "TernBench",
+            dependencies: [
+                "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: settings
+        ),
+        // libFuzzer entry point for the RESP decoders (scripts/fuzz-resp); a corpus replayer otherwise.
+        .executableTarget(
+            name: "TernFuzzRESP",
+            dependencies: ["TernRESP", .product(name: "NIOCore", package: "swift-nio")],
+            exclude: ["corpus"],
+            swiftSettings: settings
+        ),
         // The server process: wires consensus, storage, placement, transport and RESP to real
         // sockets, disks and clocks (NIO event loops; never blocks one).
         .target(
             name: "TernServer",
             dependencies: [
-                "TernCore", "TernConsensus", "TernStorage", "TernPlacement",
+                "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernRESP", "TernTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -61,10 +121,14 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSim", "TernPlacement",
-                "TernServer",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "TernTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                "TernBench", "TernServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: settings
         ),
@@ -78,12 +142,45 @@ let package = Package(
             name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
             swiftSettings: settings),
         .testTarget(
+            name: "TernTransportTests",
+            dependencies: [
+                "TernTransport", "TernCore", "TernFuzzFrame",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: settings),
+        .testTarget(
+            name: "TernRESPTests",
+            dependencies: [
+                "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: settings),
+        .testTarget(
+            name: "TernBenchTests",
+            dependencies: [
+                "TernBench", "TernRESP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: settings),
+        .testTarget(
             name: "TernServerTests",
             dependencies: [
-                "TernServer", "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernCheck",
+                "TernServer", "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernCheck", "TernRESP",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings),

@@ -1,0 +1,257 @@
+import NIOCore
+import NIOPosix
+import TernRESP
+
+/// `tern bench resp`: load on any RESP server (Tern, Redis, …) over raw NIO connections.
+///
+/// Requests are written straight into a `ByteBuffer` from precomputed pieces, and replies are only
+/// framed (``RESPReplyScanner``), never built into values, so the generator spends as little CPU as
+/// it can per request.
+public enum RESPLoad {
+    /// Runs the load against `host:port` and returns what it measured.
+    /// - Parameter serverPIDs: processes whose CPU time to report for the window (optional).
+    public static func run(host: String, port: Int, options: LoadOptions, serverPIDs: [Int32] = [])
+        async throws
+        -> LoadResult
+    {
+        if let problem = options.validationError() { throw LoadError(problem) }
+        let prefill: @Sendable (MultiThreadedEventLoopGroup) async throws -> Void = { group in
+            try await RESPLoad.prefill(host: host, port: port, options: options, group: group)
+        }
+        return try await LoadRunner.run(options: options, serverPIDs: serverPIDs, prefill: prefill) {
+            loop, stats, index in
+            let done = loop.makePromise(of: Void.self)
+            return ClientBootstrap(group: loop)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let handler = RESPLoadHandler(
+                            stats: stats.value, done: done,
+                            requests: RESPRequests(options: options, connection: index))
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+                .connect(host: host, port: port)
+                .map { OpenConnection(channel: $0, done: done.futureResult) }
+                .flatMapErrorThrowing { error in
+                    done.succeed()
+                    throw LoadError("cannot connect to \(host):\(port): \(error)")
+                }
+        }
+    }
+}
+
+extension RESPLoad {
+    /// Writes every key once: 8 connections, pipelines of 1000 SETs, through ``RESPClient``.
+    static func prefill(host: String, port: Int, options: LoadOptions, group: any EventLoopGroup) async throws
+    {
+        let value = [UInt8](repeating: UInt8(ascii: "x"), count: options.valueBytes)
+        let clients = min(8, options.connections)
+        let batch = 1000
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for c in 0..<clients {
+                tasks.addTask {
+                    let client: RESPClient
+                    do {
+                        client = try await RESPClient.connect(
+                            host: host, port: port, group: group, requestTimeout: .seconds(60))
+                    } catch {
+                        throw LoadError("cannot connect to \(host):\(port): \(error)")
+                    }
+                    do {
+                        for start in stride(from: c * batch, to: options.keys, by: clients * batch) {
+                            let commands = (start..<min(start + batch, options.keys)).map {
+                                [Array("SET".utf8), benchKey($0), value]
+                            }
+                            for reply in try await client.pipeline(commands) {
+                                if case .error(let text) = reply {
+                                    throw LoadError("prefill: SET answered -\(text)")
+                                }
+                            }
+                        }
+                    } catch {
+                        await client.close()
+                        throw error
+                    }
+                    await client.close()
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+}
+
+/// A load run could not start or continue.
+public struct LoadError: Error, CustomStringConvertible, Hashable, Sendable {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// Writes the workload's commands from precomputed pieces.
+struct RESPRequests {
+    var chooser: KeyChooser
+    /// `*3 $3 SET $16 ` … then the key … then `\r\n$<len>\r\n<value>\r\n`.
+    let setPrefix = ByteBuffer(string: "*3\r\n$3\r\nSET\r\n$16\r\nkey:")
+    let setSuffix: ByteBuffer
+    let getPrefix = ByteBuffer(string: "*2\r\n$3\r\nGET\r\n$16\r\nkey:")
+    let incrPrefix = ByteBuffer(string: "*2\r\n$4\r\nINCR\r\n$20\r\ncounter:")
+    let crlf = ByteBuffer(string: "\r\n")
+
+    init(options: LoadOptions, connection: Int) {
+        chooser = KeyChooser(options: options, connection: connection)
+        var suffix = ByteBuffer(string: "\r\n$\(options.valueBytes)\r\n")
+        suffix.writeRepeatingByte(UInt8(ascii: "x"), count: options.valueBytes)
+        suffix.writeString("\r\n")
+        setSuffix = suffix
+    }
+
+    var bytesPerRequest: Int { setPrefix.readableBytes + 12 + setSuffix.readableBytes }
+
+    mutating func write(into buffer: inout ByteBuffer) {
+        let key = chooser.key()
+        switch chooser.operation() {
+        case .set, .mixed:
+            buffer.writeImmutableBuffer(setPrefix)
+            buffer.writeTwelveDigits(key)
+            buffer.writeImmutableBuffer(setSuffix)
+        case .get:
+            buffer.writeImmutableBuffer(getPrefix)
+            buffer.writeTwelveDigits(key)
+            buffer.writeImmutableBuffer(crlf)
+        case .incr:
+            buffer.writeImmutableBuffer(incrPrefix)
+            buffer.writeTwelveDigits(key)
+            buffer.writeImmutableBuffer(crlf)
+        }
+    }
+}
+
+/// One connection: writes a batch of `pipeline` requests, frames the replies, counts them, and
+/// writes the next batch when the whole batch is answered.
+final class RESPLoadHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let stats: LoopStats
+    let done: EventLoopPromise<Void>
+    var requests: RESPRequests
+    let pipeline: Int
+    var scanner = RESPReplyScanner()
+    var received: ByteBuffer?
+    var outstanding = 0
+    var batchStart: UInt64 = 0
+    var window: LoadWindow?
+    var finished = false
+
+    init(stats: LoopStats, done: EventLoopPromise<Void>, requests: RESPRequests) {
+        self.stats = stats
+        self.done = done
+        self.requests = requests
+        self.pipeline = requests.chooser.options.pipeline
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let start = event as? LoadStart else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        window = start.window
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(start.window.drainEndNanos)) {
+            let (handler, context) = bound.value
+            guard !handler.finished else { return }
+            handler.stats.result.timeouts += handler.outstanding
+            handler.stats.lost(0, reason: "no reply within the drain time", window: nil, now: 0)
+            handler.finish(context)
+        }
+        sendBatch(context)
+    }
+
+    func sendBatch(_ context: ChannelHandlerContext) {
+        guard let window else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        if now >= window.measureEndNanos {
+            finish(context)
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: pipeline * requests.bytesPerRequest)
+        for _ in 0..<pipeline { requests.write(into: &buffer) }
+        outstanding = pipeline
+        batchStart = now
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if received == nil {
+            received = incoming
+        } else {
+            received!.writeBuffer(&incoming)
+        }
+        guard let window else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        do {
+            while outstanding > 0, let frame = try scanner.scan(received!) {
+                var text = ""
+                if frame.isError && stats.result.firstError == nil {
+                    let reader = received!.readerIndex
+                    text = String(buffer: received!.getSlice(at: reader, length: min(frame.length, 200))!)
+                        .trimmingSuffixCRLF()
+                }
+                stats.reply(
+                    window: window, batchStart: batchStart, now: now, isError: frame.isError,
+                    isNull: frame.isNull,
+                    errorText: text)
+                received!.moveReaderIndex(forwardBy: frame.length)
+                outstanding -= 1
+            }
+        } catch {
+            stats.lost(outstanding, reason: "protocol error in a reply: \(error)", window: window, now: now)
+            finish(context)
+            return
+        }
+        if received!.readableBytes == 0 {
+            received = nil
+        } else if received!.readerIndex > 65536 {
+            received!.discardReadBytes()
+        }
+        if outstanding == 0 { sendBatch(context) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard !finished else { return }
+        stats.lost(
+            outstanding, reason: "connection error: \(error)", window: window,
+            now: NIODeadline.now().uptimeNanoseconds)
+        finish(context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !finished {
+            stats.lost(
+                outstanding, reason: "server closed the connection", window: window,
+                now: NIODeadline.now().uptimeNanoseconds)
+            finished = true
+            done.succeed()
+        }
+        context.fireChannelInactive()
+    }
+
+    func finish(_ context: ChannelHandlerContext) {
+        guard !finished else { return }
+        finished = true
+        context.close(promise: nil)
+        done.succeed()
+    }
+}
+
+extension String {
+    func trimmingSuffixCRLF() -> String {
+        var text = self
+        while text.hasSuffix("\n") || text.hasSuffix("\r") || text.hasSuffix("\r\n") { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,54 @@
+import Foundation
+
+// Fuzz entry point for the peer-frame decoder and the handshake handler (see FrameFuzzer).
+//
+//   scripts/fuzz-frame 300        build with -sanitize=fuzzer and fuzz for 300 s
+//   swift run TernFuzzFrame FILE|DIR...   replay inputs (a crash found by the fuzzer, the corpus)
+//
+// The libFuzzer build is compiled with -DTERN_LIBFUZZER; a plain build only replays files, so the
+// target builds and runs with the rest of the package.
+
+#if TERN_LIBFUZZER
+    @_cdecl("LLVMFuzzerTestOneInput")
+    public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+        FrameFuzzer.run(UnsafeRawBufferPointer(start: data, count: size))
+        return 0
+    }
+
+    @_silgen_name("LLVMFuzzerRunDriver")
+    func LLVMFuzzerRunDriver(
+        _ argc: UnsafeMutablePointer<CInt>,
+        _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+        _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+    ) -> CInt
+
+    _ = FrameFuzzer.transport
+    var argc = CommandLine.argc
+    var argv = CommandLine.unsafeArgv
+    exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput))
+#else
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    if arguments.isEmpty || arguments.contains("--help") {
+        print("usage: TernFuzzFrame FILE|DIR...   (replays fuzz inputs; scripts/fuzz-frame fuzzes)")
+        exit(arguments.isEmpty ? 2 : 0)
+    }
+    var files: [String] = []
+    for path in arguments {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            FileHandle.standardError.write(Data("no such file: \(path)\n".utf8))
+            exit(2)
+        }
+        if isDirectory.boolValue {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            files += names.sorted().map { path + "/" + $0 }
+        } else {
+            files.append(path)
+        }
+    }
+    for file in files {
+        guard let data = FileManager.default.contents(atPath: file) else { continue }
+        data.withUnsafeBytes { FrameFuzzer.run($0) }
+    }
+    print("replayed \(files.count) inputs: no crash")
+#endif
