@@ -177,7 +177,8 @@ let package = Package(
         .testTarget(
             name: "TernServerTests",
             dependencies: [
-                "TernServer", "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernCheck", "TernRESP",
+                "TernServer", "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernCheck",
+                "TernRESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
