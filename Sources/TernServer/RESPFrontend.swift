@@ -67,6 +67,11 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Close after writing the reply with this sequence number.
     var closeAfter: UInt64?
     var readingPaused = false
+    /// Per key, the last request of this connection still running: the next one on that key waits
+    /// for it (a connection's commands on one key take effect in the order they were sent, as in
+    /// Redis; commands on different keys run concurrently).
+    var keyTail: [[UInt8]: (id: UInt64, done: EventLoopFuture<NodeReply>)] = [:]
+    var requestIDs: UInt64 = 0
 
     init(node: Node, processor: CommandProcessor, session: Session, logger: Logger) {
         self.node = node
@@ -89,7 +94,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             closeAfter = seq
             fill(seq, v, version, context: context)
         case .requests(let reqs, let build):
-            let futures = reqs.map { node.execute(key: $0.key, $0.request) }
+            let futures = reqs.map { execute($0.key, $0.request, context: context) }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             EventLoopFuture.whenAllComplete(futures, on: context.eventLoop).whenSuccess { results in
                 let replies = results.map { r -> NodeReply in
@@ -106,6 +111,33 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             readingPaused = true
             context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
         }
+    }
+
+    /// Runs `request` on `key` after this connection's previous request on `key` (if any).
+    func execute(_ key: [UInt8], _ request: KeyRequest, context: ChannelHandlerContext) -> EventLoopFuture<
+        NodeReply
+    > {
+        requestIDs += 1
+        let id = requestIDs
+        let loop = context.eventLoop
+        let node = self.node
+        let future: EventLoopFuture<NodeReply>
+        if let previous = keyTail[key] {
+            let promise = loop.makePromise(of: NodeReply.self)
+            previous.done.whenComplete { _ in
+                promise.completeWith(node.execute(key: key, request).hop(to: loop))
+            }
+            future = promise.futureResult
+        } else {
+            future = node.execute(key: key, request).hop(to: loop)
+        }
+        keyTail[key] = (id, future)
+        let loopBound = NIOLoopBound(self, eventLoop: loop)
+        future.whenComplete { _ in
+            let handler = loopBound.value
+            if handler.keyTail[key]?.id == id { handler.keyTail[key] = nil }
+        }
+        return future
     }
 
     func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {
