@@ -155,8 +155,12 @@ public final class Node: @unchecked Sendable {
         /// The replica the current attempt went to (nil: this node).
         var target: NodeID?
         var attemptDeadline: NIODeadline?
-        /// Some attempt of a write may have been applied (unknown answer, or no answer).
-        var mayHaveApplied = false
+        /// A write attempt answered `.unknown` (an Accept may have carried it).
+        var sawUnknown = false
+        /// Write attempts that have not answered yet (they may still apply).
+        var open: Set<UInt64> = []
+        /// Some attempt of a write may have been applied.
+        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty }
         /// Waiting to try again at this time.
         var retryAt: NIODeadline?
         var promise: EventLoopPromise<NodeReply>
@@ -288,7 +292,7 @@ public final class Node: @unchecked Sendable {
         if all.contains(id) {
             w.target = nil
             w.attemptDeadline = nil
-            if case .write = w.request { w.mayHaveApplied = true }
+            if case .write = w.request { w.open.insert(tag) }
             waiters[wid] = w
             let key = w.key
             let request = w.request
@@ -306,7 +310,7 @@ public final class Node: @unchecked Sendable {
         let target = pool[(w.attempts - 1) % pool.count]
         w.target = target
         w.attemptDeadline = now + options.forwardTimeout
-        if case .write = w.request { w.mayHaveApplied = true }
+        if case .write = w.request { w.open.insert(tag) }
         waiters[wid] = w
         counters.forwardedOut += 1
         var out = ByteWriter()
@@ -348,10 +352,14 @@ public final class Node: @unchecked Sendable {
             case .done(let r): resolve(wid, .done(r))
             case .value(let v): resolve(wid, .value(v))
             case .retryable, .unknown:
+                // `.retryable` settles that attempt as not applied; `.unknown` may have applied.
+                w.open.remove(tag)
+                if outcome == .unknown { w.sawUnknown = true }
                 // Only the current attempt's failure schedules the next one.
-                guard w.tag == tag else { return }
-                if outcome == .retryable && w.target == nil && w.attempts == 1 { w.mayHaveApplied = false }
-                if outcome == .retryable && w.target != nil && w.attempts == 1 { w.mayHaveApplied = false }
+                guard w.tag == tag else {
+                    waiters[wid] = w
+                    return
+                }
                 retryLater(&w)
                 waiters[wid] = w
             }
