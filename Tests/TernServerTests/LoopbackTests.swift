@@ -134,4 +134,19 @@ func b(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(v == .value(b("12")) || v == .value(b("2")))
         await c.stop()
     }
+
+    @Test("Garbage from a peer is dropped and counted; the node keeps serving")
+    func garbageFromPeer() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 1)
+        let n = c.nodes[NodeID(1)]!
+        let junk: [[UInt8]] = [
+            [], [9, 9, 9], [1, 1, 0, 0], [2, 0, 0], [3, 1, 2, 3],
+            [1] + PaxosWire.encode(Frame(from: NodeID(3), to: NodeID(1), items: [])),  // from ≠ link
+        ]
+        n.receive(from: NodeID(2), junk.map { ByteBuffer(bytes: $0) })
+        #expect(await n.execute(key: b("k"), .write(.put(b("v")))) == .done(.ok))
+        #expect(await n.execute(key: b("k"), .read) == .value(b("v")))
+        #expect(await n.status().badPeerMessages == junk.count)
+        await c.stop()
+    }
 }
