@@ -151,6 +151,8 @@ func recordedOp(
                     input = Bool.random(using: &rng) ? .put("w\(id)-\(seq)") : .get
                 }
                 let out = await recordedOp(c, client: id, key: key, input: input, recorder: recorder)
+                // A little think time: enough operations for the checks, without starving the machine.
+                try? await Task.sleep(nanoseconds: 2_000_000)
                 if out == .unknown && !survives { break }
                 if out != .unknown && out != .failed && survives {
                     let now = nowMicros()
