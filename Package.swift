@@ -124,6 +124,7 @@ let package = Package(
                 "TernTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 "TernBench", "TernServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -248,54 +248,28 @@ struct EtcdRequests {
 /// One keep-alive connection: a batch of `pipeline` HTTP requests, then the next batch when all
 /// responses are in. A response is an error if its status is not 200; a range that finds no key
 /// (no `"kvs"` in the body) is a null reply.
-final class EtcdLoadHandler: ChannelInboundHandler {
+final class EtcdLoadHandler: LoadConnectionHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
-    let stats: LoopStats
-    let done: EventLoopPromise<Void>
+    let connection: LoadConnection
     var requests: EtcdRequests
-    let pipeline: Int
     var reads = CircularBuffer<Bool>()
     var status = 0
     var body = ByteBuffer()
-    var outstanding = 0
-    var batchStart: UInt64 = 0
-    var window: LoadWindow?
-    var finished = false
 
     init(stats: LoopStats, done: EventLoopPromise<Void>, requests: EtcdRequests) {
-        self.stats = stats
-        self.done = done
+        self.connection = LoadConnection(
+            stats: stats, done: done, pipeline: requests.chooser.options.pipeline)
         self.requests = requests
-        self.pipeline = requests.chooser.options.pipeline
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let start = event as? LoadStart else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        window = start.window
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(start.window.drainEndNanos)) {
-            let (handler, context) = bound.value
-            guard !handler.finished else { return }
-            handler.stats.result.timeouts += handler.outstanding
-            handler.stats.lost(0, reason: "no response within the drain time", window: nil, now: 0)
-            handler.finish(context)
-        }
-        sendBatch(context)
+        handleStart(context: context, event: event)
     }
 
-    func sendBatch(_ context: ChannelHandlerContext) {
-        guard let window else { return }
-        let now = NIODeadline.now().uptimeNanoseconds
-        if now >= window.measureEndNanos {
-            finish(context)
-            return
-        }
-        for _ in 0..<pipeline {
+    func writeBatch(_ count: Int, context: ChannelHandlerContext) {
+        for _ in 0..<count {
             let (head, body, isRead) = requests.next(allocator: context.channel.allocator)
             reads.append(isRead)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
@@ -303,8 +277,6 @@ final class EtcdLoadHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.end(nil)), promise: nil)
         }
         context.flush()
-        outstanding = pipeline
-        batchStart = now
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -316,52 +288,29 @@ final class EtcdLoadHandler: ChannelInboundHandler {
             // Bodies are small (a header and at most one key); keep the first 4 KiB to inspect.
             if body.readableBytes < 4096 { body.writeBuffer(&part) }
         case .end:
-            guard let window, outstanding > 0 else { return }
-            let now = NIODeadline.now().uptimeNanoseconds
+            guard connection.window != nil, connection.outstanding > 0 else { return }
             let isRead = reads.popFirst() ?? false
             let isError = status != 200
             let isNull = !isError && isRead && !body.readableBytesView.containsSubsequence(Self.kvsField)
             var text = ""
-            if isError && stats.result.firstError == nil {
-                text =
-                    "HTTP \(status): "
-                    + String(
-                        buffer: body.getSlice(at: body.readerIndex, length: min(body.readableBytes, 200))!)
+            if isError && connection.stats.result.firstError == nil {
+                let shown = body.getSlice(at: body.readerIndex, length: min(body.readableBytes, 200))!
+                text = "HTTP \(status): " + String(buffer: shown)
             }
-            stats.reply(
-                window: window, batchStart: batchStart, now: now, isError: isError, isNull: isNull,
-                errorText: text)
-            outstanding -= 1
-            if outstanding == 0 { sendBatch(context) }
+            replied(
+                now: NIODeadline.now().uptimeNanoseconds, isError: isError, isNull: isNull, errorText: text)
+            if connection.outstanding == 0 { sendBatch(context) }
         }
     }
 
     static let kvsField = Array("\"kvs\"".utf8)
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard !finished else { return }
-        stats.lost(
-            outstanding, reason: "connection error: \(error)", window: window,
-            now: NIODeadline.now().uptimeNanoseconds)
-        finish(context)
+        connectionFailed(context: context, reason: "connection error: \(error)")
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !finished {
-            stats.lost(
-                outstanding, reason: "server closed the connection", window: window,
-                now: NIODeadline.now().uptimeNanoseconds)
-            finished = true
-            done.succeed()
-        }
-        context.fireChannelInactive()
-    }
-
-    func finish(_ context: ChannelHandlerContext) {
-        guard !finished else { return }
-        finished = true
-        context.close(promise: nil)
-        done.succeed()
+        connectionClosed(context: context)
     }
 }
 

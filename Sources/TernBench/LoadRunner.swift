@@ -39,6 +39,104 @@ final class LoopStats {
     }
 }
 
+/// Loop-confined state of one load connection: one batch in flight, the window, the end.
+final class LoadConnection {
+    let stats: LoopStats
+    let done: EventLoopPromise<Void>
+    let pipeline: Int
+    var window: LoadWindow?
+    var outstanding = 0
+    var batchStart: UInt64 = 0
+    var finished = false
+
+    init(stats: LoopStats, done: EventLoopPromise<Void>, pipeline: Int) {
+        self.stats = stats
+        self.done = done
+        self.pipeline = pipeline
+    }
+
+    /// Closes the connection and reports it done (once).
+    func finish(_ context: ChannelHandlerContext) {
+        guard !finished else { return }
+        finished = true
+        context.close(promise: nil)
+        done.succeed()
+    }
+}
+
+/// What every load connection does the same way, whatever protocol it speaks: wait for
+/// ``LoadStart``, keep one batch of `pipeline` requests in flight, stop at the end of the window
+/// (or at the drain deadline), count requests lost with the connection.
+protocol LoadConnectionHandler: ChannelInboundHandler {
+    var connection: LoadConnection { get }
+    /// Writes and flushes `count` requests.
+    func writeBatch(_ count: Int, context: ChannelHandlerContext)
+}
+
+extension LoadConnectionHandler {
+    func handleStart(context: ChannelHandlerContext, event: Any) {
+        guard let start = event as? LoadStart else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        connection.window = start.window
+        let bound = NIOLoopBound((connection, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(start.window.drainEndNanos)) {
+            let (connection, context) = bound.value
+            guard !connection.finished else { return }
+            connection.stats.result.timeouts += connection.outstanding
+            connection.stats.lost(0, reason: "no reply within the drain time", window: nil, now: 0)
+            connection.finish(context)
+        }
+        sendBatch(context)
+    }
+
+    /// The next batch, or the end if the window is over.
+    func sendBatch(_ context: ChannelHandlerContext) {
+        guard let window = connection.window else { return }
+        let now = NIODeadline.now().uptimeNanoseconds
+        if now >= window.measureEndNanos {
+            finish(context)
+            return
+        }
+        connection.outstanding = connection.pipeline
+        connection.batchStart = now
+        writeBatch(connection.pipeline, context: context)
+    }
+
+    /// Counts one reply of the current batch.
+    func replied(now: UInt64, isError: Bool, isNull: Bool, errorText: String) {
+        guard let window = connection.window else { return }
+        connection.stats.reply(
+            window: window, batchStart: connection.batchStart, now: now, isError: isError, isNull: isNull,
+            errorText: errorText)
+        connection.outstanding -= 1
+    }
+
+    func connectionFailed(context: ChannelHandlerContext, reason: String) {
+        guard !connection.finished else { return }
+        connection.stats.lost(
+            connection.outstanding, reason: reason, window: connection.window,
+            now: NIODeadline.now().uptimeNanoseconds)
+        finish(context)
+    }
+
+    func connectionClosed(context: ChannelHandlerContext) {
+        if !connection.finished {
+            connection.stats.lost(
+                connection.outstanding, reason: "server closed the connection", window: connection.window,
+                now: NIODeadline.now().uptimeNanoseconds)
+            connection.finished = true
+            connection.done.succeed()
+        }
+        context.fireChannelInactive()
+    }
+
+    func finish(_ context: ChannelHandlerContext) {
+        connection.finish(context)
+    }
+}
+
 /// A connection's load handler, as the runner needs it: connected, then started, then done.
 struct OpenConnection: Sendable {
     var channel: any Channel

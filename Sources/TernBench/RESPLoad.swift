@@ -131,56 +131,28 @@ struct RESPRequests {
 
 /// One connection: writes a batch of `pipeline` requests, frames the replies, counts them, and
 /// writes the next batch when the whole batch is answered.
-final class RESPLoadHandler: ChannelInboundHandler {
+final class RESPLoadHandler: LoadConnectionHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    let stats: LoopStats
-    let done: EventLoopPromise<Void>
+    let connection: LoadConnection
     var requests: RESPRequests
-    let pipeline: Int
     var scanner = RESPReplyScanner()
     var received: ByteBuffer?
-    var outstanding = 0
-    var batchStart: UInt64 = 0
-    var window: LoadWindow?
-    var finished = false
 
     init(stats: LoopStats, done: EventLoopPromise<Void>, requests: RESPRequests) {
-        self.stats = stats
-        self.done = done
+        self.connection = LoadConnection(
+            stats: stats, done: done, pipeline: requests.chooser.options.pipeline)
         self.requests = requests
-        self.pipeline = requests.chooser.options.pipeline
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let start = event as? LoadStart else {
-            context.fireUserInboundEventTriggered(event)
-            return
-        }
-        window = start.window
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        context.eventLoop.scheduleTask(deadline: NIODeadline.uptimeNanoseconds(start.window.drainEndNanos)) {
-            let (handler, context) = bound.value
-            guard !handler.finished else { return }
-            handler.stats.result.timeouts += handler.outstanding
-            handler.stats.lost(0, reason: "no reply within the drain time", window: nil, now: 0)
-            handler.finish(context)
-        }
-        sendBatch(context)
+        handleStart(context: context, event: event)
     }
 
-    func sendBatch(_ context: ChannelHandlerContext) {
-        guard let window else { return }
-        let now = NIODeadline.now().uptimeNanoseconds
-        if now >= window.measureEndNanos {
-            finish(context)
-            return
-        }
-        var buffer = context.channel.allocator.buffer(capacity: pipeline * requests.bytesPerRequest)
-        for _ in 0..<pipeline { requests.write(into: &buffer) }
-        outstanding = pipeline
-        batchStart = now
+    func writeBatch(_ count: Int, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: count * requests.bytesPerRequest)
+        for _ in 0..<count { requests.write(into: &buffer) }
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
@@ -191,26 +163,21 @@ final class RESPLoadHandler: ChannelInboundHandler {
         } else {
             received!.writeBuffer(&incoming)
         }
-        guard let window else { return }
+        guard connection.window != nil else { return }
         let now = NIODeadline.now().uptimeNanoseconds
         do {
-            while outstanding > 0, let frame = try scanner.scan(received!) {
+            while connection.outstanding > 0, let frame = try scanner.scan(received!) {
                 var text = ""
-                if frame.isError && stats.result.firstError == nil {
+                if frame.isError && connection.stats.result.firstError == nil {
                     let reader = received!.readerIndex
                     text = String(buffer: received!.getSlice(at: reader, length: min(frame.length, 200))!)
                         .trimmingSuffixCRLF()
                 }
-                stats.reply(
-                    window: window, batchStart: batchStart, now: now, isError: frame.isError,
-                    isNull: frame.isNull,
-                    errorText: text)
+                replied(now: now, isError: frame.isError, isNull: frame.isNull, errorText: text)
                 received!.moveReaderIndex(forwardBy: frame.length)
-                outstanding -= 1
             }
         } catch {
-            stats.lost(outstanding, reason: "protocol error in a reply: \(error)", window: window, now: now)
-            finish(context)
+            connectionFailed(context: context, reason: "protocol error in a reply: \(error)")
             return
         }
         if received!.readableBytes == 0 {
@@ -218,33 +185,15 @@ final class RESPLoadHandler: ChannelInboundHandler {
         } else if received!.readerIndex > 65536 {
             received!.discardReadBytes()
         }
-        if outstanding == 0 { sendBatch(context) }
+        if connection.outstanding == 0 { sendBatch(context) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard !finished else { return }
-        stats.lost(
-            outstanding, reason: "connection error: \(error)", window: window,
-            now: NIODeadline.now().uptimeNanoseconds)
-        finish(context)
+        connectionFailed(context: context, reason: "connection error: \(error)")
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !finished {
-            stats.lost(
-                outstanding, reason: "server closed the connection", window: window,
-                now: NIODeadline.now().uptimeNanoseconds)
-            finished = true
-            done.succeed()
-        }
-        context.fireChannelInactive()
-    }
-
-    func finish(_ context: ChannelHandlerContext) {
-        guard !finished else { return }
-        finished = true
-        context.close(promise: nil)
-        done.succeed()
+        connectionClosed(context: context)
     }
 }
 

@@ -28,7 +28,7 @@ struct SearchReport: Sendable {
 
 /// One operation compiled to interned value ids, so the model's state is a small integer.
 struct CompiledOp: Sendable {
-    enum Effect: Sendable {
+    enum Effect: Sendable, Hashable {
         /// A get that observed `expected`.
         case read(expected: Int32)
         /// A put (or delete, with the id of `nil`).
@@ -136,6 +136,9 @@ struct KeySearch {
     var prev: [Int32] = []
     /// The return entry of each operation, or -1 for unknown ones (they have none).
     var returnEntry: [Int32] = []
+    /// For an unknown operation: the previous unknown operation (in call order) with the same
+    /// effect, or -1. The search linearises it only after that one (see `run`).
+    var twinBefore: [Int32] = []
     let tail: Int32
 
     init(ops: [HistoryOperation], compiled: [CompiledOp], table: ValueTable) {
@@ -163,8 +166,16 @@ struct KeySearch {
         next = (0...Int(count + 1)).map { Int32($0 + 1) }
         prev = (0...Int(count + 1)).map { Int32($0 - 1) }
         returnEntry = Array(repeating: -1, count: ops.count)
-        for (index, event) in events.enumerated() where event.isReturn {
-            returnEntry[Int(event.op)] = Int32(index + 1)
+        twinBefore = Array(repeating: -1, count: ops.count)
+        var lastTwin: [CompiledOp.Effect: Int32] = [:]
+        for (index, event) in events.enumerated() {
+            if event.isReturn {
+                returnEntry[Int(event.op)] = Int32(index + 1)
+            } else if !compiled[Int(event.op)].known {
+                let effect = compiled[Int(event.op)].effect
+                twinBefore[Int(event.op)] = lastTwin[effect] ?? -1
+                lastTwin[effect] = event.op
+            }
         }
     }
 
@@ -200,6 +211,14 @@ struct KeySearch {
         prev[Int(next[Int(e)])] = e
     }
 
+    /// The search. One pruning beyond Lowe's: unknown operations with the same effect ("twins",
+    /// e.g. every unknown `incr(+2)`) are used in call order — an unknown twin is linearised
+    /// only after every earlier-called one. Sound: in any linearization, give the j-th use of a
+    /// twin class to the j-th earliest-called twin instead; the j ops really used there were all
+    /// callable by then, so the j-th earliest is too, and the states are unchanged (same effect;
+    /// unknown operations have no return that could constrain anyone). Without it, a counter
+    /// with k unknown increments explores up to 2^k subsets that differ only in which twin was
+    /// used; with it, only how many of each.
     mutating func run(stepsMax: Int, deadline: Deadline?) -> SearchReport {
         var knownRemaining = compiled.lazy.filter(\.known).count
         var linearised = [UInt64](repeating: 0, count: (ops.count + 63) / 64)
@@ -218,6 +237,13 @@ struct KeySearch {
             }
             if entry != tail && entryIsCall[Int(entry)] {
                 let op = Int(entryOp[Int(entry)])
+                let twin = Int(twinBefore[op])
+                if twin >= 0 && linearised[twin >> 6] & (UInt64(1) << UInt64(twin & 63)) == 0 {
+                    // Symmetry: an earlier unknown twin is still unused; using it instead is the
+                    // same step (see `run`'s comment), so this one waits for it.
+                    entry = next[Int(entry)]
+                    continue
+                }
                 if let newState = apply(compiled[op], to: state) {
                     var candidate = linearised
                     candidate[op >> 6] |= UInt64(1) << UInt64(op & 63)

@@ -16,6 +16,10 @@
 ///   linearization of the larger history observes nothing that changed, so removing the write
 ///   from that linearization leaves a linearization of the smaller history.
 ///
+/// Before that, the history is cut in time (`cutAfterViolation`): everything called after some
+/// instant T goes, provided no remaining operation with a known outcome returns after T. This
+/// reaches what the rules above cannot — a counter's later increments, which all read integers.
+///
 /// Each step keeps "smaller not linearizable ⇒ larger not linearizable", so the final witness is a
 /// genuine explanation of the original violation.
 
@@ -93,6 +97,7 @@ func shrinkViolation(_ ops: [HistoryOperation], stepsMax: Int) -> [HistoryOperat
     // Gets that may never have happened constrain nothing and are ignored by the search.
     var current = ops.filter { !($0.input == .get && !isKnown($0)) }
     var stepsLeft = stepsMax
+    current = cutAfterViolation(current, stepsLeft: &stepsLeft)
     var chunk = max(1, current.count / 2)
     while true {
         var removedAny = false
@@ -117,4 +122,45 @@ func shrinkViolation(_ ops: [HistoryOperation], stepsMax: Int) -> [HistoryOperat
         if chunk == 1 && !removedAny { return current }
         chunk = max(1, chunk / 2)
     }
+}
+
+/// The shortest time prefix of `ops` that is still not linearizable: the operations called at or
+/// before some instant T, where T is chosen so that every kept operation with a known outcome
+/// has returned by T.
+///
+/// Sound: in a linearization of the whole history, every kept known operation (returned by T)
+/// precedes every dropped one (called after T), so cutting that linearization after the last kept
+/// known operation, and leaving out kept unknown ones placed later, linearises the prefix. So a
+/// prefix that is not linearizable proves the whole is not — and, for the same reason, every
+/// longer valid prefix is not linearizable either, which allows a binary search over the cuts.
+///
+/// - Parameters:
+///   - ops: one key's operations, sorted by call time, known not linearizable.
+///   - stepsLeft: the shrink budget; searches are charged to it.
+func cutAfterViolation(_ ops: [HistoryOperation], stepsLeft: inout Int) -> [HistoryOperation] {
+    // Valid cut instants: the return times T of known operations such that no known operation
+    // called by T returns after T.
+    var cuts: [UInt64] = []
+    for t in Set(ops.compactMap { isKnown($0) ? $0.ret : nil }).sorted() {
+        let spanning = ops.contains { isKnown($0) && $0.call <= t && $0.ret! > t }
+        if !spanning { cuts.append(t) }
+    }
+    // The last valid cut keeps everything; search below it.
+    var low = 0
+    var high = cuts.count - 1
+    var best = ops
+    while low < high {
+        let mid = (low + high) / 2
+        let prefix = ops.filter { $0.call <= cuts[mid] }
+        if stepsLeft <= 0 { break }
+        let report = searchKey(prefix, stepsMax: stepsLeft, deadline: nil)
+        stepsLeft -= report.steps
+        if report.outcome == .violation {
+            best = prefix
+            high = mid
+        } else {
+            low = mid + 1
+        }
+    }
+    return best
 }

@@ -48,12 +48,13 @@ struct Observer {
     }
 
     /// Checks the durable state right after a crash.
-    mutating func crashed(node: Int, storage: MemoryReplicaStorage) -> (String, String)? {
+    /// `load` reads the node's recovered storage.
+    mutating func crashed(node: Int, load: ([UInt8]) -> LoadResult) -> (String, String)? {
         seen[node] = [:]
         let keys = announced[node].keys.sorted { $0.lexicographicallyPrecedes($1) }
         for k in keys {
             let want = announced[node][k]!
-            switch storage.durableRecord([1] + k) {
+            switch load([1] + k) {
             case .damaged: continue
             case .absent:
                 return (

@@ -10,8 +10,11 @@ public struct FaultConfig: Sendable, Hashable {
     /// Per tick: a node crashes (at most one down at a time: the fault model's guard).
     public var crash = 0.002
     public var downTicksMax: UInt64 = 200
-    /// At a crash: some unsynced batches survive (a partial flush), else all are lost.
+    /// At a crash: a random prefix of the bytes written since the last fsync survives (a torn
+    /// write, which the engine's recovery must cut back to whole batches), else all are lost.
     public var torn = 0.5
+    /// At a crash: the node was merging its data files; the merge stops at a seeded step.
+    public var crashInMerge = 0.3
     /// At a crash: one durable key record is corrupted.
     public var corrupt = 0.3
     /// Per tick: a partition starts (isolation, one-way cut or flapping link).
@@ -28,6 +31,7 @@ public struct FaultConfig: Sendable, Hashable {
         f.delayTicksMax = 1
         f.crash = 0
         f.torn = 0
+        f.crashInMerge = 0
         f.corrupt = 0
         f.partition = 0
         return f
@@ -75,6 +79,10 @@ public struct SimConfig: Sendable, Hashable {
     /// Draw the fault mix from the seed (the campaign default) rather than use `faults` as is.
     public var deriveFaults = true
     public var paxos = PaxosConfig()
+    /// The storage engine's tuning under the simulator (small files, frequent merges).
+    public var storage = SimStorageOptions()
+    /// The linearizability checker's search budget per key (and for shrinking a violation).
+    public var checkStepsPerKeyMax = 2_000_000
     /// Scenario mode: no workload clients and no random faults; a test drives the cluster through
     /// `Simulation`'s scenario methods.
     public var scenario = false

@@ -1,6 +1,7 @@
 public import TernCheck
 public import TernConsensus
-public import TernCore
+import TernCore
+import TernStorage
 
 /// The outcome of one simulation.
 public struct SimResult: Sendable {
@@ -20,6 +21,14 @@ public struct SimResult: Sendable {
     public var crashes: Int
     public var partitions: Int
     public var corruptions: Int
+    /// Storage activity under the faults: merges swapped in, merges cut short by a crash, and
+    /// bytes of torn tails the engine's recovery cut off.
+    public var merges: Int
+    public var mergesInterrupted: Int
+    public var tornBytes: UInt64
+    /// Keys on which the linearizability checker ran out of budget (neither proved nor refuted;
+    /// the partial checks still ran on them).
+    public var uncheckedKeys: [String]
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -38,6 +47,7 @@ public struct SimViolation: Sendable, CustomStringConvertible {
             s +=
                 "  client \(op.client) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]\n"
         }
+        if !subHistory.isEmpty { s += "  (times in half-ticks: a call at tick t is 2t+1, a return 2t)\n" }
         s += "  replay: \(replay)"
         return s
     }
@@ -54,7 +64,7 @@ public final class Simulation {
     var faults: FaultConfig
     var rng: SplitMix64
     let ids = [NodeID(1), NodeID(2), NodeID(3)]
-    var storages: [MemoryReplicaStorage] = []
+    var storages: [BitcaskReplicaStorage] = []
     var nodes: [ReplicaNode?] = []
     var downUntil: [UInt64] = [0, 0, 0]
     var incarnation: [UInt64] = [0, 0, 0]
@@ -78,6 +88,10 @@ public final class Simulation {
     var crashes = 0
     var partitions = 0
     var corruptions = 0
+    var tornBytes: UInt64 = 0
+    /// Per node: the tick at which a copied merge is swapped in.
+    var mergeSwapAt: [UInt64] = [0, 0, 0]
+    var uncheckedKeys: [String] = []
     var opsIssued = 0
     var healed = false
     var finalReads: [Int] = []
@@ -94,8 +108,11 @@ public final class Simulation {
         bucketCount = Int(faults.delayTicksMax) + 2
         buckets = Array(repeating: [], count: bucketCount)
         for i in 0..<3 {
-            let s = MemoryReplicaStorage()
-            storages.append(s)
+            // Each node's engine buffers appends differently: none (every batch reaches the page
+            // cache, so a crash can tear it), a little, or a lot (unsynced batches vanish whole).
+            let buffer = [0, 1 << 10, 1 << 20][Int(rng.below(3))]
+            // A fresh engine on an empty simulated disk cannot fail; if it does, that is a bug.
+            storages.append(try! BitcaskReplicaStorage(options: config.storage, writeBufferBytes: buffer))
             nodes.append(startNode(i))
         }
         for c in 0..<config.clients {
@@ -128,6 +145,9 @@ public final class Simulation {
                     check: "liveness", key: "-", detail: "did not finish within \(config.ticksMax) ticks"))
         }
         if violations.isEmpty { checkBank() }
+        if violations.isEmpty { checkLinearizability() }
+        // The partial checks below are implied by linearizability; they still matter on the keys
+        // the checker could not decide within its budget, and cross-check the checker elsewhere.
         if violations.isEmpty { checkCounters() }
         if violations.isEmpty { checkRegisters() }
         for op in history {
@@ -140,9 +160,18 @@ public final class Simulation {
                         $0 &* 31 &+ Int($1)
                     }))
         }
+        for s in storages {
+            mix(UInt64(s.syncs))
+            mix(UInt64(s.mergesFinished) << 32 | UInt64(s.mergesInterrupted))
+            mix(UInt64(s.stats.files) << 32 | UInt64(s.stats.keys))
+        }
+        mix(tornBytes)
         return SimResult(
             config: config, history: history, violations: violations, traceHash: hash, ticks: now,
-            messages: messages, crashes: crashes, partitions: partitions, corruptions: corruptions)
+            messages: messages, crashes: crashes, partitions: partitions, corruptions: corruptions,
+            merges: storages.reduce(0) { $0 + $1.mergesFinished },
+            mergesInterrupted: storages.reduce(0) { $0 + $1.mergesInterrupted }, tornBytes: tornBytes,
+            uncheckedKeys: uncheckedKeys)
     }
 
     func step() {
@@ -175,14 +204,41 @@ public final class Simulation {
         // 5. Nodes.
         for i in 0..<3 {
             guard let n = nodes[i] else { continue }
-            try! n.tick()
-            var rounds = 0
-            repeat {
-                let out = try! n.flush()
-                route(out, from: i)
-                rounds += 1
-            } while n.hasWork && rounds < 4
+            do {
+                try n.tick()
+                var rounds = 0
+                repeat {
+                    let out = try n.flush()
+                    route(out, from: i)
+                    rounds += 1
+                } while n.hasWork && rounds < 4
+            } catch {
+                storageFailed(i, error)
+            }
         }
+        // 6. Storage housekeeping: merges at the engine's thresholds and at seeded moments, the
+        //    swap a few ticks after the copy (the node keeps writing in between).
+        for i in 0..<3 where nodes[i] != nil {
+            let s = storages[i]
+            do throws(StorageError) {
+                if s.mergeCopied {
+                    if now >= mergeSwapAt[i] { try s.finishMerge() }
+                } else if s.needsMerge || rng.chance(config.storage.mergeChance) {
+                    if try s.startMerge() {
+                        mergeSwapAt[i] = now + rng.below(config.storage.mergeSwapDelayTicksMax + 1)
+                    }
+                }
+            } catch {
+                storageFailed(i, error)
+            }
+        }
+    }
+
+    /// The engine refused an operation the simulator never makes it fail: a bug, reported like a
+    /// safety violation (with the seed to replay it).
+    func storageFailed(_ i: Int, _ error: any Error) {
+        guard violations.isEmpty else { return }
+        violations.append(violation(check: "storage", key: "-", detail: "node \(i + 1): \(error)"))
     }
 
     // MARK: - Network
@@ -267,34 +323,69 @@ public final class Simulation {
         crashes += 1
         nodes[i] = nil
         let s = storages[i]
-        let keep = rng.chance(faults.torn) ? Int(rng.below(UInt64(s.unsyncedBatches) + 1)) : 0
-        s.crash(keepPrefix: keep)
+        let torn = rng.chance(faults.torn)
+        var mergeStep: MergeStep?
+        do throws(StorageError) {
+            // Power fails in the middle of a merge: stop it at a seeded step, then crash.
+            if rng.chance(faults.crashInMerge) {
+                let steps = s.mergeCopied ? MergeStep.swapSteps : MergeStep.allCases
+                let step = steps[Int(rng.below(UInt64(steps.count)))]
+                mergeStep = step
+                if s.mergeCopied { try s.finishMerge(stopAt: step) } else { try s.startMerge(stopAt: step) }
+            }
+            try s.crash(rng: &rng, tornWrites: torn)
+            tornBytes += s.stats.truncatedBytes
+        } catch {
+            storageFailed(i, error)
+            return
+        }
         if rng.chance(faults.corrupt) {
-            var recs = s.durableKeys.filter { k in
+            let hot = s.recent.last(where: { $0.first == 1 })
+            var recs = s.liveKeys.filter { k in
                 k.first == 1 && !unrepaired.contains { $0.node != i && $0.key == Array(k.dropFirst()) }
             }
-            if rng.chance(0.5), let hot = s.recent.last(where: { $0.first == 1 }), recs.contains(hot) {
-                recs = [hot]
-            }
+            if rng.chance(0.5), let hot, recs.contains(hot) { recs = [hot] }
             if !recs.isEmpty {
                 let k = recs[Int(rng.below(UInt64(recs.count)))]
-                s.corrupt(k)
-                corruptions += 1
-                observer.corrupted(node: i, key: Array(k.dropFirst()))
-                unrepaired.append((i, Array(k.dropFirst())))
-                if config.traceKey != nil {
-                    print("t=\(now) CORRUPT n\(i + 1) \(keyName(Array(k.dropFirst())))")
-                }
+                corruptRecord(node: i, key: Array(k.dropFirst()))
             }
         }
-        if let v = observer.crashed(node: i, storage: s) {
+        if let v = observer.crashed(node: i, load: { k in (try? s.load(k)) ?? .damaged }) {
             violations.append(violation(check: "observer", key: v.0, detail: v.1))
         }
         downUntil[i] = now + 5 + rng.below(faults.downTicksMax)
         if config.traceKey != nil {
-            print("t=\(now) CRASH n\(i + 1) until \(downUntil[i]) kept \(keep) batches")
+            print(
+                "t=\(now) CRASH n\(i + 1) until \(downUntil[i]), torn writes \(torn), merge stopped at \(mergeStep.map(\.rawValue) ?? "-")"
+            )
         }
         mix(0xC0FFEE &+ UInt64(i))
+    }
+
+    /// Flips a bit in `key`'s latest record at (crashed) node `i` and reopens its engine, which
+    /// must now report the key damaged.
+    func corruptRecord(node i: Int, key: [UInt8]) {
+        let outcome: BitcaskReplicaStorage.CorruptionOutcome
+        do throws(StorageError) {
+            outcome = try storages[i].corrupt([1] + key, rng: &rng)
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        switch outcome {
+        case .corrupted:
+            corruptions += 1
+            observer.corrupted(node: i, key: key)
+            unrepaired.append((i, key))
+            if config.traceKey != nil { print("t=\(now) CORRUPT n\(i + 1) \(keyName(key))") }
+        case .notFound:
+            break
+        case .undetected:
+            violations.append(
+                violation(
+                    check: "storage", key: keyName(key),
+                    detail: "node \(i + 1): a bit flipped in the latest record, yet the engine serves it"))
+        }
     }
 
     func heal() {
@@ -309,6 +400,13 @@ public final class Simulation {
     // MARK: - Clients
 
     func keyName(_ k: [UInt8]) -> String { String(decoding: k, as: UTF8.self) }
+
+    /// History times are half-ticks. Within a tick, replies reach clients (step 2) before clients
+    /// invoke new operations (step 4), so a reply at tick t really precedes a call at tick t; with
+    /// whole ticks the checker would have to treat the two as concurrent (equal times) and would
+    /// miss a stale read issued right after the write it missed returned.
+    var returnTime: UInt64 { 2 * now }
+    var callTime: UInt64 { 2 * now + 1 }
 
     func clientsAct() {
         for c in clients.indices {
@@ -359,7 +457,7 @@ public final class Simulation {
         clients[c].counter += 1
         let rid = RequestID(client: UInt32(c + 1), counter: clients[c].counter)
         history.append(
-            HistoryOperation(client: c, key: key, input: input, output: .unknown, call: now, ret: nil))
+            HistoryOperation(client: c, key: key, input: input, output: .unknown, call: callTime, ret: nil))
         var f = InFlight(
             history: history.count - 1, key: key, keyIndex: k, input: input, rid: rid, node: clients[c].home,
             tag: 0, deadline: 0, attempts: 0, maybeApplied: false)
@@ -434,7 +532,7 @@ public final class Simulation {
     func finish(_ c: Int, _ out: OperationOutput) {
         guard let f = clients[c].inFlight else { return }
         history[f.history].output = out
-        history[f.history].ret = out == .unknown ? nil : now
+        history[f.history].ret = out == .unknown ? nil : returnTime
         clients[c].inFlight = nil
         clients[c].nextAt = now + rng.below(6)
         mix(UInt64(f.history) << 3 | UInt64(c))
@@ -449,8 +547,34 @@ public final class Simulation {
             replay: config.replayCommand)
     }
 
-    /// Real-time order on counters (a cheap, partial linearizability check until the full checker
-    /// lands): increments are positive, so an `incr` must return more, and a `get` at least, than
+    /// Every key's sub-history through the linearizability checker (TernCheck). A violation fails
+    /// the seed with the checker's shrunk witness; a key on which the search budget runs out is
+    /// counted in `uncheckedKeys` (never passed silently).
+    func checkLinearizability() {
+        var byKey: [String: [HistoryOperation]] = [:]
+        for op in history { byKey[op.key, default: []].append(op) }
+        let options = CheckOptions(
+            stepsPerKeyMax: config.checkStepsPerKeyMax, shrinkStepsMax: config.checkStepsPerKeyMax)
+        for key in byKey.keys.sorted() {
+            switch checkLinearizable(byKey[key]!, options: options) {
+            case .linearizable:
+                continue
+            case .unknown:
+                uncheckedKeys.append(key)
+            case .violation(let v):
+                var bad = violation(
+                    check: "linearizability", key: key,
+                    detail:
+                        "no linearization of these \(v.history.count) operations (shrunk from \(v.originalCount))"
+                )
+                bad.subHistory = v.history
+                violations.append(bad)
+                return
+            }
+        }
+    }
+
+    /// Real-time order on counters (a cheap, partial linearizability check): increments are positive, so an `incr` must return more, and a `get` at least, than
     /// every counter value observed by an operation that returned before it was invoked.
     func checkCounters() {
         for k in 0..<config.counterKeys {
@@ -621,20 +745,27 @@ extension Simulation {
         }
     }
 
-    /// Crashes `node` now (unsynced writes lost); it restarts after `downTicks`. With `corrupt`,
-    /// that key's durable record fails its checksum at restart.
+    /// Crashes `node` now (unsynced writes lost, no torn tail); it restarts after `downTicks`.
+    /// With `corrupt`, a bit of that key's latest stored record is flipped, so the engine reports
+    /// the key damaged at restart.
     public func crash(node i: Int, downTicks: UInt64, corrupt key: String? = nil) {
         nodes[i] = nil
-        storages[i].crash(keepPrefix: 0)
-        if let k = key {
-            storages[i].corrupt([1] + Array(k.utf8))
-            observer.corrupted(node: i, key: Array(k.utf8))
+        do throws(StorageError) {
+            try storages[i].crash(rng: &rng, tornWrites: false)
+        } catch {
+            storageFailed(i, error)
+            return
         }
-        if let v = observer.crashed(node: i, storage: storages[i]) {
+        if let k = key { corruptRecord(node: i, key: Array(k.utf8)) }
+        let s = storages[i]
+        if let v = observer.crashed(node: i, load: { k in (try? s.load(k)) ?? .damaged }) {
             violations.append(violation(check: "observer", key: v.0, detail: v.1))
         }
         downUntil[i] = now + downTicks
     }
+
+    /// Node `node`'s storage (its engine and simulated disk), for tests.
+    public func storage(at node: Int) -> BitcaskReplicaStorage { storages[node] }
 
     /// The loaded state of `key` at `node` (nil if down or never loaded).
     public func inspect(_ key: String, at node: Int) -> KeyReplica? { nodes[node]?.inspect(Array(key.utf8)) }

@@ -236,3 +236,14 @@ public enum HandshakeFailure: Error, Hashable, CustomStringConvertible {
         }
     }
 }
+
+/// The dialer's handshake proof, for the fuzz target (same package), which needs to take a
+/// listener past the handshake to fuzz what an authenticated peer can send.
+package func dialerProof(
+    secret: [UInt8], cluster: String, dialer: NodeID, listener: NodeID, dialerNonce: [UInt8],
+    listenerNonce: [UInt8]
+) -> [UInt8] {
+    Handshake.mac(
+        SymmetricKey(data: secret), role: .dialer, cluster: cluster, dialer: dialer, listener: listener,
+        dialerNonce: dialerNonce, listenerNonce: listenerNonce)
+}

@@ -102,6 +102,7 @@ package final class PeerChannelHandler: ChannelInboundHandler {
 
     package func channelInactive(context: ChannelHandlerContext) {
         closing = true
+        deliverPending()  // whole frames read before the close (or before a bad frame) are good
         heartbeat?.cancel()
         incomingTimer?.cancel()
         outgoingTimer?.cancel()
@@ -189,7 +190,7 @@ package final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     private func deliverPending() {
-        guard !pending.isEmpty, let peer = handshake.peer, !closing else { return }
+        guard !pending.isEmpty, let peer = handshake.peer else { return }
         let batch = pending
         pending = []
         transport.deliver(batch, from: peer)

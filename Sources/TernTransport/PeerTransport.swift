@@ -109,7 +109,9 @@ public final class PeerTransport: Sendable {
             throw TransportError(.invalidConfig, "invalid configuration: " + problems.joined(separator: "; "))
         }
         try state.withLockedValue { s in
-            guard s.phase == .idle else { throw TransportError(.alreadyStarted, "start() called twice") }
+            guard s.phase == .idle else {
+                throw TransportError(.alreadyStarted, "start() may be called once, before shutdown()")
+            }
             s.phase = .running
         }
         let server: any Channel
@@ -131,10 +133,15 @@ public final class PeerTransport: Sendable {
             state.withLockedValue { $0.phase = .stopped }
             throw TransportError(.bindFailed, "cannot listen on \(config.listen): \(error)")
         }
-        let toDial = state.withLockedValue { s -> [NodeID] in
+        let toDial = state.withLockedValue { s -> [NodeID]? in
+            guard s.phase == .running else { return nil }  // shutdown() ran while we were binding
             s.server = server
             s.boundPort = server.localAddress?.port ?? 0
             return s.peers.keys.filter { dials($0) }
+        }
+        guard let toDial else {
+            try? await server.close()
+            return
         }
         logger.info(
             "peer transport listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"]
@@ -185,30 +192,51 @@ public final class PeerTransport: Sendable {
     /// queue is full, if it could never fit a frame, if the transport is shut down, or if an
     /// outgoing `drop` fault is set for the peer.
     public func send(_ message: ByteBuffer, to peer: NodeID) {
-        let size = message.readableBytes
-        guard 8 + size <= config.maxFrameBytes else {
-            counters.dropped.wrappingIncrement(ordering: .relaxed)
-            logger.error(
-                "message of \(size) bytes can never fit a frame (maxFrameBytes \(config.maxFrameBytes)); dropped",
-                metadata: ["peer": "\(peer)"])
+        send(CollectionOfOne(message), to: peer)
+    }
+
+    /// Queues `messages` for `peer`, in order, as `send(_:to:)` does for each, except that they are
+    /// queued at once: they are guaranteed to leave in one write, from any thread. Use it to answer
+    /// a whole received batch.
+    public func send(_ messages: some Collection<ByteBuffer>, to peer: NodeID) {
+        let limit = config.maxFrameBytes - 8
+        if messages.allSatisfy({ $0.readableBytes <= limit }) {
+            enqueue(messages, to: peer)
             return
         }
+        for m in messages where m.readableBytes > limit {
+            counters.dropped.wrappingIncrement(ordering: .relaxed)
+            logger.error(
+                "message of \(m.readableBytes) bytes can never fit a frame (maxFrameBytes \(config.maxFrameBytes)); dropped",
+                metadata: ["peer": "\(peer)"])
+        }
+        enqueue(messages.filter { $0.readableBytes <= limit }, to: peer)
+    }
+
+    /// Queues messages that fit a frame, under one lock, and schedules the flush if needed.
+    private func enqueue(_ fitting: some Collection<ByteBuffer>, to peer: NodeID) {
+        guard !fitting.isEmpty else { return }
         let flushOn = state.withLockedValue { s -> ConnectionHandle? in
             guard s.phase == .idle || s.phase == .running, s.peers[peer] != nil else {
-                counters.dropped.wrappingIncrement(ordering: .relaxed)
+                counters.dropped.wrappingIncrement(by: fitting.count, ordering: .relaxed)
                 return nil
             }
             return Self.modify(&s.peers[peer]!) { p -> ConnectionHandle? in
                 if p.outgoingFault == .drop {
-                    counters.faultDropped.wrappingIncrement(ordering: .relaxed)
+                    counters.faultDropped.wrappingIncrement(by: fitting.count, ordering: .relaxed)
                     return nil
                 }
-                guard p.queuedBytes + size <= config.sendQueueBytesMax else {
-                    counters.dropped.wrappingIncrement(ordering: .relaxed)
-                    return nil
+                var queued = 0
+                for m in fitting {
+                    guard p.queuedBytes + m.readableBytes <= config.sendQueueBytesMax else { continue }
+                    p.queue.append(m)
+                    p.queuedBytes += m.readableBytes
+                    queued += 1
                 }
-                p.queue.append(message)
-                p.queuedBytes += size
+                if queued < fitting.count {
+                    counters.dropped.wrappingIncrement(by: fitting.count - queued, ordering: .relaxed)
+                }
+                guard queued > 0 else { return nil }
                 if case .delay(let amount) = p.outgoingFault {
                     p.queueDue = max(p.queueDue ?? .distantPast, .now() + amount)
                 }

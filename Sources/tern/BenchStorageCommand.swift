@@ -7,7 +7,10 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Tern's components on this machine.",
-        subcommands: [BenchStorageCommand.self, BenchRESPCommand.self, BenchEtcdCommand.self]
+        subcommands: [
+            BenchStorageCommand.self, BenchTransportCommand.self, BenchRESPCommand.self,
+            BenchEtcdCommand.self,
+        ]
     )
 }
 

@@ -52,10 +52,14 @@ struct SimCommand: ParsableCommand {
     @Flag(help: "Print the history of a replayed seed.")
     var verbose = false
 
+    @Option(help: "Write the replayed seed's history to this file (JSON lines, for `tern check`).")
+    var history: String?
+
     func run() throws {
         guard let m = Mutant(rawValue: mutant) else {
             throw ValidationError("unknown mutant \(mutant)")
         }
+        if history != nil && seed == nil { throw ValidationError("--history needs --seed") }
         var faults = FaultConfig()
         faults.loss = loss
         faults.crash = crash
@@ -74,16 +78,23 @@ struct SimCommand: ParsableCommand {
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
         var failed = 0
         var opsDone = 0
+        var unchecked = 0
+        var uncheckedSeeds = 0
         let start = monotonicSeconds()
         var lastPrint = start
         for (n, s) in list.enumerated() {
             let r = simulate(config(s))
             opsDone += r.history.count
+            unchecked += r.uncheckedKeys.count
+            if !r.uncheckedKeys.isEmpty { uncheckedSeeds += 1 }
             if seed != nil {
                 print(
                     "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) frames, "
                         + "\(r.crashes) crashes, \(r.partitions) partitions, \(r.corruptions) corruptions, "
+                        + "\(r.merges) merges (\(r.mergesInterrupted) cut by a crash), \(r.tornBytes) torn bytes, "
+                        + "unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
                         + "trace \(String(r.traceHash, radix: 16))")
+                if let path = history { try HistoryFile.write(r.history, to: path) }
                 if verbose {
                     for op in r.history {
                         print(
@@ -101,14 +112,16 @@ struct SimCommand: ParsableCommand {
                 lastPrint = t
                 let rate = Double(n + 1) / max(t - start, 1e-9)
                 print(
-                    "[\(n + 1)/\(list.count)] \(String(format1(rate))) seeds/s, \(opsDone) ops, \(failed) violations"
+                    "[\(n + 1)/\(list.count)] \(String(format1(rate))) seeds/s, \(opsDone) ops, \(failed) violations, "
+                        + "unchecked keys: \(unchecked)"
                 )
                 fflush(nil)  // progress must show when piped to a file
             }
         }
         let elapsed = monotonicSeconds() - start
         print(
-            "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations"
+            "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations, "
+                + "unchecked keys: \(unchecked) (in \(uncheckedSeeds) seeds)"
         )
         if failed > 0 { throw ExitCode(1) }
     }

@@ -61,8 +61,8 @@ private func randomSmallHistory(_ rng: inout SplitMix64) -> [HistoryOperation] {
 
 /// The definition, with no cleverness: some order of a subset of the operations, containing every
 /// known one and respecting real time (a before b if a returned strictly before b was called),
-/// that the register model accepts.
-private func bruteForceLinearizable(_ history: [HistoryOperation]) -> Bool {
+/// that the register model accepts. One key only.
+func bruteForceLinearizable(_ history: [HistoryOperation]) -> Bool {
     let ops = history.filter { $0.output != .failed }
     func known(_ op: HistoryOperation) -> Bool { op.output != .unknown && op.ret != nil }
     func step(_ op: HistoryOperation, _ state: String?) -> (ok: Bool, state: String?) {

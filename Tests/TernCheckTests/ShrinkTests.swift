@@ -37,6 +37,46 @@ import Testing
         #expect(isViolation(checkLinearizable(v.history), key: v.key))
     }
 
+    @Test("A stale counter read shrinks to the operations before it (later increments go)")
+    func staleCounterReadDropsWhatFollows() {
+        // Sequential increments by one; the get after the 10th reads "9". No rule may drop an
+        // increment while others remain (each reads an integer), so only the cut in time removes
+        // the 20 increments after the read.
+        var history: [HistoryOperation] = []
+        var t: UInt64 = 0
+        for i in 1...30 {
+            history.append(op(1, .incr(1), .number(Int64(i)), t, t + 1))
+            t += 2
+            if i == 10 {
+                history.append(op(2, .get, .value("9"), t, t + 1))
+                t += 2
+            }
+        }
+        guard case .violation(let v) = checkLinearizable(history) else {
+            Issue.record("stale counter read not detected")
+            return
+        }
+        #expect(v.originalCount == 31)
+        #expect(v.history == Array(history[0...10]))
+        #expect(isViolation(checkLinearizable(v.history)))
+    }
+
+    @Test("The cut never splits an operation that returns after it")
+    func cutKeepsOverlappingKnownOperations() {
+        // The fault is the last read (of a value never written). The long read [0, 21] sees "x",
+        // written by a put of unknown outcome called at 5: cutting at 2 would keep the read but
+        // drop the put, and "prove" a violation that is not the history's. The read spans every
+        // instant before 21, so the only valid cut keeps everything.
+        let history = [
+            op(1, .get, .value("x"), 0, 21),
+            op(2, .put("z"), .ok, 1, 2),
+            op(3, .put("x"), .unknown, 5, nil),
+            op(2, .get, .value("q"), 20, 21),
+        ]
+        var steps = 1_000_000
+        #expect(cutAfterViolation(history, stepsLeft: &steps) == history)
+    }
+
     @Test func lostIncrementKeepsBothIncrements() {
         let history = [
             op(3, .get, .value(nil), 0, 1),

@@ -92,6 +92,24 @@ struct TransportTests {
         try await senderGroup.shutdownGracefully()
     }
 
+    /// The batch form of `send` guarantees one write from any thread, not only on the loop.
+    @Test func messagesSentTogetherFromAnyThreadLeaveInOneWrite() async throws {
+        let a = TestNode(testConfig(1, peers: [2]))
+        let b = TestNode(testConfig(2, peers: [1]))
+        try await startAndConnect([a, b])
+        for round in 0..<5 {
+            a.transport.send((0..<1000).map { buffer("r\(round) m\($0)") }, to: b.id)
+        }
+        try await waitUntil("5000 messages") { b.strings(from: a.id).count == 5000 }
+        let m = a.transport.metrics()
+        #expect(m.messagesSent == 5000)
+        #expect(m.writes <= 5, "each call's 1000 messages leave together (calls may also merge)")
+        #expect(m.messagesPerWriteMax >= 1000)
+        #expect(b.strings(from: a.id) == (0..<5).flatMap { r in (0..<1000).map { "r\(r) m\($0)" } })
+        await a.transport.shutdown()
+        await b.transport.shutdown()
+    }
+
     @Test func aBatchLargerThanAFrameIsSplitButStillOneWrite() async throws {
         let senderGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var ca = testConfig(1, peers: [2])
@@ -123,7 +141,9 @@ struct TransportTests {
         c.sendQueueBytesMax = 1000
         let a = TestNode(c)
         try await a.transport.start()
-        for _ in 0..<20 { a.transport.send(ByteBuffer(repeating: 1, count: 100), to: NodeID(2)) }
+        for _ in 0..<15 { a.transport.send(ByteBuffer(repeating: 1, count: 100), to: NodeID(2)) }
+        a.transport.send(
+            [ByteBuffer](repeating: ByteBuffer(repeating: 2, count: 100), count: 5), to: NodeID(2))
         let m = a.transport.metrics()
         #expect(m.peers[NodeID(2)]?.queuedBytes == 1000)
         #expect(m.dropped == 10)
@@ -386,12 +406,16 @@ struct TransportTests {
         await b.transport.shutdown()
     }
 
-    @Test func framesBeforeABadOneInTheSameReadAreDelivered() async throws {
+    @Test(arguments: [
+        ("garbage", buffer("GARBAGE!")),
+        ("a handshake frame", frameBytes(.reject(.badMAC))),
+    ])
+    func framesBeforeABadOneInTheSameReadAreDelivered(_ name: String, bad: ByteBuffer) async throws {
         let b = TestNode(testConfig(3, peers: [2]))
         try await b.transport.start()
         let raw = try await RawPeer(port: b.transport.boundPort)
         try await raw.authenticate(as: NodeID(2), to: b.id)
-        try await raw.send(frameBytes(.batch([buffer("good 1"), buffer("good 2")])) + buffer("GARBAGE!"))
+        try await raw.send(frameBytes(.batch([buffer("good 1"), buffer("good 2")])) + bad)
         try await raw.waitClosed()
         try await waitUntil("good frames") { b.strings(from: NodeID(2)) == ["good 1", "good 2"] }
         #expect(b.transport.metrics().framingErrors == 1)
@@ -399,7 +423,7 @@ struct TransportTests {
     }
 
     @Test func connectionsStuckInTheHandshakeAreBounded() async throws {
-        let b = TestNode(testConfig(3, peers: [2]))
+        let b = TestNode(testConfig(3, peers: [2]))  // 10 s handshake timeout: the mute clients stay
         try await b.transport.start()
         var mutes: [RawPeer] = []
         for _ in 0..<PeerTransport.handshakingMax {
@@ -442,39 +466,49 @@ struct TransportTests {
         await b.transport.shutdown()
     }
 
-    @Test func silentConnectionsAreClosed() async throws {
+    @Test func aClientThatNeverSaysHelloIsClosed() async throws {
         var c = testConfig(3, peers: [2])
-        c.idleTimeout = .milliseconds(300)
         c.handshakeTimeout = .milliseconds(300)
         let b = TestNode(c)
         try await b.transport.start()
-        // Connects and never says hello.
         let mute = try await RawPeer(port: b.transport.boundPort)
-        try await mute.waitClosed(seconds: 3)
+        try await mute.waitClosed()
         #expect(b.transport.metrics().authFailures == 1)
-        // Authenticates, then never sends anything again (no pings): a vanished peer.
+        await b.transport.shutdown()
+    }
+
+    @Test func aPeerThatFallsSilentIsClosed() async throws {
+        var c = testConfig(3, peers: [2])
+        c.idleTimeout = .milliseconds(300)
+        let b = TestNode(c)
+        try await b.transport.start()
+        // Authenticates, then never sends anything again (no pings): a peer whose machine vanished.
         let vanished = try await RawPeer(port: b.transport.boundPort)
         try await vanished.authenticate(as: NodeID(2), to: b.id)
-        try await waitUntil("connected") { b.transport.metrics().peers[NodeID(2)]?.connected == true }
-        try await vanished.waitClosed(seconds: 3)
+        try await vanished.waitClosed()
+        #expect(b.transport.metrics().connectionsEstablished == 1)
         #expect(b.transport.metrics().idleTimeouts == 1)
         #expect(b.transport.metrics().peers[NodeID(2)]?.connected == false)
         await b.transport.shutdown()
     }
 
     @Test func idleButHealthyConnectionsStayUp() async throws {
+        // Pings every 50 ms; silence would close the connection after 800 ms; watch for 2 s. Own
+        // event loops, so that other tests running in parallel cannot stall this one's pings.
+        let groups = (0..<2).map { _ in MultiThreadedEventLoopGroup(numberOfThreads: 1) }
         var ca = testConfig(1, peers: [2])
-        ca.idleTimeout = .milliseconds(250)
+        ca.idleTimeout = .milliseconds(800)
         var cb = testConfig(2, peers: [1])
-        cb.idleTimeout = .milliseconds(250)
-        let a = TestNode(ca)
-        let b = TestNode(cb)
+        cb.idleTimeout = .milliseconds(800)
+        let a = TestNode(ca, group: groups[0])
+        let b = TestNode(cb, group: groups[1])
         try await startAndConnect([a, b])
-        try await Task.sleep(for: .milliseconds(800))
+        try await Task.sleep(for: .seconds(2))
         #expect(a.transport.metrics().idleTimeouts == 0 && b.transport.metrics().idleTimeouts == 0)
         #expect(a.transport.metrics().connectionsEstablished == 1)
         await a.transport.shutdown()
         await b.transport.shutdown()
+        for g in groups { try await g.shutdownGracefully() }
     }
 
     @Test func invalidConfigurationIsRefusedWithEveryReason() async throws {
