@@ -77,24 +77,27 @@ public enum PaxosCodec {
     }
 }
 
-struct ByteWriter {
-    var bytes: [UInt8] = []
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u32(_ v: UInt32) {
+/// Little-endian writer of the codecs' primitive fields (records, peer frames, the server's
+/// envelopes).
+public struct ByteWriter: Sendable {
+    public var bytes: [UInt8] = []
+    public init() {}
+    public mutating func u8(_ v: UInt8) { bytes.append(v) }
+    public mutating func u32(_ v: UInt32) {
         for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
     }
-    mutating func u64(_ v: UInt64) {
+    public mutating func u64(_ v: UInt64) {
         for k in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
     }
-    mutating func blob(_ b: [UInt8]) {
+    public mutating func blob(_ b: [UInt8]) {
         u32(UInt32(b.count))
         bytes += b
     }
-    mutating func ballot(_ b: Ballot) {
+    public mutating func ballot(_ b: Ballot) {
         u64(b.round)
         u32(b.node.rawValue)
     }
-    mutating func keyValue(_ v: KeyValue) {
+    public mutating func keyValue(_ v: KeyValue) {
         if let b = v.bytes {
             u8(1)
             blob(b)
@@ -105,53 +108,67 @@ struct ByteWriter {
         for r in v.recent {
             u32(r.id.client)
             u64(r.id.counter)
-            switch r.result {
-            case .ok: u8(0)
-            case .number(let n):
-                u8(1)
-                u64(UInt64(bitPattern: n))
-            case .swapped(let s): u8(s ? 3 : 2)
-            case .notANumber: u8(4)
-            case .tooLarge: u8(5)
-            }
+            result(r.result)
+        }
+    }
+    public mutating func result(_ r: OperationResult) {
+        switch r {
+        case .ok: u8(0)
+        case .number(let n):
+            u8(1)
+            u64(UInt64(bitPattern: n))
+        case .swapped(let s): u8(s ? 3 : 2)
+        case .notANumber: u8(4)
+        case .tooLarge: u8(5)
+        case .previous(nil): u8(6)
+        case .previous(let old?):
+            u8(7)
+            blob(old)
+        case .previousForgotten: u8(8)
+        case .existed(let e): u8(e ? 10 : 9)
+        case .overflow: u8(11)
         }
     }
 }
 
-struct ByteReader {
-    let bytes: [UInt8]
-    var at = 0
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    var atEnd: Bool { at == bytes.count }
-    mutating func u8() -> UInt8? {
+/// The reader matching `ByteWriter`: every read checks the remaining length and returns nil
+/// rather than reading past the end.
+public struct ByteReader: Sendable {
+    public let bytes: [UInt8]
+    public private(set) var at = 0
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public var atEnd: Bool { at == bytes.count }
+    /// Bytes not yet read.
+    public var remaining: Int { bytes.count - at }
+    public mutating func u8() -> UInt8? {
         guard at < bytes.count else { return nil }
         at += 1
         return bytes[at - 1]
     }
-    mutating func u32() -> UInt32? {
+    public mutating func u32() -> UInt32? {
         guard at + 4 <= bytes.count else { return nil }
         var v: UInt32 = 0
         for k in 0..<4 { v |= UInt32(bytes[at + k]) << (8 * k) }
         at += 4
         return v
     }
-    mutating func u64() -> UInt64? {
+    public mutating func u64() -> UInt64? {
         guard at + 8 <= bytes.count else { return nil }
         var v: UInt64 = 0
         for k in 0..<8 { v |= UInt64(bytes[at + k]) << (8 * k) }
         at += 8
         return v
     }
-    mutating func blob() -> [UInt8]? {
+    public mutating func blob() -> [UInt8]? {
         guard let n = u32(), at + Int(n) <= bytes.count else { return nil }
         at += Int(n)
         return Array(bytes[(at - Int(n))..<at])
     }
-    mutating func ballot() -> Ballot? {
+    public mutating func ballot() -> Ballot? {
         guard let r = u64(), let n = u32() else { return nil }
         return Ballot(round: r, node: NodeID(n))
     }
-    mutating func keyValue() -> KeyValue? {
+    public mutating func keyValue() -> KeyValue? {
         guard let flag = u8() else { return nil }
         var v = KeyValue()
         if flag == 1 {
@@ -162,21 +179,27 @@ struct ByteReader {
         }
         guard let n = u32(), n <= 1 << 16 else { return nil }
         for _ in 0..<n {
-            guard let c = u32(), let k = u64(), let tag = u8() else { return nil }
-            let result: OperationResult
-            switch tag {
-            case 0: result = .ok
-            case 1:
-                guard let x = u64() else { return nil }
-                result = .number(Int64(bitPattern: x))
-            case 2: result = .swapped(false)
-            case 3: result = .swapped(true)
-            case 4: result = .notANumber
-            case 5: result = .tooLarge
-            default: return nil
-            }
-            v.recent.append(AppliedRequest(id: RequestID(client: c, counter: k), result: result))
+            guard let c = u32(), let k = u64(), let res = result() else { return nil }
+            v.recent.append(AppliedRequest(id: RequestID(client: c, counter: k), result: res))
         }
         return v
+    }
+    public mutating func result() -> OperationResult? {
+        guard let tag = u8() else { return nil }
+        switch tag {
+        case 0: return .ok
+        case 1: return u64().map { .number(Int64(bitPattern: $0)) }
+        case 2: return .swapped(false)
+        case 3: return .swapped(true)
+        case 4: return .notANumber
+        case 5: return .tooLarge
+        case 6: return .previous(nil)
+        case 7: return blob().map { .previous($0) }
+        case 8: return .previousForgotten
+        case 9: return .existed(false)
+        case 10: return .existed(true)
+        case 11: return .overflow
+        default: return nil
+        }
     }
 }

@@ -75,7 +75,6 @@ public struct KeyReplica: Sendable {
     public private(set) var rejections = 0
     var highestSeen: Ballot = .zero
     var reads: [ReadWaiter] = []
-    var nonceCounter: UInt64 = 0
 
     /// A replica of `key` at `me`, starting from what storage returned.
     public init(key: [UInt8], me: NodeID, peers: [NodeID], loaded: LoadedKey, mutant: Mutant = .none) {
@@ -342,11 +341,20 @@ public struct KeyReplica: Sendable {
     private mutating func beginAccept(
         ballot: Ballot, instance: UInt64, _ fx: inout Fx, _ ctx: inout NodeContext
     ) {
-        let n = min(pending.count, ctx.config.mergeMax)
+        var n = 0
+        var bytes = 0
+        let current = state.value.bytes?.count ?? 0
+        while n < min(pending.count, ctx.config.mergeMax) {
+            let cost = pending[n].op.payloadBytes + (pending[n].op.returnsValue ? current : 0)
+            if n > 0 && bytes + cost > ctx.config.mergeBytesMax { break }
+            bytes += cost
+            n += 1
+        }
         var ops = Array(pending.prefix(n))
         pending.removeFirst(n)
         for k in ops.indices { ops[k].mayBeAccepted = true }
         let value = state.value.applying(ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow)
+        fx.effects.mergedOps += ops.count
         sendAccept(ballot: ballot, instance: instance, value: value, ops: ops, &fx, &ctx)
     }
 
@@ -475,10 +483,10 @@ public struct KeyReplica: Sendable {
     }
 
     private mutating func issueReadCheck(at k: Int, _ fx: inout Fx, _ ctx: inout NodeContext) {
-        nonceCounter += 1
-        reads[k].nonce = nonceCounter
+        let nonce = ctx.nextNonce()
+        reads[k].nonce = nonce
         reads[k].deadline = ctx.now + ctx.config.retransmitTicks * 2
-        for n in peers { fx.send(n, .readCheck(nonce: nonceCounter)) }
+        for n in peers { fx.send(n, .readCheck(nonce: nonce)) }
     }
 
     private func finish(_ fx: Fx) -> Effects {
@@ -497,5 +505,21 @@ struct Fx {
     var dirty = false
     mutating func send(_ to: NodeID, _ m: PaxosMessage) {
         effects.messages.append(Outgoing(to: to, message: m))
+    }
+}
+
+extension Operation {
+    /// Bytes the operation carries (for the merge budget).
+    var payloadBytes: Int {
+        switch self {
+        case .put(let b), .append(let b, _), .set(let b, _, _): b.count
+        case .cas(let e, let b): (e?.count ?? 0) + b.count
+        case .delete, .incr, .remove: 0
+        }
+    }
+    /// True when the result carries the key's previous value.
+    var returnsValue: Bool {
+        if case .set(_, _, true) = self { return true }
+        return false
     }
 }

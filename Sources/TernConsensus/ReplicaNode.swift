@@ -46,21 +46,103 @@ public struct NodeOutput: Sendable {
     public var replies: [ClientReply] = []
     /// Keys whose state changed in this flush (for observers).
     public var touched: [[UInt8]] = []
+    public init() {}
+}
+
+/// Where each key's three replicas live (one per campus).
+///
+/// The server adapts TernPlacement's ring to it; the simulator and the old initialiser use
+/// `FixedPlacement` (the same three nodes for every key).
+public protocol ReplicaPlacement: Sendable {
+    /// The three replicas of `key`, distinct, one per campus.
+    func replicas(for key: [UInt8]) -> [NodeID]
+}
+
+/// The same three replicas for every key.
+public struct FixedPlacement: ReplicaPlacement {
+    /// The three nodes.
+    public let nodes: [NodeID]
+    public init(_ nodes: [NodeID]) {
+        precondition(nodes.count == 3 && Set(nodes).count == 3, "three distinct replicas")
+        self.nodes = nodes
+    }
+    public func replicas(for key: [UInt8]) -> [NodeID] { nodes }
+}
+
+/// One group-commit batch, taken by `ReplicaNode.beginFlush()`.
+///
+/// The shell must write `records` atomically (and make them durable when `mustSync`), and only
+/// then call `ReplicaNode.finishFlush(_:)`, which releases the frames and client replies that
+/// depend on them. Nothing in here may leave the node before that.
+public struct PreparedFlush: Sendable {
+    /// Records to write as one atomic batch (storage keys as `ReplicaNode.recordKey` defines them).
+    public let records: [(key: [UInt8], value: [UInt8])]
+    /// True when a promise, an accepted value or the epoch is among `records`: the write must be
+    /// durable (fsynced) before `finishFlush`.
+    public let mustSync: Bool
+    let serial: UInt64
+    let frames: [Frame]
+    let replies: [ClientReply]
+    let selfItems: [FrameItem]
+    let keys: [[UInt8]]
+    /// Messages and replies waiting for this batch (statistics, tests).
+    public var heldMessages: Int { frames.reduce(0) { $0 + $1.items.count } + selfItems.count }
+    /// Client replies waiting for this batch.
+    public var heldReplies: Int { replies.count }
+}
+
+/// Counters of one node, for the status page and metrics.
+public struct ReplicaNodeStats: Sendable, Hashable {
+    /// Batches taken (`beginFlush` calls that found work).
+    public var flushes = 0
+    /// Batches that had records to write.
+    public var writes = 0
+    /// Batches that needed a sync.
+    public var syncs = 0
+    /// Records written.
+    public var records = 0
+    /// Frames released to peers, and the messages in them.
+    public var frames = 0
+    public var messages = 0
+    /// Instances this node proposed with client writes, and the writes merged into them.
+    public var instancesProposed = 0
+    public var opsMerged = 0
+    /// Key records loaded from storage (lazily or by `install`), and keys evicted when idle
+    /// beyond the bound.
+    public var keyLoads = 0
+    public var keysEvicted = 0
+    /// Peer messages about keys this node does not replicate (a map mismatch), dropped.
+    public var misrouted = 0
+    public init() {}
 }
 
 /// The node-level driver: owns the `KeyReplica`s of one node and does their IO in the right order.
 ///
-/// Inputs (`receive`, `propose`, `read`, `tick`) only queue effects; `flush()` writes every queued
-/// record in ONE batch with at most ONE sync (group commit), and only then releases the batch's
-/// messages (one frame per peer) and client replies. Messages a node sends to itself are fed back
-/// within the same flush, after the sync that precedes them. Not thread-safe: one event loop (or
-/// the simulator) owns it.
+/// Inputs (`receive`, `propose`, `read`, `tick`) only queue effects. A batch is taken with
+/// `beginFlush()`: every queued record in ONE batch needing at most ONE sync (group commit), plus
+/// the messages (one frame per peer) and client replies that may leave only after that batch is
+/// durable; `finishFlush(_:)` releases them and feeds messages the node sent to itself back in.
+/// Inputs that arrive while a batch is being written accumulate for the next one; at most one
+/// batch is in flight, so batches are durable in order.
+///
+/// ```
+///  inputs ─► queue ─beginFlush─► [records | frames+replies held] ─write+sync─► finishFlush ─► out
+///                 ▲ (next batch accumulates meanwhile)                             │ self msgs
+///                 └────────────────────────────────────────────────────────────────┘
+/// ```
+///
+/// `flush()` is the synchronous form (begin, write, sync, finish, repeated for self messages) the
+/// simulator uses. Keys are loaded lazily from `storage` when one is given; a node without storage
+/// (the server) must `install` a key's record before using the key. Not thread-safe: one event
+/// loop (or the simulator) owns it.
 public final class ReplicaNode {
     /// This node.
     public let id: NodeID
-    /// The three replicas of every key (one per campus). Placement comes later.
+    /// The three replicas of every key with a fixed placement; empty with a per-key placement.
     public let replicas: [NodeID]
-    let storage: any ReplicaStorage
+    /// Where each key's replicas live.
+    public let placement: any ReplicaPlacement
+    let storage: (any ReplicaStorage)?
     var ctx: NodeContext
     var keys: [[UInt8]: KeyReplica] = [:]
     /// Keys with timers running, in a deterministic order.
@@ -73,27 +155,49 @@ public final class ReplicaNode {
     var replies: [ClientReply] = []
     /// `replyBeforePersist` mutant only: records written after their messages left.
     var deferred: [(key: [UInt8], value: [UInt8])] = []
+    /// The batch being written, if any.
+    var inFlight: UInt64?
+    var serial: UInt64 = 0
+    /// Eviction order (CLOCK): loaded keys, oldest first from `clockHead`; `referenced` gives a
+    /// key used since the hand last passed a second chance.
+    var clock: [[UInt8]] = []
+    var clockHead = 0
+    var referenced: Set<[UInt8]> = []
+    /// Idle keys beyond this many are evicted after a batch (they reload from storage on use).
+    public var keysLoadedMax = Int.max
+    /// Counters.
+    public private(set) var stats = ReplicaNodeStats()
 
     /// Storage key of the node's epoch record (key records are prefixed with 1).
-    static let epochKey: [UInt8] = [0] + Array("epoch".utf8)
-    static func recordKey(_ key: [UInt8]) -> [UInt8] { [1] + key }
+    public static let epochKey: [UInt8] = [0] + Array("epoch".utf8)
+    /// Storage key of `key`'s Paxos record.
+    public static func recordKey(_ key: [UInt8]) -> [UInt8] { [1] + key }
 
-    /// Starts the node: reads the epoch, bumps it and syncs it before anything else can happen, so
-    /// no round used before the restart is used again.
-    public init(
+    /// Starts the node with the same three replicas for every key: reads the epoch, bumps it and
+    /// syncs it before anything else can happen, so no round used before the restart is used again.
+    public convenience init(
         id: NodeID, replicas: [NodeID], storage: any ReplicaStorage, config: PaxosConfig, seed: UInt64
     )
         throws
     {
         precondition(replicas.count == 3 && replicas.contains(id), "three replicas, this node among them")
+        try self.init(
+            id: id, placement: FixedPlacement(replicas), storage: storage, config: config, seed: seed)
+    }
+
+    /// Starts the node with a per-key placement and lazy loading from `storage` (epoch bumped and
+    /// synced first, as above).
+    public init(
+        id: NodeID, placement: any ReplicaPlacement, storage: any ReplicaStorage, config: PaxosConfig,
+        seed: UInt64
+    ) throws {
         self.id = id
-        self.replicas = replicas
+        self.placement = placement
+        self.replicas = (placement as? FixedPlacement)?.nodes ?? []
         self.storage = storage
-        var epoch: UInt32 = 0
-        if case .state(let b) = try storage.load(Self.epochKey) {
-            guard let e = PaxosCodec.decodeEpoch(b) else { throw ReplicaNodeError.epochDamaged }
-            epoch = e
-        }
+        var loaded = LoadResult.absent
+        loaded = try storage.load(Self.epochKey)
+        var epoch = try Self.storedEpoch(loaded)
         if config.mutant != .noEpochOnRestart || epoch == 0 {
             epoch += 1
             try storage.write([(Self.epochKey, PaxosCodec.encodeEpoch(epoch))])
@@ -103,22 +207,86 @@ public final class ReplicaNode {
             me: id, now: 0, ballots: BallotClock(epoch: epoch), rng: SplitMix64(seed: seed), config: config)
     }
 
+    /// Starts a node whose IO the caller does asynchronously (the server): `epoch` must already be
+    /// durable (see `nextEpoch(after:)`); keys are `install`ed before use; batches go through
+    /// `beginFlush`/`finishFlush` only.
+    public init(id: NodeID, placement: any ReplicaPlacement, epoch: UInt32, config: PaxosConfig, seed: UInt64)
+    {
+        precondition(epoch > 0, "the epoch starts at 1")
+        self.id = id
+        self.placement = placement
+        self.replicas = (placement as? FixedPlacement)?.nodes ?? []
+        self.storage = nil
+        ctx = NodeContext(
+            me: id, now: 0, ballots: BallotClock(epoch: epoch), rng: SplitMix64(seed: seed), config: config)
+    }
+
+    /// The epoch in a loaded epoch record (0 = none yet).
+    static func storedEpoch(_ loaded: LoadResult) throws(ReplicaNodeError) -> UInt32 {
+        switch loaded {
+        case .absent: return 0
+        case .damaged: throw .epochDamaged
+        case .state(let b):
+            guard let e = PaxosCodec.decodeEpoch(b) else { throw .epochDamaged }
+            return e
+        }
+    }
+
+    /// The epoch a starting node runs in, given its stored epoch record, and the record to make
+    /// durable (write and fsync) before the node is created with it.
+    public static func nextEpoch(after loaded: LoadResult) throws(ReplicaNodeError) -> (
+        epoch: UInt32, record: (key: [UInt8], value: [UInt8])
+    ) {
+        let e = try storedEpoch(loaded)
+        guard e < UInt32.max else { throw .epochDamaged }
+        return (e + 1, (epochKey, PaxosCodec.encodeEpoch(e + 1)))
+    }
+
     /// The epoch this incarnation runs in.
     public var epoch: UInt32 { ctx.ballots.epoch }
     /// Current tick.
     public var now: UInt64 { ctx.now }
+    /// Keys in memory.
+    public var keysLoaded: Int { keys.count }
+    /// Keys with timers running (phases, reads, back-off, recovery).
+    public var keysBusy: Int { busy.count }
 
-    /// The replica of `key` (loaded from storage on first use).
-    func replica(_ key: [UInt8]) -> KeyReplica {
-        if let r = keys[key] { return r }
+    /// True when this node is one of `key`'s three replicas.
+    public func isReplica(of key: [UInt8]) -> Bool { placement.replicas(for: key).contains(id) }
+
+    /// True when `key`'s state is in memory (no storage read needed to use it).
+    public func isLoaded(_ key: [UInt8]) -> Bool { keys[key] != nil }
+
+    /// Puts `key`'s record, read by the caller from storage, in memory. Ignored when the key is
+    /// already loaded (memory is newer than any record read meanwhile).
+    ///
+    /// The caller must not let two reads of one key race with a use of it: issue one read per key
+    /// at a time, and install it before the key is used.
+    public func install(_ key: [UInt8], _ record: LoadResult) {
+        guard keys[key] == nil else { return }
+        keys[key] = makeReplica(key, record)
+    }
+
+    private func makeReplica(_ key: [UInt8], _ record: LoadResult) -> KeyReplica {
         let loaded: LoadedKey
-        switch (try? storage.load(Self.recordKey(key))) ?? .damaged {
+        switch record {
         case .absent: loaded = .absent
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
-        let r = KeyReplica(
-            key: key, me: id, peers: replicas.filter { $0 != id }, loaded: loaded, mutant: ctx.config.mutant)
+        let all = placement.replicas(for: key)
+        precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
+        stats.keyLoads += 1
+        clock.append(key)
+        return KeyReplica(
+            key: key, me: id, peers: all.filter { $0 != id }, loaded: loaded, mutant: ctx.config.mutant)
+    }
+
+    /// The replica of `key` (loaded from storage on first use).
+    func replica(_ key: [UInt8]) -> KeyReplica {
+        if let r = keys[key] { return r }
+        guard let storage else { preconditionFailure("key used before install on a node without storage") }
+        let r = makeReplica(key, (try? storage.load(Self.recordKey(key))) ?? .damaged)
         keys[key] = r
         return r
     }
@@ -128,6 +296,7 @@ public final class ReplicaNode {
 
     private func apply(_ key: [UInt8], _ body: (inout KeyReplica, inout NodeContext) -> Effects) {
         if keys[key] == nil { keys[key] = replica(key) }
+        if keysLoadedMax != Int.max { referenced.insert(key) }
         // Mutated in place: copying the replica out and back would copy its queues every step.
         let fx = body(&keys[key]!, &ctx)
         let r = keys[key]!
@@ -136,6 +305,10 @@ public final class ReplicaNode {
             dirty.append(key)
         }
         if fx.mustSync { mustSync = true }
+        if fx.mergedOps > 0 {
+            stats.instancesProposed += 1
+            stats.opsMerged += fx.mergedOps
+        }
         for m in fx.messages { outbox.append((m.to, FrameItem(key: key, message: m.message))) }
         replies += fx.replies
         if r.isBusy, !busySet.contains(key) {
@@ -144,19 +317,25 @@ public final class ReplicaNode {
         }
     }
 
-    /// Queues a frame's messages from a peer.
+    /// Queues a frame's messages from a peer. Items about keys this node does not replicate are
+    /// dropped (counted in `stats.misrouted`).
     public func receive(_ frame: Frame) {
+        let fixed = placement is FixedPlacement
         for item in frame.items {
+            if !fixed && !isReplica(of: item.key) {
+                stats.misrouted += 1
+                continue
+            }
             apply(item.key) { r, c in r.step(item.message, from: frame.from, ctx: &c) }
         }
     }
 
-    /// Queues a client write; the reply carries `tag`.
+    /// Queues a client write; the reply carries `tag`. This node must be a replica of `key`.
     public func propose(key: [UInt8], _ op: Operation, id rid: RequestID, tag: UInt64) {
         apply(key) { r, c in r.propose(op, id: rid, tag: tag, ctx: &c) }
     }
 
-    /// Queues a client read; the reply carries `tag`.
+    /// Queues a client read; the reply carries `tag`. This node must be a replica of `key`.
     public func read(key: [UInt8], staleOK: Bool = false, tag: UInt64) {
         apply(key) { r, c in r.read(staleOK: staleOK, tag: tag, ctx: &c) }
     }
@@ -164,7 +343,7 @@ public final class ReplicaNode {
     /// Advances time by one tick for every key with running timers.
     public func tick() throws {
         ctx.now += 1
-        if !deferred.isEmpty {
+        if !deferred.isEmpty, let storage {
             // The mutant's late persist.
             try storage.write(deferred)
             try storage.sync()
@@ -176,48 +355,104 @@ public final class ReplicaNode {
         for k in keysNow { apply(k) { r, c in r.tick(ctx: &c) } }
     }
 
+    /// Takes everything queued as one batch: the records to write and the messages and replies
+    /// that must wait for them. At most one batch may be in flight.
+    public func beginFlush() -> PreparedFlush {
+        precondition(inFlight == nil, "a batch is already in flight: finish it first")
+        serial += 1
+        inFlight = serial
+        var records: [(key: [UInt8], value: [UInt8])] = []
+        var sync = mustSync
+        if ctx.ballots.epochDirty {
+            records.append((Self.epochKey, PaxosCodec.encodeEpoch(ctx.ballots.epoch)))
+            ctx.ballots.epochDirty = false
+            sync = true
+        }
+        for k in dirty { records.append((Self.recordKey(k), PaxosCodec.encode(keys[k]!.state))) }
+        let written = dirty
+        dirty = []
+        dirtySet = []
+        mustSync = false
+        var perPeer: [NodeID: [FrameItem]] = [:]
+        var peerOrder: [NodeID] = []
+        var selfItems: [FrameItem] = []
+        for (to, item) in outbox {
+            if to == id {
+                selfItems.append(item)
+            } else {
+                if perPeer[to] == nil { peerOrder.append(to) }
+                perPeer[to, default: []].append(item)
+            }
+        }
+        outbox = []
+        let held = replies
+        replies = []
+        let frames = peerOrder.map { Frame(from: id, to: $0, items: perPeer[$0]!) }
+        if !(records.isEmpty && frames.isEmpty && held.isEmpty && selfItems.isEmpty) {
+            stats.flushes += 1
+            if !records.isEmpty { stats.writes += 1 }
+            if sync && !records.isEmpty { stats.syncs += 1 }
+            stats.records += records.count
+        }
+        return PreparedFlush(
+            records: records, mustSync: sync && !records.isEmpty, serial: serial, frames: frames,
+            replies: held, selfItems: selfItems, keys: written)
+    }
+
+    /// Releases a batch whose records are written (and durable, if it said `mustSync`): returns its
+    /// frames and replies, feeds the node's messages to itself back in (their effects join the next
+    /// batch), then evicts idle keys beyond `keysLoadedMax`.
+    public func finishFlush(_ flush: PreparedFlush) -> NodeOutput {
+        precondition(inFlight == flush.serial, "finishFlush of a batch that is not in flight")
+        inFlight = nil
+        var out = NodeOutput()
+        out.frames = flush.frames
+        out.replies = flush.replies
+        out.touched = flush.keys
+        stats.frames += flush.frames.count
+        stats.messages += flush.frames.reduce(0) { $0 + $1.items.count }
+        if !flush.selfItems.isEmpty { receive(Frame(from: id, to: id, items: flush.selfItems)) }
+        evictIdle()
+        return out
+    }
+
+    /// True while a batch taken by `beginFlush` waits for `finishFlush`.
+    public var flushInFlight: Bool { inFlight != nil }
+
     /// Persists everything queued (one batch, at most one sync), then releases messages and replies.
     ///
     /// Self-addressed messages are stepped after the sync and their own effects flushed in further
-    /// rounds (bounded; the rest waits for the next flush).
+    /// rounds (bounded; the rest waits for the next flush). Needs a node with storage.
     public func flush() throws -> NodeOutput {
         var out = NodeOutput()
         guard hasWork else { return out }
+        guard let storage else { preconditionFailure("flush() needs a node with storage") }
         var perPeer: [NodeID: [FrameItem]] = [:]
         var peerOrder: [NodeID] = []
         for _ in 0..<8 {
-            var batch: [(key: [UInt8], value: [UInt8])] = []
-            if ctx.ballots.epochDirty {
-                batch.append((Self.epochKey, PaxosCodec.encodeEpoch(ctx.ballots.epoch)))
-                ctx.ballots.epochDirty = false
-                mustSync = true
-            }
-            for k in dirty { batch.append((Self.recordKey(k), PaxosCodec.encode(keys[k]!.state))) }
-            out.touched += dirty
-            if ctx.config.mutant == .replyBeforePersist && !batch.isEmpty {
-                deferred += batch
-            } else if !batch.isEmpty {
-                try storage.write(batch)
-                if mustSync { try storage.sync() }
-            }
-            dirty = []
-            dirtySet = []
-            mustSync = false
-            let sending = outbox
-            outbox = []
-            out.replies += replies
-            replies = []
-            var selfItems: [FrameItem] = []
-            for (to, item) in sending {
-                if to == id {
-                    selfItems.append(item)
-                } else {
-                    if perPeer[to] == nil { peerOrder.append(to) }
-                    perPeer[to, default: []].append(item)
+            let batch = beginFlush()
+            if ctx.config.mutant == .replyBeforePersist && !batch.records.isEmpty {
+                deferred += batch.records
+            } else if !batch.records.isEmpty {
+                do {
+                    try storage.write(batch.records)
+                    if batch.mustSync { try storage.sync() }
+                } catch {
+                    // Nothing of this batch may leave; its records stay dirty-free but its keys'
+                    // memory is ahead of the disk, exactly as after a failed fsync: give up.
+                    inFlight = nil
+                    throw error
                 }
             }
-            if selfItems.isEmpty { break }
-            receive(Frame(from: id, to: id, items: selfItems))
+            let selfCount = batch.selfItems.count
+            let part = finishFlush(batch)
+            out.touched += part.touched
+            out.replies += part.replies
+            for f in part.frames {
+                if perPeer[f.to] == nil { peerOrder.append(f.to) }
+                perPeer[f.to, default: []] += f.items
+            }
+            if selfCount == 0 { break }
         }
         for p in peerOrder { out.frames.append(Frame(from: id, to: p, items: perPeer[p]!)) }
         return out
@@ -226,6 +461,38 @@ public final class ReplicaNode {
     /// True when a flush would do something.
     public var hasWork: Bool {
         !dirty.isEmpty || !outbox.isEmpty || !replies.isEmpty || ctx.ballots.epochDirty
+    }
+
+    /// Evicts idle keys (no timers, nothing queued or unwritten, no message of theirs waiting)
+    /// while more than `keysLoadedMax` are loaded; their state is on disk and reloads on next use.
+    /// Returns how many were evicted.
+    @discardableResult
+    public func evictIdle() -> Int {
+        guard keys.count > keysLoadedMax, inFlight == nil else { return 0 }
+        var waiting = Set<[UInt8]>()
+        for (_, item) in outbox { waiting.insert(item.key) }
+        var evicted = 0
+        var budget = 2 * (clock.count - clockHead)
+        while keys.count > keysLoadedMax && budget > 0 && clockHead < clock.count {
+            budget -= 1
+            let k = clock[clockHead]
+            clockHead += 1
+            guard let r = keys[k] else { continue }
+            if referenced.remove(k) != nil || r.isBusy || r.damaged || dirtySet.contains(k)
+                || waiting.contains(k)
+            {
+                clock.append(k)
+                continue
+            }
+            keys[k] = nil
+            evicted += 1
+        }
+        if clockHead > 1024 && clockHead * 2 > clock.count {
+            clock.removeFirst(clockHead)
+            clockHead = 0
+        }
+        stats.keysEvicted += evicted
+        return evicted
     }
 }
 

@@ -101,8 +101,24 @@ public enum Operation: Sendable, Hashable {
     case incr(Int64)
     /// Set `new` only if the value equals `expected` (`nil` = must be absent).
     case cas(expected: [UInt8]?, new: [UInt8])
-    /// Append bytes; refused (`.tooLarge`) if the result would exceed `maxBytes`.
+    /// Append bytes; the result is the new length (`.number`). Refused (`.tooLarge`) if the result
+    /// would exceed `maxBytes`.
     case append([UInt8], maxBytes: Int)
+    /// Set the value if `condition` holds. The result is `.previous(old)` when `returnOld` (Redis
+    /// `SET … GET`, `GETSET`), else `.swapped(applied)`.
+    case set([UInt8], condition: SetCondition, returnOld: Bool)
+    /// Remove the key; the result says whether it existed (`.existed`), for Redis `DEL`.
+    case remove
+}
+
+/// When `Operation.set` applies.
+public enum SetCondition: UInt8, Sendable, Hashable {
+    /// Always (plain `SET`).
+    case always = 0
+    /// Only if the key is absent (`NX`).
+    case ifAbsent = 1
+    /// Only if the key exists (`XX`).
+    case ifPresent = 2
 }
 
 /// The result of one operation, as decided by the chosen instance that applied it.
@@ -114,6 +130,16 @@ public enum OperationResult: Sendable, Hashable {
     case notANumber
     /// `append` beyond its bound; the value is unchanged.
     case tooLarge
+    /// The value before a `set` with `returnOld` (nil = absent).
+    case previous([UInt8]?)
+    /// A `set` with `returnOld` was applied by an earlier instance, and the previous value it saw
+    /// is no longer remembered (old values are kept only for the instance that applied them, so a
+    /// key's record does not grow with the de-dup window). Only a late retry sees this.
+    case previousForgotten
+    /// Whether `remove` found the key.
+    case existed(Bool)
+    /// `incr` would overflow 64 bits; the value is unchanged.
+    case overflow
 }
 
 /// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
@@ -139,6 +165,17 @@ public struct KeyValue: Sendable, Hashable {
     }
     public static let absent = KeyValue()
 
+    /// A decimal integer as Redis reads one (`string2ll`): an optional minus sign and digits, no
+    /// plus sign, spaces or leading zeros, within 64 bits; nil otherwise.
+    public static func strictInteger(_ b: [UInt8]) -> Int64? {
+        guard !b.isEmpty, b.count <= 20 else { return nil }
+        let negative = b[0] == UInt8(ascii: "-")
+        let digits = negative ? b.dropFirst() : b[...]
+        guard let first = digits.first, digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        if first == UInt8(ascii: "0") && (digits.count > 1 || negative) { return nil }
+        return Int64(String(decoding: b, as: UTF8.self))
+    }
+
     /// The result recorded for `id`, if it was applied within the de-dup window.
     public func result(for id: RequestID) -> OperationResult? {
         recent.last(where: { $0.id == id })?.result
@@ -147,6 +184,13 @@ public struct KeyValue: Sendable, Hashable {
     /// Applies `ops` in order; each caller's result is recorded in `recent` (capped at `window`).
     public func applying(_ ops: [(Operation, RequestID)], window: Int) -> KeyValue {
         var next = self
+        // Old values returned by earlier instances are forgotten: keeping up to `window` whole
+        // values in every record (and every Accept) would multiply the key's size.
+        for k in next.recent.indices {
+            if case .previous(let old) = next.recent[k].result, old != nil {
+                next.recent[k].result = .previousForgotten
+            }
+        }
         for (op, id) in ops {
             if next.result(for: id) != nil { continue }
             let result: OperationResult
@@ -160,14 +204,18 @@ public struct KeyValue: Sendable, Hashable {
             case .incr(let d):
                 let current: Int64?
                 if let b = next.bytes {
-                    current = Int64(String(decoding: b, as: UTF8.self))
+                    current = KeyValue.strictInteger(b)
                 } else {
                     current = 0
                 }
                 if let c = current {
-                    let (sum, _) = c.addingReportingOverflow(d)
-                    next.bytes = Array(String(sum).utf8)
-                    result = .number(sum)
+                    let (sum, overflow) = c.addingReportingOverflow(d)
+                    if overflow {
+                        result = .overflow
+                    } else {
+                        next.bytes = Array(String(sum).utf8)
+                        result = .number(sum)
+                    }
                 } else {
                     result = .notANumber
                 }
@@ -184,12 +232,29 @@ public struct KeyValue: Sendable, Hashable {
                     result = .tooLarge
                 } else {
                     next.bytes = cur + b
-                    result = .ok
+                    result = .number(Int64(cur.count + b.count))
                 }
+            case .set(let b, let condition, let returnOld):
+                let old = next.bytes
+                let applies: Bool
+                switch condition {
+                case .always: applies = true
+                case .ifAbsent: applies = old == nil
+                case .ifPresent: applies = old != nil
+                }
+                if applies { next.bytes = b }
+                result = returnOld ? .previous(old) : .swapped(applies)
+            case .remove:
+                result = .existed(next.bytes != nil)
+                next.bytes = nil
             }
             next.recent.append(AppliedRequest(id: id, result: result))
         }
-        if next.recent.count > window { next.recent.removeFirst(next.recent.count - window) }
+        // Never trim the requests this instance applied: the proposer answers each merged op from
+        // `recent`, and an op missing there is re-queued and applied AGAIN (found by a test with
+        // mergeMax 64 > window 32: 48 increments gave 64).
+        let keep = max(window, ops.count)
+        if next.recent.count > keep { next.recent.removeFirst(next.recent.count - keep) }
         return next
     }
 }
@@ -290,6 +355,8 @@ public struct Effects: Sendable {
     public var mustSync = false
     public var messages: [Outgoing] = []
     public var replies: [ClientReply] = []
+    /// Client writes merged into an instance this step proposed (0 = none proposed); statistics.
+    public var mergedOps = 0
     public init() {}
     public var isEmpty: Bool { persist == nil && messages.isEmpty && replies.isEmpty }
 }
@@ -324,6 +391,9 @@ public struct PaxosConfig: Sendable, Hashable {
     public var pendingMax = 256
     /// Writes merged into one instance.
     public var mergeMax = 64
+    /// Payload bytes (written values, plus the current value for each op that returns it) merged
+    /// into one instance, at least one op always: bounds the size of one Accept.
+    public var mergeBytesMax = 8 << 20
     /// De-dup window: applied request ids remembered per key.
     public var dedupWindow = 32
     /// Read attempts (ReadCheck rounds) before a read fails.
@@ -340,11 +410,24 @@ public struct NodeContext: Sendable {
     public var ballots: BallotClock
     public var rng: SplitMix64
     public var config: PaxosConfig
+    /// Read nonces handed out by this incarnation (see `nextNonce`).
+    public var noncesIssued: UInt64 = 0
     public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
         self.me = me
         self.now = now
         self.ballots = ballots
         self.rng = rng
         self.config = config
+    }
+}
+
+extension NodeContext {
+    /// A read nonce unique for this node across keys, evictions and restarts: the epoch (bumped
+    /// at every start) in the high bits, a counter below. A nonce reused after a key was evicted
+    /// and reloaded (or after a restart) could match a delayed `readState` sent for an older read,
+    /// and answer a new read from a stale snapshot.
+    public mutating func nextNonce() -> UInt64 {
+        noncesIssued += 1
+        return UInt64(ballots.epoch) << 40 | (noncesIssued & 0xFF_FFFF_FFFF)
     }
 }

@@ -521,7 +521,7 @@ public final class Simulation {
             case .ok: finish(c, .ok)
             case .number(let n): finish(c, .number(n))
             case .swapped(let b): finish(c, .swapped(b))
-            case .notANumber, .tooLarge:
+            case .notANumber, .tooLarge, .previous, .previousForgotten, .existed, .overflow:
                 violations.append(
                     violation(check: "workload", key: f.key, detail: "unexpected result \(res)"))
                 finish(c, .unknown)

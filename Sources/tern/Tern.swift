@@ -12,5 +12,6 @@ struct Tern: AsyncParsableCommand {
 
 /// Every subcommand, in the order `tern --help` lists them.
 let ternSubcommands: [any ParsableCommand.Type] = [
-    SimCommand.self, CheckCommand.self, RingCommand.self, BenchCommand.self,
+    SimCommand.self, CheckCommand.self, RingCommand.self, BenchCommand.self, ServerCommand.self,
+    DevCommand.self,
 ]

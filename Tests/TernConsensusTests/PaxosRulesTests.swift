@@ -274,7 +274,8 @@ import Testing
                 (.incr(1), rid(5)),
             ], window: 8)
         #expect(v.bytes == bytes("abc"))
-        #expect(v.recent.map(\.result) == [.swapped(true), .swapped(false), .ok, .tooLarge, .notANumber])
+        #expect(
+            v.recent.map(\.result) == [.swapped(true), .swapped(false), .number(3), .tooLarge, .notANumber])
         let w = v.applying([(.delete, rid(6))], window: 2)
         #expect(w.bytes == nil)
         #expect(w.recent.count == 2)

@@ -1,0 +1,338 @@
+import TernConsensus
+import TernRESP
+
+/// Per-connection state the commands see.
+public struct Session: Sendable, Hashable {
+    public var version: RESPVersion = .v2
+    public var authenticated: Bool
+    public var name: String?
+    public init(authenticated: Bool) { self.authenticated = authenticated }
+}
+
+/// What to do with one command.
+public enum CommandPlan: Sendable {
+    /// Answer at once.
+    case reply(RESPValue)
+    /// Answer, then close the connection (QUIT).
+    case replyAndClose(RESPValue)
+    /// Run these key requests (concurrently), then build the answer from their replies, in order.
+    case requests([(key: [UInt8], request: KeyRequest)], @Sendable ([NodeReply]) -> RESPValue)
+}
+
+/// The Redis commands Tern speaks: parsing, arity and option checks, and the replies, with Redis's
+/// own error wording. Pure: no IO; the front end runs the plans.
+public struct CommandProcessor: Sendable {
+    /// The AUTH password, if clients must authenticate.
+    public var password: String?
+    /// Largest value a write may produce (APPEND) or carry.
+    public var maxValueBytes: Int
+    /// Text of INFO's server section.
+    public var info: @Sendable () -> String
+
+    public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
+        self.password = password
+        self.maxValueBytes = maxValueBytes
+        self.info = info
+    }
+
+    // MARK: - Errors (Redis wording)
+
+    static func err(_ text: String) -> RESPValue { .error("ERR " + text) }
+    static let syntax = err("syntax error")
+    static let notInteger = err("value is not an integer or out of range")
+    static let overflow = err("increment or decrement would overflow")
+    static let noAuth = RESPValue.error("NOAUTH Authentication required.")
+    static let tooLarge = err("string exceeds maximum allowed size (proto-max-bulk-len)")
+    static func arity(_ name: String) -> RESPValue { err("wrong number of arguments for '\(name)' command") }
+
+    /// The error for a failed request (documented in docs/SERVER.md).
+    static func failure(_ r: NodeReply, write: Bool) -> RESPValue {
+        switch r {
+        case .notApplied:
+            return write
+                ? .error("NOQUORUM write not applied: fewer than 2 of 3 campuses reachable")
+                : .error("NOQUORUM read not served: fewer than 2 of 3 campuses reachable")
+        case .unknown:
+            return .error(
+                "NOQUORUM write not acknowledged: fewer than 2 of 3 campuses reachable; "
+                    + "it may or may not have been applied")
+        case .unavailable(let why):
+            return .error("UNAVAILABLE \(why)")
+        case .done(let r):
+            return err("unexpected result \(r)")
+        case .value:
+            return err("unexpected value")
+        }
+    }
+
+    static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
+        let name = String(decoding: args[0].prefix(128), as: UTF8.self)
+        var text = "unknown command '\(name)', with args beginning with: "
+        for a in args.dropFirst() { text += "'\(String(decoding: a.prefix(128), as: UTF8.self))' " }
+        return err(text)
+    }
+
+    // MARK: - Dispatch
+
+    /// The plan for `command` in `session` (which HELLO, AUTH and SELECT may change).
+    public func plan(_ command: RESPCommand, session: inout Session) -> CommandPlan {
+        let args = command.args
+        guard let first = args.first else { return .reply(Self.err("empty command")) }
+        let name = String(decoding: first, as: UTF8.self).lowercased()
+        if command.oversized {
+            return .reply(Self.err("value too large (the largest accepted is \(maxValueBytes) bytes)"))
+        }
+        if !session.authenticated && !["auth", "hello", "quit"].contains(name) {
+            return .reply(Self.noAuth)
+        }
+        let n = args.count
+        switch name {
+        case "ping":
+            guard n <= 2 else { return .reply(Self.arity(name)) }
+            return .reply(n == 2 ? .bulkString(args[1]) : .simpleString("PONG"))
+        case "echo":
+            guard n == 2 else { return .reply(Self.arity(name)) }
+            return .reply(.bulkString(args[1]))
+        case "quit":
+            return .replyAndClose(.ok)
+        case "auth":
+            guard n == 2 || n == 3 else { return .reply(Self.arity(name)) }
+            return .reply(auth(args.dropFirst().map { String(decoding: $0, as: UTF8.self) }, &session))
+        case "hello":
+            return .reply(hello(Array(args.dropFirst()), &session))
+        case "select":
+            guard n == 2 else { return .reply(Self.arity(name)) }
+            guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
+            return .reply(db == 0 ? .ok : Self.err("DB index is out of range"))
+        case "info":
+            return .reply(.verbatim(info()))
+        case "command":
+            // Enough for redis-cli and redis-benchmark to start: no command table, no docs.
+            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "count" {
+                return .reply(.integer(Int64(Self.commandNames.count)))
+            }
+            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "docs" {
+                return .reply(.map([]))
+            }
+            return .reply(.array([]))
+        case "config":
+            // redis-benchmark asks CONFIG GET save/appendonly; there is nothing to configure here.
+            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "get" {
+                return .reply(.map([]))
+            }
+            return .reply(Self.err("CONFIG is not supported"))
+        case "client":
+            if n >= 2, ["setname", "setinfo"].contains(String(decoding: args[1], as: UTF8.self).lowercased())
+            {
+                return .reply(.ok)
+            }
+            return .reply(Self.err("CLIENT subcommand not supported"))
+        case "get":
+            guard n == 2 else { return .reply(Self.arity(name)) }
+            return read(args[1]) { .bulkString($0) }
+        case "strlen":
+            guard n == 2 else { return .reply(Self.arity(name)) }
+            return read(args[1]) { .integer(Int64($0?.count ?? 0)) }
+        case "exists":
+            guard n >= 2 else { return .reply(Self.arity(name)) }
+            return .requests(args.dropFirst().map { ($0, .read) }) { replies in
+                var count: Int64 = 0
+                for r in replies {
+                    guard case .value(let v) = r else { return Self.failure(r, write: false) }
+                    if v != nil { count += 1 }
+                }
+                return .integer(count)
+            }
+        case "mget":
+            guard n >= 2 else { return .reply(Self.arity(name)) }
+            return .requests(args.dropFirst().map { ($0, .read) }) { replies in
+                var out: [RESPValue] = []
+                for r in replies {
+                    guard case .value(let v) = r else { return Self.failure(r, write: false) }
+                    out.append(.bulkString(v))
+                }
+                return .array(out)
+            }
+        case "set":
+            guard n >= 3 else { return .reply(Self.arity(name)) }
+            return set(args)
+        case "getset":
+            guard n == 3 else { return .reply(Self.arity(name)) }
+            return write(args[1], .set(args[2], condition: .always, returnOld: true)) { result in
+                switch result {
+                case .previous(let old): .bulkString(old)
+                case .previousForgotten: Self.forgotten
+                default: Self.err("unexpected result \(result)")
+                }
+            }
+        case "mset":
+            guard n >= 3, n % 2 == 1 else { return .reply(Self.arity(name)) }
+            var reqs: [(key: [UInt8], request: KeyRequest)] = []
+            var k = 1
+            while k < n {
+                reqs.append((args[k], .write(.set(args[k + 1], condition: .always, returnOld: false))))
+                k += 2
+            }
+            return .requests(reqs) { replies in
+                for r in replies {
+                    guard case .done = r else { return Self.failure(r, write: true) }
+                }
+                return .ok
+            }
+        case "del":
+            guard n >= 2 else { return .reply(Self.arity(name)) }
+            return .requests(args.dropFirst().map { ($0, .write(.remove)) }) { replies in
+                var count: Int64 = 0
+                for r in replies {
+                    guard case .done(let res) = r else { return Self.failure(r, write: true) }
+                    if res == .existed(true) { count += 1 }
+                }
+                return .integer(count)
+            }
+        case "incr", "decr":
+            guard n == 2 else { return .reply(Self.arity(name)) }
+            return incr(args[1], by: name == "incr" ? 1 : -1)
+        case "incrby", "decrby":
+            guard n == 3 else { return .reply(Self.arity(name)) }
+            guard let d = KeyValue.strictInteger(args[2]) else { return .reply(Self.notInteger) }
+            if name == "decrby" {
+                guard d != .min else { return .reply(Self.err("decrement would overflow")) }
+                return incr(args[1], by: -d)
+            }
+            return incr(args[1], by: d)
+        case "append":
+            guard n == 3 else { return .reply(Self.arity(name)) }
+            return write(args[1], .append(args[2], maxBytes: maxValueBytes)) { result in
+                switch result {
+                case .number(let len): .integer(len)
+                case .tooLarge: Self.tooLarge
+                default: Self.err("unexpected result \(result)")
+                }
+            }
+        default:
+            return .reply(Self.unknownCommand(args))
+        }
+    }
+
+    /// Names this server answers (COMMAND COUNT).
+    static let commandNames = [
+        "ping", "echo", "quit", "auth", "hello", "select", "info", "command", "config", "client", "get",
+        "strlen",
+        "exists", "mget", "set", "getset", "mset", "del", "incr", "decr", "incrby", "decrby", "append",
+    ]
+
+    static let forgotten = err("the write was applied, but the old value it returned is no longer known")
+
+    private func read(_ key: [UInt8], _ body: @escaping @Sendable ([UInt8]?) -> RESPValue) -> CommandPlan {
+        .requests([(key, .read)]) { replies in
+            guard case .value(let v) = replies[0] else { return Self.failure(replies[0], write: false) }
+            return body(v)
+        }
+    }
+
+    private func write(
+        _ key: [UInt8], _ op: Operation, _ body: @escaping @Sendable (OperationResult) -> RESPValue
+    )
+        -> CommandPlan
+    {
+        .requests([(key, .write(op))]) { replies in
+            guard case .done(let r) = replies[0] else { return Self.failure(replies[0], write: true) }
+            return body(r)
+        }
+    }
+
+    private func incr(_ key: [UInt8], by d: Int64) -> CommandPlan {
+        write(key, .incr(d)) { result in
+            switch result {
+            case .number(let v): .integer(v)
+            case .notANumber: Self.notInteger
+            case .overflow: Self.overflow
+            default: Self.err("unexpected result \(result)")
+            }
+        }
+    }
+
+    /// SET key value [NX | XX] [GET] [KEEPTTL]; EX/PX/EXAT/PXAT are refused (no expiry yet).
+    private func set(_ args: [[UInt8]]) -> CommandPlan {
+        var condition = SetCondition.always
+        var get = false
+        for raw in args.dropFirst(3) {
+            switch String(decoding: raw, as: UTF8.self).uppercased() {
+            case "NX":
+                guard condition == .always else { return .reply(Self.syntax) }
+                condition = .ifAbsent
+            case "XX":
+                guard condition == .always else { return .reply(Self.syntax) }
+                condition = .ifPresent
+            case "GET": get = true
+            case "KEEPTTL": break
+            case "EX", "PX", "EXAT", "PXAT": return .reply(Self.err("EX/PX not supported yet"))
+            default: return .reply(Self.syntax)
+            }
+        }
+        return write(args[1], .set(args[2], condition: condition, returnOld: get)) { result in
+            switch result {
+            case .swapped(true): .ok
+            case .swapped(false): .bulkString(nil)
+            case .previous(let old): .bulkString(old)
+            case .previousForgotten: Self.forgotten
+            default: Self.err("unexpected result \(result)")
+            }
+        }
+    }
+
+    private func auth(_ args: [String], _ session: inout Session) -> RESPValue {
+        guard let password else {
+            return Self.err(
+                "AUTH <password> called without any password configured for the default user. "
+                    + "Are you sure your configuration is correct?")
+        }
+        let (user, pass) = args.count == 2 ? (args[0], args[1]) : ("default", args[0])
+        guard user == "default", pass == password else {
+            return .error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+        session.authenticated = true
+        return .ok
+    }
+
+    /// HELLO [protover [AUTH username password] [SETNAME name]].
+    private func hello(_ args: [[UInt8]], _ session: inout Session) -> RESPValue {
+        var version = session.version
+        var i = 0
+        if let first = args.first {
+            guard let v = KeyValue.strictInteger(first) else {
+                return Self.err("Protocol version is not an integer or out of range")
+            }
+            guard v == 2 || v == 3 else { return .error("NOPROTO unsupported protocol version") }
+            version = v == 3 ? .v3 : .v2
+            i = 1
+        }
+        var next = session
+        while i < args.count {
+            let opt = String(decoding: args[i], as: UTF8.self).uppercased()
+            if opt == "AUTH", i + 2 < args.count {
+                let r = auth(
+                    [
+                        String(decoding: args[i + 1], as: UTF8.self),
+                        String(decoding: args[i + 2], as: UTF8.self),
+                    ], &next)
+                if case .error = r { return r }
+                i += 3
+            } else if opt == "SETNAME", i + 1 < args.count {
+                next.name = String(decoding: args[i + 1], as: UTF8.self)
+                i += 2
+            } else {
+                return Self.err("Syntax error in HELLO option '\(opt.lowercased())'")
+            }
+        }
+        guard next.authenticated else { return Self.noAuth }
+        next.version = version
+        session = next
+        return .map([
+            .bulkString("server"), .bulkString("tern"), .bulkString("version"), .bulkString("7.0.0"),
+            .bulkString("proto"), .integer(version == .v3 ? 3 : 2), .bulkString("id"), .integer(1),
+            .bulkString("mode"), .bulkString("standalone"), .bulkString("role"), .bulkString("master"),
+            .bulkString("modules"), .array([]),
+        ])
+    }
+}

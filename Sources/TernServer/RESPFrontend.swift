@@ -1,0 +1,179 @@
+import Logging
+import NIOCore
+import NIOPosix
+import TernRESP
+
+/// The Redis-protocol listener: one `RESPConnectionHandler` per client connection.
+public final class RESPFrontend: Sendable {
+    let channel: any Channel
+
+    /// The bound port.
+    public var port: Int { channel.localAddress?.port ?? 0 }
+
+    /// Listens on `host:port` and serves every connection through `node`.
+    public static func start(
+        host: String, port: Int, node: Node, processor: CommandProcessor, group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> RESPFrontend {
+        let limits = RESPLimits(maxBulkBytes: processor.maxValueBytes)
+        let authenticated = processor.password == nil
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RESPConnectionHandler(
+                            node: node, processor: processor, session: Session(authenticated: authenticated),
+                            logger: logger))
+                }
+            }
+            .bind(host: host, port: port).get()
+        logger.info("RESP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
+        return RESPFrontend(channel: channel)
+    }
+
+    init(channel: any Channel) { self.channel = channel }
+
+    /// Stops accepting connections (open connections finish what they have).
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// One client connection: decodes commands, runs them (concurrently, keys on any replica) and
+/// writes the replies **in command order**, whatever order they complete in (pipelining).
+///
+/// Back-pressure: at most `unansweredMax` commands wait for replies; beyond that the connection
+/// stops reading until replies drain.
+final class RESPConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = RESPCommand
+    typealias OutboundOut = ByteBuffer
+
+    static let unansweredMax = 4096
+
+    let node: Node
+    let processor: CommandProcessor
+    var session: Session
+    let logger: Logger
+    /// Sequence number of the next command, and of the first reply not yet written.
+    var nextSeq: UInt64 = 0
+    var headSeq: UInt64 = 0
+    /// Encoded replies that are ready but wait for earlier ones.
+    var ready: [UInt64: ByteBuffer] = [:]
+    /// Close after writing the reply with this sequence number.
+    var closeAfter: UInt64?
+    var readingPaused = false
+    /// Per key, the last request of this connection still running: the next one on that key waits
+    /// for it (a connection's commands on one key take effect in the order they were sent, as in
+    /// Redis; commands on different keys run concurrently).
+    var keyTail: [[UInt8]: (id: UInt64, done: EventLoopFuture<NodeReply>)] = [:]
+    var requestIDs: UInt64 = 0
+
+    init(node: Node, processor: CommandProcessor, session: Session, logger: Logger) {
+        self.node = node
+        self.processor = processor
+        self.session = session
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let command = unwrapInboundIn(data)
+        guard closeAfter == nil else { return }
+        let seq = nextSeq
+        nextSeq += 1
+        let plan = processor.plan(command, session: &session)
+        let version = session.version
+        switch plan {
+        case .reply(let v):
+            fill(seq, v, version, context: context)
+        case .replyAndClose(let v):
+            closeAfter = seq
+            fill(seq, v, version, context: context)
+        case .requests(let reqs, let build):
+            let futures = reqs.map { execute($0.key, $0.request, context: context) }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            EventLoopFuture.whenAllComplete(futures, on: context.eventLoop).whenSuccess { results in
+                let replies = results.map { r -> NodeReply in
+                    switch r {
+                    case .success(let v): v
+                    case .failure: .unavailable("node stopped")
+                    }
+                }
+                let (handler, context) = loopBound.value
+                handler.fill(seq, build(replies), version, context: context)
+            }
+        }
+        if nextSeq - headSeq >= Self.unansweredMax && !readingPaused {
+            readingPaused = true
+            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        }
+    }
+
+    /// Runs `request` on `key` after this connection's previous request on `key` (if any).
+    func execute(_ key: [UInt8], _ request: KeyRequest, context: ChannelHandlerContext) -> EventLoopFuture<
+        NodeReply
+    > {
+        requestIDs += 1
+        let id = requestIDs
+        let loop = context.eventLoop
+        let node = self.node
+        let future: EventLoopFuture<NodeReply>
+        if let previous = keyTail[key] {
+            let promise = loop.makePromise(of: NodeReply.self)
+            previous.done.whenComplete { _ in
+                promise.completeWith(node.execute(key: key, request).hop(to: loop))
+            }
+            future = promise.futureResult
+        } else {
+            future = node.execute(key: key, request).hop(to: loop)
+        }
+        keyTail[key] = (id, future)
+        let loopBound = NIOLoopBound(self, eventLoop: loop)
+        future.whenComplete { _ in
+            let handler = loopBound.value
+            if handler.keyTail[key]?.id == id { handler.keyTail[key] = nil }
+        }
+        return future
+    }
+
+    func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        RESPEncoder.encode(value, version: version, into: &buffer)
+        ready[seq] = buffer
+        var wrote = false
+        while let b = ready.removeValue(forKey: headSeq) {
+            context.write(wrapOutboundOut(b), promise: nil)
+            wrote = true
+            if closeAfter == headSeq {
+                headSeq += 1
+                let channel = context.channel
+                context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { _ in channel.close(promise: nil) }
+                return
+            }
+            headSeq += 1
+        }
+        if wrote { context.flush() }
+        if readingPaused && nextSeq - headSeq < Self.unansweredMax / 2 {
+            readingPaused = false
+            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+            context.read()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard closeAfter == nil else { return }
+        if let e = error as? RESPProtocolError {
+            // Garbage: answer after the replies already owed, then close this connection only.
+            let seq = nextSeq
+            nextSeq += 1
+            closeAfter = seq
+            fill(seq, .error("ERR Protocol error: \(e.message)"), session.version, context: context)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TernConsensus
+import TernCore
+import TernPlacement
+import TernStorage
+import TernTransport
+
+/// The transport as the node's peer link.
+struct TransportLink: PeerLink {
+    let transport: PeerTransport
+    func send(_ message: ByteBuffer, to peer: NodeID) { transport.send(message, to: peer) }
+}
+
+/// A whole `tern server` process: storage, the node, the peer transport, the RESP listener and the
+/// admin endpoint. A ServiceLifecycle `Service`: `run()` returns after a graceful shutdown
+/// (SIGTERM/SIGINT): stop accepting clients, finish requests in flight, last batch durable and the
+/// store closed (final fsync), then the transport and the admin endpoint stop.
+public final class TernServerProcess: Service, AdminBackend {
+    public let node: Node
+    let transport: PeerTransport
+    let resp: RESPFrontend
+    let config: ServerConfig
+    let logger: Logger
+
+    /// Ports actually bound (the map's, or random ones when the map says port 0 in tests).
+    public var clientPort: Int { resp.port }
+    public var adminPort: Int { admin.port }
+
+    /// Opens the store under `dataDirectory`, starts the node, the transport, the RESP listener and
+    /// the admin endpoint at the addresses the map gives node `id`.
+    public static func start(
+        map: ClusterMap, id: NodeID, dataDirectory: String, config: ServerConfig, group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> TernServerProcess {
+        guard let me = map.node(id) else {
+            throw NodeError("node \(id.rawValue) is not in the cluster map \"\(map.name)\"")
+        }
+        let store: Store
+        do {
+            store = try Store(directory: dataDirectory, durability: .always)
+        } catch {
+            throw NodeError("cannot open the data directory \(dataDirectory): \(error)")
+        }
+        var options = NodeOptions()
+        options.tick = .milliseconds(Int64(config.tickMilliseconds))
+        options.requestTimeout = .milliseconds(Int64(config.requestTimeoutMilliseconds))
+        options.forwardTimeout = .milliseconds(Int64(config.forwardTimeoutMilliseconds))
+        options.keysLoadedMax = config.keysLoadedMax
+        let node = try await Node.start(
+            id: id, map: map, store: store, link: nil, eventLoop: group.next(), options: options,
+            logger: logger)
+        var peers: [NodeID: PeerAddress] = [:]
+        for n in map.nodes where n.id != id { peers[n.id] = try address(n.peerAddress) }
+        let transportConfig = TransportConfig(
+            clusterName: map.name, me: id, listen: try address(me.peerAddress), peers: peers,
+            secret: config.secret)
+        let transport = PeerTransport(config: transportConfig, group: group, logger: logger) {
+            from, messages in
+            node.receive(from: from, messages)
+        }
+        node.setLink(TransportLink(transport: transport))
+        try await transport.start()
+        let client = try address(me.clientAddress)
+        let processor = CommandProcessor(password: config.password, maxValueBytes: config.maxValueBytes) {
+            "# Server\r\nredis_version:7.0.0\r\ntern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\n"
+                + "tern_cluster:\(map.name)\r\n"
+        }
+        let resp = try await RESPFrontend.start(
+            host: client.host, port: client.port, node: node, processor: processor, group: group,
+            logger: logger)
+        let adminAddress = try address(me.adminAddress)
+        let process = TernServerProcess(
+            node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger)
+        let admin = try await AdminServer.start(
+            host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
+            logger: logger)
+        process.adminBox.withLockedValue { $0 = admin }
+        return process
+    }
+
+    let adminBox = NIOLockedValueBox<AdminServer?>(nil)
+    var backendProxy: BackendProxy { BackendProxy(process: self) }
+
+    init(
+        node: Node, transport: PeerTransport, resp: RESPFrontend, admin: AdminServer?, config: ServerConfig,
+        logger: Logger
+    ) {
+        self.node = node
+        self.transport = transport
+        self.resp = resp
+        self.config = config
+        self.logger = logger
+        adminBox.withLockedValue { $0 = admin }
+    }
+
+    var admin: AdminServer { adminBox.withLockedValue { $0! } }
+
+    static func address(_ text: String) throws -> PeerAddress {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {
+            throw NodeError("bad address \(text)")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return PeerAddress(host: host, port: port)
+    }
+
+    /// Runs until a graceful shutdown is requested, then stops in order.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    /// Stops everything in order (idempotent enough for one call).
+    public func stop() async {
+        logger.info("shutting down")
+        await resp.close()
+        await node.shutdown()
+        await transport.shutdown()
+        await admin.close()
+        logger.info("stopped")
+    }
+
+    // MARK: - AdminBackend
+
+    public func healthy() async -> Bool {
+        await node.status().serving
+    }
+
+    public func statusJSON() async -> String {
+        let s = await node.status()
+        let t = transport.metrics()
+        let peers = t.peers.sorted { $0.key < $1.key }.map { id, p in
+            "{\"node\":\(id.rawValue),\"connected\":\(p.connected),\"fault\":\"\(p.outgoingFault)\"}"
+        }
+        let c = s.consensus
+        let messagesPerWrite = c.writes == 0 ? 0 : Double(c.messages) / Double(c.writes)
+        let opsPerInstance = c.instancesProposed == 0 ? 0 : Double(c.opsMerged) / Double(c.instancesProposed)
+        return """
+            {"node":\(s.node.rawValue),"campus":"\(s.campus)","epoch":\(s.epoch),"peers":[\(peers.joined(separator: ","))],\
+            "peers_connected":\(t.peers.values.filter(\.connected).count),"keys_loaded":\(s.keysLoaded),\
+            "keys_evicted":\(c.keysEvicted),"key_loads":\(c.keyLoads),"flushes":\(c.flushes),"writes":\(c.writes),\
+            "fsyncs":\(s.fsyncs),"records_written":\(c.records),"peer_messages_sent":\(c.messages),\
+            "peer_frames_sent":\(c.frames),"messages_per_write":\(messagesPerWrite),\
+            "instances_proposed":\(c.instancesProposed),"ops_merged":\(c.opsMerged),"ops_per_instance":\(opsPerInstance),\
+            "requests":\(s.requests),"requests_failed":\(s.requestsFailed),"forwarded_out":\(s.forwardedOut),\
+            "forwarded_in":\(s.forwardedIn),"retries":\(s.retries),"in_flight":\(s.inFlight),\
+            "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
+            "transport_messages_per_write":\(t.messagesPerWriteMean)}
+
+            """
+    }
+
+    public func metricsText() async -> String {
+        let s = await node.status()
+        let t = transport.metrics()
+        let c = s.consensus
+        let labels = "node=\"\(s.node.rawValue)\",campus=\"\(s.campus)\""
+        var out = ""
+        func metric(_ name: String, _ type: String, _ help: String, _ value: Double) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name){\(labels)} \(value)\n"
+        }
+        metric("tern_requests_total", "counter", "Client requests served by this node.", Double(s.requests))
+        metric(
+            "tern_requests_failed_total", "counter", "Client requests that ended in an error.",
+            Double(s.requestsFailed))
+        metric("tern_requests_in_flight", "gauge", "Client requests waiting.", Double(s.inFlight))
+        metric(
+            "tern_forwarded_out_total", "counter", "Requests forwarded to another replica.",
+            Double(s.forwardedOut))
+        metric(
+            "tern_forwarded_in_total", "counter", "Requests served for another node.", Double(s.forwardedIn))
+        metric("tern_retries_total", "counter", "Internal retries of client requests.", Double(s.retries))
+        metric("tern_keys_loaded", "gauge", "Keys in memory.", Double(s.keysLoaded))
+        metric("tern_keys_evicted_total", "counter", "Idle keys evicted.", Double(c.keysEvicted))
+        metric("tern_flushes_total", "counter", "Group-commit batches.", Double(c.flushes))
+        metric("tern_storage_writes_total", "counter", "Batches written to storage.", Double(c.writes))
+        metric("tern_fsyncs_total", "counter", "Storage fsyncs.", Double(s.fsyncs))
+        metric("tern_records_written_total", "counter", "Paxos records written.", Double(c.records))
+        metric(
+            "tern_peer_messages_sent_total", "counter", "Paxos messages sent to peers.", Double(c.messages))
+        metric(
+            "tern_instances_proposed_total", "counter", "Instances proposed with client writes.",
+            Double(c.instancesProposed))
+        metric(
+            "tern_ops_merged_total", "counter", "Client writes merged into proposed instances.",
+            Double(c.opsMerged))
+        metric(
+            "tern_bad_peer_messages_total", "counter", "Peer messages that failed to decode.",
+            Double(s.badPeerMessages))
+        metric("tern_transport_bytes_sent_total", "counter", "Bytes sent to peers.", Double(t.bytesSent))
+        metric(
+            "tern_transport_bytes_received_total", "counter", "Bytes received from peers.",
+            Double(t.bytesReceived))
+        metric(
+            "tern_peers_connected", "gauge", "Peers connected.",
+            Double(t.peers.values.filter(\.connected).count))
+        return out
+    }
+
+    public func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult {
+        guard config.testFaults else { return .disabled }
+        guard let raw = peer.flatMap({ UInt32($0) }), node.map.node(NodeID(raw)) != nil,
+            NodeID(raw) != node.id
+        else {
+            return .badRequest("peer must be the id of another node of the map")
+        }
+        let p = NodeID(raw)
+        let fault: PeerFault
+        switch mode {
+        case "drop": fault = .drop
+        case "none": fault = .none
+        case "delay":
+            guard let ms = milliseconds.flatMap({ Int64($0) }), ms >= 0, ms <= 60_000 else {
+                return .badRequest("delay needs ms=N (0...60000)")
+            }
+            fault = .delay(.milliseconds(ms))
+        default: return .badRequest("mode must be drop, delay or none")
+        }
+        transport.setFault(fault, for: p, direction: .both)
+        return .applied("fault \(fault) for traffic with \(p)")
+    }
+}
+
+/// Breaks the cycle process → admin server → backend.
+struct BackendProxy: AdminBackend {
+    let process: TernServerProcess
+    func healthy() async -> Bool { await process.healthy() }
+    func statusJSON() async -> String { await process.statusJSON() }
+    func metricsText() async -> String { await process.metricsText() }
+    func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult {
+        await process.setFault(peer: peer, mode: mode, milliseconds: milliseconds)
+    }
+}

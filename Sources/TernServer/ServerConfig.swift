@@ -1,0 +1,149 @@
+import Foundation
+import TOMLKit
+
+/// The node settings that are not part of the cluster map: `server.toml`, beside the map.
+///
+/// ```toml
+/// [server]
+/// secret = "5f1c…"            # cluster secret, hex (≥ 16 bytes); peers authenticate with it
+/// password = ""               # optional: clients must AUTH with it
+/// test_faults = false         # POST /fault on the admin port (tests only)
+/// max_value_bytes = 1048576   # largest value (and argument) a client may send
+/// tick_ms = 5                 # consensus tick
+/// request_timeout_ms = 3000   # internal retries before a client gets an error
+/// forward_timeout_ms = 300    # a forwarded attempt waits this long before another replica
+/// keys_loaded_max = 1000000   # idle keys kept in memory
+/// ```
+/// Every key but `secret` is optional; unknown keys are refused (likely typos).
+public struct ServerConfig: Sendable, Hashable {
+    public var secret: [UInt8]
+    public var password: String?
+    public var testFaults = false
+    public var maxValueBytes = 1 << 20
+    public var tickMilliseconds = 5
+    public var requestTimeoutMilliseconds = 3000
+    public var forwardTimeoutMilliseconds = 300
+    public var keysLoadedMax = 1_000_000
+
+    public init(secret: [UInt8]) { self.secret = secret }
+
+    static let keys: Set<String> = [
+        "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
+        "forward_timeout_ms", "keys_loaded_max",
+    ]
+
+    /// Parses the `[server]` table of `text`.
+    /// - Throws: `ServerConfigError` naming the key that is wrong.
+    public init(toml text: String) throws(ServerConfigError) {
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch {
+            throw ServerConfigError("not valid TOML: \(error)")
+        }
+        if let other = root.keys.sorted().first(where: { $0 != "server" }) {
+            throw ServerConfigError("unknown top-level key \"\(other)\" (settings go under [server])")
+        }
+        guard let t = root["server"]?.table else { throw ServerConfigError("no [server] table") }
+        if let k = t.keys.sorted().first(where: { !Self.keys.contains($0) }) {
+            throw ServerConfigError("[server] has an unknown key \"\(k)\"")
+        }
+        guard let hex = t["secret"]?.string else {
+            throw ServerConfigError("[server] needs secret = \"<hex>\" (the cluster secret)")
+        }
+        guard let secret = Self.parseHex(hex), secret.count >= 16 else {
+            throw ServerConfigError("secret must be at least 32 hexadecimal digits")
+        }
+        self.init(secret: secret)
+        if let v = t["password"] {
+            guard let s = v.string else { throw ServerConfigError("password must be a string") }
+            password = s.isEmpty ? nil : s
+        }
+        if let v = t["test_faults"] {
+            guard let b = v.bool else { throw ServerConfigError("test_faults must be true or false") }
+            testFaults = b
+        }
+        func int(_ key: String, _ range: ClosedRange<Int>) throws(ServerConfigError) -> Int? {
+            guard let v = t[key] else { return nil }
+            guard let i = v.int, range.contains(i) else {
+                throw ServerConfigError(
+                    "\(key) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return i
+        }
+        maxValueBytes = try int("max_value_bytes", 1...(512 << 20)) ?? maxValueBytes
+        tickMilliseconds = try int("tick_ms", 1...1000) ?? tickMilliseconds
+        requestTimeoutMilliseconds = try int("request_timeout_ms", 10...600_000) ?? requestTimeoutMilliseconds
+        forwardTimeoutMilliseconds = try int("forward_timeout_ms", 5...60_000) ?? forwardTimeoutMilliseconds
+        keysLoadedMax = try int("keys_loaded_max", 16...(1 << 40)) ?? keysLoadedMax
+    }
+
+    /// Reads `path`.
+    public init(contentsOfFile path: String) throws(ServerConfigError) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ServerConfigError("cannot read \(path): \(error.localizedDescription)")
+        }
+        do {
+            try self.init(toml: text)
+        } catch {
+            throw ServerConfigError("\(path): \(error.message)")
+        }
+    }
+
+    /// The file form (what `tern dev` writes).
+    public func toml() -> String {
+        var out = "# Tern node settings (see docs/SERVER.md). Keep this file private: it holds the\n"
+        out += "# cluster secret.\n[server]\n"
+        out += "secret = \"\(secret.map { String(format: "%02x", $0) }.joined())\"\n"
+        if let password {
+            let escaped = password.replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\"", with: "\\\"")
+            out += "password = \"\(escaped)\"\n"
+        }
+        out += "test_faults = \(testFaults)\n"
+        out += "max_value_bytes = \(maxValueBytes)\n"
+        out += "tick_ms = \(tickMilliseconds)\n"
+        out += "request_timeout_ms = \(requestTimeoutMilliseconds)\n"
+        out += "forward_timeout_ms = \(forwardTimeoutMilliseconds)\n"
+        out += "keys_loaded_max = \(keysLoadedMax)\n"
+        return out
+    }
+
+    static func parseHex(_ s: String) -> [UInt8]? {
+        let chars = Array(s.utf8)
+        guard chars.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []
+        var i = 0
+        while i < chars.count {
+            guard let hi = hexValue(chars[i]), let lo = hexValue(chars[i + 1]) else { return nil }
+            out.append(hi << 4 | lo)
+            i += 2
+        }
+        return out
+    }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    /// A fresh random secret (32 bytes).
+    public static func randomSecret() -> [UInt8] {
+        var g = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in UInt8.random(in: 0...255, using: &g) }
+    }
+}
+
+/// Why `server.toml` was refused.
+public struct ServerConfigError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "invalid server config: \(message)" }
+}

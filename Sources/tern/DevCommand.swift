@@ -1,0 +1,274 @@
+import ArgumentParser
+import Foundation
+import TernCore
+import TernPlacement
+import TernServer
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// `tern dev`: a local three-campus cluster with its data under one folder.
+///
+/// First run: plans a map (balanced tokens) and a random cluster secret and writes them under
+/// `--dir`; later runs reuse them (same cluster, same data). Starts one `tern server` child per node
+/// (this same executable), prints one line per node, waits until every node answers `/health`,
+/// and on SIGINT/SIGTERM stops them all (SIGTERM, wait, exit 0). A child that dies meanwhile is
+/// reported.
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run a local three-campus cluster (data under one folder) until Ctrl-C."
+    )
+
+    @Option(help: "Where the map, the settings, the data and the logs live.")
+    var dir: String = "./tern-data"
+
+    @Option(help: "Nodes per campus (first run only: a later run reuses the map).")
+    var nodesPerCampus: Int = 1
+
+    @Option(help: "First node's client port; peer ports are +100, admin ports +200 (first run only).")
+    var basePort: Int = 7379
+
+    @Flag(help: "Enable POST /fault on the admin ports (tests only; first run only).")
+    var testFaults = false
+
+    @Option(help: "Seconds to wait for every node to become healthy.")
+    var startTimeout: Double = 60
+
+    func run() async throws {
+        let root = URL(fileURLWithPath: dir).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        let mapPath = root + "/cluster.toml"
+        let settingsPath = root + "/server.toml"
+        let map: ClusterMap
+        if FileManager.default.fileExists(atPath: mapPath) {
+            map = try ClusterMap(contentsOfFile: mapPath)
+            _ = try ServerConfig(contentsOfFile: settingsPath)
+            print("tern dev: reusing the cluster in \(root) (\(map.nodes.count) nodes)")
+        } else {
+            let campuses = Dictionary(uniqueKeysWithValues: Campus.allCases.map { ($0, nodesPerCampus) })
+            map = try TokenPlanner.plan(
+                name: "tern-dev", nodesPerCampus: campuses, tokensPerNode: 64,
+                scheme: .init(basePort: basePort))
+            var settings = ServerConfig(secret: ServerConfig.randomSecret())
+            settings.testFaults = testFaults
+            // The secret is written before the map: a map without its settings is never left behind.
+            try settings.toml().write(toFile: settingsPath, atomically: true, encoding: .utf8)
+            chmod(settingsPath, 0o600)
+            try map.write(toFile: mapPath)
+            print("tern dev: planned a new cluster in \(root) (\(map.nodes.count) nodes)")
+        }
+        let exe = try Self.ownExecutable()
+        let supervisor = Supervisor()
+        supervisor.installSignalHandlers()
+        for n in map.nodes {
+            let data = root + "/n\(n.id.rawValue)"
+            let log = root + "/n\(n.id.rawValue).log"
+            let pid = try Self.spawn(
+                exe,
+                [
+                    "server", "--config", mapPath, "--node", "\(n.id.rawValue)", "--data", data,
+                    "--server-config", settingsPath,
+                ],
+                log: log)
+            supervisor.add(pid: pid, name: "n\(n.id.rawValue)", log: log)
+            print("n\(n.id.rawValue) campus \(n.campus) client \(n.clientAddress) admin \(n.adminAddress)")
+        }
+        fflush(nil)
+        let deadline = Date().addingTimeInterval(startTimeout)
+        var pending = map.nodes
+        while !pending.isEmpty && Date() < deadline && !supervisor.stopping {
+            pending = pending.filter { !Self.healthy($0.adminAddress) }
+            if !pending.isEmpty { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        if !pending.isEmpty && !supervisor.stopping {
+            stderrLine(
+                "tern dev: not healthy after \(Int(startTimeout)) s: "
+                    + pending.map { "n\($0.id.rawValue)" }.joined(separator: " ")
+                    + " (see their logs in \(root))")
+        } else if !supervisor.stopping {
+            let first = map.nodes[0].clientAddress
+            let port = first.split(separator: ":").last.map(String.init) ?? "7379"
+            print("tern dev: all \(map.nodes.count) nodes healthy. Try: redis-cli -p \(port) set hello world")
+        }
+        fflush(nil)
+        let status = await supervisor.waitForStop()
+        throw ExitCode(status)
+    }
+
+    /// This process's executable (the children run the same binary).
+    static func ownExecutable() throws -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n > 0 { return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CommandLine.arguments[0]
+    }
+
+    /// Starts `exe args` in its own process group (so a terminal's Ctrl-C reaches only us; we
+    /// forward it), with default signal dispositions and stdout/stderr appended to `log`.
+    static func spawn(_ exe: String, _ args: [String], log: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGINT)
+        sigaddset(&defaults, SIGTERM)
+        sigaddset(&defaults, SIGPIPE)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(
+            &attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = ([exe] + args).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, &attr, argv, environ)
+        guard rc == 0 else { throw ValidationError("cannot start \(exe): \(String(cString: strerror(rc)))") }
+        return pid
+    }
+
+    /// GET /health on `address` answers 200 (a plain blocking socket with a short timeout).
+    static func healthy(_ address: String) -> Bool {
+        guard let colon = address.lastIndex(of: ":"),
+            let port = UInt16(address[address.index(after: colon)...])
+        else { return false }
+        let host = String(address[..<colon])
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return false }
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return false }
+        let request = Array("GET /health HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
+        guard send(fd, request, request.count, 0) == request.count else { return false }
+        var reply = [UInt8](repeating: 0, count: 64)
+        let n = recv(fd, &reply, reply.count, 0)
+        guard n > 12 else { return false }
+        return String(decoding: reply[..<n], as: UTF8.self).hasPrefix("HTTP/1.1 200")
+    }
+}
+
+/// Watches the children: reports unexpected exits, forwards SIGINT/SIGTERM as SIGTERM, waits.
+final class Supervisor: @unchecked Sendable {
+    // @unchecked Sendable: every mutable field is guarded by `lock`.
+    struct Child {
+        var pid: pid_t
+        var name: String
+        var log: String
+        var exited = false
+    }
+    private let lock = NSLock()
+    private var children: [Child] = []
+    private var stoppingFlag = false
+    private var sources: [any DispatchSourceSignal] = []
+    private var done: CheckedContinuation<Int32, Never>?
+    private var finished: Int32?
+
+    var stopping: Bool { lock.withLock { stoppingFlag } }
+
+    func add(pid: pid_t, name: String, log: String) {
+        lock.withLock { children.append(Child(pid: pid, name: name, log: log)) }
+        Thread.detachNewThread { [self] in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            self.exited(pid: pid, status: status)
+        }
+    }
+
+    private func exited(pid: pid_t, status: Int32) {
+        let (child, stopping, allDone) = lock.withLock { () -> (Child?, Bool, Bool) in
+            guard let i = children.firstIndex(where: { $0.pid == pid }) else {
+                return (nil, stoppingFlag, false)
+            }
+            children[i].exited = true
+            return (children[i], stoppingFlag, children.allSatisfy(\.exited))
+        }
+        guard let child else { return }
+        let code = (status & 0x7f) == 0 ? "exit status \((status >> 8) & 0xff)" : "signal \(status & 0x7f)"
+        if !stopping {
+            stderrLine(
+                "tern dev: \(child.name) (pid \(pid)) stopped unexpectedly (\(code)); see \(child.log)")
+        } else if code != "exit status 0" {
+            stderrLine("tern dev: \(child.name) stopped with \(code); see \(child.log)")
+        }
+        if allDone && stopping { finish(0) }
+        if allDone && !stopping {
+            stderrLine("tern dev: every node has stopped")
+            finish(1)
+        }
+    }
+
+    func installSignalHandlers() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [self] in self.stopAll() }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// SIGTERM to every child still running; SIGKILL after 20 s.
+    func stopAll() {
+        let running = lock.withLock { () -> [pid_t] in
+            stoppingFlag = true
+            return children.filter { !$0.exited }.map(\.pid)
+        }
+        if running.isEmpty {
+            finish(0)
+            return
+        }
+        print("tern dev: stopping \(running.count) node(s)")
+        fflush(nil)
+        for pid in running { kill(pid, SIGTERM) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 20) { [self] in
+            let left = lock.withLock { children.filter { !$0.exited }.map(\.pid) }
+            for pid in left { kill(pid, SIGKILL) }
+        }
+    }
+
+    private func finish(_ code: Int32) {
+        let c = lock.withLock { () -> CheckedContinuation<Int32, Never>? in
+            if finished != nil { return nil }
+            finished = code
+            let c = done
+            done = nil
+            return c
+        }
+        c?.resume(returning: code)
+    }
+
+    /// Returns after a stop signal once every child has exited.
+    func waitForStop() async -> Int32 {
+        await withCheckedContinuation { c in
+            let ready = lock.withLock { () -> Int32? in
+                if let f = finished { return f }
+                done = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import NIOCore
+import TernConsensus
+import TernRESP
+import TernServer
+import Testing
+
+/// Runs a command through the processor with canned key replies, encodes the answer and returns
+/// the bytes a client would read.
+func wire(
+    _ args: [String], replies: [NodeReply] = [], session: inout Session,
+    processor: CommandProcessor = CommandProcessor(password: nil, maxValueBytes: 16)
+) -> (String, [(key: [UInt8], request: KeyRequest)]) {
+    let plan = processor.plan(RESPCommand(args: args.map { Array($0.utf8) }), session: &session)
+    let value: RESPValue
+    var requests: [(key: [UInt8], request: KeyRequest)] = []
+    switch plan {
+    case .reply(let v), .replyAndClose(let v): value = v
+    case .requests(let reqs, let build):
+        requests = reqs
+        value = build(replies)
+    }
+    var buffer = ByteBuffer()
+    RESPEncoder.encode(value, version: session.version, into: &buffer)
+    return (String(decoding: buffer.readableBytesView, as: UTF8.self), requests)
+}
+
+func wire(_ args: [String], replies: [NodeReply] = []) -> String {
+    var s = Session(authenticated: true)
+    return wire(args, replies: replies, session: &s).0
+}
+
+@Suite struct CommandTests {
+    @Test("Connection commands, byte for byte")
+    func connection() {
+        #expect(wire(["PING"]) == "+PONG\r\n")
+        #expect(wire(["ping", "hi"]) == "$2\r\nhi\r\n")
+        #expect(wire(["ECHO", "x"]) == "$1\r\nx\r\n")
+        #expect(wire(["SELECT", "0"]) == "+OK\r\n")
+        #expect(wire(["SELECT", "1"]) == "-ERR DB index is out of range\r\n")
+        #expect(wire(["QUIT"]) == "+OK\r\n")
+        #expect(wire(["CONFIG", "GET", "save"]) == "*0\r\n")
+        #expect(wire(["COMMAND", "DOCS"]) == "*0\r\n")
+    }
+
+    @Test("Redis's error wording: unknown command, arity, syntax, integers, EX/PX")
+    func errors() {
+        #expect(
+            wire(["FOO", "a", "b"]) == "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n")
+        #expect(wire(["FOO"]) == "-ERR unknown command 'FOO', with args beginning with: \r\n")
+        #expect(wire(["GET"]) == "-ERR wrong number of arguments for 'get' command\r\n")
+        #expect(wire(["get", "a", "b"]) == "-ERR wrong number of arguments for 'get' command\r\n")
+        #expect(wire(["MSET", "a"]) == "-ERR wrong number of arguments for 'mset' command\r\n")
+        #expect(wire(["MSET", "a", "1", "b"]) == "-ERR wrong number of arguments for 'mset' command\r\n")
+        #expect(wire(["SET", "k", "v", "NX", "XX"]) == "-ERR syntax error\r\n")
+        #expect(wire(["SET", "k", "v", "BOGUS"]) == "-ERR syntax error\r\n")
+        #expect(wire(["SET", "k", "v", "EX", "10"]) == "-ERR EX/PX not supported yet\r\n")
+        #expect(wire(["SET", "k", "v", "px", "10"]) == "-ERR EX/PX not supported yet\r\n")
+        #expect(wire(["INCRBY", "k", "1.5"]) == "-ERR value is not an integer or out of range\r\n")
+        #expect(wire(["INCRBY", "k", "+1"]) == "-ERR value is not an integer or out of range\r\n")
+        #expect(wire(["DECRBY", "k", "-9223372036854775808"]) == "-ERR decrement would overflow\r\n")
+        #expect(
+            wire(["INCR", "k"], replies: [.done(.notANumber)])
+                == "-ERR value is not an integer or out of range\r\n")
+        #expect(
+            wire(["INCR", "k"], replies: [.done(.overflow)])
+                == "-ERR increment or decrement would overflow\r\n")
+        #expect(
+            wire(["APPEND", "k", "v"], replies: [.done(.tooLarge)])
+                == "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n")
+    }
+
+    @Test("Key commands map to the right requests and replies")
+    func keyCommands() {
+        var s = Session(authenticated: true)
+        let (get, getReqs) = wire(["GET", "k"], replies: [.value(Array("v".utf8))], session: &s)
+        #expect(get == "$1\r\nv\r\n")
+        #expect(getReqs.map(\.request) == [.read])
+        #expect(wire(["GET", "k"], replies: [.value(nil)]) == "$-1\r\n")
+        let (set, setReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
+        #expect(set == "+OK\r\n")
+        #expect(
+            setReqs.map(\.request) == [.write(.set(Array("v".utf8), condition: .always, returnOld: false))])
+        let (_, nxget) = wire(["SET", "k", "v", "nx", "GET"], replies: [.done(.previous(nil))], session: &s)
+        #expect(
+            nxget.map(\.request) == [.write(.set(Array("v".utf8), condition: .ifAbsent, returnOld: true))])
+        #expect(wire(["SET", "k", "v", "XX"], replies: [.done(.swapped(false))]) == "$-1\r\n")
+        #expect(
+            wire(["SET", "k", "v", "GET"], replies: [.done(.previous(Array("o".utf8)))]) == "$1\r\no\r\n")
+        #expect(wire(["GETSET", "k", "v"], replies: [.done(.previous(nil))]) == "$-1\r\n")
+        #expect(
+            wire(
+                ["DEL", "a", "b", "c"],
+                replies: [.done(.existed(true)), .done(.existed(false)), .done(.existed(true))]) == ":2\r\n")
+        #expect(wire(["EXISTS", "a", "a"], replies: [.value([]), .value([])]) == ":2\r\n")
+        #expect(
+            wire(["MGET", "a", "b"], replies: [.value(Array("1".utf8)), .value(nil)])
+                == "*2\r\n$1\r\n1\r\n$-1\r\n")
+        #expect(
+            wire(["MSET", "a", "1", "b", "2"], replies: [.done(.swapped(true)), .done(.swapped(true))])
+                == "+OK\r\n")
+        #expect(wire(["INCR", "k"], replies: [.done(.number(7))]) == ":7\r\n")
+        let (_, decr) = wire(["DECRBY", "k", "5"], replies: [.done(.number(-5))], session: &s)
+        #expect(decr.map(\.request) == [.write(.incr(-5))])
+        #expect(wire(["APPEND", "k", "xy"], replies: [.done(.number(4))]) == ":4\r\n")
+        #expect(wire(["STRLEN", "k"], replies: [.value(Array("abc".utf8))]) == ":3\r\n")
+        #expect(wire(["STRLEN", "k"], replies: [.value(nil)]) == ":0\r\n")
+    }
+
+    @Test("Failures: the documented NOQUORUM and UNAVAILABLE errors")
+    func failures() {
+        #expect(
+            wire(["SET", "k", "v"], replies: [.notApplied])
+                == "-NOQUORUM write not applied: fewer than 2 of 3 campuses reachable\r\n")
+        #expect(
+            wire(["INCR", "k"], replies: [.unknown])
+                == "-NOQUORUM write not acknowledged: fewer than 2 of 3 campuses reachable; "
+                + "it may or may not have been applied\r\n")
+        #expect(
+            wire(["GET", "k"], replies: [.notApplied])
+                == "-NOQUORUM read not served: fewer than 2 of 3 campuses reachable\r\n")
+        #expect(
+            wire(["MGET", "a", "b"], replies: [.value(nil), .unavailable("node is shutting down")])
+                == "-UNAVAILABLE node is shutting down\r\n")
+    }
+
+    @Test("HELLO 3 switches to RESP3 (the reply itself is RESP3); AUTH and NOAUTH")
+    func helloAndAuth() {
+        let p = CommandProcessor(password: "pw", maxValueBytes: 16)
+        var s = Session(authenticated: false)
+        #expect(wire(["GET", "k"], session: &s, processor: p).0 == "-NOAUTH Authentication required.\r\n")
+        #expect(wire(["HELLO", "3"], session: &s, processor: p).0 == "-NOAUTH Authentication required.\r\n")
+        #expect(
+            wire(["AUTH", "nope"], session: &s, processor: p).0
+                == "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+        let hello = wire(["HELLO", "3", "AUTH", "default", "pw"], session: &s, processor: p).0
+        #expect(s.authenticated && s.version == .v3)
+        #expect(hello.hasPrefix("%7\r\n$6\r\nserver\r\n$4\r\ntern\r\n"))
+        #expect(wire(["GET", "k"], replies: [.value(nil)], session: &s, processor: p).0 == "_\r\n")
+        #expect(
+            wire(["HELLO", "4"], session: &s, processor: p).0 == "-NOPROTO unsupported protocol version\r\n")
+        var open = Session(authenticated: true)
+        #expect(
+            wire(["AUTH", "x"], session: &open).0
+                == "-ERR AUTH <password> called without any password configured for the default user. "
+                + "Are you sure your configuration is correct?\r\n")
+    }
+
+    @Test("An oversized value is refused with an error, the connection kept")
+    func oversized() {
+        var s = Session(authenticated: true)
+        let p = CommandProcessor(password: nil, maxValueBytes: 16)
+        let plan = p.plan(
+            RESPCommand(args: [Array("SET".utf8), Array("k".utf8), []], oversized: true), session: &s)
+        guard case .reply(let v) = plan else {
+            Issue.record("expected an immediate reply")
+            return
+        }
+        #expect(v == .error("ERR value too large (the largest accepted is 16 bytes)"))
+    }
+}

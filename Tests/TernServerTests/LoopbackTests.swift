@@ -1,0 +1,152 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TernConsensus
+import TernCore
+import TernPlacement
+import TernServer
+import TernStorage
+import Testing
+
+/// An in-process network standing in for the transport: every node's link delivers straight to
+/// the other node's `receive`, unless a node is "down" (all its traffic dropped both ways).
+final class Loopback: Sendable {
+    let nodes = NIOLockedValueBox<[NodeID: Node]>([:])
+    let down = NIOLockedValueBox<Set<NodeID>>([])
+    let sent = NIOLockedValueBox<Int>(0)
+
+    struct Link: PeerLink {
+        let me: NodeID
+        let net: Loopback
+        func send(_ message: ByteBuffer, to peer: NodeID) {
+            let down = net.down.withLockedValue { $0 }
+            guard !down.contains(me), !down.contains(peer) else { return }
+            net.sent.withLockedValue { $0 += 1 }
+            net.nodes.withLockedValue { $0[peer] }?.receive(from: me, [message])
+        }
+    }
+    func link(_ id: NodeID) -> Link { Link(me: id, net: self) }
+}
+
+/// Nodes of a planned map, each with an in-memory store, on a shared event-loop group.
+struct LoopbackCluster {
+    let map: ClusterMap
+    let net = Loopback()
+    var nodes: [NodeID: Node] = [:]
+    let group: MultiThreadedEventLoopGroup
+
+    static func start(perCampus: Int, options: NodeOptions = NodeOptions()) async throws -> LoopbackCluster {
+        let map = try TokenPlanner.plan(
+            name: "loop", nodesPerCampus: [.a: perCampus, .b: perCampus, .c: perCampus], tokensPerNode: 8)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        var c = LoopbackCluster(map: map, group: group)
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        for entry in map.nodes {
+            let store = try Store(directory: "/n\(entry.id.rawValue)", fileSystem: MemoryFileSystem())
+            let node = try await Node.start(
+                id: entry.id, map: map, store: store, link: c.net.link(entry.id), eventLoop: group.next(),
+                options: options, logger: logger)
+            c.nodes[entry.id] = node
+        }
+        let all = c.nodes
+        c.net.nodes.withLockedValue { $0 = all }
+        return c
+    }
+
+    func stop() async {
+        for n in nodes.values { await n.shutdown(grace: .milliseconds(100)) }
+        try? await group.shutdownGracefully()
+    }
+}
+
+func b(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+@Suite(.timeLimit(.minutes(1))) struct LoopbackTests {
+    @Test("Any node serves any key: writes and reads through every node, forwarded when not a replica")
+    func anyNodeAnyKey() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 2)
+        let ids = c.map.nodes.map(\.id)
+        for k in 0..<24 {
+            let key = b("key\(k)")
+            let writer = c.nodes[ids[k % ids.count]]!
+            #expect(await writer.execute(key: key, .write(.put(b("v\(k)")))) == .done(.ok))
+            let reader = c.nodes[ids[(k + 3) % ids.count]]!
+            #expect(await reader.execute(key: key, .read) == .value(b("v\(k)")))
+        }
+        var forwarded = 0
+        for n in c.nodes.values { forwarded += await n.status().forwardedOut }
+        #expect(forwarded > 0, "with two nodes per campus some requests must be forwarded")
+        await c.stop()
+    }
+
+    @Test("Redis operations through the cluster: INCR, SET NX/XX/GET, DEL, APPEND")
+    func operations() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 1)
+        let n = c.nodes[NodeID(1)]!
+        #expect(await n.execute(key: b("c"), .write(.incr(5))) == .done(.number(5)))
+        #expect(await n.execute(key: b("c"), .write(.incr(-2))) == .done(.number(3)))
+        #expect(
+            await n.execute(key: b("s"), .write(.set(b("x"), condition: .ifPresent, returnOld: false)))
+                == .done(.swapped(false)))
+        #expect(
+            await n.execute(key: b("s"), .write(.set(b("y"), condition: .ifAbsent, returnOld: true)))
+                == .done(.previous(nil)))
+        #expect(await n.execute(key: b("s"), .write(.append(b("zz"), maxBytes: 10))) == .done(.number(3)))
+        #expect(await n.execute(key: b("s"), .write(.remove)) == .done(.existed(true)))
+        #expect(await n.execute(key: b("s"), .read) == .value(nil))
+        await c.stop()
+    }
+
+    @Test("One campus down: every key stays writable and readable from the other two")
+    func oneCampusDown() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 2)
+        let campusA = c.map.nodes(in: .a).map(\.id)
+        c.net.down.withLockedValue { $0 = Set(campusA) }
+        let live = c.map.nodes.filter { $0.campus != .a }.map(\.id)
+        for k in 0..<16 {
+            let key = b("k\(k)")
+            let node = c.nodes[live[k % live.count]]!
+            #expect(await node.execute(key: key, .write(.incr(1))) == .done(.number(1)))
+            #expect(await c.nodes[live[(k + 1) % live.count]]!.execute(key: key, .read) == .value(b("1")))
+        }
+        await c.stop()
+    }
+
+    @Test("Two campuses down: a write fails with a clear outcome within the request timeout")
+    func twoCampusesDown() async throws {
+        var options = NodeOptions()
+        options.requestTimeout = .milliseconds(600)
+        let c = try await LoopbackCluster.start(perCampus: 1, options: options)
+        c.net.down.withLockedValue { $0 = [NodeID(2), NodeID(3)] }
+        let n = c.nodes[NodeID(1)]!
+        let started = NIODeadline.now()
+        let r = await n.execute(key: b("x"), .write(.put(b("1"))))
+        #expect(r == .unknown || r == .notApplied)
+        #expect(NIODeadline.now() - started < .seconds(2))
+        let read = await n.execute(key: b("x"), .read)
+        #expect(read == .notApplied)
+        // Heal: the cluster serves again, and the unknown write either happened or not — once.
+        c.net.down.withLockedValue { $0 = [] }
+        #expect(await n.execute(key: b("x"), .write(.append(b("2"), maxBytes: 10))) != .notApplied)
+        let v = await c.nodes[NodeID(2)]!.execute(key: b("x"), .read)
+        #expect(v == .value(b("12")) || v == .value(b("2")))
+        await c.stop()
+    }
+
+    @Test("Garbage from a peer is dropped and counted; the node keeps serving")
+    func garbageFromPeer() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 1)
+        let n = c.nodes[NodeID(1)]!
+        let junk: [[UInt8]] = [
+            [], [9, 9, 9], [1, 1, 0, 0], [2, 0, 0], [3, 1, 2, 3],
+            [1] + PaxosWire.encode(Frame(from: NodeID(3), to: NodeID(1), items: [])),  // from ≠ link
+        ]
+        n.receive(from: NodeID(2), junk.map { ByteBuffer(bytes: $0) })
+        #expect(await n.execute(key: b("k"), .write(.put(b("v")))) == .done(.ok))
+        #expect(await n.execute(key: b("k"), .read) == .value(b("v")))
+        #expect(await n.status().badPeerMessages == junk.count)
+        await c.stop()
+    }
+}
