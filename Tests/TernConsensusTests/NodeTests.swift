@@ -37,6 +37,25 @@ final class RecordingStorage: ReplicaStorage {
         #expect(ballot > Ballot(round: 1 << 32 | UInt64(UInt32.max), node: n1))
     }
 
+    @Test(
+        "A damaged epoch record stops the start with epochDamaged: rounds of the lost epoch are never reused")
+    func damagedEpochRefusesToStart() throws {
+        final class DamagedEpochStorage: ReplicaStorage {
+            var writes = 0
+            func load(_ key: [UInt8]) throws -> LoadResult {
+                key == ReplicaNode.epochKey ? .damaged : .absent
+            }
+            func write(_ batch: [(key: [UInt8], value: [UInt8])]) throws { writes += batch.count }
+            func sync() throws {}
+        }
+        let s = DamagedEpochStorage()
+        #expect(throws: ReplicaNodeError.epochDamaged) {
+            _ = try ReplicaNode(id: n1, replicas: [n1, n2, n3], storage: s, config: PaxosConfig(), seed: 1)
+        }
+        // Nothing was written over the damaged record: an operator can still inspect it.
+        #expect(s.writes == 0)
+    }
+
     @Test("Group commit: a flush writes one batch and syncs once before releasing the frame")
     func groupCommit() throws {
         let s = RecordingStorage()
