@@ -17,6 +17,19 @@ public enum CommandPlan: Sendable {
     case replyAndClose(RESPValue)
     /// Run these key requests (concurrently), then build the answer from their replies, in order.
     case requests([(key: [UInt8], request: KeyRequest)], @Sendable ([NodeReply]) -> RESPValue)
+    /// Run this task and answer with its result (services built on several key requests: SEQ.*,
+    /// MSG.*, SYNC). Unlike `.requests`, it is not ordered after the connection's earlier commands
+    /// on the same keys; the reply still goes out in command order.
+    case run(@Sendable () async -> RESPValue)
+}
+
+/// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
+public protocol CommandModule: Sendable {
+    /// The plan for command `name` (lowercased) with `args` (`args[0]` is the name), or nil when
+    /// this module does not own `name`.
+    func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan?
+    /// The command names this module owns (for COMMAND and docs).
+    var commandNames: [String] { get }
 }
 
 /// The Redis commands Tern speaks: parsing, arity and option checks, and the replies, with Redis's
@@ -28,6 +41,8 @@ public struct CommandProcessor: Sendable {
     public var maxValueBytes: Int
     /// Text of INFO's server section.
     public var info: @Sendable () -> String
+    /// Service commands, asked in order for any name the Redis commands do not own.
+    public var modules: [any CommandModule] = []
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -210,6 +225,9 @@ public struct CommandProcessor: Sendable {
                 }
             }
         default:
+            for m in modules {
+                if let plan = m.plan(name: name, args: args, session: &session) { return plan }
+            }
             return .reply(Self.unknownCommand(args))
         }
     }

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
 import TernCore
@@ -96,6 +97,9 @@ enum Envelope: UInt8 {
     case forward = 2
     /// The replica's answer to a forwarded request.
     case forwardReply = 3
+    /// A message of a service built on the node (sequence allocator, sync notices): the next
+    /// byte is the service kind (`Node.setServiceHandler`), the rest is the service's own.
+    case service = 4
 }
 
 /// One node of the cluster: a `ReplicaNode` on ONE event loop, its storage, routing of client
@@ -416,6 +420,20 @@ public final class Node: @unchecked Sendable {
         link.send(ByteBuffer(bytes: bytes), to: peer)
     }
 
+    /// Handlers of `Envelope.service` messages, by service kind (set before traffic arrives).
+    let serviceHandlers = NIOLockedValueBox<[UInt8: @Sendable (NodeID, [UInt8]) -> Void]>([:])
+
+    /// Routes peer messages of service `kind` to `handler` (called on the node's event loop).
+    /// Kinds in use: 1 = sequence allocator (TernServer/Seq*), 2 = sync notices (TernServer/Sync*).
+    public func setServiceHandler(_ kind: UInt8, _ handler: @escaping @Sendable (NodeID, [UInt8]) -> Void) {
+        serviceHandlers.withLockedValue { $0[kind] = handler }
+    }
+
+    /// Sends a service message to `peer` (best effort, like every peer message); any thread.
+    public func sendService(_ kind: UInt8, _ payload: [UInt8], to peer: NodeID) {
+        eventLoop.execute { self.send([Envelope.service.rawValue, kind] + payload, to: peer) }
+    }
+
     /// Messages from `peer` (the transport's `onBatch`); any thread.
     public func receive(from peer: NodeID, _ messages: [ByteBuffer]) {
         eventLoop.execute {
@@ -473,6 +491,12 @@ public final class Node: @unchecked Sendable {
             }
             let rid = RequestID(client: client, counter: counter)
             whenLoaded([key]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+        case .service:
+            guard bytes.count >= 2 else { return bad(peer, "truncated service message") }
+            guard let handler = serviceHandlers.withLockedValue({ $0[bytes[1]] }) else {
+                return bad(peer, "no service of kind \(bytes[1])")
+            }
+            handler(peer, Array(bytes.dropFirst(2)))
         case .forwardReply:
             guard let tag = r.u64(), let outcome = PaxosWire.decodeOutcome(&r), r.atEnd else {
                 return bad(peer, "bad forward reply")

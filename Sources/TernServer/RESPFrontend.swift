@@ -106,6 +106,14 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 let (handler, context) = loopBound.value
                 handler.fill(seq, build(replies), version, context: context)
             }
+        case .run(let task):
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let promise = context.eventLoop.makePromise(of: RESPValue.self)
+            promise.completeWithTask { await task() }
+            promise.futureResult.whenSuccess { value in
+                let (handler, context) = loopBound.value
+                handler.fill(seq, value, version, context: context)
+            }
         }
         if nextSeq - headSeq >= Self.unansweredMax && !readingPaused {
             readingPaused = true
