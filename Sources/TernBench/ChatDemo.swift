@@ -109,13 +109,16 @@ public enum ChatDemo {
     }
 
     static func histogram() -> Histogram<UInt64> {
-        Histogram(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        Histogram(
+            lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000,
+            numberOfSignificantValueDigits: .three)
     }
 
     static func micros() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000 }
 
     /// Runs the demo; throws only if no node can be reached.
-    public static func run(_ o: ChatDemoOptions, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws
+    public static func run(_ o: ChatDemoOptions, progress: @escaping @Sendable (String) -> Void = { _ in })
+        async throws
         -> ChatDemoReport
     {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -130,11 +133,13 @@ public enum ChatDemo {
     }
 
     static func run(
-        _ o: ChatDemoOptions, group: MultiThreadedEventLoopGroup, progress: @escaping @Sendable (String) -> Void
+        _ o: ChatDemoOptions, group: MultiThreadedEventLoopGroup,
+        progress: @escaping @Sendable (String) -> Void
     ) async throws -> ChatDemoReport {
         // Reachability first: a clear error rather than thousands of failed phones.
         for p in o.ports {
-            let c = try await RESPClient.connect(host: o.host, port: p, group: group, requestTimeout: .seconds(5))
+            let c = try await RESPClient.connect(
+                host: o.host, port: p, group: group, requestTimeout: .seconds(5))
             _ = try await c.send(["PING"])
             await c.close()
         }
@@ -177,13 +182,16 @@ public enum ChatDemo {
     static func uid(_ o: ChatDemoOptions, _ user: Int) -> String { String(o.uidBase + UInt64(user)) }
 
     /// One sender: random users, 1:1 or group messages, one at a time, until `until`.
-    static func sender(_ index: Int, _ o: ChatDemoOptions, _ shared: Shared, _ group: any EventLoopGroup, until: UInt64)
+    static func sender(
+        _ index: Int, _ o: ChatDemoOptions, _ shared: Shared, _ group: any EventLoopGroup, until: UInt64
+    )
         async
     {
         var rng = DemoRandom(seed: o.seed &* 31 &+ UInt64(index) &+ 0x5EED)
         guard
             let c = try? await RESPClient.connect(
-                host: o.host, port: o.ports[index % o.ports.count], group: group, requestTimeout: .seconds(10))
+                host: o.host, port: o.ports[index % o.ports.count], group: group, requestTimeout: .seconds(10)
+            )
         else { return shared.fail("sender \(index): cannot connect") }
         var n = 0
         while micros() < until {
@@ -200,7 +208,10 @@ public enum ChatDemo {
             } else {
                 users = [Int(rng.below(UInt64(o.users)))]
             }
-            let args = fanout ? ["MSG.FANOUT", payload] + users.map { uid(o, $0) } : ["MSG.SEND", uid(o, users[0]), payload]
+            let args =
+                fanout
+                ? ["MSG.FANOUT", payload] + users.map { uid(o, $0) }
+                : ["MSG.SEND", uid(o, users[0]), payload]
             let reply: RESPValue
             do {
                 reply = try await c.send(args)
@@ -230,12 +241,16 @@ public enum ChatDemo {
     }
 
     /// One phone of one user: online/offline cycles until the end, then a final catch-up and check.
-    static func phone(user: Int, device: Int, _ o: ChatDemoOptions, _ shared: Shared, _ group: any EventLoopGroup) async {
+    static func phone(
+        user: Int, device: Int, _ o: ChatDemoOptions, _ shared: Shared, _ group: any EventLoopGroup
+    ) async {
         var rng = DemoRandom(seed: o.seed &* 1_000_003 &+ UInt64(user * 16 + device))
         var state = PhoneState(uid: uid(o, user), name: "user \(user) device \(device)")
         while !shared.stopped {
             let port = o.ports[Int(rng.below(UInt64(o.ports.count)))]
-            if let c = try? await RESPClient.connect(host: o.host, port: port, group: group, requestTimeout: .seconds(10)) {
+            if let c = try? await RESPClient.connect(
+                host: o.host, port: port, group: group, requestTimeout: .seconds(10))
+            {
                 shared.state.withLockedValue { $0.report.reconnects += 1 }
                 let onlineFor = rng.uniform(0.2, o.onlineSecondsMax)
                 let phoneSeed = rng.next()
@@ -249,10 +264,13 @@ public enum ChatDemo {
         // Final catch-up: no more losses, until an empty SYNC.
         for attempt in 0..<5 {
             let port = o.ports[(user + device + attempt) % o.ports.count]
-            guard let c = try? await RESPClient.connect(host: o.host, port: port, group: group, requestTimeout: .seconds(20))
+            guard
+                let c = try? await RESPClient.connect(
+                    host: o.host, port: port, group: group, requestTimeout: .seconds(20))
             else { continue }
             var rng2 = DemoRandom(seed: 0)
-            let ok = await syncUntilEmpty(c, &state, &rng2, lossRatio: 0, count: 1_000, pushAt: nil, o, shared)
+            let ok = await syncUntilEmpty(
+                c, &state, &rng2, lossRatio: 0, count: 1_000, pushAt: nil, o, shared)
             await c.close()
             if ok { break }
         }
@@ -269,7 +287,8 @@ public enum ChatDemo {
 
     /// Online: RESP3, subscribe, catch up, then a SYNC per push notice, until `seconds` pass.
     static func online(
-        _ c: RESPClient, _ initial: PhoneState, seconds: Double, seed: UInt64, _ o: ChatDemoOptions, _ shared: Shared
+        _ c: RESPClient, _ initial: PhoneState, seconds: Double, seed: UInt64, _ o: ChatDemoOptions,
+        _ shared: Shared
     ) async -> PhoneState {
         let box = NIOLockedValueBox(initial)
         await withTaskGroup(of: Void.self) { g in
@@ -285,7 +304,9 @@ public enum ChatDemo {
                     case .integer = (try? await c.send(["SYNC.SUBSCRIBE", state.uid])) ?? .null
                 else { return }
                 state.subscribedAt = micros()
-                guard await syncUntilEmpty(c, &state, &rng, lossRatio: o.lostReplyRatio, count: 100, pushAt: nil, o, shared)
+                guard
+                    await syncUntilEmpty(
+                        c, &state, &rng, lossRatio: o.lostReplyRatio, count: 100, pushAt: nil, o, shared)
                 else { return }
                 for await _ in c.pushes {
                     shared.state.withLockedValue { $0.report.pushes += 1 }
@@ -311,7 +332,9 @@ public enum ChatDemo {
     ) async -> Bool {
         for _ in 0..<10_000 {
             let t0 = micros()
-            guard let reply = try? await c.send(["SYNC", state.uid, String(state.key), "COUNT", String(count)]) else {
+            guard
+                let reply = try? await c.send(["SYNC", state.uid, String(state.key), "COUNT", String(count)])
+            else {
                 return false
             }
             let t1 = micros()
@@ -341,7 +364,8 @@ public enum ChatDemo {
                 let parts = text.split(separator: "|")
                 let seqU = UInt64(seq)
                 if seqU <= (state.got.last?.seq ?? 0) {
-                    shared.fail("\(state.name): seq \(seqU) after \(state.got.last?.seq ?? 0) (order or duplicate)")
+                    shared.fail(
+                        "\(state.name): seq \(seqU) after \(state.got.last?.seq ?? 0) (order or duplicate)")
                 }
                 state.got.append((seqU, String(parts.first ?? "")))
                 if parts.count == 2, let s = UInt64(parts[1]), s >= state.subscribedAt { sentAt.append(s) }
@@ -368,7 +392,9 @@ public enum ChatDemo {
             seen[seq] = id
         }
         for (seq, id) in acked where seen[seq] != id {
-            shared.fail("\(state.name): acknowledged message \(id) (seq \(seq)) missing, got \(seen[seq] ?? "nothing")")
+            shared.fail(
+                "\(state.name): acknowledged message \(id) (seq \(seq)) missing, got \(seen[seq] ?? "nothing")"
+            )
         }
         for (seq, id) in seen where acked[seq] == nil && !uncertain.contains(id) {
             shared.fail("\(state.name): unexpected message \(id) at seq \(seq)")

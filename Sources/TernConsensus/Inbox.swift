@@ -92,7 +92,9 @@ public struct InboxHead: Sendable, Hashable {
         var bytes = 0
         var n = 0
         for m in messages {
-            if n == Self.bucketMessagesMax || (n > 0 && bytes + m.payload.count > Self.bucketBytesMax) { break }
+            if n == Self.bucketMessagesMax || (n > 0 && bytes + m.payload.count > Self.bucketBytesMax) {
+                break
+            }
             bytes += m.payload.count
             n += 1
         }

@@ -263,7 +263,8 @@ public struct KeyValue: Sendable, Hashable {
                 result = .existed(next.bytes != nil)
                 next.bytes = nil
             case .inboxAppend(let seq, let timeMs, let payload):
-                (next.bytes, result) = InboxHead.applyAppend(next.bytes, seq: seq, timeMs: timeMs, payload: payload)
+                (next.bytes, result) = InboxHead.applyAppend(
+                    next.bytes, seq: seq, timeMs: timeMs, payload: payload)
             case .inboxSeal(let first, let last, let retention, let nowMs):
                 (next.bytes, result) = InboxHead.applySeal(
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)

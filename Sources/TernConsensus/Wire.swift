@@ -249,7 +249,8 @@ public enum PaxosWire {
             guard let f = r.u64(), let l = r.u64(), let m = r.u64(), let a = r.u64(), let now = r.u64() else {
                 return nil
             }
-            return .inboxSeal(first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
+            return .inboxSeal(
+                first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
         default: return nil
         }
     }

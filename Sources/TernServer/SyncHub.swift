@@ -115,13 +115,17 @@ public final class SyncHub: Sendable {
     /// `uid`'s inbox reached `seq`: wake its waiters, notify its subscribers (this node only).
     public func notify(uid: UInt64, seq: UInt64) {
         let (subs, waiters) = state.withLockedValue { s in
-            (Array((s.subscriptions[uid] ?? [:]).values), Array((s.waiters.removeValue(forKey: uid) ?? [:]).values))
+            (
+                Array((s.subscriptions[uid] ?? [:]).values),
+                Array((s.waiters.removeValue(forKey: uid) ?? [:]).values)
+            )
         }
         for w in waiters { w.fire() }
         let uidText = Array(String(uid).utf8)
         for sub in subs {
             if sub.push {
-                sub.outlet.push(.push([.bulkString(Array("sync".utf8)), .bulkString(uidText), .integer(Int64(seq))]))
+                sub.outlet.push(
+                    .push([.bulkString(Array("sync".utf8)), .bulkString(uidText), .integer(Int64(seq))]))
             }
             if sub.channel {
                 sub.outlet.push(

@@ -86,7 +86,9 @@ public final class SyncService: CommandModule, Sendable {
     public func send(uid: UInt64, payload: [UInt8]) async -> Result<UInt64, SyncError> {
         guard payload.count <= options.payloadBytesMax else {
             return .failure(
-                SyncError(.error("ERR message too large (the largest accepted is \(options.payloadBytesMax) bytes)")))
+                SyncError(
+                    .error("ERR message too large (the largest accepted is \(options.payloadBytesMax) bytes)")
+                ))
         }
         let head = Self.headKey(uid)
         for _ in 0..<options.sendAttemptsMax {
@@ -95,7 +97,8 @@ public final class SyncService: CommandModule, Sendable {
             case .allocated(let first, _): seq = first
             case .failed(let r): return .failure(SyncError(CommandProcessor.failure(r, write: true)))
             }
-            let r = await node.execute(key: head, .write(.inboxAppend(seq: seq, timeMs: clock(), payload: payload)))
+            let r = await node.execute(
+                key: head, .write(.inboxAppend(seq: seq, timeMs: clock(), payload: payload)))
             switch r {
             case .done(.inboxAppended(let needsSeal)):
                 if needsSeal { await seal(uid: uid) }
@@ -132,7 +135,9 @@ public final class SyncService: CommandModule, Sendable {
             let first = prefix.first?.seq, let last = prefix.last?.seq
         else { return }
         let bucket = InboxHead.encodeBucket(prefix)
-        guard case .done = await node.execute(key: Self.bucketKey(uid, first), .write(.put(bucket))) else { return }
+        guard case .done = await node.execute(key: Self.bucketKey(uid, first), .write(.put(bucket))) else {
+            return
+        }
         let r = await node.execute(
             key: headKey,
             .write(.inboxSeal(first: first, last: last, retention: options.retention, nowMs: clock())))
@@ -160,7 +165,8 @@ public final class SyncService: CommandModule, Sendable {
         while true {
             let waiter = blockMs > 0 ? hub.arm(uid: uid) : nil
             let batch = await read(uid: uid, after: after, count: count)
-            guard case .success(let b) = batch, b.messages.isEmpty, let waiter, NIODeadline.now() < deadline else {
+            guard case .success(let b) = batch, b.messages.isEmpty, let waiter, NIODeadline.now() < deadline
+            else {
                 waiter?.cancel()
                 return batch
             }
@@ -184,7 +190,9 @@ public final class SyncService: CommandModule, Sendable {
         for b in head.buckets where b.last > after {
             if out.count >= count { break }
             let br = await node.execute(key: Self.bucketKey(uid, b.first), .read)
-            guard case .value(let v) = br else { return .failure(SyncError(CommandProcessor.failure(br, write: false))) }
+            guard case .value(let v) = br else {
+                return .failure(SyncError(CommandProcessor.failure(br, write: false)))
+            }
             // Absent: retention dropped it since the head was read.
             guard let v, let ms = InboxHead.decodeBucket(v) else {
                 gap = true
@@ -209,7 +217,8 @@ public final class SyncService: CommandModule, Sendable {
 
     /// A uid: a decimal unsigned 64-bit integer.
     static func uid(_ b: [UInt8]) -> UInt64? {
-        guard !b.isEmpty, b.count <= 20, b.allSatisfy({ $0 >= 48 && $0 <= 57 }), b.count == 1 || b[0] != 48 else {
+        guard !b.isEmpty, b.count <= 20, b.allSatisfy({ $0 >= 48 && $0 <= 57 }), b.count == 1 || b[0] != 48
+        else {
             return nil
         }
         return UInt64(String(decoding: b, as: UTF8.self))
@@ -232,7 +241,9 @@ public final class SyncService: CommandModule, Sendable {
             }
         case "msg.fanout":
             guard n >= 3 else { return .reply(Self.arity(name)) }
-            guard n - 2 <= options.fanoutMax else { return .reply(Self.err("too many recipients (at most \(options.fanoutMax))")) }
+            guard n - 2 <= options.fanoutMax else {
+                return .reply(Self.err("too many recipients (at most \(options.fanoutMax))"))
+            }
             var uids: [UInt64] = []
             for a in args.dropFirst(2) {
                 guard let u = Self.uid(a) else { return .reply(Self.badUID) }
@@ -241,7 +252,8 @@ public final class SyncService: CommandModule, Sendable {
             let payload = args[1]
             let recipients = uids
             guard payload.count <= options.payloadBytesMax else {
-                return .reply(Self.err("message too large (the largest accepted is \(options.payloadBytesMax) bytes)"))
+                return .reply(
+                    Self.err("message too large (the largest accepted is \(options.payloadBytesMax) bytes)"))
             }
             return .run {
                 await withTaskGroup(of: (Int, RESPValue).self) { group in
@@ -262,7 +274,8 @@ public final class SyncService: CommandModule, Sendable {
             return planSync(args)
         case "sync.subscribe", "sync.unsubscribe":
             guard session.version == .v3 else {
-                return .reply(Self.err("\(name.uppercased()) needs RESP3 (HELLO 3); on RESP2 use SUBSCRIBE sync:<uid>"))
+                return .reply(
+                    Self.err("\(name.uppercased()) needs RESP3 (HELLO 3); on RESP2 use SUBSCRIBE sync:<uid>"))
             }
             if name == "sync.subscribe" && n < 2 { return .reply(Self.arity(name)) }
             var uids: [UInt64] = []
@@ -279,7 +292,8 @@ public final class SyncService: CommandModule, Sendable {
                 for u in targets {
                     count =
                         subscribe
-                        ? hub.subscribe(outlet, uid: u, style: .push) : hub.unsubscribe(outlet, uid: u, style: .push)
+                        ? hub.subscribe(outlet, uid: u, style: .push)
+                        : hub.unsubscribe(outlet, uid: u, style: .push)
                 }
                 return [.integer(Int64(count))]
             }
@@ -288,9 +302,11 @@ public final class SyncService: CommandModule, Sendable {
             if subscribe && n < 2 { return .reply(Self.arity(name)) }
             var channels: [(name: [UInt8], uid: UInt64)] = []
             for a in args.dropFirst() {
-                guard a.starts(with: Self.channelPrefix), let u = Self.uid(Array(a.dropFirst(Self.channelPrefix.count)))
+                guard a.starts(with: Self.channelPrefix),
+                    let u = Self.uid(Array(a.dropFirst(Self.channelPrefix.count)))
                 else {
-                    return .reply(Self.err("only sync:<uid> channels exist here (sync notices, docs/SYNC.md)"))
+                    return .reply(
+                        Self.err("only sync:<uid> channels exist here (sync notices, docs/SYNC.md)"))
                 }
                 channels.append((a, u))
             }
@@ -303,7 +319,11 @@ public final class SyncService: CommandModule, Sendable {
             var frames: [RESPValue] = []
             for c in channels {
                 if subscribe { session.channels.insert(c.name) } else { session.channels.remove(c.name) }
-                frames.append(.push([.bulkString(Array(name.utf8)), .bulkString(c.name), .integer(Int64(session.channels.count))]))
+                frames.append(
+                    .push([
+                        .bulkString(Array(name.utf8)), .bulkString(c.name),
+                        .integer(Int64(session.channels.count)),
+                    ]))
             }
             if frames.isEmpty { frames = [.push([.bulkString(Array(name.utf8)), .null, .integer(0)])] }
             let hub = self.hub
@@ -328,13 +348,17 @@ public final class SyncService: CommandModule, Sendable {
     func planSync(_ args: [[UInt8]]) -> CommandPlan {
         guard args.count >= 3 else { return .reply(Self.arity("sync")) }
         guard let uid = Self.uid(args[1]) else { return .reply(Self.badUID) }
-        guard let after = Self.uid(args[2]) else { return .reply(Self.err("synckey must be an integer from 0 to 2^64-1")) }
+        guard let after = Self.uid(args[2]) else {
+            return .reply(Self.err("synckey must be an integer from 0 to 2^64-1"))
+        }
         var count = options.countDefault
         var block: Int64 = 0
         var i = 3
         while i < args.count {
             let opt = String(decoding: args[i], as: UTF8.self).uppercased()
-            guard i + 1 < args.count, let v = KeyValue.strictInteger(args[i + 1]) else { return .reply(.error("ERR syntax error")) }
+            guard i + 1 < args.count, let v = KeyValue.strictInteger(args[i + 1]) else {
+                return .reply(.error("ERR syntax error"))
+            }
             switch opt {
             case "COUNT":
                 guard v >= 1, v <= options.countMax else {
@@ -366,7 +390,10 @@ public final class SyncService: CommandModule, Sendable {
             .integer(Int64(bitPattern: b.syncKey)),
             .array(
                 b.messages.map {
-                    .array([.integer(Int64(bitPattern: $0.seq)), .integer(Int64(bitPattern: $0.timeMs)), .bulkString($0.payload)])
+                    .array([
+                        .integer(Int64(bitPattern: $0.seq)), .integer(Int64(bitPattern: $0.timeMs)),
+                        .bulkString($0.payload),
+                    ])
                 }),
             .integer(b.gap ? 1 : 0),
         ])
@@ -382,7 +409,9 @@ public struct KeySequenceSource: SequenceSource {
     public func nextSequence(uid: UInt64, count: UInt32) async -> SequenceAllocation {
         let r = await node.execute(key: Array("\0seqk:\(uid)".utf8), .write(.incr(Int64(max(count, 1)))))
         guard case .done(.number(let last)) = r, last >= Int64(max(count, 1)) else {
-            if case .done = r { return .failed(.unavailable("the sequence key of uid \(uid) is not a counter")) }
+            if case .done = r {
+                return .failed(.unavailable("the sequence key of uid \(uid) is not a counter"))
+            }
             return .failed(r)
         }
         return .allocated(first: UInt64(last) - UInt64(max(count, 1)) + 1, last: UInt64(last))

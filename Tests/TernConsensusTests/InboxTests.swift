@@ -2,7 +2,6 @@ import TernConsensus
 import TernCore
 import Testing
 
-
 /// Appends `seqs` in order to an empty inbox; the head after them.
 private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt64 = 1_000) -> [UInt8]? {
     var v: [UInt8]? = nil
@@ -19,7 +18,10 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         h.last = 9
         h.trimmedThrough = 4
         h.buckets = [InboxBucketRef(first: 1, last: 4, count: 3, lastTimeMs: 77)]
-        h.messages = [InboxMessage(seq: 7, timeMs: 5, payload: bytes("hi")), InboxMessage(seq: 9, timeMs: 6, payload: [])]
+        h.messages = [
+            InboxMessage(seq: 7, timeMs: 5, payload: bytes("hi")),
+            InboxMessage(seq: 9, timeMs: 6, payload: []),
+        ]
         let e = h.encoded()
         #expect(InboxHead.decode(e) == h)
         #expect(InboxHead.decode(Array(e.dropLast())) == nil)
@@ -74,7 +76,9 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         #expect(h.needsSeal)
         #expect(h.sealPrefix?.map(\.seq) == Array(1...64))
         #expect(try #require(InboxHead.decode(inbox(Array(1...63))!)).needsSeal == false)
-        #expect(InboxHead.applyAppend(inbox(Array(1...63)), seq: 64, timeMs: 0, payload: []).result == .inboxAppended(needsSeal: true))
+        #expect(
+            InboxHead.applyAppend(inbox(Array(1...63)), seq: 64, timeMs: 0, payload: []).result
+                == .inboxAppended(needsSeal: true))
         // By bytes: two 200 KiB messages fill a bucket of one message each.
         let big = [UInt8](repeating: 7, count: 200 << 10)
         let two = inbox([1, 2], payload: big)
@@ -94,7 +98,8 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         #expect(h.messages.map(\.seq) == Array(65...70))
         #expect(h.last == 70)
         // Sealing again with the same range (a second sealer) is a no-op.
-        let again = InboxHead.applySeal(r.bytes, first: 1, last: 64, retention: InboxRetention(), nowMs: 2_000)
+        let again = InboxHead.applySeal(
+            r.bytes, first: 1, last: 64, retention: InboxRetention(), nowMs: 2_000)
         #expect(again.result == .inboxSealed(applied: false, dropped: []))
         #expect(again.bytes == r.bytes)
         // A range that is not the seal prefix is refused.
@@ -110,7 +115,8 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         var dropped: [UInt64] = []
         for k in 0..<4 {
             let first = UInt64(64 * k + 1)
-            let sealed = InboxHead.applySeal(v, first: first, last: first + 63, retention: keep100, nowMs: 1_000)
+            let sealed = InboxHead.applySeal(
+                v, first: first, last: first + 63, retention: keep100, nowMs: 1_000)
             guard case .inboxSealed(true, let d) = sealed.result else {
                 Issue.record("seal \(k): \(sealed.result)")
                 return
@@ -129,12 +135,14 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         // Age: the old bucket goes once its newest message is older than the limit.
         let old = inbox(Array(1...64), timeMs: 1_000)
         let young = InboxHead.applySeal(
-            old, first: 1, last: 64, retention: InboxRetention(messagesMax: 1_000, ageMsMax: 500), nowMs: 1_400)
+            old, first: 1, last: 64, retention: InboxRetention(messagesMax: 1_000, ageMsMax: 500),
+            nowMs: 1_400)
         #expect(young.result == .inboxSealed(applied: true, dropped: []))
         var w = young.bytes
         for s in UInt64(65)...128 { w = InboxHead.applyAppend(w, seq: s, timeMs: 1_600, payload: [1]).bytes }
         let aged = InboxHead.applySeal(
-            w, first: 65, last: 128, retention: InboxRetention(messagesMax: 1_000, ageMsMax: 500), nowMs: 1_600)
+            w, first: 65, last: 128, retention: InboxRetention(messagesMax: 1_000, ageMsMax: 500),
+            nowMs: 1_600)
         #expect(aged.result == .inboxSealed(applied: true, dropped: [1]))
         #expect(try #require(InboxHead.decode(aged.bytes!)).trimmedThrough == 64)
     }
@@ -153,14 +161,17 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
             #expect(r.atEnd)
         }
         let results: [OperationResult] = [
-            .inboxAppended(needsSeal: false), .inboxAppended(needsSeal: true), .inboxRefused(last: 99), .inboxFull,
+            .inboxAppended(needsSeal: false), .inboxAppended(needsSeal: true), .inboxRefused(last: 99),
+            .inboxFull,
             .inboxSealed(applied: false, dropped: []), .inboxSealed(applied: true, dropped: [1, 65]),
         ]
         var state = KeyState()
         state.chosen = 3
         state.value = KeyValue(
             bytes: inbox([1]),
-            recent: results.enumerated().map { AppliedRequest(id: RequestID(client: 1, counter: UInt64($0.offset)), result: $0.element) })
+            recent: results.enumerated().map {
+                AppliedRequest(id: RequestID(client: 1, counter: UInt64($0.offset)), result: $0.element)
+            })
         #expect(PaxosCodec.decode(PaxosCodec.encode(state)) == state)
     }
 }

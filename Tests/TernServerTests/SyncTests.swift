@@ -59,7 +59,8 @@ func syncReply(_ v: RESPValue) -> (key: UInt64, messages: [(seq: UInt64, payload
     else { return nil }
     var out: [(UInt64, String)] = []
     for m in ms {
-        guard case .array(let f?) = m, f.count == 3, case .integer(let s) = f[0], case .bulkString(let p?) = f[2]
+        guard case .array(let f?) = m, f.count == 3, case .integer(let s) = f[0],
+            case .bulkString(let p?) = f[2]
         else { return nil }
         out.append((UInt64(s), String(decoding: p, as: UTF8.self)))
     }
@@ -117,7 +118,8 @@ func nextPush(_ client: RESPClient, seconds: Double = 5) async -> RESPValue? {
 func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
 
 @Suite(.timeLimit(.minutes(2))) struct SyncTests {
-    @Test("Ordering rule: a sequence that reaches the inbox after a later one is refused and re-sent above it")
+    @Test(
+        "Ordering rule: a sequence that reaches the inbox after a later one is refused and re-sent above it")
     func lateSequenceIsRefused() async throws {
         let gated = GatedSource()
         let s = try await SyncCluster.start(sequences: { _ in gated })
@@ -176,7 +178,9 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
                         for _ in 0..<(1 + rng.below(4)) {
                             let done = sendersDone.withLockedValue { $0 } == 3
                             let count = String(1 + rng.below(9))
-                            let reply = try await c.send(["SYNC", uid, String(key), "COUNT", count, "BLOCK", "50"])
+                            let reply = try await c.send([
+                                "SYNC", uid, String(key), "COUNT", count, "BLOCK", "50",
+                            ])
                             guard let r = syncReply(reply) else {
                                 Issue.record("SYNC: \(reply)")
                                 return nil
@@ -186,8 +190,12 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
                                 // (and, as senders keep going, perhaps newer ones after them).
                                 let again = try await c.send(["SYNC", uid, String(key), "COUNT", count])
                                 let replay = try #require(syncReply(again))
-                                #expect(replay.messages.prefix(r.messages.count).map(\.seq) == r.messages.map(\.seq))
-                                #expect(replay.messages.prefix(r.messages.count).map(\.payload) == r.messages.map(\.payload))
+                                #expect(
+                                    replay.messages.prefix(r.messages.count).map(\.seq)
+                                        == r.messages.map(\.seq))
+                                #expect(
+                                    replay.messages.prefix(r.messages.count).map(\.payload)
+                                        == r.messages.map(\.payload))
                                 continue
                             }
                             got += r.messages.map { ($0.seq, $0.payload) }
@@ -266,13 +274,17 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
     func pushPubSub() async throws {
         let s = try await SyncCluster.start()
         let phone = try await s.client(1)
-        #expect(try await phone.send(["SUBSCRIBE", "sync:8"]) == .array([bulk("subscribe"), bulk("sync:8"), .integer(1)]))
+        #expect(
+            try await phone.send(["SUBSCRIBE", "sync:8"])
+                == .array([bulk("subscribe"), bulk("sync:8"), .integer(1)]))
         #expect(try await phone.send(["GET", "k"]) != .bulkString(nil))
         #expect(try await phone.send(["PING"]) == .array([bulk("pong"), bulk("")]))
         let writer = try await s.client(2)
         #expect(try await writer.send(["MSG.SEND", "8", "m"]) == .integer(1))
         #expect(await nextPush(phone) == .array([bulk("message"), bulk("sync:8"), bulk("1")]))
-        #expect(try await phone.send(["UNSUBSCRIBE"]) == .array([bulk("unsubscribe"), bulk("sync:8"), .integer(0)]))
+        #expect(
+            try await phone.send(["UNSUBSCRIBE"])
+                == .array([bulk("unsubscribe"), bulk("sync:8"), .integer(0)]))
         #expect(try await phone.send(["GET", "k"]) == .bulkString(nil))
         await phone.close()
         await writer.close()
@@ -295,7 +307,9 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         #expect(seqs == Array(seqs.first!...300), "a contiguous tail")
         #expect(r.key == 300)
         let node = s.cluster.nodes[NodeID(1)]!
-        #expect(await node.execute(key: Array("\0inbox:4:1".utf8), .read) == .value(nil), "dropped bucket deleted")
+        #expect(
+            await node.execute(key: Array("\0inbox:4:1".utf8), .read) == .value(nil), "dropped bucket deleted"
+        )
         #expect(await node.execute(key: Array("\0inbox:4:\(seqs.first!)".utf8), .read) != .value(nil))
         // A key inside the kept range sees no gap.
         let tail = try #require(syncReply(try await c.send(["SYNC", "4", "290"])))
