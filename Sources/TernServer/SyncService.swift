@@ -208,7 +208,10 @@ public final class SyncService: CommandModule, Sendable {
     // MARK: - Commands
 
     public var commandNames: [String] {
-        ["msg.send", "msg.fanout", "sync", "sync.subscribe", "sync.unsubscribe", "subscribe", "unsubscribe"]
+        [
+            "msg.send", "msg.fanout", "sync", "msg.sync", "sync.subscribe", "sync.unsubscribe", "subscribe",
+            "unsubscribe",
+        ]
     }
 
     static func err(_ text: String) -> RESPValue { .error("ERR " + text) }
@@ -270,7 +273,9 @@ public final class SyncService: CommandModule, Sendable {
                     return .array(out)
                 }
             }
-        case "sync":
+        case "sync", "msg.sync":
+            // MSG.SYNC: the same command under a name redis-cli does not take for replication
+            // (redis-cli turns any `SYNC …` into a replica stream).
             return planSync(args)
         case "sync.subscribe", "sync.unsubscribe":
             guard session.version == .v3 else {

@@ -313,6 +313,7 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         #expect(await node.execute(key: Array("\0inbox:4:\(seqs.first!)".utf8), .read) != .value(nil))
         // A key inside the kept range sees no gap.
         let tail = try #require(syncReply(try await c.send(["SYNC", "4", "290"])))
+        #expect(try await c.send(["MSG.SYNC", "4", "290"]) == (try await c.send(["SYNC", "4", "290"])))
         #expect(!tail.gap)
         #expect(tail.messages.map(\.seq) == Array(291...300))
         await c.close()
