@@ -79,9 +79,13 @@ public struct InboxHead: Sendable, Hashable {
     /// Payload bytes of the unsealed messages.
     public var messageBytes: Int { messages.reduce(0) { $0 + $1.payload.count } }
 
-    /// True when the oldest unsealed messages fill a bucket.
+    /// True when the oldest unsealed messages fill a bucket: 64 of them, or more bytes than a
+    /// bucket holds. Strictly more: then the message that does not fit is already in the head, so
+    /// later appends cannot change `sealPrefix` and every sealer writes the same bucket. (With
+    /// `>=`, a head of exactly 256 KiB followed by an empty message would give two sealers two
+    /// different buckets under one key, and the index could list a message the bucket lacks.)
     public var needsSeal: Bool {
-        messages.count >= Self.bucketMessagesMax || messageBytes >= Self.bucketBytesMax
+        messages.count >= Self.bucketMessagesMax || messageBytes > Self.bucketBytesMax
     }
 
     /// The messages the next seal moves to a bucket: the longest prefix within a bucket's bounds

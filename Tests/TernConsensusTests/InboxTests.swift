@@ -83,6 +83,20 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         let big = [UInt8](repeating: 7, count: 200 << 10)
         let two = inbox([1, 2], payload: big)
         #expect(try #require(InboxHead.decode(two!)).sealPrefix?.map(\.seq) == [1])
+        // Exactly a bucket's bytes: not yet sealed, since a later (even empty) message could
+        // still join the prefix; once a message does not fit, appends no longer move the prefix.
+        let quarter = [UInt8](repeating: 1, count: 64 << 10)
+        var exact = inbox([1, 2, 3, 4], payload: quarter)
+        #expect(try #require(InboxHead.decode(exact!)).needsSeal == false)
+        exact = InboxHead.applyAppend(exact, seq: 5, timeMs: 0, payload: []).bytes
+        #expect(try #require(InboxHead.decode(exact!)).needsSeal == false)
+        exact = InboxHead.applyAppend(exact, seq: 6, timeMs: 0, payload: [9]).bytes
+        let sealing = try #require(InboxHead.decode(exact!))
+        #expect(sealing.sealPrefix?.map(\.seq) == [1, 2, 3, 4, 5])
+        for s in UInt64(7)...20 {
+            exact = InboxHead.applyAppend(exact, seq: s, timeMs: 0, payload: s % 2 == 0 ? [] : [1]).bytes
+            #expect(try #require(InboxHead.decode(exact!)).sealPrefix?.map(\.seq) == [1, 2, 3, 4, 5])
+        }
         // The hard bound.
         let atBound = inbox(Array(1...UInt64(InboxHead.headMessagesMax)), payload: [])
         #expect(InboxHead.applyAppend(atBound, seq: 10_000, timeMs: 0, payload: []).result == .inboxFull)
