@@ -24,6 +24,9 @@ struct DemoChatCommand: AsyncParsableCommand {
     @Option(help: "Seconds of sending (overrides --minutes).") var seconds: Double?
     @Option(help: "Concurrent senders.") var senders = 16
     @Option(help: "Seed of the phones' and senders' choices.") var seed: UInt64 = 1
+    @Option(help: "Longest online period of a phone, in seconds.") var onlineMax = 6.0
+    @Option(help: "Longest offline period of a phone, in seconds.") var offlineMax = 3.0
+    @Option(help: "Share of SYNC replies a phone drops on purpose (0...1).") var lostRatio = 0.05
 
     func run() async throws {
         var o = ChatDemoOptions()
@@ -37,6 +40,9 @@ struct DemoChatCommand: AsyncParsableCommand {
         o.seconds = seconds ?? minutes * 60
         o.senders = senders
         o.seed = seed
+        o.onlineSecondsMax = onlineMax
+        o.offlineSecondsMax = offlineMax
+        o.lostReplyRatio = lostRatio
         // Fresh uids per run: earlier runs' messages stay out of this run's inboxes.
         o.uidBase = UInt64(Date().timeIntervalSince1970 * 1000) * 1_000_000 % (1 << 62)
         print("tern demo chat: \(users) users x \(devices) devices, \(o.seconds) s, uids from \(o.uidBase)")
