@@ -189,3 +189,72 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         #expect(PaxosCodec.decode(PaxosCodec.encode(state)) == state)
     }
 }
+
+@Suite struct InboxPaxosTests {
+    /// Three proposers, shuffled sequences, a lossy network: every replica ends with one inbox, in
+    /// order, holding exactly the appends answered as applied.
+    @Test(
+        "Competing inbox appends over a lossy network: one ordered inbox, refusals exactly for late ones",
+        arguments: UInt64(1)...12)
+    func competingAppends(seed: UInt64) throws {
+        var t = Trio()
+        var rng = SplitMix64(seed: seed)
+        var proposed: [UInt64: UInt64] = [:]
+        let seqs = Array(UInt64(1)...24).shuffled(using: &rng)
+        for (i, s) in seqs.enumerated() {
+            let tag = UInt64(i + 1)
+            proposed[tag] = s
+            t.propose(
+                [n1, n2, n3][Int(rng.below(3))], .inboxAppend(seq: s, timeMs: 0, payload: bytes("m\(s)")),
+                id: RequestID(client: 9, counter: tag), tag: tag)
+            // Deliver a few messages, losing one in ten.
+            for _ in 0..<rng.below(8) where !t.inFlight.isEmpty {
+                let m = t.inFlight.removeFirst()
+                if !rng.chance(0.1) { t.deliver(m) }
+            }
+        }
+        // Heal: deliver everything, tick until every call has its answer.
+        for _ in 0..<2_000 {
+            t.run()
+            if Set(t.replies.map(\.tag)).count == proposed.count { break }
+            for n in [n1, n2, n3] { t.tick(n) }
+        }
+        var outcome: [UInt64: ClientOutcome] = [:]
+        for r in t.replies { outcome[r.tag] = r.outcome }
+        #expect(outcome.count == proposed.count, "seed \(seed): every proposal answered")
+        // Let every replica learn the last chosen instance.
+        for _ in 0..<50 {
+            for n in [n1, n2, n3] { t.tick(n) }
+            t.run()
+        }
+        let chosen = [n1, n2, n3].map { t.state($0).chosen }.max()!
+        let values = [n1, n2, n3].filter { t.state($0).chosen == chosen }.map { t.state($0).value.bytes }
+        #expect(Set(values.map { $0 ?? [] }).count == 1, "seed \(seed): one value per instance")
+        let head = try #require(values.first.flatMap { $0 }.flatMap { InboxHead.decode($0) })
+        let inInbox = head.messages.map(\.seq)
+        #expect(
+            inInbox == inInbox.sorted() && Set(inInbox).count == inInbox.count,
+            "seed \(seed): strictly increasing")
+        for (tag, s) in proposed {
+            switch outcome[tag] {
+            case .done(.inboxAppended)?:
+                #expect(inInbox.contains(s), "seed \(seed): appended \(s) is in the inbox")
+            case .done(.inboxRefused(let last))?:
+                #expect(!inInbox.contains(s) && last >= s, "seed \(seed): refused \(s) (last \(last))")
+            case .retryable?:
+                #expect(!inInbox.contains(s), "seed \(seed): a retryable \(s) was not applied")
+            case .unknown?:
+                break
+            default:
+                Issue.record("seed \(seed): seq \(s) answered \(String(describing: outcome[tag]))")
+            }
+        }
+        #expect(head.last == inInbox.last ?? 0)
+        // The scenario is not vacuous: shuffled sequences always leave some late ones refused.
+        let refused = outcome.values.filter { if case .done(.inboxRefused) = $0 { true } else { false } }
+            .count
+        #expect(
+            refused > 0 && !inInbox.isEmpty,
+            "seed \(seed): \(refused) refused, \(inInbox) appended of \(seqs)")
+    }
+}
