@@ -127,6 +127,16 @@ public struct ByteWriter: Sendable {
         case .previousForgotten: u8(8)
         case .existed(let e): u8(e ? 10 : 9)
         case .overflow: u8(11)
+        // Sync inboxes (tags from 24 on).
+        case .inboxAppended(let needsSeal): u8(needsSeal ? 25 : 24)
+        case .inboxRefused(let last):
+            u8(26)
+            u64(last)
+        case .inboxFull: u8(27)
+        case .inboxSealed(let applied, let dropped):
+            u8(applied ? 29 : 28)
+            u32(UInt32(dropped.count))
+            for d in dropped { u64(d) }
         }
     }
 }
@@ -199,6 +209,17 @@ public struct ByteReader: Sendable {
         case 9: return .existed(false)
         case 10: return .existed(true)
         case 11: return .overflow
+        case 24, 25: return .inboxAppended(needsSeal: tag == 25)
+        case 26: return u64().map { .inboxRefused(last: $0) }
+        case 27: return .inboxFull
+        case 28, 29:
+            guard let n = u32(), Int(n) <= remaining / 8 else { return nil }
+            var dropped: [UInt64] = []
+            for _ in 0..<n {
+                guard let d = u64() else { return nil }
+                dropped.append(d)
+            }
+            return .inboxSealed(applied: tag == 29, dropped: dropped)
         default: return nil
         }
     }

@@ -515,6 +515,8 @@ extension Operation {
         case .put(let b), .append(let b, _), .set(let b, _, _): b.count
         case .cas(let e, let b): (e?.count ?? 0) + b.count
         case .delete, .incr, .remove: 0
+        case .inboxAppend(_, _, let p): p.count
+        case .inboxSeal: 0
         }
     }
     /// True when the result carries the key's previous value.

@@ -109,6 +109,12 @@ public enum Operation: Sendable, Hashable {
     case set([UInt8], condition: SetCondition, returnOld: Bool)
     /// Remove the key; the result says whether it existed (`.existed`), for Redis `DEL`.
     case remove
+    /// Append a message to a sync inbox head, refused unless `seq` is above the inbox's last
+    /// (`InboxHead.applyAppend`, docs/SYNC.md).
+    case inboxAppend(seq: UInt64, timeMs: UInt64, payload: [UInt8])
+    /// Move the inbox head's oldest messages `first...last` to their (already written) bucket and
+    /// trim old buckets (`InboxHead.applySeal`).
+    case inboxSeal(first: UInt64, last: UInt64, retention: InboxRetention, nowMs: UInt64)
 }
 
 /// When `Operation.set` applies.
@@ -140,6 +146,15 @@ public enum OperationResult: Sendable, Hashable {
     case existed(Bool)
     /// `incr` would overflow 64 bits; the value is unchanged.
     case overflow
+    /// `inboxAppend` applied; `needsSeal` when the head's oldest messages fill a bucket.
+    case inboxAppended(needsSeal: Bool)
+    /// `inboxAppend` refused: its sequence is not above the inbox's `last`.
+    case inboxRefused(last: UInt64)
+    /// `inboxAppend` refused: the head is at its bound until it is sealed.
+    case inboxFull
+    /// `inboxSeal` done (`applied` false: the head had changed); `dropped` are the first sequences
+    /// of the buckets retention removed from the index (their keys are to be deleted).
+    case inboxSealed(applied: Bool, dropped: [UInt64])
 }
 
 /// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
@@ -247,6 +262,12 @@ public struct KeyValue: Sendable, Hashable {
             case .remove:
                 result = .existed(next.bytes != nil)
                 next.bytes = nil
+            case .inboxAppend(let seq, let timeMs, let payload):
+                (next.bytes, result) = InboxHead.applyAppend(
+                    next.bytes, seq: seq, timeMs: timeMs, payload: payload)
+            case .inboxSeal(let first, let last, let retention, let nowMs):
+                (next.bytes, result) = InboxHead.applySeal(
+                    next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
             }
             next.recent.append(AppliedRequest(id: id, result: result))
         }

@@ -199,6 +199,19 @@ public enum PaxosWire {
             w.u8(returnOld ? 1 : 0)
         case .remove:
             w.u8(6)
+        // Sync inboxes (tags from 24 on).
+        case .inboxAppend(let seq, let timeMs, let payload):
+            w.u8(24)
+            w.u64(seq)
+            w.u64(timeMs)
+            w.blob(payload)
+        case .inboxSeal(let first, let last, let retention, let nowMs):
+            w.u8(25)
+            w.u64(first)
+            w.u64(last)
+            w.u64(retention.messagesMax)
+            w.u64(retention.ageMsMax)
+            w.u64(nowMs)
         }
     }
 
@@ -229,6 +242,15 @@ public enum PaxosWire {
             else { return nil }
             return .set(b, condition: c, returnOld: g == 1)
         case 6: return .remove
+        case 24:
+            guard let seq = r.u64(), let t = r.u64(), let p = r.blob() else { return nil }
+            return .inboxAppend(seq: seq, timeMs: t, payload: p)
+        case 25:
+            guard let f = r.u64(), let l = r.u64(), let m = r.u64(), let a = r.u64(), let now = r.u64() else {
+                return nil
+            }
+            return .inboxSeal(
+                first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
         default: return nil
         }
     }

@@ -6,6 +6,9 @@ public struct Session: Sendable, Hashable {
     public var version: RESPVersion = .v2
     public var authenticated: Bool
     public var name: String?
+    /// Pub/sub channels this connection subscribed to (sync notices): a RESP2 connection with
+    /// any is in subscribed mode, where only the subscribe family, PING and QUIT are accepted.
+    public var channels: Set<[UInt8]> = []
     public init(authenticated: Bool) { self.authenticated = authenticated }
 }
 
@@ -21,6 +24,9 @@ public enum CommandPlan: Sendable {
     /// MSG.*, SYNC). Unlike `.requests`, it is not ordered after the connection's earlier commands
     /// on the same keys; the reply still goes out in command order.
     case run(@Sendable () async -> RESPValue)
+    /// Answer with these frames (one command, several frames: SUBSCRIBE's confirmations), given the
+    /// connection's outlet for out-of-band pushes (sync notices).
+    case connection(@Sendable (ConnectionOutlet) -> [RESPValue])
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
@@ -101,6 +107,18 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.noAuth)
         }
         let n = args.count
+        // Redis's subscribed mode (RESP2 only): a connection that subscribed takes only these.
+        if session.version == .v2 && !session.channels.isEmpty {
+            if name == "ping" {
+                return .reply(.array([.bulkString(Array("pong".utf8)), .bulkString(n >= 2 ? args[1] : [])]))
+            }
+            if !Self.subscribedModeCommands.contains(name) {
+                return .reply(
+                    Self.err(
+                        "Can't execute '\(name)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / "
+                            + "RESET are allowed in this context"))
+            }
+        }
         switch name {
         case "ping":
             guard n <= 2 else { return .reply(Self.arity(name)) }
@@ -231,6 +249,11 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.unknownCommand(args))
         }
     }
+
+    static let subscribedModeCommands: Set<String> = [
+        "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe", "quit",
+        "reset",
+    ]
 
     /// Names this server answers (COMMAND COUNT).
     static let commandNames = [

@@ -72,6 +72,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Redis; commands on different keys run concurrently).
     var keyTail: [[UInt8]: (id: UInt64, done: EventLoopFuture<NodeReply>)] = [:]
     var requestIDs: UInt64 = 0
+    /// Where sync notices reach this connection (made by the first `.connection` plan).
+    var pushOutlet: ConnectionOutlet?
 
     init(node: Node, processor: CommandProcessor, session: Session, logger: Logger) {
         self.node = node
@@ -106,6 +108,12 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 let (handler, context) = loopBound.value
                 handler.fill(seq, build(replies), version, context: context)
             }
+        // Sync push hook: frames that answer one command, and the outlet for later pushes.
+        case .connection(let body):
+            let values = body(outlet(context: context))
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            for v in values { RESPEncoder.encode(v, version: session.version, into: &buffer) }
+            release(seq, buffer, context: context)
         case .run(let task):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let promise = context.eventLoop.makePromise(of: RESPValue.self)
@@ -151,6 +159,34 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(value, version: version, into: &buffer)
+        release(seq, buffer, context: context)
+    }
+
+    /// This connection's outlet for pushes (made on first use); a push takes the next reply slot.
+    func outlet(context: ChannelHandlerContext) -> ConnectionOutlet {
+        if let pushOutlet { return pushOutlet }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        let made = ConnectionOutlet { value in
+            loop.execute {
+                let (handler, context) = loopBound.value
+                guard handler.closeAfter == nil, context.channel.isActive else { return }
+                let seq = handler.nextSeq
+                handler.nextSeq += 1
+                handler.fill(seq, value, handler.session.version, context: context)
+            }
+        }
+        pushOutlet = made
+        return made
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pushOutlet?.close()
+        context.fireChannelInactive()
+    }
+
+    /// Writes the encoded reply `seq` once every earlier one is out.
+    func release(_ seq: UInt64, _ buffer: ByteBuffer, context: ChannelHandlerContext) {
         ready[seq] = buffer
         var wrote = false
         while let b = ready.removeValue(forKey: headSeq) {

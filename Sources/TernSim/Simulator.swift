@@ -521,7 +521,8 @@ public final class Simulation {
             case .ok: finish(c, .ok)
             case .number(let n): finish(c, .number(n))
             case .swapped(let b): finish(c, .swapped(b))
-            case .notANumber, .tooLarge, .previous, .previousForgotten, .existed, .overflow:
+            case .notANumber, .tooLarge, .previous, .previousForgotten, .existed, .overflow, .inboxAppended,
+                .inboxRefused, .inboxFull, .inboxSealed:
                 violations.append(
                     violation(check: "workload", key: f.key, detail: "unexpected result \(res)"))
                 finish(c, .unknown)

@@ -14,4 +14,6 @@ struct Tern: AsyncParsableCommand {
 let ternSubcommands: [any ParsableCommand.Type] = [
     SimCommand.self, CheckCommand.self, RingCommand.self, BenchCommand.self, ServerCommand.self,
     DevCommand.self,
+    // Sync inboxes demo (docs/SYNC.md).
+    DemoCommand.self,
 ]

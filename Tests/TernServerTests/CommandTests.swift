@@ -21,6 +21,9 @@ func wire(
     case .run:
         // Service commands (SEQ.*, MSG.*, SYNC) run against a live node; tested in their suites.
         value = .simpleString("RUN")
+    case .connection:
+        // Subscriptions (SUBSCRIBE sync:<uid>, SYNC.SUBSCRIBE) need a connection; see SyncTests.
+        value = .simpleString("CONNECTION")
     }
     var buffer = ByteBuffer()
     RESPEncoder.encode(value, version: session.version, into: &buffer)

@@ -1,0 +1,424 @@
+import Foundation
+import NIOCore
+import TernConsensus
+import TernCore
+import TernPlacement
+import TernRESP
+
+/// Tunables of the sync inboxes.
+public struct SyncOptions: Sendable {
+    /// How long inboxes keep messages (trimmed by whole buckets when an inbox seals one).
+    public var retention = InboxRetention()
+    /// Largest MSG.SEND / MSG.FANOUT payload.
+    public var payloadBytesMax = 64 << 10
+    /// Messages a SYNC returns without COUNT, and the largest COUNT.
+    public var countDefault = 100
+    public var countMax = 1_000
+    /// Longest SYNC … BLOCK.
+    public var blockMsMax: Int64 = 300_000
+    /// Fresh sequences MSG.SEND tries when its append is refused as out of order.
+    public var sendAttemptsMax = 8
+    /// Recipients of one MSG.FANOUT.
+    public var fanoutMax = 1_000
+    public init() {}
+}
+
+/// Messages with sequence > a sync key, as SYNC returns them.
+public struct SyncBatch: Sendable, Hashable {
+    /// The key to pass to the next SYNC: the last message's sequence, or the old key.
+    public var syncKey: UInt64
+    public var messages: [InboxMessage]
+    /// Messages after the old key may have been dropped by retention.
+    public var gap: Bool
+}
+
+/// Why a sync call failed: the RESP error to answer.
+public struct SyncError: Error, Sendable, Hashable {
+    public var reply: RESPValue
+    init(_ reply: RESPValue) { self.reply = reply }
+}
+
+/// Inboxes with push: `MSG.SEND`, `MSG.FANOUT`, `SYNC`, `SYNC.SUBSCRIBE`/`SYNC.UNSUBSCRIBE` and
+/// `SUBSCRIBE`/`UNSUBSCRIBE sync:<uid>` (docs/SYNC.md).
+///
+/// ```
+///  MSG.SEND uid p ─► SequenceSource.next(uid) = s ─► inboxAppend(s) on \0inbox:<uid>
+///                       ▲ refused (s ≤ last): fresh s      │ applied (needsSeal → seal a bucket)
+///                       └──────────────────────────────────┤
+///                                          hub.notify here + service kind 2 to the other nodes
+///                                          → SYNC BLOCK waiters wake, subscribers get a notice
+/// ```
+public final class SyncService: CommandModule, Sendable {
+    /// Peer service kind of sync notices (`Node.setServiceHandler`).
+    public static let serviceKind: UInt8 = 2
+
+    public let node: Node
+    public let hub: SyncHub
+    let sequences: any SequenceSource
+    let options: SyncOptions
+    /// Wall-clock milliseconds (injected: retention tests move it).
+    let clock: @Sendable () -> UInt64
+
+    /// Registers the node's sync notice handler (service kind 2).
+    public init(
+        node: Node, sequences: any SequenceSource, options: SyncOptions = SyncOptions(),
+        clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.node = node
+        self.sequences = sequences
+        self.options = options
+        self.clock = clock
+        let hub = SyncHub(eventLoop: node.eventLoop)
+        self.hub = hub
+        node.setServiceHandler(Self.serviceKind) { _, payload in
+            var r = ByteReader(payload)
+            guard let uid = r.u64(), let seq = r.u64(), r.atEnd else { return }
+            hub.notify(uid: uid, seq: seq)
+        }
+    }
+
+    static func headKey(_ uid: UInt64) -> [UInt8] { Array("\0inbox:\(uid)".utf8) }
+    static func bucketKey(_ uid: UInt64, _ first: UInt64) -> [UInt8] { Array("\0inbox:\(uid):\(first)".utf8) }
+
+    // MARK: - Operations
+
+    /// Appends `payload` to `uid`'s inbox; its sequence. Notifies every node's subscribers.
+    public func send(uid: UInt64, payload: [UInt8]) async -> Result<UInt64, SyncError> {
+        guard payload.count <= options.payloadBytesMax else {
+            return .failure(
+                SyncError(
+                    .error("ERR message too large (the largest accepted is \(options.payloadBytesMax) bytes)")
+                ))
+        }
+        let head = Self.headKey(uid)
+        for _ in 0..<options.sendAttemptsMax {
+            let seq: UInt64
+            switch await sequences.nextSequence(uid: uid, count: 1) {
+            case .allocated(let first, _): seq = first
+            case .failed(let r): return .failure(SyncError(CommandProcessor.failure(r, write: true)))
+            }
+            let r = await node.execute(
+                key: head, .write(.inboxAppend(seq: seq, timeMs: clock(), payload: payload)))
+            switch r {
+            case .done(.inboxAppended(let needsSeal)):
+                if needsSeal { await seal(uid: uid) }
+                announce(uid: uid, seq: seq)
+                return .success(seq)
+            case .done(.inboxRefused):
+                // A later sequence reached the inbox first: this one may never land (the ordering
+                // rule), so take a fresh one.
+                continue
+            case .done(.inboxFull):
+                await seal(uid: uid)
+                continue
+            case .done(.notANumber):
+                return .failure(SyncError(Self.wrongType))
+            default:
+                return .failure(SyncError(CommandProcessor.failure(r, write: true)))
+            }
+        }
+        return .failure(
+            SyncError(
+                .error(
+                    "ERR MSG.SEND gave up after \(options.sendAttemptsMax) attempts: "
+                        + "sequences kept reaching the inbox out of order")))
+    }
+
+    static let wrongType = RESPValue.error("WRONGTYPE the inbox key holds a value that is not an inbox")
+
+    /// Moves the head's oldest full bucket out (bucket key first, then the head), then deletes
+    /// the buckets retention dropped. Best effort: a failure leaves the head as it was.
+    func seal(uid: UInt64) async {
+        let headKey = Self.headKey(uid)
+        guard case .value(let bytes?) = await node.execute(key: headKey, .read),
+            let head = InboxHead.decode(bytes), let prefix = head.sealPrefix,
+            let first = prefix.first?.seq, let last = prefix.last?.seq
+        else { return }
+        let bucket = InboxHead.encodeBucket(prefix)
+        guard case .done = await node.execute(key: Self.bucketKey(uid, first), .write(.put(bucket))) else {
+            return
+        }
+        let r = await node.execute(
+            key: headKey,
+            .write(.inboxSeal(first: first, last: last, retention: options.retention, nowMs: clock())))
+        guard case .done(.inboxSealed(true, let dropped)) = r else { return }
+        for d in dropped { _ = await node.execute(key: Self.bucketKey(uid, d), .write(.delete)) }
+    }
+
+    /// Tells this node's hub and every other node's that `uid`'s inbox reached `seq`.
+    func announce(uid: UInt64, seq: UInt64) {
+        hub.notify(uid: uid, seq: seq)
+        var w = ByteWriter()
+        w.u64(uid)
+        w.u64(seq)
+        for n in node.map.nodes where n.id != node.id {
+            node.sendService(Self.serviceKind, w.bytes, to: n.id)
+        }
+    }
+
+    /// The messages of `uid`'s inbox after `after`, at most `count`; with `blockMs` > 0, waits up
+    /// to that long for at least one.
+    public func sync(uid: UInt64, after: UInt64, count: Int, blockMs: Int64 = 0) async -> Result<
+        SyncBatch, SyncError
+    > {
+        let deadline = NIODeadline.now() + .milliseconds(blockMs)
+        while true {
+            let waiter = blockMs > 0 ? hub.arm(uid: uid) : nil
+            let batch = await read(uid: uid, after: after, count: count)
+            guard case .success(let b) = batch, b.messages.isEmpty, let waiter, NIODeadline.now() < deadline
+            else {
+                waiter?.cancel()
+                return batch
+            }
+            await waiter.wait(until: deadline)
+            if NIODeadline.now() >= deadline {
+                return await read(uid: uid, after: after, count: count)
+            }
+        }
+    }
+
+    /// One linearizable look at the inbox: the head, then the sealed buckets it needs.
+    func read(uid: UInt64, after: UInt64, count: Int) async -> Result<SyncBatch, SyncError> {
+        let r = await node.execute(key: Self.headKey(uid), .read)
+        guard case .value(let bytes) = r else {
+            return .failure(SyncError(CommandProcessor.failure(r, write: false)))
+        }
+        guard let bytes else { return .success(SyncBatch(syncKey: after, messages: [], gap: false)) }
+        guard let head = InboxHead.decode(bytes) else { return .failure(SyncError(Self.wrongType)) }
+        var out: [InboxMessage] = []
+        var gap = after < head.trimmedThrough
+        for b in head.buckets where b.last > after {
+            if out.count >= count { break }
+            let br = await node.execute(key: Self.bucketKey(uid, b.first), .read)
+            guard case .value(let v) = br else {
+                return .failure(SyncError(CommandProcessor.failure(br, write: false)))
+            }
+            // Absent: retention dropped it since the head was read.
+            guard let v, let ms = InboxHead.decodeBucket(v) else {
+                gap = true
+                continue
+            }
+            for m in ms where m.seq > after && out.count < count { out.append(m) }
+        }
+        for m in head.messages where m.seq > after && out.count < count { out.append(m) }
+        let key = out.last?.seq ?? max(after, gap ? head.trimmedThrough : after)
+        return .success(SyncBatch(syncKey: key, messages: out, gap: gap))
+    }
+
+    // MARK: - Commands
+
+    public var commandNames: [String] {
+        [
+            "msg.send", "msg.fanout", "sync", "msg.sync", "sync.subscribe", "sync.unsubscribe", "subscribe",
+            "unsubscribe",
+        ]
+    }
+
+    static func err(_ text: String) -> RESPValue { .error("ERR " + text) }
+    static func arity(_ name: String) -> RESPValue { err("wrong number of arguments for '\(name)' command") }
+    static let badUID = err("uid must be an integer from 0 to 2^64-1")
+
+    /// A uid: a decimal unsigned 64-bit integer.
+    static func uid(_ b: [UInt8]) -> UInt64? {
+        guard !b.isEmpty, b.count <= 20, b.allSatisfy({ $0 >= 48 && $0 <= 57 }), b.count == 1 || b[0] != 48
+        else {
+            return nil
+        }
+        return UInt64(String(decoding: b, as: UTF8.self))
+    }
+
+    static let channelPrefix = Array("sync:".utf8)
+
+    public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
+        let n = args.count
+        switch name {
+        case "msg.send":
+            guard n == 3 else { return .reply(Self.arity(name)) }
+            guard let uid = Self.uid(args[1]) else { return .reply(Self.badUID) }
+            let payload = args[2]
+            return .run {
+                switch await self.send(uid: uid, payload: payload) {
+                case .success(let seq): .integer(Int64(bitPattern: seq))
+                case .failure(let e): e.reply
+                }
+            }
+        case "msg.fanout":
+            guard n >= 3 else { return .reply(Self.arity(name)) }
+            guard n - 2 <= options.fanoutMax else {
+                return .reply(Self.err("too many recipients (at most \(options.fanoutMax))"))
+            }
+            var uids: [UInt64] = []
+            for a in args.dropFirst(2) {
+                guard let u = Self.uid(a) else { return .reply(Self.badUID) }
+                uids.append(u)
+            }
+            let payload = args[1]
+            let recipients = uids
+            guard payload.count <= options.payloadBytesMax else {
+                return .reply(
+                    Self.err("message too large (the largest accepted is \(options.payloadBytesMax) bytes)"))
+            }
+            return .run {
+                await withTaskGroup(of: (Int, RESPValue).self) { group in
+                    for (i, uid) in recipients.enumerated() {
+                        group.addTask {
+                            switch await self.send(uid: uid, payload: payload) {
+                            case .success(let seq): (i, .integer(Int64(bitPattern: seq)))
+                            case .failure(let e): (i, e.reply)
+                            }
+                        }
+                    }
+                    var out = [RESPValue](repeating: .null, count: recipients.count)
+                    for await (i, v) in group { out[i] = v }
+                    return .array(out)
+                }
+            }
+        case "sync", "msg.sync":
+            // MSG.SYNC: the same command under a name redis-cli does not take for replication
+            // (redis-cli turns any `SYNC …` into a replica stream).
+            return planSync(args)
+        case "sync.subscribe", "sync.unsubscribe":
+            guard session.version == .v3 else {
+                return .reply(
+                    Self.err("\(name.uppercased()) needs RESP3 (HELLO 3); on RESP2 use SUBSCRIBE sync:<uid>"))
+            }
+            if name == "sync.subscribe" && n < 2 { return .reply(Self.arity(name)) }
+            var uids: [UInt64] = []
+            for a in args.dropFirst() {
+                guard let u = Self.uid(a) else { return .reply(Self.badUID) }
+                uids.append(u)
+            }
+            let hub = self.hub
+            let subscribe = name == "sync.subscribe"
+            let given = uids
+            return .connection { outlet in
+                var count = hub.count(outlet, style: .push)
+                let targets = subscribe || !given.isEmpty ? given : hub.uids(outlet, style: .push)
+                for u in targets {
+                    count =
+                        subscribe
+                        ? hub.subscribe(outlet, uid: u, style: .push)
+                        : hub.unsubscribe(outlet, uid: u, style: .push)
+                }
+                return [.integer(Int64(count))]
+            }
+        case "subscribe", "unsubscribe":
+            let subscribe = name == "subscribe"
+            if subscribe && n < 2 { return .reply(Self.arity(name)) }
+            var channels: [(name: [UInt8], uid: UInt64)] = []
+            for a in args.dropFirst() {
+                guard a.starts(with: Self.channelPrefix),
+                    let u = Self.uid(Array(a.dropFirst(Self.channelPrefix.count)))
+                else {
+                    return .reply(
+                        Self.err("only sync:<uid> channels exist here (sync notices, docs/SYNC.md)"))
+                }
+                channels.append((a, u))
+            }
+            if !subscribe && channels.isEmpty {
+                channels = session.channels.sorted { $0.lexicographicallyPrecedes($1) }.compactMap { c in
+                    Self.uid(Array(c.dropFirst(Self.channelPrefix.count))).map { (c, $0) }
+                }
+            }
+            // Counts as Redis reports them: the connection's channels after each one.
+            var frames: [RESPValue] = []
+            for c in channels {
+                if subscribe { session.channels.insert(c.name) } else { session.channels.remove(c.name) }
+                frames.append(
+                    .push([
+                        .bulkString(Array(name.utf8)), .bulkString(c.name),
+                        .integer(Int64(session.channels.count)),
+                    ]))
+            }
+            if frames.isEmpty { frames = [.push([.bulkString(Array(name.utf8)), .null, .integer(0)])] }
+            let hub = self.hub
+            let uids = channels.map(\.uid)
+            let replies = frames
+            return .connection { outlet in
+                for u in uids {
+                    if subscribe {
+                        hub.subscribe(outlet, uid: u, style: .channel)
+                    } else {
+                        hub.unsubscribe(outlet, uid: u, style: .channel)
+                    }
+                }
+                return replies
+            }
+        default:
+            return nil
+        }
+    }
+
+    /// SYNC uid synckey [COUNT n] [BLOCK ms].
+    func planSync(_ args: [[UInt8]]) -> CommandPlan {
+        guard args.count >= 3 else { return .reply(Self.arity("sync")) }
+        guard let uid = Self.uid(args[1]) else { return .reply(Self.badUID) }
+        guard let after = Self.uid(args[2]) else {
+            return .reply(Self.err("synckey must be an integer from 0 to 2^64-1"))
+        }
+        var count = options.countDefault
+        var block: Int64 = 0
+        var i = 3
+        while i < args.count {
+            let opt = String(decoding: args[i], as: UTF8.self).uppercased()
+            guard i + 1 < args.count, let v = KeyValue.strictInteger(args[i + 1]) else {
+                return .reply(.error("ERR syntax error"))
+            }
+            switch opt {
+            case "COUNT":
+                guard v >= 1, v <= options.countMax else {
+                    return .reply(Self.err("COUNT must be from 1 to \(options.countMax)"))
+                }
+                count = Int(v)
+            case "BLOCK":
+                guard v >= 0, v <= options.blockMsMax else {
+                    return .reply(Self.err("BLOCK must be from 0 to \(options.blockMsMax) ms"))
+                }
+                block = v
+            default:
+                return .reply(.error("ERR syntax error"))
+            }
+            i += 2
+        }
+        let (limit, blockMs) = (count, block)
+        return .run {
+            switch await self.sync(uid: uid, after: after, count: limit, blockMs: blockMs) {
+            case .failure(let e): return e.reply
+            case .success(let b): return Self.reply(b)
+            }
+        }
+    }
+
+    /// `[synckey, [[seq, time-ms, payload] …], gap]`.
+    static func reply(_ b: SyncBatch) -> RESPValue {
+        .array([
+            .integer(Int64(bitPattern: b.syncKey)),
+            .array(
+                b.messages.map {
+                    .array([
+                        .integer(Int64(bitPattern: $0.seq)), .integer(Int64(bitPattern: $0.timeMs)),
+                        .bulkString($0.payload),
+                    ])
+                }),
+            .integer(b.gap ? 1 : 0),
+        ])
+    }
+}
+
+/// A `SequenceSource` on a replicated counter per uid (`INCRBY \0seqk:<uid>`): correct, one Paxos
+/// round per allocation. Stands in until the sequence allocator (SeqService) is wired.
+public struct KeySequenceSource: SequenceSource {
+    let node: Node
+    public init(node: Node) { self.node = node }
+
+    public func nextSequence(uid: UInt64, count: UInt32) async -> SequenceAllocation {
+        let r = await node.execute(key: Array("\0seqk:\(uid)".utf8), .write(.incr(Int64(max(count, 1)))))
+        guard case .done(.number(let last)) = r, last >= Int64(max(count, 1)) else {
+            if case .done = r {
+                return .failed(.unavailable("the sequence key of uid \(uid) is not a counter"))
+            }
+            return .failed(r)
+        }
+        return .allocated(first: UInt64(last) - UInt64(max(count, 1)) + 1, last: UInt64(last))
+    }
+}

@@ -1,0 +1,28 @@
+import Foundation
+import TernCore
+import TernRESP
+import Testing
+
+@Suite(.serialized, .timeLimit(.minutes(3))) struct SyncProcessTests {
+    @Test(
+        "tern demo chat against three real server processes: every device gets every message once, in order")
+    func demoChat() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let ports = [n1, n2, n3].map { String(cluster.port($0)) }.joined(separator: ",")
+        let (status, out) = try run(
+            cluster.exe,
+            [
+                "demo", "chat", "--ports", ports, "--users", "20", "--devices", "2", "--seconds", "3",
+                "--senders", "4",
+            ])
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("check: OK"), "\(out)")
+        #expect(out.contains("messages/s"), "\(out)")
+        // Nothing to talk to: a clear failure, not a hang.
+        let (down, message) = try run(
+            cluster.exe, ["demo", "chat", "--ports", String(freePort()), "--seconds", "1"])
+        #expect(down != 0, "\(message)")
+    }
+}
