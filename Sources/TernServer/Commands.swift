@@ -100,6 +100,8 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit"].contains(name) {
             return .reply(Self.noAuth)
         }
+        // Keys starting with \0 are the services' (ReservedKeys.swift).
+        if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count
         switch name {
         case "ping":

@@ -66,10 +66,14 @@ public final class TernServerProcess: Service, AdminBackend {
         node.setLink(TransportLink(transport: transport))
         try await transport.start()
         let client = try address(me.clientAddress)
-        let processor = CommandProcessor(password: config.password, maxValueBytes: config.maxValueBytes) {
+        var processor = CommandProcessor(password: config.password, maxValueBytes: config.maxValueBytes) {
             "# Server\r\nredis_version:7.0.0\r\ntern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\n"
                 + "tern_cluster:\(map.name)\r\n"
         }
+        // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
+        // SequenceSource.
+        let sequences = SeqService(node: node)
+        processor.modules.append(sequences)
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: group,
             logger: logger)
