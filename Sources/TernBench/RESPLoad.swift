@@ -99,6 +99,7 @@ struct RESPRequests {
     let getPrefix = ByteBuffer(string: "*2\r\n$3\r\nGET\r\n$16\r\nkey:")
     let incrPrefix = ByteBuffer(string: "*2\r\n$4\r\nINCR\r\n$20\r\ncounter:")
     let crlf = ByteBuffer(string: "\r\n")
+    let seqNextPrefix = ByteBuffer(string: "*2\r\n$8\r\nSEQ.NEXT\r\n$")
 
     init(options: LoadOptions, connection: Int) {
         chooser = KeyChooser(options: options, connection: connection)
@@ -108,9 +109,16 @@ struct RESPRequests {
         setSuffix = suffix
     }
 
-    var bytesPerRequest: Int { setPrefix.readableBytes + 12 + setSuffix.readableBytes }
+    var bytesPerRequest: Int { setPrefix.readableBytes + 12 + setSuffix.readableBytes + 32 }
 
     mutating func write(into buffer: inout ByteBuffer) {
+        if chooser.options.command == .seqnext {
+            let uid = chooser.options.hotKey ? 0 : chooser.rng.next(below: chooser.options.uids)
+            let digits = String(uid)
+            buffer.writeImmutableBuffer(seqNextPrefix)
+            buffer.writeString("\(digits.utf8.count)\r\n\(digits)\r\n")
+            return
+        }
         let key = chooser.key()
         switch chooser.operation() {
         case .set, .mixed:
@@ -121,7 +129,7 @@ struct RESPRequests {
             buffer.writeImmutableBuffer(getPrefix)
             buffer.writeTwelveDigits(key)
             buffer.writeImmutableBuffer(crlf)
-        case .incr:
+        case .incr, .seqnext:
             buffer.writeImmutableBuffer(incrPrefix)
             buffer.writeTwelveDigits(key)
             buffer.writeImmutableBuffer(crlf)
