@@ -130,10 +130,14 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
         nextTag += 1
         let tag = nextTag
         waiting[tag] = promise
-        var a =
-            allocators[section] ?? SectionAllocator(section: section, me: node.id, config: options.allocator)
-        let out = current ? a.current(uid: uid, tag: tag) : a.allocate(uid: uid, count: count, tag: tag)
-        allocators[section] = a
+        if allocators[section] == nil {
+            allocators[section] = SectionAllocator(section: section, me: node.id, config: options.allocator)
+        }
+        // Mutated in place (a copy out of the dictionary would copy its per-uid table on write).
+        let out =
+            current
+            ? allocators[section]!.current(uid: uid, tag: tag)
+            : allocators[section]!.allocate(uid: uid, count: count, tag: tag)
         carryOut(section, out)
     }
 
@@ -161,9 +165,7 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
                     case (_, .read): keyResult = .failed
                     default: keyResult = .unknown
                     }
-                    guard var a = self.allocators[section] else { return }
-                    let next = a.keyResult(id: id, keyResult)
-                    self.allocators[section] = a
+                    guard let next = self.allocators[section]?.keyResult(id: id, keyResult) else { return }
                     self.carryOut(section, next)
                 }
             case .reply(let tag, let first, let last):

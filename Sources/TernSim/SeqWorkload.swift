@@ -98,11 +98,11 @@ extension Simulation {
             mix(0x5E9 &+ uid << 8 &+ UInt64(node))
             guard nodes[node] != nil else { continue }  // down: lost, the client times out
             let section = uid / config.seqSectionUIDs
-            var a =
-                seq.allocators[node][section]
-                ?? SectionAllocator(section: section, me: ids[node], config: seqAllocatorConfig)
-            let out = a.allocate(uid: uid, count: count, tag: tag)
-            seq.allocators[node][section] = a
+            if seq.allocators[node][section] == nil {
+                seq.allocators[node][section] = SectionAllocator(
+                    section: section, me: ids[node], config: seqAllocatorConfig)
+            }
+            let out = seq.allocators[node][section]!.allocate(uid: uid, count: count, tag: tag)
             seqCarryOut(node: node, section: section, out)
         }
     }
@@ -122,7 +122,7 @@ extension Simulation {
     /// A reply from a node's core to one of the allocators' key requests.
     func seqKeyReply(_ k: SeqWorkload.KeyTag, _ outcome: ClientOutcome) {
         guard nodes[k.node] != nil, incarnation[k.node] == k.incarnation,
-            var a = seq.allocators[k.node][k.section]
+            seq.allocators[k.node][k.section] != nil
         else { return }
         let result: SeqKeyResult
         switch outcome {
@@ -132,8 +132,7 @@ extension Simulation {
         case .retryable: result = .failed
         case .unknown: result = .unknown
         }
-        let out = a.keyResult(id: k.id, result)
-        seq.allocators[k.node][k.section] = a
+        let out = seq.allocators[k.node][k.section]!.keyResult(id: k.id, result)
         seqCarryOut(node: k.node, section: k.section, out)
     }
 

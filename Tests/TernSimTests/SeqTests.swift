@@ -1,3 +1,4 @@
+import Foundation
 import TernCore
 import TernSeq
 import TernSim
@@ -153,5 +154,43 @@ import Testing
             }
         }
         #expect(caughtAt != nil, "seq mutant \(mutant) survived 40 seeds")
+    }
+}
+
+/// Memory per active uid (docs/SEQ.md): the table estimate, and the process's RSS growth.
+// Time-limited: copying the per-uid table on each request (a bug once) made this take 8 minutes.
+@Suite(.timeLimit(.minutes(1))) struct SeqMemoryTests {
+    static func rssBytes() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+        return pages * 4096
+    }
+
+    @Test("Bytes per active uid: 1,000,000 uids in 10 sections")
+    func bytesPerUID() {
+        var c = SeqConfig()
+        c.step = 1 << 40
+        let uids = 1_000_000
+        let sectionUIDs = 100_000
+        let before = Self.rssBytes()
+        var allocators: [SectionAllocator] = []
+        for s in 0..<(uids / sectionUIDs) {
+            var store = SectionAllocatorTests.Store(value: nil)
+            var a = SectionAllocator(section: UInt64(s), me: NodeID(1), config: c)
+            for u in 0..<sectionUIDs {
+                _ = store.run(&a, a.allocate(uid: UInt64(s * sectionUIDs + u), count: 1, tag: UInt64(u)))
+            }
+            allocators.append(a)
+        }
+        let after = Self.rssBytes()
+        let active = allocators.reduce(0) { $0 + $1.activeUIDs }
+        let table = allocators.reduce(0) { $0 + $1.tableBytes }
+        #expect(active == uids)
+        let perUID = Double(table) / Double(uids)
+        var rss = "n/a"
+        if let before, let after { rss = "\(Double(after - before) / Double(uids))" }
+        print("[seq-memory] \(uids) active uids: table \(perUID) bytes/uid; RSS growth \(rss) bytes/uid")
+        #expect(perUID < 48, "table \(perUID) bytes per active uid")
     }
 }
