@@ -1,3 +1,4 @@
+import NIOCore
 import TernConsensus
 import TernRESP
 
@@ -21,6 +22,10 @@ public enum CommandPlan: Sendable {
     /// MSG.*, SYNC). Unlike `.requests`, it is not ordered after the connection's earlier commands
     /// on the same keys; the reply still goes out in command order.
     case run(@Sendable () async -> RESPValue)
+    /// Like `.run`, for a service that already works with event-loop futures (SEQ.*): no Swift
+    /// task per command, so no hop through the concurrency pool's threads (seq: measured 15k/s
+    /// with `.run` against … with this).
+    case future(@Sendable () -> EventLoopFuture<RESPValue>)
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.

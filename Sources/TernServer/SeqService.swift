@@ -75,9 +75,18 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
 
     /// Runs one request from any thread.
     func run(current: Bool, uid: UInt64, count: UInt64) async -> Answer {
+        (try? await future(current: current, uid: uid, count: count).get()) ?? .failed(.unavailable)
+    }
+
+    /// Runs one request from any thread; the future completes on the node's loop.
+    func future(current: Bool, uid: UInt64, count: UInt64) -> EventLoopFuture<Answer> {
         let promise = loop.makePromise(of: Answer.self)
-        loop.execute { self.route(current: current, uid: uid, count: count, promise) }
-        return (try? await promise.futureResult.get()) ?? .failed(.unavailable)
+        if loop.inEventLoop {
+            route(current: current, uid: uid, count: count, promise)
+        } else {
+            loop.execute { self.route(current: current, uid: uid, count: count, promise) }
+        }
+        return promise.futureResult
     }
 
     // MARK: - Routing (on the loop)
@@ -254,20 +263,24 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
             }
             let withCount = args.count == 4
             let n = count
-            return .run {
-                switch await self.run(current: false, uid: uid, count: n) {
-                case .numbers(let f, let l):
-                    return withCount ? .array([Self.number(f), Self.number(l)]) : Self.number(f)
-                case .failed(let why): return Self.error(why)
+            return .future {
+                self.future(current: false, uid: uid, count: n).map { answer in
+                    switch answer {
+                    case .numbers(let f, let l):
+                        withCount ? .array([Self.number(f), Self.number(l)]) : Self.number(f)
+                    case .failed(let why): Self.error(why)
+                    }
                 }
             }
         case "seq.cur":
             guard args.count == 2 else { return .reply(CommandProcessor.arity(name)) }
             guard let uid = Self.parseUID(args[1]) else { return .reply(Self.badUID) }
-            return .run {
-                switch await self.run(current: true, uid: uid, count: 0) {
-                case .numbers(let f, _): return Self.number(f)
-                case .failed(let why): return Self.error(why)
+            return .future {
+                self.future(current: true, uid: uid, count: 0).map { answer in
+                    switch answer {
+                    case .numbers(let f, _): Self.number(f)
+                    case .failed(let why): Self.error(why)
+                    }
                 }
             }
         default:
