@@ -227,12 +227,6 @@ public struct SectionAllocator: Sendable {
         return pump()
     }
 
-    /// Forgets ownership (the host suspects the section moved); the next request takes it again.
-    public mutating func drop() -> [SeqOutput] {
-        if inFlight == nil { lose() }
-        return pump()
-    }
-
     /// The outcome of key request `id`.
     public mutating func keyResult(id: UInt64, _ result: SeqKeyResult) -> [SeqOutput] {
         guard let (current, what) = inFlight, current == id else { return [] }

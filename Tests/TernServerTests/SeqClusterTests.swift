@@ -75,6 +75,34 @@ func seqViolations(_ calls: [SeqCall]) -> [String] {
     return out
 }
 
+@Suite struct SeqCheckTests {
+    @Test("The cluster test's check flags a repeat and a value going back, and passes a good history")
+    func checkCanFail() {
+        let good = [
+            SeqCall(uid: 1, call: 0, ret: 10, value: 5), SeqCall(uid: 1, call: 11, ret: 20, value: 9),
+        ]
+        #expect(seqViolations(good).isEmpty)
+        // Concurrent calls may come back in any order, but never with the same value.
+        let concurrent = [
+            SeqCall(uid: 1, call: 0, ret: 10, value: 9), SeqCall(uid: 1, call: 5, ret: 20, value: 5),
+        ]
+        #expect(seqViolations(concurrent).isEmpty)
+        let repeated = [
+            SeqCall(uid: 1, call: 0, ret: 10, value: 5), SeqCall(uid: 1, call: 5, ret: 20, value: 5),
+        ]
+        #expect(seqViolations(repeated).count >= 1)
+        let back = [
+            SeqCall(uid: 1, call: 0, ret: 10, value: 9), SeqCall(uid: 1, call: 11, ret: 20, value: 5),
+        ]
+        #expect(seqViolations(back).count == 1)
+        // Other uids are independent.
+        let twoUIDs = [
+            SeqCall(uid: 1, call: 0, ret: 10, value: 9), SeqCall(uid: 2, call: 11, ret: 20, value: 5),
+        ]
+        #expect(seqViolations(twoUIDs).isEmpty)
+    }
+}
+
 @Suite(.serialized, .timeLimit(.minutes(4))) struct SeqClusterTests {
     @Test(
         "SEQ.NEXT stays monotonic per uid when the section owner is SIGKILLed mid-load and when every process restarts"
@@ -121,7 +149,7 @@ func seqViolations(_ calls: [SeqCall]) -> [String] {
         // measured from the kill) is the failover pause.
         let phase = NIOLockedMax()
         // Workers on every node; one whose node dies moves to the next node.
-        func worker(_ id: Int) async {
+        func worker(_ id: Int, _ stop: NIOLockedValueBoxFlag) async {
             var nodes = id % 3 == 0 ? [owner] + others : others
             if id % 2 == 1 { nodes.reverse() }
             var k = 0
@@ -161,7 +189,7 @@ func seqViolations(_ calls: [SeqCall]) -> [String] {
         }
         let workers = Task {
             await withTaskGroup(of: Void.self) { g in
-                for id in 0..<6 { g.addTask { await worker(id) } }
+                for id in 0..<6 { g.addTask { await worker(id, stop) } }
             }
         }
         try await Task.sleep(nanoseconds: 1_500_000_000)
@@ -194,15 +222,29 @@ func seqViolations(_ calls: [SeqCall]) -> [String] {
             recorder.add(SeqCall(uid: uid, call: call, ret: nowMicros(), value: UInt64(v)))
         }
         await c.close()
+        // And load again on the restarted cluster.
+        let restartedAt = nowMicros()
+        let stop2 = NIOLockedValueBoxFlag()
+        let workers2 = Task {
+            await withTaskGroup(of: Void.self) { g in
+                for id in 0..<6 { g.addTask { await worker(id, stop2) } }
+            }
+        }
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        stop2.set()
+        await workers2.value
+        let afterRestart = recorder.all.filter { $0.call > restartedAt }.count
 
         let all = recorder.all
         print(
-            "[seq-cluster] \(all.count) SEQ.NEXT answered (\(before) before the kill, \(afterKill) after), "
+            "[seq-cluster] \(all.count) SEQ.NEXT answered (\(before) before the kill, \(afterKill) after, "
+                + "\(afterRestart) after restarting every process), "
                 + "\(recorder.failures) errors; failover pause (longest gap between answers after killing the "
                 + "owner \(owner)): \(pause / 1000) ms")
         let bad = seqViolations(all)
         #expect(bad.isEmpty, "\(bad.prefix(10).joined(separator: "\n"))")
         #expect(afterKill > 50, "the other nodes kept serving the section")
+        #expect(afterRestart > 20, "the restarted cluster serves the section")
         #expect(pause < 5_000_000, "failover pause \(pause / 1000) ms")
     }
 }
