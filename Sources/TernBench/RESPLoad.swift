@@ -9,11 +9,17 @@ import TernRESP
 /// it can per request.
 public enum RESPLoad {
     /// Runs the load against `host:port` and returns what it measured.
-    /// - Parameter serverPIDs: processes whose CPU time to report for the window (optional).
-    public static func run(host: String, port: Int, options: LoadOptions, serverPIDs: [Int32] = [])
+    /// - Parameters:
+    ///   - serverPIDs: processes whose CPU time to report for the window (optional).
+    ///   - alsoPorts: more ports of the same system (other nodes of a cluster): connection `i`
+    ///     goes to `([port] + alsoPorts)[i % count]`; the prefill uses `port`.
+    public static func run(
+        host: String, port: Int, options: LoadOptions, serverPIDs: [Int32] = [], alsoPorts: [Int] = []
+    )
         async throws
         -> LoadResult
     {
+        let ports = [port] + alsoPorts
         if let problem = options.validationError() { throw LoadError(problem) }
         let prefill: @Sendable (MultiThreadedEventLoopGroup) async throws -> Void = { group in
             try await RESPLoad.prefill(host: host, port: port, options: options, group: group)
@@ -21,6 +27,7 @@ public enum RESPLoad {
         return try await LoadRunner.run(options: options, serverPIDs: serverPIDs, prefill: prefill) {
             loop, stats, index in
             let done = loop.makePromise(of: Void.self)
+            let port = ports[index % ports.count]
             return ClientBootstrap(group: loop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in

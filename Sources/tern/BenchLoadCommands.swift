@@ -91,13 +91,19 @@ struct BenchRESPCommand: AsyncParsableCommand {
     @Option(help: "Server port.")
     var port = 7379
 
+    @Option(
+        help:
+            "More ports of the same system, e.g. the other nodes of a cluster (repeatable): connections are spread round robin over --port and these."
+    )
+    var alsoPort: [Int] = []
+
     @OptionGroup var load: LoadArguments
 
     func run() async throws {
         let options = try load.options()
-        let target = "resp \(host):\(port)"
+        let target = "resp \(host):\(([port] + alsoPort).map(String.init).joined(separator: ","))"
         let result = try await RESPLoad.run(
-            host: host, port: port, options: options, serverPIDs: load.serverPid)
+            host: host, port: port, options: options, serverPIDs: load.serverPid, alsoPorts: alsoPort)
         print(
             load.json
                 ? result.json(target: target, options: options)

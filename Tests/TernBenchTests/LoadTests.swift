@@ -202,6 +202,20 @@ func shortRun(_ command: LoadCommand, pipeline: Int = 1, hotKey: Bool = false) -
         }
     }
 
+    @Test func alsoPortsSpreadConnectionsOverSeveralServers() async throws {
+        try await withRESPServer { port1, seen1 in
+            try await withRESPServer { port2, seen2 in
+                let result = try await counted {
+                    try await RESPLoad.run(
+                        host: "127.0.0.1", port: port1, options: shortRun(.incr), alsoPorts: [port2])
+                }
+                #expect(result.operations > 0 && result.errors == 0)
+                #expect(seen1.withLockedValue { $0.commands["INCR"] ?? 0 } > 0)
+                #expect(seen2.withLockedValue { $0.commands["INCR"] ?? 0 } > 0)
+            }
+        }
+    }
+
     @Test func errorRepliesAreCountedWithTheFirstMessage() async throws {
         try await withRESPServer(mode: .failing) { port, _ in
             let result = try await counted {
