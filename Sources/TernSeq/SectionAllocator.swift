@@ -128,8 +128,10 @@ public enum SeqMutant: String, Sendable, Hashable, CaseIterable {
 public struct SeqConfig: Sendable, Hashable {
     /// Raise of the ceiling per write (seqsvr's step).
     public var step: UInt64 = 10_000
-    /// Takeover attempts (read + CAS) before the waiting requests fail.
-    public var takeoverAttemptsMax = 4
+    /// Takeovers (failed CAS, or a section lost again) without one confirmed batch before the
+    /// waiting requests fail: two nodes that keep taking the section from each other must not
+    /// keep a request forever.
+    public var takeoverAttemptsMax = 6
     /// Requests queued per section; beyond it a request fails at once (back-pressure).
     public var queueMax = 100_000
     public var mutant: SeqMutant = .none
@@ -262,7 +264,6 @@ public struct SectionAllocator: Sendable {
         case .takeCAS(let record, let base):
             switch result {
             case .swapped(true):
-                takeoverAttempts = 0
                 owned = Owned(base: base, limit: record.maxSeq, written: record.encoded, record: record)
             case .swapped(false):
                 // Someone else moved the key between our read and our CAS: read again (bounded).
@@ -279,7 +280,7 @@ public struct SectionAllocator: Sendable {
                 owned?.record = record
                 release(&out)
             case .swapped(false):
-                lose()
+                lostAgain(&out)
             default:
                 // Unknown outcome: treat the section as lost; the next takeover re-reads it.
                 lose()
@@ -291,7 +292,7 @@ public struct SectionAllocator: Sendable {
                 if let o = owned, v == o.written || config.mutant == .seqIgnoreLoss {
                     release(&out)
                 } else {
-                    lose()
+                    lostAgain(&out)
                 }
             default:
                 lose()
@@ -305,6 +306,7 @@ public struct SectionAllocator: Sendable {
 
     /// Replies for every allocation of the confirmed batch.
     mutating func release(_ out: inout [SeqOutput]) {
+        takeoverAttempts = 0
         for b in batch { out.append(.reply(tag: b.request.tag, first: b.first, last: b.last)) }
         batch.removeAll()
     }
@@ -315,6 +317,16 @@ public struct SectionAllocator: Sendable {
         owned = nil
         queue.insert(contentsOf: batch.map(\.request), at: 0)
         batch.removeAll()
+    }
+
+    /// Someone else holds the section now: take it again, unless that happened too often in a row.
+    mutating func lostAgain(_ out: inout [SeqOutput]) {
+        takeoverAttempts += 1
+        if takeoverAttempts >= config.takeoverAttemptsMax {
+            failAll(.contended, &out)
+        } else {
+            lose()
+        }
     }
 
     /// Fails every waiting request (queued and unconfirmed).

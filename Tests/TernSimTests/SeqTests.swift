@@ -194,3 +194,35 @@ import Testing
         #expect(perUID < 48, "table \(perUID) bytes per active uid")
     }
 }
+
+@Suite struct SeqContentionTests {
+    /// Before the bound, an allocator whose section was stolen after every takeover re-queued its
+    /// requests forever.
+    @Test("A section stolen after every takeover fails the waiting request (contended) instead of looping")
+    func stolenEveryTime() {
+        var value: [UInt8]? = nil
+        var epoch: UInt64 = 100
+        var a = SectionAllocator(section: 0, me: NodeID(1))
+        var pending = a.allocate(uid: 1, count: 1, tag: 7)
+        var steps = 0
+        var outcome: SeqOutput?
+        while let o = pending.first, steps < 200 {
+            pending.removeFirst()
+            steps += 1
+            switch o {
+            case .request(let id, .read):
+                pending += a.keyResult(id: id, .value(value))
+            case .request(let id, .cas(let e, let n)):
+                let ok = value == e
+                if ok { value = n }
+                pending += a.keyResult(id: id, .swapped(ok))
+                // Another node takes the section right after each of our writes.
+                epoch += 1
+                value = SectionRecord(maxSeq: epoch * 10_000, owner: NodeID(2), epoch: epoch).encoded
+            case .reply, .fail:
+                outcome = o
+            }
+        }
+        #expect(outcome == .fail(tag: 7, .contended), "after \(steps) steps: \(String(describing: outcome))")
+    }
+}
