@@ -36,6 +36,8 @@ let package = Package(
         .target(name: "TernStorage", dependencies: ["TernCore"], swiftSettings: settings),
         .target(name: "TernConsensus", dependencies: ["TernCore"], swiftSettings: settings),
         .target(name: "TernCheck", dependencies: ["TernCore"], swiftSettings: settings),
+        // seq: the sequence allocator's pure core (SEQ.NEXT), hosted by TernServer and TernSim.
+        .target(name: "TernSeq", dependencies: ["TernCore"], swiftSettings: settings),
         .target(
             name: "TernPlacement",
             dependencies: ["TernCore", .product(name: "TOMLKit", package: "TOMLKit")],
@@ -43,7 +45,7 @@ let package = Package(
         ),
         .target(
             name: "TernSim",
-            dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck"],
+            dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSeq"],
             swiftSettings: settings
         ),
         .target(
@@ -107,6 +109,7 @@ let package = Package(
             name: "TernServer",
             dependencies: [
                 "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernRESP", "TernTransport",
+                "TernSeq",  // seq
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -140,7 +143,8 @@ let package = Package(
         .testTarget(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(
-            name: "TernSimTests", dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage"],
+            name: "TernSimTests",
+            dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage", "TernSeq", "TernCore"],
             swiftSettings: settings),
         .testTarget(
             name: "TernTransportTests",
@@ -179,7 +183,7 @@ let package = Package(
             name: "TernServerTests",
             dependencies: [
                 "TernServer", "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernCheck",
-                "TernRESP",
+                "TernRESP", "TernSeq",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

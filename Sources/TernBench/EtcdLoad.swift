@@ -41,6 +41,9 @@ public enum EtcdLoad {
     ) async throws -> LoadResult {
         if let problem = options.validationError() { throw LoadError(problem) }
         if endpoints.isEmpty { throw LoadError("give at least one endpoint") }
+        if options.command == .seqnext {
+            throw LoadError("etcd has no sequence service: --command seqnext is for Tern over RESP")
+        }
         if options.command == .incr {
             throw LoadError("etcd has no INCR: use --command set --hot-key (a put on one hot key)")
         }

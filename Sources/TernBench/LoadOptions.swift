@@ -10,6 +10,8 @@ public enum LoadCommand: String, CaseIterable, Sendable {
     case incr
     /// GET with probability `readRatio`, otherwise SET.
     case mixed
+    /// `SEQ.NEXT <uid>` with a uniformly random uid below `uids` (Tern's sequence service).
+    case seqnext
 }
 
 /// The knobs of one load run, the same for every target so that runs compare.
@@ -40,6 +42,8 @@ public struct LoadOptions: Sendable {
     /// Requests still unanswered this long after the end are counted as timeouts and their
     /// connections closed.
     public var drainSeconds = 10.0
+    /// `seqnext`: uids are uniformly random below this (decimal, no padding).
+    public var uids: UInt64 = 1_000_000
     /// Write every key once (value of `valueBytes`) before the warm-up, so that reads find values.
     public var prefill = false
 
@@ -55,6 +59,7 @@ public struct LoadOptions: Sendable {
         if !(durationSeconds > 0) { return "--duration must be positive" }
         if !(warmupSeconds >= 0) { return "--warmup must not be negative" }
         if threads < 1 { return "--threads must be at least 1" }
+        if uids < 1 { return "--uids must be at least 1" }
         return nil
     }
 }

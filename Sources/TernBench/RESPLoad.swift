@@ -9,11 +9,17 @@ import TernRESP
 /// it can per request.
 public enum RESPLoad {
     /// Runs the load against `host:port` and returns what it measured.
-    /// - Parameter serverPIDs: processes whose CPU time to report for the window (optional).
-    public static func run(host: String, port: Int, options: LoadOptions, serverPIDs: [Int32] = [])
+    /// - Parameters:
+    ///   - serverPIDs: processes whose CPU time to report for the window (optional).
+    ///   - alsoPorts: more ports of the same system (other nodes of a cluster): connection `i`
+    ///     goes to `([port] + alsoPorts)[i % count]`; the prefill uses `port`.
+    public static func run(
+        host: String, port: Int, options: LoadOptions, serverPIDs: [Int32] = [], alsoPorts: [Int] = []
+    )
         async throws
         -> LoadResult
     {
+        let ports = [port] + alsoPorts
         if let problem = options.validationError() { throw LoadError(problem) }
         let prefill: @Sendable (MultiThreadedEventLoopGroup) async throws -> Void = { group in
             try await RESPLoad.prefill(host: host, port: port, options: options, group: group)
@@ -21,6 +27,7 @@ public enum RESPLoad {
         return try await LoadRunner.run(options: options, serverPIDs: serverPIDs, prefill: prefill) {
             loop, stats, index in
             let done = loop.makePromise(of: Void.self)
+            let port = ports[index % ports.count]
             return ClientBootstrap(group: loop)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
@@ -99,6 +106,7 @@ struct RESPRequests {
     let getPrefix = ByteBuffer(string: "*2\r\n$3\r\nGET\r\n$16\r\nkey:")
     let incrPrefix = ByteBuffer(string: "*2\r\n$4\r\nINCR\r\n$20\r\ncounter:")
     let crlf = ByteBuffer(string: "\r\n")
+    let seqNextPrefix = ByteBuffer(string: "*2\r\n$8\r\nSEQ.NEXT\r\n$")
 
     init(options: LoadOptions, connection: Int) {
         chooser = KeyChooser(options: options, connection: connection)
@@ -108,9 +116,16 @@ struct RESPRequests {
         setSuffix = suffix
     }
 
-    var bytesPerRequest: Int { setPrefix.readableBytes + 12 + setSuffix.readableBytes }
+    var bytesPerRequest: Int { setPrefix.readableBytes + 12 + setSuffix.readableBytes + 32 }
 
     mutating func write(into buffer: inout ByteBuffer) {
+        if chooser.options.command == .seqnext {
+            let uid = chooser.options.hotKey ? 0 : chooser.rng.next(below: chooser.options.uids)
+            let digits = String(uid)
+            buffer.writeImmutableBuffer(seqNextPrefix)
+            buffer.writeString("\(digits.utf8.count)\r\n\(digits)\r\n")
+            return
+        }
         let key = chooser.key()
         switch chooser.operation() {
         case .set, .mixed:
@@ -121,7 +136,7 @@ struct RESPRequests {
             buffer.writeImmutableBuffer(getPrefix)
             buffer.writeTwelveDigits(key)
             buffer.writeImmutableBuffer(crlf)
-        case .incr:
+        case .incr, .seqnext:
             buffer.writeImmutableBuffer(incrPrefix)
             buffer.writeTwelveDigits(key)
             buffer.writeImmutableBuffer(crlf)

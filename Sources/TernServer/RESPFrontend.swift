@@ -114,6 +114,18 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             var buffer = context.channel.allocator.buffer(capacity: 64)
             for v in values { RESPEncoder.encode(v, version: session.version, into: &buffer) }
             release(seq, buffer, context: context)
+        case .future(let make):
+            // seq: a service's future (SEQ.*), answered on this channel's loop.
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            make().hop(to: context.eventLoop).whenComplete { result in
+                let (handler, context) = loopBound.value
+                let value: RESPValue
+                switch result {
+                case .success(let v): value = v
+                case .failure(let e): value = .error("ERR \(e)")
+                }
+                handler.fill(seq, value, version, context: context)
+            }
         case .run(let task):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let promise = context.eventLoop.makePromise(of: RESPValue.self)

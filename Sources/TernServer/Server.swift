@@ -70,8 +70,12 @@ public final class TernServerProcess: Service, AdminBackend {
             "# Server\r\nredis_version:7.0.0\r\ntern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\n"
                 + "tern_cluster:\(map.name)\r\n"
         }
-        // Sync inboxes and push (docs/SYNC.md); at merge KeySequenceSource gives way to SeqService.
-        processor.modules.append(SyncService(node: node, sequences: KeySequenceSource(node: node)))
+        // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
+        // SequenceSource.
+        let sequences = SeqService(node: node)
+        processor.modules.append(sequences)
+        // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
+        processor.modules.append(SyncService(node: node, sequences: sequences))
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: group,
             logger: logger)

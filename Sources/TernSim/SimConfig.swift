@@ -1,4 +1,5 @@
 public import TernConsensus
+public import TernSeq
 
 /// Fault probabilities of one simulation; `derived(from:)` draws them from the seed.
 public struct FaultConfig: Sendable, Hashable {
@@ -88,6 +89,15 @@ public struct SimConfig: Sendable, Hashable {
     public var scenario = false
     /// Print every message, crash and state change about this key (debugging a failing seed).
     public var traceKey: String?
+    /// SEQ.NEXT calls per seed (the seq workload; 0 = off), by `seqClients` clients on random
+    /// nodes, over uids 0..<seqUIDs in sections of `seqSectionUIDs`, ceiling raised by `seqStep`.
+    public var seqOps = 60
+    public var seqClients = 3
+    public var seqUIDs = 6
+    public var seqSectionUIDs: UInt64 = 3
+    public var seqStep: UInt64 = 6
+    /// Deliberately broken allocator (tests only).
+    public var seqMutant: SeqMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -96,6 +106,8 @@ public struct SimConfig: Sendable, Hashable {
     public var replayCommand: String {
         var s = "swift run -c release tern sim --seed \(seed) --ops \(ops)"
         if paxos.mutant != .none { s += " --mutant \(paxos.mutant.rawValue)" }
+        if seqMutant != .none { s += " --mutant \(seqMutant.rawValue)" }
+        if seqOps != SimConfig(seed: 0).seqOps { s += " --seq-ops \(seqOps)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

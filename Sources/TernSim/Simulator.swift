@@ -29,6 +29,10 @@ public struct SimResult: Sendable {
     /// Keys on which the linearizability checker ran out of budget (neither proved nor refuted;
     /// the partial checks still ran on them).
     public var uncheckedKeys: [String]
+    /// SEQ.NEXT calls answered (the seq workload).
+    public var seqReplies = 0
+    /// Every SEQ.NEXT call of the seq workload.
+    public var seqHistory: [SeqOperation] = []
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -99,6 +103,8 @@ public final class Simulation {
     /// three replicas survive the loss of ONE replica's state of a key, not two at once.
     var unrepaired: [(node: Int, key: [UInt8])] = []
     var scenarioReplies: [UInt64: ClientOutcome] = [:]
+    /// The sequence workload (SeqWorkload.swift).
+    var seq = SeqWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -118,10 +124,12 @@ public final class Simulation {
         for c in 0..<config.clients {
             clients.append(SimClient(id: c, home: c % 3, nextAt: rng.below(5)))
         }
+        if !config.scenario { seqSetUp() }
     }
 
     func startNode(_ i: Int) -> ReplicaNode {
         incarnation[i] += 1
+        seqNodeStarted(i)
         // A node whose storage cannot even give back its epoch is a bug in the simulator.
         return try! ReplicaNode(
             id: ids[i], replicas: ids, storage: storages[i], config: config.paxos,
@@ -136,7 +144,7 @@ public final class Simulation {
     public func run() -> SimResult {
         while now < config.ticksMax {
             step()
-            if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty { break }
+            if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone { break }
             if !violations.isEmpty { break }
         }
         if now >= config.ticksMax {
@@ -144,6 +152,7 @@ public final class Simulation {
                 violation(
                     check: "liveness", key: "-", detail: "did not finish within \(config.ticksMax) ticks"))
         }
+        if violations.isEmpty { checkSeq() }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
         // The partial checks below are implied by linearizability; they still matter on the keys
@@ -166,12 +175,15 @@ public final class Simulation {
             mix(UInt64(s.stats.files) << 32 | UInt64(s.stats.keys))
         }
         mix(tornBytes)
-        return SimResult(
+        var result = SimResult(
             config: config, history: history, violations: violations, traceHash: hash, ticks: now,
             messages: messages, crashes: crashes, partitions: partitions, corruptions: corruptions,
             merges: storages.reduce(0) { $0 + $1.mergesFinished },
             mergesInterrupted: storages.reduce(0) { $0 + $1.mergesInterrupted }, tornBytes: tornBytes,
             uncheckedKeys: uncheckedKeys)
+        result.seqReplies = seq.history.filter { $0.ret != nil }.count
+        result.seqHistory = seq.history
+        return result
     }
 
     func step() {
@@ -193,6 +205,7 @@ public final class Simulation {
                 k += 1
             }
         }
+        seqDeliver()
         // 3. Faults.
         if !healed && !config.scenario { injectFaults() }
         for i in 0..<3 where nodes[i] == nil && now >= downUntil[i] {
@@ -200,7 +213,10 @@ public final class Simulation {
             observer.restarted(node: i)
         }
         // 4. Clients.
-        if !config.scenario { clientsAct() }
+        if !config.scenario {
+            clientsAct()
+            seqAct()
+        }
         // 5. Nodes.
         for i in 0..<3 {
             guard let n = nodes[i] else { continue }
@@ -422,7 +438,7 @@ public final class Simulation {
                 begin(c, key: key, input: .get)
             }
         }
-        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) {
+        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone {
             heal()
             finalReads = Array(0..<config.counterKeys)
             for c in clients.indices { clients[c].nextAt = now + 20 }
@@ -502,6 +518,10 @@ public final class Simulation {
     }
 
     func clientReply(_ r: ClientReply) {
+        if let k = seq.keyTags.removeValue(forKey: r.tag) {
+            seqKeyReply(k, r.outcome)
+            return
+        }
         if config.scenario {
             scenarioReplies[r.tag] = r.outcome
             return

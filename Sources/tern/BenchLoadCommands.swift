@@ -24,8 +24,11 @@ struct LoadArguments: ParsableArguments {
     @Option(help: "Seconds of load before measuring.")
     var warmup = 1.0
 
-    @Option(help: "set, get, incr or mixed.")
+    @Option(help: "set, get, incr, mixed, or seqnext (SEQ.NEXT <random uid below --uids>; Tern only).")
     var command = "set"
+
+    @Option(help: "With --command seqnext: uids are random below this.")
+    var uids: UInt64 = 1_000_000
 
     @Flag(help: "Every request uses one key.")
     var hotKey = false
@@ -47,7 +50,7 @@ struct LoadArguments: ParsableArguments {
 
     func options() throws -> LoadOptions {
         guard let command = LoadCommand(rawValue: command) else {
-            throw ValidationError("--command must be one of set, get, incr, mixed")
+            throw ValidationError("--command must be one of set, get, incr, mixed, seqnext")
         }
         var options = LoadOptions()
         options.connections = connections
@@ -62,13 +65,15 @@ struct LoadArguments: ParsableArguments {
         options.threads = threads
         options.seed = seed
         options.prefill = prefill
+        options.uids = uids
         if let problem = options.validationError() { throw ValidationError(problem) }
         return options
     }
 
     func describe(_ target: String, _ options: LoadOptions) -> String {
         "\(target): \(options.command.rawValue)\(options.hotKey ? " (one hot key)" : ""), "
-            + "\(options.connections) connections x pipeline \(options.pipeline), \(options.keys) keys, "
+            + "\(options.connections) connections x pipeline \(options.pipeline), "
+            + (options.command == .seqnext ? "\(options.uids) uids, " : "\(options.keys) keys, ")
             + "\(options.valueBytes)-byte values, \(options.durationSeconds) s after \(options.warmupSeconds) s warm-up"
     }
 }
@@ -86,13 +91,19 @@ struct BenchRESPCommand: AsyncParsableCommand {
     @Option(help: "Server port.")
     var port = 7379
 
+    @Option(
+        help:
+            "More ports of the same system, e.g. the other nodes of a cluster (repeatable): connections are spread round robin over --port and these."
+    )
+    var alsoPort: [Int] = []
+
     @OptionGroup var load: LoadArguments
 
     func run() async throws {
         let options = try load.options()
-        let target = "resp \(host):\(port)"
+        let target = "resp \(host):\(([port] + alsoPort).map(String.init).joined(separator: ","))"
         let result = try await RESPLoad.run(
-            host: host, port: port, options: options, serverPIDs: load.serverPid)
+            host: host, port: port, options: options, serverPIDs: load.serverPid, alsoPorts: alsoPort)
         print(
             load.json
                 ? result.json(target: target, options: options)

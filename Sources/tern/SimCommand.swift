@@ -1,6 +1,7 @@
 import ArgumentParser
 import TernCheck
 import TernConsensus
+import TernSeq
 import TernSim
 
 #if canImport(Glibc)
@@ -28,8 +29,15 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Client operations per seed.")
     var ops: Int = 200
 
-    @Option(help: "Deliberately broken protocol: \(Mutant.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(
+        help: """
+            Deliberately broken protocol: \(Mutant.allCases.map(\.rawValue).joined(separator: ", ")); \
+            or sequence allocator: \(SeqMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", ")).
+            """)
     var mutant: String = "none"
+
+    @Option(help: "SEQ.NEXT calls per seed on random nodes (the sequence workload; 0 = off).")
+    var seqOps: Int = SimConfig(seed: 0).seqOps
 
     @Option(help: "Message loss probability (per message; the seed scales it 0–2×).")
     var loss: Double = FaultConfig().loss
@@ -56,7 +64,8 @@ struct SimCommand: ParsableCommand {
     var history: String?
 
     func run() throws {
-        guard let m = Mutant(rawValue: mutant) else {
+        let seqMutant = SeqMutant(rawValue: mutant) ?? .none
+        guard let m = seqMutant != .none ? Mutant.none : Mutant(rawValue: mutant) else {
             throw ValidationError("unknown mutant \(mutant)")
         }
         if history != nil && seed == nil { throw ValidationError("--history needs --seed") }
@@ -72,6 +81,8 @@ struct SimCommand: ParsableCommand {
             c.faults = faults
             c.deriveFaults = !noFaults
             c.paxos.mutant = m
+            c.seqMutant = seqMutant
+            c.seqOps = seqOps
             c.traceKey = trace
             return c
         }
@@ -92,10 +103,11 @@ struct SimCommand: ParsableCommand {
                     "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) frames, "
                         + "\(r.crashes) crashes, \(r.partitions) partitions, \(r.corruptions) corruptions, "
                         + "\(r.merges) merges (\(r.mergesInterrupted) cut by a crash), \(r.tornBytes) torn bytes, "
-                        + "unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
+                        + "\(r.seqReplies) SEQ.NEXT answered, unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
                         + "trace \(String(r.traceHash, radix: 16))")
                 if let path = history { try HistoryFile.write(r.history, to: path) }
                 if verbose {
+                    for op in r.seqHistory { print("  \(op)") }
                     for op in r.history {
                         print(
                             "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]"

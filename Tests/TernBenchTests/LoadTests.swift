@@ -60,7 +60,7 @@ final class FakeRESPHandler: ChannelInboundHandler {
             switch args[0] {
             case "SET": reply = args.count == 3 && args[2].count == 100 ? .ok : .error("ERR bad SET")
             case "GET": reply = mode == .missing ? .bulkString(nil) : .bulkString("v")
-            case "INCR": reply = .integer(1)
+            case "INCR", "SEQ.NEXT": reply = .integer(1)
             default: reply = .error("ERR unknown")
             }
         }
@@ -185,6 +185,34 @@ func shortRun(_ command: LoadCommand, pipeline: Int = 1, hotKey: Bool = false) -
             }
             #expect(result.operations > 0 && result.errors == 0)
             #expect(seen.withLockedValue { $0.keys } == ["counter:000000000000"])
+        }
+    }
+
+    @Test func seqNextSendsRandomUIDsBelowTheBound() async throws {
+        try await withRESPServer { port, seen in
+            var options = shortRun(.seqnext)
+            options.uids = 50
+            let result = try await counted {
+                try await RESPLoad.run(host: "127.0.0.1", port: port, options: options)
+            }
+            #expect(result.operations > 0 && result.errors == 0)
+            let uids = seen.withLockedValue { $0.keys }
+            #expect(seen.withLockedValue { $0.commands["SEQ.NEXT"] ?? 0 } > 0)
+            #expect(uids.count > 10 && uids.allSatisfy { UInt64($0).map { $0 < 50 } == true }, "\(uids)")
+        }
+    }
+
+    @Test func alsoPortsSpreadConnectionsOverSeveralServers() async throws {
+        try await withRESPServer { port1, seen1 in
+            try await withRESPServer { port2, seen2 in
+                let result = try await counted {
+                    try await RESPLoad.run(
+                        host: "127.0.0.1", port: port1, options: shortRun(.incr), alsoPorts: [port2])
+                }
+                #expect(result.operations > 0 && result.errors == 0)
+                #expect(seen1.withLockedValue { $0.commands["INCR"] ?? 0 } > 0)
+                #expect(seen2.withLockedValue { $0.commands["INCR"] ?? 0 } > 0)
+            }
         }
     }
 

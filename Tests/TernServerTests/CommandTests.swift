@@ -18,7 +18,7 @@ func wire(
     case .requests(let reqs, let build):
         requests = reqs
         value = build(replies)
-    case .run:
+    case .run, .future:
         // Service commands (SEQ.*, MSG.*, SYNC) run against a live node; tested in their suites.
         value = .simpleString("RUN")
     case .connection:
