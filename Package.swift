@@ -88,7 +88,7 @@ let package = Package(
         .target(
             name: "TernBench",
             dependencies: [
-                "TernRESP",
+                "TernCore", "TernRESP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -136,10 +136,12 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
-        .testTarget(name: "TernStorageTests", dependencies: ["TernStorage"], swiftSettings: settings),
+        .testTarget(
+            name: "TernStorageTests", dependencies: ["TernStorage", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernConsensusTests", dependencies: ["TernConsensus"], swiftSettings: settings),
-        .testTarget(name: "TernCheckTests", dependencies: ["TernCheck"], swiftSettings: settings),
+        .testTarget(
+            name: "TernCheckTests", dependencies: ["TernCheck", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(

@@ -2,6 +2,7 @@ import Histogram
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TernCore
 import TernRESP
 
 /// The knobs of `tern demo chat`.
@@ -187,7 +188,7 @@ public enum ChatDemo {
     )
         async
     {
-        var rng = DemoRandom(seed: o.seed &* 31 &+ UInt64(index) &+ 0x5EED)
+        var rng = SplitMix64(seed: o.seed &* 31 &+ UInt64(index) &+ 0x5EED)
         guard
             let c = try? await RESPClient.connect(
                 host: o.host, port: o.ports[index % o.ports.count], group: group, requestTimeout: .seconds(10)
@@ -244,7 +245,7 @@ public enum ChatDemo {
     static func phone(
         user: Int, device: Int, _ o: ChatDemoOptions, _ shared: Shared, _ group: any EventLoopGroup
     ) async {
-        var rng = DemoRandom(seed: o.seed &* 1_000_003 &+ UInt64(user * 16 + device))
+        var rng = SplitMix64(seed: o.seed &* 1_000_003 &+ UInt64(user * 16 + device))
         var state = PhoneState(uid: uid(o, user), name: "user \(user) device \(device)")
         while !shared.stopped {
             let port = o.ports[Int(rng.below(UInt64(o.ports.count)))]
@@ -268,7 +269,7 @@ public enum ChatDemo {
                 let c = try? await RESPClient.connect(
                     host: o.host, port: port, group: group, requestTimeout: .seconds(20))
             else { continue }
-            var rng2 = DemoRandom(seed: 0)
+            var rng2 = SplitMix64(seed: 0)
             let ok = await syncUntilEmpty(
                 c, &state, &rng2, lossRatio: 0, count: 1_000, pushAt: nil, o, shared)
             await c.close()
@@ -297,7 +298,7 @@ public enum ChatDemo {
                 while micros() < until && !shared.stopped { try? await Task.sleep(nanoseconds: 50_000_000) }
             }
             g.addTask {
-                var rng = DemoRandom(seed: seed)
+                var rng = SplitMix64(seed: seed)
                 var state = box.withLockedValue { $0 }
                 defer { box.withLockedValue { $0 = state } }
                 guard (try? await c.send(["HELLO", "3"])) != nil,
@@ -327,7 +328,7 @@ public enum ChatDemo {
 
     /// SYNCs until a reply has fewer than `count` messages; false if the connection failed.
     static func syncUntilEmpty(
-        _ c: RESPClient, _ state: inout PhoneState, _ rng: inout DemoRandom, lossRatio: Double, count: Int,
+        _ c: RESPClient, _ state: inout PhoneState, _ rng: inout SplitMix64, lossRatio: Double, count: Int,
         pushAt: UInt64?, _ o: ChatDemoOptions, _ shared: Shared
     ) async -> Bool {
         for _ in 0..<10_000 {
@@ -402,19 +403,9 @@ public enum ChatDemo {
     }
 }
 
-/// SplitMix64 for the demo's choices (seeded: a run's schedule of choices replays).
-struct DemoRandom: Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: UInt64) -> UInt64 { next() % max(n, 1) }
-    mutating func chance(_ p: Double) -> Bool { p > 0 && Double(next() >> 11) / Double(1 << 53) < p }
+/// The demo's choices come from TernCore's seeded SplitMix64 (a run's schedule of choices replays).
+extension SplitMix64 {
+    /// Uniform in `lo..<hi` (`lo` when `hi <= lo`).
     mutating func uniform(_ lo: Double, _ hi: Double) -> Double {
         lo + (max(hi, lo) - lo) * Double(next() >> 11) / Double(1 << 53)
     }

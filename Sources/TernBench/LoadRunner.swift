@@ -1,6 +1,7 @@
 import Histogram
 import NIOCore
 import NIOPosix
+import TernCore
 
 /// When the measured window starts and ends, on the monotonic clock of `NIODeadline`.
 struct LoadWindow: Sendable {
@@ -237,26 +238,11 @@ public enum LoadRunner {
     }
 }
 
-/// SplitMix64: a small, fast, seeded generator for key choice.
-struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Key choice uses TernCore's seeded SplitMix64, with a multiply-shift bound.
+extension SplitMix64 {
     /// Uniform in 0..<bound (bound ≥ 1), by multiply-shift (bias below 2^-32 for bench-sized bounds).
     mutating func next(below bound: UInt64) -> UInt64 {
         next().multipliedFullWidth(by: bound).high
-    }
-
-    /// True with probability `p`.
-    mutating func chance(_ p: Double) -> Bool {
-        Double(next() >> 11) * 0x1.0p-53 < p
     }
 }
 
@@ -267,7 +253,7 @@ struct KeyChooser {
 
     init(options: LoadOptions, connection: Int) {
         self.options = options
-        self.rng = SplitMix64(state: options.seed &+ UInt64(connection) &* 0x2545_F491_4F6C_DD1D)
+        self.rng = SplitMix64(seed: options.seed &+ UInt64(connection) &* 0x2545_F491_4F6C_DD1D)
     }
 
     mutating func key() -> UInt64 {

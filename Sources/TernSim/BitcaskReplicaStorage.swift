@@ -1,4 +1,5 @@
 public import TernConsensus
+public import TernCore
 public import TernStorage
 
 /// Tuning of the storage engine under the simulator: small files, so that rotation, hint files

@@ -1,4 +1,5 @@
 public import TernConsensus
+public import TernCore
 public import TernSeq
 
 /// Fault probabilities of one simulation; `derived(from:)` draws them from the seed.

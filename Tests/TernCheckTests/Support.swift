@@ -1,20 +1,5 @@
 import TernCheck
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fully determined by its seed, so every
-/// generated history can be reproduced from the seed printed by a failing test.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TernCore
 
 /// Shorthand for hand-written histories: `op(1, .put("a"), .ok, 0, 1)`.
 func op(

@@ -1,4 +1,5 @@
 import Foundation
+import TernCore
 import Testing
 
 @testable import TernStorage

@@ -170,7 +170,7 @@ func malformedFrameIsRejectedWithItsCode(_ m: Malformed) {
 /// Random bytes and random corruptions of valid frames: the decoder answers a frame, nil or a
 /// FrameError, never crashes, and whatever it accepts re-encodes to the same bytes.
 @Test func randomInputsNeverCrashTheDecoder() {
-    var rng = SplitMix(seed: 42)
+    var rng = SplitMix64(seed: 42)
     let valid = sampleFrames.map(encoded)
     // A few thousand here (debug builds are slow); scripts/fuzz-frame runs the coverage-guided fuzzer.
     for i in 0..<3000 {
@@ -191,17 +191,5 @@ func malformedFrameIsRejectedWithItsCode(_ m: Malformed) {
                 at: before.readerIndex, length: before.readableBytes - bytes.readableBytes)!
             if encoded(frame) != consumed { Issue.record("input \(i): \(frame) is not canonical") }
         }
-    }
-}
-
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
