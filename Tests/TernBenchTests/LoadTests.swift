@@ -132,8 +132,12 @@ func shortRun(_ command: LoadCommand, pipeline: Int = 1, hotKey: Bool = false) -
             #expect(result.operations <= server.commands["SET"]!)
             #expect(result.latency.totalCount == UInt64(result.operations))
             #expect(result.latencyMilliseconds(50) > 0)
+            // Keys are spread over the key space: with n SETs over 1000 keys, far more than n/2 distinct
+            // ones (at most 100 asked: a starved CI machine may get few requests into 0.3 s).
+            let sets = server.commands["SET"]!
             #expect(
-                server.keys.count > 100 && server.keys.allSatisfy { $0.hasPrefix("key:") && $0.count == 16 })
+                server.keys.count > min(100, sets / 2), "\(server.keys.count) distinct keys in \(sets) SETs")
+            #expect(server.keys.allSatisfy { $0.hasPrefix("key:") && $0.count == 16 })
             #expect(server.keys.allSatisfy { Int($0.dropFirst(4))! < 1000 })
             #expect(result.clientUserSeconds + result.clientSystemSeconds > 0)
         }
