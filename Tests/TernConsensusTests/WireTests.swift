@@ -95,6 +95,8 @@ import Testing
             .set(bytes("s"), condition: .ifPresent, returnOld: true),
             .set([], condition: .ifAbsent, returnOld: false),
             .remove,
+            .inboxAppend(seq: 42, timeMs: 7, payload: bytes("payload")),
+            .inboxSeal(first: 1, last: 64, retention: InboxRetention(messagesMax: 5, ageMsMax: 6), nowMs: 9),
         ]
         for op in ops {
             var w = ByteWriter()
