@@ -6,8 +6,9 @@ import TernCore
 /// well as the storage engine's: a record that decodes wrongly is treated as damaged, never as
 /// absent, because "absent" would let the replica vote as if it had promised nothing.
 public enum PaxosCodec {
-    /// The record format written today.
-    public static let version: UInt8 = 1
+    /// The record format written today. Version 2 added the de-dup window's `floor` and each
+    /// remembered request's instance; version 1 records still decode (see `decode`).
+    public static let version: UInt8 = 2
 
     /// Encodes a key's whole Paxos state.
     public static func encode(_ s: KeyState) -> [UInt8] {
@@ -36,14 +37,20 @@ public enum PaxosCodec {
         var tail = ByteReader(Array(bytes[(bytes.count - 4)...]))
         guard let sum = tail.u32(), sum == fnv1a(body) else { return nil }
         var r = ByteReader(body)
-        guard r.u8() == version else { return nil }
+        guard let format = r.u8(), format == version || format == 1 else { return nil }
+        // A version 1 value did not say what its window forgot: assume everything up to the
+        // instance it belongs to (so no request older than the record is ever re-proposed).
         var s = KeyState()
-        guard let c = r.u64(), let v = r.keyValue(), let p = r.ballot(), let flag = r.u8() else { return nil }
+        guard let c = r.u64(), let v = r.keyValue(legacyInstance: format == 1 ? c : nil), let p = r.ballot(),
+            let flag = r.u8()
+        else { return nil }
         s.chosen = c
         s.value = v
         s.promised = p
         if flag == 1 {
-            guard let i = r.u64(), let b = r.ballot(), let av = r.keyValue() else { return nil }
+            guard let i = r.u64(), let b = r.ballot(),
+                let av = r.keyValue(legacyInstance: format == 1 ? i : nil)
+            else { return nil }
             s.accepted = AcceptedSlot(instance: i, ballot: b, value: av)
         } else if flag != 0 {
             return nil
@@ -51,10 +58,13 @@ public enum PaxosCodec {
         return r.atEnd ? s : nil
     }
 
+    /// The epoch record's format (unchanged since version 1 of the key records).
+    public static let epochVersion: UInt8 = 1
+
     /// Encodes the node's epoch record.
     public static func encodeEpoch(_ e: UInt32) -> [UInt8] {
         var w = ByteWriter()
-        w.u8(version)
+        w.u8(epochVersion)
         w.u32(e)
         w.u32(fnv1a(w.bytes))
         return w.bytes
@@ -62,7 +72,7 @@ public enum PaxosCodec {
 
     /// Decodes the node's epoch record.
     public static func decodeEpoch(_ bytes: [UInt8]) -> UInt32? {
-        guard bytes.count == 9, bytes[0] == version else { return nil }
+        guard bytes.count == 9, bytes[0] == epochVersion else { return nil }
         var r = ByteReader(bytes)
         _ = r.u8()
         guard let e = r.u32(), let sum = r.u32(), sum == fnv1a(Array(bytes[..<5])) else { return nil }
@@ -104,10 +114,12 @@ public struct ByteWriter: Sendable {
         } else {
             u8(0)
         }
+        u64(v.floor)
         u32(UInt32(v.recent.count))
         for r in v.recent {
             u32(r.id.client)
             u64(r.id.counter)
+            u64(r.instance)
             result(r.result)
         }
     }
@@ -178,7 +190,9 @@ public struct ByteReader: Sendable {
         guard let r = u64(), let n = u32() else { return nil }
         return Ballot(round: r, node: NodeID(n))
     }
-    public mutating func keyValue() -> KeyValue? {
+    /// A `KeyValue`; with `legacyInstance`, in the version 1 layout (no floor, no instances),
+    /// read as if everything up to that instance may have been forgotten.
+    public mutating func keyValue(legacyInstance: UInt64? = nil) -> KeyValue? {
         guard let flag = u8() else { return nil }
         var v = KeyValue()
         if flag == 1 {
@@ -187,10 +201,25 @@ public struct ByteReader: Sendable {
         } else if flag != 0 {
             return nil
         }
+        if let legacy = legacyInstance {
+            v.floor = legacy
+        } else {
+            guard let f = u64() else { return nil }
+            v.floor = f
+        }
         guard let n = u32(), n <= 1 << 16 else { return nil }
         for _ in 0..<n {
-            guard let c = u32(), let k = u64(), let res = result() else { return nil }
-            v.recent.append(AppliedRequest(id: RequestID(client: c, counter: k), result: res))
+            guard let c = u32(), let k = u64() else { return nil }
+            let instance: UInt64
+            if let legacy = legacyInstance {
+                instance = legacy
+            } else {
+                guard let i = u64() else { return nil }
+                instance = i
+            }
+            guard let res = result() else { return nil }
+            v.recent.append(
+                AppliedRequest(id: RequestID(client: c, counter: k), result: res, instance: instance))
         }
         return v
     }

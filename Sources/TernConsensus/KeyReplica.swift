@@ -32,7 +32,12 @@ public struct KeyReplica: Sendable {
         var id: RequestID
         var tag: UInt64
         /// An Accept carrying it was sent: a failure must be reported as `.unknown`.
-        var mayBeAccepted = false
+        var mayBeAccepted: Bool { acceptedAt != nil }
+        /// The first instance at which an Accept carrying it was sent and not yet ruled out: it
+        /// can have been chosen only at or above it.
+        var acceptedAt: UInt64?
+        /// The last instance at which an Accept carrying it was sent.
+        var acceptedLast: UInt64 = 0
     }
     struct Preparing: Sendable {
         var ballot: Ballot
@@ -113,6 +118,10 @@ public struct KeyReplica: Sendable {
     // MARK: - Entry points
 
     /// Queues a write; it is merged with the other queued writes of this key into one instance.
+    ///
+    /// The caller must not send the same request id again once an attempt answered `.unknown`
+    /// (or may still be running elsewhere): only the replica that first proposed a request can
+    /// tell, from `acceptedAt`, whether the bounded de-dup window still vouches for it.
     public mutating func propose(_ op: Operation, id: RequestID, tag: UInt64, ctx: inout NodeContext)
         -> Effects
     {
@@ -312,16 +321,9 @@ public struct KeyReplica: Sendable {
 
     private mutating func startIfNeeded(_ fx: inout Fx, _ ctx: inout NodeContext) {
         guard case .idle = phase else { return }
-        // Requests already applied (a retry, or our own earlier attempt that won) answer at once.
-        var kept: [PendingOp] = []
-        for op in pending {
-            if let r = state.value.result(for: op.id) {
-                fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .done(r)))
-            } else {
-                kept.append(op)
-            }
-        }
-        pending = kept
+        // Requests already applied (a retry, or our own earlier attempt that won) answer at once;
+        // those whose fate the chosen value cannot tell are answered `.unknown`, never re-proposed.
+        pending = settle(pending, &fx, ctx.config.mutant)
         guard ctx.now >= backoffUntil else { return }
         let write = !pending.isEmpty && !damaged
         guard write || needBarrier || damaged else { return }
@@ -352,8 +354,12 @@ public struct KeyReplica: Sendable {
         }
         var ops = Array(pending.prefix(n))
         pending.removeFirst(n)
-        for k in ops.indices { ops[k].mayBeAccepted = true }
-        let value = state.value.applying(ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow)
+        for k in ops.indices {
+            if ops[k].acceptedAt == nil { ops[k].acceptedAt = instance }
+            ops[k].acceptedLast = instance
+        }
+        let value = state.value.applying(
+            ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow, instance: instance)
         fx.effects.mergedOps += ops.count
         sendAccept(ballot: ballot, instance: instance, value: value, ops: ops, &fx, &ctx)
     }
@@ -413,11 +419,18 @@ public struct KeyReplica: Sendable {
         guard outbid else { return }
         rejections += 1
         if rejections > ctx.config.rejectionsMax {
+            // Ops never carried by an Accept are handed back (the caller may retry them anywhere).
+            // The others stay: only this replica can still settle them (`settle`), and answering
+            // `.unknown` now would turn contention into errors.
+            var kept: [PendingOp] = []
             for op in pending {
-                fx.effects.replies.append(
-                    ClientReply(tag: op.tag, outcome: op.mayBeAccepted ? .unknown : .retryable))
+                if op.mayBeAccepted {
+                    kept.append(op)
+                } else {
+                    fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .retryable))
+                }
             }
-            pending.removeAll()
+            pending = kept
             rejections = 0
         }
         let span = ctx.config.backoffTicksMax << UInt64(min(rejections, 4))
@@ -459,22 +472,41 @@ public struct KeyReplica: Sendable {
             if p.instance <= i { phase = .idle }
         case .accepting(let a):
             if a.instance <= i {
-                // Ops applied by the chosen value are answered; the others go back in the queue.
-                var back: [PendingOp] = []
-                for op in a.ops {
-                    if let r = v.result(for: op.id) {
-                        fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .done(r)))
-                    } else {
-                        back.append(op)
-                    }
-                }
-                pending.insert(contentsOf: back, at: 0)
+                // Ops applied by the chosen value are answered; the others go back in the queue
+                // (`startIfNeeded` settles those the value cannot vouch for).
+                pending.insert(contentsOf: a.ops, at: 0)
                 phase = .idle
             }
         }
         if damaged == false { needBarrier = false }
         reissueWaitingReads(&fx, &ctx)
         startIfNeeded(&fx, &ctx)
+    }
+
+    /// Answers the ops that the chosen value shows applied (`.done`) and those whose fate it
+    /// cannot tell (`.unknown`: an Accept carrying them went out at an instance whose requests the
+    /// value may have forgotten); returns the rest, which are certainly not applied yet.
+    ///
+    /// (safety) This is what makes a request apply at most once whatever the delay: a request can
+    /// be chosen only at an instance at or above its first Accept (`acceptedAt`; other proposers
+    /// only re-propose values they found accepted at that same instance), and while the value's
+    /// `floor` is below that instance, its `recent` lists every request applied since.
+    private func settle(_ ops: [PendingOp], _ fx: inout Fx, _ mutant: Mutant) -> [PendingOp] {
+        let value = state.value
+        var kept: [PendingOp] = []
+        kept.reserveCapacity(ops.count)
+        for var op in ops {
+            if let r = value.result(for: op.id) {
+                fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .done(r)))
+            } else if let a = op.acceptedAt, !value.remembersEverything(from: a), mutant != .forgetfulRetry {
+                fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .unknown))
+            } else {
+                // Not applied up to `chosen`; with no Accept of ours above it, not applied at all.
+                if op.acceptedLast <= state.chosen { op.acceptedAt = nil }
+                kept.append(op)
+            }
+        }
+        return kept
     }
 
     private mutating func reissueWaitingReads(_ fx: inout Fx, _ ctx: inout NodeContext) {

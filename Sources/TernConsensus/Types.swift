@@ -22,7 +22,7 @@ public struct Ballot: Sendable, Hashable, Comparable, CustomStringConvertible {
 
 /// Hands out ballots for one node: above every ballot seen, never reused across restarts.
 public struct BallotClock: Sendable, Hashable {
-    /// Persisted; bumped (and synced) at every start and whenever a seen ballot outgrows it.
+    /// Persisted; bumped (and synced) at every start, and raised to a later epoch seen in a ballot.
     public private(set) var epoch: UInt32
     /// In memory only; the epoch makes forgetting it safe.
     public private(set) var counter: UInt32 = 0
@@ -31,21 +31,27 @@ public struct BallotClock: Sendable, Hashable {
     public init(epoch: UInt32) { self.epoch = epoch }
 
     /// A fresh ballot for `node` strictly above `above`.
+    ///
+    /// Outbid by a ballot of a later epoch, the clock joins that epoch (persisted by the driver
+    /// before the ballot leaves the node) and counts on from its counter, rather than jumping
+    /// past it: two proposers outbidding each other used to leapfrog epochs (`/status` showed the
+    /// epoch rising ~60/s under contention, and request ids and read nonces keep the epoch in 24
+    /// bits). Joining is safe because a ballot is (round, node): rounds of one epoch used by two
+    /// nodes never collide, and a restart still moves past every round this node used.
     public mutating func next(above: Ballot, node: NodeID) -> Ballot {
-        if counter == UInt32.max { bump(to: epoch + 1) }
-        counter += 1
-        var round = UInt64(epoch) << 32 | UInt64(counter)
-        if Ballot(round: round, node: node) <= above {
-            // Someone else's epoch is ahead of ours: move our epoch past it (persisted by the
-            // driver before the ballot leaves the node).
-            precondition(above.epoch < UInt32.max, "epoch space exhausted")
-            bump(to: max(epoch + 1, above.epoch + 1))
-            counter = 1
-            round = UInt64(epoch) << 32 | UInt64(counter)
+        if above.epoch > epoch { join(above.epoch) }
+        if above.epoch == epoch {
+            // Strictly above `above` whatever the node ids: one more than its counter.
+            counter = max(counter, UInt32(truncatingIfNeeded: above.round))
         }
-        return Ballot(round: round, node: node)
+        if counter == UInt32.max {
+            precondition(epoch < UInt32.max, "epoch space exhausted")
+            join(epoch + 1)
+        }
+        counter += 1
+        return Ballot(round: UInt64(epoch) << 32 | UInt64(counter), node: node)
     }
-    private mutating func bump(to e: UInt32) {
+    private mutating func join(_ e: UInt32) {
         epoch = e
         counter = 0
         epochDirty = true
@@ -135,9 +141,12 @@ public enum OperationResult: Sendable, Hashable {
 public struct AppliedRequest: Sendable, Hashable {
     public var id: RequestID
     public var result: OperationResult
-    public init(id: RequestID, result: OperationResult) {
+    /// The instance whose value applied it.
+    public var instance: UInt64
+    public init(id: RequestID, result: OperationResult, instance: UInt64) {
         self.id = id
         self.result = result
+        self.instance = instance
     }
 }
 
@@ -145,12 +154,22 @@ public struct AppliedRequest: Sendable, Hashable {
 ///
 /// Values are whole (not deltas), so old instances can be forgotten. `recent` travels with the
 /// value so every replica de-duplicates the same way.
+///
+/// `recent` is bounded, so it cannot say "never applied" for every id; `floor` says for which
+/// instances it can: every request applied at an instance above `floor` is in `recent`. A
+/// proposer that sent an Accept carrying a request at instance `a` may re-propose it only while
+/// `floor < a` (then absence from `recent` proves it was never applied); otherwise its outcome is
+/// unknown and it is never proposed again (found by an independent harness: a request retried
+/// after 60 later writes was applied twice; docs/SERVER.md, "Exactly once").
 public struct KeyValue: Sendable, Hashable {
     public var bytes: [UInt8]?
     public var recent: [AppliedRequest]
-    public init(bytes: [UInt8]? = nil, recent: [AppliedRequest] = []) {
+    /// Requests applied at instances up to `floor` may have been forgotten.
+    public var floor: UInt64
+    public init(bytes: [UInt8]? = nil, recent: [AppliedRequest] = [], floor: UInt64 = 0) {
         self.bytes = bytes
         self.recent = recent
+        self.floor = floor
     }
     public static let absent = KeyValue()
 
@@ -170,8 +189,13 @@ public struct KeyValue: Sendable, Hashable {
         recent.last(where: { $0.id == id })?.result
     }
 
-    /// Applies `ops` in order; each caller's result is recorded in `recent` (capped at `window`).
-    public func applying(_ ops: [(Operation, RequestID)], window: Int) -> KeyValue {
+    /// True when `recent` proves that no request applied at an instance `>= instance` is missing
+    /// from it.
+    public func remembersEverything(from instance: UInt64) -> Bool { floor < instance }
+
+    /// Applies `ops` in order as the value of `instance`; each caller's result is recorded in
+    /// `recent` (capped at `window`, raising `floor` past what it drops).
+    public func applying(_ ops: [(Operation, RequestID)], window: Int, instance: UInt64) -> KeyValue {
         var next = self
         // Old values returned by earlier instances are forgotten: keeping up to `window` whole
         // values in every record (and every Accept) would multiply the key's size.
@@ -243,13 +267,17 @@ public struct KeyValue: Sendable, Hashable {
                 (next.bytes, result) = InboxHead.applySeal(
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
             }
-            next.recent.append(AppliedRequest(id: id, result: result))
+            next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
         }
         // Never trim the requests this instance applied: the proposer answers each merged op from
         // `recent`, and an op missing there is re-queued and applied AGAIN (found by a test with
         // mergeMax 64 > window 32: 48 increments gave 64).
         let keep = max(window, ops.count)
-        if next.recent.count > keep { next.recent.removeFirst(next.recent.count - keep) }
+        if next.recent.count > keep {
+            let dropped = next.recent.count - keep
+            next.floor = max(next.floor, next.recent[dropped - 1].instance)
+            next.recent.removeFirst(dropped)
+        }
         return next
     }
 }
@@ -369,6 +397,10 @@ public enum Mutant: String, Sendable, Hashable, CaseIterable {
     case noEpochOnRestart
     /// Every read is answered locally (as if `staleOK`), without asking a majority.
     case staleReads
+    /// A proposer re-proposes a request that is missing from `recent` even when `floor` says it
+    /// may have been applied and forgotten (the exactly-once hole before the fix; run it with a
+    /// small `dedupWindow`).
+    case forgetfulRetry
 }
 
 /// Tunables of the core, in ticks and counts.

@@ -12,7 +12,7 @@ public struct WireError: Error, Sendable, Hashable, CustomStringConvertible {
 /// envelopes carry. Pure: bytes in, values out.
 ///
 /// ```
-/// frame := version u8 (=1) | from u32 | to u32 | count u32 | item*count
+/// frame := version u8 (=2; 2 added KeyValue.floor and instances) | from u32 | to u32 | count u32 | item*count
 /// item  := key (len u32 | bytes) | tag u8 | fields of the message (see `PaxosMessage`)
 /// slot  := 0 | 1 instance u64 ballot keyValue          ballot := round u64 | node u32
 /// ```
@@ -21,7 +21,7 @@ public struct WireError: Error, Sendable, Hashable, CustomStringConvertible {
 /// them, and trailing bytes are an error: a truncated or garbage frame is refused whole.
 public enum PaxosWire {
     /// The frame format written today.
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
     /// The smallest possible item: an empty key (4) and a tag with its smallest fields (1 + 8).
     static let itemBytesMin = 13
 

@@ -47,7 +47,8 @@ public struct NodeOptions: Sendable {
     public var tick: TimeAmount = .milliseconds(5)
     /// How long a client request is retried internally before the client gets an error.
     public var requestTimeout: TimeAmount = .seconds(3)
-    /// How long a forwarded attempt waits for the replica's answer before trying another replica.
+    /// How long a forwarded attempt waits for the replica's answer before a read tries another
+    /// replica (a write keeps waiting until `requestTimeout`: it may be applied there).
     public var forwardTimeout: TimeAmount = .milliseconds(300)
     /// How long a replica that did not answer a forward is avoided (unless nothing else is left).
     public var suspectFor: TimeAmount = .seconds(1)
@@ -359,6 +360,17 @@ public final class Node: @unchecked Sendable {
                 // `.retryable` settles that attempt as not applied; `.unknown` may have applied.
                 w.open.remove(tag)
                 if outcome == .unknown { w.sawUnknown = true }
+                // A write that may have been applied is never sent again: the replica that carried
+                // it is the only one that can still tell (docs/SERVER.md, "Exactly once"). Its
+                // outcome is unknown once no attempt of it is still open.
+                if w.sawUnknown {
+                    if w.open.isEmpty {
+                        resolve(wid, .unknown)
+                    } else {
+                        waiters[wid] = w
+                    }
+                    return
+                }
                 // Only the current attempt's failure schedules the next one.
                 guard w.tag == tag else {
                     waiters[wid] = w
@@ -403,6 +415,13 @@ public final class Node: @unchecked Sendable {
             if let at = w.attemptDeadline, now >= at, let target = w.target {
                 suspectUntil[target] = now + options.suspectFor
                 var w = w
+                if case .write = w.request {
+                    // The silent replica may still carry it: wait for its late answer (or the
+                    // deadline) instead of proposing the same request a second time elsewhere.
+                    w.attemptDeadline = nil
+                    waiters[wid] = w
+                    continue
+                }
                 retryLater(&w)
                 w.retryAt = now
                 waiters[wid] = w

@@ -97,13 +97,15 @@ extension Simulation {
             seq.replyTags[tag] = c
             mix(0x5E9 &+ uid << 8 &+ UInt64(node))
             guard nodes[node] != nil else { continue }  // down: lost, the client times out
-            let section = uid / config.seqSectionUIDs
-            if seq.allocators[node][section] == nil {
-                seq.allocators[node][section] = SectionAllocator(
-                    section: section, me: ids[node], config: seqAllocatorConfig)
+            whenRunning(node) { [self] in
+                let section = uid / config.seqSectionUIDs
+                if seq.allocators[node][section] == nil {
+                    seq.allocators[node][section] = SectionAllocator(
+                        section: section, me: ids[node], config: seqAllocatorConfig)
+                }
+                let out = seq.allocators[node][section]!.allocate(uid: uid, count: count, tag: tag)
+                seqCarryOut(node: node, section: section, out)
             }
-            let out = seq.allocators[node][section]!.allocate(uid: uid, count: count, tag: tag)
-            seqCarryOut(node: node, section: section, out)
         }
     }
 
@@ -121,6 +123,10 @@ extension Simulation {
 
     /// A reply from a node's core to one of the allocators' key requests.
     func seqKeyReply(_ k: SeqWorkload.KeyTag, _ outcome: ClientOutcome) {
+        if pausedUntil[k.node] != nil {
+            whenRunning(k.node) { [self] in seqKeyReply(k, outcome) }
+            return
+        }
         guard nodes[k.node] != nil, incarnation[k.node] == k.incarnation,
             seq.allocators[k.node][k.section] != nil
         else { return }

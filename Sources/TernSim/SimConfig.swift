@@ -22,6 +22,12 @@ public struct FaultConfig: Sendable, Hashable {
     /// Per tick: a partition starts (isolation, one-way cut or flapping link).
     public var partition = 0.002
     public var partitionTicksMax: UInt64 = 300
+    /// Per tick: a node's process is paused (SIGSTOP, a long GC or VM stall): it takes no step,
+    /// frames and requests sent to it wait (as in its sockets' buffers), and on resume it handles
+    /// them all with its memory intact. Paused longer than a client's timeout, its callers give up
+    /// while the rest of the cluster moves on (the shape of the double-apply found by the harness).
+    public var pause = 0.001
+    public var pauseTicksMax: UInt64 = 600
 
     public init() {}
 
@@ -36,6 +42,7 @@ public struct FaultConfig: Sendable, Hashable {
         f.crashInMerge = 0
         f.corrupt = 0
         f.partition = 0
+        f.pause = 0
         return f
     }()
 
@@ -59,6 +66,8 @@ public struct FaultConfig: Sendable, Hashable {
         f.torn = torn
         f.corrupt = corrupt
         f.partition = scale(partition, &rng)
+        // Drawn only when on, so seeds recorded before the pause fault replay unchanged with it off.
+        if pause > 0 { f.pause = scale(pause, &rng) }
         return f
     }
 }
@@ -115,6 +124,8 @@ public struct SimConfig: Sendable, Hashable {
         if faults.crash != d.crash { s += " --crash \(faults.crash)" }
         if faults.partition != d.partition { s += " --partition \(faults.partition)" }
         if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
+        if faults.pause != d.pause { s += " --pause \(faults.pause)" }
+        if paxos.dedupWindow != PaxosConfig().dedupWindow { s += " --dedup-window \(paxos.dedupWindow)" }
         return s
     }
 }

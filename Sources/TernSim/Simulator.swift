@@ -19,6 +19,7 @@ public struct SimResult: Sendable {
     public var messages: Int
     /// Faults injected.
     public var crashes: Int
+    public var pauses = 0
     public var partitions: Int
     public var corruptions: Int
     /// Storage activity under the faults: merges swapped in, merges cut short by a crash, and
@@ -90,6 +91,11 @@ public final class Simulation {
     var hash: UInt64 = 0xCBF2_9CE4_8422_2325
     var messages = 0
     var crashes = 0
+    var pauses = 0
+    /// Per node: paused (its process stopped) until this tick; what reaches it meanwhile waits in
+    /// `held`, in arrival order, and runs when it resumes.
+    var pausedUntil: [UInt64?] = [nil, nil, nil]
+    var held: [[() -> Void]] = [[], [], []]
     var partitions = 0
     var corruptions = 0
     var tornBytes: UInt64 = 0
@@ -181,6 +187,7 @@ public final class Simulation {
             merges: storages.reduce(0) { $0 + $1.mergesFinished },
             mergesInterrupted: storages.reduce(0) { $0 + $1.mergesInterrupted }, tornBytes: tornBytes,
             uncheckedKeys: uncheckedKeys)
+        result.pauses = pauses
         result.seqReplies = seq.history.filter { $0.ret != nil }.count
         result.seqHistory = seq.history
         return result
@@ -188,12 +195,16 @@ public final class Simulation {
 
     func step() {
         now += 1
+        // 0. A paused node resumes: it handles everything that waited for it, in order.
+        for i in 0..<3 {
+            if let until = pausedUntil[i], now >= until { resume(i) }
+        }
         // 1. Messages due now.
         let due = buckets[Int(now % UInt64(bucketCount))]
         buckets[Int(now % UInt64(bucketCount))] = []
         for f in due {
             guard let i = ids.firstIndex(of: f.to), let n = nodes[i] else { continue }
-            n.receive(f)
+            whenRunning(i) { n.receive(f) }
         }
         // 2. Client replies due now.
         var k = 0
@@ -218,7 +229,7 @@ public final class Simulation {
             seqAct()
         }
         // 5. Nodes.
-        for i in 0..<3 {
+        for i in 0..<3 where pausedUntil[i] == nil {
             guard let n = nodes[i] else { continue }
             do {
                 try n.tick()
@@ -234,7 +245,7 @@ public final class Simulation {
         }
         // 6. Storage housekeeping: merges at the engine's thresholds and at seeded moments, the
         //    swap a few ticks after the copy (the node keeps writing in between).
-        for i in 0..<3 where nodes[i] != nil {
+        for i in 0..<3 where nodes[i] != nil && pausedUntil[i] == nil {
             let s = storages[i]
             do throws(StorageError) {
                 if s.mergeCopied {
@@ -306,9 +317,14 @@ public final class Simulation {
     // MARK: - Faults
 
     func injectFaults() {
-        if nodes.allSatisfy({ $0 != nil }) && rng.chance(faults.crash) {
+        // One node at a time is down or paused (the fault model's guard).
+        let allRunning = nodes.allSatisfy({ $0 != nil }) && pausedUntil.allSatisfy({ $0 == nil })
+        if allRunning && rng.chance(faults.crash) {
             let i = Int(rng.below(3))
             crash(i)
+        } else if allRunning && faults.pause > 0 && rng.chance(faults.pause) {
+            let i = Int(rng.below(3))
+            pause(i, ticks: 1 + rng.below(max(faults.pauseTicksMax, 1)))
         }
         if now >= partitionUntil {
             cut = Array(repeating: [false, false, false], count: 3)
@@ -404,8 +420,34 @@ public final class Simulation {
         }
     }
 
+    /// Runs `input` on node `i` now, or when it resumes if it is paused.
+    func whenRunning(_ i: Int, _ input: @escaping () -> Void) {
+        if pausedUntil[i] != nil {
+            held[i].append(input)
+        } else {
+            input()
+        }
+    }
+
+    /// Stops node `i`'s process for `ticks` ticks (its memory and disk stay as they are).
+    func pause(_ i: Int, ticks: UInt64) {
+        pauses += 1
+        pausedUntil[i] = now + ticks
+        if config.traceKey != nil { print("t=\(now) PAUSE n\(i + 1) until \(now + ticks)") }
+        mix(0x9A05E &+ UInt64(i))
+    }
+
+    func resume(_ i: Int) {
+        pausedUntil[i] = nil
+        let inputs = held[i]
+        held[i] = []
+        if config.traceKey != nil { print("t=\(now) RESUME n\(i + 1) with \(inputs.count) inputs waiting") }
+        for input in inputs { input() }
+    }
+
     func heal() {
         healed = true
+        for i in 0..<3 where pausedUntil[i] != nil { pausedUntil[i] = now }
         cut = Array(repeating: [false, false, false], count: 3)
         flapping = nil
         faults.loss = 0
@@ -427,7 +469,8 @@ public final class Simulation {
     func clientsAct() {
         for c in clients.indices {
             if let f = clients[c].inFlight {
-                if now >= f.deadline { attemptFailed(c, unknown: f.isWrite) }
+                // A write that reached a node may have been applied; one sent to a down node was lost.
+                if now >= f.deadline { attemptFailed(c, unknown: f.isWrite && f.delivered) }
                 continue
             }
             guard now >= clients[c].nextAt else { continue }
@@ -489,18 +532,23 @@ public final class Simulation {
         tagOwner[tag] = c
         f.tag = tag
         f.attempts += 1
+        f.delivered = false
         f.deadline = now + config.clientTimeoutTicks
         clients[c].inFlight = f
         guard let n = nodes[f.node] else { return }  // down: the request is lost, the client times out
+        clients[c].inFlight?.delivered = true
         let key = Array(f.key.utf8)
-        switch f.input {
-        case .get: n.read(key: key, tag: tag)
-        case .put(let v): n.propose(key: key, .put(Array(v.utf8)), id: f.rid, tag: tag)
-        case .delete: n.propose(key: key, .delete, id: f.rid, tag: tag)
-        case .incr(let d): n.propose(key: key, .incr(d), id: f.rid, tag: tag)
-        case .cas(let e, let v):
-            n.propose(
-                key: key, .cas(expected: e.map { Array($0.utf8) }, new: Array(v.utf8)), id: f.rid, tag: tag)
+        whenRunning(f.node) {
+            switch f.input {
+            case .get: n.read(key: key, tag: tag)
+            case .put(let v): n.propose(key: key, .put(Array(v.utf8)), id: f.rid, tag: tag)
+            case .delete: n.propose(key: key, .delete, id: f.rid, tag: tag)
+            case .incr(let d): n.propose(key: key, .incr(d), id: f.rid, tag: tag)
+            case .cas(let e, let v):
+                n.propose(
+                    key: key, .cas(expected: e.map { Array($0.utf8) }, new: Array(v.utf8)), id: f.rid,
+                    tag: tag)
+            }
         }
     }
 
@@ -508,7 +556,10 @@ public final class Simulation {
     func attemptFailed(_ c: Int, unknown: Bool) {
         guard var f = clients[c].inFlight else { return }
         if unknown { f.maybeApplied = true }
-        if f.attempts < 2 || (healed && f.attempts < 6) {
+        // A write that may have been applied is never sent again (the Node's rule: only the
+        // replica that carried it can still tell; docs/SERVER.md, "Exactly once").
+        let mayRetry = !(f.isWrite && f.maybeApplied) || config.paxos.mutant == .forgetfulRetry
+        if mayRetry && (f.attempts < 2 || (healed && f.attempts < 6)) {
             f.node = (f.node + 1) % 3
             clients[c].inFlight = f
             send(c)
@@ -732,7 +783,9 @@ extension Simulation {
         let tag = nextTag
         nextTag += 1
         let rid = id ?? RequestID(client: 1000, counter: tag)
-        nodes[node]?.propose(key: Array(key.utf8), op, id: rid, tag: tag)
+        if let n = nodes[node] {
+            whenRunning(node) { n.propose(key: Array(key.utf8), op, id: rid, tag: tag) }
+        }
         return tag
     }
 
@@ -740,7 +793,9 @@ extension Simulation {
     public func read(_ key: String, at node: Int, staleOK: Bool = false) -> UInt64 {
         let tag = nextTag
         nextTag += 1
-        nodes[node]?.read(key: Array(key.utf8), staleOK: staleOK, tag: tag)
+        if let n = nodes[node] {
+            whenRunning(node) { n.read(key: Array(key.utf8), staleOK: staleOK, tag: tag) }
+        }
         return tag
     }
 
@@ -785,6 +840,10 @@ extension Simulation {
         downUntil[i] = now + downTicks
     }
 
+    /// Pauses `node`'s process for `ticks` ticks: it takes no step; frames and requests sent to it
+    /// wait and are handled, in order, when it resumes.
+    public func pause(node i: Int, ticks: UInt64) { pause(i, ticks: ticks) }
+
     /// Node `node`'s storage (its engine and simulated disk), for tests.
     public func storage(at node: Int) -> BitcaskReplicaStorage { storages[node] }
 
@@ -816,6 +875,8 @@ struct InFlight {
     var attempts: Int
     var maybeApplied: Bool
     var isWrite = true
+    /// The current attempt reached a node (not lost to a down one).
+    var delivered = false
 }
 
 /// Runs one seed.

@@ -48,6 +48,12 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Partition probability per tick (the seed scales it 0–2×).")
     var partition: Double = FaultConfig().partition
 
+    @Option(help: "Process-pause probability per tick (the seed scales it 0–2×).")
+    var pause: Double = FaultConfig().pause
+
+    @Option(help: "Requests each key's de-dup window remembers (small values stress exactly-once).")
+    var dedupWindow: Int = PaxosConfig().dedupWindow
+
     @Option(help: "Corrupt-a-record probability at each crash.")
     var corrupt: Double = FaultConfig().corrupt
 
@@ -74,6 +80,8 @@ struct SimCommand: ParsableCommand {
         faults.crash = crash
         faults.partition = partition
         faults.corrupt = corrupt
+        faults.pause = pause
+        guard dedupWindow >= 1 else { throw ValidationError("--dedup-window must be at least 1") }
         if noFaults { faults = .none }
         func config(_ s: UInt64) -> SimConfig {
             var c = SimConfig(seed: s)
@@ -81,6 +89,7 @@ struct SimCommand: ParsableCommand {
             c.faults = faults
             c.deriveFaults = !noFaults
             c.paxos.mutant = m
+            c.paxos.dedupWindow = dedupWindow
             c.seqMutant = seqMutant
             c.seqOps = seqOps
             c.traceKey = trace
@@ -101,7 +110,7 @@ struct SimCommand: ParsableCommand {
             if seed != nil {
                 print(
                     "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) frames, "
-                        + "\(r.crashes) crashes, \(r.partitions) partitions, \(r.corruptions) corruptions, "
+                        + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.partitions) partitions, \(r.corruptions) corruptions, "
                         + "\(r.merges) merges (\(r.mergesInterrupted) cut by a crash), \(r.tornBytes) torn bytes, "
                         + "\(r.seqReplies) SEQ.NEXT answered, unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
                         + "trace \(String(r.traceHash, radix: 16))")

@@ -58,14 +58,14 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
             (.inboxAppend(seq: 1, timeMs: 1, payload: bytes("y")), RequestID(client: 2, counter: 1)),
             (.inboxAppend(seq: 3, timeMs: 1, payload: bytes("z")), RequestID(client: 3, counter: 1)),
         ]
-        let v = KeyValue.absent.applying(ops, window: 32)
+        let v = KeyValue.absent.applying(ops, window: 32, instance: 1)
         #expect(
             v.recent.map(\.result) == [
                 .inboxAppended(needsSeal: false), .inboxRefused(last: 2), .inboxAppended(needsSeal: false),
             ])
         #expect(InboxHead.decode(v.bytes!)?.messages.map(\.seq) == [2, 3])
         // A retry of an applied request is answered from the de-dup window, not appended twice.
-        let again = v.applying([ops[2]], window: 32)
+        let again = v.applying([ops[2]], window: 32, instance: 1)
         #expect(InboxHead.decode(again.bytes!)?.messages.map(\.seq) == [2, 3])
     }
 
@@ -174,7 +174,8 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         state.value = KeyValue(
             bytes: inbox([1]),
             recent: results.enumerated().map {
-                AppliedRequest(id: RequestID(client: 1, counter: UInt64($0.offset)), result: $0.element)
+                AppliedRequest(
+                    id: RequestID(client: 1, counter: UInt64($0.offset)), result: $0.element, instance: 1)
             })
         #expect(PaxosCodec.decode(PaxosCodec.encode(state)) == state)
     }

@@ -103,8 +103,8 @@ final class RecordingStorage: ReplicaStorage {
         st.value = KeyValue(
             bytes: bytes("v"),
             recent: [
-                AppliedRequest(id: rid(1), result: .number(-3)),
-                AppliedRequest(id: rid(2), result: .swapped(true)),
+                AppliedRequest(id: rid(1), result: .number(-3), instance: 1),
+                AppliedRequest(id: rid(2), result: .swapped(true), instance: 1),
             ])
         st.promised = Ballot(round: 7 << 32 | 9, node: n3)
         st.accepted = AcceptedSlot(instance: 43, ballot: st.promised, value: KeyValue(bytes: []))

@@ -272,11 +272,11 @@ import Testing
                 (.cas(expected: bytes("x"), new: bytes("b")), rid(2)),
                 (.append(bytes("bc"), maxBytes: 3), rid(3)), (.append(bytes("d"), maxBytes: 3), rid(4)),
                 (.incr(1), rid(5)),
-            ], window: 8)
+            ], window: 8, instance: 1)
         #expect(v.bytes == bytes("abc"))
         #expect(
             v.recent.map(\.result) == [.swapped(true), .swapped(false), .number(3), .tooLarge, .notANumber])
-        let w = v.applying([(.delete, rid(6))], window: 2)
+        let w = v.applying([(.delete, rid(6))], window: 2, instance: 1)
         #expect(w.bytes == nil)
         #expect(w.recent.count == 2)
     }

@@ -6,17 +6,20 @@ import Testing
     static let slot = AcceptedSlot(
         instance: 9, ballot: Ballot(round: 3 << 32 | 4, node: n2),
         value: KeyValue(
-            bytes: bytes("slot"), recent: [AppliedRequest(id: rid(1), result: .previous(bytes("p")))]))
+            bytes: bytes("slot"),
+            recent: [AppliedRequest(id: rid(1), result: .previous(bytes("p")), instance: 1)]))
     static let value = KeyValue(
         bytes: bytes("value"),
         recent: [
-            AppliedRequest(id: rid(2), result: .ok), AppliedRequest(id: rid(3), result: .number(-7)),
-            AppliedRequest(id: rid(4), result: .swapped(false)),
-            AppliedRequest(id: rid(5), result: .existed(true)),
-            AppliedRequest(id: rid(6), result: .previous(nil)),
-            AppliedRequest(id: rid(7), result: .previousForgotten),
-            AppliedRequest(id: rid(8), result: .tooLarge), AppliedRequest(id: rid(9), result: .notANumber),
-        ])
+            AppliedRequest(id: rid(2), result: .ok, instance: 2),
+            AppliedRequest(id: rid(3), result: .number(-7), instance: 3),
+            AppliedRequest(id: rid(4), result: .swapped(false), instance: 4),
+            AppliedRequest(id: rid(5), result: .existed(true), instance: 5),
+            AppliedRequest(id: rid(6), result: .previous(nil), instance: 6),
+            AppliedRequest(id: rid(7), result: .previousForgotten, instance: 7),
+            AppliedRequest(id: rid(8), result: .tooLarge, instance: 8),
+            AppliedRequest(id: rid(9), result: .notANumber, instance: 9),
+        ], floor: 1)
     static let b = Ballot(round: 1 << 32 | 2, node: n1)
     /// One of every message kind.
     static let messages: [PaxosMessage] = [
@@ -53,22 +56,23 @@ import Testing
     @Test("Wrong version, unknown tags, huge counts and lengths are refused")
     func garbage() {
         var bytes = PaxosWire.encode(Self.frame)
-        bytes[0] = 2
+        bytes[0] = PaxosWire.version &+ 1
         #expect(throws: WireError.self) { try PaxosWire.decode(bytes) }
         // count = 2^32-1 items in a few bytes
         #expect(throws: WireError.self) {
-            try PaxosWire.decode([1, 1, 0, 0, 0, 2, 0, 0, 0, 255, 255, 255, 255])
+            try PaxosWire.decode([PaxosWire.version, 1, 0, 0, 0, 2, 0, 0, 0, 255, 255, 255, 255])
         }
         // one item whose key claims 4 GiB
         #expect(throws: WireError.self) {
             try PaxosWire.decode(
-                [1, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0] + [255, 255, 255, 255]
+                [PaxosWire.version, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0] + [255, 255, 255, 255]
                     + Array(repeating: 0, count: 12))
         }
         // unknown message tag
         #expect(throws: WireError.self) {
             try PaxosWire.decode(
-                [1, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0] + [0, 0, 0, 0, 42] + Array(repeating: 0, count: 20))
+                [PaxosWire.version, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0] + [0, 0, 0, 0, 42]
+                    + Array(repeating: 0, count: 20))
         }
     }
 
@@ -136,7 +140,8 @@ import Testing
 
 @Suite struct RedisOperationTests {
     func apply(_ v: KeyValue, _ ops: [Operation]) -> KeyValue {
-        v.applying(ops.enumerated().map { ($0.element, rid(UInt64(100 + $0.offset))) }, window: 32)
+        v.applying(
+            ops.enumerated().map { ($0.element, rid(UInt64(100 + $0.offset))) }, window: 32, instance: 1)
     }
 
     @Test("SET NX / XX / GET, GETSET, DEL and APPEND results")
@@ -163,7 +168,7 @@ import Testing
     func oldValuesForgotten() {
         let v = apply(.absent, [.put(bytes("x")), .set(bytes("y"), condition: .always, returnOld: true)])
         #expect(v.result(for: rid(101)) == .previous(bytes("x")))
-        let w = v.applying([(.incr(0), rid(7))], window: 32)
+        let w = v.applying([(.incr(0), rid(7))], window: 32, instance: 1)
         #expect(w.result(for: rid(101)) == .previousForgotten)
         #expect(w.result(for: rid(100)) == .ok)
     }
@@ -201,7 +206,8 @@ import Testing
 
     @Test("Overflow leaves the value unchanged")
     func overflow() {
-        let v = KeyValue(bytes: Array(String(Int64.max).utf8)).applying([(.incr(1), rid(1))], window: 4)
+        let v = KeyValue(bytes: Array(String(Int64.max).utf8)).applying(
+            [(.incr(1), rid(1))], window: 4, instance: 1)
         #expect(v.bytes == Array(String(Int64.max).utf8))
         #expect(v.result(for: rid(1)) == .overflow)
         var w = ByteWriter()

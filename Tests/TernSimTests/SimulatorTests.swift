@@ -48,6 +48,7 @@ import Testing
     @Test("Faults actually happen across a batch (a simulator without faults proves little)")
     func faultsHappen() {
         var crashes = 0
+        var pauses = 0
         var partitions = 0
         var corruptions = 0
         var unknown = 0
@@ -59,6 +60,7 @@ import Testing
             c.ops = 150
             let r = simulate(c)
             crashes += r.crashes
+            pauses += r.pauses
             partitions += r.partitions
             corruptions += r.corruptions
             unknown += r.history.filter { $0.output == .unknown }.count
@@ -67,6 +69,7 @@ import Testing
             tornBytes += r.tornBytes
         }
         #expect(crashes > 0)
+        #expect(pauses > 0)
         #expect(partitions > 0)
         #expect(corruptions > 0)
         #expect(unknown > 0)
@@ -124,6 +127,43 @@ import Testing
         }
     }
 
+    /// The exactly-once hole (a write applied twice after its proposer was paused past the de-dup
+    /// window): a window of 2 makes the window's edge a common case rather than a rare one.
+    @Test("Pauses with a tiny de-dup window: every write applies at most once")
+    func pausesTinyWindow() {
+        var pauses = 0
+        for s in UInt64(1)...40 {
+            var c = SimConfig(seed: s)
+            c.ops = 150
+            c.faults.pause = 0.004
+            c.paxos.dedupWindow = 2
+            let r = simulate(c)
+            pauses += r.pauses
+            #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
+        }
+        #expect(pauses > 20, "the pause fault must actually fire")
+    }
+
+    @Test("Mutant forgetfulRetry (re-propose what the window forgot) is caught under pauses")
+    func forgetfulRetryCaught() {
+        var caughtAt: UInt64?
+        for s in UInt64(1)...40 {
+            var c = SimConfig(seed: s)
+            c.ops = 200
+            c.faults.pause = 0.004
+            c.paxos.dedupWindow = 2
+            c.paxos.mutant = .forgetfulRetry
+            let r = simulate(c)
+            if let v = r.violations.first {
+                caughtAt = s
+                #expect(v.replay.contains("--mutant forgetfulRetry"))
+                #expect(v.replay.contains("--pause 0.004") && v.replay.contains("--dedup-window 2"))
+                break
+            }
+        }
+        #expect(caughtAt != nil, "forgetfulRetry survived 40 seeds")
+    }
+
     /// The proof that the checks can fail: each mutant must be caught within a bounded number of seeds.
     @Test(
         "Every mutant is caught within 60 seeds",
@@ -172,6 +212,7 @@ import Testing
         c.ops = 200
         c.paxos.mutant = .staleReads
         c.seqOps = 0  // recorded before the seq workload, which changes every seed's schedule
+        c.faults.pause = 0  // and before the pause fault
         let r = simulate(c)
         #expect(r.violations.first?.check == "linearizability", "\(r.violations)")
     }
@@ -185,6 +226,7 @@ import Testing
         c.ops = 300
         c.faults = .storm
         c.seqOps = 0  // recorded before the seq workload, which changes every seed's schedule
+        c.faults.pause = 0  // and before the pause fault
         let r = simulate(c)
         #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
     }
