@@ -55,7 +55,7 @@ public enum EtcdLoad {
             let endpoint = endpoints[index % endpoints.count]
             let done = loop.makePromise(of: Void.self)
             return ClientBootstrap(group: loop)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()

@@ -29,7 +29,7 @@ public enum RESPLoad {
             let done = loop.makePromise(of: Void.self)
             let port = ports[index % ports.count]
             return ClientBootstrap(group: loop)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let handler = RESPLoadHandler(

@@ -60,7 +60,7 @@ public final class RESPClient: Sendable {
             of: RESPValue.self, bufferingPolicy: .bufferingNewest(max(pushBufferLimit, 1)))
         let dropped = NIOLockedValueBox(0)
         let channel = try await ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -14,7 +14,8 @@ public final class PosixFileSystem: FileSystem, Sendable {
 
     public func open(_ path: String, create: Bool) throws(StorageError) -> any StorageFile {
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
-        let fd = Glibc.open(path, flags, 0o644)
+        // Owner only: the data is the users' (a shared machine's other accounts must not read it).
+        let fd = Glibc.open(path, flags, 0o600)
         guard fd >= 0 else { throw posixError("open \(path)") }
         return PosixFile(fd: fd, path: path)
     }
@@ -42,7 +43,8 @@ public final class PosixFileSystem: FileSystem, Sendable {
 
     public func makeDirectory(_ path: String) throws(StorageError) {
         do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw .io("mkdir \(path): \(error)")
         }

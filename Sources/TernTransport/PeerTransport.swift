@@ -119,7 +119,7 @@ public final class PeerTransport: Sendable {
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(.backlog, value: 256)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
                 .childChannelOption(.socketOption(.so_keepalive), value: 1)
                 .childChannelOption(.writeBufferWaterMark, value: Self.waterMark)
                 .childChannelInitializer { [self] channel in
@@ -506,7 +506,7 @@ public final class PeerTransport: Sendable {
         guard let (address, loop, connectID) = attempt else { return }
         let future = ClientBootstrap(group: loop)
             .connectTimeout(config.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .channelOption(.writeBufferWaterMark, value: Self.waterMark)
             .channelInitializer { [self] channel in

@@ -40,7 +40,8 @@ struct DevCommand: AsyncParsableCommand {
 
     func run() async throws {
         let root = URL(fileURLWithPath: dir).standardizedFileURL.path
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let mapPath = root + "/cluster.toml"
         let settingsPath = root + "/server.toml"
         let map: ClusterMap
@@ -113,7 +114,7 @@ struct DevCommand: AsyncParsableCommand {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         var attr = posix_spawnattr_t()

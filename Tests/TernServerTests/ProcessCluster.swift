@@ -85,7 +85,12 @@ final class ProcessCluster: @unchecked Sendable {
     private var pids: [NodeID: pid_t] = [:]
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
-    init(perCampus: Int = 1, requestTimeoutMs: Int = 1500) throws {
+    /// With `user`, the servers run as that (non-root) account through setpriv, and the cluster
+    /// directory is theirs.
+    let user: String?
+
+    init(perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil) throws {
+        self.user = user
         dir = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var nodes: [NodeEntry] = []
@@ -104,6 +109,10 @@ final class ProcessCluster: @unchecked Sendable {
         settings.testFaults = true
         settings.requestTimeoutMilliseconds = requestTimeoutMs
         try settings.toml().write(toFile: dir + "/server.toml", atomically: true, encoding: .utf8)
+        if let user {
+            let (status, out) = try run("/bin/chown", ["-R", "\(user):", dir])
+            guard status == 0 else { throw ClusterTestError("chown \(user) \(dir): \(out)") }
+        }
     }
 
     func port(_ id: NodeID) -> Int { Int(map.node(id)!.clientAddress.split(separator: ":")[1])! }
@@ -111,13 +120,22 @@ final class ProcessCluster: @unchecked Sendable {
     func log(_ id: NodeID) -> String { dir + "/n\(id.rawValue).log" }
 
     func start(_ id: NodeID) {
-        let pid = spawnProcess(
-            exe,
-            [
-                "server", "--config", dir + "/cluster.toml", "--node", "\(id.rawValue)", "--data",
-                dir + "/n\(id.rawValue)",
-            ],
-            log: log(id))
+        let args = [
+            "server", "--config", dir + "/cluster.toml", "--node", "\(id.rawValue)", "--data",
+            dir + "/n\(id.rawValue)",
+        ]
+        let pid =
+            if let user {
+                spawnProcess(
+                    "/usr/bin/setpriv",
+                    [
+                        "--reuid=\(user)", "--regid=\(user == "nobody" ? "nogroup" : user)", "--clear-groups",
+                        exe,
+                    ]
+                        + args, log: log(id))
+            } else {
+                spawnProcess(exe, args, log: log(id))
+            }
         lock.withLock { pids[id] = pid }
     }
 
