@@ -173,6 +173,12 @@ public final class ReplicaNode {
     /// Storage key of `key`'s Paxos record.
     public static func recordKey(_ key: [UInt8]) -> [UInt8] { [1] + key }
 
+    /// The longest key the cluster stores (32 KiB; the engine's own bound is 64 KiB - 1 for the
+    /// record key). Checked where keys enter — client commands (`Node.execute`, the RESP layer)
+    /// and peer frames (`PaxosWire.decode`) — so no record the engine would refuse is ever made:
+    /// a 64 KiB key used to reach every replica's engine, whose refusal fenced all three nodes.
+    public static let keyBytesMax = 32 << 10
+
     /// Starts the node with the same three replicas for every key: reads the epoch, bumps it and
     /// syncs it before anything else can happen, so no round used before the restart is used again.
     public convenience init(

@@ -56,6 +56,10 @@ public enum PaxosWire {
         items.reserveCapacity(Int(count))
         for k in 0..<Int(count) {
             guard let key = r.blob() else { throw WireError("item \(k): truncated key") }
+            guard key.count <= ReplicaNode.keyBytesMax else {
+                throw WireError(
+                    "item \(k): key of \(key.count) bytes (the limit is \(ReplicaNode.keyBytesMax))")
+            }
             guard let m = message(&r) else { throw WireError("item \(k): bad or truncated message") }
             items.append(FrameItem(key: key, message: m))
         }

@@ -84,6 +84,8 @@ public struct CommandProcessor: Sendable {
                     + "it may or may not have been applied")
         case .unavailable(let why):
             return .error("UNAVAILABLE \(why)")
+        case .refused(let why):
+            return err(why)
         case .done(let r):
             return err("unexpected result \(r)")
         case .value:
@@ -102,6 +104,17 @@ public struct CommandProcessor: Sendable {
 
     /// The plan for `command` in `session` (which HELLO, AUTH and SELECT may change).
     public func plan(_ command: RESPCommand, session: inout Session) -> CommandPlan {
+        let p = unchecked(command, session: &session)
+        // A key too long for the cluster refuses the whole command before any key is written.
+        if case .requests(let reqs, _) = p,
+            let long = reqs.first(where: { $0.key.count > ReplicaNode.keyBytesMax })
+        {
+            return .reply(Self.failure(.keyTooLong(long.key.count), write: false))
+        }
+        return p
+    }
+
+    private func unchecked(_ command: RESPCommand, session: inout Session) -> CommandPlan {
         let args = command.args
         guard let first = args.first else { return .reply(Self.err("empty command")) }
         let name = String(decoding: first, as: UTF8.self).lowercased()

@@ -36,6 +36,15 @@ public enum NodeReply: Sendable, Hashable {
     case unknown
     /// The node cannot serve requests (shutting down, or its storage failed).
     case unavailable(String)
+    /// The request itself is invalid (e.g. its key is too long); nothing was tried.
+    case refused(String)
+}
+
+extension NodeReply {
+    /// The refusal of a key longer than `ReplicaNode.keyBytesMax`.
+    public static func keyTooLong(_ count: Int) -> NodeReply {
+        .refused("key is too long (\(count) bytes; the limit is \(ReplicaNode.keyBytesMax))")
+    }
 }
 
 /// Tunables of a `Node`.
@@ -272,6 +281,10 @@ public final class Node: @unchecked Sendable {
         }
         if closing {
             promise.succeed(.unavailable("node is shutting down"))
+            return
+        }
+        guard key.count <= ReplicaNode.keyBytesMax else {
+            promise.succeed(.keyTooLong(key.count))
             return
         }
         counters.requests += 1
