@@ -43,8 +43,9 @@ public final class PeerTransport: Sendable {
         var peers: [NodeID: PeerState] = [:]
         /// Every open channel, authenticated or not, so `shutdown` can close them all.
         var channels: [ObjectIdentifier: any Channel] = [:]
-        /// Channels in `channels` that have not finished a handshake (bounded: `handshakingMax`).
-        var handshaking: Set<ObjectIdentifier> = []
+        /// Channels in `channels` that have not finished a handshake, oldest first, with the
+        /// address they came from (bounded: `handshakingMax`, `handshakingPerSourceMax`).
+        var handshaking: [(id: ObjectIdentifier, source: String)] = []
         /// Dial attempts whose TCP connect has not finished.
         var connecting: [UInt64: EventLoopFuture<any Channel>] = [:]
         var nextConnectID: UInt64 = 0
@@ -341,28 +342,56 @@ public final class PeerTransport: Sendable {
         }
     }
 
-    /// Connections allowed to be in their handshake at once: a stray client that opens many
-    /// connections and says nothing holds at most this many for `handshakeTimeout`.
+    /// Connections allowed to be in their handshake at once.
     static let handshakingMax = 64
+    /// Connections from one address allowed to be in their handshake at once.
+    static let handshakingPerSourceMax = 16
 
-    /// A channel became active; false if the transport is stopping or too many connections are
-    /// still in their handshake (the caller closes it).
+    /// A channel became active; false if the transport is stopping (the caller closes it).
+    ///
+    /// Past the bounds, the OLDEST connection still in its handshake is closed (from the same
+    /// address if that address is over its share, else from the address holding most): a client
+    /// that floods the peer port with silent connections only ever evicts its own, while an
+    /// honest peer's handshake — one round trip — finishes long before it is the oldest. (Refusing
+    /// the newest instead let a flood lock every peer out for `handshakeTimeout`.)
     func register(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        let outcome = state.withLockedValue { s -> Bool? in
-            guard s.phase == .running else { return false }
-            guard s.handshaking.count < Self.handshakingMax else { return nil }
+        let source = channel.remoteAddress?.ipAddress ?? "?"
+        let outcome = state.withLockedValue { s -> (ok: Bool, evict: (any Channel)?) in
+            guard s.phase == .running else { return (false, nil) }
+            var victim: Int?
+            if s.handshaking.count(where: { $0.source == source }) >= Self.handshakingPerSourceMax {
+                victim = s.handshaking.firstIndex { $0.source == source }
+            } else if s.handshaking.count >= Self.handshakingMax {
+                var bySource: [String: Int] = [:]
+                for h in s.handshaking { bySource[h.source, default: 0] += 1 }
+                let top = bySource.max { $0.value < $1.value }?.key
+                victim = s.handshaking.firstIndex { $0.source == top }
+            }
+            var evicted: (any Channel)?
+            if let v = victim {
+                let old = s.handshaking.remove(at: v)
+                evicted = s.channels.removeValue(forKey: old.id)
+            }
             s.channels[id] = channel
-            s.handshaking.insert(id)
-            return true
+            s.handshaking.append((id, source))
+            return (true, evicted)
         }
-        if outcome == nil {
-            counters.authFailures.wrappingIncrement(ordering: .relaxed)
-            logger.warning(
-                "refusing a connection: \(Self.handshakingMax) others are still in their handshake",
-                metadata: ["remote": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+        if let old = outcome.evict {
+            counters.handshakesEvicted.wrappingIncrement(ordering: .relaxed)
+            let now = NIODeadline.now()
+            let loud = state.withLockedValue { s -> Bool in
+                if let last = s.failuresLogged["evicted"], now - last < .seconds(10) { return false }
+                s.failuresLogged["evicted"] = now
+                return true
+            }
+            logger.log(
+                level: loud ? .warning : .debug,
+                "closing the oldest connection still in its handshake: too many pending",
+                metadata: ["newest-from": "\(source)"])
+            old.close(promise: nil)
         }
-        return outcome == true
+        return outcome.ok
     }
 
     /// A handshake succeeded. Makes `handle` the peer's connection (closing an older one) and
@@ -370,7 +399,7 @@ public final class PeerTransport: Sendable {
     func connectionEstablished(_ handle: ConnectionHandle, peer: NodeID, dialled: Bool) -> Bool {
         enum Outcome { case refuse, accept(old: ConnectionHandle?, reconnect: Bool, flush: Bool) }
         let outcome = state.withLockedValue { s -> Outcome in
-            s.handshaking.remove(handle.id)
+            s.handshaking.removeAll { $0.id == handle.id }
             guard s.phase == .running, s.peers[peer] != nil else { return .refuse }
             return Self.modify(&s.peers[peer]!) { p -> Outcome in
                 let old = p.connection
@@ -405,7 +434,7 @@ public final class PeerTransport: Sendable {
         let id = ObjectIdentifier(channel)
         state.withLockedValue { s in
             s.channels[id] = nil
-            s.handshaking.remove(id)
+            s.handshaking.removeAll { $0.id == id }
             if let peer, s.peers[peer]?.connection?.id == id {
                 s.peers[peer]!.connection = nil
                 logger.info("peer disconnected", metadata: ["peer": "\(peer)"])

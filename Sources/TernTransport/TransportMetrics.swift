@@ -34,6 +34,9 @@ public struct TransportMetrics: Sendable, Hashable {
     public var connectFailures = 0
     /// Handshakes that failed on either side (refused, bad MAC, replay, wrong peer, timeout).
     public var authFailures = 0
+    /// Connections closed while still in their handshake to make room for newer ones (a flood
+    /// of silent connections on the peer port; `PeerTransport.register`).
+    public var handshakesEvicted = 0
     /// Malformed, oversized or truncated frames received (each closed its connection).
     public var framingErrors = 0
     /// Connections closed because nothing arrived for `idleTimeout`.
@@ -84,6 +87,7 @@ final class Counters: Sendable {
     let connectFailures = ManagedAtomic(0)
     let authFailures = ManagedAtomic(0)
     let framingErrors = ManagedAtomic(0)
+    let handshakesEvicted = ManagedAtomic(0)
     let idleTimeouts = ManagedAtomic(0)
     let messagesPerWriteMax = ManagedAtomic(0)
     let messagesPerWrite: [ManagedAtomic<Int>] = (0..<histogramBuckets).map { _ in ManagedAtomic(0) }
@@ -122,6 +126,7 @@ final class Counters: Sendable {
         m.reconnects = reconnects.load(ordering: .relaxed)
         m.connectFailures = connectFailures.load(ordering: .relaxed)
         m.authFailures = authFailures.load(ordering: .relaxed)
+        m.handshakesEvicted = handshakesEvicted.load(ordering: .relaxed)
         m.framingErrors = framingErrors.load(ordering: .relaxed)
         m.idleTimeouts = idleTimeouts.load(ordering: .relaxed)
         m.messagesPerWriteMax = messagesPerWriteMax.load(ordering: .relaxed)
