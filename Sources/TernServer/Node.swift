@@ -95,6 +95,12 @@ public struct NodeStatus: Sendable, Hashable {
     public var inFlight: Int
     /// Peer messages that failed to decode.
     public var badPeerMessages: Int
+    /// Key records that were damaged (or unreadable) when loaded; each was logged, and the key
+    /// refuses to vote until both peers re-teach it.
+    public var damagedKeyLoads = 0
+    /// The engine's damage counters (records with a bad checksum, damage no key can be found for).
+    public var storageDamagedRecords = 0
+    public var storageUnattributedDamage = 0
     /// False once the node stopped serving (storage failure, shutting down).
     public var serving: Bool
 }
@@ -181,7 +187,7 @@ public final class Node: @unchecked Sendable {
     }
     var waiters: [UInt64: Waiter] = [:]
     var suspectUntil: [NodeID: NIODeadline] = [:]
-    var counters = (requests: 0, failed: 0, forwardedOut: 0, forwardedIn: 0, retries: 0, bad: 0)
+    var counters = (requests: 0, failed: 0, forwardedOut: 0, forwardedIn: 0, retries: 0, bad: 0, damaged: 0)
     var rng = SplitMix64(seed: 0)
     var drained: [EventLoopPromise<Void>] = []
 
@@ -575,8 +581,12 @@ public final class Node: @unchecked Sendable {
                     // Corrupt (or unreadable: treated the same, the safe way) — the key refuses to
                     // vote until both peers re-teach it.
                     record = .damaged
+                    self.logger.error(
+                        "a key's stored record is damaged; it is served again once both peers re-teach it",
+                        metadata: ["key-bytes": "\(k.count)", "error": "\(error)"])
                 }
                 loop.execute {
+                    if case .damaged = record { self.counters.damaged += 1 }
                     self.core.install(k, record)
                     for f in self.loading.removeValue(forKey: k) ?? [] { f() }
                 }
@@ -645,6 +655,7 @@ public final class Node: @unchecked Sendable {
     /// Current counters.
     public func status() async -> NodeStatus {
         let fsyncs = (try? await store.syncCount()) ?? 0
+        let storage = try? await store.stats()
         let promise = eventLoop.makePromise(of: NodeStatus.self)
         eventLoop.execute {
             promise.succeed(
@@ -655,6 +666,9 @@ public final class Node: @unchecked Sendable {
                     requestsFailed: self.counters.failed, forwardedOut: self.counters.forwardedOut,
                     forwardedIn: self.counters.forwardedIn, retries: self.counters.retries,
                     inFlight: self.waiters.count, badPeerMessages: self.counters.bad,
+                    damagedKeyLoads: self.counters.damaged,
+                    storageDamagedRecords: storage?.damagedRecords ?? 0,
+                    storageUnattributedDamage: storage?.unattributedDamage ?? 0,
                     serving: self.failed == nil && !self.closing))
         }
         return (try? await promise.futureResult.get())

@@ -156,6 +156,8 @@ public final class TernServerProcess: Service, AdminBackend {
             "requests":\(s.requests),"requests_failed":\(s.requestsFailed),"forwarded_out":\(s.forwardedOut),\
             "forwarded_in":\(s.forwardedIn),"retries":\(s.retries),"in_flight":\(s.inFlight),\
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
+            "damaged_key_loads":\(s.damagedKeyLoads),"storage_damaged_records":\(s.storageDamagedRecords),\
+            "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
             "transport_messages_per_write":\(t.messagesPerWriteMean)}
 
             """
@@ -198,6 +200,22 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_bad_peer_messages_total", "counter", "Peer messages that failed to decode.",
             Double(s.badPeerMessages))
+        metric(
+            "tern_damaged_key_loads_total", "counter",
+            "Key records found damaged or unreadable when loaded (the key waits for its peers).",
+            Double(s.damagedKeyLoads))
+        metric(
+            "tern_storage_damaged_records", "gauge",
+            "Records with a bad checksum found since the store opened.",
+            Double(s.storageDamagedRecords))
+        metric(
+            "tern_storage_unattributed_damage", "gauge",
+            "Damaged regions whose key could not be read (only a full scan can repair them).",
+            Double(s.storageUnattributedDamage))
+        metric(
+            "tern_peer_handshakes_evicted_total", "counter",
+            "Peer connections closed in their handshake to make room (a flood on the peer port).",
+            Double(t.handshakesEvicted))
         metric("tern_transport_bytes_sent_total", "counter", "Bytes sent to peers.", Double(t.bytesSent))
         metric(
             "tern_transport_bytes_received_total", "counter", "Bytes received from peers.",

@@ -120,4 +120,47 @@ import Testing
             }
         }
     }
+
+    @Test("A record damaged on disk is logged and counted in /metrics; the value still comes back right")
+    func damageIsCounted() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let c = try await cluster.client(n1)
+        let marker = "damage-me-" + String(repeating: "x", count: 40)
+        #expect(try await c.send(["SET", "dk", marker]) == .simpleString("OK"))
+        await c.close()
+        await cluster.signal(n1, SIGTERM)
+        // Flip one byte of the value in every data file of n1 that holds it.
+        let dir = cluster.dir + "/n1"
+        var flipped = 0
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f.hasSuffix(".data") {
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/" + f)))
+            let needle = Array(marker.utf8)
+            guard bytes.count >= needle.count else { continue }
+            for at in 0...(bytes.count - needle.count) where Array(bytes[at..<at + needle.count]) == needle {
+                bytes[at + 20] ^= 0x01
+                flipped += 1
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: dir + "/" + f))
+        }
+        #expect(flipped > 0, "the value was found in n1's data files")
+        // Hint files would let the engine skip the checksum at open; without them it scans.
+        for f in try FileManager.default.contentsOfDirectory(atPath: dir) where f.hasSuffix(".hint") {
+            try FileManager.default.removeItem(atPath: dir + "/" + f)
+        }
+        cluster.start(n1)
+        try await cluster.waitHealthy(n1)
+        let c1 = try await cluster.client(n1)
+        #expect(try await c1.send(["GET", "dk"]) == .bulkString(Array(marker.utf8)))
+        await c1.close()
+        let metrics = try await cluster.http("GET", "/metrics", node: n1).body
+        func value(_ name: String) -> Double? {
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + "{") }
+                .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+        }
+        #expect((value("tern_storage_damaged_records") ?? 0) >= 1, "\(metrics)")
+        #expect((value("tern_damaged_key_loads_total") ?? 0) >= 1, "\(metrics)")
+        #expect(cluster.logTail(n1).contains("damaged"))
+    }
 }
