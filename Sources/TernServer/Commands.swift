@@ -54,6 +54,8 @@ public struct CommandProcessor: Sendable {
     public var info: @Sendable () -> String
     /// Service commands, asked in order for any name the Redis commands do not own.
     public var modules: [any CommandModule] = []
+    /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
+    public var maxClients = 10_000
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -169,11 +171,21 @@ public struct CommandProcessor: Sendable {
             }
             return .reply(.array([]))
         case "config":
-            // redis-benchmark asks CONFIG GET save/appendonly; there is nothing to configure here.
+            // CONFIG GET shows the limits a client can reach; nothing is settable at run time.
             if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "get" {
-                return .reply(.map([]))
+                guard n >= 3 else {
+                    return .reply(Self.err("wrong number of arguments for 'config|get' command"))
+                }
+                var out: [RESPValue] = []
+                for (name, value) in configParameters
+                where args[2...].contains(where: { Self.globMatches($0, name) }) {
+                    out += [.bulkString(Array(name.utf8)), .bulkString(Array(value.utf8))]
+                }
+                return .reply(.map(out))
             }
-            return .reply(Self.err("CONFIG is not supported"))
+            return .reply(
+                Self.err("CONFIG SET, REWRITE and RESETSTAT are not supported (settings live in server.toml)")
+            )
         case "client":
             if n >= 2, ["setname", "setinfo"].contains(String(decoding: args[1], as: UTF8.self).lowercased())
             {
@@ -268,6 +280,43 @@ public struct CommandProcessor: Sendable {
             }
             return .reply(Self.unknownCommand(args))
         }
+    }
+
+    /// CONFIG GET's parameters, in Redis's names where Redis has them.
+    var configParameters: [(String, String)] {
+        [
+            ("maxclients", "\(maxClients)"),
+            ("proto-max-bulk-len", "\(maxValueBytes)"),
+            ("tern-max-key-bytes", "\(ReplicaNode.keyBytesMax)"),
+            ("tern-max-unanswered-commands", "\(RESPConnectionHandler.unansweredMax)"),
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("save", ""),
+        ]
+    }
+
+    /// Redis's CONFIG GET patterns, as far as Tern needs them: `*` for any run of characters,
+    /// case-insensitive. Linear in pattern × name (a table, not backtracking).
+    static func globMatches(_ pattern: [UInt8], _ name: String) -> Bool {
+        let p = Array(String(decoding: pattern, as: UTF8.self).lowercased().utf8)
+        let s = Array(name.utf8)
+        // ok[j]: the pattern so far matches s[..<j].
+        var ok = [Bool](repeating: false, count: s.count + 1)
+        ok[0] = true
+        for c in p {
+            var next = [Bool](repeating: false, count: s.count + 1)
+            if c == UInt8(ascii: "*") {
+                var any = false
+                for j in 0...s.count {
+                    any = any || ok[j]
+                    next[j] = any
+                }
+            } else {
+                for j in 0..<s.count where ok[j] && s[j] == c { next[j + 1] = true }
+            }
+            ok = next
+        }
+        return ok[s.count]
     }
 
     static let subscribedModeCommands: Set<String> = [

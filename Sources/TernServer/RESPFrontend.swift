@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TernRESP
@@ -6,6 +7,8 @@ import TernRESP
 /// The Redis-protocol listener: one `RESPConnectionHandler` per client connection.
 public final class RESPFrontend: Sendable {
     let channel: any Channel
+    /// Connections now, and those refused at `maxClients`.
+    public let clients: ClientGate
 
     /// The bound port.
     public var port: Int { channel.localAddress?.port ?? 0 }
@@ -17,12 +20,20 @@ public final class RESPFrontend: Sendable {
     ) async throws -> RESPFrontend {
         let limits = RESPLimits(maxBulkBytes: processor.maxValueBytes)
         let authenticated = processor.password == nil
+        let gate = ClientGate(max: processor.maxClients)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard gate.enter() else {
+                    // As Redis: the error, then the connection is closed.
+                    var b = channel.allocator.buffer(capacity: 48)
+                    b.writeString("-ERR max number of clients reached\r\n")
+                    return channel.writeAndFlush(b).flatMap { channel.close() }
+                }
+                channel.closeFuture.whenComplete { _ in gate.leave() }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
                     try channel.pipeline.syncOperations.addHandler(
@@ -33,15 +44,39 @@ public final class RESPFrontend: Sendable {
             }
             .bind(host: host, port: port).get()
         logger.info("RESP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
-        return RESPFrontend(channel: channel)
+        return RESPFrontend(channel: channel, clients: gate)
     }
 
-    init(channel: any Channel) { self.channel = channel }
+    init(channel: any Channel, clients: ClientGate) {
+        self.channel = channel
+        self.clients = clients
+    }
 
     /// Stops accepting connections (open connections finish what they have).
     public func close() async {
         try? await channel.close()
     }
+}
+
+/// Counts client connections against `max` (Redis's `maxclients`).
+public final class ClientGate: Sendable {
+    public let max: Int
+    private let state = NIOLockedValueBox((connected: 0, refused: 0))
+    init(max: Int) { self.max = max }
+    /// Takes a slot; false (and counted as refused) when all `max` are taken.
+    func enter() -> Bool {
+        state.withLockedValue { s in
+            guard s.connected < max else {
+                s.refused += 1
+                return false
+            }
+            s.connected += 1
+            return true
+        }
+    }
+    func leave() { state.withLockedValue { $0.connected -= 1 } }
+    /// Connections open now, and connections refused since start.
+    public var counts: (connected: Int, refused: Int) { state.withLockedValue { $0 } }
 }
 
 /// One client connection: decodes commands, runs them (concurrently, keys on any replica) and

@@ -70,6 +70,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "# Server\r\nredis_version:7.0.0\r\ntern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\n"
                 + "tern_cluster:\(map.name)\r\n"
         }
+        processor.maxClients = config.maxClients
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
         // SequenceSource.
         let sequences = SeqService(node: node)
@@ -200,6 +201,12 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_bad_peer_messages_total", "counter", "Peer messages that failed to decode.",
             Double(s.badPeerMessages))
+        let clients = resp.clients.counts
+        metric("tern_connected_clients", "gauge", "Client connections open now.", Double(clients.connected))
+        metric("tern_maxclients", "gauge", "Client connections allowed at once.", Double(resp.clients.max))
+        metric(
+            "tern_rejected_clients_total", "counter", "Client connections refused at maxclients.",
+            Double(clients.refused))
         metric(
             "tern_damaged_key_loads_total", "counter",
             "Key records found damaged or unreadable when loaded (the key waits for its peers).",

@@ -13,6 +13,7 @@ import TOMLKit
 /// request_timeout_ms = 3000   # internal retries before a client gets an error
 /// forward_timeout_ms = 300    # a forwarded attempt waits this long before another replica
 /// keys_loaded_max = 1000000   # idle keys kept in memory
+/// max_clients = 10000         # client connections at once (Redis's maxclients)
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -24,12 +25,13 @@ public struct ServerConfig: Sendable, Hashable {
     public var requestTimeoutMilliseconds = 3000
     public var forwardTimeoutMilliseconds = 300
     public var keysLoadedMax = 1_000_000
+    public var maxClients = 10_000
 
     public init(secret: [UInt8]) { self.secret = secret }
 
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
-        "forward_timeout_ms", "keys_loaded_max",
+        "forward_timeout_ms", "keys_loaded_max", "max_clients",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -76,6 +78,7 @@ public struct ServerConfig: Sendable, Hashable {
         requestTimeoutMilliseconds = try int("request_timeout_ms", 10...600_000) ?? requestTimeoutMilliseconds
         forwardTimeoutMilliseconds = try int("forward_timeout_ms", 5...60_000) ?? forwardTimeoutMilliseconds
         keysLoadedMax = try int("keys_loaded_max", 16...(1 << 40)) ?? keysLoadedMax
+        maxClients = try int("max_clients", 1...1_000_000) ?? maxClients
     }
 
     /// Reads `path`.
@@ -109,6 +112,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "request_timeout_ms = \(requestTimeoutMilliseconds)\n"
         out += "forward_timeout_ms = \(forwardTimeoutMilliseconds)\n"
         out += "keys_loaded_max = \(keysLoadedMax)\n"
+        out += "max_clients = \(maxClients)\n"
         return out
     }
 

@@ -44,7 +44,19 @@ func wire(_ args: [String], replies: [NodeReply] = []) -> String {
         #expect(wire(["SELECT", "0"]) == "+OK\r\n")
         #expect(wire(["SELECT", "1"]) == "-ERR DB index is out of range\r\n")
         #expect(wire(["QUIT"]) == "+OK\r\n")
-        #expect(wire(["CONFIG", "GET", "save"]) == "*0\r\n")
+        #expect(wire(["CONFIG", "GET", "save"]) == "*2\r\n$4\r\nsave\r\n$0\r\n\r\n")
+        #expect(wire(["CONFIG", "GET", "nothing-like-this"]) == "*0\r\n")
+        #expect(wire(["CONFIG", "GET", "MAXCLIENTS"]) == "*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n")
+        #expect(
+            wire(["CONFIG", "GET", "max*", "append*"])
+                == "*6\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
+                + "$11\r\nappendfsync\r\n$6\r\nalways\r\n")
+        #expect(wire(["CONFIG", "GET", "tern-max-key-bytes"]).hasSuffix("$5\r\n32768\r\n"))
+        #expect(wire(["CONFIG", "GET"]) == "-ERR wrong number of arguments for 'config|get' command\r\n")
+        #expect(
+            wire(["CONFIG", "SET", "maxclients", "1"]).hasPrefix("-ERR CONFIG SET, REWRITE and RESETSTAT"))
+        // A pathological pattern is linear, not exponential.
+        #expect(wire(["CONFIG", "GET", String(repeating: "*a", count: 5000) + "b"]) == "*0\r\n")
         #expect(wire(["COMMAND", "DOCS"]) == "*0\r\n")
     }
 

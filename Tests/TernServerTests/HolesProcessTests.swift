@@ -163,4 +163,37 @@ import Testing
         #expect((value("tern_damaged_key_loads_total") ?? 0) >= 1, "\(metrics)")
         #expect(cluster.logTail(n1).contains("damaged"))
     }
+
+    @Test("maxclients: the next connection gets Redis's error and is closed; a slot frees on close")
+    func maxClients() async throws {
+        let cluster = try ProcessCluster(maxClients: 3)
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        var open: [RESPClient] = []
+        for _ in 0..<3 { open.append(try await cluster.client(n1)) }
+        for c in open { #expect(try await c.send(["PING"]) == .simpleString("PONG")) }
+        let extra = try await cluster.client(n1)
+        let refused = try? await extra.send(["PING"])
+        #expect(
+            refused == .error("ERR max number of clients reached") || refused == nil,
+            "\(String(describing: refused))")
+        await extra.close()
+        #expect(
+            try await open[0].send(["CONFIG", "GET", "maxclients"])
+                == .array([.bulkString(Array("maxclients".utf8)), .bulkString(Array("3".utf8))]))
+        await open[0].close()
+        // The closed connection's slot is free again (the close may take a moment to be seen).
+        var served = false
+        for _ in 0..<50 where !served {
+            let c = try await cluster.client(n1)
+            served = (try? await c.send(["PING"])) == .simpleString("PONG")
+            await c.close()
+            if !served { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        #expect(served)
+        let metrics = try await cluster.http("GET", "/metrics", node: n1).body
+        #expect(metrics.contains("tern_maxclients{node=\"1\",campus=\"A\"} 3.0"), "\(metrics)")
+        #expect(!metrics.contains("tern_rejected_clients_total{node=\"1\",campus=\"A\"} 0.0"))
+        for c in open.dropFirst() { await c.close() }
+    }
 }

@@ -89,7 +89,8 @@ final class ProcessCluster: @unchecked Sendable {
     /// directory is theirs.
     let user: String?
 
-    init(perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil) throws {
+    init(perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil, maxClients: Int? = nil) throws
+    {
         self.user = user
         dir = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -108,6 +109,7 @@ final class ProcessCluster: @unchecked Sendable {
         var settings = ServerConfig(secret: ServerConfig.randomSecret())
         settings.testFaults = true
         settings.requestTimeoutMilliseconds = requestTimeoutMs
+        if let maxClients { settings.maxClients = maxClients }
         try settings.toml().write(toFile: dir + "/server.toml", atomically: true, encoding: .utf8)
         if let user {
             let (status, out) = try run("/bin/chown", ["-R", "\(user):", dir])
