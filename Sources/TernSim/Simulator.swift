@@ -532,11 +532,10 @@ public final class Simulation {
         tagOwner[tag] = c
         f.tag = tag
         f.attempts += 1
-        f.delivered = false
         f.deadline = now + config.clientTimeoutTicks
+        f.delivered = nodes[f.node] != nil
         clients[c].inFlight = f
         guard let n = nodes[f.node] else { return }  // down: the request is lost, the client times out
-        clients[c].inFlight?.delivered = true
         let key = Array(f.key.utf8)
         whenRunning(f.node) {
             switch f.input {

@@ -379,14 +379,8 @@ public final class PeerTransport: Sendable {
         }
         if let old = outcome.evict {
             counters.handshakesEvicted.wrappingIncrement(ordering: .relaxed)
-            let now = NIODeadline.now()
-            let loud = state.withLockedValue { s -> Bool in
-                if let last = s.failuresLogged["evicted"], now - last < .seconds(10) { return false }
-                s.failuresLogged["evicted"] = now
-                return true
-            }
             logger.log(
-                level: loud ? .warning : .debug,
+                level: firstInTenSeconds("handshake evicted") ? .warning : .debug,
                 "closing the oldest connection still in its handshake: too many pending",
                 metadata: ["newest-from": "\(source)"])
             old.close(promise: nil)
@@ -508,15 +502,20 @@ public final class PeerTransport: Sendable {
     /// Logs a handshake failure at error level, but the same failure again within 10 s only at
     /// debug level: a misconfigured peer re-dials every second and must not flood the log.
     func logHandshakeFailure(_ failure: HandshakeFailure, logger: Logger) {
-        let key = failure.description
+        logger.log(
+            level: firstInTenSeconds(failure.description) ? .error : .debug,
+            "peer handshake failed: \(failure)")
+    }
+
+    /// True the first time `event` happens in 10 s (then it is logged loudly; repeats at debug).
+    private func firstInTenSeconds(_ event: String) -> Bool {
         let now = NIODeadline.now()
-        let loud = state.withLockedValue { s -> Bool in
-            if let last = s.failuresLogged[key], now - last < .seconds(10) { return false }
+        return state.withLockedValue { s -> Bool in
+            if let last = s.failuresLogged[event], now - last < .seconds(10) { return false }
             if s.failuresLogged.count >= 64 { s.failuresLogged.removeAll() }
-            s.failuresLogged[key] = now
+            s.failuresLogged[event] = now
             return true
         }
-        logger.log(level: loud ? .error : .debug, "peer handshake failed: \(failure)")
     }
 
     // MARK: dialling
