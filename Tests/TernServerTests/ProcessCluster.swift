@@ -95,6 +95,14 @@ final class ProcessCluster: @unchecked Sendable {
         dir = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var nodes: [NodeEntry] = []
+        // The kernel may hand out a port again once it was released: never use one twice.
+        var used: Set<Int> = []
+        func freePort() -> Int {
+            while true {
+                let p = TernServerTests.freePort()
+                if used.insert(p).inserted { return p }
+            }
+        }
         let planned = try TokenPlanner.plan(
             name: "it", nodesPerCampus: [.a: perCampus, .b: perCampus, .c: perCampus], tokensPerNode: 16)
         for n in planned.nodes {
