@@ -63,10 +63,12 @@ let package = Package(
         ),
         // libFuzzer entry point for the peer-frame decoder; a plain build replays corpus files.
         // scripts/fuzz-frame builds it with -sanitize=fuzzer and -DTERN_LIBFUZZER.
+        // The plain mutational fuzzer both fuzz targets use outside libFuzzer (CI runs it).
+        .target(name: "TernFuzzMutate", dependencies: ["TernCore"], swiftSettings: settings),
         .executableTarget(
             name: "TernFuzzFrame",
             dependencies: [
-                "TernTransport", "TernCore",
+                "TernTransport", "TernCore", "TernFuzzMutate",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -99,7 +101,7 @@ let package = Package(
         // libFuzzer entry point for the RESP decoders (scripts/fuzz-resp); a corpus replayer otherwise.
         .executableTarget(
             name: "TernFuzzRESP",
-            dependencies: ["TernRESP", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TernRESP", "TernFuzzMutate", .product(name: "NIOCore", package: "swift-nio")],
             exclude: ["corpus"],
             swiftSettings: settings
         ),

@@ -1,4 +1,5 @@
 import Foundation
+import TernFuzzMutate
 
 // Fuzz entry point for the peer-frame decoder and the handshake handler (see FrameFuzzer).
 //
@@ -28,8 +29,26 @@ import Foundation
     exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput))
 #else
     let arguments = Array(CommandLine.arguments.dropFirst())
+    if arguments.first == "--mutate", arguments.count >= 4, let seconds = Double(arguments[1]),
+        let seed = UInt64(arguments[2])
+    {
+        // Bounded plain fuzzing (CI): mutations of the corpus for `seconds`.
+        _ = FrameFuzzer.transport
+        let corpus = arguments[3...].flatMap { readCorpus($0) }
+        // Frame kinds 0...5 and lengths are what the decoder reads first.
+        let tokens: [[UInt8]] =
+            (0...6).map { [$0] } + [[0, 0, 0, 0], [0xff, 0xff, 0xff, 0xff], [0, 1, 0, 0]]
+        let n = fuzzForSeconds(
+            seconds, corpus: corpus, tokens: tokens, seed: seed, crashFile: ".build/fuzz-crash-frame",
+            check: FrameFuzzer.run)
+        print("ok: \(n) mutated inputs (seed \(seed), \(corpus.count) corpus files): no crash")
+        exit(0)
+    }
     if arguments.isEmpty || arguments.contains("--help") {
-        print("usage: TernFuzzFrame FILE|DIR...   (replays fuzz inputs; scripts/fuzz-frame fuzzes)")
+        print(
+            "usage: TernFuzzFrame FILE|DIR...   (replays fuzz inputs; scripts/fuzz-frame fuzzes)\n"
+                + "       TernFuzzFrame --mutate SECONDS SEED DIR...  (plain mutational fuzzing; a crash"
+                + " leaves its input in .build/fuzz-crash-frame)")
         exit(arguments.isEmpty ? 2 : 0)
     }
     var files: [String] = []

@@ -14,6 +14,7 @@
 // Any trap (precondition, overflow, out-of-bounds access caught by ASan) is a finding.
 
 import NIOCore
+import TernFuzzMutate
 import TernRESP
 
 #if canImport(Glibc)
@@ -125,42 +126,42 @@ func check(_ input: UnsafeRawBufferPointer) {
     func replay(_ paths: [String]) -> Int {
         var count = 0
         for path in paths {
-            var isDirectory = stat()
-            guard stat(path, &isDirectory) == 0 else {
+            var info = stat()
+            guard stat(path, &info) == 0 else {
                 print("cannot read \(path)")
                 exit(2)
             }
-            if isDirectory.st_mode & S_IFMT == S_IFDIR {
-                guard let dir = opendir(path) else { continue }
-                var names: [String] = []
-                while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) {
-                        String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
-                    }
-                    if name != "." && name != ".." { names.append(path + "/" + name) }
-                }
-                closedir(dir)
-                count += replay(names.sorted())
-                continue
-            }
-            guard let file = fopen(path, "rb") else { continue }
-            var data: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = fread(&chunk, 1, chunk.count, file)
-                if n <= 0 { break }
-                data += chunk[0..<n]
-            }
-            fclose(file)
-            data.withUnsafeBytes { check($0) }
-            count += 1
+            let inputs =
+                info.st_mode & S_IFMT == S_IFDIR ? readCorpus(path) : readFile(path).map { [$0] } ?? []
+            for input in inputs { input.withUnsafeBytes { check($0) } }
+            count += inputs.count
         }
         return count
     }
-    let paths = Array(CommandLine.arguments.dropFirst())
-    if paths.isEmpty {
-        print("usage: TernFuzzRESP FILE|DIR...  (replays inputs; scripts/fuzz-resp builds the fuzzer)")
+    var arguments = Array(CommandLine.arguments.dropFirst())
+    if arguments.first == "--mutate", arguments.count >= 4, let seconds = Double(arguments[1]),
+        let seed = UInt64(arguments[2])
+    {
+        // Bounded plain fuzzing (CI): mutations of the corpus for `seconds`.
+        let corpus = arguments[3...].flatMap { readCorpus($0) }
+        let tokens = [
+            "\r\n", "*", "$", "+", "-", ":", "%", "~", "|", "(", ",", "#", "_", ">", "=", "!", "-1", "\"",
+            "$1\r\na\r\n", "$3\r\nSET\r\n", "*1\r\n", "*9\r\n", "*0\r\n", "$-1\r\n", "$17\r\n", "$16\r\n",
+            ":1\r\n",
+        ]
+        .map { Array($0.utf8) }
+        let crashFile = ".build/fuzz-crash-resp"
+        let n = fuzzForSeconds(
+            seconds, corpus: corpus, tokens: tokens, seed: seed, crashFile: crashFile, check: check)
+        print("ok: \(n) mutated inputs (seed \(seed), \(corpus.count) corpus files) passed every check")
+        exit(0)
+    }
+    if arguments.isEmpty {
+        print(
+            "usage: TernFuzzRESP FILE|DIR...  (replays inputs; scripts/fuzz-resp builds the fuzzer)\n"
+                + "       TernFuzzRESP --mutate SECONDS SEED DIR...  (plain mutational fuzzing; a crash leaves"
+                + " its input in .build/fuzz-crash-resp)")
         exit(2)
     }
-    print("ok: \(replay(paths)) inputs passed every check")
+    print("ok: \(replay(arguments)) inputs passed every check")
 #endif
