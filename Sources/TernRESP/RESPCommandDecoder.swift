@@ -1,5 +1,12 @@
 import NIOCore
 
+/// The bytes one connection's decoder holds (query buffer), for whoever bounds client memory.
+/// Written by the decoder on the connection's event loop and read there: not thread-safe.
+public final class RESPBufferMeter: @unchecked Sendable {
+    public var bytes = 0
+    public init() {}
+}
+
 /// One command as a client sent it: the command name and its arguments, as bytes.
 public struct RESPCommand: Sendable, Hashable {
     /// `args[0]` is the command name (any case); the rest are its arguments.
@@ -64,11 +71,23 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
     /// Longest `*<count>` or `$<len>` line, type byte and CRLF excluded (a 64-bit number fits in 20).
     static let maxHeaderDigits = 32
 
-    public init(limits: RESPLimits = RESPLimits()) {
+    /// Where the bytes this connection holds are reported, if anyone counts them.
+    let meter: RESPBufferMeter?
+
+    public init(limits: RESPLimits = RESPLimits(), meter: RESPBufferMeter? = nil) {
         self.limits = limits
+        self.meter = meter
     }
 
     public mutating func decode(buffer: inout ByteBuffer) throws -> RESPCommand? {
+        let command = try decodeStep(&buffer)
+        // What the connection holds for commands not yet delivered: the kept arguments of the one
+        // under construction and the unread buffer's storage (its capacity: what memory it takes).
+        meter?.bytes = keptBytes + (buffer.readableBytes == 0 ? 0 : buffer.capacity)
+        return command
+    }
+
+    mutating func decodeStep(_ buffer: inout ByteBuffer) throws -> RESPCommand? {
         while true {
             if !inMultibulk {
                 guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else {
@@ -151,6 +170,8 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         buffer.moveReaderIndex(to: buffer.writerIndex)
         inMultibulk = false
         args = []
+        keptBytes = 0
+        meter?.bytes = 0
         return nil
     }
 
@@ -162,6 +183,7 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         inMultibulk = false
         let command = RESPCommand(args: args, oversized: oversized)
         args = []
+        keptBytes = 0
         return command
     }
 

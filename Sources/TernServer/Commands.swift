@@ -56,6 +56,10 @@ public struct CommandProcessor: Sendable {
     public var modules: [any CommandModule] = []
     /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
     public var maxClients = 10_000
+    /// Per client, reply bytes waiting for the client past which it is disconnected.
+    public var clientOutputBytesMax = 64 << 20
+    /// All clients' query and output buffers together (Redis 7's maxmemory-clients).
+    public var clientMemoryBytesMax = 1 << 30
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -286,6 +290,13 @@ public struct CommandProcessor: Sendable {
     var configParameters: [(String, String)] {
         [
             ("maxclients", "\(maxClients)"),
+            // Redis's form: class, hard limit, soft limit, soft seconds. Tern has the hard limit.
+            (
+                "client-output-buffer-limit",
+                "normal \(clientOutputBytesMax) 0 0 pubsub \(clientOutputBytesMax) 0 0"
+            ),
+            ("maxmemory-clients", "\(clientMemoryBytesMax)"),
+            ("client-query-buffer-limit", "\(RESPLimits().maxCommandBytes)"),
             ("proto-max-bulk-len", "\(maxValueBytes)"),
             ("tern-max-key-bytes", "\(ReplicaNode.keyBytesMax)"),
             ("tern-max-unanswered-commands", "\(RESPConnectionHandler.unansweredMax)"),

@@ -20,7 +20,9 @@ public final class RESPFrontend: Sendable {
     ) async throws -> RESPFrontend {
         let limits = RESPLimits(maxBulkBytes: processor.maxValueBytes)
         let authenticated = processor.password == nil
-        let gate = ClientGate(max: processor.maxClients)
+        let gate = ClientGate(
+            max: processor.maxClients, outputBytesMax: processor.clientOutputBytesMax,
+            memoryBytesMax: processor.clientMemoryBytesMax)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -34,12 +36,13 @@ public final class RESPFrontend: Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in gate.leave() }
                 return channel.eventLoop.makeCompletedFuture {
+                    let meter = RESPBufferMeter()
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
+                        ByteToMessageHandler(RESPCommandDecoder(limits: limits, meter: meter)))
                     try channel.pipeline.syncOperations.addHandler(
                         RESPConnectionHandler(
                             node: node, processor: processor, session: Session(authenticated: authenticated),
-                            logger: logger))
+                            gate: gate, meter: meter, logger: logger))
                 }
             }
             .bind(host: host, port: port).get()
@@ -58,11 +61,33 @@ public final class RESPFrontend: Sendable {
     }
 }
 
-/// Counts client connections against `max` (Redis's `maxclients`).
+/// Counts client connections against `max` (Redis's `maxclients`) and the memory their buffers
+/// hold against `memoryBytesMax` (Redis 7's `maxmemory-clients`).
 public final class ClientGate: Sendable {
     public let max: Int
-    private let state = NIOLockedValueBox((connected: 0, refused: 0))
-    init(max: Int) { self.max = max }
+    /// Per client: reply bytes the client has not taken yet (encoded, waiting for an earlier reply
+    /// or in the socket's send buffer). Past it the client is disconnected (Redis's
+    /// `client-output-buffer-limit` hard limit).
+    public let outputBytesMax: Int
+    /// All clients together: query and output buffers. A client whose growth would pass it is
+    /// disconnected.
+    public let memoryBytesMax: Int
+
+    struct State {
+        var connected = 0
+        var refused = 0
+        var memory = 0
+        var evictedOutput = 0
+        var evictedMemory = 0
+    }
+    private let state = NIOLockedValueBox(State())
+
+    init(max: Int, outputBytesMax: Int = 64 << 20, memoryBytesMax: Int = 1 << 30) {
+        self.max = max
+        self.outputBytesMax = outputBytesMax
+        self.memoryBytesMax = memoryBytesMax
+    }
+
     /// Takes a slot; false (and counted as refused) when all `max` are taken.
     func enter() -> Bool {
         state.withLockedValue { s in
@@ -75,20 +100,43 @@ public final class ClientGate: Sendable {
         }
     }
     func leave() { state.withLockedValue { $0.connected -= 1 } }
-    /// Connections open now, and connections refused since start.
-    public var counts: (connected: Int, refused: Int) { state.withLockedValue { $0 } }
+
+    /// Adds `delta` bytes to the clients' memory. False when it grows past `memoryBytesMax`: the
+    /// caller is then counted as evicted and must close (and give its bytes back).
+    func account(_ delta: Int) -> Bool {
+        state.withLockedValue { s in
+            s.memory += delta
+            guard delta > 0, s.memory > memoryBytesMax else { return true }
+            s.evictedMemory += 1
+            return false
+        }
+    }
+    func evictedForOutput() { state.withLockedValue { $0.evictedOutput += 1 } }
+
+    /// Connections open now, refused since start, buffer bytes now, and clients disconnected for
+    /// their output buffer or for the total.
+    public var counts: (connected: Int, refused: Int, memory: Int, evictedOutput: Int, evictedMemory: Int) {
+        let s = state.withLockedValue { $0 }
+        return (s.connected, s.refused, s.memory, s.evictedOutput, s.evictedMemory)
+    }
 }
 
 /// One client connection: decodes commands, runs them (concurrently, keys on any replica) and
 /// writes the replies **in command order**, whatever order they complete in (pipelining).
 ///
-/// Back-pressure: at most `unansweredMax` commands wait for replies; beyond that the connection
-/// stops reading until replies drain.
+/// Back-pressure: at most `unansweredMax` commands wait for replies, and at most
+/// `outputPauseBytes` of replies wait for the client to take them; beyond either the connection
+/// stops reading until replies drain. Memory: past the gate's `outputBytesMax` of waiting replies
+/// (commands read before the pause still answer), or when the clients' total passes
+/// `memoryBytesMax`, the connection is closed and counted.
 final class RESPConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = RESPCommand
     typealias OutboundOut = ByteBuffer
 
     static let unansweredMax = 4096
+    static let outputPauseBytes = 4 << 20
+    /// Buffer changes smaller than this are not reported to the gate (no lock per command).
+    static let reportStepBytes = 16 << 10
 
     let node: Node
     let processor: CommandProcessor
@@ -102,6 +150,15 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Close after writing the reply with this sequence number.
     var closeAfter: UInt64?
     var readingPaused = false
+    let gate: ClientGate
+    /// The decoder's query-buffer bytes.
+    let meter: RESPBufferMeter
+    /// Bytes of encoded replies in `ready`.
+    var readyBytes = 0
+    /// Bytes this connection has accounted in the gate.
+    var reportedBytes = 0
+    /// Closed for its memory: nothing more is read or written.
+    var evicted = false
     /// Per key, the last request of this connection still running: the next one on that key waits
     /// for it (a connection's commands on one key take effect in the order they were sent, as in
     /// Redis; commands on different keys run concurrently).
@@ -110,16 +167,21 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Where sync notices reach this connection (made by the first `.connection` plan).
     var pushOutlet: ConnectionOutlet?
 
-    init(node: Node, processor: CommandProcessor, session: Session, logger: Logger) {
+    init(
+        node: Node, processor: CommandProcessor, session: Session, gate: ClientGate, meter: RESPBufferMeter,
+        logger: Logger
+    ) {
         self.node = node
         self.processor = processor
         self.session = session
+        self.gate = gate
+        self.meter = meter
         self.logger = logger
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let command = unwrapInboundIn(data)
-        guard closeAfter == nil else { return }
+        guard closeAfter == nil, !evicted else { return }
         let seq = nextSeq
         nextSeq += 1
         let plan = processor.plan(command, session: &session)
@@ -170,10 +232,76 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 handler.fill(seq, value, version, context: context)
             }
         }
-        if nextSeq - headSeq >= Self.unansweredMax && !readingPaused {
+        adjustReading(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        checkMemory(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        checkMemory(context: context)
+        adjustReading(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Reply bytes the client has not taken: waiting for earlier replies, or in the channel's
+    /// outbound buffer (written, not yet accepted by the socket).
+    func outputBytes(context: ChannelHandlerContext) -> Int {
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        return readyBytes + buffered
+    }
+
+    /// Stops reading while too many commands or reply bytes wait; starts again when both drained
+    /// to half.
+    func adjustReading(context: ChannelHandlerContext) {
+        let unanswered = nextSeq - headSeq
+        if !readingPaused {
+            guard unanswered >= Self.unansweredMax || outputBytes(context: context) >= Self.outputPauseBytes
+            else { return }
             readingPaused = true
             context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+        } else if unanswered < Self.unansweredMax / 2
+            && outputBytes(context: context) < Self.outputPauseBytes / 2
+        {
+            readingPaused = false
+            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
+            context.read()
         }
+    }
+
+    /// Closes this connection if its replies pass the output limit or the clients' memory passes
+    /// its bound; otherwise reports its buffers to the gate when they changed enough.
+    func checkMemory(context: ChannelHandlerContext) {
+        guard !evicted else { return }
+        let output = outputBytes(context: context)
+        if output > gate.outputBytesMax {
+            gate.evictedForOutput()
+            evict(
+                context: context,
+                "\(output) reply bytes waiting pass client_output_buffer_limit (\(gate.outputBytesMax))")
+            return
+        }
+        let now = output + meter.bytes
+        guard abs(now - reportedBytes) >= Self.reportStepBytes || (now == 0 && reportedBytes != 0) else {
+            return
+        }
+        let fits = gate.account(now - reportedBytes)
+        reportedBytes = now
+        if !fits {
+            evict(context: context, "clients' buffers pass maxmemory_clients (\(gate.memoryBytesMax) bytes)")
+        }
+    }
+
+    func evict(context: ChannelHandlerContext, _ why: String) {
+        evicted = true
+        logger.notice(
+            "client connection closed: \(why)",
+            metadata: ["client": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+        ready = [:]
+        readyBytes = 0
+        context.close(promise: nil)
     }
 
     /// Runs `request` on `key` after this connection's previous request on `key` (if any).
@@ -229,14 +357,22 @@ final class RESPConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         pushOutlet?.close()
+        evicted = true  // late replies are dropped, not kept
+        ready = [:]
+        readyBytes = 0
+        _ = gate.account(-reportedBytes)
+        reportedBytes = 0
         context.fireChannelInactive()
     }
 
     /// Writes the encoded reply `seq` once every earlier one is out.
     func release(_ seq: UInt64, _ buffer: ByteBuffer, context: ChannelHandlerContext) {
+        guard !evicted else { return }
         ready[seq] = buffer
+        readyBytes += buffer.readableBytes
         var wrote = false
         while let b = ready.removeValue(forKey: headSeq) {
+            readyBytes -= b.readableBytes
             context.write(wrapOutboundOut(b), promise: nil)
             wrote = true
             if closeAfter == headSeq {
@@ -248,11 +384,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             headSeq += 1
         }
         if wrote { context.flush() }
-        if readingPaused && nextSeq - headSeq < Self.unansweredMax / 2 {
-            readingPaused = false
-            context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
-            context.read()
-        }
+        checkMemory(context: context)
+        if !evicted { adjustReading(context: context) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

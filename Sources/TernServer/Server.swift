@@ -71,6 +71,8 @@ public final class TernServerProcess: Service, AdminBackend {
                 + "tern_cluster:\(map.name)\r\n"
         }
         processor.maxClients = config.maxClients
+        processor.clientOutputBytesMax = config.clientOutputBufferLimit
+        processor.clientMemoryBytesMax = config.maxMemoryClients
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
         // SequenceSource.
         let sequences = SeqService(node: node)
@@ -207,6 +209,24 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_rejected_clients_total", "counter", "Client connections refused at maxclients.",
             Double(clients.refused))
+        metric(
+            "tern_client_buffer_bytes", "gauge",
+            "Bytes held by client query and reply buffers (as accounted).",
+            Double(clients.memory))
+        metric(
+            "tern_maxmemory_clients", "gauge", "Bound on all client buffers together.",
+            Double(resp.clients.memoryBytesMax))
+        metric(
+            "tern_client_output_buffer_limit", "gauge", "Reply bytes one client may leave unread.",
+            Double(resp.clients.outputBytesMax))
+        metric(
+            "tern_evicted_clients_output_total", "counter",
+            "Clients disconnected for leaving more than client_output_buffer_limit unread.",
+            Double(clients.evictedOutput))
+        metric(
+            "tern_evicted_clients_memory_total", "counter",
+            "Clients disconnected because all clients' buffers passed maxmemory_clients.",
+            Double(clients.evictedMemory))
         metric(
             "tern_damaged_key_loads_total", "counter",
             "Key records found damaged or unreadable when loaded (the key waits for its peers).",

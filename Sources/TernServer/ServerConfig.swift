@@ -14,6 +14,8 @@ import TOMLKit
 /// forward_timeout_ms = 300    # a forwarded attempt waits this long before another replica
 /// keys_loaded_max = 1000000   # idle keys kept in memory
 /// max_clients = 10000         # client connections at once (Redis's maxclients)
+/// client_output_buffer_limit = 67108864  # reply bytes a client may leave unread, then it is closed
+/// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -26,12 +28,15 @@ public struct ServerConfig: Sendable, Hashable {
     public var forwardTimeoutMilliseconds = 300
     public var keysLoadedMax = 1_000_000
     public var maxClients = 10_000
+    public var clientOutputBufferLimit = 64 << 20
+    public var maxMemoryClients = 1 << 30
 
     public init(secret: [UInt8]) { self.secret = secret }
 
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
+        "client_output_buffer_limit", "maxmemory_clients",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -79,6 +84,9 @@ public struct ServerConfig: Sendable, Hashable {
         forwardTimeoutMilliseconds = try int("forward_timeout_ms", 5...60_000) ?? forwardTimeoutMilliseconds
         keysLoadedMax = try int("keys_loaded_max", 16...(1 << 40)) ?? keysLoadedMax
         maxClients = try int("max_clients", 1...1_000_000) ?? maxClients
+        clientOutputBufferLimit =
+            try int("client_output_buffer_limit", (1 << 20)...(1 << 40)) ?? clientOutputBufferLimit
+        maxMemoryClients = try int("maxmemory_clients", (16 << 20)...(1 << 44)) ?? maxMemoryClients
     }
 
     /// Reads `path`.
@@ -113,6 +121,8 @@ public struct ServerConfig: Sendable, Hashable {
         out += "forward_timeout_ms = \(forwardTimeoutMilliseconds)\n"
         out += "keys_loaded_max = \(keysLoadedMax)\n"
         out += "max_clients = \(maxClients)\n"
+        out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
+        out += "maxmemory_clients = \(maxMemoryClients)\n"
         return out
     }
 

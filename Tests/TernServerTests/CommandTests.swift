@@ -49,7 +49,8 @@ func wire(_ args: [String], replies: [NodeReply] = []) -> String {
         #expect(wire(["CONFIG", "GET", "MAXCLIENTS"]) == "*2\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n")
         #expect(
             wire(["CONFIG", "GET", "max*", "append*"])
-                == "*6\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"
+                == "*8\r\n$10\r\nmaxclients\r\n$5\r\n10000\r\n$17\r\nmaxmemory-clients\r\n$10\r\n1073741824\r\n"
+                + "$10\r\nappendonly\r\n$3\r\nyes\r\n"
                 + "$11\r\nappendfsync\r\n$6\r\nalways\r\n")
         #expect(wire(["CONFIG", "GET", "tern-max-key-bytes"]).hasSuffix("$5\r\n32768\r\n"))
         #expect(wire(["CONFIG", "GET"]) == "-ERR wrong number of arguments for 'config|get' command\r\n")

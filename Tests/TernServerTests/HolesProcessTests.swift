@@ -1,8 +1,10 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import TernCheck
 import TernCore
 import TernRESP
+import TernServer
 import Testing
 
 #if canImport(Glibc)
@@ -195,5 +197,101 @@ import Testing
         #expect(metrics.contains("tern_maxclients{node=\"1\",campus=\"A\"} 3.0"), "\(metrics)")
         #expect(!metrics.contains("tern_rejected_clients_total{node=\"1\",campus=\"A\"} 0.0"))
         for c in open.dropFirst() { await c.close() }
+    }
+
+    /// The value of metric `name` for the node in `metrics` (the /metrics text).
+    func metricValue(_ metrics: String, _ name: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(name + "{") }
+            .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+    }
+
+    @Test(
+        "A client that pipelines 600 GETs of a 1 MB value and never reads is closed; RSS stays under 250 MiB (611 MiB unbounded)"
+    )
+    func slowReaderIsBounded() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let c = try await cluster.client(n1)
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 1_000_000)
+        #expect(try await c.send(["SET".utf8.map { $0 }, Array("big".utf8), value]) == .simpleString("OK"))
+        #expect(
+            try await c.send(["CONFIG", "GET", "client-output-buffer-limit"])
+                == .array([
+                    .bulkString(Array("client-output-buffer-limit".utf8)),
+                    .bulkString(Array("normal 67108864 0 0 pubsub 67108864 0 0".utf8)),
+                ]))
+        let before = cluster.memory(n1, "VmRSS") ?? 0
+        // A client that never reads: autoRead off, so the replies fill the socket buffers and wait.
+        let raw = try await ClientBootstrap(group: ProcessCluster.group).channelOption(
+            .autoRead, value: false
+        )
+        .connect(host: "127.0.0.1", port: cluster.port(n1)).get()
+        var gets = raw.allocator.buffer(capacity: 600 * 24)
+        for _ in 0..<600 { gets.writeString("*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n") }
+        try await raw.writeAndFlush(gets).get()
+        var evicted = 0.0
+        for _ in 0..<200 where evicted < 1 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            let metrics = try await cluster.http("GET", "/metrics", node: n1).body
+            evicted = metricValue(metrics, "tern_evicted_clients_output_total") ?? 0
+        }
+        #expect(evicted == 1, "the non-reading client was disconnected")
+        let peak = cluster.memory(n1, "VmHWM") ?? .max
+        // Without the bound the 600 replies (600 MB) pile up in the node.
+        #expect(peak < 250 << 20, "peak RSS \(peak >> 20) MiB (was \(before >> 20) MiB before)")
+        try? await raw.close()
+        #expect(try await c.send(["STRLEN", "big"]) == .integer(1_000_000))
+        #expect(cluster.logTail(n1).contains("client_output_buffer_limit"))
+        await c.close()
+    }
+
+    @Test(
+        "400 connections each holding half of a 1 MB SET: past maxmemory_clients they are closed; RSS under 160 MiB (254 MiB unbounded)"
+    )
+    func queryBuffersAreBounded() async throws {
+        let cluster = try ProcessCluster(settings: { $0.maxMemoryClients = 48 << 20 })
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let c = try await cluster.client(n1)
+        #expect(
+            try await c.send(["CONFIG", "GET", "maxmemory-clients"])
+                == .array([.bulkString(Array("maxmemory-clients".utf8)), .bulkString(Array("50331648".utf8))])
+        )
+        var channels: [any Channel] = []
+        let half = [UInt8](repeating: UInt8(ascii: "x"), count: 500_000)
+        for _ in 0..<400 {
+            guard
+                let ch = try? await ClientBootstrap(group: ProcessCluster.group)
+                    .connect(host: "127.0.0.1", port: cluster.port(n1)).get()
+            else { continue }
+            var b = ch.allocator.buffer(capacity: half.count + 64)
+            b.writeString("*3\r\n$3\r\nSET\r\n$1\r\nq\r\n$1000000\r\n")
+            b.writeBytes(half)
+            ch.writeAndFlush(b, promise: nil)
+            channels.append(ch)
+        }
+        var evicted = 0.0
+        for _ in 0..<200 where evicted < 100 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            let metrics = try await cluster.http("GET", "/metrics", node: n1).body
+            evicted = metricValue(metrics, "tern_evicted_clients_memory_total") ?? 0
+        }
+        // 400 × 0.5 MB = 200 MB were sent; at most ~48 MiB of it may be held.
+        #expect(evicted >= 100, "clients closed for maxmemory_clients: \(evicted)")
+        let peak = cluster.memory(n1, "VmHWM") ?? .max
+        #expect(peak < 160 << 20, "peak RSS \(peak >> 20) MiB")
+        for ch in channels { try? await ch.close() }
+        // The node still serves, and the buffers closed connections held are given back.
+        #expect(try await c.send(["SET", "q", "small"]) == .simpleString("OK"))
+        var held = Double.infinity
+        for _ in 0..<100 where held > 0 {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            held =
+                metricValue(
+                    try await cluster.http("GET", "/metrics", node: n1).body, "tern_client_buffer_bytes") ?? 0
+        }
+        #expect(held == 0, "client buffer bytes after every big connection closed: \(held)")
+        await c.close()
     }
 }

@@ -89,8 +89,10 @@ final class ProcessCluster: @unchecked Sendable {
     /// directory is theirs.
     let user: String?
 
-    init(perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil, maxClients: Int? = nil) throws
-    {
+    init(
+        perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil, maxClients: Int? = nil,
+        settings configure: (inout ServerConfig) -> Void = { _ in }
+    ) throws {
         self.user = user
         dir = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -118,6 +120,7 @@ final class ProcessCluster: @unchecked Sendable {
         settings.testFaults = true
         settings.requestTimeoutMilliseconds = requestTimeoutMs
         if let maxClients { settings.maxClients = maxClients }
+        configure(&settings)
         try settings.toml().write(toFile: dir + "/server.toml", atomically: true, encoding: .utf8)
         if let user {
             let (status, out) = try run("/bin/chown", ["-R", "\(user):", dir])
@@ -128,6 +131,16 @@ final class ProcessCluster: @unchecked Sendable {
     func port(_ id: NodeID) -> Int { Int(map.node(id)!.clientAddress.split(separator: ":")[1])! }
     func adminPort(_ id: NodeID) -> Int { Int(map.node(id)!.adminAddress.split(separator: ":")[1])! }
     func log(_ id: NodeID) -> String { dir + "/n\(id.rawValue).log" }
+
+    /// A field of /proc/PID/status of node `id` in bytes (`VmRSS`: now, `VmHWM`: the peak so far).
+    func memory(_ id: NodeID, _ field: String) -> Int? {
+        guard let pid = lock.withLock({ pids[id] }),
+            let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+            let kb = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+        else { return nil }
+        return kb * 1024
+    }
 
     func start(_ id: NodeID) {
         let args = [
