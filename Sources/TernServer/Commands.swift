@@ -80,14 +80,12 @@ public struct CommandProcessor: Sendable {
     /// The error for a failed request (documented in docs/SERVER.md).
     static func failure(_ r: NodeReply, write: Bool) -> RESPValue {
         switch r {
-        case .notApplied:
+        case .notApplied(let why):
             return write
-                ? .error("NOQUORUM write not applied: fewer than 2 of 3 campuses reachable")
-                : .error("NOQUORUM read not served: fewer than 2 of 3 campuses reachable")
-        case .unknown:
-            return .error(
-                "NOQUORUM write not acknowledged: fewer than 2 of 3 campuses reachable; "
-                    + "it may or may not have been applied")
+                ? .error("NOQUORUM write not applied: \(why)")
+                : .error("NOQUORUM read not served: \(why)")
+        case .unknown(let why):
+            return .error("NOQUORUM write not acknowledged (it may or may not have been applied): \(why)")
         case .unavailable(let why):
             return .error("UNAVAILABLE \(why)")
         case .refused(let why):

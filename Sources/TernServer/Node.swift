@@ -30,10 +30,11 @@ public enum NodeReply: Sendable, Hashable {
     /// The read's value (nil = absent).
     case value([UInt8]?)
     /// Gave up within the request timeout; certainly not applied (every attempt was refused
-    /// before an Accept carried it). Usually: fewer than 2 of 3 campuses reachable.
-    case notApplied
+    /// before an Accept carried it). Usually: fewer than 2 of 3 campuses reachable. The text says
+    /// what this node saw of the key's replicas (`Node.quorumDetail`).
+    case notApplied(String)
     /// Gave up within the request timeout; a write may or may not have been applied.
-    case unknown
+    case unknown(String)
     /// The node cannot serve requests (shutting down, or its storage failed).
     case unavailable(String)
     /// The request itself is invalid (e.g. its key is too long); nothing was tried.
@@ -187,6 +188,8 @@ public final class Node: @unchecked Sendable {
     }
     var waiters: [UInt64: Waiter] = [:]
     var suspectUntil: [NodeID: NIODeadline] = [:]
+    /// When a message from each peer last arrived (what a NOQUORUM reply reports).
+    var lastHeard: [NodeID: NIODeadline] = [:]
     var counters = (requests: 0, failed: 0, forwardedOut: 0, forwardedIn: 0, retries: 0, bad: 0, damaged: 0)
     var rng = SplitMix64(seed: 0)
     var drained: [EventLoopPromise<Void>] = []
@@ -384,7 +387,7 @@ public final class Node: @unchecked Sendable {
                 // outcome is unknown once no attempt of it is still open.
                 if w.sawUnknown {
                     if w.open.isEmpty {
-                        resolve(wid, .unknown)
+                        resolve(wid, .unknown(quorumDetail(w)))
                     } else {
                         waiters[wid] = w
                     }
@@ -399,6 +402,33 @@ public final class Node: @unchecked Sendable {
                 waiters[wid] = w
             }
         }
+    }
+
+    /// What this node saw of the key's other replicas while request `w` ran: those it heard
+    /// nothing from since the request began, by campus, or that every one answered (then the cause
+    /// was contention or load, not a missing campus).
+    func quorumDetail(_ w: Waiter) -> String {
+        let replicas = ring.replicas(for: w.key)
+        let now = NIODeadline.now()
+        let began = w.deadline - options.requestTimeout
+        var silent: [String] = []
+        for campus in Campus.allCases where replicas[campus] != id {
+            let peer = replicas[campus]
+            guard let heard = lastHeard[peer] else {
+                silent.append("campus \(campus) (\(peer): nothing received since this node started)")
+                continue
+            }
+            if heard < began {
+                silent.append(
+                    "campus \(campus) (\(peer): nothing received for \((now - heard).nanoseconds / 1_000_000) ms)"
+                )
+            }
+        }
+        let ms = (now - began).nanoseconds / 1_000_000
+        if silent.isEmpty {
+            return "every campus answered, but no quorum within \(ms) ms (contention or overload)"
+        }
+        return "no answer within \(ms) ms from \(silent.joined(separator: " or "))"
     }
 
     /// Schedules another attempt after a short randomised pause (or fails the request at its deadline).
@@ -428,7 +458,8 @@ public final class Node: @unchecked Sendable {
         let now = NIODeadline.now()
         for (wid, w) in waiters {
             if now >= w.deadline {
-                resolve(wid, w.mayHaveApplied ? .unknown : .notApplied)
+                let detail = quorumDetail(w)
+                resolve(wid, w.mayHaveApplied ? .unknown(detail) : .notApplied(detail))
                 continue
             }
             if let at = w.attemptDeadline, now >= at, let target = w.target {
@@ -475,6 +506,7 @@ public final class Node: @unchecked Sendable {
     /// Messages from `peer` (the transport's `onBatch`); any thread.
     public func receive(from peer: NodeID, _ messages: [ByteBuffer]) {
         eventLoop.execute {
+            self.lastHeard[peer] = .now()
             for m in messages { self.handle(from: peer, Array(m.readableBytesView)) }
         }
     }

@@ -128,15 +128,14 @@ func wire(_ args: [String], replies: [NodeReply] = []) -> String {
     @Test("Failures: the documented NOQUORUM and UNAVAILABLE errors")
     func failures() {
         #expect(
-            wire(["SET", "k", "v"], replies: [.notApplied])
-                == "-NOQUORUM write not applied: fewer than 2 of 3 campuses reachable\r\n")
+            wire(["SET", "k", "v"], replies: [.notApplied("no answer from campus B")])
+                == "-NOQUORUM write not applied: no answer from campus B\r\n")
         #expect(
-            wire(["INCR", "k"], replies: [.unknown])
-                == "-NOQUORUM write not acknowledged: fewer than 2 of 3 campuses reachable; "
-                + "it may or may not have been applied\r\n")
+            wire(["INCR", "k"], replies: [.unknown("no answer from campus C")])
+                == "-NOQUORUM write not acknowledged (it may or may not have been applied): no answer from campus C\r\n"
+        )
         #expect(
-            wire(["GET", "k"], replies: [.notApplied])
-                == "-NOQUORUM read not served: fewer than 2 of 3 campuses reachable\r\n")
+            wire(["GET", "k"], replies: [.notApplied("x")]) == "-NOQUORUM read not served: x\r\n")
         #expect(
             wire(["MGET", "a", "b"], replies: [.value(nil), .unavailable("node is shutting down")])
                 == "-UNAVAILABLE node is shutting down\r\n")
