@@ -419,8 +419,9 @@ public struct PaxosConfig: Sendable, Hashable {
     /// Writes merged into one instance.
     public var mergeMax = 64
     /// Payload bytes (written values, plus the current value for each op that returns it) merged
-    /// into one instance, at least one op always: bounds the size of one Accept.
-    public var mergeBytesMax = 8 << 20
+    /// into one instance, at least one op always: bounds the size of one Accept (and with it the
+    /// peer frames that carry Accepts, so that no message holds a link for long).
+    public var mergeBytesMax = 1 << 20
     /// De-dup window: applied request ids remembered per key.
     public var dedupWindow = 32
     /// Read attempts (ReadCheck rounds) before a read fails.

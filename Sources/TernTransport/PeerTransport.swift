@@ -27,7 +27,7 @@ import TernCore
 /// the messages of every frame decoded from one socket read burst, so that the node can persist
 /// them with one fsync before answering all of them.
 public final class PeerTransport: Sendable {
-    let config: TransportConfig
+    public let config: TransportConfig
     let group: any EventLoopGroup
     let logger: Logger
     let counters = Counters()
@@ -197,8 +197,8 @@ public final class PeerTransport: Sendable {
     }
 
     /// Queues `messages` for `peer`, in order, as `send(_:to:)` does for each, except that they are
-    /// queued at once: they are guaranteed to leave in one write, from any thread. Use it to answer
-    /// a whole received batch.
+    /// queued at once: they leave in one write, from any thread, unless together they pass
+    /// `writeBytesMax` (then in consecutive writes). Use it to answer a whole received batch.
     public func send(_ messages: some Collection<ByteBuffer>, to peer: NodeID) {
         let limit = config.maxFrameBytes - 8
         if messages.allSatisfy({ $0.readableBytes <= limit }) {
@@ -449,11 +449,15 @@ public final class PeerTransport: Sendable {
         if let c { c.channel.eventLoop.execute { self.flush(peer, connection: c.id) } }
     }
 
-    /// Runs on the connection's event loop: takes the peer's whole queue and writes it.
+    /// Runs on the connection's event loop: takes the head of the peer's queue, up to
+    /// `writeBytesMax` (at least one message), and writes it. If more is queued, another flush
+    /// follows as a separate event-loop task while the socket stays writable, so that heartbeats,
+    /// timers and other connections' reads run between bulk writes and a ping never sits behind
+    /// more than about one write in the channel's buffer.
     private func flush(_ peer: NodeID, connection: ObjectIdentifier) {
         enum Step {
             case nothing
-            case write(ConnectionHandle, [ByteBuffer], NIODeadline?)
+            case write(ConnectionHandle, [ByteBuffer], NIODeadline?, more: Bool)
             case moveTo(ConnectionHandle)
         }
         let step = state.withLockedValue { s -> Step in
@@ -468,18 +472,39 @@ public final class PeerTransport: Sendable {
                 }
                 // Back-pressure: leave messages in the bounded queue until the socket drains.
                 guard c.channel.isWritable else { return .nothing }
-                var messages: [ByteBuffer] = []
-                swap(&messages, &p.queue)
-                p.queuedBytes = 0
-                defer { p.queueDue = nil }
-                return .write(c, messages, p.queueDue)
+                var count = 0
+                var bytes = 0
+                while count < p.queue.count
+                    && (count == 0 || bytes + p.queue[count].readableBytes <= config.writeBytesMax)
+                {
+                    bytes += p.queue[count].readableBytes
+                    count += 1
+                }
+                let messages: [ByteBuffer]
+                if count == p.queue.count {
+                    messages = p.queue
+                    p.queue = []
+                } else {
+                    messages = Array(p.queue[..<count])
+                    p.queue.removeFirst(count)
+                }
+                p.queuedBytes -= bytes
+                let due = p.queueDue
+                let more = !p.queue.isEmpty
+                if more {
+                    p.flushScheduled = true
+                } else {
+                    p.queueDue = nil
+                }
+                return .write(c, messages, due, more: more)
             }
         }
         switch step {
         case .nothing:
             break
-        case .write(let c, let messages, let due):
+        case .write(let c, let messages, let due, let more):
             c.handler.value.send(messages, notBefore: due)
+            if more { c.channel.eventLoop.execute { self.flush(peer, connection: c.id) } }
         case .moveTo(let c):
             c.channel.eventLoop.execute { self.flush(peer, connection: c.id) }
         }

@@ -33,6 +33,9 @@ public struct TransportConfig: Sendable {
     public var reconnectBackoffMin: TimeAmount = .milliseconds(20)
     /// Cap of the re-dial delay.
     public var reconnectBackoffMax: TimeAmount = .seconds(1)
+    /// Most message bytes handed to one connection's socket in one write (at least one message).
+    /// A longer queue leaves in several writes, with other event-loop work (heartbeats) between.
+    public var writeBytesMax: Int = 1 << 20
     /// Bytes of messages waiting for one peer (not yet handed to the socket); a message that would
     /// pass it is dropped and counted. Paxos retransmits, so dropping beats unbounded memory.
     public var sendQueueBytesMax: Int
@@ -78,6 +81,7 @@ public struct TransportConfig: Sendable {
         if maxFrameBytes < 1024 || maxFrameBytes > Int(UInt32.max) {
             out.append("maxFrameBytes must be in 1024...\(UInt32.max) (got \(maxFrameBytes))")
         }
+        if writeBytesMax < 1 { out.append("writeBytesMax must be positive (got \(writeBytesMax))") }
         if sendQueueBytesMax < 1 {
             out.append("sendQueueBytesMax must be positive (got \(sendQueueBytesMax))")
         }

@@ -45,6 +45,8 @@ public struct TransportMetrics: Sendable, Hashable {
     public var messagesPerWrite: [Int] = Array(repeating: 0, count: Counters.histogramBuckets)
     /// The most messages one write carried.
     public var messagesPerWriteMax = 0
+    /// The most bytes one write carried (frames included).
+    public var bytesPerWriteMax = 0
     /// Per peer: connection and queue state.
     public var peers: [NodeID: PeerStatus] = [:]
 
@@ -90,6 +92,7 @@ final class Counters: Sendable {
     let handshakesEvicted = ManagedAtomic(0)
     let idleTimeouts = ManagedAtomic(0)
     let messagesPerWriteMax = ManagedAtomic(0)
+    let bytesPerWriteMax = ManagedAtomic(0)
     let messagesPerWrite: [ManagedAtomic<Int>] = (0..<histogramBuckets).map { _ in ManagedAtomic(0) }
 
     /// Records one socket write carrying `messages` messages in `frames` frames.
@@ -100,6 +103,13 @@ final class Counters: Sendable {
         bytesSent.wrappingIncrement(by: bytes, ordering: .relaxed)
         let bucket = min(Self.histogramBuckets - 1, Int.bitWidth - 1 - max(1, messages).leadingZeroBitCount)
         messagesPerWrite[bucket].wrappingIncrement(ordering: .relaxed)
+        var seenBytes = bytesPerWriteMax.load(ordering: .relaxed)
+        while bytes > seenBytes {
+            let (exchanged, original) = bytesPerWriteMax.compareExchange(
+                expected: seenBytes, desired: bytes, ordering: .relaxed)
+            if exchanged { break }
+            seenBytes = original
+        }
         var seen = messagesPerWriteMax.load(ordering: .relaxed)
         while messages > seen {
             let (exchanged, original) = messagesPerWriteMax.compareExchange(
@@ -130,6 +140,7 @@ final class Counters: Sendable {
         m.framingErrors = framingErrors.load(ordering: .relaxed)
         m.idleTimeouts = idleTimeouts.load(ordering: .relaxed)
         m.messagesPerWriteMax = messagesPerWriteMax.load(ordering: .relaxed)
+        m.bytesPerWriteMax = bytesPerWriteMax.load(ordering: .relaxed)
         m.messagesPerWrite = messagesPerWrite.map { $0.load(ordering: .relaxed) }
         return m
     }

@@ -136,6 +136,28 @@ struct TransportTests {
         try await senderGroup.shutdownGracefully()
     }
 
+    /// Bulk traffic leaves in writes of at most `writeBytesMax`, each its own event-loop task, so a
+    /// heartbeat (or any other work on the loop) never waits behind a whole queue (issue 15: pings
+    /// waited behind frames of up to 16 MiB and peers timed each other out).
+    @Test func bulkLeavesInBoundedWrites() async throws {
+        var ca = testConfig(1, peers: [2])
+        ca.sendQueueBytesMax = 64 << 20
+        let a = TestNode(ca)
+        let b = TestNode(testConfig(2, peers: [1]))
+        try await startAndConnect([a, b])
+        let value = ByteBuffer(repeating: UInt8(ascii: "v"), count: 40_000)
+        a.transport.send(Array(repeating: value, count: 500), to: b.id)  // 20 MB at once
+        try await waitUntil("500 bulk messages") { b.strings(from: a.id).count == 500 }
+        let m = a.transport.metrics()
+        let bound = a.transport.config.writeBytesMax + 40_000 + FrameCodec.batchOverheadBytes(messages: 100)
+        #expect(m.bytesPerWriteMax <= bound, "largest write \(m.bytesPerWriteMax) bytes")
+        #expect(m.writes >= 19, "20 MB in writes of at most 1 MiB: \(m.writes) writes")
+        #expect(m.idleTimeouts == 0 && b.transport.metrics().idleTimeouts == 0)
+        #expect(b.strings(from: a.id).allSatisfy { $0.utf8.count == 40_000 })
+        await a.transport.shutdown()
+        await b.transport.shutdown()
+    }
+
     @Test func sendQueueIsBoundedWhileThePeerIsAway() async throws {
         var c = testConfig(1, peers: [2])
         c.sendQueueBytesMax = 1000
