@@ -42,7 +42,9 @@ public final class TernServerProcess: Service, AdminBackend {
         }
         let store: Store
         do {
-            store = try Store(directory: dataDirectory, durability: .always)
+            var engine = BitcaskOptions()
+            engine.maxValueSizeBytes = ServerConfig.storageRecordBytesMax(maxValueBytes: config.maxValueBytes)
+            store = try Store(directory: dataDirectory, options: engine, durability: .always)
         } catch {
             throw NodeError("cannot open the data directory \(dataDirectory): \(error)")
         }

@@ -33,6 +33,16 @@ public struct ServerConfig: Sendable, Hashable {
 
     public init(secret: [UInt8]) { self.secret = secret }
 
+    /// Largest `max_value_bytes`: a key's record holds its value, an accepted value and the old
+    /// values the last instance returned (about 4 × the value), and must fit one storage record
+    /// (`storageRecordBytesMax`) and one peer frame.
+    public static let maxValueBytesLimit = 16 << 20
+
+    /// The storage engine's record bound for values up to `maxValueBytes`.
+    public static func storageRecordBytesMax(maxValueBytes: Int) -> Int {
+        max(64 << 20, 4 * maxValueBytes + (4 << 20))
+    }
+
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
@@ -78,7 +88,7 @@ public struct ServerConfig: Sendable, Hashable {
             }
             return i
         }
-        maxValueBytes = try int("max_value_bytes", 1...(512 << 20)) ?? maxValueBytes
+        maxValueBytes = try int("max_value_bytes", 1...Self.maxValueBytesLimit) ?? maxValueBytes
         tickMilliseconds = try int("tick_ms", 1...1000) ?? tickMilliseconds
         requestTimeoutMilliseconds = try int("request_timeout_ms", 10...600_000) ?? requestTimeoutMilliseconds
         forwardTimeoutMilliseconds = try int("forward_timeout_ms", 5...60_000) ?? forwardTimeoutMilliseconds

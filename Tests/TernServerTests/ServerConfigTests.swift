@@ -1,0 +1,47 @@
+import TernConsensus
+import TernCore
+import TernServer
+import Testing
+
+@Suite struct ServerConfigTests {
+    let secret = "[server]\nsecret = \"" + String(repeating: "ab", count: 16) + "\"\n"
+
+    @Test("max_value_bytes is refused above 16 MiB, with a message naming the key and the range")
+    func valueLimitIsChecked() throws {
+        let ok = try ServerConfig(toml: secret + "max_value_bytes = \(16 << 20)\n")
+        #expect(ok.maxValueBytes == 16 << 20)
+        #expect(throws: ServerConfigError.self) {
+            try ServerConfig(toml: secret + "max_value_bytes = \((16 << 20) + 1)\n")
+        }
+        do {
+            _ = try ServerConfig(toml: secret + "max_value_bytes = 536870912\n")
+        } catch {
+            #expect(error.message == "max_value_bytes must be an integer in 1...16777216")
+        }
+    }
+
+    /// The worst record one key can have at the largest value: its value, an accepted value, and
+    /// a full de-dup window whose last entries carry old values of that size (GETSETs merged into
+    /// one instance). It must fit the storage engine's bound, or a write would fence the node.
+    @Test("The largest record a key can have at max_value_bytes fits the storage engine's record bound")
+    func largestRecordFitsStorage() {
+        let v = ServerConfig.maxValueBytesLimit
+        let big = [UInt8](repeating: 7, count: v)
+        func value() -> KeyValue {
+            var recent = (0..<31).map {
+                AppliedRequest(id: RequestID(client: 1, counter: UInt64($0)), result: .number(1), instance: 9)
+            }
+            recent.append(
+                AppliedRequest(id: RequestID(client: 2, counter: 1), result: .previous(big), instance: 10))
+            return KeyValue(bytes: big, recent: recent, floor: 3)
+        }
+        var state = KeyState()
+        state.chosen = 10
+        state.value = value()
+        state.promised = Ballot(round: 5, node: NodeID(1))
+        state.accepted = AcceptedSlot(instance: 11, ballot: Ballot(round: 5, node: NodeID(1)), value: value())
+        let record = PaxosCodec.encode(state)
+        #expect(record.count > 4 * v, "the record holds four values")
+        #expect(record.count <= ServerConfig.storageRecordBytesMax(maxValueBytes: v))
+    }
+}
