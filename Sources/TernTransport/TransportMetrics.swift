@@ -103,17 +103,16 @@ final class Counters: Sendable {
         bytesSent.wrappingIncrement(by: bytes, ordering: .relaxed)
         let bucket = min(Self.histogramBuckets - 1, Int.bitWidth - 1 - max(1, messages).leadingZeroBitCount)
         messagesPerWrite[bucket].wrappingIncrement(ordering: .relaxed)
-        var seenBytes = bytesPerWriteMax.load(ordering: .relaxed)
-        while bytes > seenBytes {
-            let (exchanged, original) = bytesPerWriteMax.compareExchange(
-                expected: seenBytes, desired: bytes, ordering: .relaxed)
-            if exchanged { break }
-            seenBytes = original
-        }
-        var seen = messagesPerWriteMax.load(ordering: .relaxed)
-        while messages > seen {
-            let (exchanged, original) = messagesPerWriteMax.compareExchange(
-                expected: seen, desired: messages, ordering: .relaxed)
+        Self.raise(bytesPerWriteMax, to: bytes)
+        Self.raise(messagesPerWriteMax, to: messages)
+    }
+
+    /// Sets `atomic` to `value` if that is larger (lock-free; concurrent raises keep the largest).
+    static func raise(_ atomic: ManagedAtomic<Int>, to value: Int) {
+        var seen = atomic.load(ordering: .relaxed)
+        while value > seen {
+            let (exchanged, original) = atomic.compareExchange(
+                expected: seen, desired: value, ordering: .relaxed)
             if exchanged { break }
             seen = original
         }
