@@ -644,7 +644,9 @@ public final class Node: @unchecked Sendable {
             let loop = eventLoop
             Task {
                 do {
-                    try await store.write(entries)
+                    // Only what the core marks `mustSync` waits for an fsync (docs/STORAGE.md); the
+                    // rest (a chosen value peers can teach again) is appended and released.
+                    try await store.write(entries, sync: p.mustSync)
                     loop.execute {
                         self.flushing = false
                         self.dispatch(self.core.finishFlush(p))

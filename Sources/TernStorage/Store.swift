@@ -119,10 +119,13 @@ public final class Store: Sendable {
         try await write([.delete(key)])
     }
 
-    /// Appends a batch atomically (all or nothing after a crash); returns when durable.
-    public func write(_ batch: [BatchEntry]) async throws(StorageError) {
+    /// Appends a batch atomically (all or nothing after a crash); returns when durable according
+    /// to `durability` — or, with `sync: false`, as soon as it is appended: the caller says the
+    /// batch may be lost in a crash (the consensus core's `PreparedFlush.mustSync == false`: a
+    /// record peers can teach again). A later synced write, a rotation or `close` makes it durable.
+    public func write(_ batch: [BatchEntry], sync: Bool = true) async throws(StorageError) {
         let engine = self.engine
-        let durability = self.durability
+        let durability = sync ? self.durability : .none
         let result = await withCheckedContinuation {
             (c: CheckedContinuation<Result<Void, StorageError>, Never>) in
             queue.async {

@@ -114,6 +114,24 @@ func b(_ s: String) -> [UInt8] { Array(s.utf8) }
         await c.stop()
     }
 
+    /// The core marks which batches must be durable before they are released (`mustSync`); the
+    /// shell used to fsync every batch, so the proposer synced twice per write (its accept, then
+    /// the chosen record it could learn again). One fsync per write on the proposer now.
+    @Test("A replicated write costs the proposer one fsync, not two")
+    func oneFsyncPerWriteOnTheProposer() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 1)
+        let n = c.nodes[NodeID(1)]!
+        #expect(await n.execute(key: b("f"), .write(.put(b("0")))) == .done(.ok))
+        try await Task.sleep(nanoseconds: 100_000_000)
+        let before = await n.status().fsyncs
+        for i in 1...40 { #expect(await n.execute(key: b("f"), .write(.put(b("\(i)")))) == .done(.ok)) }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        let fsyncs = await n.status().fsyncs - before
+        #expect(fsyncs <= 44, "\(fsyncs) fsyncs on the proposer for 40 sequential writes")
+        #expect(await c.nodes[NodeID(2)]!.execute(key: b("f"), .read) == .value(b("40")))
+        await c.stop()
+    }
+
     @Test("Two campuses down: a write fails with a clear outcome within the request timeout")
     func twoCampusesDown() async throws {
         var options = NodeOptions()

@@ -33,6 +33,25 @@ import Testing
         #expect(try Bitcask(directory: dir, fileSystem: fs).stats.keys == writers * perWriter)
     }
 
+    /// `write(_, sync: false)` under `.always`: readable at once, no fsync of its own; the next
+    /// synced write makes it durable too (one fsync covers every append before it).
+    @Test func unsyncedWriteRidesTheNextSync() async throws {
+        let fs = MemoryFileSystem()
+        let store = try Store(directory: dir, durability: .always, fileSystem: fs)
+        try await store.put(b("a"), b("1"))
+        let synced = try await store.syncCount()
+        try await store.write([.put(b("b"), b("2"))], sync: false)
+        #expect(try await store.syncCount() == synced)
+        #expect(try await store.get(b("b")) == b("2"))
+        try await store.put(b("c"), b("3"))
+        #expect(try await store.syncCount() == synced + 1)
+        var rng = SplitMix64(seed: 7)
+        fs.crash(using: &rng)  // without close: only what was fsynced survives
+        let reopened = try Bitcask(directory: dir, fileSystem: fs)
+        #expect(try reopened.get(b("b")) == b("2"))
+        #expect(try reopened.get(b("c")) == b("3"))
+    }
+
     @Test(arguments: [Durability.interval(milliseconds: 5), .none])
     func otherPolicies(durability: Durability) async throws {
         let store = try Store(directory: dir, durability: durability, fileSystem: MemoryFileSystem())
