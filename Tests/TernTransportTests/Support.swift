@@ -89,6 +89,11 @@ final class TestNode: Sendable {
 
     var batchCount: Int { received.withLockedValue { $0.count } }
 
+    /// How many messages arrived from `peer` (cheap: no copies).
+    func messageCount(from peer: NodeID) -> Int {
+        received.withLockedValue { $0.reduce(0) { $0 + ($1.from == peer ? $1.messages.count : 0) } }
+    }
+
     var address: PeerAddress { PeerAddress(host: "127.0.0.1", port: transport.boundPort) }
 }
 

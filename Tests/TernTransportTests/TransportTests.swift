@@ -147,7 +147,7 @@ struct TransportTests {
         try await startAndConnect([a, b])
         let value = ByteBuffer(repeating: UInt8(ascii: "v"), count: 40_000)
         a.transport.send(Array(repeating: value, count: 500), to: b.id)  // 20 MB at once
-        try await waitUntil("500 bulk messages") { b.strings(from: a.id).count == 500 }
+        try await waitUntil("500 bulk messages", seconds: 30) { b.messageCount(from: a.id) == 500 }
         let m = a.transport.metrics()
         let bound = a.transport.config.writeBytesMax + 40_000 + FrameCodec.batchOverheadBytes(messages: 100)
         #expect(m.bytesPerWriteMax <= bound, "largest write \(m.bytesPerWriteMax) bytes")
