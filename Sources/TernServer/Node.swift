@@ -640,20 +640,19 @@ public final class Node: @unchecked Sendable {
             }
             flushing = true
             let entries = p.records.map { BatchEntry.put($0.key, $0.value) }
-            let store = self.store
-            let loop = eventLoop
-            Task {
-                do {
-                    // Only what the core marks `mustSync` waits for an fsync (docs/STORAGE.md); the
-                    // rest (a chosen value peers can teach again) is appended and released.
-                    try await store.write(entries, sync: p.mustSync)
-                    loop.execute {
+            // No Swift task per batch: the Store calls back on its queue and we hop to the loop.
+            // Only what the core marks `mustSync` waits for an fsync (docs/STORAGE.md); the rest
+            // (a chosen value peers can teach again) is appended and released.
+            store.write(entries, sync: p.mustSync) { result in
+                self.eventLoop.execute {
+                    switch result {
+                    case .success:
                         self.flushing = false
                         self.dispatch(self.core.finishFlush(p))
                         self.kick()
+                    case .failure(let error):
+                        self.storageFailed("\(error)")
                     }
-                } catch {
-                    loop.execute { self.storageFailed("\(error)") }
                 }
             }
         }

@@ -33,7 +33,7 @@ public final class Store: Sendable {
         // gets a value-type plan and the file system, which is safe for concurrent use).
         let bitcask: Bitcask
         let fileSystem: any FileSystem
-        var waiters: [CheckedContinuation<Result<Void, StorageError>, Never>] = []
+        var waiters: [@Sendable (Result<Void, StorageError>) -> Void] = []
         /// An fsync is running on the sync queue.
         var syncInFlight = false
         /// Another sync was asked for while one was in flight.
@@ -124,32 +124,42 @@ public final class Store: Sendable {
     /// batch may be lost in a crash (the consensus core's `PreparedFlush.mustSync == false`: a
     /// record peers can teach again). A later synced write, a rotation or `close` makes it durable.
     public func write(_ batch: [BatchEntry], sync: Bool = true) async throws(StorageError) {
-        let engine = self.engine
-        let durability = sync ? self.durability : .none
         let result = await withCheckedContinuation {
             (c: CheckedContinuation<Result<Void, StorageError>, Never>) in
-            queue.async {
-                do throws(StorageError) {
-                    try engine.bitcask.write(batch)
-                } catch {
-                    c.resume(returning: .failure(error))
-                    return
-                }
-                switch durability {
-                case .always:
-                    engine.waiters.append(c)
-                    self.startSync()
-                case .interval(let ms):
-                    c.resume(returning: .success(()))
-                    self.armTimer(milliseconds: ms)
-                case .none:
-                    c.resume(returning: .success(()))
-                }
-                self.writePendingHints()
-                self.maybeStartMerge()
-            }
+            write(batch, sync: sync) { c.resume(returning: $0) }
         }
         try result.get()
+    }
+
+    /// The same without a Swift task: `done` runs once, on the Store's own queue (or its fsync
+    /// queue's hand-back), when the batch is durable as `write(_:sync:)` would return. For a caller
+    /// on an event loop that hops back itself (the node), so no task or continuation is made per
+    /// batch.
+    public func write(
+        _ batch: [BatchEntry], sync: Bool, done: @escaping @Sendable (Result<Void, StorageError>) -> Void
+    ) {
+        let engine = self.engine
+        let durability = sync ? self.durability : .none
+        queue.async {
+            do throws(StorageError) {
+                try engine.bitcask.write(batch)
+            } catch {
+                done(.failure(error))
+                return
+            }
+            switch durability {
+            case .always:
+                engine.waiters.append(done)
+                self.startSync()
+            case .interval(let ms):
+                done(.success(()))
+                self.armTimer(milliseconds: ms)
+            case .none:
+                done(.success(()))
+            }
+            self.writePendingHints()
+            self.maybeStartMerge()
+        }
     }
 
     /// On the engine queue: under `.interval`, one sync at most `milliseconds` after a write.
@@ -178,11 +188,11 @@ public final class Store: Sendable {
         do throws(StorageError) {
             handle = try engine.bitcask.prepareGroupSync()
         } catch {
-            for w in waiters { w.resume(returning: .failure(error)) }
+            for w in waiters { w(.failure(error)) }
             return
         }
         guard let handle else {
-            for w in waiters { w.resume(returning: .success(())) }
+            for w in waiters { w(.success(())) }
             return
         }
         engine.syncInFlight = true
@@ -199,7 +209,7 @@ public final class Store: Sendable {
             queue.async {
                 engine.syncInFlight = false
                 engine.syncs += 1
-                for w in waiters { w.resume(returning: result) }
+                for w in waiters { w(result) }
                 let idle = engine.whenIdle
                 engine.whenIdle.removeAll()
                 for body in idle { body() }
