@@ -603,13 +603,12 @@ public final class Node: @unchecked Sendable {
                 continue
             }
             loading[k] = [step]
-            let store = self.store
-            let loop = eventLoop
-            Task {
+            // No Swift task per load: the Store calls back on its queue and we hop to the loop.
+            store.get(ReplicaNode.recordKey(k)) { result in
                 let record: LoadResult
-                do {
-                    record = try await store.get(ReplicaNode.recordKey(k)).map { .state($0) } ?? .absent
-                } catch {
+                switch result {
+                case .success(let bytes): record = bytes.map { .state($0) } ?? .absent
+                case .failure(let error):
                     // Corrupt (or unreadable: treated the same, the safe way) — the key refuses to
                     // vote until both peers re-teach it.
                     record = .damaged
@@ -617,7 +616,7 @@ public final class Node: @unchecked Sendable {
                         "a key's stored record is damaged; it is served again once both peers re-teach it",
                         metadata: ["key-bytes": "\(k.count)", "error": "\(error)"])
                 }
-                loop.execute {
+                self.eventLoop.execute {
                     if case .damaged = record { self.counters.damaged += 1 }
                     self.core.install(k, record)
                     for f in self.loading.removeValue(forKey: k) ?? [] { f() }

@@ -109,6 +109,18 @@ public final class Store: Sendable {
         try await run { engine throws(StorageError) in try engine.bitcask.get(key) }
     }
 
+    /// The same without a Swift task: `done` runs on the Store's queue (the caller hops back).
+    public func get(_ key: [UInt8], done: @escaping @Sendable (Result<[UInt8]?, StorageError>) -> Void) {
+        let engine = self.engine
+        queue.async {
+            do throws(StorageError) {
+                done(.success(try engine.bitcask.get(key)))
+            } catch {
+                done(.failure(error))
+            }
+        }
+    }
+
     /// Sets `key`; returns when durable according to `durability`.
     public func put(_ key: [UInt8], _ value: [UInt8]) async throws(StorageError) {
         try await write([.put(key, value)])
