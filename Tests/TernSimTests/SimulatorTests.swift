@@ -146,22 +146,16 @@ import Testing
 
     @Test("Mutant forgetfulRetry (re-propose what the window forgot) is caught under pauses")
     func forgetfulRetryCaught() {
-        var caughtAt: UInt64?
-        for s in UInt64(1)...40 {
-            var c = SimConfig(seed: s)
-            c.ops = 200
+        let caught = firstViolation(seeds: 40) { c in
             c.faults.pause = 0.004
             c.paxos.dedupWindow = 2
             c.paxos.mutant = .forgetfulRetry
-            let r = simulate(c)
-            if let v = r.violations.first {
-                caughtAt = s
-                #expect(v.replay.contains("--mutant forgetfulRetry"))
-                #expect(v.replay.contains("--pause 0.004") && v.replay.contains("--dedup-window 2"))
-                break
-            }
         }
-        #expect(caughtAt != nil, "forgetfulRetry survived 40 seeds")
+        #expect(caught != nil, "forgetfulRetry survived 40 seeds")
+        #expect(caught?.replay.contains("--mutant forgetfulRetry") ?? false)
+        #expect(
+            caught.map { $0.replay.contains("--pause 0.004") && $0.replay.contains("--dedup-window 2") }
+                ?? false)
     }
 
     /// The proof that the checks can fail: each mutant must be caught within a bounded number of seeds.
@@ -172,20 +166,23 @@ import Testing
             (.staleReads, false),
         ])
     func mutantCaught(mutant: Mutant, storm: Bool) {
-        var caughtAt: UInt64?
-        for s in UInt64(1)...60 {
-            var c = SimConfig(seed: s)
-            c.ops = 200
+        let caught = firstViolation(seeds: 60) { c in
             if storm { c.faults = .storm }
             c.paxos.mutant = mutant
-            let r = simulate(c)
-            if !r.violations.isEmpty {
-                caughtAt = s
-                #expect(r.violations[0].replay.contains("--mutant \(mutant.rawValue)"))
-                break
-            }
         }
-        #expect(caughtAt != nil, "mutant \(mutant) survived 60 seeds")
+        #expect(caught != nil, "mutant \(mutant) survived 60 seeds")
+        #expect(caught?.replay.contains("--mutant \(mutant.rawValue)") ?? false)
+    }
+
+    /// The first violation over seeds 1...`seeds` (200 ops each, `configure` applied), if any.
+    func firstViolation(seeds: UInt64, _ configure: (inout SimConfig) -> Void) -> SimViolation? {
+        for s in UInt64(1)...seeds {
+            var c = SimConfig(seed: s)
+            c.ops = 200
+            configure(&c)
+            if let v = simulate(c).violations.first { return v }
+        }
+        return nil
     }
 }
 
