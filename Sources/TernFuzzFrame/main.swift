@@ -51,23 +51,11 @@ import TernFuzzMutate
                 + " leaves its input in .build/fuzz-crash-frame)")
         exit(arguments.isEmpty ? 2 : 0)
     }
-    var files: [String] = []
-    for path in arguments {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            FileHandle.standardError.write(Data("no such file: \(path)\n".utf8))
-            exit(2)
-        }
-        if isDirectory.boolValue {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-            files += names.sorted().map { path + "/" + $0 }
-        } else {
-            files.append(path)
-        }
+    let (inputs, missing) = readInputs(arguments)
+    if let missing {
+        FileHandle.standardError.write(Data("no such file: \(missing)\n".utf8))
+        exit(2)
     }
-    for file in files {
-        guard let data = FileManager.default.contents(atPath: file) else { continue }
-        data.withUnsafeBytes { FrameFuzzer.run($0) }
-    }
-    print("replayed \(files.count) inputs: no crash")
+    for input in inputs { input.withUnsafeBytes { FrameFuzzer.run($0) } }
+    print("replayed \(inputs.count) inputs: no crash")
 #endif

@@ -9,7 +9,8 @@ import TernCore
 ///
 /// Not coverage-guided: each input is a seed-corpus entry (or a splice of two) with 1–8 random
 /// edits — bit flips, random bytes, inserted tokens the format cares about, deleted, copied or
-/// repeated ranges, numbers where lengths live. Deterministic: the same corpus and seed give the same inputs in the same order.
+/// repeated ranges, numbers where lengths live. Deterministic: the same corpus and seed give the
+/// same inputs in the same order.
 /// `scripts/fuzz-resp` / `scripts/fuzz-frame` remain the deep, coverage-guided runs.
 public struct Mutator {
     var random: SplitMix64
@@ -59,16 +60,16 @@ public struct Mutator {
             let start = index(input)
             let end = min(input.count, start + 1 + Int(random.below(32)))
             input.insert(contentsOf: input[start..<end], at: index(input, inclusive: true))
+        case 5:
+            let n = 1 + Int(random.below(8))
+            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            input.insert(contentsOf: bytes, at: index(input, inclusive: true))
         case 6 where !input.isEmpty:
             // A range repeated up to 16 times: how counts and lengths get something to count.
             let start = index(input)
             let end = min(input.count, start + 1 + Int(random.below(24)))
             let copies = Array(repeating: input[start..<end], count: 1 + Int(random.below(16))).joined()
             input.insert(contentsOf: copies, at: end)
-        case 5:
-            let n = 1 + Int(random.below(8))
-            let bytes = (0..<n).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            input.insert(contentsOf: bytes, at: index(input, inclusive: true))
         default:
             // A 32-bit big-endian or decimal number where lengths and counts live.
             let value = [0, 1, 0x7fff_ffff, 0xffff_ffff, 1 << 16, random.below(1 << 32)][Int(random.below(6))]
@@ -139,6 +140,18 @@ enum CrashKeeper {
         input.withUnsafeBufferPointer { bytes.update(from: $0.baseAddress!, count: n) }
         count = n
     }
+}
+
+/// The inputs named on a replay command line: each file's bytes, and every file of each directory
+/// (by name). `missing` is the first path that does not exist (the caller says so and stops).
+public func readInputs(_ paths: [String]) -> (inputs: [[UInt8]], missing: String?) {
+    var inputs: [[UInt8]] = []
+    for path in paths {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return (inputs, path) }
+        inputs += info.st_mode & S_IFMT == S_IFDIR ? readCorpus(path) : readFile(path).map { [$0] } ?? []
+    }
+    return (inputs, nil)
 }
 
 /// Every regular file's bytes in `directory` (sorted by name); empty if it cannot be read.

@@ -122,23 +122,7 @@ func check(_ input: UnsafeRawBufferPointer) {
     var argv = CommandLine.unsafeArgv
     exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzTestOneInput))
 #else
-    /// Replays files (or every file of directories) through the checks.
-    func replay(_ paths: [String]) -> Int {
-        var count = 0
-        for path in paths {
-            var info = stat()
-            guard stat(path, &info) == 0 else {
-                print("cannot read \(path)")
-                exit(2)
-            }
-            let inputs =
-                info.st_mode & S_IFMT == S_IFDIR ? readCorpus(path) : readFile(path).map { [$0] } ?? []
-            for input in inputs { input.withUnsafeBytes { check($0) } }
-            count += inputs.count
-        }
-        return count
-    }
-    var arguments = Array(CommandLine.arguments.dropFirst())
+    let arguments = Array(CommandLine.arguments.dropFirst())
     if arguments.first == "--mutate", arguments.count >= 4, let seconds = Double(arguments[1]),
         let seed = UInt64(arguments[2])
     {
@@ -163,5 +147,12 @@ func check(_ input: UnsafeRawBufferPointer) {
                 + " its input in .build/fuzz-crash-resp)")
         exit(2)
     }
-    print("ok: \(replay(arguments)) inputs passed every check")
+    // Replays files (or every file of directories) through the checks.
+    let (inputs, missing) = readInputs(arguments)
+    if let missing {
+        print("cannot read \(missing)")
+        exit(2)
+    }
+    for input in inputs { input.withUnsafeBytes { check($0) } }
+    print("ok: \(inputs.count) inputs passed every check")
 #endif
