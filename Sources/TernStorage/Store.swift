@@ -90,18 +90,26 @@ public final class Store: Sendable {
     private func run<T: Sendable>(_ body: @escaping @Sendable (Engine) throws(StorageError) -> T)
         async throws(StorageError) -> T
     {
-        let engine = self.engine
         let result = await withCheckedContinuation {
             (c: CheckedContinuation<Result<T, StorageError>, Never>) in
-            queue.async {
-                do throws(StorageError) {
-                    c.resume(returning: .success(try body(engine)))
-                } catch {
-                    c.resume(returning: .failure(error))
-                }
-            }
+            run(body) { c.resume(returning: $0) }
         }
         return try result.get()
+    }
+
+    /// Runs `body` on the engine queue and hands its result to `done`, there.
+    private func run<T: Sendable>(
+        _ body: @escaping @Sendable (Engine) throws(StorageError) -> T,
+        done: @escaping @Sendable (Result<T, StorageError>) -> Void
+    ) {
+        let engine = self.engine
+        queue.async {
+            do throws(StorageError) {
+                done(.success(try body(engine)))
+            } catch {
+                done(.failure(error))
+            }
+        }
     }
 
     /// The value of `key`, nil if absent; throws `.damaged(key:)` for a record that failed its checksum.
@@ -111,14 +119,7 @@ public final class Store: Sendable {
 
     /// The same without a Swift task: `done` runs on the Store's queue (the caller hops back).
     public func get(_ key: [UInt8], done: @escaping @Sendable (Result<[UInt8]?, StorageError>) -> Void) {
-        let engine = self.engine
-        queue.async {
-            do throws(StorageError) {
-                done(.success(try engine.bitcask.get(key)))
-            } catch {
-                done(.failure(error))
-            }
-        }
+        run({ engine throws(StorageError) in try engine.bitcask.get(key) }, done: done)
     }
 
     /// Sets `key`; returns when durable according to `durability`.
