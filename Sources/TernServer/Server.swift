@@ -58,11 +58,10 @@ public final class TernServerProcess: Service, AdminBackend {
             logger: logger)
         var peers: [NodeID: PeerAddress] = [:]
         for n in map.nodes where n.id != id { peers[n.id] = try address(n.peerAddress) }
-        // The largest message carries one op with its value and the value it returns (GETSET),
-        // merged ops stop at `mergeBytesMax` (1 MiB): frames stay at 4 MiB unless values are larger.
         let transportConfig = TransportConfig(
             clusterName: map.name, me: id, listen: try address(me.peerAddress), peers: peers,
-            secret: config.secret, maxFrameBytes: max(4 << 20, 2 * config.maxValueBytes + (1 << 20)))
+            secret: config.secret,
+            maxFrameBytes: ServerConfig.peerFrameBytesMax(maxValueBytes: config.maxValueBytes))
         let transport = PeerTransport(config: transportConfig, group: group, logger: logger) {
             from, messages in
             node.receive(from: from, messages)

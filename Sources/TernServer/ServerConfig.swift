@@ -43,6 +43,13 @@ public struct ServerConfig: Sendable, Hashable {
         max(64 << 20, 4 * maxValueBytes + (4 << 20))
     }
 
+    /// The peer frame bound for values up to `maxValueBytes`: the largest message carries one op
+    /// with its value and the value it returns (GETSET); merged ops stop at `mergeBytesMax`
+    /// (1 MiB). 4 MiB unless values are larger.
+    public static func peerFrameBytesMax(maxValueBytes: Int) -> Int {
+        max(4 << 20, 2 * maxValueBytes + (1 << 20))
+    }
+
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",

@@ -27,7 +27,7 @@ import TernCore
 /// the messages of every frame decoded from one socket read burst, so that the node can persist
 /// them with one fsync before answering all of them.
 public final class PeerTransport: Sendable {
-    public let config: TransportConfig
+    let config: TransportConfig
     let group: any EventLoopGroup
     let logger: Logger
     let counters = Counters()
