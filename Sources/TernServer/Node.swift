@@ -640,7 +640,7 @@ public final class Node: @unchecked Sendable {
             flushing = true
             let entries = p.records.map { BatchEntry.put($0.key, $0.value) }
             // No Swift task per batch: the Store calls back on its queue and we hop to the loop.
-            // Only what the core marks `mustSync` waits for an fsync (docs/STORAGE.md); the rest
+            // Only what the core marks `mustSync` waits for an fsync (docs/SERVER.md); the rest
             // (a chosen value peers can teach again) is appended and released.
             store.write(entries, sync: p.mustSync) { result in
                 self.eventLoop.execute {

@@ -232,18 +232,27 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 handler.fill(seq, value, version, context: context)
             }
         }
-        adjustReading(context: context)
+        // Reading a command changes only the count of unanswered ones (replies are measured where
+        // they are released).
+        if !readingPaused && nextSeq - headSeq >= Self.unansweredMax { pauseReading(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        checkMemory(context: context)
+        checkMemory(context: context, output: outputBytes(context: context))
         context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        checkMemory(context: context)
-        adjustReading(context: context)
+        outputChanged(context: context)
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Replies were released or drained: check the memory bounds and the reading pause, with one
+    /// measurement of the output for both.
+    func outputChanged(context: ChannelHandlerContext) {
+        let output = outputBytes(context: context)
+        checkMemory(context: context, output: output)
+        if !evicted { adjustReading(context: context, output: output) }
     }
 
     /// Reply bytes the client has not taken: waiting for earlier replies, or in the channel's
@@ -253,29 +262,30 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         return readyBytes + buffered
     }
 
-    /// Stops reading while too many commands or reply bytes wait; starts again when both drained
-    /// to half.
-    func adjustReading(context: ChannelHandlerContext) {
+    /// Stops reading while too many commands or `output` reply bytes wait; starts again when both
+    /// drained to half.
+    func adjustReading(context: ChannelHandlerContext, output: Int) {
         let unanswered = nextSeq - headSeq
         if !readingPaused {
-            guard unanswered >= Self.unansweredMax || outputBytes(context: context) >= Self.outputPauseBytes
-            else { return }
-            readingPaused = true
-            context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
-        } else if unanswered < Self.unansweredMax / 2
-            && outputBytes(context: context) < Self.outputPauseBytes / 2
-        {
+            if unanswered >= Self.unansweredMax || output >= Self.outputPauseBytes {
+                pauseReading(context: context)
+            }
+        } else if unanswered < Self.unansweredMax / 2 && output < Self.outputPauseBytes / 2 {
             readingPaused = false
             context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
             context.read()
         }
     }
 
-    /// Closes this connection if its replies pass the output limit or the clients' memory passes
-    /// its bound; otherwise reports its buffers to the gate when they changed enough.
-    func checkMemory(context: ChannelHandlerContext) {
+    func pauseReading(context: ChannelHandlerContext) {
+        readingPaused = true
+        context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
+    }
+
+    /// Closes this connection if its `output` reply bytes pass the output limit or the clients'
+    /// memory passes its bound; otherwise reports its buffers to the gate when they changed enough.
+    func checkMemory(context: ChannelHandlerContext, output: Int) {
         guard !evicted else { return }
-        let output = outputBytes(context: context)
         if output > gate.outputBytesMax {
             gate.evictedForOutput()
             evict(
@@ -299,9 +309,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         logger.notice(
             "client connection closed: \(why)",
             metadata: ["client": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
-        ready = [:]
-        readyBytes = 0
-        context.close(promise: nil)
+        context.close(promise: nil)  // channelInactive drops the waiting replies and gives the bytes back
     }
 
     /// Runs `request` on `key` after this connection's previous request on `key` (if any).
@@ -384,8 +392,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             headSeq += 1
         }
         if wrote { context.flush() }
-        checkMemory(context: context)
-        if !evicted { adjustReading(context: context) }
+        outputChanged(context: context)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
