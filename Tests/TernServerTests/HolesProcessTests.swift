@@ -157,12 +157,8 @@ import Testing
         #expect(try await c1.send(["GET", "dk"]) == .bulkString(Array(marker.utf8)))
         await c1.close()
         let metrics = try await cluster.http("GET", "/metrics", node: n1).body
-        func value(_ name: String) -> Double? {
-            metrics.split(separator: "\n").first { $0.hasPrefix(name + "{") }
-                .flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
-        }
-        #expect((value("tern_storage_damaged_records") ?? 0) >= 1, "\(metrics)")
-        #expect((value("tern_damaged_key_loads_total") ?? 0) >= 1, "\(metrics)")
+        #expect((metricValue(metrics, "tern_storage_damaged_records") ?? 0) >= 1, "\(metrics)")
+        #expect((metricValue(metrics, "tern_damaged_key_loads_total") ?? 0) >= 1, "\(metrics)")
         #expect(cluster.logTail(n1).contains("damaged"))
     }
 
