@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TernConsensus
 import TernRESP
 
 /// The Redis-protocol listener: one `RESPConnectionHandler` per client connection.

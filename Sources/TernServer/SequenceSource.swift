@@ -1,3 +1,5 @@
+import TernConsensus
+
 /// Where sync inboxes get a uid's next sequence numbers: the sequence allocator (`SEQ.NEXT`).
 ///
 /// Shared by the sequence service (which implements it) and the sync service (which uses it for

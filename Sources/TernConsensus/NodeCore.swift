@@ -1,0 +1,611 @@
+public import TernCore
+
+/// A client request on one key.
+public enum KeyRequest: Sendable, Hashable {
+    /// A linearizable read.
+    case read
+    /// A write (or read-modify-write).
+    case write(Operation)
+}
+
+/// What a client request came to, after the node's internal retries.
+public enum NodeReply: Sendable, Hashable {
+    /// The write took effect with this result.
+    case done(OperationResult)
+    /// The read's value (nil = absent).
+    case value([UInt8]?)
+    /// Gave up within the request timeout; certainly not applied (every attempt was refused
+    /// before an Accept carried it). Usually: fewer than 2 of 3 campuses reachable. The text says
+    /// what this node saw of the key's replicas (`NodeCore.quorumDetail`).
+    case notApplied(String)
+    /// Gave up within the request timeout; a write may or may not have been applied.
+    case unknown(String)
+    /// The node cannot serve requests (shutting down, or its storage failed).
+    case unavailable(String)
+    /// The request itself is invalid (e.g. its key is too long); nothing was tried.
+    case refused(String)
+}
+
+extension NodeReply {
+    /// The refusal of a key longer than `ReplicaNode.keyBytesMax`.
+    public static func keyTooLong(_ count: Int) -> NodeReply {
+        .refused("key is too long (\(count) bytes; the limit is \(ReplicaNode.keyBytesMax))")
+    }
+}
+
+/// Tunables of a `NodeCore`; times in nanoseconds of the shell's monotonic clock.
+public struct NodeCoreOptions: Sendable {
+    /// How long a client request is retried internally before the client gets an error.
+    public var requestTimeout: UInt64 = 3_000_000_000
+    /// How long a forwarded attempt waits for the replica's answer before a read tries another
+    /// replica (a write keeps waiting until `requestTimeout`: it may be applied there).
+    public var forwardTimeout: UInt64 = 300_000_000
+    /// How long a replica that did not answer a forward is avoided (unless nothing else is left).
+    public var suspectFor: UInt64 = 1_000_000_000
+    /// A refused attempt is tried again after `retryPause` plus up to `retryJitter` (seeded).
+    public var retryPause: UInt64 = 5_000_000
+    public var retryJitter: UInt64 = 20_000_000
+    /// Idle keys kept in memory; beyond it they are evicted (and loaded again on use).
+    public var keysLoadedMax = 1_000_000
+    /// The consensus core's tunables (in ticks).
+    public var paxos = PaxosConfig()
+    /// A deliberately broken variant for the simulator's checks (never in production).
+    public var mutant: NodeMutant = .none
+    public init() {}
+}
+
+/// Deliberate bugs in the request layer, each of which the simulator must catch.
+public enum NodeMutant: String, Sendable, Hashable, CaseIterable {
+    case none
+    /// A write whose forwarded attempt went silent is sent again elsewhere with a FRESH request id
+    /// (the replica that went silent may still apply the first one: the write applies twice).
+    case freshIDAfterSilentForward = "fresh-id-after-silent-forward"
+}
+
+/// Counters of the request layer.
+public struct NodeCoreCounters: Sendable, Hashable {
+    /// Client requests taken here, and those that ended in an error.
+    public var requests = 0
+    public var failed = 0
+    /// Requests this node forwarded to another replica, and forwards it served for others.
+    public var forwardedOut = 0
+    public var forwardedIn = 0
+    /// Internal retries (a refused or timed-out attempt tried again).
+    public var retries = 0
+    /// Peer messages that failed to decode.
+    public var badMessages = 0
+    /// Key records that were damaged (or unreadable) when loaded.
+    public var damagedLoads = 0
+    public init() {}
+}
+
+/// What the shell must carry out after feeding the core inputs (etcd-io/raft's `Ready`).
+///
+/// Order: send `messages`, deliver `replies`, hand `services` to their handlers, start `loads`
+/// (answer each with `NodeCore.loaded`), write `flush` (durably when `mustSync`; then
+/// `NodeCore.flushed`). When `more` is set, call `ready()` again soon (after other work).
+public struct NodeReady: Sendable {
+    /// Envelope-framed peer messages, in order, per destination.
+    public var messages: [(to: NodeID, bytes: [UInt8])] = []
+    /// Answers to client requests, by the id `NodeCore.request` returned.
+    public var replies: [(request: UInt64, reply: NodeReply)] = []
+    /// Service messages that arrived (kind, payload), for the services built on the node.
+    public var services: [(from: NodeID, kind: UInt8, payload: [UInt8])] = []
+    /// Keys whose records must be read from storage (`ReplicaNode.recordKey`).
+    public var loads: [[UInt8]] = []
+    /// The batch to write, if one was started (at most one is in flight).
+    public var flush: PreparedFlush?
+    /// Peer messages that were dropped, and why (for the log).
+    public var badMessages: [(from: NodeID, why: String)] = []
+    /// Keys whose consensus state changed (observers).
+    public var touched: [[UInt8]] = []
+    /// More work is queued than one call took.
+    public var more = false
+    public var isEmpty: Bool {
+        messages.isEmpty && replies.isEmpty && services.isEmpty && loads.isEmpty && flush == nil
+            && badMessages.isEmpty && !more
+    }
+}
+
+/// Kinds of the node's peer messages (the first byte of each message).
+enum Envelope: UInt8 {
+    /// A Paxos frame (`PaxosWire`).
+    case paxos = 1
+    /// A client request forwarded to a replica of its key.
+    case forward = 2
+    /// The replica's answer to a forwarded request.
+    case forwardReply = 3
+    /// A message of a service built on the node: the next byte is the service kind, the rest is
+    /// the service's own.
+    case service = 4
+}
+
+/// The node's request layer as a deterministic state machine: routing by placement, forwarding
+/// and its timeouts, retries with the same request id, waiters, key loading and the group-commit
+/// pipeline around one `ReplicaNode`. No clock, socket, thread or file: the shell passes the time
+/// with each input and carries out `ready()`.
+///
+/// ```
+///  request ─► me a replica? ─yes─► key loaded? ─no─► loads ─► loaded() ─┐
+///             │ no                 │ yes                                 ▼
+///             ▼                    └──────────────────► ReplicaNode.propose/read
+///  forward (envelope) to the key's replica in my         │ beginFlush ─► flush ─► flushed()
+///  campus, else another; silent → (reads) next replica,  ▼
+///  same request id                              messages, replies (ready)
+/// ```
+public final class NodeCore {
+    public let id: NodeID
+    /// This node's campus: the index of its position in `placement.replicas(for:)` (0, 1, 2).
+    public let campusIndex: Int
+    public let placement: any ReplicaPlacement
+    public let options: NodeCoreOptions
+    public let replica: ReplicaNode
+
+    /// The last time an input carried.
+    public private(set) var now: UInt64 = 0
+    public private(set) var failed: String?
+    public private(set) var closing = false
+    public private(set) var counters = NodeCoreCounters()
+    var inFlightFlush: PreparedFlush?
+    var out = NodeReady()
+
+    /// Keys being read from storage, with what waits for them.
+    var loading: [[UInt8]: [() -> Void]] = [:]
+
+    enum Origin {
+        case local(UInt64)
+        case remote(NodeID, UInt64)
+    }
+    /// Core tags (and forwarded attempts' tags) → whom the answer is for.
+    var origins: [UInt64: Origin] = [:]
+    var nextTag: UInt64 = 0
+    var requestCounter: UInt64
+
+    struct Waiter {
+        var key: [UInt8]
+        var request: KeyRequest
+        var rid: RequestID
+        var began: UInt64
+        var deadline: UInt64
+        var attempts = 0
+        /// Tag of the current attempt.
+        var tag: UInt64 = 0
+        /// The replica the current attempt went to (nil: this node).
+        var target: NodeID?
+        var attemptDeadline: UInt64?
+        /// A write attempt answered `.unknown` (an Accept may have carried it).
+        var sawUnknown = false
+        /// Write attempts that have not answered yet (they may still apply).
+        var open: Set<UInt64> = []
+        /// Some attempt of a write may have been applied.
+        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty }
+        /// Waiting to try again at this time.
+        var retryAt: UInt64?
+    }
+    var waiters: [UInt64: Waiter] = [:]
+    /// Waiters in the order they began (deadline checks visit them in a fixed order).
+    var waiterOrder: [UInt64] = []
+    var suspectUntil: [NodeID: UInt64] = [:]
+    /// When a message from each peer last arrived (what a NOQUORUM reply reports).
+    var lastHeard: [NodeID: UInt64] = [:]
+    var rng: SplitMix64
+    var ticks: UInt64 = 0
+
+    /// A core for node `id` (in campus `campusIndex`) that started epoch `epoch` (already durable:
+    /// `ReplicaNode.nextEpoch`).
+    public init(
+        id: NodeID, campusIndex: Int, placement: any ReplicaPlacement, epoch: UInt32,
+        options: NodeCoreOptions, now: UInt64
+    ) {
+        self.id = id
+        self.campusIndex = campusIndex
+        self.placement = placement
+        self.options = options
+        self.now = now
+        replica = ReplicaNode(
+            id: id, placement: placement, epoch: epoch, config: options.paxos,
+            seed: UInt64(id.rawValue) << 32 | UInt64(epoch))
+        replica.keysLoadedMax = options.keysLoadedMax
+        rng = SplitMix64(seed: UInt64(id.rawValue) &* 0x9E37_79B9 ^ UInt64(epoch))
+        requestCounter = UInt64(epoch) << 40
+    }
+
+    /// Requests waiting now.
+    public var inFlight: Int { waiters.count }
+    /// A batch is being written.
+    public var isFlushing: Bool { inFlightFlush != nil }
+    public var serving: Bool { failed == nil && !closing }
+
+    // MARK: - Inputs
+
+    /// Takes a client request; its answer comes in a later (or the next) `ready()` under the
+    /// returned id. Retried internally (same request id) until `options.requestTimeout`.
+    public func request(key: [UInt8], _ request: KeyRequest, now: UInt64) -> UInt64 {
+        advance(now)
+        requestCounter += 1
+        let wid = requestCounter
+        if let failed {
+            out.replies.append((wid, .unavailable(failed)))
+            return wid
+        }
+        if closing {
+            out.replies.append((wid, .unavailable("node is shutting down")))
+            return wid
+        }
+        guard key.count <= ReplicaNode.keyBytesMax else {
+            out.replies.append((wid, .keyTooLong(key.count)))
+            return wid
+        }
+        counters.requests += 1
+        waiters[wid] = Waiter(
+            key: key, request: request, rid: RequestID(client: id.rawValue, counter: requestCounter),
+            began: self.now, deadline: self.now + options.requestTimeout)
+        waiterOrder.append(wid)
+        attempt(wid)
+        return wid
+    }
+
+    /// Messages from `peer`, as `ready().messages` framed them.
+    public func receive(from peer: NodeID, _ messages: [[UInt8]], now: UInt64) {
+        advance(now)
+        lastHeard[peer] = self.now
+        for m in messages { handle(from: peer, m) }
+    }
+
+    /// A key's record, read from storage after `ready().loads` asked for it.
+    public func loaded(_ key: [UInt8], _ record: LoadResult) {
+        if case .damaged = record { counters.damagedLoads += 1 }
+        replica.install(key, record)
+        for f in loading.removeValue(forKey: key) ?? [] { f() }
+    }
+
+    /// The batch `ready().flush` gave is written (and synced when it had to be).
+    public func flushed(_ flush: PreparedFlush) {
+        inFlightFlush = nil
+        dispatch(replica.finishFlush(flush))
+    }
+
+    /// A storage write failed: memory is ahead of the disk, nothing of it may leave. The node is
+    /// fenced; every waiting request is answered `unavailable`.
+    public func storageFailed(_ why: String) {
+        failed = "storage failure: \(why)"
+        inFlightFlush = nil
+        failAll(failed!)
+    }
+
+    /// One consensus tick; every fourth also checks deadlines, every 200th evicts idle keys.
+    public func tick(now: UInt64) {
+        advance(now)
+        ticks += 1
+        try? replica.tick()
+        if ticks % 4 == 0 { checkWaiters() }
+        if ticks % 200 == 0 { replica.evictIdle() }
+    }
+
+    /// Stops taking requests; those in flight go on (until `failAll`).
+    public func close() { closing = true }
+
+    /// Answers every waiting request: `.unknown` for a write some attempt of which may still
+    /// apply (a client must not take it as refused and send it again), `.unavailable(why)` for the
+    /// rest.
+    public func failAll(_ why: String) {
+        for wid in waiterOrder {
+            guard let w = waiters[wid] else { continue }
+            if case .write = w.request, w.mayHaveApplied {
+                resolve(wid, .unknown("\(why); an attempt was under way"))
+            } else {
+                resolve(wid, .unavailable(why))
+            }
+        }
+    }
+
+    /// Queues a service message for `peer`.
+    public func sendService(_ kind: UInt8, _ payload: [UInt8], to peer: NodeID) {
+        send([Envelope.service.rawValue, kind] + payload, to: peer)
+    }
+
+    /// Takes what the shell must do now (and starts the next batch if none is in flight).
+    public func ready() -> NodeReady {
+        var rounds = 0
+        while inFlightFlush == nil && failed == nil && replica.hasWork && rounds < 16 {
+            rounds += 1
+            let p = replica.beginFlush()
+            if p.records.isEmpty {
+                dispatch(replica.finishFlush(p))
+                continue
+            }
+            inFlightFlush = p
+            out.flush = p
+        }
+        if rounds == 16 && inFlightFlush == nil && replica.hasWork { out.more = true }
+        let r = out
+        out = NodeReady()
+        return r
+    }
+
+    // MARK: - Attempts
+
+    func advance(_ t: UInt64) { if t > now { now = t } }
+
+    /// Sends the waiter's next attempt: locally, or to a replica chosen by campus and suspicion.
+    func attempt(_ wid: UInt64) {
+        guard var w = waiters[wid] else { return }
+        let all = placement.replicas(for: w.key)
+        nextTag += 1
+        let tag = nextTag
+        origins[tag] = .local(wid)
+        w.tag = tag
+        w.attempts += 1
+        w.retryAt = nil
+        if all.contains(id) {
+            w.target = nil
+            w.attemptDeadline = nil
+            if case .write = w.request { w.open.insert(tag) }
+            waiters[wid] = w
+            let key = w.key
+            let request = w.request
+            let rid = w.rid
+            whenLoaded([key]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+            return
+        }
+        // Own campus first, then the others; a replica that recently failed to answer goes last.
+        let mine = all[campusIndex]
+        let ordered = [mine] + all.filter { $0 != mine }
+        let healthy = ordered.filter { (suspectUntil[$0] ?? 0) <= now }
+        let pool = healthy.isEmpty ? ordered : healthy
+        let target = pool[(w.attempts - 1) % pool.count]
+        w.target = target
+        w.attemptDeadline = now + options.forwardTimeout
+        if case .write = w.request { w.open.insert(tag) }
+        waiters[wid] = w
+        counters.forwardedOut += 1
+        var b = ByteWriter()
+        b.u8(Envelope.forward.rawValue)
+        b.u64(tag)
+        b.u32(w.rid.client)
+        b.u64(w.rid.counter)
+        b.blob(w.key)
+        switch w.request {
+        case .read: b.u8(0)
+        case .write(let op):
+            b.u8(1)
+            PaxosWire.encode(op, into: &b)
+        }
+        send(b.bytes, to: target)
+    }
+
+    func submitLocal(key: [UInt8], _ request: KeyRequest, rid: RequestID, tag: UInt64) {
+        switch request {
+        case .read: replica.read(key: key, tag: tag)
+        case .write(let op): replica.propose(key: key, op, id: rid, tag: tag)
+        }
+    }
+
+    /// An answer for the attempt tagged `tag` (from the local replica or a forwarded reply).
+    func answer(tag: UInt64, _ outcome: ClientOutcome) {
+        guard let origin = origins.removeValue(forKey: tag) else { return }
+        switch origin {
+        case .remote(let peer, let originTag):
+            var b = ByteWriter()
+            b.u8(Envelope.forwardReply.rawValue)
+            b.u64(originTag)
+            PaxosWire.encode(outcome, into: &b)
+            send(b.bytes, to: peer)
+        case .local(let wid):
+            guard var w = waiters[wid] else { return }
+            switch outcome {
+            case .done(let r): resolve(wid, .done(r))
+            case .value(let v): resolve(wid, .value(v))
+            case .retryable, .unknown:
+                // `.retryable` settles that attempt as not applied; `.unknown` may have applied.
+                w.open.remove(tag)
+                if outcome == .unknown { w.sawUnknown = true }
+                // A write that may have been applied is never sent again: the replica that carried
+                // it is the only one that can still tell (docs/SERVER.md, "Exactly once"). Its
+                // outcome is unknown once no attempt of it is still open.
+                if w.sawUnknown {
+                    if w.open.isEmpty {
+                        resolve(wid, .unknown(quorumDetail(w)))
+                    } else {
+                        waiters[wid] = w
+                    }
+                    return
+                }
+                // Only the current attempt's failure schedules the next one.
+                guard w.tag == tag else {
+                    waiters[wid] = w
+                    return
+                }
+                retryLater(&w)
+                waiters[wid] = w
+            }
+        }
+    }
+
+    /// What this node saw of the key's other replicas while request `w` ran: those it heard
+    /// nothing from since the request began, by campus, or that every one answered (then the cause
+    /// was contention or load, not a missing campus).
+    func quorumDetail(_ w: Waiter) -> String {
+        let replicas = placement.replicas(for: w.key)
+        var silent: [String] = []
+        for (c, peer) in replicas.enumerated() where peer != id {
+            let campus = ["A", "B", "C"][c]
+            guard let heard = lastHeard[peer] else {
+                silent.append("campus \(campus) (\(peer): nothing received since this node started)")
+                continue
+            }
+            if heard < w.began {
+                silent.append(
+                    "campus \(campus) (\(peer): nothing received for \((now - heard) / 1_000_000) ms)")
+            }
+        }
+        let ms = (now - w.began) / 1_000_000
+        if silent.isEmpty {
+            return "every campus answered, but no quorum within \(ms) ms (contention or overload)"
+        }
+        return "no answer within \(ms) ms from \(silent.joined(separator: " or "))"
+    }
+
+    /// Schedules another attempt after a short seeded pause.
+    func retryLater(_ w: inout Waiter) {
+        counters.retries += 1
+        w.retryAt = now + options.retryPause + rng.below(options.retryJitter + 1)
+        w.attemptDeadline = nil
+        // The old attempt's tag stays mapped: a late success still answers the client.
+    }
+
+    func resolve(_ wid: UInt64, _ reply: NodeReply) {
+        guard waiters.removeValue(forKey: wid) != nil else { return }
+        switch reply {
+        case .done, .value: break
+        default: counters.failed += 1
+        }
+        out.replies.append((wid, reply))
+    }
+
+    /// Deadlines: forwarded attempts that got no answer, retries due, requests out of time.
+    func checkWaiters() {
+        waiterOrder.removeAll { waiters[$0] == nil }
+        for wid in waiterOrder {
+            guard var w = waiters[wid] else { continue }
+            if now >= w.deadline {
+                let detail = quorumDetail(w)
+                resolve(wid, w.mayHaveApplied ? .unknown(detail) : .notApplied(detail))
+                continue
+            }
+            if let at = w.attemptDeadline, now >= at, let target = w.target {
+                suspectUntil[target] = now + options.suspectFor
+                if case .write = w.request {
+                    if options.mutant == .freshIDAfterSilentForward {
+                        // The bug: forget the silent attempt and try elsewhere as a new request.
+                        requestCounter += 1
+                        w.rid = RequestID(client: id.rawValue, counter: requestCounter)
+                        w.open = []
+                        retryLater(&w)
+                        w.retryAt = now
+                        waiters[wid] = w
+                        attempt(wid)
+                        continue
+                    }
+                    // The silent replica may still carry it: wait for its late answer (or the
+                    // deadline) instead of proposing the same request a second time elsewhere.
+                    w.attemptDeadline = nil
+                    waiters[wid] = w
+                    continue
+                }
+                retryLater(&w)
+                w.retryAt = now
+                waiters[wid] = w
+                attempt(wid)
+                continue
+            }
+            if let at = w.retryAt, now >= at { attempt(wid) }
+        }
+    }
+
+    // MARK: - Peers
+
+    func send(_ bytes: [UInt8], to peer: NodeID) { out.messages.append((peer, bytes)) }
+
+    func handle(from peer: NodeID, _ bytes: [UInt8]) {
+        guard failed == nil else { return }
+        guard let kind = bytes.first.flatMap(Envelope.init(rawValue:)) else {
+            return bad(peer, "unknown envelope")
+        }
+        var r = ByteReader(bytes)
+        _ = r.u8()
+        switch kind {
+        case .paxos:
+            let frame: Frame
+            do {
+                frame = try PaxosWire.decode(Array(bytes.dropFirst()))
+            } catch {
+                return bad(peer, "\(error)")
+            }
+            guard frame.from == peer, frame.to == id else {
+                return bad(peer, "frame from \(frame.from) to \(frame.to) on the link from \(peer)")
+            }
+            suspectUntil[peer] = nil
+            let keys = frame.items.map(\.key).filter { replica.isReplica(of: $0) }
+            whenLoaded(keys) { self.replica.receive(frame) }
+        case .forward:
+            guard let originTag = r.u64(), let client = r.u32(), let counter = r.u64(), let key = r.blob(),
+                let k = r.u8()
+            else { return bad(peer, "truncated forward") }
+            let request: KeyRequest
+            if k == 0 {
+                request = .read
+            } else if k == 1, let op = PaxosWire.decodeOperation(&r) {
+                request = .write(op)
+            } else {
+                return bad(peer, "bad forwarded request")
+            }
+            guard r.atEnd else { return bad(peer, "trailing bytes in forward") }
+            counters.forwardedIn += 1
+            nextTag += 1
+            let tag = nextTag
+            origins[tag] = .remote(peer, originTag)
+            guard replica.isReplica(of: key), key.count <= ReplicaNode.keyBytesMax, !closing else {
+                // Our map disagrees with the sender's, or we are stopping: certainly not applied.
+                answer(tag: tag, .retryable)
+                return
+            }
+            let rid = RequestID(client: client, counter: counter)
+            whenLoaded([key]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+        case .service:
+            guard bytes.count >= 2 else { return bad(peer, "truncated service message") }
+            out.services.append((peer, bytes[1], Array(bytes.dropFirst(2))))
+        case .forwardReply:
+            guard let tag = r.u64(), let outcome = PaxosWire.decodeOutcome(&r), r.atEnd else {
+                return bad(peer, "bad forward reply")
+            }
+            suspectUntil[peer] = nil
+            answer(tag: tag, outcome)
+        }
+    }
+
+    func bad(_ peer: NodeID, _ why: String) {
+        counters.badMessages += 1
+        out.badMessages.append((peer, why))
+    }
+
+    // MARK: - Loading keys
+
+    /// Runs `body` once every key is in memory (asking the shell to read missing ones first).
+    /// One read per key at a time: a second caller waits for the first read.
+    func whenLoaded(_ keys: [[UInt8]], _ body: @escaping () -> Void) {
+        var missing: [[UInt8]] = []
+        var seen = Set<[UInt8]>()
+        for k in keys where !replica.isLoaded(k) && seen.insert(k).inserted { missing.append(k) }
+        if missing.isEmpty {
+            body()
+            return
+        }
+        var remaining = missing.count
+        let step = {
+            remaining -= 1
+            // A key loaded first may have been evicted while the others loaded: check again.
+            if remaining == 0 { self.whenLoaded(keys, body) }
+        }
+        for k in missing {
+            if loading[k] != nil {
+                loading[k]!.append(step)
+                continue
+            }
+            loading[k] = [step]
+            out.loads.append(k)
+        }
+    }
+
+    // MARK: - Group commit
+
+    func dispatch(_ o: NodeOutput) {
+        out.touched += o.touched
+        for f in o.frames {
+            var bytes: [UInt8] = [Envelope.paxos.rawValue]
+            bytes += PaxosWire.encode(f)
+            send(bytes, to: f.to)
+        }
+        for r in o.replies { answer(tag: r.tag, r.outcome) }
+    }
+}

@@ -1,0 +1,106 @@
+import TernCore
+import Testing
+
+@testable import TernConsensus
+
+/// The request layer's pure core, driven by hand: nodes 1–3 replicate every key, node 4 (campus
+/// A) replicates none and forwards.
+@Suite("NodeCore")
+struct NodeCoreTests {
+    final class Cluster {
+        var cores: [NodeCore] = []
+        var disks: [[[UInt8]: [UInt8]]] = Array(repeating: [:], count: 4)
+        var replies: [Int: [(UInt64, NodeReply)]] = [:]
+        var now: UInt64 = 1
+        init() {
+            for i in 0..<4 {
+                cores.append(
+                    NodeCore(
+                        id: NodeID(UInt32(i + 1)), campusIndex: i % 3,
+                        placement: FixedPlacement([NodeID(1), NodeID(2), NodeID(3)]), epoch: 1,
+                        options: NodeCoreOptions(), now: now))
+            }
+        }
+        /// Carries out every core's output until nothing is left (storage answers at once).
+        func settle(dropping drop: (Int, Int) -> Bool = { _, _ in false }) {
+            var busy = true
+            while busy {
+                busy = false
+                for i in 0..<4 {
+                    let r = cores[i].ready()
+                    if r.isEmpty { continue }
+                    busy = true
+                    replies[i, default: []] += r.replies
+                    for k in r.loads {
+                        cores[i].loaded(k, disks[i][ReplicaNode.recordKey(k)].map { .state($0) } ?? .absent)
+                    }
+                    if let p = r.flush {
+                        for rec in p.records { disks[i][rec.key] = rec.value }
+                        cores[i].flushed(p)
+                    }
+                    for m in r.messages where !drop(i, Int(m.to.rawValue) - 1) {
+                        cores[Int(m.to.rawValue) - 1].receive(
+                            from: NodeID(UInt32(i + 1)), [m.bytes], now: now)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("A node that replicates nothing forwards to its campus's replica and answers")
+    func forwards() {
+        let c = Cluster()
+        let w = c.cores[3].request(key: Array("k".utf8), .write(.put(Array("v".utf8))), now: c.now)
+        c.settle()
+        #expect(c.replies[3]?.first?.0 == w)
+        #expect(c.replies[3]?.first?.1 == .done(.ok))
+        #expect(c.cores[3].counters.forwardedOut == 1)
+        #expect(c.cores[0].counters.forwardedIn == 1)
+        let r = c.cores[3].request(key: Array("k".utf8), .read, now: c.now)
+        c.settle()
+        #expect(c.replies[3]?.last?.0 == r)
+        #expect(c.replies[3]?.last?.1 == .value(Array("v".utf8)))
+    }
+
+    @Test(
+        "Shutting down with a write under way answers 'unknown', never 'unavailable' (bug: a client retried it)"
+    )
+    func failAllKeepsUnknownWrites() {
+        let c = Cluster()
+        // The forward's reply is lost: the write may have been applied at node 1.
+        let w = c.cores[3].request(key: Array("k".utf8), .write(.incr(1)), now: c.now)
+        c.settle(dropping: { from, to in from == 0 && to == 3 })
+        let r = c.cores[3].request(key: Array("q".utf8), .read, now: c.now)
+        c.cores[3].failAll("node is shutting down")
+        let out = c.cores[3].ready().replies
+        #expect(out.count == 2)
+        guard case .unknown = out.first(where: { $0.request == w })?.reply else {
+            Issue.record("the write was answered \(String(describing: out.first { $0.request == w }))")
+            return
+        }
+        #expect(out.first(where: { $0.request == r })?.reply == .unavailable("node is shutting down"))
+    }
+
+    @Test("A write whose forward went silent is not sent again elsewhere; it ends 'unknown' at the deadline")
+    func silentForwardWaits() {
+        let c = Cluster()
+        let w = c.cores[3].request(key: Array("k".utf8), .write(.incr(1)), now: c.now)
+        c.settle(dropping: { from, to in from == 0 && to == 3 })
+        #expect(c.disks[0][ReplicaNode.recordKey(Array("k".utf8))] != nil)
+        // Past the forward timeout: nothing new leaves node 4 (no second proposal).
+        for t in 1...40 {
+            c.now += 10_000_000
+            c.cores[3].tick(now: c.now)
+            if t == 35 { #expect(c.cores[3].counters.forwardedOut == 1) }
+        }
+        let sent = c.cores[3].ready()
+        #expect(sent.messages.isEmpty)
+        c.now += NodeCoreOptions().requestTimeout
+        for _ in 0..<4 { c.cores[3].tick(now: c.now) }
+        let out = c.cores[3].ready().replies
+        guard case .unknown = out.first(where: { $0.request == w })?.reply else {
+            Issue.record("got \(out)")
+            return
+        }
+    }
+}
