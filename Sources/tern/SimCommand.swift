@@ -69,7 +69,20 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Write the replayed seed's history to this file (JSON lines, for `tern check`).")
     var history: String?
 
+    @Flag(help: "Run the node-level simulation (NodeCore: forwarding, retries, several nodes per campus).")
+    var nodes = false
+
+    @Option(help: "With --nodes: nodes per campus.")
+    var nodesPerCampus = 2
+
+    @Option(
+        help:
+            "With --nodes: a broken request layer: \(NodeMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
+    )
+    var nodeMutant: String = "none"
+
     func run() throws {
+        if nodes { return try runNodes() }
         let seqMutant = SeqMutant(rawValue: mutant) ?? .none
         guard let m = seqMutant != .none ? Mutant.none : Mutant(rawValue: mutant) else {
             throw ValidationError("unknown mutant \(mutant)")
@@ -144,6 +157,59 @@ struct SimCommand: ParsableCommand {
             "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations, "
                 + "unchecked keys: \(unchecked) (in \(uncheckedSeeds) seeds)"
         )
+        if failed > 0 { throw ExitCode(1) }
+    }
+}
+
+extension SimCommand {
+    /// `tern sim --nodes`: seeds of the node-level simulation (TernSim/NodeClusterSim.swift).
+    func runNodes() throws {
+        guard let m = NodeMutant(rawValue: nodeMutant) else {
+            throw ValidationError("unknown node mutant \(nodeMutant)")
+        }
+        guard nodesPerCampus >= 1 else { throw ValidationError("--nodes-per-campus must be at least 1") }
+        let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
+        var failed = 0
+        var unchecked = 0
+        var worst: (gap: UInt64, seed: UInt64, at: UInt64) = (0, 0, 0)
+        let start = monotonicSeconds()
+        for s in list {
+            var c = NodeSimConfig()
+            c.seed = s
+            c.ops = ops
+            c.nodesPerCampus = nodesPerCampus
+            c.mutant = m
+            if noFaults {
+                c.loss = 0
+                c.duplicate = 0
+                c.fault = 0
+            }
+            let r = simulateNodes(c)
+            unchecked += r.uncheckedKeys.count
+            if r.longestGapMillis > worst.gap { worst = (r.longestGapMillis, s, r.longestGapAt) }
+            if seed != nil {
+                print(
+                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded, "
+                        + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.isolations) isolations, longest gap \(r.longestGapMillis) ms at tick \(r.longestGapAt), trace \(String(r.traceHash, radix: 16))"
+                )
+                if verbose {
+                    for op in r.history {
+                        print(
+                            "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]"
+                        )
+                    }
+                }
+            }
+            for v in r.violations {
+                failed += 1
+                print(v)
+            }
+        }
+        let elapsed = monotonicSeconds() - start
+        print(
+            "done (nodes, \(nodesPerCampus) per campus): \(list.count) seeds in \(format1(elapsed)) s, \(failed) violations, "
+                + "unchecked keys: \(unchecked), longest gap without a successful operation \(worst.gap) ms "
+                + "(simulated; seed \(worst.seed), tick \(worst.at))")
         if failed > 0 { throw ExitCode(1) }
     }
 }

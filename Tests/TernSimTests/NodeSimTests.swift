@@ -1,0 +1,68 @@
+import TernCheck
+import TernConsensus
+import Testing
+
+@testable import TernSim
+
+/// The node-level simulation: `NodeCore` (routing, forwarding, retries, key loading, group
+/// commit) on several nodes per campus under loss, duplication, delay, crashes, pauses and
+/// isolation, every history checked for linearizability.
+@Suite("Node-level simulation")
+struct NodeSimTests {
+    func config(_ seed: UInt64, perCampus: Int = 2) -> NodeSimConfig {
+        var c = NodeSimConfig()
+        c.seed = seed
+        c.nodesPerCampus = perCampus
+        return c
+    }
+
+    @Test("Same seed, same history and trace")
+    func replays() {
+        let a = simulateNodes(config(7))
+        let b = simulateNodes(config(7))
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.history == b.history)
+        #expect(a.violations.isEmpty)
+    }
+
+    @Test("No faults: every operation completes, most through a forward")
+    func noFaults() {
+        var c = config(3)
+        c.loss = 0
+        c.duplicate = 0
+        c.fault = 0
+        let r = simulateNodes(c)
+        #expect(r.violations.isEmpty)
+        #expect(r.history.allSatisfy { $0.ret != nil && $0.output != .unknown && $0.output != .failed })
+        // With two nodes per campus a node is a replica of about half the keys: forwards happen.
+        #expect(r.forwarded > r.history.count / 4)
+    }
+
+    @Test("A batch of faulty seeds is clean, and the faults happen", arguments: [2, 3])
+    func batch(perCampus: Int) {
+        var crashes = 0
+        var pauses = 0
+        var isolations = 0
+        for s in UInt64(1)...UInt64(perCampus == 2 ? 30 : 10) {
+            let r = simulateNodes(config(s, perCampus: perCampus))
+            #expect(r.violations.isEmpty, "seed \(s): \(r.violations.first.map { "\($0)" } ?? "")")
+            #expect(r.uncheckedKeys.isEmpty)
+            crashes += r.crashes
+            pauses += r.pauses
+            isolations += r.isolations
+        }
+        #expect(crashes > 0 && pauses > 0 && isolations > 0)
+    }
+
+    @Test("Mutant: a write retried with a fresh request id after a silent forward is caught")
+    func freshIDMutantCaught() {
+        var caught: SimViolation?
+        for s in UInt64(1)...UInt64(20) where caught == nil {
+            var c = config(s)
+            c.mutant = .freshIDAfterSilentForward
+            caught = simulateNodes(c).violations.first
+        }
+        #expect(caught?.check == "linearizability")
+        #expect(caught?.replay.contains("--node-mutant fresh-id-after-silent-forward") ?? false)
+    }
+}
