@@ -423,23 +423,14 @@ public final class NodeClusterSimulation {
     }
 
     func checkLinearizability() {
-        var byKey: [String: [HistoryOperation]] = [:]
-        for op in history { byKey[op.key, default: []].append(op) }
-        let options = CheckOptions(
-            stepsPerKeyMax: config.checkStepsPerKeyMax, shrinkStepsMax: config.checkStepsPerKeyMax)
-        for k in byKey.keys.sorted() {
-            switch checkLinearizable(byKey[k]!, options: options) {
-            case .linearizable: continue
-            case .unknown: result.uncheckedKeys.append(k)
-            case .violation(let v):
-                var bad = violation(
-                    "linearizability", k,
-                    "no linearization of these \(v.history.count) operations (shrunk from \(v.originalCount))"
-                )
-                bad.subHistory = v.history
-                violations.append(bad)
-                return
-            }
+        let r = checkEveryKey(history, stepsPerKeyMax: config.checkStepsPerKeyMax)
+        result.uncheckedKeys += r.unchecked
+        if let (key, v) = r.violation {
+            var bad = violation(
+                "linearizability", key,
+                "no linearization of these \(v.history.count) operations (shrunk from \(v.originalCount))")
+            bad.subHistory = v.history
+            violations.append(bad)
         }
     }
 }

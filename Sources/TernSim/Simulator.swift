@@ -622,26 +622,16 @@ public final class Simulation {
     /// the seed with the checker's shrunk witness; a key on which the search budget runs out is
     /// counted in `uncheckedKeys` (never passed silently).
     func checkLinearizability() {
-        var byKey: [String: [HistoryOperation]] = [:]
-        for op in history { byKey[op.key, default: []].append(op) }
-        let options = CheckOptions(
-            stepsPerKeyMax: config.checkStepsPerKeyMax, shrinkStepsMax: config.checkStepsPerKeyMax)
-        for key in byKey.keys.sorted() {
-            switch checkLinearizable(byKey[key]!, options: options) {
-            case .linearizable:
-                continue
-            case .unknown:
-                uncheckedKeys.append(key)
-            case .violation(let v):
-                var bad = violation(
-                    check: "linearizability", key: key,
-                    detail:
-                        "no linearization of these \(v.history.count) operations (shrunk from \(v.originalCount))"
-                )
-                bad.subHistory = v.history
-                violations.append(bad)
-                return
-            }
+        let r = checkEveryKey(history, stepsPerKeyMax: config.checkStepsPerKeyMax)
+        uncheckedKeys += r.unchecked
+        if let (key, v) = r.violation {
+            var bad = violation(
+                check: "linearizability", key: key,
+                detail:
+                    "no linearization of these \(v.history.count) operations (shrunk from \(v.originalCount))"
+            )
+            bad.subHistory = v.history
+            violations.append(bad)
         }
     }
 
@@ -880,3 +870,23 @@ struct InFlight {
 
 /// Runs one seed.
 public func simulate(_ config: SimConfig) -> SimResult { Simulation(config).run() }
+
+/// Every key's sub-history through the linearizability checker (TernCheck), keys in sorted order:
+/// the first violation (with the checker's shrunk witness) and the keys on which the search budget
+/// ran out (counted, never passed silently). Both simulators use it.
+func checkEveryKey(_ history: [HistoryOperation], stepsPerKeyMax: Int) -> (
+    violation: (key: String, witness: Violation)?, unchecked: [String]
+) {
+    var byKey: [String: [HistoryOperation]] = [:]
+    for op in history { byKey[op.key, default: []].append(op) }
+    let options = CheckOptions(stepsPerKeyMax: stepsPerKeyMax, shrinkStepsMax: stepsPerKeyMax)
+    var unchecked: [String] = []
+    for key in byKey.keys.sorted() {
+        switch checkLinearizable(byKey[key]!, options: options) {
+        case .linearizable: continue
+        case .unknown: unchecked.append(key)
+        case .violation(let v): return ((key, v), unchecked)
+        }
+    }
+    return (nil, unchecked)
+}
