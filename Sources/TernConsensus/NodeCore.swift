@@ -47,8 +47,14 @@ public struct NodeCoreOptions: Sendable {
     public var retryJitter: UInt64 = 20_000_000
     /// Idle keys kept in memory; beyond it they are evicted (and loaded again on use).
     public var keysLoadedMax = 1_000_000
-    /// The consensus core's tunables (in ticks).
-    public var paxos = PaxosConfig()
+    /// The consensus core's tunables (in ticks). The server queues more writes per key than the
+    /// core's defaults (hot keys under many pipelined clients) and merges up to 256 per instance.
+    public var paxos: PaxosConfig = {
+        var c = PaxosConfig()
+        c.pendingMax = 16_384
+        c.mergeMax = 256
+        return c
+    }()
     /// A deliberately broken variant for the simulator's checks (never in production).
     public var mutant: NodeMutant = .none
     public init() {}
@@ -183,8 +189,8 @@ public final class NodeCore {
         var retryAt: UInt64?
     }
     var waiters: [UInt64: Waiter] = [:]
-    /// Waiters in the order they began (deadline checks visit them in a fixed order).
-    var waiterOrder: [UInt64] = []
+    /// Waiters in the order they began (ids only grow): deadline checks visit them in a fixed order.
+    var waiterIDs: [UInt64] { waiters.keys.sorted() }
     var suspectUntil: [NodeID: UInt64] = [:]
     /// When a message from each peer last arrived (what a NOQUORUM reply reports).
     var lastHeard: [NodeID: UInt64] = [:]
@@ -240,7 +246,6 @@ public final class NodeCore {
         waiters[wid] = Waiter(
             key: key, request: request, rid: RequestID(client: id.rawValue, counter: requestCounter),
             began: self.now, deadline: self.now + options.requestTimeout)
-        waiterOrder.append(wid)
         attempt(wid)
         return wid
     }
@@ -289,7 +294,7 @@ public final class NodeCore {
     /// apply (a client must not take it as refused and send it again), `.unavailable(why)` for the
     /// rest.
     public func failAll(_ why: String) {
-        for wid in waiterOrder {
+        for wid in waiterIDs {
             guard let w = waiters[wid] else { continue }
             if case .write = w.request, w.mayHaveApplied {
                 resolve(wid, .unknown("\(why); an attempt was under way"))
@@ -298,6 +303,10 @@ public final class NodeCore {
             }
         }
     }
+
+    /// A service message of a kind no service handles (the shell knows its handlers): counted
+    /// and reported in the next `ready().badMessages`, like every bad peer message.
+    public func rejectService(from peer: NodeID, kind: UInt8) { bad(peer, "no service of kind \(kind)") }
 
     /// Queues a service message for `peer`.
     public func sendService(_ kind: UInt8, _ payload: [UInt8], to peer: NodeID) {
@@ -429,7 +438,7 @@ public final class NodeCore {
         let replicas = placement.replicas(for: w.key)
         var silent: [String] = []
         for (c, peer) in replicas.enumerated() where peer != id {
-            let campus = ["A", "B", "C"][c]
+            let campus = Campus.allCases[c]
             guard let heard = lastHeard[peer] else {
                 silent.append("campus \(campus) (\(peer): nothing received since this node started)")
                 continue
@@ -465,8 +474,7 @@ public final class NodeCore {
 
     /// Deadlines: forwarded attempts that got no answer, retries due, requests out of time.
     func checkWaiters() {
-        waiterOrder.removeAll { waiters[$0] == nil }
-        for wid in waiterOrder {
+        for wid in waiterIDs {
             guard var w = waiters[wid] else { continue }
             if now >= w.deadline {
                 let detail = quorumDetail(w)

@@ -31,14 +31,9 @@ public struct NodeOptions: Sendable {
     public var suspectFor: TimeAmount = .seconds(1)
     /// Idle keys kept in memory; beyond it they are evicted and reload from storage on use.
     public var keysLoadedMax = 1_000_000
-    /// The consensus core's tunables (in ticks). The server queues more writes per key than the
-    /// core's defaults (hot keys under many pipelined clients) and merges up to 256 per instance.
-    public var paxos: PaxosConfig = {
-        var c = PaxosConfig()
-        c.pendingMax = 16_384
-        c.mergeMax = 256
-        return c
-    }()
+    /// The consensus core's tunables (in ticks); `NodeCoreOptions` says why its defaults differ
+    /// from `PaxosConfig`'s.
+    public var paxos: PaxosConfig = NodeCoreOptions().paxos
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -258,9 +253,8 @@ public final class Node: @unchecked Sendable {
             let handlers = serviceHandlers.withLockedValue { $0 }
             for s in r.services {
                 guard let h = handlers[s.kind] else {
-                    logger.warning(
-                        "dropped a bad peer message",
-                        metadata: ["peer": "\(s.from)", "why": "no service of kind \(s.kind)"])
+                    // Counted, and logged with the other bad messages at the next drive.
+                    core.rejectService(from: s.from, kind: s.kind)
                     continue
                 }
                 h(s.from, s.payload)

@@ -164,8 +164,6 @@ public final class NodeClusterSimulation {
         }
         d.write([next.record], sync: true)
         var o = NodeCoreOptions()
-        o.paxos.pendingMax = 16_384
-        o.paxos.mergeMax = 256
         o.mutant = config.mutant
         cores[i] = NodeCore(
             id: NodeID(UInt32(i + 1)), campusIndex: i % 3, placement: placement, epoch: next.epoch,
