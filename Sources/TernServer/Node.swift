@@ -114,8 +114,13 @@ public final class Node: @unchecked Sendable {
     /// Client requests waiting, by the core's request id.
     var promises: [UInt64: EventLoopPromise<NodeReply>] = [:]
     var drained: [EventLoopPromise<Void>] = []
-    /// A `drive` is scheduled (the core had more than one call's work).
+    /// A `drive` is scheduled for later in this loop turn (inputs arrived, or the core had more
+    /// than one call's work).
     var driveScheduled = false
+    /// A `drive` is running, and another input arrived during it (a store callback made inline,
+    /// a reply's callback that sent the next request): it runs again before returning.
+    var driving = false
+    var driveAgain = false
 
     /// Starts a node: reads and bumps the epoch durably (before anything can be sent), then runs
     /// the tick timer on `eventLoop`.
@@ -197,14 +202,33 @@ public final class Node: @unchecked Sendable {
 
     /// Runs a client request on `key`: locally if this node is one of its replicas, else forwarded;
     /// retried internally (same request id) until `options.requestTimeout`.
+    ///
+    /// Called on the node's loop (the server's connections run there), the request enters the core
+    /// at once and the core runs once at the end of the loop turn, for every request and peer
+    /// message read in that turn (packet merging); from another thread it hops to the loop.
     public func execute(key: [UInt8], _ request: KeyRequest) -> EventLoopFuture<NodeReply> {
         let promise = eventLoop.makePromise(of: NodeReply.self)
-        eventLoop.execute {
+        onLoop {
             let wid = self.core.request(key: key, request, now: Node.clock())
             self.promises[wid] = promise
-            self.drive()
+            self.driveLater()
         }
         return promise.futureResult
+    }
+
+    /// Runs `body` now if on the node's loop, else hops there.
+    @inline(__always) func onLoop(_ body: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop { body() } else { eventLoop.execute(body) }
+    }
+
+    /// Runs the core once later in this loop turn (after the rest of what was read). On the loop.
+    func driveLater() {
+        guard !driveScheduled else { return }
+        driveScheduled = true
+        eventLoop.execute {
+            self.driveScheduled = false
+            self.drive()
+        }
     }
 
     /// The async form of `execute`.
@@ -225,24 +249,39 @@ public final class Node: @unchecked Sendable {
 
     /// Sends a service message to `peer` (best effort, like every peer message); any thread.
     public func sendService(_ kind: UInt8, _ payload: [UInt8], to peer: NodeID) {
-        eventLoop.execute {
+        onLoop {
             self.core.sendService(kind, payload, to: peer)
-            self.drive()
+            self.driveLater()
         }
     }
 
-    /// Messages from `peer` (the transport's `onBatch`); any thread.
+    /// Messages from `peer` (the transport's `onBatch`, on the node's loop in the server); any
+    /// thread.
     public func receive(from peer: NodeID, _ messages: [ByteBuffer]) {
-        eventLoop.execute {
+        onLoop {
             self.core.receive(from: peer, messages.map { Array($0.readableBytesView) }, now: Node.clock())
-            self.drive()
+            self.driveLater()
         }
     }
 
     // MARK: - Carrying out the core's output
 
-    /// Takes the core's `ready()` and carries it out. On the event loop.
+    /// Takes the core's `ready()` and carries it out, again while inputs arrived meanwhile. On the
+    /// event loop; safe to call from within itself (a store callback made inline).
     func drive() {
+        if driving {
+            driveAgain = true
+            return
+        }
+        driving = true
+        repeat {
+            driveAgain = false
+            driveOnce()
+        } while driveAgain
+        driving = false
+    }
+
+    private func driveOnce() {
         let r = core.ready()
         if r.isEmpty { return checkDrained() }
         if let link {
@@ -265,17 +304,11 @@ public final class Node: @unchecked Sendable {
         }
         for k in r.loads { load(k) }
         if let p = r.flush { write(p) }
-        if r.more && !driveScheduled {
-            driveScheduled = true
-            eventLoop.execute {
-                self.driveScheduled = false
-                self.drive()
-            }
-        }
+        if r.more { driveLater() }
         checkDrained()
     }
 
-    /// Reads a key's record (the Store reads on its own queue and calls back; we hop to the loop).
+    /// Reads a key's record (in the server the Store runs on this loop and calls back inline).
     private func load(_ k: [UInt8]) {
         store.get(ReplicaNode.recordKey(k)) { result in
             let record: LoadResult
@@ -289,7 +322,7 @@ public final class Node: @unchecked Sendable {
                     "a key's stored record is damaged; it is served again once both peers re-teach it",
                     metadata: ["key-bytes": "\(k.count)", "error": "\(error)"])
             }
-            self.eventLoop.execute {
+            self.onLoop {
                 self.core.loaded(k, record)
                 self.drive()
             }
@@ -297,11 +330,12 @@ public final class Node: @unchecked Sendable {
     }
 
     /// Writes a batch. Only what the core marks `mustSync` waits for an fsync (docs/SERVER.md); the
-    /// rest (a chosen value peers can teach again) is appended and released.
+    /// rest (a chosen value peers can teach again) is appended and released. In the server the
+    /// append runs here, inline; only the fsync leaves the loop (one hand-back per group).
     private func write(_ p: PreparedFlush) {
         let entries = p.records.map { BatchEntry.put($0.key, $0.value) }
         store.write(entries, sync: p.mustSync) { result in
-            self.eventLoop.execute {
+            self.onLoop {
                 switch result {
                 case .success:
                     self.core.flushed(p)

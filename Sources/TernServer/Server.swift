@@ -10,6 +10,17 @@ import TernPlacement
 import TernStorage
 import TernTransport
 
+/// An event loop as a store's executor: the node's store runs on the node's loop.
+public struct LoopExecutor: StoreExecutor {
+    public let loop: any EventLoop
+    public init(loop: any EventLoop) { self.loop = loop }
+    public var inExecutor: Bool { loop.inEventLoop }
+    public func execute(_ body: @escaping @Sendable () -> Void) { loop.execute(body) }
+    public func execute(afterMilliseconds milliseconds: Int, _ body: @escaping @Sendable () -> Void) {
+        loop.scheduleTask(in: .milliseconds(Int64(milliseconds))) { body() }
+    }
+}
+
 /// The transport as the node's peer link.
 struct TransportLink: PeerLink {
     let transport: PeerTransport
@@ -40,11 +51,16 @@ public final class TernServerProcess: Service, AdminBackend {
         guard let me = map.node(id) else {
             throw NodeError("node \(id.rawValue) is not in the cluster map \"\(map.name)\"")
         }
+        // One loop runs this node: its core, its store's appends and reads, its client and peer
+        // connections (run to completion, docs/SERVER.md); only fsyncs leave it.
+        let loop = group.next()
         let store: Store
         do {
             var engine = BitcaskOptions()
             engine.maxValueSizeBytes = ServerConfig.storageRecordBytesMax(maxValueBytes: config.maxValueBytes)
-            store = try Store(directory: dataDirectory, options: engine, durability: .always)
+            store = try Store(
+                directory: dataDirectory, options: engine, durability: .always,
+                executor: LoopExecutor(loop: loop), fsync: config.fsyncInline ? .inline : .thread)
         } catch {
             throw NodeError("cannot open the data directory \(dataDirectory): \(error)")
         }
@@ -54,7 +70,7 @@ public final class TernServerProcess: Service, AdminBackend {
         options.forwardTimeout = .milliseconds(Int64(config.forwardTimeoutMilliseconds))
         options.keysLoadedMax = config.keysLoadedMax
         let node = try await Node.start(
-            id: id, map: map, store: store, link: nil, eventLoop: group.next(), options: options,
+            id: id, map: map, store: store, link: nil, eventLoop: loop, options: options,
             logger: logger)
         var peers: [NodeID: PeerAddress] = [:]
         for n in map.nodes where n.id != id { peers[n.id] = try address(n.peerAddress) }
@@ -62,7 +78,7 @@ public final class TernServerProcess: Service, AdminBackend {
             clusterName: map.name, me: id, listen: try address(me.peerAddress), peers: peers,
             secret: config.secret,
             maxFrameBytes: ServerConfig.peerFrameBytesMax(maxValueBytes: config.maxValueBytes))
-        let transport = PeerTransport(config: transportConfig, group: group, logger: logger) {
+        let transport = PeerTransport(config: transportConfig, group: loop, logger: logger) {
             from, messages in
             node.receive(from: from, messages)
         }
@@ -83,7 +99,7 @@ public final class TernServerProcess: Service, AdminBackend {
         // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
         processor.modules.append(SyncService(node: node, sequences: sequences))
         let resp = try await RESPFrontend.start(
-            host: client.host, port: client.port, node: node, processor: processor, group: group,
+            host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
         let adminAddress = try address(me.adminAddress)
         let process = TernServerProcess(

@@ -16,6 +16,7 @@ import TOMLKit
 /// max_clients = 10000         # client connections at once (Redis's maxclients)
 /// client_output_buffer_limit = 67108864  # reply bytes a client may leave unread, then it is closed
 /// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
+/// fsync = "thread"            # "thread": one fsync thread hands back per group; "inline": the loop fsyncs
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -30,6 +31,8 @@ public struct ServerConfig: Sendable, Hashable {
     public var maxClients = 10_000
     public var clientOutputBufferLimit = 64 << 20
     public var maxMemoryClients = 1 << 30
+    /// Where the store's fsyncs run (docs/SERVER.md, "One loop per process").
+    public var fsyncInline = false
 
     public init(secret: [UInt8]) { self.secret = secret }
 
@@ -53,7 +56,7 @@ public struct ServerConfig: Sendable, Hashable {
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
-        "client_output_buffer_limit", "maxmemory_clients",
+        "client_output_buffer_limit", "maxmemory_clients", "fsync",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -104,6 +107,13 @@ public struct ServerConfig: Sendable, Hashable {
         clientOutputBufferLimit =
             try int("client_output_buffer_limit", (1 << 20)...(1 << 40)) ?? clientOutputBufferLimit
         maxMemoryClients = try int("maxmemory_clients", (16 << 20)...(1 << 44)) ?? maxMemoryClients
+        if let v = t["fsync"] {
+            switch v.string {
+            case "thread": fsyncInline = false
+            case "inline": fsyncInline = true
+            default: throw ServerConfigError("fsync must be \"thread\" or \"inline\"")
+            }
+        }
     }
 
     /// Reads `path`.
@@ -140,6 +150,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "max_clients = \(maxClients)\n"
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
+        out += "fsync = \"\(fsyncInline ? "inline" : "thread")\"\n"
         return out
     }
 

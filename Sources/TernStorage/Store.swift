@@ -11,30 +11,54 @@ public enum Durability: Sendable, Equatable {
     case none
 }
 
+/// Where a `Store`'s engine runs: the caller's event loop in the server (run to completion: a
+/// batch is appended on the loop that decided it, with no thread hop), a private serial queue
+/// otherwise. TernStorage knows no event loops; the server adapts its loop to this.
+public protocol StoreExecutor: Sendable {
+    /// True when the caller runs on this executor (the engine may then be used inline).
+    var inExecutor: Bool { get }
+    /// Runs `body` on the executor, later.
+    func execute(_ body: @escaping @Sendable () -> Void)
+    /// Runs `body` on the executor after `milliseconds`.
+    func execute(afterMilliseconds milliseconds: Int, _ body: @escaping @Sendable () -> Void)
+}
+
+/// Where a `Store`'s fsyncs run.
+public enum FsyncPlacement: Sendable, Equatable {
+    /// On one long-lived thread of the store, which hands each result back to the executor once
+    /// per group: the executor keeps appending (the next group) and serving reads meanwhile.
+    case thread
+    /// On the executor itself, as Redis does under `appendfsync always`: no thread hop, but the
+    /// executor waits for the disk (the next group forms in the sockets meanwhile).
+    case inline
+}
+
 /// The thread-safe async front of a `Bitcask` that the server uses.
 ///
-/// Every engine call runs on one private serial queue, never on the caller's thread or an event
-/// loop. Group commit falls out of the queue's order: a write appends and, under `.always`,
-/// parks its continuation and schedules one sync behind it; writes that arrive meanwhile append
-/// before that sync runs, and one fsync then releases all of them. Merge copies on a second
-/// queue, so reads and writes proceed during it; only its short plan and swap steps take the
-/// engine's queue.
+/// Every engine call runs on one executor (`StoreExecutor`): a private serial queue by default,
+/// or the server's event loop, where calls made on that loop run inline (the callback is then
+/// called before the call returns). Group commit falls out of the executor's order: a write
+/// appends and, under `.always`, parks its callback and starts one fsync behind it; writes that
+/// arrive meanwhile append before that fsync ends and wait for the next one, which releases all
+/// of them. fsyncs run on one long-lived thread (or inline, `FsyncPlacement`). Merge copies on a
+/// queue of its own, so reads and writes proceed during it; only its short plan and swap steps
+/// take the executor.
 ///
 /// ```
-/// writers ──put──▶ [engine queue: append, append, append, SYNC ──▶ resume all three]
-///                        │ plan            ▲ swap
-///                        ▼                 │
-///                  [merge queue: copy live records, fsync, hints]
+/// writers ──put──▶ [executor: append, append, append, SYNC ──▶ release all three]
+///                        │ plan      ▲ swap     │ fsync ▲ once per group
+///                        ▼           │          ▼       │
+///                  [merge queue: copy, hints]  [fsync thread]
 /// ```
 public final class Store: Sendable {
-    /// Engine state confined to `queue`.
+    /// Engine state confined to the executor.
     final class Engine: @unchecked Sendable {
-        // @unchecked Sendable: every property is touched only on `Store.queue` (the merge queue
+        // @unchecked Sendable: every property is touched only on `Store.executor` (the merge queue
         // gets a value-type plan and the file system, which is safe for concurrent use).
         let bitcask: Bitcask
         let fileSystem: any FileSystem
         var waiters: [@Sendable (Result<Void, StorageError>) -> Void] = []
-        /// An fsync is running on the sync queue.
+        /// An fsync is running on the fsync thread.
         var syncInFlight = false
         /// Another sync was asked for while one was in flight.
         var syncWanted = false
@@ -55,9 +79,9 @@ public final class Store: Sendable {
         }
     }
 
-    private let queue = DispatchQueue(label: "tern.storage.engine")
-    /// fsyncs run here so the engine queue keeps appending (the next group) and serving reads.
-    private let syncQueue = DispatchQueue(label: "tern.storage.fsync")
+    private let executor: any StoreExecutor
+    /// fsyncs run here (`FsyncPlacement.thread`) so the executor keeps appending and serving reads.
+    private let fsyncThread: FsyncThread?
     private let mergeQueue = DispatchQueue(label: "tern.storage.merge")
     private let engine: Engine
     /// The durability policy writes follow.
@@ -73,9 +97,12 @@ public final class Store: Sendable {
     ///   - autoMerge: start a background merge when `Bitcask.needsMerge` after a write.
     ///   - wallClock: stamp records with the system clock (milliseconds since 1970), replacing
     ///     `options.clock`; pass false to keep `options.clock` (simulated time).
+    ///   - executor: where the engine runs (nil: a private serial queue).
+    ///   - fsync: where fsyncs run.
     public init(
         directory: String, options: BitcaskOptions = .init(), durability: Durability = .always,
-        fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true, wallClock: Bool = true
+        fileSystem: any FileSystem = PosixFileSystem(), autoMerge: Bool = true, wallClock: Bool = true,
+        executor: (any StoreExecutor)? = nil, fsync: FsyncPlacement = .thread
     ) throws(StorageError) {
         var options = options
         options.writeHintsInline = false
@@ -84,9 +111,18 @@ public final class Store: Sendable {
         engine = Engine(bitcask: bitcask, fileSystem: fileSystem)
         self.durability = durability
         self.autoMerge = autoMerge
+        self.executor = executor ?? QueueExecutor(queue: DispatchQueue(label: "tern.storage.engine"))
+        fsyncThread = fsync == .thread ? FsyncThread() : nil
     }
 
-    /// Runs `body` on the engine queue and returns its result to the awaiting task.
+    deinit { fsyncThread?.stop() }
+
+    /// Runs `body` on the executor: now if the caller is on it, else later.
+    private func onEngine(_ body: @escaping @Sendable () -> Void) {
+        if executor.inExecutor { body() } else { executor.execute(body) }
+    }
+
+    /// Runs `body` on the executor and returns its result to the awaiting task.
     private func run<T: Sendable>(_ body: @escaping @Sendable (Engine) throws(StorageError) -> T)
         async throws(StorageError) -> T
     {
@@ -97,13 +133,14 @@ public final class Store: Sendable {
         return try result.get()
     }
 
-    /// Runs `body` on the engine queue and hands its result to `done`, there.
+    /// Runs `body` on the executor and hands its result to `done`, there (before returning, when
+    /// called on the executor).
     private func run<T: Sendable>(
         _ body: @escaping @Sendable (Engine) throws(StorageError) -> T,
         done: @escaping @Sendable (Result<T, StorageError>) -> Void
     ) {
         let engine = self.engine
-        queue.async {
+        onEngine {
             do throws(StorageError) {
                 done(.success(try body(engine)))
             } catch {
@@ -117,7 +154,7 @@ public final class Store: Sendable {
         try await run { engine throws(StorageError) in try engine.bitcask.get(key) }
     }
 
-    /// The same without a Swift task: `done` runs on the Store's queue (the caller hops back).
+    /// The same without a Swift task: `done` runs on the executor (inline when called there).
     public func get(_ key: [UInt8], done: @escaping @Sendable (Result<[UInt8]?, StorageError>) -> Void) {
         run({ engine throws(StorageError) in try engine.bitcask.get(key) }, done: done)
     }
@@ -144,16 +181,16 @@ public final class Store: Sendable {
         try result.get()
     }
 
-    /// The same without a Swift task: `done` runs once, on the Store's own queue (or its fsync
-    /// queue's hand-back), when the batch is durable as `write(_:sync:)` would return. For a caller
-    /// on an event loop that hops back itself (the node), so no task or continuation is made per
-    /// batch.
+    /// The same without a Swift task: `done` runs once, on the executor, when the batch is durable
+    /// as `write(_:sync:)` would return — before this returns when called on the executor and
+    /// nothing waits for an fsync. For the node, which runs on the executor: no task, continuation
+    /// or thread hop per batch, one hand-back from the fsync thread per group.
     public func write(
         _ batch: [BatchEntry], sync: Bool, done: @escaping @Sendable (Result<Void, StorageError>) -> Void
     ) {
         let engine = self.engine
         let durability = sync ? self.durability : .none
-        queue.async {
+        onEngine {
             do throws(StorageError) {
                 try engine.bitcask.write(batch)
             } catch {
@@ -175,20 +212,20 @@ public final class Store: Sendable {
         }
     }
 
-    /// On the engine queue: under `.interval`, one sync at most `milliseconds` after a write.
+    /// On the executor: under `.interval`, one sync at most `milliseconds` after a write.
     private func armTimer(milliseconds: Int) {
         guard !engine.timerArmed else { return }
         engine.timerArmed = true
         let engine = self.engine
-        queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds)) {
+        executor.execute(afterMilliseconds: milliseconds) {
             engine.timerArmed = false
             self.startSync()
         }
     }
 
-    /// On the engine queue: flush, then fsync on the sync queue and release the writers that were
-    /// waiting at the flush. While that fsync runs, new writes append and wait for the next one:
-    /// the group that forms during an fsync is committed by the following fsync.
+    /// On the executor: flush, then fsync (on the fsync thread, or inline) and release the writers
+    /// that were waiting at the flush. While a threaded fsync runs, new writes append and wait for
+    /// the next one: the group that forms during an fsync is committed by the following fsync.
     private func startSync() {
         let engine = self.engine
         guard !engine.syncInFlight else {
@@ -208,10 +245,22 @@ public final class Store: Sendable {
             for w in waiters { w(.success(())) }
             return
         }
+        guard let fsyncThread else {
+            let result: Result<Void, StorageError>
+            do throws(StorageError) {
+                try handle.sync()
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            engine.syncs += 1
+            for w in waiters { w(result) }
+            return
+        }
         engine.syncInFlight = true
         let file = SyncHandle(file: handle)
-        let queue = self.queue
-        syncQueue.async {
+        let executor = self.executor
+        fsyncThread.submit {
             let result: Result<Void, StorageError>
             do throws(StorageError) {
                 try file.file.sync()
@@ -219,7 +268,7 @@ public final class Store: Sendable {
             } catch {
                 result = .failure(error)
             }
-            queue.async {
+            executor.execute {
                 engine.syncInFlight = false
                 engine.syncs += 1
                 for w in waiters { w(result) }
@@ -234,7 +283,7 @@ public final class Store: Sendable {
         }
     }
 
-    /// On the engine queue: hands hint files of newly sealed files to the merge queue, so the
+    /// On the executor: hands hint files of newly sealed files to the merge queue, so the
     /// re-read of a sealed file (up to `maxFileSizeBytes`) never stalls writes or reads.
     private func writePendingHints() {
         let jobs = engine.bitcask.takePendingHints()
@@ -246,14 +295,14 @@ public final class Store: Sendable {
         }
     }
 
-    /// On the engine queue: starts a background merge if the thresholds say so.
+    /// On the executor: starts a background merge if the thresholds say so.
     private func maybeStartMerge() {
         guard autoMerge, !engine.merging, engine.bitcask.needsMerge else { return }
         engine.merging = true
         engine.afterSync { self.startMerge { _ in } }
     }
 
-    /// On the engine queue: plan here, copy on the merge queue, swap back here.
+    /// On the executor: plan here, copy on the merge queue, swap back here.
     private func startMerge(_ done: @escaping @Sendable (Result<Void, StorageError>) -> Void) {
         let engine = self.engine
         let plan: MergePlan?
@@ -269,7 +318,7 @@ public final class Store: Sendable {
             done(.success(()))
             return
         }
-        let queue = self.queue
+        let executor = self.executor
         mergeQueue.async {
             let copied: Result<MergeResult, StorageError>
             do throws(StorageError) {
@@ -277,13 +326,13 @@ public final class Store: Sendable {
             } catch {
                 copied = .failure(error)
             }
-            queue.async {
+            executor.execute {
                 engine.afterSync { self.finishMerge(copied, done) }
             }
         }
     }
 
-    /// On the engine queue, with no fsync in flight: swap in a merge's outputs.
+    /// On the executor, with no fsync in flight: swap in a merge's outputs.
     private func finishMerge(
         _ copied: Result<MergeResult, StorageError>,
         _ done: @escaping @Sendable (Result<Void, StorageError>) -> Void
@@ -308,7 +357,7 @@ public final class Store: Sendable {
     public func merge() async throws(StorageError) {
         let result = await withCheckedContinuation {
             (c: CheckedContinuation<Result<Void, StorageError>, Never>) in
-            queue.async {
+            onEngine {
                 guard !self.engine.merging else {
                     c.resume(returning: .failure(.mergeInProgress))
                     return
@@ -358,9 +407,10 @@ public final class Store: Sendable {
     public func close() async {
         let engine = self.engine
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            queue.async {
+            onEngine {
                 engine.afterSync {
                     engine.bitcask.close()
+                    self.fsyncThread?.stop()
                     // Resume after the merge queue's pending work (hint files) is done.
                     self.mergeQueue.async { c.resume() }
                 }
@@ -369,11 +419,65 @@ public final class Store: Sendable {
     }
 }
 
-/// A file handle passed to the sync queue for one fsync.
+/// A file handle passed to the fsync thread for one fsync.
 private final class SyncHandle: @unchecked Sendable {
-    // @unchecked Sendable: the sync queue only calls `sync()` on it, which is safe concurrently
+    // @unchecked Sendable: the fsync thread only calls `sync()` on it, which is safe concurrently
     // with the engine's appends and reads on the same file (fsync/pwrite/pread on one descriptor;
     // MemoryFile locks), and the engine defers anything that could close it until the fsync ends.
     let file: any StorageFile
     init(file: any StorageFile) { self.file = file }
+}
+
+/// The default executor: a private serial queue (never "current": calls always hop to it).
+struct QueueExecutor: StoreExecutor {
+    let queue: DispatchQueue
+    var inExecutor: Bool { false }
+    func execute(_ body: @escaping @Sendable () -> Void) { queue.async(execute: body) }
+    func execute(afterMilliseconds milliseconds: Int, _ body: @escaping @Sendable () -> Void) {
+        queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds), execute: body)
+    }
+}
+
+/// One long-lived thread that runs a store's fsyncs, one after another, in submission order.
+final class FsyncThread: @unchecked Sendable {
+    // @unchecked Sendable: `jobs` and `stopped` are touched only under `condition`.
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var stopped = false
+
+    init() {
+        let thread = Thread { [self] in run() }
+        thread.name = "tern.storage.fsync"
+        thread.start()
+    }
+
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Ends the thread after the jobs already submitted.
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopped { condition.wait() }
+            if jobs.isEmpty {
+                condition.unlock()
+                return
+            }
+            let batch = jobs
+            jobs.removeAll()
+            condition.unlock()
+            for job in batch { job() }
+        }
+    }
 }

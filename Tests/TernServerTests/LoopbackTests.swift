@@ -44,9 +44,13 @@ struct LoopbackCluster {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         for entry in map.nodes {
-            let store = try Store(directory: "/n\(entry.id.rawValue)", fileSystem: MemoryFileSystem())
+            // As in the server: the store runs on the node's loop, fsyncs on its own thread.
+            let loop = group.next()
+            let store = try Store(
+                directory: "/n\(entry.id.rawValue)", fileSystem: MemoryFileSystem(),
+                executor: LoopExecutor(loop: loop))
             let node = try await Node.start(
-                id: entry.id, map: map, store: store, link: c.net.link(entry.id), eventLoop: group.next(),
+                id: entry.id, map: map, store: store, link: c.net.link(entry.id), eventLoop: loop,
                 options: options, logger: logger)
             c.nodes[entry.id] = node
         }

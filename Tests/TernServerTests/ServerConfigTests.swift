@@ -23,6 +23,16 @@ import Testing
     /// The worst record one key can have at the largest value: its value, an accepted value, and
     /// a full de-dup window whose last entries carry old values of that size (GETSETs merged into
     /// one instance). It must fit the storage engine's bound, or a write would fence the node.
+    @Test("fsync is \"thread\" (the default) or \"inline\"; anything else is refused; toml() keeps it")
+    func fsyncPlacement() throws {
+        #expect(try ServerConfig(toml: secret).fsyncInline == false)
+        let inline = try ServerConfig(toml: secret + "fsync = \"inline\"\n")
+        #expect(inline.fsyncInline)
+        #expect(try ServerConfig(toml: inline.toml()).fsyncInline)
+        #expect(try ServerConfig(toml: secret + "fsync = \"thread\"\n").fsyncInline == false)
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "fsync = \"never\"\n") }
+    }
+
     @Test("The largest record a key can have at max_value_bytes fits the storage engine's record bound")
     func largestRecordFitsStorage() {
         let v = ServerConfig.maxValueBytesLimit

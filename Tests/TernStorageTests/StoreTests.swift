@@ -1,3 +1,4 @@
+import Dispatch
 import TernCore
 import Testing
 
@@ -140,5 +141,99 @@ import Testing
         let db = try Bitcask(directory: dir, fileSystem: fs)
         #expect(db.stats.keys == 200)
         #expect(try db.get(b("k7")) == b("value 7"))
+    }
+}
+
+/// A serial queue that knows when it is the current one: the stand-in for the server's event loop.
+final class TestExecutor: StoreExecutor {
+    let queue = DispatchQueue(label: "test.executor")
+    let key = DispatchSpecificKey<Bool>()
+    init() { queue.setSpecific(key: key, value: true) }
+    var inExecutor: Bool { DispatchQueue.getSpecific(key: key) == true }
+    func execute(_ body: @escaping @Sendable () -> Void) { queue.async(execute: body) }
+    func execute(afterMilliseconds milliseconds: Int, _ body: @escaping @Sendable () -> Void) {
+        queue.asyncAfter(deadline: .now() + .milliseconds(milliseconds), execute: body)
+    }
+    /// Runs `body` on the executor and returns what it returns.
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in queue.async { c.resume(returning: body()) } }
+    }
+}
+
+/// What a batch's callback saw: whether it ran on the executor, and before `write` returned.
+final class CallbackLog: @unchecked Sendable {
+    // @unchecked Sendable: touched only on the test executor.
+    var onExecutor: [Bool] = []
+    var results: [Bool] = []
+}
+
+@Suite struct StoreExecutorTests {
+    /// Called on its executor, the store runs inline: an unsynced batch (and a read) completes
+    /// before the call returns, with no hop; a synced one waits for the fsync thread, whose answer
+    /// comes back on the executor, once for every batch appended meanwhile (group commit).
+    @Test func onTheExecutorAppendsInlineAndFsyncsOnItsThread() async throws {
+        let fs = MemoryFileSystem()
+        let ex = TestExecutor()
+        let store = try Store(directory: "/ex", durability: .always, fileSystem: fs, executor: ex)
+        let log = CallbackLog()
+        let inline: Bool = await ex.run {
+            let seen = CallbackLog()
+            store.write([.put(b("u"), b("1"))], sync: false) { r in
+                seen.results.append((try? r.get()) != nil)
+            }
+            store.get(b("u")) { seen.results.append((try? $0.get()) == b("1")) }
+            return seen.results == [true, true]
+        }
+        #expect(inline, "an unsynced batch and a read complete inline on the executor")
+        let syncsBefore = try await store.syncCount()
+        let returnedBeforeDone: Bool = await ex.run {
+            for i in 0..<50 {
+                store.write([.put(b("k\(i)"), b("v\(i)"))], sync: true) { r in
+                    log.onExecutor.append(ex.inExecutor)
+                    log.results.append((try? r.get()) != nil)
+                }
+            }
+            return log.results.isEmpty
+        }
+        #expect(returnedBeforeDone, "a synced batch waits for the fsync thread")
+        for _ in 0..<200 where await ex.run({ log.results.count }) < 50 {
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+        let (onExecutor, ok) = await ex.run { (log.onExecutor, log.results) }
+        #expect(ok.count == 50 && ok.allSatisfy { $0 })
+        #expect(onExecutor.allSatisfy { $0 }, "completions come back on the executor")
+        let syncs = try await store.syncCount() - syncsBefore
+        #expect(syncs >= 1 && syncs <= 2, "50 batches appended in one turn share the fsyncs (got \(syncs))")
+        var rng = SplitMix64(seed: 3)
+        fs.crash(using: &rng)  // acknowledged means fsynced: nothing acknowledged is lost
+        let reopened = try Bitcask(directory: "/ex", fileSystem: fs)
+        for i in 0..<50 { #expect(try reopened.get(b("k\(i)")) == b("v\(i)")) }
+    }
+
+    /// `FsyncPlacement.inline`: the executor fsyncs itself, so even a synced batch is durable when
+    /// the call returns (one fsync per batch, as Redis's `appendfsync always`).
+    @Test func inlineFsyncCompletesBeforeReturning() async throws {
+        let fs = MemoryFileSystem()
+        let ex = TestExecutor()
+        let store = try Store(
+            directory: "/in", durability: .always, fileSystem: fs, executor: ex, fsync: .inline)
+        let before = try await store.syncCount()
+        let allInline: Bool = await ex.run {
+            let seen = CallbackLog()
+            for i in 0..<10 {
+                store.write([.put(b("k\(i)"), b("v\(i)"))], sync: true) {
+                    seen.results.append((try? $0.get()) != nil)
+                }
+                guard seen.results.count == i + 1 else { return false }
+            }
+            return seen.results.allSatisfy { $0 }
+        }
+        #expect(allInline)
+        #expect(try await store.syncCount() - before == 10)
+        var rng = SplitMix64(seed: 4)
+        fs.crash(using: &rng)
+        let reopened = try Bitcask(directory: "/in", fileSystem: fs)
+        for i in 0..<10 { #expect(try reopened.get(b("k\(i)")) == b("v\(i)")) }
+        await store.close()
     }
 }
