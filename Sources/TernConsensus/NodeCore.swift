@@ -156,7 +156,7 @@ public final class NodeCore {
     var out = NodeReady()
 
     /// Keys being read from storage, with what waits for them.
-    var loading: [[UInt8]: [() -> Void]] = [:]
+    var loading: [HashedKey: [() -> Void]] = [:]
 
     enum Origin {
         case local(UInt64)
@@ -261,7 +261,7 @@ public final class NodeCore {
     public func loaded(_ key: [UInt8], _ record: LoadResult) {
         if case .damaged = record { counters.damagedLoads += 1 }
         replica.install(key, record)
-        for f in loading.removeValue(forKey: key) ?? [] { f() }
+        for f in loading.removeValue(forKey: HashedKey(key)) ?? [] { f() }
     }
 
     /// The batch `ready().flush` gave is written (and synced when it had to be).
@@ -354,7 +354,7 @@ public final class NodeCore {
             let key = w.key
             let request = w.request
             let rid = w.rid
-            whenLoaded([key]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+            whenLoaded([HashedKey(key)]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
             return
         }
         // Own campus first, then the others; a replica that recently failed to answer goes last.
@@ -534,8 +534,20 @@ public final class NodeCore {
                 return bad(peer, "frame from \(frame.from) to \(frame.to) on the link from \(peer)")
             }
             suspectUntil[peer] = nil
-            let keys = frame.items.map(\.key).filter { replica.isReplica(of: $0) }
-            whenLoaded(keys) { self.replica.receive(frame) }
+            // Each key is placed and hashed once here; the replica takes the hashed items.
+            var items: [(HashedKey, PaxosMessage)] = []
+            items.reserveCapacity(frame.items.count)
+            var misrouted = 0
+            for item in frame.items {
+                if replica.isReplica(of: item.key) {
+                    items.append((HashedKey(item.key), item.message))
+                } else {
+                    misrouted += 1
+                }
+            }
+            whenLoaded(items.map(\.0)) {
+                self.replica.receive(from: frame.from, items, misrouted: misrouted)
+            }
         case .forward:
             guard let originTag = r.u64(), let client = r.u32(), let counter = r.u64(), let key = r.blob(),
                 let k = r.u8()
@@ -559,7 +571,7 @@ public final class NodeCore {
                 return
             }
             let rid = RequestID(client: client, counter: counter)
-            whenLoaded([key]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+            whenLoaded([HashedKey(key)]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
         case .service:
             guard bytes.count >= 2 else { return bad(peer, "truncated service message") }
             out.services.append((peer, bytes[1], Array(bytes.dropFirst(2))))
@@ -581,9 +593,9 @@ public final class NodeCore {
 
     /// Runs `body` once every key is in memory (asking the shell to read missing ones first).
     /// One read per key at a time: a second caller waits for the first read.
-    func whenLoaded(_ keys: [[UInt8]], _ body: @escaping () -> Void) {
-        var missing: [[UInt8]] = []
-        var seen = Set<[UInt8]>()
+    func whenLoaded(_ keys: [HashedKey], _ body: @escaping () -> Void) {
+        var missing: [HashedKey] = []
+        var seen = Set<HashedKey>()
         for k in keys where !replica.isLoaded(k) && seen.insert(k).inserted { missing.append(k) }
         if missing.isEmpty {
             body()
@@ -601,7 +613,7 @@ public final class NodeCore {
                 continue
             }
             loading[k] = [step]
-            out.loads.append(k)
+            out.loads.append(k.bytes)
         }
     }
 

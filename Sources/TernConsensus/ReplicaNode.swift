@@ -144,12 +144,14 @@ public final class ReplicaNode {
     public let placement: any ReplicaPlacement
     let storage: (any ReplicaStorage)?
     var ctx: NodeContext
-    var keys: [[UInt8]: KeyReplica] = [:]
+    /// Keys are hashed once where they enter (`HashedKey`): one message touches these maps and
+    /// sets several times.
+    var keys: [HashedKey: KeyReplica] = [:]
     /// Keys with timers running, in a deterministic order.
-    var busy: [[UInt8]] = []
-    var busySet: Set<[UInt8]> = []
-    var dirty: [[UInt8]] = []
-    var dirtySet: Set<[UInt8]> = []
+    var busy: [HashedKey] = []
+    var busySet: Set<HashedKey> = []
+    var dirty: [HashedKey] = []
+    var dirtySet: Set<HashedKey> = []
     var mustSync = false
     var outbox: [(to: NodeID, item: FrameItem)] = []
     var replies: [ClientReply] = []
@@ -160,9 +162,9 @@ public final class ReplicaNode {
     var serial: UInt64 = 0
     /// Eviction order (CLOCK): loaded keys, oldest first from `clockHead`; `referenced` gives a
     /// key used since the hand last passed a second chance.
-    var clock: [[UInt8]] = []
+    var clock: [HashedKey] = []
     var clockHead = 0
-    var referenced: Set<[UInt8]> = []
+    var referenced: Set<HashedKey> = []
     /// Idle keys beyond this many are evicted after a batch (they reload from storage on use).
     public var keysLoadedMax = Int.max
     /// Counters.
@@ -261,7 +263,8 @@ public final class ReplicaNode {
     public func isReplica(of key: [UInt8]) -> Bool { placement.replicas(for: key).contains(id) }
 
     /// True when `key`'s state is in memory (no storage read needed to use it).
-    public func isLoaded(_ key: [UInt8]) -> Bool { keys[key] != nil }
+    public func isLoaded(_ key: [UInt8]) -> Bool { keys[HashedKey(key)] != nil }
+    func isLoaded(_ key: HashedKey) -> Bool { keys[key] != nil }
 
     /// Puts `key`'s record, read by the caller from storage, in memory. Ignored when the key is
     /// already loaded (memory is newer than any record read meanwhile).
@@ -269,11 +272,13 @@ public final class ReplicaNode {
     /// The caller must not let two reads of one key race with a use of it: issue one read per key
     /// at a time, and install it before the key is used.
     public func install(_ key: [UInt8], _ record: LoadResult) {
+        let key = HashedKey(key)
         guard keys[key] == nil else { return }
         keys[key] = makeReplica(key, record)
     }
 
-    private func makeReplica(_ key: [UInt8], _ record: LoadResult) -> KeyReplica {
+    private func makeReplica(_ hashed: HashedKey, _ record: LoadResult) -> KeyReplica {
+        let key = hashed.bytes
         let loaded: LoadedKey
         switch record {
         case .absent: loaded = .absent
@@ -283,44 +288,43 @@ public final class ReplicaNode {
         let all = placement.replicas(for: key)
         precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
         stats.keyLoads += 1
-        clock.append(key)
+        clock.append(hashed)
         return KeyReplica(
             key: key, me: id, peers: all.filter { $0 != id }, loaded: loaded, mutant: ctx.config.mutant)
     }
 
     /// The replica of `key` (loaded from storage on first use).
-    func replica(_ key: [UInt8]) -> KeyReplica {
+    func replica(_ key: HashedKey) -> KeyReplica {
         if let r = keys[key] { return r }
         guard let storage else { preconditionFailure("key used before install on a node without storage") }
-        let r = makeReplica(key, (try? storage.load(Self.recordKey(key))) ?? .damaged)
+        let r = makeReplica(key, (try? storage.load(Self.recordKey(key.bytes))) ?? .damaged)
         keys[key] = r
         return r
     }
 
     /// Read-only view of a loaded key, for observers and tests.
-    public func inspect(_ key: [UInt8]) -> KeyReplica? { keys[key] }
+    public func inspect(_ key: [UInt8]) -> KeyReplica? { keys[HashedKey(key)] }
 
-    private func apply(_ key: [UInt8], _ body: (inout KeyReplica, inout NodeContext) -> Effects) {
-        if keys[key] == nil { keys[key] = replica(key) }
-        if keysLoadedMax != Int.max { referenced.insert(key) }
-        // Mutated in place: copying the replica out and back would copy its queues every step.
-        let fx = body(&keys[key]!, &ctx)
-        let r = keys[key]!
-        if let _ = fx.persist, !dirtySet.contains(key) {
-            dirtySet.insert(key)
-            dirty.append(key)
+    private func apply(_ key: HashedKey, _ body: (inout KeyReplica, inout NodeContext) -> Effects) {
+        var index = keys.index(forKey: key)
+        if index == nil {
+            keys[key] = replica(key)
+            index = keys.index(forKey: key)
         }
+        if keysLoadedMax != Int.max { referenced.insert(key) }
+        // Mutated in place (one lookup): copying the replica out and back would copy its queues
+        // every step.
+        let fx = body(&keys.values[index!], &ctx)
+        let busyNow = keys.values[index!].isBusy
+        if fx.persist != nil, dirtySet.insert(key).inserted { dirty.append(key) }
         if fx.mustSync { mustSync = true }
         if fx.mergedOps > 0 {
             stats.instancesProposed += 1
             stats.opsMerged += fx.mergedOps
         }
-        for m in fx.messages { outbox.append((m.to, FrameItem(key: key, message: m.message))) }
+        for m in fx.messages { outbox.append((m.to, FrameItem(key: key.bytes, message: m.message))) }
         replies += fx.replies
-        if r.isBusy, !busySet.contains(key) {
-            busySet.insert(key)
-            busy.append(key)
-        }
+        if busyNow, busySet.insert(key).inserted { busy.append(key) }
     }
 
     /// Queues a frame's messages from a peer. Items about keys this node does not replicate are
@@ -332,18 +336,25 @@ public final class ReplicaNode {
                 stats.misrouted += 1
                 continue
             }
-            apply(item.key) { r, c in r.step(item.message, from: frame.from, ctx: &c) }
+            apply(HashedKey(item.key)) { r, c in r.step(item.message, from: frame.from, ctx: &c) }
         }
+    }
+
+    /// The same for items whose keys the caller hashed and found replicated here (`NodeCore`,
+    /// which also loaded them); `misrouted` counts the items it dropped.
+    func receive(from: NodeID, _ items: [(HashedKey, PaxosMessage)], misrouted: Int) {
+        stats.misrouted += misrouted
+        for (key, message) in items { apply(key) { r, c in r.step(message, from: from, ctx: &c) } }
     }
 
     /// Queues a client write; the reply carries `tag`. This node must be a replica of `key`.
     public func propose(key: [UInt8], _ op: Operation, id rid: RequestID, tag: UInt64) {
-        apply(key) { r, c in r.propose(op, id: rid, tag: tag, ctx: &c) }
+        apply(HashedKey(key)) { r, c in r.propose(op, id: rid, tag: tag, ctx: &c) }
     }
 
     /// Queues a client read; the reply carries `tag`. This node must be a replica of `key`.
     public func read(key: [UInt8], staleOK: Bool = false, tag: UInt64) {
-        apply(key) { r, c in r.read(staleOK: staleOK, tag: tag, ctx: &c) }
+        apply(HashedKey(key)) { r, c in r.read(staleOK: staleOK, tag: tag, ctx: &c) }
     }
 
     /// Advances time by one tick for every key with running timers.
@@ -374,8 +385,8 @@ public final class ReplicaNode {
             ctx.ballots.epochDirty = false
             sync = true
         }
-        for k in dirty { records.append((Self.recordKey(k), PaxosCodec.encode(keys[k]!.state))) }
-        let written = dirty
+        for k in dirty { records.append((Self.recordKey(k.bytes), PaxosCodec.encode(keys[k]!.state))) }
+        let written = dirty.map(\.bytes)
         dirty = []
         dirtySet = []
         mustSync = false
@@ -475,8 +486,8 @@ public final class ReplicaNode {
     @discardableResult
     public func evictIdle() -> Int {
         guard keys.count > keysLoadedMax, inFlight == nil else { return 0 }
-        var waiting = Set<[UInt8]>()
-        for (_, item) in outbox { waiting.insert(item.key) }
+        var waiting = Set<HashedKey>()
+        for (_, item) in outbox { waiting.insert(HashedKey(item.key)) }
         var evicted = 0
         var budget = 2 * (clock.count - clockHead)
         while keys.count > keysLoadedMax && budget > 0 && clockHead < clock.count {
@@ -500,6 +511,23 @@ public final class ReplicaNode {
         stats.keysEvicted += evicted
         return evicted
     }
+}
+
+/// A key with its hash computed once, over all its bytes at a time (an `[UInt8]` key hashes byte by
+/// byte, on every lookup). The maps and sets of `ReplicaNode` and `NodeCore` use it.
+struct HashedKey: Hashable, Sendable {
+    let bytes: [UInt8]
+    let hash: Int
+
+    init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        var h = Hasher()
+        bytes.withUnsafeBytes { h.combine(bytes: $0) }
+        hash = h.finalize()
+    }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    static func == (a: HashedKey, b: HashedKey) -> Bool { a.hash == b.hash && a.bytes == b.bytes }
 }
 
 /// Errors of the node driver.
