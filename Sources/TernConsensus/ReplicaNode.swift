@@ -314,8 +314,7 @@ public final class ReplicaNode {
         if keysLoadedMax != Int.max { referenced.insert(key) }
         // Mutated in place (one lookup): copying the replica out and back would copy its queues
         // every step.
-        let fx = body(&keys.values[index!], &ctx)
-        let busyNow = keys.values[index!].isBusy
+        let (fx, busyNow) = Self.step(&keys.values[index!], &ctx, body)
         if fx.persist != nil, dirtySet.insert(key).inserted { dirty.append(key) }
         if fx.mustSync { mustSync = true }
         if fx.mergedOps > 0 {
@@ -325,6 +324,23 @@ public final class ReplicaNode {
         for m in fx.messages { outbox.append((m.to, FrameItem(key: key.bytes, message: m.message))) }
         replies += fx.replies
         if busyNow, busySet.insert(key).inserted { busy.append(key) }
+    }
+
+    /// Runs `body` on a replica in place and says whether it is busy after (reading `isBusy` through
+    /// the dictionary's getter would copy the whole replica).
+    @inline(__always)
+    private static func step(
+        _ r: inout KeyReplica, _ ctx: inout NodeContext,
+        _ body: (inout KeyReplica, inout NodeContext) -> Effects
+    ) -> (Effects, Bool) {
+        let fx = body(&r, &ctx)
+        return (fx, r.isBusy)
+    }
+
+    /// The encoded state of a loaded key, read in place (no copy of the replica).
+    private func encodedState(_ key: HashedKey) -> [UInt8] {
+        func encode(_ r: inout KeyReplica) -> [UInt8] { PaxosCodec.encode(r.state) }
+        return encode(&keys.values[keys.index(forKey: key)!])
     }
 
     /// Queues a frame's messages from a peer. Items about keys this node does not replicate are
@@ -385,7 +401,8 @@ public final class ReplicaNode {
             ctx.ballots.epochDirty = false
             sync = true
         }
-        for k in dirty { records.append((Self.recordKey(k.bytes), PaxosCodec.encode(keys[k]!.state))) }
+        records.reserveCapacity(dirty.count + 1)
+        for k in dirty { records.append((Self.recordKey(k.bytes), encodedState(k))) }
         let written = dirty.map(\.bytes)
         dirty = []
         dirtySet = []

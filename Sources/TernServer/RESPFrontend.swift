@@ -193,6 +193,18 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         case .replyAndClose(let v):
             closeAfter = seq
             fill(seq, v, version, context: context)
+        case .requests(let reqs, let build) where reqs.count == 1:
+            // One key (most commands): no combined future.
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            execute(reqs[0].key, reqs[0].request, context: context).whenComplete { r in
+                let reply: NodeReply
+                switch r {
+                case .success(let v): reply = v
+                case .failure: reply = .unavailable("node stopped")
+                }
+                let (handler, context) = loopBound.value
+                handler.fill(seq, build([reply]), version, context: context)
+            }
         case .requests(let reqs, let build):
             let futures = reqs.map { execute($0.key, $0.request, context: context) }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

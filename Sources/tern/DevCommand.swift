@@ -35,6 +35,9 @@ struct DevCommand: AsyncParsableCommand {
     @Flag(help: "Enable POST /fault on the admin ports (tests only; first run only).")
     var testFaults = false
 
+    @Option(help: "Where the nodes' fsyncs run: thread (default) or inline (first run only; docs/SERVER.md).")
+    var fsync: String = "thread"
+
     @Option(help: "Seconds to wait for every node to become healthy.")
     var startTimeout: Double = 60
 
@@ -56,6 +59,10 @@ struct DevCommand: AsyncParsableCommand {
                 scheme: .init(basePort: basePort))
             var settings = ServerConfig(secret: ServerConfig.randomSecret())
             settings.testFaults = testFaults
+            guard fsync == "thread" || fsync == "inline" else {
+                throw ValidationError("--fsync must be thread or inline")
+            }
+            settings.fsyncInline = fsync == "inline"
             // The secret is written before the map: a map without its settings is never left behind.
             try settings.toml().write(toFile: settingsPath, atomically: true, encoding: .utf8)
             chmod(settingsPath, 0o600)
