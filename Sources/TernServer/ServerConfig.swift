@@ -150,7 +150,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "max_clients = \(maxClients)\n"
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
-        out += "fsync = \"\(fsyncInline ? "inline" : "thread")\"\n"
+        if fsyncInline { out += "fsync = \"inline\"\n" }  // the default is left out
         return out
     }
 

@@ -38,13 +38,15 @@ func recordedOp(
         case .get: reply = try await c.send(["GET", key])
         case .put(let v): reply = try await c.send(["SET", key, v])
         case .incr(let d): reply = try await c.send(["INCRBY", key, "\(d)"])
-        case .delete, .cas: reply = .error("ERR not used")
+        case .delete: reply = try await c.send(["DEL", key])
+        case .cas: reply = .error("ERR not used")
         }
         switch (input, reply) {
         case (.get, .bulkString(let b)): output = .value(b.map { String(decoding: $0, as: UTF8.self) })
         case (.get, .null): output = .value(nil)
         case (.put, .simpleString("OK")): output = .ok
         case (.incr, .integer(let n)): output = .number(n)
+        case (.delete, .integer): output = .ok
         case (_, .error(let e))
         where e.hasPrefix("NOQUORUM write not applied") || e.hasPrefix("NOQUORUM read"):
             output = .failed

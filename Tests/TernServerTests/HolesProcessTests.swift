@@ -45,9 +45,9 @@ import Testing
                 group.addTask { await worker(id, node: [n1, n2, n3][id % 3]) }
             }
             try await Task.sleep(nanoseconds: 700_000_000)
-            await cluster.signal(n1, SIGSTOP)
+            cluster.signalNoWait(n1, SIGSTOP)
             try await Task.sleep(nanoseconds: 2_500_000_000)
-            await cluster.signal(n1, SIGCONT)
+            cluster.signalNoWait(n1, SIGCONT)
             try await Task.sleep(nanoseconds: 2_500_000_000)
             stop.set()
             try await group.waitForAll()

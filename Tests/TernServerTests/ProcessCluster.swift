@@ -192,6 +192,12 @@ final class ProcessCluster: @unchecked Sendable {
         return status
     }
 
+    /// Sends `signal` to node `id` and returns at once (SIGSTOP, SIGCONT).
+    func signalNoWait(_ id: NodeID, _ sig: Int32) {
+        guard let pid = lock.withLock({ pids[id] }) else { return }
+        kill(pid, sig)
+    }
+
     /// SIGKILL every process still running (synchronous: safe in a `defer`), then remove the data.
     func killAll() {
         let all = lock.withLock { () -> [pid_t] in

@@ -445,14 +445,23 @@ struct TransportTests {
     }
 
     @Test func aHandshakeFloodEvictsItsOwnOldestAndAnHonestPeerStillConnects() async throws {
-        let b = TestNode(testConfig(3, peers: [2]))  // 10 s handshake timeout: the mute clients stay
+        // The mute clients must outlive the whole flood: on a loaded CI machine (every suite at once
+        // on 2 cores) opening 64 connections once took longer than the usual 10 s handshake
+        // timeout, which then closed the oldest before they could be evicted.
+        // One loop for the listener's connections: on a group of several, connections accepted in
+        // order register on different threads in any order, and "the oldest" is then not the first
+        // ones opened (the test failed 2 runs in 6 that way).
+        var c = testConfig(3, peers: [2])
+        c.handshakeTimeout = .seconds(600)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let b = TestNode(c, group: group)
         try await b.transport.start()
         var mutes: [RawPeer] = []
         // Four times the per-source bound of silent connections from one address.
         for _ in 0..<(4 * PeerTransport.handshakingPerSourceMax) {
             mutes.append(try await RawPeer(port: b.transport.boundPort))
         }
-        try await waitUntil("the oldest are evicted, the newest stay") {
+        try await waitUntil("the oldest are evicted, the newest stay", seconds: 30) {
             b.transport.metrics().handshakesEvicted == 3 * PeerTransport.handshakingPerSourceMax
                 && mutes.prefix(3 * PeerTransport.handshakingPerSourceMax).allSatisfy { $0.isClosed }
         }
@@ -468,6 +477,7 @@ struct TransportTests {
         }
         for m in mutes { await m.close() }
         await b.transport.shutdown()
+        try await group.shutdownGracefully()
     }
 
     @Test func truncatedFrameAtCloseIsCountedAndNotDelivered() async throws {
