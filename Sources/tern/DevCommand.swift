@@ -69,6 +69,18 @@ struct DevCommand: AsyncParsableCommand {
             try map.write(toFile: mapPath)
             print("tern dev: planned a new cluster in \(root) (\(map.nodes.count) nodes)")
         }
+        // Every port must be ours: with another cluster on them, our nodes would fail to bind while
+        // the health check below found the other cluster healthy, and a benchmark or a user would
+        // talk to it instead.
+        for n in map.nodes {
+            for (what, address) in [
+                ("client", n.clientAddress), ("peer", n.peerAddress), ("admin", n.adminAddress),
+            ] where !Self.portIsFree(address) {
+                throw ValidationError(
+                    "tern dev: \(address) (n\(n.id.rawValue)'s \(what) port) is in use: another tern dev "
+                        + "or server is running there; stop it, or choose other ports with --base-port")
+            }
+        }
         let exe = try Self.ownExecutable()
         let supervisor = Supervisor()
         supervisor.installSignalHandlers()
@@ -145,6 +157,28 @@ struct DevCommand: AsyncParsableCommand {
         let rc = posix_spawn(&pid, exe, &actions, &attr, argv, environ)
         guard rc == 0 else { throw ValidationError("cannot start \(exe): \(String(cString: strerror(rc)))") }
         return pid
+    }
+
+    /// Whether `address` ("host:port", IPv4) can be bound now (SO_REUSEADDR, as the server binds:
+    /// connections in TIME_WAIT from an earlier run do not count as in use).
+    static func portIsFree(_ address: String) -> Bool {
+        guard let colon = address.lastIndex(of: ":"),
+            let port = UInt16(address[address.index(after: colon)...])
+        else { return true }  // not ours to judge: the server reports a bad address itself
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return true }
+        defer { close(fd) }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, String(address[..<colon]), &addr.sin_addr) == 1 else { return true }
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        } == 0
     }
 
     /// GET /health on `address` answers 200 (a plain blocking socket with a short timeout).

@@ -315,6 +315,36 @@ func recordedOp(
     }
 }
 
+@Test("tern dev refuses to start on ports another server holds (it used to report that one healthy)")
+func devRefusesPortsInUse() async throws {
+    let dir = NSTemporaryDirectory() + "tern-dev-busy-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    var base = 0
+    for _ in 0..<50 {
+        let b = Int.random(in: 20000...40000)
+        if (0..<3).allSatisfy({ i in [0, 100, 200].allSatisfy { portIsFree(b + i + $0) } }) {
+            base = b
+            break
+        }
+    }
+    try #require(base != 0)
+    // Another listener on n2's admin port (a cluster left running, say).
+    let other = try await ServerBootstrap(group: ProcessCluster.group)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .bind(host: "127.0.0.1", port: base + 201).get()
+    let log = dir + ".out"
+    defer { try? FileManager.default.removeItem(atPath: log) }
+    let pid = spawnProcess(
+        ternExecutable(), ["dev", "--dir", dir, "--base-port", "\(base)", "--start-timeout", "5"], log: log)
+    let status = await waitExit(pid, seconds: 20)
+    if status == nil { kill(pid, SIGKILL) }
+    try await other.close()
+    let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+    #expect(status != nil && status != 0, "\(text)")
+    #expect(text.contains("127.0.0.1:\(base + 201) (n2's admin port) is in use"), "\(text)")
+    #expect(!text.contains("healthy"), "\(text)")
+}
+
 func portIsFree(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
