@@ -61,6 +61,16 @@ public final class TernServerProcess: Service, AdminBackend {
             store = try Store(
                 directory: dataDirectory, options: engine, durability: .always,
                 executor: LoopExecutor(loop: loop), fsync: config.fsyncInline ? .inline : .thread)
+        } catch .lostDurableBytes(let why) {
+            // Serving from here would answer older values as if nothing happened, and vote with
+            // forgotten promises: refuse (docs/STORAGE.md, "Lost durable bytes").
+            throw NodeError(
+                "refusing to start: the data directory \(dataDirectory) lost bytes that were fsynced: \(why). "
+                    + "This replica may have forgotten acknowledged writes and its promises, so it must "
+                    + "not serve or vote from this data. The file is left as found. Automatic rebuild "
+                    + "from the other campuses (learner-only recovery, issue 11) is not built yet: keep "
+                    + "the node down meanwhile (the other two campuses serve); an empty or restored "
+                    + "directory would forget promises the same way.")
         } catch {
             throw NodeError("cannot open the data directory \(dataDirectory): \(error)")
         }

@@ -146,6 +146,9 @@ public final class Bitcask {
     var mergeRunning = false
     var isClosed = false
     var pendingHints: [HintJob] = []
+    /// The last durable mark written (`DurableMark`), and its file, opened at the first one.
+    var durableMark: DurableMark?
+    var markHandle: (any StorageFile)?
 
     /// Opens (or creates) the store in `directory`, recovering from whatever a crash left.
     ///
@@ -380,7 +383,18 @@ public final class Bitcask {
     public func sync() throws(StorageError) {
         guard !isClosed else { throw .closed }
         try flush()
-        try active?.handle.sync()
+        guard let file = active else { return }
+        try file.handle.sync()
+        noteDurable(DurableMark(file: file.id, bytes: file.size))
+    }
+
+    /// Records that `mark` is fsynced (after the fsync returned): the mark only moves forward.
+    /// A failure to write it is not an error (it only weakens the check at the next start-up).
+    func noteDurable(_ mark: DurableMark) {
+        if let m = durableMark, (m.file, m.bytes) >= (mark.file, mark.bytes) || mark.bytes == 0 { return }
+        if markHandle == nil { markHandle = try? fileSystem.open(path(DurableMark.fileName), create: true) }
+        guard let h = markHandle else { return }
+        if (try? h.write(mark.encode(), at: 0)) != nil { durableMark = mark }
     }
 
     /// For a pipelined group commit (the `Store`): hands buffered appends to the file and returns
@@ -388,16 +402,18 @@ public final class Bitcask {
     /// The caller may fsync it on another thread while this engine keeps appending and reading,
     /// as long as it does not `close`, `prepareMerge` or `finishMerge` until that fsync returns
     /// (those may close the handle).
-    func prepareGroupSync() throws(StorageError) -> (any StorageFile)? {
+    func prepareGroupSync() throws(StorageError) -> (file: any StorageFile, mark: DurableMark)? {
         guard !isClosed else { throw .closed }
         try flush()
-        return active?.handle
+        guard let file = active else { return nil }
+        return (file.handle, DurableMark(file: file.id, bytes: file.size))
     }
 
     /// Seals the active file: sync it, write its hint file; the next write opens a new one.
     func rotate() throws(StorageError) {
         guard let file = active else { return }
         try sync()
+        try? markHandle?.sync()  // the sealed file's whole size, durable before its hint exists
         active = nil
         if file.size == 0 {
             try removeFile(file)
@@ -435,6 +451,17 @@ public final class Bitcask {
     }
 
     func removeFile(_ file: DataFile) throws(StorageError) {
+        if let m = durableMark, m.file == file.id, m.bytes > 0 {
+            // The marked file goes (merged away, or empty): its name may be used again by a new
+            // file, which must not be held to the old size. Durable before the file is removed.
+            let reset = DurableMark(file: file.id, bytes: 0)
+            if markHandle == nil {
+                markHandle = try fileSystem.open(path(DurableMark.fileName), create: true)
+            }
+            try markHandle!.write(reset.encode(), at: 0)
+            try markHandle!.sync()
+            durableMark = reset
+        }
         file.handle.close()
         files.removeValue(forKey: file.number)
         totalBytes -= file.size
@@ -468,6 +495,8 @@ public final class Bitcask {
     public func close() {
         guard !isClosed else { return }
         try? sync()
+        try? markHandle?.sync()
+        markHandle?.close()
         for file in files.values { file.handle.close() }
         isClosed = true
     }

@@ -125,6 +125,17 @@ enum Hint {
         return out
     }
 
+    /// The data file size a hint file records, if its checksum holds (whatever the data file's
+    /// size is now): a hint is written only after its data file was synced, so a data file
+    /// shorter than this lost durable bytes.
+    static func recordedDataSize(_ buf: UnsafeRawBufferPointer) -> UInt64? {
+        guard buf.count >= magic.count + trailerSize, buf.starts(with: magic) else { return nil }
+        let end = buf.count - trailerSize
+        let crc = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[0..<end + 16]))
+        guard crc == getLE(buf, end + 16, UInt32.self) else { return nil }
+        return getLE(buf, end + 8, UInt64.self)
+    }
+
     /// The entry count if `bytes` is a whole, valid hint file for a data file of `dataSize` bytes:
     /// checksum, data size, and entry boundaries that add up to the recorded count.
     static func check(_ buf: UnsafeRawBufferPointer, dataSize: UInt64) -> Int? {
@@ -169,6 +180,41 @@ enum Hint {
                 getLE(buf, p + 3, UInt64.self), getLE(buf, p + 11, UInt32.self),
                 getLE(buf, p + 15, UInt32.self))
             p += 19 + keyLength
+        }
+    }
+}
+
+/// The durable mark (`durable.mark`): how many bytes of which data file are known to be fsynced.
+/// `"TERNDMK1" | file major u32 | file minor u32 | synced size u64 | CRC-32C of the rest u32`.
+/// Written after each fsync, without one of its own (so it never claims more than is durable;
+/// after a power loss it may claim less, which only weakens the check), and kept in its own file
+/// so that a truncated data file cannot take it along. Recovery compares it with what it finds.
+struct DurableMark: Equatable {
+    static let fileName = "durable.mark"
+    static let magic: [UInt8] = Array("TERNDMK1".utf8)
+    static let size = 28
+    var file: Bitcask.FileID
+    var bytes: UInt64
+
+    func encode() -> [UInt8] {
+        var out = Self.magic
+        putLE(file.major, &out)
+        putLE(file.minor, &out)
+        putLE(bytes, &out)
+        putLE(CRC32C.checksum(out), &out)
+        return out
+    }
+
+    /// The mark in `raw`, or nil if it is not a whole, valid one.
+    static func decode(_ raw: [UInt8]) -> DurableMark? {
+        guard raw.count == size, raw.starts(with: magic) else { return nil }
+        return raw.withUnsafeBytes { buf -> DurableMark? in
+            guard
+                CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[0..<24])) == getLE(buf, 24, UInt32.self)
+            else { return nil }
+            return DurableMark(
+                file: Bitcask.FileID(major: getLE(buf, 8, UInt32.self), minor: getLE(buf, 12, UInt32.self)),
+                bytes: getLE(buf, 16, UInt64.self))
         }
     }
 }

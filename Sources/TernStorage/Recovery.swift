@@ -103,6 +103,12 @@ extension Bitcask {
             }
         }
         dataIDs.sort()
+        let mark = try readDurableMark()
+        durableMark = mark
+        func lost(_ id: FileID, has: UInt64, needs: UInt64, source: String) -> StorageError {
+            .lostDurableBytes(
+                "data file \(id.name).data holds \(has) valid bytes, but \(needs) were fsynced (\(source))")
+        }
         // A hint whose data file is gone (written in the background after a merge removed its
         // file) is useless; drop it so it cannot be mistaken for a later file's.
         for id in hints.subtracting(dataIDs) {
@@ -146,13 +152,26 @@ extension Bitcask {
                     return true
                 }
                 if applied {
+                    if let m = mark, m.file == id, size < m.bytes {
+                        throw lost(id, has: size, needs: m.bytes, source: DurableMark.fileName)
+                    }
                     register(DataFile(id: id, number: number, handle: handle, size: size))
                     continue
+                }
+                // A hint is written only after its data file was synced whole: a data file now
+                // shorter than its hint says lost fsynced bytes (a longer one is not possible
+                // either, but is left to the scan).
+                if let recorded = bytes.withUnsafeBytes({ Hint.recordedDataSize($0) }), size < recorded {
+                    throw lost(id, has: size, needs: recorded, source: id.name + ".hint")
                 }
             }
             let bytes = try handle.read(at: 0, count: Int(size))
             let scan = Self.scan(bytes)
             unattributedDamage += scan.unattributed
+            // Checked before the torn tail is cut, so that the evidence stays on disk.
+            if let m = mark, m.file == id, UInt64(scan.validEnd) < m.bytes {
+                throw lost(id, has: UInt64(scan.validEnd), needs: m.bytes, source: DurableMark.fileName)
+            }
             if scan.validEnd < bytes.count {
                 try handle.truncate(to: UInt64(scan.validEnd))
                 try handle.sync()
@@ -177,7 +196,24 @@ extension Bitcask {
             }
             register(DataFile(id: id, number: number, handle: handle, size: size))
         }
+        // The marked file may be gone only if it was sealed and merged away (merge outputs and
+        // later files have greater ids); if nothing at or after it exists, the newest data is gone.
+        if let m = mark, m.bytes > 0, !dataIDs.contains(where: { $0 >= m.file }) {
+            throw .lostDurableBytes(
+                "data file \(m.file.name).data is missing, but \(m.bytes) bytes of it were fsynced "
+                    + "(\(DurableMark.fileName)), and no later data file exists")
+        }
         if changed { try fileSystem.syncDirectory(directory) }
+    }
+
+    /// The durable mark left by the last run, or nil if there is none or it is not whole (an
+    /// older data directory, or a mark torn by a power loss: no check, as before marks existed).
+    func readDurableMark() throws(StorageError) -> DurableMark? {
+        guard (try fileSystem.list(directory)).contains(DurableMark.fileName),
+            let h = try? fileSystem.open(path(DurableMark.fileName), create: false)
+        else { return nil }
+        defer { h.close() }
+        return DurableMark.decode((try? h.read(at: 0, count: DurableMark.size)) ?? [])
     }
 
     private func register(_ file: DataFile) {

@@ -20,4 +20,9 @@ public enum StorageError: Error, Equatable, Sendable {
     case mergeInProgress
     /// A test-only fault hook (`BitcaskOptions.mergeFaultHook`) stopped a merge at this step.
     case injectedFault(String)
+    /// Bytes that were fsynced are gone (a data file shorter than its durable mark or its hint
+    /// file says, or the newest file missing): this replica may have forgotten acknowledged
+    /// writes and its promises, so it must not serve or vote from this directory as it is
+    /// (docs/STORAGE.md, "Lost durable bytes").
+    case lostDurableBytes(String)
 }

@@ -234,14 +234,14 @@ public final class Store: Sendable {
         }
         let waiters = engine.waiters
         engine.waiters.removeAll()
-        let handle: (any StorageFile)?
+        let prepared: (file: any StorageFile, mark: DurableMark)?
         do throws(StorageError) {
-            handle = try engine.bitcask.prepareGroupSync()
+            prepared = try engine.bitcask.prepareGroupSync()
         } catch {
             for w in waiters { w(.failure(error)) }
             return
         }
-        guard let handle else {
+        guard let (handle, mark) = prepared else {
             for w in waiters { w(.success(())) }
             return
         }
@@ -249,6 +249,7 @@ public final class Store: Sendable {
             let result: Result<Void, StorageError>
             do throws(StorageError) {
                 try handle.sync()
+                engine.bitcask.noteDurable(mark)
                 result = .success(())
             } catch {
                 result = .failure(error)
@@ -271,6 +272,7 @@ public final class Store: Sendable {
             executor.execute {
                 engine.syncInFlight = false
                 engine.syncs += 1
+                if case .success = result { engine.bitcask.noteDurable(mark) }
                 for w in waiters { w(result) }
                 let idle = engine.whenIdle
                 engine.whenIdle.removeAll()

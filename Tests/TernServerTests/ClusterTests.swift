@@ -279,15 +279,7 @@ func recordedOp(
     func dev() async throws {
         let dir = NSTemporaryDirectory() + "tern-dev-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // Nine ports base, base+100, base+200 (+0…2) that are free now.
-        var base = 0
-        for _ in 0..<50 {
-            let b = Int.random(in: 20000...40000)
-            if (0..<3).allSatisfy({ i in [0, 100, 200].allSatisfy { portIsFree(b + i + $0) } }) {
-                base = b
-                break
-            }
-        }
+        let base = freeDevBasePort()
         #expect(base != 0)
         for round in 0..<2 {
             let log = dir + ".out\(round)"
@@ -319,14 +311,7 @@ func recordedOp(
 func devRefusesPortsInUse() async throws {
     let dir = NSTemporaryDirectory() + "tern-dev-busy-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    var base = 0
-    for _ in 0..<50 {
-        let b = Int.random(in: 20000...40000)
-        if (0..<3).allSatisfy({ i in [0, 100, 200].allSatisfy { portIsFree(b + i + $0) } }) {
-            base = b
-            break
-        }
-    }
+    let base = freeDevBasePort()
     try #require(base != 0)
     // Another listener on n2's admin port (a cluster left running, say).
     let other = try await ServerBootstrap(group: ProcessCluster.group)
@@ -343,6 +328,16 @@ func devRefusesPortsInUse() async throws {
     #expect(status != nil && status != 0, "\(text)")
     #expect(text.contains("127.0.0.1:\(base + 201) (n2's admin port) is in use"), "\(text)")
     #expect(!text.contains("healthy"), "\(text)")
+}
+
+/// A base port for `tern dev` whose nine ports (base, base+100, base+200, each +0…2) are free
+/// now, or 0.
+func freeDevBasePort() -> Int {
+    for _ in 0..<50 {
+        let b = Int.random(in: 20000...40000)
+        if (0..<3).allSatisfy({ i in [0, 100, 200].allSatisfy { portIsFree(b + i + $0) } }) { return b }
+    }
+    return 0
 }
 
 func portIsFree(_ port: Int) -> Bool {

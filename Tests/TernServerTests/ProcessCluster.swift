@@ -192,6 +192,14 @@ final class ProcessCluster: @unchecked Sendable {
         return status
     }
 
+    /// Waits for node `id` to exit by itself (for example refusing to start); its status, or nil.
+    func waitForExit(_ id: NodeID, seconds: Double) async -> Int32? {
+        guard let pid = lock.withLock({ pids[id] }) else { return nil }
+        let status = await waitExit(pid, seconds: seconds)
+        if status != nil { _ = lock.withLock { pids.removeValue(forKey: id) } }
+        return status
+    }
+
     /// Sends `signal` to node `id` and returns at once (SIGSTOP, SIGCONT).
     func signalNoWait(_ id: NodeID, _ sig: Int32) {
         guard let pid = lock.withLock({ pids[id] }) else { return }
