@@ -10,6 +10,9 @@ public struct Session: Sendable, Hashable {
     /// Pub/sub channels this connection subscribed to (sync notices): a RESP2 connection with
     /// any is in subscribed mode, where only the subscribe family, PING and QUIT are accepted.
     public var channels: Set<[UInt8]> = []
+    /// The connection sent MULTI, which Tern refuses: until EXEC or DISCARD every command is
+    /// refused unrun, so a pipelined transaction is never applied piecemeal (docs/SERVER.md).
+    public var inRefusedTransaction = false
     public init(authenticated: Bool) { self.authenticated = authenticated }
 }
 
@@ -97,6 +100,50 @@ public struct CommandProcessor: Sendable {
         }
     }
 
+    /// MULTI/EXEC/DISCARD/WATCH, refused so that nothing of a transaction runs: MULTI answers an
+    /// error and puts the connection in a refused transaction, where every command but EXEC,
+    /// DISCARD and QUIT is refused unrun; EXEC then answers Redis's EXECABORT (what a client sees
+    /// when a command failed to queue: nothing ran), DISCARD OK. Before, a pipelined
+    /// `MULTI; SET; INCR; EXEC` got errors for MULTI and EXEC while SET and INCR ran one by one,
+    /// so a client that retried the failed transaction applied them twice. Nil: not a
+    /// transaction matter, plan the command as usual.
+    static func transaction(_ name: String, _ n: Int, _ session: inout Session) -> CommandPlan? {
+        switch name {
+        case "multi":
+            guard n == 1 else { return .reply(arity(name)) }
+            if session.inRefusedTransaction { return .reply(err("MULTI calls can not be nested")) }
+            session.inRefusedTransaction = true
+            return .reply(
+                err(
+                    "MULTI is not supported by Tern (transactions are not built yet): the commands "
+                        + "until EXEC or DISCARD will be refused, not run"))
+        case "exec":
+            guard n == 1 else { return .reply(arity(name)) }
+            guard session.inRefusedTransaction else { return .reply(err("EXEC without MULTI")) }
+            session.inRefusedTransaction = false
+            return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
+        case "discard":
+            guard n == 1 else { return .reply(arity(name)) }
+            guard session.inRefusedTransaction else { return .reply(err("DISCARD without MULTI")) }
+            session.inRefusedTransaction = false
+            return .reply(.simpleString("OK"))
+        case "watch", "unwatch":
+            if session.inRefusedTransaction && name == "watch" {
+                return .reply(err("WATCH inside MULTI is not allowed"))
+            }
+            return .reply(
+                err("\(name.uppercased()) is not supported by Tern (transactions are not built yet)"))
+        case "quit":
+            return nil
+        default:
+            guard session.inRefusedTransaction else { return nil }
+            return .reply(
+                err(
+                    "'\(name)' not run: this connection is in a MULTI that Tern refused; "
+                        + "send EXEC or DISCARD"))
+        }
+    }
+
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
         let name = String(decoding: args[0].prefix(128), as: UTF8.self)
         var text = "unknown command '\(name)', with args beginning with: "
@@ -128,6 +175,7 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit"].contains(name) {
             return .reply(Self.noAuth)
         }
+        if let answer = Self.transaction(name, args.count, &session) { return answer }
         // Keys starting with \0 are the services' (ReservedKeys.swift).
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count

@@ -88,6 +88,38 @@ func wire(_ args: [String], replies: [NodeReply] = []) -> String {
                 == "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n")
     }
 
+    @Test(
+        "A pipelined MULTI … EXEC runs nothing: MULTI is refused, the queued commands are refused unrun, EXEC answers EXECABORT"
+    )
+    func refusedTransactionRunsNothing() {
+        var s = Session(authenticated: true)
+        // What redis-py's pipeline(transaction=True) sends in one write.
+        #expect(wire(["MULTI"], session: &s).0.hasPrefix("-ERR MULTI is not supported by Tern"))
+        let (set, setReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
+        #expect(set.hasPrefix("-ERR 'set' not run: this connection is in a MULTI that Tern refused"))
+        #expect(setReqs.isEmpty)
+        let (incr, incrReqs) = wire(["INCR", "n"], replies: [.done(.number(1))], session: &s)
+        #expect(incr.hasPrefix("-ERR 'incr' not run"))
+        #expect(incrReqs.isEmpty)
+        #expect(wire(["SEQ.NEXT", "1"], session: &s).0.hasPrefix("-ERR 'seq.next' not run"))
+        #expect(wire(["MULTI"], session: &s).0 == "-ERR MULTI calls can not be nested\r\n")
+        #expect(wire(["WATCH", "k"], session: &s).0 == "-ERR WATCH inside MULTI is not allowed\r\n")
+        #expect(
+            wire(["EXEC"], session: &s).0
+                == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+        // Out of the transaction again: commands run.
+        let (after, afterReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
+        #expect(after == "+OK\r\n")
+        #expect(afterReqs.count == 1)
+        #expect(wire(["EXEC"], session: &s).0 == "-ERR EXEC without MULTI\r\n")
+        #expect(wire(["DISCARD"], session: &s).0 == "-ERR DISCARD without MULTI\r\n")
+        _ = wire(["MULTI"], session: &s)
+        #expect(wire(["DISCARD"], session: &s).0 == "+OK\r\n")
+        #expect(
+            wire(["MULTI", "x"], session: &s).0 == "-ERR wrong number of arguments for 'multi' command\r\n")
+        #expect(wire(["WATCH", "k"], session: &s).0.hasPrefix("-ERR WATCH is not supported by Tern"))
+    }
+
     @Test("Key commands map to the right requests and replies")
     func keyCommands() {
         var s = Session(authenticated: true)
