@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "TernConsensus", dependencies: ["TernCore"], swiftSettings: settings),
         .target(name: "TernCheck", dependencies: ["TernCore"], swiftSettings: settings),
         // seq: the sequence allocator's pure core (SEQ.NEXT), hosted by TernServer and TernSim.
-        .target(name: "TernSeq", dependencies: ["TernCore"], swiftSettings: settings),
+        .target(name: "TernSeq", dependencies: ["TernCore", "TernConsensus"], swiftSettings: settings),
         .target(
             name: "TernPlacement",
             dependencies: ["TernCore", .product(name: "TOMLKit", package: "TOMLKit")],

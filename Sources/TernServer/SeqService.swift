@@ -7,13 +7,11 @@ import TernSeq
 
 /// The sequence service (docs/SEQ.md): `SEQ.NEXT uid [COUNT n]` and `SEQ.CUR uid`.
 ///
-/// uids are grouped in sections of `sectionUIDs`; each section has one `SectionAllocator` per node
-/// that serves it, whose key requests run through `Node.execute` on the section key. A section is
-/// served by its preferred owner (the section key's replica in campus `section % 3`); other nodes
-/// forward to it (service kind 1). A forward that gets no answer within `forwardTimeout` marks
-/// that node suspect for `suspectFor`; the section then goes to the next campus's replica, or is
-/// served here. Two nodes serving one section is safe (the allocators' confirm reads settle it),
-/// only slower.
+/// A thin shell over `SeqHost` (TernSeq, pure): it feeds the host its clients' requests, the
+/// peers' service messages, the node's replies to the section-key requests and the time, and
+/// carries out what the host returns — key requests through `Node.execute`, peer messages
+/// through `Node.sendService`, answers to the waiting promises. Routing, forwarding, the forward
+/// timeout and the allocators are the host's (its doc says how a section finds its node).
 ///
 /// Every mutable field is touched on the node's event loop only.
 public final class SeqService: SequenceSource, CommandModule, @unchecked Sendable {
@@ -34,34 +32,37 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
         public init() {}
     }
 
-    /// The answer to one request (local or forwarded).
-    enum Answer: Sendable {
-        case numbers(first: UInt64, last: UInt64)
-        case failed(SeqFailure)
-    }
+    typealias Answer = SeqAnswer
 
     /// The peer service kind of the sequence allocator.
-    static let serviceKind: UInt8 = 1
+    static let serviceKind = SeqHost.serviceKind
 
     let node: Node
     let loop: any EventLoop
     let options: Options
-    var allocators: [UInt64: SectionAllocator] = [:]
+    var host: SeqHost
     var waiting: [UInt64: EventLoopPromise<Answer>] = [:]
-    var forwards: [UInt64: (promise: EventLoopPromise<Answer>, timeout: Scheduled<Void>)] = [:]
-    var suspectUntil: [NodeID: NIODeadline] = [:]
     var nextTag: UInt64 = 0
-    var counters = (local: 0, forwardedOut: 0, forwardedIn: 0, forwardTimeouts: 0)
+    /// The deadline the forward-timeout timer is set for, if one is set.
+    var timerAt: UInt64?
 
     /// Creates the service on `node` and registers its peer handler.
     public init(node: Node, options: Options = Options()) {
         self.node = node
         self.loop = node.eventLoop
         self.options = options
+        var o = SeqHost.Options()
+        o.sectionUIDs = options.sectionUIDs
+        o.allocator = options.allocator
+        o.forwardTimeoutNanos = UInt64(max(0, options.forwardTimeout.nanoseconds))
+        o.suspectForNanos = UInt64(max(0, options.suspectFor.nanoseconds))
+        host = SeqHost(me: node.id, options: o, tagBase: UInt64.random(in: 1...(UInt64.max >> 2)))
         node.setServiceHandler(Self.serviceKind) { [weak self] from, payload in
             self?.receive(from: from, payload)
         }
     }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
 
     // MARK: - SequenceSource
 
@@ -82,149 +83,61 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
     func future(current: Bool, uid: UInt64, count: UInt64) -> EventLoopFuture<Answer> {
         let promise = loop.makePromise(of: Answer.self)
         if loop.inEventLoop {
-            route(current: current, uid: uid, count: count, promise)
+            request(current: current, uid: uid, count: count, promise)
         } else {
-            loop.execute { self.route(current: current, uid: uid, count: count, promise) }
+            loop.execute { self.request(current: current, uid: uid, count: count, promise) }
         }
         return promise.futureResult
     }
 
-    // MARK: - Routing (on the loop)
+    // MARK: - Feeding the host and carrying out its output (on the loop)
 
-    func section(of uid: UInt64) -> UInt64 { uid / options.sectionUIDs }
-
-    /// The node that should serve `section` now: the preferred owner unless it is suspect, then
-    /// the next campuses' replicas.
-    func owner(of section: UInt64) -> NodeID {
-        let replicas = node.replicas(of: SeqKeys.sectionKey(section))
-        let now = NIODeadline.now()
-        for k in 0..<UInt64(3) {
-            let campus = Campus(rawValue: UInt8((section + k) % 3))!
-            let n = replicas[campus]
-            if n == node.id || (suspectUntil[n] ?? .distantPast) <= now { return n }
-        }
-        return node.id
-    }
-
-    func route(current: Bool, uid: UInt64, count: UInt64, _ promise: EventLoopPromise<Answer>) {
-        let section = section(of: uid)
-        let target = owner(of: section)
-        if target == node.id {
-            serveLocally(current: current, uid: uid, count: count, promise)
-            return
-        }
+    func request(current: Bool, uid: UInt64, count: UInt64, _ promise: EventLoopPromise<Answer>) {
         nextTag += 1
-        let tag = nextTag
-        counters.forwardedOut += 1
-        let timeout = loop.scheduleTask(in: options.forwardTimeout) {
-            guard let f = self.forwards.removeValue(forKey: tag) else { return }
-            // The owner did not answer: avoid it for a while and serve here (take the section).
-            self.counters.forwardTimeouts += 1
-            self.suspectUntil[target] = .now() + self.options.suspectFor
-            self.route(current: current, uid: uid, count: count, f.promise)
-        }
-        forwards[tag] = (promise, timeout)
-        var w = Writer()
-        w.u8(1)
-        w.u64(tag)
-        w.u8(current ? 1 : 0)
-        w.u64(uid)
-        w.u64(count)
-        node.sendService(Self.serviceKind, w.bytes, to: target)
+        waiting[nextTag] = promise
+        let replicas = node.replicas(of: SeqKeys.sectionKey(host.section(of: uid)))
+        host.request(
+            tag: nextTag, current: current, uid: uid, count: count,
+            replicas: Campus.allCases.map { replicas[$0] }, now: Self.now())
+        drive()
     }
 
-    func serveLocally(current: Bool, uid: UInt64, count: UInt64, _ promise: EventLoopPromise<Answer>) {
-        counters.local += 1
-        let section = section(of: uid)
-        nextTag += 1
-        let tag = nextTag
-        waiting[tag] = promise
-        if allocators[section] == nil {
-            allocators[section] = SectionAllocator(section: section, me: node.id, config: options.allocator)
-        }
-        // Mutated in place (a copy out of the dictionary would copy its per-uid table on write).
-        let out =
-            current
-            ? allocators[section]!.current(uid: uid, tag: tag)
-            : allocators[section]!.allocate(uid: uid, count: count, tag: tag)
-        carryOut(section, out)
-    }
-
-    func carryOut(_ section: UInt64, _ outputs: [SeqOutput]) {
-        for o in outputs {
-            switch o {
-            case .request(let id, let r):
-                let request: KeyRequest
-                switch r {
-                case .read: request = .read
-                case .cas(let e, let n): request = .write(.cas(expected: e, new: n))
-                }
-                node.execute(key: SeqKeys.sectionKey(section), request).whenComplete { result in
-                    self.loop.assertInEventLoop()
-                    let reply: NodeReply
-                    switch result {
-                    case .success(let r): reply = r
-                    case .failure: reply = .unavailable("node stopped")
-                    }
-                    let keyResult: SeqKeyResult
-                    switch (reply, r) {
-                    case (.value(let v), _): keyResult = .value(v)
-                    case (.done(.swapped(let b)), _): keyResult = .swapped(b)
-                    case (.notApplied, _): keyResult = .failed
-                    case (_, .read): keyResult = .failed
-                    default: keyResult = .unknown
-                    }
-                    guard let next = self.allocators[section]?.keyResult(id: id, keyResult) else { return }
-                    self.carryOut(section, next)
-                }
-            case .reply(let tag, let first, let last):
-                waiting.removeValue(forKey: tag)?.succeed(.numbers(first: first, last: last))
-            case .fail(let tag, let why):
-                waiting.removeValue(forKey: tag)?.succeed(.failed(why))
-            }
-        }
-    }
-
-    // MARK: - Peer messages (on the loop)
-
-    /// Request: 1, tag u64, current u8, uid u64, count u64.
-    /// Reply: 2, tag u64, 0, first u64, last u64 — or 2, tag u64, 1, failure u8.
     func receive(from peer: NodeID, _ payload: [UInt8]) {
-        var r = Reader(payload)
-        guard let op = r.u8(), let tag = r.u64() else { return }
-        switch op {
-        case 1:
-            guard let cur = r.u8(), let uid = r.u64(), let count = r.u64() else { return }
-            counters.forwardedIn += 1
-            let promise = loop.makePromise(of: Answer.self)
-            // Served here whatever this node thinks of the owner: the peer chose us.
-            serveLocally(current: cur == 1, uid: uid, count: count, promise)
-            promise.futureResult.whenSuccess { answer in
-                var w = Writer()
-                w.u8(2)
-                w.u64(tag)
-                switch answer {
-                case .numbers(let f, let l):
-                    w.u8(0)
-                    w.u64(f)
-                    w.u64(l)
-                case .failed(let why):
-                    w.u8(1)
-                    w.u8(why == .overflow ? 2 : why == .contended ? 1 : 0)
+        host.receive(from: peer, payload)
+        drive()
+    }
+
+    func drive() {
+        let r = host.ready()
+        for k in r.keyRequests {
+            let request: KeyRequest
+            switch k.request {
+            case .read: request = .read
+            case .cas(let e, let n): request = .write(.cas(expected: e, new: n))
+            }
+            node.execute(key: SeqKeys.sectionKey(k.section), request).whenComplete { result in
+                self.loop.assertInEventLoop()
+                switch result {
+                case .success(let reply): self.host.keyResult(tag: k.tag, reply)
+                case .failure: self.host.keyResult(tag: k.tag, .unavailable("node stopped"))
                 }
-                self.node.sendService(Self.serviceKind, w.bytes, to: peer)
+                self.drive()
             }
-        case 2:
-            guard let status = r.u8(), let f = forwards.removeValue(forKey: tag) else { return }
-            f.timeout.cancel()
-            if status == 0, let first = r.u64(), let last = r.u64() {
-                f.promise.succeed(.numbers(first: first, last: last))
-            } else {
-                let code = r.u8() ?? 0
-                f.promise.succeed(.failed(code == 2 ? .overflow : code == 1 ? .contended : .unavailable))
-            }
-        default:
-            return
+        }
+        for m in r.messages { node.sendService(Self.serviceKind, m.bytes, to: m.to) }
+        for a in r.answers { waiting.removeValue(forKey: a.tag)?.succeed(a.answer) }
+        armTimer()
+    }
+
+    /// One timer, at the earliest forward deadline.
+    func armTimer() {
+        guard let at = host.nextDeadline, timerAt.map({ at < $0 }) ?? true else { return }
+        timerAt = at
+        let delay = Int64(at) - Int64(Self.now())
+        loop.scheduleTask(in: .nanoseconds(max(0, delay))) {
+            self.timerAt = nil
+            self.host.tick(now: Self.now())
+            self.drive()
         }
     }
 
@@ -234,8 +147,8 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
         loop.execute {
             p.succeed(
                 (
-                    self.allocators.values.reduce(0) { $0 + $1.activeUIDs }, self.allocators.count,
-                    self.counters.forwardTimeouts
+                    self.host.allocators.values.reduce(0) { $0 + $1.activeUIDs }, self.host.allocators.count,
+                    self.host.forwardTimeouts
                 ))
         }
         let s = (try? await p.futureResult.get()) ?? (0, 0, 0)
@@ -310,34 +223,5 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
         case .unavailable:
             .error("NOQUORUM sequence not allocated: its section could not be read or written")
         }
-    }
-}
-
-/// Big-endian byte writer/reader for the seq peer messages.
-private struct Writer {
-    var bytes: [UInt8] = []
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u64(_ v: UInt64) {
-        for s in stride(from: 56, through: 0, by: -8) {
-            bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(s)))
-        }
-    }
-}
-
-private struct Reader {
-    let bytes: [UInt8]
-    var i = 0
-    init(_ b: [UInt8]) { bytes = b }
-    mutating func u8() -> UInt8? {
-        guard i < bytes.count else { return nil }
-        i += 1
-        return bytes[i - 1]
-    }
-    mutating func u64() -> UInt64? {
-        guard i + 8 <= bytes.count else { return nil }
-        var v: UInt64 = 0
-        for k in 0..<8 { v = v << 8 | UInt64(bytes[i + k]) }
-        i += 8
-        return v
     }
 }

@@ -19,8 +19,9 @@ public struct SeqOperation: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// The sequence workload's state inside a `Simulation`: allocators hosted on the simulated nodes
-/// (one per section per node, lost at a crash), the seq clients and their history.
+/// The sequence workload's state inside a `Simulation`: one `SeqHost` per simulated node (the
+/// server's own sequence logic: routing, forwarding, forward timeouts, allocators; lost at a
+/// crash), its peer messages on the simulated network, the seq clients and their history.
 struct SeqWorkload {
     struct Client {
         var nextAt: UInt64
@@ -29,26 +30,34 @@ struct SeqWorkload {
     struct KeyTag {
         var node: Int
         var incarnation: UInt64
-        var section: UInt64
-        var id: UInt64
+        /// The host's tag for this key request.
+        var hostTag: UInt64
     }
-    /// Per node: section → allocator.
-    var allocators: [[UInt64: SectionAllocator]] = [[:], [:], [:]]
+    var hosts: [SeqHost?] = [nil, nil, nil]
     var keyTags: [UInt64: KeyTag] = [:]
-    /// Allocator reply tag → client.
+    /// Host answer tag → client.
     var replyTags: [UInt64: Int] = [:]
     /// Replies released this tick, delivered to the clients at the next tick's reply step (so a
     /// reply's time is never equal to a call made in the same tick).
     var deferred: [(tag: UInt64, first: UInt64, last: UInt64)] = []
+    /// Seq peer messages in flight, by arrival tick (like the Paxos frames).
+    var inTransit: [(at: UInt64, from: Int, to: Int, bytes: [UInt8])] = []
     var clients: [Client] = []
     var history: [SeqOperation] = []
     var issued = 0
     var requestCounter: UInt64 = 0
+    /// Seq peer messages sent (forwards and their replies).
+    var forwards = 0
 
     var idle: Bool { clients.allSatisfy { $0.inFlight == nil } }
 }
 
 extension Simulation {
+    /// Simulated nanoseconds: a tick stands for the server's 5 ms tick, so the host's forward
+    /// timeout (300 ms) is 60 ticks.
+    static let seqNanosPerTick: UInt64 = 5_000_000
+    var seqNow: UInt64 { now * Self.seqNanosPerTick }
+
     func seqSetUp() {
         guard config.seqOps > 0 else { return }
         for _ in 0..<config.seqClients { seq.clients.append(.init(nextAt: rng.below(5))) }
@@ -56,7 +65,8 @@ extension Simulation {
 
     var seqDone: Bool { seq.issued >= config.seqOps && seq.idle }
 
-    /// Step 2: replies released during the previous tick reach their clients.
+    /// Step 2: replies released during the previous tick reach their clients; seq peer messages
+    /// due now reach their nodes; forward timeouts fire.
     func seqDeliver() {
         let due = seq.deferred
         seq.deferred = []
@@ -70,6 +80,27 @@ extension Simulation {
             seq.clients[c].inFlight = nil
             seq.clients[c].nextAt = now + rng.below(4)
             mix(d.first &* 31 &+ d.last)
+        }
+        var k = 0
+        while k < seq.inTransit.count {
+            guard seq.inTransit[k].at <= now else {
+                k += 1
+                continue
+            }
+            let m = seq.inTransit.remove(at: k)
+            guard nodes[m.to] != nil else { continue }
+            let incarnation = incarnation[m.to]
+            whenRunning(m.to) { [self] in
+                guard self.incarnation[m.to] == incarnation, seq.hosts[m.to] != nil else { return }
+                seq.hosts[m.to]!.receive(from: ids[m.from], m.bytes)
+                seqDrive(m.to)
+            }
+        }
+        for i in 0..<3 where nodes[i] != nil && pausedUntil[i] == nil {
+            if let d = seq.hosts[i]?.nextDeadline, d <= seqNow {
+                seq.hosts[i]!.tick(now: seqNow)
+                seqDrive(i)
+            }
         }
     }
 
@@ -97,72 +128,85 @@ extension Simulation {
             seq.replyTags[tag] = c
             mix(0x5E9 &+ uid << 8 &+ UInt64(node))
             guard nodes[node] != nil else { continue }  // down: lost, the client times out
+            let incarnation = incarnation[node]
             whenRunning(node) { [self] in
-                let section = uid / config.seqSectionUIDs
-                if seq.allocators[node][section] == nil {
-                    seq.allocators[node][section] = SectionAllocator(
-                        section: section, me: ids[node], config: seqAllocatorConfig)
-                }
-                let out = seq.allocators[node][section]!.allocate(uid: uid, count: count, tag: tag)
-                seqCarryOut(node: node, section: section, out)
+                guard self.incarnation[node] == incarnation, seq.hosts[node] != nil else { return }
+                // One node per campus, in campus order: every node replicates every key.
+                seq.hosts[node]!.request(
+                    tag: tag, current: false, uid: uid, count: count, replicas: ids, now: seqNow)
+                seqDrive(node)
             }
         }
     }
 
-    var seqAllocatorConfig: SeqConfig {
-        var c = SeqConfig()
-        c.step = config.seqStep
-        c.mutant = config.seqMutant
-        return c
+    var seqHostOptions: SeqHost.Options {
+        var o = SeqHost.Options()
+        o.sectionUIDs = config.seqSectionUIDs
+        o.allocator.step = config.seqStep
+        o.allocator.mutant = config.seqMutant
+        return o
     }
 
-    /// A node (re)started: its allocators are gone with its memory.
+    /// A node (re)started: its host and allocators are gone with its memory.
     func seqNodeStarted(_ i: Int) {
-        if i < seq.allocators.count { seq.allocators[i] = [:] }
+        if i < seq.hosts.count {
+            seq.hosts[i] = SeqHost(me: ids[i], options: seqHostOptions, tagBase: incarnation[i] << 40)
+        }
     }
 
-    /// A reply from a node's core to one of the allocators' key requests.
+    /// A reply from a node's core to one of the host's key requests.
     func seqKeyReply(_ k: SeqWorkload.KeyTag, _ outcome: ClientOutcome) {
         if pausedUntil[k.node] != nil {
             whenRunning(k.node) { [self] in seqKeyReply(k, outcome) }
             return
         }
-        guard nodes[k.node] != nil, incarnation[k.node] == k.incarnation,
-            seq.allocators[k.node][k.section] != nil
-        else { return }
-        let result: SeqKeyResult
-        switch outcome {
-        case .value(let v): result = .value(v)
-        case .done(.swapped(let b)): result = .swapped(b)
-        case .done: result = .failed
-        case .retryable: result = .failed
-        case .unknown: result = .unknown
+        guard nodes[k.node] != nil, incarnation[k.node] == k.incarnation, seq.hosts[k.node] != nil else {
+            return
         }
-        let out = seq.allocators[k.node][k.section]!.keyResult(id: k.id, result)
-        seqCarryOut(node: k.node, section: k.section, out)
+        // The replica-level outcome as the node core reports it to the server's host.
+        let reply: NodeReply
+        switch outcome {
+        case .done(let r): reply = .done(r)
+        case .value(let v): reply = .value(v)
+        case .retryable: reply = .notApplied("retryable")
+        case .unknown: reply = .unknown("unknown")
+        }
+        seq.hosts[k.node]!.keyResult(tag: k.hostTag, reply)
+        seqDrive(k.node)
     }
 
-    func seqCarryOut(node: Int, section: UInt64, _ outputs: [SeqOutput]) {
-        for o in outputs {
-            switch o {
-            case .request(let id, let r):
-                guard let n = nodes[node] else { continue }
-                let tag = nextTag
-                nextTag += 1
-                seq.keyTags[tag] = .init(node: node, incarnation: incarnation[node], section: section, id: id)
-                let key = SeqKeys.sectionKey(section)
-                switch r {
-                case .read: n.read(key: key, tag: tag)
-                case .cas(let e, let v):
-                    seq.requestCounter += 1
-                    n.propose(
-                        key: key, .cas(expected: e, new: v),
-                        id: RequestID(client: 9000 + UInt32(node), counter: seq.requestCounter), tag: tag)
-                }
-            case .reply(let tag, let first, let last):
-                seq.deferred.append((tag, first, last))
-            case .fail(let tag, _):
-                if let c = seq.replyTags.removeValue(forKey: tag), seq.clients[c].inFlight?.tag == tag {
+    /// Carries out node `node`'s host output: key requests to its replica node, peer messages to
+    /// the simulated network (same loss, cuts and delays as the Paxos frames), answers to clients.
+    func seqDrive(_ node: Int) {
+        guard let n = nodes[node], seq.hosts[node] != nil else { return }
+        let r = seq.hosts[node]!.ready()
+        for k in r.keyRequests {
+            let tag = nextTag
+            nextTag += 1
+            seq.keyTags[tag] = .init(node: node, incarnation: incarnation[node], hostTag: k.tag)
+            let key = SeqKeys.sectionKey(k.section)
+            switch k.request {
+            case .read: n.read(key: key, tag: tag)
+            case .cas(let e, let v):
+                seq.requestCounter += 1
+                n.propose(
+                    key: key, .cas(expected: e, new: v),
+                    id: RequestID(client: 9000 + UInt32(node), counter: seq.requestCounter), tag: tag)
+            }
+        }
+        for m in r.messages {
+            guard let j = ids.firstIndex(of: m.to) else { continue }
+            seq.forwards += 1
+            mix(0x5E0 &+ UInt64(node) << 4 &+ UInt64(j))
+            if cut[node][j] || rng.chance(faults.loss) { continue }
+            seq.inTransit.append((now + 1 + rng.below(faults.delayTicksMax), node, j, m.bytes))
+        }
+        for a in r.answers {
+            switch a.answer {
+            case .numbers(let first, let last):
+                seq.deferred.append((a.tag, first, last))
+            case .failed:
+                if let c = seq.replyTags.removeValue(forKey: a.tag), seq.clients[c].inFlight?.tag == a.tag {
                     seq.clients[c].inFlight = nil
                     seq.clients[c].nextAt = now + rng.below(4)
                 }

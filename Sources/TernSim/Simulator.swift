@@ -32,6 +32,8 @@ public struct SimResult: Sendable {
     public var uncheckedKeys: [String]
     /// SEQ.NEXT calls answered (the seq workload).
     public var seqReplies = 0
+    /// Sequence-service peer messages sent (forwards to a section's owner and their replies).
+    public var seqMessages = 0
     /// Every SEQ.NEXT call of the seq workload.
     public var seqHistory: [SeqOperation] = []
 }
@@ -189,6 +191,7 @@ public final class Simulation {
             uncheckedKeys: uncheckedKeys)
         result.pauses = pauses
         result.seqReplies = seq.history.filter { $0.ret != nil }.count
+        result.seqMessages = seq.forwards
         result.seqHistory = seq.history
         return result
     }

@@ -1,4 +1,5 @@
 import Foundation
+import TernConsensus
 import TernCore
 import TernSeq
 import TernSim
@@ -114,15 +115,20 @@ import Testing
     @Test("Seq seeds under faults are clean, and the workload really answered")
     func campaign() {
         var answered = 0
+        var messages = 0
         for s in UInt64(1)...30 {
             var c = SimConfig(seed: s)
             c.ops = 60
             c.seqOps = 120
             let r = simulate(c)
             answered += r.seqReplies
+            messages += r.seqMessages
             #expect(r.violations.isEmpty, "\(r.violations.map(\.description).joined(separator: "\n"))")
         }
         #expect(answered > 30 * 60, "only \(answered) SEQ.NEXT answered in 30 seeds")
+        // The server's SeqHost runs here: calls to a node that does not own the section are
+        // forwarded over the simulated network (with its faults), as in the server.
+        #expect(messages > 30 * 40, "only \(messages) seq forwards in 30 seeds")
     }
 
     @Test("Same seed, same seq history")
@@ -224,5 +230,112 @@ import Testing
             }
         }
         #expect(outcome == .fail(tag: 7, .contended), "after \(steps) steps: \(String(describing: outcome))")
+    }
+}
+
+/// The sequence service's node-level logic (`SeqHost`), driven by hand: what the server's
+/// `SeqService` and the simulator's seq workload both run.
+@Suite struct SeqHostTests {
+    static let ids = [NodeID(1), NodeID(2), NodeID(3)]
+
+    /// Carries out `host`'s key requests against one in-memory section key until it is quiet;
+    /// returns its answers and messages.
+    static func settle(_ host: inout SeqHost, _ key: inout [UInt8]?) -> SeqReady {
+        var all = SeqReady()
+        while true {
+            let r = host.ready()
+            if r.isEmpty { return all }
+            all.messages += r.messages
+            all.answers += r.answers
+            for k in r.keyRequests {
+                switch k.request {
+                case .read: host.keyResult(tag: k.tag, .value(key))
+                case .cas(let e, let n):
+                    let ok = key == e
+                    if ok { key = n }
+                    host.keyResult(tag: k.tag, .done(.swapped(ok)))
+                }
+            }
+        }
+    }
+
+    @Test("A call at a node that does not own the section is forwarded, served by the owner, answered back")
+    func forwardRoundTrip() {
+        var n1 = SeqHost(me: Self.ids[0])
+        var n2 = SeqHost(me: Self.ids[1])
+        var key: [UInt8]? = nil
+        // uid 150 000 is section 1: preferred owner is the replica in campus 1 % 3 = B, n2.
+        n1.request(tag: 7, current: false, uid: 150_000, count: 2, replicas: Self.ids, now: 0)
+        let r1 = Self.settle(&n1, &key)
+        #expect(r1.answers.isEmpty)
+        #expect(r1.messages.map(\.to) == [Self.ids[1]])
+        n2.receive(from: Self.ids[0], r1.messages[0].bytes)
+        let r2 = Self.settle(&n2, &key)
+        #expect(r2.messages.map(\.to) == [Self.ids[0]])
+        n1.receive(from: Self.ids[1], r2.messages[0].bytes)
+        let back = n1.ready()
+        #expect(back.answers.count == 1 && back.answers[0].tag == 7)
+        #expect(back.answers[0].answer == .numbers(first: 1, last: 2))
+        #expect(n1.forwardedOut == 1 && n2.forwardedIn == 1)
+    }
+
+    @Test("An owner that does not answer within the forward timeout is avoided; the caller serves")
+    func forwardTimeout() {
+        var n1 = SeqHost(me: Self.ids[0])
+        var key: [UInt8]? = nil
+        n1.request(tag: 1, current: false, uid: 150_000, count: 1, replicas: Self.ids, now: 0)
+        _ = Self.settle(&n1, &key)
+        #expect(n1.nextDeadline == n1.options.forwardTimeoutNanos)
+        n1.tick(now: n1.options.forwardTimeoutNanos - 1)
+        #expect(n1.ready().isEmpty)
+        n1.tick(now: n1.options.forwardTimeoutNanos)
+        // n2 is suspect: the next campus's replica (C, n3) would be next; the host asks n3.
+        let r = Self.settle(&n1, &key)
+        #expect(r.messages.map(\.to) == [Self.ids[2]])
+        #expect(n1.forwardTimeouts == 1)
+        n1.tick(now: 2 * n1.options.forwardTimeoutNanos)
+        // Both suspect: served here.
+        let local = Self.settle(&n1, &key)
+        #expect(local.answers.map(\.answer) == [.numbers(first: 1, last: 1)])
+        #expect(n1.owner(of: 1, replicas: Self.ids, now: 2 * n1.options.forwardTimeoutNanos) == Self.ids[0])
+        // Suspicion ends.
+        #expect(n1.owner(of: 1, replicas: Self.ids, now: 10 * n1.options.suspectForNanos) == Self.ids[1])
+    }
+
+    @Test("A late answer to a forward of a previous incarnation is not taken for a new forward's")
+    func lateAnswerAfterRestart() {
+        var key: [UInt8]? = nil
+        var before = SeqHost(me: Self.ids[0], tagBase: 1 << 40)
+        before.request(tag: 1, current: false, uid: 150_000, count: 2, replicas: Self.ids, now: 0)
+        let old = Self.settle(&before, &key).messages[0]
+        // n1 restarts (a new incarnation, a new tag range) and forwards another call.
+        var after = SeqHost(me: Self.ids[0], tagBase: 2 << 40)
+        after.request(tag: 1, current: false, uid: 150_001, count: 1, replicas: Self.ids, now: 0)
+        _ = Self.settle(&after, &key)
+        // n2 answers the old forward; its answer reaches the new incarnation.
+        var n2 = SeqHost(me: Self.ids[1])
+        n2.receive(from: Self.ids[0], old.bytes)
+        let answer = Self.settle(&n2, &key).messages[0]
+        after.receive(from: Self.ids[1], answer.bytes)
+        #expect(after.ready().answers.isEmpty, "the old forward's numbers must not answer the new call")
+        // Same tag range in both incarnations (the bug): the late answer is taken for the new one.
+        var same = SeqHost(me: Self.ids[0], tagBase: 1 << 40)
+        same.request(tag: 1, current: false, uid: 150_001, count: 1, replicas: Self.ids, now: 0)
+        _ = Self.settle(&same, &key)
+        same.receive(from: Self.ids[1], answer.bytes)
+        #expect(same.ready().answers.count == 1)
+    }
+
+    @Test("One translation of node replies for both shells: a CAS that may have applied is unknown")
+    func keyResultMapping() {
+        let cas = SeqKeyRequest.cas(expected: nil, new: [1])
+        #expect(SeqHost.keyResult(.value([1]), for: .read) == .value([1]))
+        #expect(SeqHost.keyResult(.done(.swapped(true)), for: cas) == .swapped(true))
+        #expect(SeqHost.keyResult(.done(.swapped(false)), for: cas) == .swapped(false))
+        #expect(SeqHost.keyResult(.unknown("x"), for: cas) == .unknown)
+        #expect(SeqHost.keyResult(.notApplied("x"), for: cas) == .failed)
+        #expect(SeqHost.keyResult(.unavailable("x"), for: cas) == .failed)
+        #expect(SeqHost.keyResult(.unavailable("x"), for: .read) == .failed)
+        #expect(SeqHost.keyResult(.unknown("x"), for: .read) == .failed)
     }
 }

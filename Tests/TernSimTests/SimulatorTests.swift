@@ -55,7 +55,7 @@ import Testing
         var merges = 0
         var mergesInterrupted = 0
         var tornBytes: UInt64 = 0
-        for s in UInt64(1)...30 {
+        for s in UInt64(1)...80 {
             var c = SimConfig(seed: s)
             c.ops = 150
             let r = simulate(c)
