@@ -122,6 +122,9 @@ public enum SeqMutant: String, Sendable, Hashable, CaseIterable {
     case seqLowBase = "seq-low-base"
     /// Trusts a stale read: after a confirm it keeps the batch even if the key changed.
     case seqIgnoreLoss = "seq-ignore-loss"
+    /// The seq host (not the allocator): every incarnation of a node numbers its forwards from 0,
+    /// so a late answer to the previous incarnation's forward is taken for a new one's.
+    case seqRestartTags = "seq-restart-tags"
 }
 
 /// Tunables of one allocator.

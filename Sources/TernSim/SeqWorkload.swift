@@ -150,7 +150,8 @@ extension Simulation {
     /// A node (re)started: its host and allocators are gone with its memory.
     func seqNodeStarted(_ i: Int) {
         if i < seq.hosts.count {
-            seq.hosts[i] = SeqHost(me: ids[i], options: seqHostOptions, tagBase: incarnation[i] << 40)
+            let base = config.seqMutant == .seqRestartTags ? 0 : incarnation[i] << 40
+            seq.hosts[i] = SeqHost(me: ids[i], options: seqHostOptions, tagBase: base)
         }
     }
 
