@@ -321,7 +321,7 @@ func devRefusesPortsInUse() async throws {
     defer { try? FileManager.default.removeItem(atPath: log) }
     let pid = spawnProcess(
         ternExecutable(), ["dev", "--dir", dir, "--base-port", "\(base)", "--start-timeout", "5"], log: log)
-    let status = await waitExit(pid, seconds: 20)
+    let status = await waitExit(pid, seconds: 60)
     if status == nil { kill(pid, SIGKILL) }
     try await other.close()
     let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
