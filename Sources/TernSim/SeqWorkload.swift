@@ -47,7 +47,7 @@ struct SeqWorkload {
     var issued = 0
     var requestCounter: UInt64 = 0
     /// Seq peer messages sent (forwards and their replies).
-    var forwards = 0
+    var messagesSent = 0
 
     var idle: Bool { clients.allSatisfy { $0.inFlight == nil } }
 }
@@ -197,7 +197,7 @@ extension Simulation {
         }
         for m in r.messages {
             guard let j = ids.firstIndex(of: m.to) else { continue }
-            seq.forwards += 1
+            seq.messagesSent += 1
             mix(0x5E0 &+ UInt64(node) << 4 &+ UInt64(j))
             if cut[node][j] || rng.chance(faults.loss) { continue }
             seq.inTransit.append((now + 1 + rng.below(faults.delayTicksMax), node, j, m.bytes))

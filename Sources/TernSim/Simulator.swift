@@ -191,7 +191,7 @@ public final class Simulation {
             uncheckedKeys: uncheckedKeys)
         result.pauses = pauses
         result.seqReplies = seq.history.filter { $0.ret != nil }.count
-        result.seqMessages = seq.forwards
+        result.seqMessages = seq.messagesSent
         result.seqHistory = seq.history
         return result
     }

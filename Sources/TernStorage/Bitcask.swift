@@ -392,9 +392,14 @@ public final class Bitcask {
     /// A failure to write it is not an error (it only weakens the check at the next start-up).
     func noteDurable(_ mark: DurableMark) {
         if let m = durableMark, (m.file, m.bytes) >= (mark.file, mark.bytes) || mark.bytes == 0 { return }
-        if markHandle == nil { markHandle = try? fileSystem.open(path(DurableMark.fileName), create: true) }
-        guard let h = markHandle else { return }
-        if (try? h.write(mark.encode(), at: 0)) != nil { durableMark = mark }
+        try? writeMark(mark)
+    }
+
+    /// Overwrites `durable.mark` with `mark` (opening it at the first write), without an fsync.
+    func writeMark(_ mark: DurableMark) throws(StorageError) {
+        if markHandle == nil { markHandle = try fileSystem.open(path(DurableMark.fileName), create: true) }
+        try markHandle!.write(mark.encode(), at: 0)
+        durableMark = mark
     }
 
     /// For a pipelined group commit (the `Store`): hands buffered appends to the file and returns
@@ -454,13 +459,8 @@ public final class Bitcask {
         if let m = durableMark, m.file == file.id, m.bytes > 0 {
             // The marked file goes (merged away, or empty): its name may be used again by a new
             // file, which must not be held to the old size. Durable before the file is removed.
-            let reset = DurableMark(file: file.id, bytes: 0)
-            if markHandle == nil {
-                markHandle = try fileSystem.open(path(DurableMark.fileName), create: true)
-            }
-            try markHandle!.write(reset.encode(), at: 0)
+            try writeMark(DurableMark(file: file.id, bytes: 0))
             try markHandle!.sync()
-            durableMark = reset
         }
         file.handle.close()
         files.removeValue(forKey: file.number)

@@ -139,11 +139,8 @@ enum Hint {
     /// The entry count if `bytes` is a whole, valid hint file for a data file of `dataSize` bytes:
     /// checksum, data size, and entry boundaries that add up to the recorded count.
     static func check(_ buf: UnsafeRawBufferPointer, dataSize: UInt64) -> Int? {
-        guard buf.count >= magic.count + trailerSize, buf.starts(with: magic) else { return nil }
+        guard recordedDataSize(buf) == dataSize else { return nil }
         let end = buf.count - trailerSize
-        let crc = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[0..<end + 16]))
-        guard crc == getLE(buf, end + 16, UInt32.self), getLE(buf, end + 8, UInt64.self) == dataSize
-        else { return nil }
         var p = magic.count
         var n = 0
         while p < end {

@@ -89,8 +89,11 @@ extension Bitcask {
         var dataIDs: [FileID] = []
         var hints: Set<FileID> = []
         var changed = false
+        var hasMark = false
         for name in try fileSystem.list(directory) {
-            if name.hasSuffix(".tmp") {
+            if name == DurableMark.fileName {
+                hasMark = true
+            } else if name.hasSuffix(".tmp") {
                 // A hint file or merge output whose rename never happened.
                 try fileSystem.remove(path(name))
                 changed = true
@@ -103,7 +106,7 @@ extension Bitcask {
             }
         }
         dataIDs.sort()
-        let mark = try readDurableMark()
+        let mark = hasMark ? readDurableMark() : nil
         durableMark = mark
         func lost(_ id: FileID, has: UInt64, needs: UInt64, source: String) -> StorageError {
             .lostDurableBytes(
@@ -206,12 +209,10 @@ extension Bitcask {
         if changed { try fileSystem.syncDirectory(directory) }
     }
 
-    /// The durable mark left by the last run, or nil if there is none or it is not whole (an
-    /// older data directory, or a mark torn by a power loss: no check, as before marks existed).
-    func readDurableMark() throws(StorageError) -> DurableMark? {
-        guard (try fileSystem.list(directory)).contains(DurableMark.fileName),
-            let h = try? fileSystem.open(path(DurableMark.fileName), create: false)
-        else { return nil }
+    /// The durable mark left by the last run, or nil if it cannot be read or is not whole (a
+    /// mark torn by a power loss: no check, as before marks existed).
+    func readDurableMark() -> DurableMark? {
+        guard let h = try? fileSystem.open(path(DurableMark.fileName), create: false) else { return nil }
         defer { h.close() }
         return DurableMark.decode((try? h.read(at: 0, count: DurableMark.size)) ?? [])
     }

@@ -159,50 +159,53 @@ struct DevCommand: AsyncParsableCommand {
         return pid
     }
 
+    /// `address` ("host:port", IPv4) as a socket address, or nil if it is not one.
+    static func ipv4(_ address: String) -> sockaddr_in? {
+        guard let colon = address.lastIndex(of: ":"),
+            let port = UInt16(address[address.index(after: colon)...])
+        else { return nil }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, String(address[..<colon]), &addr.sin_addr) == 1 else { return nil }
+        return addr
+    }
+
+    /// Calls `body` with `addr` as the `sockaddr` that bind/connect take.
+    static func withSockaddr(_ addr: sockaddr_in, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32)
+        -> Int32
+    {
+        withUnsafePointer(to: addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                body($0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+    }
+
     /// Whether `address` ("host:port", IPv4) can be bound now (SO_REUSEADDR, as the server binds:
     /// connections in TIME_WAIT from an earlier run do not count as in use).
     static func portIsFree(_ address: String) -> Bool {
-        guard let colon = address.lastIndex(of: ":"),
-            let port = UInt16(address[address.index(after: colon)...])
-        else { return true }  // not ours to judge: the server reports a bad address itself
+        // Not an address: not ours to judge (the server reports a bad address itself).
+        guard let addr = ipv4(address) else { return true }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return true }
         defer { close(fd) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, String(address[..<colon]), &addr.sin_addr) == 1 else { return true }
-        return withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        } == 0
+        return withSockaddr(addr) { bind(fd, $0, $1) } == 0
     }
 
     /// GET /health on `address` answers 200 (a plain blocking socket with a short timeout).
     static func healthy(_ address: String) -> Bool {
-        guard let colon = address.lastIndex(of: ":"),
-            let port = UInt16(address[address.index(after: colon)...])
-        else { return false }
-        let host = String(address[..<colon])
+        guard let addr = ipv4(address) else { return false }
+        let host = String(address[..<address.lastIndex(of: ":")!])
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { return false }
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { return false }
+        guard withSockaddr(addr, { connect(fd, $0, $1) }) == 0 else { return false }
         let request = Array("GET /health HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
         guard send(fd, request, request.count, 0) == request.count else { return false }
         var reply = [UInt8](repeating: 0, count: 64)
