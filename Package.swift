@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "TernSim", targets: ["TernSim"]),
         .library(name: "TernPlacement", targets: ["TernPlacement"]),
         .library(name: "TernTransport", targets: ["TernTransport"]),
+        .library(name: "TernRepair", targets: ["TernRepair"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +39,9 @@ let package = Package(
         .target(name: "TernCheck", dependencies: ["TernCore"], swiftSettings: settings),
         // seq: the sequence allocator's pure core (SEQ.NEXT), hosted by TernServer and TernSim.
         .target(name: "TernSeq", dependencies: ["TernCore", "TernConsensus"], swiftSettings: settings),
+        // repair: the anti-entropy scanner's pure core (digests, exchanges, repair decisions),
+        // driven by TernServer's node and by TernSim.
+        .target(name: "TernRepair", dependencies: ["TernCore", "TernConsensus"], swiftSettings: settings),
         .target(
             name: "TernPlacement",
             dependencies: ["TernCore", .product(name: "TOMLKit", package: "TOMLKit")],
@@ -45,7 +49,7 @@ let package = Package(
         ),
         .target(
             name: "TernSim",
-            dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSeq"],
+            dependencies: ["TernCore", "TernStorage", "TernConsensus", "TernCheck", "TernSeq", "TernRepair"],
             swiftSettings: settings
         ),
         .target(
@@ -112,6 +116,7 @@ let package = Package(
             dependencies: [
                 "TernCore", "TernConsensus", "TernStorage", "TernPlacement", "TernRESP", "TernTransport",
                 "TernSeq",  // seq
+                "TernRepair",  // anti-entropy
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -144,6 +149,9 @@ let package = Package(
             name: "TernConsensusTests", dependencies: ["TernConsensus"], swiftSettings: settings),
         .testTarget(
             name: "TernCheckTests", dependencies: ["TernCheck", "TernCore"], swiftSettings: settings),
+        .testTarget(
+            name: "TernRepairTests", dependencies: ["TernRepair", "TernConsensus", "TernCore"],
+            swiftSettings: settings),
         .testTarget(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(

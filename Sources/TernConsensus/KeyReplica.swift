@@ -521,6 +521,33 @@ public struct KeyReplica: Sendable {
         for n in peers { fx.send(n, .readCheck(nonce: nonce)) }
     }
 
+    // MARK: - Repair (the anti-entropy scanner, TernRepair)
+
+    /// Asks `peer` for its chosen value if it is later than ours (the scanner found this replica
+    /// behind). The answer is an ordinary `learnReply`, learned like any other.
+    public mutating func requestLearn(from peer: NodeID) -> Effects {
+        var fx = Fx()
+        fx.send(peer, .learn(have: state.chosen))
+        return finish(fx)
+    }
+
+    /// Sends `peer` this replica's chosen value (the scanner found the peer behind): the same
+    /// `chosen` message a proposer broadcasts, which the peer learns only if it is later than its
+    /// own. Nothing while damaged (our state is not to be trusted) or while nothing is chosen.
+    public func teach(_ peer: NodeID) -> Effects {
+        var fx = Fx()
+        if !damaged && state.chosen > 0 {
+            fx.send(peer, .chosen(instance: state.chosen, value: state.value))
+        }
+        return finish(fx)
+    }
+
+    /// True when this replica holds nothing at all: never chose, promised or accepted anything.
+    /// A key whose record went missing looks like this, and so does a key never seen here.
+    public var isBlank: Bool {
+        !damaged && state.chosen == 0 && state.promised == .zero && state.accepted == nil
+    }
+
     private func finish(_ fx: Fx) -> Effects {
         var e = fx.effects
         // (safety) While damaged, nothing is written: the corrupt record on disk is the only

@@ -346,7 +346,7 @@ public final class NodeCore {
         w.tag = tag
         w.attempts += 1
         w.retryAt = nil
-        if all.contains(id) {
+        if all.contains(id) && !replica.learnerOnly {
             w.target = nil
             w.attemptDeadline = nil
             if case .write = w.request { w.open.insert(tag) }
@@ -358,8 +358,9 @@ public final class NodeCore {
             return
         }
         // Own campus first, then the others; a replica that recently failed to answer goes last.
+        // A learner-only node serves nothing from its own state: it forwards its own keys too.
         let mine = all[campusIndex]
-        let ordered = [mine] + all.filter { $0 != mine }
+        let ordered = ([mine] + all.filter { $0 != mine }).filter { $0 != id }
         let healthy = ordered.filter { (suspectUntil[$0] ?? 0) <= now }
         let pool = healthy.isEmpty ? ordered : healthy
         let target = pool[(w.attempts - 1) % pool.count]
@@ -565,8 +566,11 @@ public final class NodeCore {
             nextTag += 1
             let tag = nextTag
             origins[tag] = .remote(peer, originTag)
-            guard replica.isReplica(of: key), key.count <= ReplicaNode.keyBytesMax, !closing else {
-                // Our map disagrees with the sender's, or we are stopping: certainly not applied.
+            guard replica.isReplica(of: key), key.count <= ReplicaNode.keyBytesMax, !closing,
+                !replica.learnerOnly
+            else {
+                // Our map disagrees with the sender's, we are stopping, or we are rebuilding
+                // (learner-only): certainly not applied here; the sender tries another replica.
                 answer(tag: tag, .retryable)
                 return
             }
@@ -588,6 +592,45 @@ public final class NodeCore {
         counters.badMessages += 1
         out.badMessages.append((peer, why))
     }
+
+    // MARK: - Repair (carried out for the anti-entropy scanner, TernRepair)
+
+    /// Learner-only: this node serves and votes nothing from its own state (see
+    /// `ReplicaNode.learnerOnly`); client requests go to the other replicas.
+    public var learnerOnly: Bool {
+        get { replica.learnerOnly }
+        set { replica.learnerOnly = newValue }
+    }
+
+    /// What the scanner asks of one key.
+    public enum RepairAction: Sendable, Hashable {
+        /// This replica is behind `peer`: ask it for the chosen value.
+        case learn(from: NodeID)
+        /// `peer` is behind: send it this replica's chosen value.
+        case teach(to: NodeID)
+        /// A peer holds a chosen value and this replica holds nothing: its record may be lost, so
+        /// the key is recovered as damaged (both peers re-teach it under a fresh ballot).
+        case missing
+        /// Load the key so that damage in its record surfaces (loaded damaged, it recovers).
+        case load
+    }
+
+    /// Carries out `action` on `key` once the key is loaded. Keys this node does not replicate
+    /// are ignored (the scanner's view of the map may lag).
+    public func repair(key: [UInt8], _ action: RepairAction) {
+        guard failed == nil, key.count <= ReplicaNode.keyBytesMax, replica.isReplica(of: key) else { return }
+        whenLoaded([HashedKey(key)]) {
+            switch action {
+            case .learn(let peer): self.replica.requestLearn(key: key, from: peer)
+            case .teach(let peer): self.replica.teach(key: key, to: peer)
+            case .missing: self.replica.markMissing(key: key)
+            case .load: break
+            }
+        }
+    }
+
+    /// Keys loaded and damaged now, waiting for both peers to re-teach them.
+    public var damagedKeyCount: Int { replica.damagedKeyCount }
 
     // MARK: - Loading keys
 

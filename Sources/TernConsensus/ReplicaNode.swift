@@ -167,6 +167,16 @@ public final class ReplicaNode {
     var referenced: Set<HashedKey> = []
     /// Idle keys beyond this many are evicted after a batch (they reload from storage on use).
     public var keysLoadedMax = Int.max
+    /// Learner-only (a node rebuilding after its storage lost what it promised: lost durable
+    /// bytes, a damaged epoch record, an empty or restored directory): every key loads as damaged,
+    /// so it casts no vote and answers no read from its own state until both peers re-taught it
+    /// (`KeyReplica.damaged`). Set by the node before traffic, cleared once a full repair pass has
+    /// rebuilt every range (TernRepair).
+    public var learnerOnly = false
+    /// Loaded keys that are damaged now (they never leave memory until recovered).
+    var damagedKeys: Set<HashedKey> = []
+    /// How many keys are damaged now (waiting for both peers to re-teach them).
+    public var damagedKeyCount: Int { damagedKeys.count }
     /// Counters.
     public private(set) var stats = ReplicaNodeStats()
 
@@ -279,12 +289,14 @@ public final class ReplicaNode {
 
     private func makeReplica(_ hashed: HashedKey, _ record: LoadResult) -> KeyReplica {
         let key = hashed.bytes
-        let loaded: LoadedKey
+        var loaded: LoadedKey
         switch record {
         case .absent: loaded = .absent
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
+        if learnerOnly { loaded = .damaged }
+        if case .damaged = loaded, ctx.config.mutant != .damagedAnswersFresh { damagedKeys.insert(hashed) }
         let all = placement.replicas(for: key)
         precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
         stats.keyLoads += 1
@@ -314,7 +326,8 @@ public final class ReplicaNode {
         if keysLoadedMax != Int.max { referenced.insert(key) }
         // Mutated in place (one lookup): copying the replica out and back would copy its queues
         // every step.
-        let (fx, busyNow) = Self.step(&keys.values[index!], &ctx, body)
+        let (fx, busyNow, damagedNow) = Self.step(&keys.values[index!], &ctx, body)
+        if !damagedNow, !damagedKeys.isEmpty { damagedKeys.remove(key) }
         if fx.persist != nil, dirtySet.insert(key).inserted { dirty.append(key) }
         if fx.mustSync { mustSync = true }
         if fx.mergedOps > 0 {
@@ -332,9 +345,9 @@ public final class ReplicaNode {
     private static func step(
         _ r: inout KeyReplica, _ ctx: inout NodeContext,
         _ body: (inout KeyReplica, inout NodeContext) -> Effects
-    ) -> (Effects, Bool) {
+    ) -> (Effects, Bool, Bool) {
         let fx = body(&r, &ctx)
-        return (fx, r.isBusy)
+        return (fx, r.isBusy, r.damaged)
     }
 
     /// The encoded state of a loaded key, read in place (no copy of the replica).
@@ -371,6 +384,35 @@ public final class ReplicaNode {
     /// Queues a client read; the reply carries `tag`. This node must be a replica of `key`.
     public func read(key: [UInt8], staleOK: Bool = false, tag: UInt64) {
         apply(HashedKey(key)) { r, c in r.read(staleOK: staleOK, tag: tag, ctx: &c) }
+    }
+
+    // MARK: - Repair (driven by the anti-entropy scanner, TernRepair)
+
+    /// Asks `peer` for `key`'s chosen value (this replica was found behind). This node must be a
+    /// replica of `key`.
+    public func requestLearn(key: [UInt8], from peer: NodeID) {
+        apply(HashedKey(key)) { r, _ in r.requestLearn(from: peer) }
+    }
+
+    /// Sends `peer` this replica's chosen value of `key` (the peer was found behind).
+    public func teach(key: [UInt8], to peer: NodeID) {
+        apply(HashedKey(key)) { r, _ in r.teach(peer) }
+    }
+
+    /// Treats `key` as damaged when this replica holds nothing for it although a peer holds a
+    /// chosen value: its record may have been lost (a dropped record, a lost file), and with it
+    /// promises this replica made. Recovery is then the damaged-key rule: learn from both peers and
+    /// a fresh ballot promised by both. Returns true when the key was marked.
+    @discardableResult
+    public func markMissing(key: [UInt8]) -> Bool {
+        let hashed = HashedKey(key)
+        let current = replica(hashed)
+        if keys[hashed] == nil { keys[hashed] = current }
+        guard current.isBlank, ctx.config.mutant != .damagedAnswersFresh else { return false }
+        keys[hashed] = makeReplica(hashed, .damaged)
+        // A damaged replica is busy (its recovery runs on ticks).
+        apply(hashed) { _, _ in Effects() }
+        return true
     }
 
     /// Advances time by one tick for every key with running timers.

@@ -1,3 +1,4 @@
+import TernCore
 import TernPlacement
 import Testing
 

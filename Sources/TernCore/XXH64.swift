@@ -1,4 +1,5 @@
-/// xxHash64 (XXH64) of a byte string, the hash that places keys on the ring.
+/// xxHash64 (XXH64) of a byte string: the hash that places keys on the ring (TernPlacement) and the
+/// one 64-bit hash of the project (repair digests, TernRepair).
 ///
 /// Why XXH64: a well-known, published algorithm with reference implementations in every language
 /// (so a client or a debugging script can compute where a key lives), fast on short keys, and with

@@ -1,0 +1,701 @@
+public import TernConsensus
+public import TernCore
+
+/// Tunables of the anti-entropy scanner; times in nanoseconds of the shell's monotonic clock.
+public struct RepairOptions: Sendable, Hashable {
+    /// The ring is cut into 2^bucketBits ranges (buckets) by the top bits of a key's position
+    /// (XXH64, as placement hashes it). A pass compares one digest per bucket and peer, so at rest
+    /// it moves a few messages per bucket whatever the number of keys.
+    public var bucketBits: UInt8 = 12
+    /// Buckets per listing: a listing walks the node's whole key directory once, and the chunk's
+    /// keys stay in memory while its buckets are scanned (and while peers ask about them).
+    public var chunkBuckets = 256
+    /// The default pace: records read per second and record bytes per second (in `server.toml`:
+    /// `repair_keys_per_second`, `repair_mb_per_second`).
+    public var keysPerSecond: Double = 2_000
+    public var bytesPerSecond: Double = 4_194_304
+    /// The pace of a pass started by `tern repair now`.
+    public var fullPaceKeysPerSecond: Double = 1_000_000
+    public var fullPaceBytesPerSecond: Double = 1_073_741_824
+    /// Pause between one pass's end and the next one's start.
+    public var passIntervalNanos: UInt64 = 60_000_000_000
+    /// A peer that has not answered a bucket's summary within this is given up for that bucket in
+    /// this pass (counted; the pass does not count as complete).
+    public var peerTimeoutNanos: UInt64 = 5_000_000_000
+    /// Buckets whose summaries may await answers at once.
+    public var bucketsInFlightMax = 8
+    /// Bound of one `keys` reply (keys plus summaries); a longer list is cut (`truncated`).
+    public var keysReplyBytesMax = 1 << 20
+    /// While rebuilding (learner-only), the scan waits while more keys than this are still damaged
+    /// (each one is a recovery Phase 1 in flight).
+    public var rebuildDamagedMax = 2_048
+    /// Deliberately broken variants (simulator only).
+    public var mutant: RepairMutant = .none
+    public init() {}
+
+    /// The number of buckets.
+    public var bucketCount: Int { 1 << Int(bucketBits) }
+}
+
+/// Deliberately broken scanners, each of which the simulator's checks must catch.
+public enum RepairMutant: String, Sendable, Hashable, CaseIterable {
+    case none
+    /// Repairs a replica that is behind or missing by copying the peer's chosen value into it as if
+    /// it were its own record ("copy bytes blindly"): the record keeps no promise, so a replica
+    /// that lost its promises votes as if it had made none.
+    case copyBytes = "copy-bytes"
+}
+
+/// What the scanner found in one bucket that the protocol says cannot happen: two different
+/// values chosen at one instance. Reported, counted, logged; never "repaired" by picking one.
+public struct SafetyAlarm: Sendable, Hashable, CustomStringConvertible {
+    public var key: [UInt8]
+    public var instance: UInt64
+    public var peer: NodeID
+    public var mine: UInt64
+    public var theirs: UInt64
+    public var description: String {
+        "key \(String(decoding: key, as: UTF8.self).debugDescription) instance \(instance): value digest "
+            + "\(String(mine, radix: 16)) here, \(String(theirs, radix: 16)) at \(peer)"
+    }
+}
+
+/// Counters of the scanner (`/status`, `/metrics`).
+public struct RepairCounters: Sendable, Hashable {
+    /// Passes finished, and whether the last one compared every bucket with every peer.
+    public var passesCompleted = 0
+    public var lastPassComplete = false
+    /// The shell's clock at the last pass's end (0: none yet).
+    public var lastPassEndedAt: UInt64 = 0
+    /// Nanoseconds the last pass took.
+    public var lastPassNanos: UInt64 = 0
+    /// Records read (own scan and answers to peers), and their bytes.
+    public var keysRead = 0
+    public var bytesRead = 0
+    /// Keys compared with a peer's list (only where digests differed).
+    public var keysCompared = 0
+    /// Buckets whose digest matched a peer's, and buckets that needed a key list.
+    public var bucketsMatched = 0
+    public var bucketsDiffered = 0
+    /// Repairs by cause: this replica was behind (learned); a peer was behind (taught); a key was
+    /// missing here (recovered as damaged); a peer was told it misses keys; a damaged record was
+    /// found by the scan (recovered as damaged).
+    public var behind = 0
+    public var taught = 0
+    public var missing = 0
+    public var peerMissing = 0
+    public var damaged = 0
+    /// Two values chosen at one instance (must stay 0).
+    public var alarms = 0
+    /// A peer did not answer a bucket's summary in time.
+    public var peerTimeouts = 0
+    /// Peer messages that did not decode or made no sense.
+    public var badMessages = 0
+    public init() {}
+}
+
+/// Where a pass is.
+public struct RepairProgress: Sendable, Hashable {
+    /// The pass under way (or the last one, between passes).
+    public var pass: UInt64
+    /// Buckets of this pass finished, out of `bucketsTotal`.
+    public var bucketsDone: Int
+    public var bucketsTotal: Int
+    /// Per chunk of `chunkBuckets` buckets (a range of the ring): buckets done.
+    public var chunksDone: [Int]
+    public var running: Bool
+    public var fullPace: Bool
+    public var learnerOnly: Bool
+}
+
+/// What the shell must do after feeding the scanner its inputs.
+public struct RepairReady: Sendable {
+    /// Peer messages (service kind 3), in order, per destination.
+    public var messages: [(to: NodeID, bytes: [UInt8])] = []
+    /// Key listings to make: the keys this node stores (`ReplicaNode.recordKey` prefix removed)
+    /// whose bucket is in `buckets`; answer each with `RepairScanner.listed`.
+    public var listings: [(chunk: Int, buckets: Range<Int>)] = []
+    /// Records to read (the key records of these keys); answer each with `RepairScanner.read`.
+    public var reads: [(id: UInt64, keys: [[UInt8]])] = []
+    /// What to do to keys (`NodeCore.repair`).
+    public var actions: [(key: [UInt8], action: NodeCore.RepairAction)] = []
+    /// Two values chosen at one instance: log them (both digests and the local record).
+    public var alarms: [SafetyAlarm] = []
+    /// Peer messages dropped, and why.
+    public var badMessages: [(from: NodeID, why: String)] = []
+    /// A pass ended (`complete`: every bucket compared with every peer).
+    public var passEnded: (pass: UInt64, complete: Bool)?
+    public var isEmpty: Bool {
+        messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
+            && badMessages.isEmpty && passEnded == nil
+    }
+}
+
+/// The anti-entropy scanner of one node, a deterministic state machine (no clock, socket, thread
+/// or file): the shell lists keys, reads records, carries messages and repair actions, and passes
+/// the time.
+///
+/// A pass walks the ring bucket by bucket, paced. For each bucket it reads this node's records of
+/// the keys it replicates there, XORs one mixed digest per key (`KeySummary.entryDigest`) per peer
+/// that shares the key, and sends each peer its digest. The peer compares with its own (cached
+/// from its own reads until a write touches the bucket); equal digests end the bucket in one round
+/// trip. Only where they differ are per-key summaries exchanged, and every difference is repaired
+/// through the protocol: a replica behind learns (`learn`), a peer behind is taught the chosen
+/// value (`chosen`), a key missing on one side is recovered as damaged there (learn from both peers
+/// under a fresh ballot promised by both), a damaged record found by the read is recovered the same
+/// way, and two values chosen at one instance raise a `SafetyAlarm` — never "fixed" by picking one.
+///
+/// While the node is learner-only (it lost what it promised), each bucket asks every peer for its
+/// whole list, and every key of every list is loaded (learner-only loads every key damaged), so it
+/// recovers under the damaged-key rule; the shell leaves learner-only after a complete pass once
+/// no key is still damaged.
+public final class RepairScanner {
+    public let me: NodeID
+    /// Every other node of the cluster (a learner-only node asks all of them).
+    public let others: [NodeID]
+    public private(set) var options: RepairOptions
+    let replicas: @Sendable ([UInt8]) -> [NodeID]
+
+    public private(set) var counters = RepairCounters()
+    /// Set by the shell: the node is rebuilding.
+    public var learnerOnly = false
+    var now: UInt64 = 0
+    var lastRefill: UInt64?
+    var keyCredits: Double = 0
+    var byteCredits: Double = 0
+    public private(set) var fullPace = false
+    var busy = false
+    var damagedNow = 0
+
+    enum Phase: Equatable {
+        case waiting(until: UInt64)
+        case listing(chunk: Int)
+        case scanning(chunk: Int, next: Int)
+    }
+    var phase: Phase
+    public private(set) var pass: UInt64 = 0
+    var passStartedAt: UInt64 = 0
+    var passComplete = true
+    var bucketsDone = 0
+    var chunksDone: [Int]
+
+    /// Cached listings: chunk → bucket → keys (at most three chunks: this node's own and two
+    /// peers' current ones); new keys join them as they are written.
+    var listings: [Int: [Int: Set<[UInt8]>]] = [:]
+    var listingOrder: [Int] = []
+    var listingsAsked: Set<Int> = []
+    /// Answers to peers waiting for a chunk's listing.
+    var waitingForListing: [Int: [(NodeID, RepairMessage)]] = [:]
+
+    /// Digest per bucket per peer, from the last read of the bucket, until a write touches it.
+    var digests: [Int: [NodeID: UInt64]] = [:]
+    /// Writes seen per bucket (a read issued before a write must not fill the cache).
+    var bucketWrites: [Int: UInt64] = [:]
+
+    enum ReadPurpose {
+        case scan(bucket: Int, writes: UInt64)
+        case answer(peer: NodeID, pass: UInt64, bucket: Int, full: Bool, digest: UInt64, writes: UInt64)
+    }
+    var reads: [UInt64: ReadPurpose] = [:]
+    var nextRead: UInt64 = 0
+
+    struct Pending {
+        /// This node's keys of the bucket: nil = damaged here.
+        var mine: [[UInt8]: KeySummary?]
+        var awaiting: [NodeID: UInt64]
+    }
+    var pending: [Int: Pending] = [:]
+    var scansReading = 0
+
+    var out = RepairReady()
+
+    /// A scanner for node `me`; `replicas` is the placement (the key's three replicas), `others`
+    /// every other node of the cluster map.
+    public init(
+        me: NodeID, others: [NodeID], options: RepairOptions, now: UInt64,
+        replicas: @escaping @Sendable ([UInt8]) -> [NodeID]
+    ) {
+        precondition(options.bucketBits >= 1 && options.bucketBits <= 20, "1 to 20 bucket bits")
+        precondition(options.chunkBuckets >= 1 && options.bucketCount % options.chunkBuckets == 0)
+        self.me = me
+        self.others = others.filter { $0 != me }.sorted()
+        self.options = options
+        self.replicas = replicas
+        self.now = now
+        chunksDone = Array(repeating: 0, count: options.bucketCount / options.chunkBuckets)
+        // The first pass starts after a short delay (let the node settle), not a whole interval.
+        phase = .waiting(until: now + min(options.passIntervalNanos, 5_000_000_000))
+    }
+
+    var chunkCount: Int { options.bucketCount / options.chunkBuckets }
+
+    /// The bucket of a key: the top bits of its ring position.
+    public func bucket(of key: [UInt8]) -> Int { bucket(ofPosition: XXH64.hash(key)) }
+    public func bucket(ofPosition position: UInt64) -> Int {
+        Int(truncatingIfNeeded: position >> (64 - UInt64(options.bucketBits)))
+    }
+    func chunk(ofBucket b: Int) -> Int { b / options.chunkBuckets }
+    func buckets(ofChunk c: Int) -> Range<Int> {
+        (c * options.chunkBuckets)..<((c + 1) * options.chunkBuckets)
+    }
+
+    // MARK: - Inputs
+
+    /// Time passes. `busy`: client traffic is heavy, so this node's own scan waits (answers to
+    /// peers go on). `damagedKeys`: keys waiting for recovery now (`NodeCore.damagedKeyCount`).
+    public func tick(now t: UInt64, busy: Bool = false, damagedKeys: Int = 0) {
+        advance(t)
+        self.busy = busy
+        damagedNow = damagedKeys
+        refill()
+        checkTimeouts()
+        drive()
+    }
+
+    /// Starts a pass at full pace now (`tern repair now`); a pass under way continues at full pace.
+    public func startFullPass() {
+        fullPace = true
+        if case .waiting = phase { phase = .waiting(until: now) }
+        drive()
+    }
+
+    /// Changes the pace (the shell's `CONFIG SET`-style knobs); takes effect at once.
+    public func setPace(keysPerSecond: Double, bytesPerSecond: Double) {
+        options.keysPerSecond = max(keysPerSecond, 1)
+        options.bytesPerSecond = max(bytesPerSecond, 1)
+    }
+
+    /// The keys of `chunk` this node stores (what `listings` asked for).
+    public func listed(chunk: Int, keys: [[UInt8]]) {
+        guard listingsAsked.remove(chunk) != nil else { return }
+        var byBucket: [Int: Set<[UInt8]>] = [:]
+        for k in keys {
+            let b = bucket(of: k)
+            guard chunk == self.chunk(ofBucket: b) else { continue }
+            byBucket[b, default: []].insert(k)
+        }
+        listings[chunk] = byBucket
+        listingOrder.removeAll { $0 == chunk }
+        listingOrder.append(chunk)
+        trimListings()
+        if case .listing(let c) = phase, c == chunk {
+            phase = .scanning(chunk: chunk, next: buckets(ofChunk: chunk).lowerBound)
+        }
+        for (peer, m) in waitingForListing.removeValue(forKey: chunk) ?? [] { handle(from: peer, m) }
+        drive()
+    }
+
+    /// The records read for `reads` entry `id`, in any order.
+    public func read(id: UInt64, records: [(key: [UInt8], record: LoadResult)]) {
+        guard let purpose = reads.removeValue(forKey: id) else { return }
+        var summaries: [[UInt8]: KeySummary?] = [:]
+        summaries.reserveCapacity(records.count)
+        for (key, record) in records {
+            counters.keysRead += 1
+            if case .state(let b) = record { counters.bytesRead += b.count }
+            let s = KeySummary(record)
+            if s == nil {
+                counters.damaged += 1
+                out.actions.append((key, .load))
+            }
+            summaries[key] = s
+        }
+        spend(keys: records.count, bytes: 0)
+        switch purpose {
+        case .scan(let b, let writes):
+            scansReading -= 1
+            scanned(bucket: b, summaries, cache: bucketWrites[b, default: 0] == writes)
+        case .answer(let peer, let pass, let b, let full, let theirs, let writes):
+            let mineDigest = digest(of: summaries, sharedWith: peer)
+            if bucketWrites[b, default: 0] == writes { digests[b, default: [:]][peer] = mineDigest }
+            reply(to: peer, pass: pass, bucket: b, full: full, theirDigest: theirs, summaries, mineDigest)
+        }
+        drive()
+    }
+
+    /// Keys whose records this node just wrote: their buckets' cached digests are stale, and new
+    /// keys join the cached listings.
+    public func noteWritten(_ keys: [[UInt8]]) {
+        for k in keys {
+            let b = bucket(of: k)
+            bucketWrites[b, default: 0] += 1
+            digests[b] = nil
+            let c = chunk(ofBucket: b)
+            if listings[c] != nil { listings[c]![b, default: []].insert(k) }
+        }
+    }
+
+    /// A repair message from `peer`.
+    public func receive(from peer: NodeID, _ bytes: [UInt8]) {
+        guard let m = RepairMessage.decode(bytes) else { return bad(peer, "malformed repair message") }
+        handle(from: peer, m)
+        drive()
+    }
+
+    /// Takes what the shell must do now.
+    public func ready() -> RepairReady {
+        drive()
+        let r = out
+        out = RepairReady()
+        return r
+    }
+
+    /// Where the pass is.
+    public var progress: RepairProgress {
+        var running = true
+        if case .waiting = phase { running = false }
+        return RepairProgress(
+            pass: pass, bucketsDone: bucketsDone, bucketsTotal: options.bucketCount, chunksDone: chunksDone,
+            running: running, fullPace: fullPace, learnerOnly: learnerOnly)
+    }
+
+    // MARK: - Pace
+
+    func advance(_ t: UInt64) { if t > now { now = t } }
+
+    func refill() {
+        guard let last = lastRefill else {
+            lastRefill = now
+            return
+        }
+        let dt = Double(now - last) / 1e9
+        lastRefill = now
+        let (k, b) =
+            fullPace
+            ? (options.fullPaceKeysPerSecond, options.fullPaceBytesPerSecond)
+            : (options.keysPerSecond, options.bytesPerSecond)
+        // At most a tenth of a second's worth saved up.
+        keyCredits = min(keyCredits + k * dt, max(k / 10, 1))
+        byteCredits = min(byteCredits + b * dt, max(b / 10, 1))
+    }
+
+    func spend(keys: Int, bytes: Int) {
+        keyCredits -= Double(keys)
+        byteCredits -= Double(bytes)
+    }
+
+    // MARK: - The pass
+
+    func drive() {
+        var steps = 0
+        while steps < 64 {
+            steps += 1
+            switch phase {
+            case .waiting(let until):
+                guard now >= until else { return }
+                startPass()
+            case .listing:
+                return
+            case .scanning(let c, let next):
+                let range = buckets(ofChunk: c)
+                if next >= range.upperBound {
+                    // The chunk's buckets are all sent; wait for their answers, then move on.
+                    guard scansReading == 0, !pending.keys.contains(where: { chunk(ofBucket: $0) == c })
+                    else {
+                        return
+                    }
+                    if c + 1 < chunkCount {
+                        requestListing(c + 1, forScan: true)
+                    } else {
+                        endPass()
+                    }
+                    continue
+                }
+                guard canScan() else { return }
+                scan(bucket: next)
+                phase = .scanning(chunk: c, next: next + 1)
+            }
+        }
+    }
+
+    func canScan() -> Bool {
+        if pending.count + scansReading >= options.bucketsInFlightMax { return false }
+        if keyCredits <= 0 || byteCredits <= 0 { return false }
+        if busy && !fullPace { return false }
+        if learnerOnly && damagedNow > options.rebuildDamagedMax { return false }
+        return true
+    }
+
+    func startPass() {
+        pass += 1
+        passStartedAt = now
+        passComplete = true
+        bucketsDone = 0
+        chunksDone = Array(repeating: 0, count: chunkCount)
+        requestListing(0, forScan: true)
+    }
+
+    func endPass() {
+        counters.passesCompleted += 1
+        counters.lastPassComplete = passComplete
+        counters.lastPassEndedAt = now
+        counters.lastPassNanos = now - passStartedAt
+        out.passEnded = (pass, passComplete)
+        fullPace = false
+        phase = .waiting(until: now + options.passIntervalNanos)
+    }
+
+    func requestListing(_ c: Int, forScan: Bool) {
+        if forScan {
+            if listings[c] != nil {
+                phase = .scanning(chunk: c, next: buckets(ofChunk: c).lowerBound)
+                return
+            }
+            phase = .listing(chunk: c)
+        }
+        guard listingsAsked.insert(c).inserted else { return }
+        out.listings.append((c, buckets(ofChunk: c)))
+    }
+
+    func trimListings() {
+        var current: Int?
+        switch phase {
+        case .listing(let c), .scanning(let c, _): current = c
+        case .waiting: break
+        }
+        while listingOrder.count > 3 {
+            guard let victim = listingOrder.first(where: { $0 != current }) else { break }
+            listingOrder.removeAll { $0 == victim }
+            listings[victim] = nil
+        }
+    }
+
+    func mine(_ keys: Set<[UInt8]>?) -> [[UInt8]] {
+        guard let keys else { return [] }
+        return keys.filter { replicas($0).contains(me) }.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    func scan(bucket b: Int) {
+        let keys = mine(listings[chunk(ofBucket: b)]?[b])
+        if keys.isEmpty && !learnerOnly {
+            bucketDone(b)
+            return
+        }
+        if keys.isEmpty {
+            scanned(bucket: b, [:], cache: false)
+            return
+        }
+        nextRead += 1
+        reads[nextRead] = .scan(bucket: b, writes: bucketWrites[b, default: 0])
+        scansReading += 1
+        out.reads.append((nextRead, keys))
+    }
+
+    /// The peers that share keys of `summaries` with this node.
+    func peers(of summaries: [[UInt8]: KeySummary?]) -> [NodeID] {
+        if learnerOnly { return others }
+        var set = Set<NodeID>()
+        for k in summaries.keys { for r in replicas(k) where r != me { set.insert(r) } }
+        return set.sorted()
+    }
+
+    func digest(of summaries: [[UInt8]: KeySummary?], sharedWith peer: NodeID) -> UInt64 {
+        var d: UInt64 = 0
+        for (k, s) in summaries {
+            guard let s, s.chosen > 0, replicas(k).contains(peer) else { continue }
+            d ^= s.entryDigest(keyHash: XXH64.hash(k))
+        }
+        return d
+    }
+
+    func scanned(bucket b: Int, _ summaries: [[UInt8]: KeySummary?], cache: Bool) {
+        let peers = peers(of: summaries)
+        guard !peers.isEmpty else {
+            bucketDone(b)
+            return
+        }
+        var p = Pending(mine: summaries, awaiting: [:])
+        for peer in peers {
+            let d = digest(of: summaries, sharedWith: peer)
+            // Kept for answering the peer's own summary of this bucket without reading again.
+            if cache { digests[b, default: [:]][peer] = d }
+            let count = summaries.filter { $0.value.map { $0.chosen > 0 } ?? false }.count
+            send(
+                .summary(
+                    pass: pass, bucket: UInt32(b), bits: options.bucketBits, full: learnerOnly, digest: d,
+                    count: UInt32(count)), to: peer)
+            p.awaiting[peer] = now + options.peerTimeoutNanos
+        }
+        pending[b] = p
+    }
+
+    func bucketDone(_ b: Int) {
+        bucketsDone += 1
+        let c = chunk(ofBucket: b)
+        if c < chunksDone.count { chunksDone[c] += 1 }
+    }
+
+    func checkTimeouts() {
+        for b in pending.keys.sorted() {
+            guard var p = pending[b] else { continue }
+            let late = p.awaiting.filter { now >= $0.value }.keys.sorted()
+            guard !late.isEmpty else { continue }
+            for peer in late {
+                p.awaiting[peer] = nil
+                counters.peerTimeouts += 1
+                passComplete = false
+            }
+            finishIfAnswered(b, p)
+        }
+    }
+
+    func finishIfAnswered(_ b: Int, _ p: Pending) {
+        if p.awaiting.isEmpty {
+            pending[b] = nil
+            bucketDone(b)
+        } else {
+            pending[b] = p
+        }
+    }
+
+    // MARK: - Peer messages
+
+    func send(_ m: RepairMessage, to peer: NodeID) { out.messages.append((peer, m.encode())) }
+
+    func bad(_ peer: NodeID, _ why: String) {
+        counters.badMessages += 1
+        out.badMessages.append((peer, why))
+    }
+
+    func handle(from peer: NodeID, _ m: RepairMessage) {
+        switch m {
+        case .summary(let pass, let bucket, let bits, let full, let digest, _):
+            guard bits == options.bucketBits, Int(bucket) < options.bucketCount else {
+                return bad(peer, "summary with \(bits) bucket bits (this node uses \(options.bucketBits))")
+            }
+            let b = Int(bucket)
+            if !full, let cached = digests[b]?[peer], cached == digest {
+                counters.bucketsMatched += 1
+                return send(.match(pass: pass, bucket: bucket), to: peer)
+            }
+            let c = chunk(ofBucket: b)
+            guard let listing = listings[c] else {
+                waitingForListing[c, default: []].append((peer, m))
+                requestListing(c, forScan: false)
+                return
+            }
+            let keys = mine(listing[b]).filter { replicas($0).contains(peer) }
+            if keys.isEmpty {
+                reply(to: peer, pass: pass, bucket: b, full: full, theirDigest: digest, [:], 0)
+                return
+            }
+            nextRead += 1
+            reads[nextRead] = .answer(
+                peer: peer, pass: pass, bucket: b, full: full, digest: digest,
+                writes: bucketWrites[b, default: 0])
+            out.reads.append((nextRead, keys))
+        case .match(_, let bucket):
+            let b = Int(bucket)
+            guard var p = pending[b], p.awaiting.removeValue(forKey: peer) != nil else { return }
+            counters.bucketsMatched += 1
+            finishIfAnswered(b, p)
+        case .keys(_, let bucket, let truncated, let entries):
+            compare(bucket: Int(bucket), from: peer, entries, truncated: truncated)
+        case .missing(let keys):
+            for k in keys where replicas(k).contains(me) && replicas(k).contains(peer) {
+                // Loaded from storage first: only a replica that really holds nothing is marked.
+                out.actions.append((k, .missing))
+            }
+        }
+    }
+
+    /// Answers a peer's summary from this node's summaries of the bucket.
+    func reply(
+        to peer: NodeID, pass: UInt64, bucket b: Int, full: Bool, theirDigest: UInt64,
+        _ summaries: [[UInt8]: KeySummary?], _ mineDigest: UInt64
+    ) {
+        if !full && mineDigest == theirDigest {
+            counters.bucketsMatched += 1
+            return send(.match(pass: pass, bucket: UInt32(b)), to: peer)
+        }
+        counters.bucketsDiffered += 1
+        var entries: [KeyEntry] = []
+        var size = 0
+        var truncated = false
+        for k in summaries.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let s = summaries[k]!
+            // Keys never chosen here carry nothing to compare (a promise alone is not data).
+            if let s, s.chosen == 0 { continue }
+            size += k.count + 21
+            if size > options.keysReplyBytesMax {
+                truncated = true
+                break
+            }
+            entries.append(KeyEntry(key: k, summary: s))
+        }
+        send(.keys(pass: pass, bucket: UInt32(b), truncated: truncated, entries: entries), to: peer)
+    }
+
+    /// A peer's list for a bucket this node summarised: repair every difference.
+    func compare(bucket b: Int, from peer: NodeID, _ entries: [KeyEntry], truncated: Bool) {
+        guard var p = pending[b], p.awaiting.removeValue(forKey: peer) != nil else { return }
+        counters.bucketsDiffered += 1
+        var listed = Set<[UInt8]>()
+        for e in entries {
+            listed.insert(e.key)
+            let all = replicas(e.key)
+            guard all.contains(me), all.contains(peer) else { continue }
+            counters.keysCompared += 1
+            if learnerOnly {
+                // Learner-only loads every key damaged: loading it starts its recovery.
+                out.actions.append((e.key, .load))
+                continue
+            }
+            guard let theirs = e.summary else { continue }  // damaged there: it recovers by itself
+            guard let entry = p.mine[e.key] else {
+                // Not in this node's listing: its record may be lost (or was written since the
+                // listing; then `missing` finds it and only the learn applies).
+                if theirs.chosen > 0 {
+                    counters.missing += 1
+                    repairBehind(e.key, from: peer, missing: true)
+                }
+                continue
+            }
+            guard let mine = entry else { continue }  // damaged here: already recovering
+            if mine.chosen < theirs.chosen {
+                counters.behind += 1
+                repairBehind(e.key, from: peer, missing: false)
+            } else if mine.chosen > theirs.chosen {
+                counters.taught += 1
+                out.actions.append((e.key, .teach(to: peer)))
+            } else if mine.chosen > 0 && mine.valueDigest != theirs.valueDigest {
+                counters.alarms += 1
+                out.alarms.append(
+                    SafetyAlarm(
+                        key: e.key, instance: mine.chosen, peer: peer, mine: mine.valueDigest,
+                        theirs: theirs.valueDigest))
+            }
+        }
+        if !truncated {
+            var missingThere: [[UInt8]] = []
+            for (k, s) in p.mine where !listed.contains(k) {
+                guard let s, s.chosen > 0, replicas(k).contains(peer) else { continue }
+                missingThere.append(k)
+            }
+            if !missingThere.isEmpty && !learnerOnly {
+                missingThere.sort { $0.lexicographicallyPrecedes($1) }
+                counters.peerMissing += missingThere.count
+                send(.missing(keys: missingThere), to: peer)
+            }
+        } else {
+            passComplete = false
+        }
+        if learnerOnly {
+            for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !listed.contains(k) {
+                out.actions.append((k, .load))
+            }
+        }
+        finishIfAnswered(b, p)
+    }
+
+    /// This replica is behind `peer` on `key` (or holds nothing for it).
+    func repairBehind(_ key: [UInt8], from peer: NodeID, missing: Bool) {
+        if options.mutant == .copyBytes {
+            // The mutant: take the peer's value as if it had always been ours.
+            out.actions.append((key, .learn(from: peer)))
+            return
+        }
+        if missing { out.actions.append((key, .missing)) }
+        out.actions.append((key, .learn(from: peer)))
+    }
+}

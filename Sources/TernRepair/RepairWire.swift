@@ -1,0 +1,173 @@
+public import TernConsensus
+public import TernCore
+
+/// One key as a replica holds it, what the scan compares: the chosen instance and a digest of the
+/// chosen value (the whole `KeyValue`, request window included, which is identical on every
+/// replica that holds the same instance).
+public struct KeySummary: Sendable, Hashable {
+    public var chosen: UInt64
+    public var valueDigest: UInt64
+    public init(chosen: UInt64, valueDigest: UInt64) {
+        self.chosen = chosen
+        self.valueDigest = valueDigest
+    }
+
+    /// The summary of a stored record; nil when it is damaged (fails its checksum or decodes
+    /// wrongly). An absent record summarises as instance 0.
+    public init?(_ record: LoadResult) {
+        switch record {
+        case .absent: self.init(chosen: 0, valueDigest: 0)
+        case .damaged: return nil
+        case .state(let bytes):
+            guard let s = PaxosCodec.decode(bytes) else { return nil }
+            self.init(s)
+        }
+    }
+
+    /// The summary of a key's state.
+    public init(_ s: KeyState) {
+        var w = ByteWriter()
+        w.keyValue(s.value)
+        self.init(chosen: s.chosen, valueDigest: s.chosen == 0 ? 0 : XXH64.hash(w.bytes))
+    }
+
+    /// This key's share of a range digest: a well-mixed 64-bit value of (key, chosen, value), so
+    /// that the XOR over a range changes when any key's chosen state does (tictac-style: XOR needs
+    /// no order, so both replicas compute it however their keys are stored).
+    public func entryDigest(keyHash: UInt64) -> UInt64 {
+        var h = keyHash ^ (chosen &* 0x9E37_79B9_7F4A_7C15) ^ (valueDigest &* 0xC2B2_AE3D_27D4_EB4F)
+        // SplitMix64's finaliser.
+        h = (h ^ (h >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        h = (h ^ (h >> 27)) &* 0x94D0_49BB_1331_11EB
+        return h ^ (h >> 31)
+    }
+}
+
+/// One key in a `keys` reply: its summary at the sender, or that its record is damaged there.
+public struct KeyEntry: Sendable, Hashable {
+    public var key: [UInt8]
+    /// nil: the sender's record is damaged (it recovers it by itself).
+    public var summary: KeySummary?
+    public init(key: [UInt8], summary: KeySummary?) {
+        self.key = key
+        self.summary = summary
+    }
+}
+
+/// The scanners' peer messages (service kind 3 on the node's peer links), in the project's byte
+/// codec. Every message names the range (bucket) it is about.
+///
+/// ```
+///  initiator N                                 replica P
+///  read own records of bucket b
+///  ── summary(b, XOR digest of keys N shares with P) ──►  digest of the keys P shares with N
+///  ◄──────────────────────────────── match(b) ────────  equal: done (1 round, ~40 bytes)
+///  ◄──────────── keys(b, [(key, chosen, digest)]) ────  different (or `full`): P's list
+///  compare key by key: learn / teach / alarm
+///  ── missing([key]) ──►  P holds nothing for these: recover them as damaged
+/// ```
+public enum RepairMessage: Sendable, Hashable {
+    /// N's digest over the keys of `bucket` it shares with the receiver (`count` keys). `full`
+    /// asks for the whole list whatever the digest (a learner-only node rebuilding).
+    case summary(pass: UInt64, bucket: UInt32, bits: UInt8, full: Bool, digest: UInt64, count: UInt32)
+    /// The receiver's digest for the bucket is the same.
+    case match(pass: UInt64, bucket: UInt32)
+    /// The receiver's keys of the bucket shared with N (`truncated`: the list was cut at the
+    /// message bound; the rest waits for the next pass).
+    case keys(pass: UInt64, bucket: UInt32, truncated: Bool, entries: [KeyEntry])
+    /// N found these keys chosen at N and absent at the receiver.
+    case missing(keys: [[UInt8]])
+
+    static let summaryKind: UInt8 = 1
+    static let matchKind: UInt8 = 2
+    static let keysKind: UInt8 = 3
+    static let missingKind: UInt8 = 4
+
+    /// The message's bytes.
+    public func encode() -> [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .summary(let pass, let bucket, let bits, let full, let digest, let count):
+            w.u8(Self.summaryKind)
+            w.u64(pass)
+            w.u32(bucket)
+            w.u8(bits)
+            w.u8(full ? 1 : 0)
+            w.u64(digest)
+            w.u32(count)
+        case .match(let pass, let bucket):
+            w.u8(Self.matchKind)
+            w.u64(pass)
+            w.u32(bucket)
+        case .keys(let pass, let bucket, let truncated, let entries):
+            w.u8(Self.keysKind)
+            w.u64(pass)
+            w.u32(bucket)
+            w.u8(truncated ? 1 : 0)
+            w.u32(UInt32(entries.count))
+            for e in entries {
+                w.blob(e.key)
+                if let s = e.summary {
+                    w.u8(1)
+                    w.u64(s.chosen)
+                    w.u64(s.valueDigest)
+                } else {
+                    w.u8(0)
+                }
+            }
+        case .missing(let keys):
+            w.u8(Self.missingKind)
+            w.u32(UInt32(keys.count))
+            for k in keys { w.blob(k) }
+        }
+        return w.bytes
+    }
+
+    /// Decodes a message; nil if it is malformed (the caller counts it as a bad peer message).
+    public static func decode(_ bytes: [UInt8]) -> RepairMessage? {
+        var r = ByteReader(bytes)
+        guard let kind = r.u8() else { return nil }
+        let message: RepairMessage
+        switch kind {
+        case summaryKind:
+            guard let pass = r.u64(), let bucket = r.u32(), let bits = r.u8(), let full = r.u8(), full <= 1,
+                let digest = r.u64(), let count = r.u32()
+            else { return nil }
+            message = .summary(
+                pass: pass, bucket: bucket, bits: bits, full: full == 1, digest: digest, count: count)
+        case matchKind:
+            guard let pass = r.u64(), let bucket = r.u32() else { return nil }
+            message = .match(pass: pass, bucket: bucket)
+        case keysKind:
+            guard let pass = r.u64(), let bucket = r.u32(), let truncated = r.u8(), truncated <= 1,
+                let n = r.u32(), Int(n) <= bytes.count
+            else { return nil }
+            var entries: [KeyEntry] = []
+            entries.reserveCapacity(Int(n))
+            for _ in 0..<n {
+                guard let key = r.blob(), key.count <= ReplicaNode.keyBytesMax, let flag = r.u8() else {
+                    return nil
+                }
+                switch flag {
+                case 0: entries.append(KeyEntry(key: key, summary: nil))
+                case 1:
+                    guard let c = r.u64(), let d = r.u64() else { return nil }
+                    entries.append(KeyEntry(key: key, summary: KeySummary(chosen: c, valueDigest: d)))
+                default: return nil
+                }
+            }
+            message = .keys(pass: pass, bucket: bucket, truncated: truncated == 1, entries: entries)
+        case missingKind:
+            guard let n = r.u32(), Int(n) <= bytes.count else { return nil }
+            var keys: [[UInt8]] = []
+            for _ in 0..<n {
+                guard let key = r.blob(), key.count <= ReplicaNode.keyBytesMax else { return nil }
+                keys.append(key)
+            }
+            message = .missing(keys: keys)
+        default:
+            return nil
+        }
+        return r.atEnd ? message : nil
+    }
+}

@@ -1,0 +1,250 @@
+import TernConsensus
+import TernCore
+import Testing
+
+@testable import TernRepair
+
+/// Three scanners over in-memory records, with a miniature shell: listings and reads from a
+/// dictionary, messages delivered at once, repair actions applied the way the protocol would
+/// (learn: take a later chosen value from the peer; teach: the peer takes ours if later).
+final class MiniCluster {
+    let ids = [NodeID(1), NodeID(2), NodeID(3)]
+    var scanners: [NodeID: RepairScanner] = [:]
+    var records: [NodeID: [[UInt8]: LoadResult]] = [:]
+    var actions: [NodeID: [(key: [UInt8], action: NodeCore.RepairAction)]] = [:]
+    var alarms: [SafetyAlarm] = []
+    var messageBytes = 0
+    var messages = 0
+    var passesEnded: [NodeID: Int] = [:]
+    /// Nodes whose incoming messages are dropped (down, or cut off).
+    var silent: Set<NodeID> = []
+    var now: UInt64 = 0
+
+    init(options: RepairOptions = MiniCluster.options) {
+        let ids = self.ids
+        for id in ids {
+            scanners[id] = RepairScanner(me: id, others: ids, options: options, now: 0) { _ in ids }
+            records[id] = [:]
+        }
+    }
+
+    static var options: RepairOptions {
+        var o = RepairOptions()
+        o.bucketBits = 6
+        o.chunkBuckets = 16
+        o.keysPerSecond = 1_000_000
+        o.passIntervalNanos = 1_000_000_000
+        return o
+    }
+
+    static func state(_ chosen: UInt64, _ value: String) -> KeyState {
+        var s = KeyState()
+        s.chosen = chosen
+        s.value = KeyValue(bytes: Array(value.utf8))
+        return s
+    }
+
+    func put(_ key: String, _ chosen: UInt64, _ value: String, at nodes: [Int]) {
+        for n in nodes {
+            records[ids[n]]![Array(key.utf8)] = .state(PaxosCodec.encode(Self.state(chosen, value)))
+        }
+    }
+
+    func chosen(_ key: String, at n: Int) -> UInt64? {
+        guard case .state(let b) = records[ids[n]]![Array(key.utf8)] else { return nil }
+        return PaxosCodec.decode(b)?.chosen
+    }
+
+    /// Runs until every scanner ended `passes` passes (or a time bound).
+    func run(passes: Int = 1, stepNanos: UInt64 = 10_000_000, maxSteps: Int = 100_000) {
+        for _ in 0..<maxSteps {
+            now += stepNanos
+            for id in ids { scanners[id]!.tick(now: now) }
+            var moved = true
+            while moved {
+                moved = false
+                for id in ids {
+                    let r = scanners[id]!.ready()
+                    if !r.isEmpty { moved = true }
+                    carryOut(id, r)
+                }
+            }
+            if ids.allSatisfy({ (passesEnded[$0] ?? 0) >= passes }) { return }
+        }
+        Issue.record("the scanners did not finish \(passes) passes")
+    }
+
+    func carryOut(_ id: NodeID, _ r: RepairReady) {
+        let s = scanners[id]!
+        for l in r.listings {
+            let keys = records[id]!.keys.filter { l.buckets.contains(s.bucket(of: $0)) }
+            s.listed(chunk: l.chunk, keys: Array(keys))
+        }
+        for read in r.reads {
+            s.read(id: read.id, records: read.keys.map { ($0, records[id]![$0] ?? .absent) })
+        }
+        for m in r.messages where !silent.contains(m.to) {
+            messages += 1
+            messageBytes += m.bytes.count
+            scanners[m.to]!.receive(from: id, m.bytes)
+        }
+        for a in r.actions {
+            actions[id, default: []].append(a)
+            apply(a.action, key: a.key, at: id)
+        }
+        alarms += r.alarms
+        if r.passEnded != nil { passesEnded[id, default: 0] += 1 }
+    }
+
+    func apply(_ action: NodeCore.RepairAction, key: [UInt8], at id: NodeID) {
+        func chosen(_ n: NodeID) -> UInt64 {
+            guard case .state(let b) = records[n]![key] else { return 0 }
+            return PaxosCodec.decode(b)?.chosen ?? 0
+        }
+        switch action {
+        case .learn(let peer):
+            if chosen(peer) > chosen(id) { records[id]![key] = records[peer]![key] }
+        case .teach(let peer):
+            if chosen(id) > chosen(peer) { records[peer]![key] = records[id]![key] }
+        case .missing, .load: break
+        }
+        scanners[id]!.noteWritten([key])
+    }
+
+    func count(_ id: Int, where match: (NodeCore.RepairAction) -> Bool) -> Int {
+        (actions[ids[id]] ?? []).filter { match($0.action) }.count
+    }
+}
+
+@Suite struct RepairScannerTests {
+    @Test func atRestOnlyDigestsTravel() {
+        let c = MiniCluster()
+        for k in 0..<2_000 { c.put("k\(k)", UInt64(1 + k % 5), "v\(k)", at: [0, 1, 2]) }
+        c.run()
+        #expect(c.actions.isEmpty)
+        #expect(c.alarms.isEmpty)
+        // 64 buckets, each node summarises each non-empty bucket to two peers and gets a match:
+        // bytes in proportion to buckets, not to the 2 000 keys.
+        let buckets = MiniCluster.options.bucketCount
+        #expect(c.messages <= 3 * 2 * 2 * buckets)
+        #expect(c.messageBytes <= 3 * 2 * buckets * 40)
+        for id in c.ids {
+            #expect(c.scanners[id]!.counters.lastPassComplete)
+            #expect(c.scanners[id]!.counters.keysCompared == 0)
+        }
+    }
+
+    @Test func aReplicaBehindLearns() {
+        let c = MiniCluster()
+        for k in 0..<300 { c.put("k\(k)", 3, "new\(k)", at: [0, 1]) }
+        for k in 0..<300 { c.put("k\(k)", k % 10 == 0 ? 2 : 3, k % 10 == 0 ? "old\(k)" : "new\(k)", at: [2]) }
+        c.run()
+        for k in stride(from: 0, to: 300, by: 10) { #expect(c.chosen("k\(k)", at: 2) == 3) }
+        #expect(c.alarms.isEmpty)
+        let learned = c.count(2) { if case .learn = $0 { true } else { false } }
+        let taught =
+            c.count(0) { if case .teach = $0 { true } else { false } }
+            + c.count(1) { if case .teach = $0 { true } else { false } }
+        #expect(learned + taught >= 30)
+    }
+
+    @Test func aMissingKeyIsRecoveredAsDamaged() {
+        let c = MiniCluster()
+        for k in 0..<100 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        c.records[c.ids[1]]![Array("k7".utf8)] = nil
+        c.run()
+        let missing = (c.actions[c.ids[1]] ?? []).filter {
+            $0.key == Array("k7".utf8) && $0.action == .missing
+        }
+        #expect(!missing.isEmpty)
+        // Never only taught: a replica that holds nothing may have lost promises with the record.
+        #expect(c.count(0) { $0 == .missing } == 0)
+    }
+
+    @Test func twoValuesAtOneInstanceRaiseAnAlarmAndAreNotRepaired() {
+        let c = MiniCluster()
+        for k in 0..<50 { c.put("k\(k)", 4, "v\(k)", at: [0, 1, 2]) }
+        c.put("k9", 4, "forked", at: [2])
+        c.run()
+        #expect(!c.alarms.isEmpty)
+        #expect(c.alarms.allSatisfy { $0.key == Array("k9".utf8) && $0.instance == 4 })
+        for n in 0..<3 {
+            #expect(!(c.actions[c.ids[n]] ?? []).contains { $0.key == Array("k9".utf8) })
+        }
+        #expect(c.scanners.values.reduce(0) { $0 + $1.counters.alarms } == c.alarms.count)
+    }
+
+    @Test func aDamagedRecordIsLoaded() {
+        let c = MiniCluster()
+        for k in 0..<100 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        c.records[c.ids[0]]![Array("k3".utf8)] = .damaged
+        c.run()
+        #expect((c.actions[c.ids[0]] ?? []).contains { $0.key == Array("k3".utf8) && $0.action == .load })
+        #expect(c.scanners[c.ids[0]]!.counters.damaged >= 1)
+    }
+
+    @Test func learnerOnlyAsksForEveryListAndLoadsEveryKey() {
+        let c = MiniCluster()
+        for k in 0..<200 { c.put("k\(k)", 2, "v\(k)", at: [0, 1]) }
+        c.scanners[c.ids[2]]!.learnerOnly = true
+        c.run()
+        let loads = Set((c.actions[c.ids[2]] ?? []).filter { $0.action == .load }.map(\.key))
+        #expect(loads.count == 200)
+        #expect(c.scanners[c.ids[2]]!.counters.lastPassComplete)
+    }
+
+    @Test func anUnansweredPeerMakesThePassIncomplete() {
+        var o = MiniCluster.options
+        o.peerTimeoutNanos = 50_000_000
+        let c = MiniCluster(options: o)
+        for k in 0..<100 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        // n3 hears nothing (cut off).
+        c.silent = [c.ids[2]]
+        c.run()
+        #expect(!c.scanners[c.ids[0]]!.counters.lastPassComplete)
+        #expect(c.scanners[c.ids[0]]!.counters.peerTimeouts > 0)
+        #expect(c.actions.isEmpty)
+    }
+
+    @Test func paceBoundsTheReadRate() {
+        var o = MiniCluster.options
+        o.keysPerSecond = 1_000
+        let c = MiniCluster(options: o)
+        for k in 0..<2_000 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        c.run()
+        // 2 000 keys at 1 000 keys/s: at least about two seconds of (simulated) time.
+        let nanos = c.scanners[c.ids[0]]!.counters.lastPassNanos
+        #expect(nanos >= 1_500_000_000)
+    }
+
+    @Test func messagesRoundTripAndMalformedOnesAreRefused() {
+        let ms: [RepairMessage] = [
+            .summary(pass: 3, bucket: 17, bits: 12, full: true, digest: 0xDEAD_BEEF, count: 9),
+            .match(pass: 1, bucket: 4095),
+            .keys(
+                pass: 2, bucket: 1, truncated: false,
+                entries: [
+                    KeyEntry(key: Array("a".utf8), summary: KeySummary(chosen: 5, valueDigest: 7)),
+                    KeyEntry(key: Array("b".utf8), summary: nil),
+                ]),
+            .missing(keys: [Array("x".utf8), []]),
+        ]
+        for m in ms {
+            let b = m.encode()
+            #expect(RepairMessage.decode(b) == m)
+            #expect(RepairMessage.decode(b + [0]) == nil)
+            #expect(RepairMessage.decode(Array(b.dropLast())) == nil)
+        }
+        #expect(RepairMessage.decode([]) == nil)
+        #expect(RepairMessage.decode([9]) == nil)
+    }
+
+    @Test func digestsDependOnInstanceAndValue() {
+        let k = XXH64.hash(Array("k".utf8))
+        let a = KeySummary(MiniCluster.state(1, "v")).entryDigest(keyHash: k)
+        #expect(a == KeySummary(MiniCluster.state(1, "v")).entryDigest(keyHash: k))
+        #expect(a != KeySummary(MiniCluster.state(2, "v")).entryDigest(keyHash: k))
+        #expect(a != KeySummary(MiniCluster.state(1, "w")).entryDigest(keyHash: k))
+        #expect(a != KeySummary(MiniCluster.state(1, "v")).entryDigest(keyHash: k ^ 1))
+    }
+}
