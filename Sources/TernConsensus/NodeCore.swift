@@ -613,6 +613,9 @@ public final class NodeCore {
         case missing
         /// Load the key so that damage in its record surfaces (loaded damaged, it recovers).
         case load
+        /// The `copy-bytes` mutant only: take `peer`'s stored record as this replica's own. The
+        /// simulator carries it out (it can read a peer's disk); a real node ignores it.
+        case copy(from: NodeID)
     }
 
     /// Carries out `action` on `key` once the key is loaded. Keys this node does not replicate
@@ -624,7 +627,7 @@ public final class NodeCore {
             case .learn(let peer): self.replica.requestLearn(key: key, from: peer)
             case .teach(let peer): self.replica.teach(key: key, to: peer)
             case .missing: self.replica.markMissing(key: key)
-            case .load: break
+            case .load, .copy: break
             }
         }
     }

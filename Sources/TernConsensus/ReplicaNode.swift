@@ -182,6 +182,9 @@ public final class ReplicaNode {
 
     /// Storage key of the node's epoch record (key records are prefixed with 1).
     public static let epochKey: [UInt8] = [0] + Array("epoch".utf8)
+    /// Storage key of the node's rebuild marker: present (and durable) while the node is
+    /// learner-only, so a restart in the middle of a rebuild stays learner-only.
+    public static let rebuildKey: [UInt8] = [0] + Array("rebuild".utf8)
     /// Storage key of `key`'s Paxos record.
     public static func recordKey(_ key: [UInt8]) -> [UInt8] { [1] + key }
 
@@ -295,7 +298,7 @@ public final class ReplicaNode {
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
-        if learnerOnly { loaded = .damaged }
+        if learnerOnly && ctx.config.mutant != .learnerVotes { loaded = .damaged }
         if case .damaged = loaded, ctx.config.mutant != .damagedAnswersFresh { damagedKeys.insert(hashed) }
         let all = placement.replicas(for: key)
         precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
@@ -397,6 +400,24 @@ public final class ReplicaNode {
     /// Sends `peer` this replica's chosen value of `key` (the peer was found behind).
     public func teach(key: [UInt8], to peer: NodeID) {
         apply(HashedKey(key)) { r, _ in r.teach(peer) }
+    }
+
+    /// Loads `key` (with storage) so that damage in its record surfaces: a damaged key is busy and
+    /// starts its recovery on the next tick.
+    public func load(key: [UInt8]) {
+        apply(HashedKey(key)) { _, _ in Effects() }
+    }
+
+    /// Installs `record` as `key`'s state whatever `learnerOnly` says, replacing what is in
+    /// memory. Only the `copy-bytes` repair mutant does this (a record copied from a peer is
+    /// trusted as if it were this replica's own memory); the real scanner never does.
+    public func adoptCopiedRecord(key: [UInt8], _ record: [UInt8]) {
+        let hashed = HashedKey(key)
+        let saved = learnerOnly
+        learnerOnly = false
+        keys[hashed] = makeReplica(hashed, .state(record))
+        learnerOnly = saved
+        damagedKeys.remove(hashed)
     }
 
     /// Treats `key` as damaged when this replica holds nothing for it although a peer holds a

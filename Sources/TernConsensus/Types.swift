@@ -401,6 +401,9 @@ public enum Mutant: String, Sendable, Hashable, CaseIterable {
     /// may have been applied and forgotten (the exactly-once hole before the fix; run it with a
     /// small `dedupWindow`).
     case forgetfulRetry
+    /// A learner-only node (rebuilding after it lost what it promised) loads its keys as if its
+    /// storage were intact, and so votes with forgotten promises.
+    case learnerVotes
 }
 
 /// Tunables of the core, in ticks and counts.

@@ -40,9 +40,10 @@ public struct RepairOptions: Sendable, Hashable {
 /// Deliberately broken scanners, each of which the simulator's checks must catch.
 public enum RepairMutant: String, Sendable, Hashable, CaseIterable {
     case none
-    /// Repairs a replica that is behind or missing by copying the peer's chosen value into it as if
-    /// it were its own record ("copy bytes blindly"): the record keeps no promise, so a replica
-    /// that lost its promises votes as if it had made none.
+    /// Repairs a replica that is behind, missing or rebuilding by copying the peer's stored record
+    /// into it as if it were its own ("copy bytes blindly", `NodeCore.RepairAction.copy`): a
+    /// replica that lost its promises then votes with the peer's, not under a fresh ballot both
+    /// peers promised.
     case copyBytes = "copy-bytes"
 }
 
@@ -637,8 +638,9 @@ public final class RepairScanner {
             guard all.contains(me), all.contains(peer) else { continue }
             counters.keysCompared += 1
             if learnerOnly {
-                // Learner-only loads every key damaged: loading it starts its recovery.
-                out.actions.append((e.key, .load))
+                // Learner-only loads every key damaged: loading it starts its recovery. (The
+                // mutant copies the peer's record instead, and trusts it.)
+                out.actions.append((e.key, options.mutant == .copyBytes ? .copy(from: peer) : .load))
                 continue
             }
             guard let theirs = e.summary else { continue }  // damaged there: it recovers by itself
@@ -691,8 +693,8 @@ public final class RepairScanner {
     /// This replica is behind `peer` on `key` (or holds nothing for it).
     func repairBehind(_ key: [UInt8], from peer: NodeID, missing: Bool) {
         if options.mutant == .copyBytes {
-            // The mutant: take the peer's value as if it had always been ours.
-            out.actions.append((key, .learn(from: peer)))
+            // The mutant: take the peer's record bytes as if they had always been ours.
+            out.actions.append((key, .copy(from: peer)))
             return
         }
         if missing { out.actions.append((key, .missing)) }

@@ -106,7 +106,7 @@ final class MiniCluster {
             if chosen(peer) > chosen(id) { records[id]![key] = records[peer]![key] }
         case .teach(let peer):
             if chosen(id) > chosen(peer) { records[peer]![key] = records[id]![key] }
-        case .missing, .load: break
+        case .missing, .load, .copy: break
         }
         scanners[id]!.noteWritten([key])
     }
