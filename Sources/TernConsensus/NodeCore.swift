@@ -627,7 +627,9 @@ public final class NodeCore {
             case .learn(let peer): self.replica.requestLearn(key: key, from: peer)
             case .teach(let peer): self.replica.teach(key: key, to: peer)
             case .missing: self.replica.markMissing(key: key)
-            case .load, .copy: break
+            // Stepped once, so a damaged key joins the busy keys and starts its recovery.
+            case .load: self.replica.load(key: key)
+            case .copy: break
             }
         }
     }

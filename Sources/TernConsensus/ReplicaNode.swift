@@ -172,9 +172,13 @@ public final class ReplicaNode {
     /// so it casts no vote and answers no read from its own state until both peers re-taught it
     /// (`KeyReplica.damaged`). Set by the node before traffic, cleared once a full repair pass has
     /// rebuilt every range (TernRepair).
-    public var learnerOnly = false
+    public var learnerOnly = false {
+        didSet { if !learnerOnly { rebuilt = [] } }
+    }
     /// Loaded keys that are damaged now (they never leave memory until recovered).
     var damagedKeys: Set<HashedKey> = []
+    /// While learner-only: keys recovered since (a reload of one of them is trusted again).
+    var rebuilt: Set<HashedKey> = []
     /// How many keys are damaged now (waiting for both peers to re-teach them).
     public var damagedKeyCount: Int { damagedKeys.count }
     /// Counters.
@@ -298,7 +302,9 @@ public final class ReplicaNode {
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
-        if learnerOnly && ctx.config.mutant != .learnerVotes { loaded = .damaged }
+        if learnerOnly && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed) {
+            loaded = .damaged
+        }
         if case .damaged = loaded, ctx.config.mutant != .damagedAnswersFresh { damagedKeys.insert(hashed) }
         let all = placement.replicas(for: key)
         precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
@@ -330,7 +336,9 @@ public final class ReplicaNode {
         // Mutated in place (one lookup): copying the replica out and back would copy its queues
         // every step.
         let (fx, busyNow, damagedNow) = Self.step(&keys.values[index!], &ctx, body)
-        if !damagedNow, !damagedKeys.isEmpty { damagedKeys.remove(key) }
+        if !damagedNow, !damagedKeys.isEmpty, damagedKeys.remove(key) != nil, learnerOnly {
+            rebuilt.insert(key)
+        }
         if fx.persist != nil, dirtySet.insert(key).inserted { dirty.append(key) }
         if fx.mustSync { mustSync = true }
         if fx.mergedOps > 0 {

@@ -86,6 +86,8 @@ public struct RepairCounters: Sendable, Hashable {
     public var missing = 0
     public var peerMissing = 0
     public var damaged = 0
+    /// Keys a learner-only node loaded to rebuild them (each recovered as damaged).
+    public var rebuilt = 0
     /// Two values chosen at one instance (must stay 0).
     public var alarms = 0
     /// A peer did not answer a bucket's summary in time.
@@ -432,8 +434,12 @@ public final class RepairScanner {
         counters.lastPassEndedAt = now
         counters.lastPassNanos = now - passStartedAt
         out.passEnded = (pass, passComplete)
-        fullPace = false
-        phase = .waiting(until: now + options.passIntervalNanos)
+        // A rebuilding node tries again soon (at full pace): it serves nothing until a pass is
+        // complete.
+        fullPace = learnerOnly
+        phase = .waiting(
+            until: now
+                + (learnerOnly ? min(options.passIntervalNanos, 1_000_000_000) : options.passIntervalNanos))
     }
 
     func requestListing(_ c: Int, forScan: Bool) {
@@ -640,6 +646,7 @@ public final class RepairScanner {
             if learnerOnly {
                 // Learner-only loads every key damaged: loading it starts its recovery. (The
                 // mutant copies the peer's record instead, and trusts it.)
+                counters.rebuilt += 1
                 out.actions.append((e.key, options.mutant == .copyBytes ? .copy(from: peer) : .load))
                 continue
             }
@@ -684,6 +691,7 @@ public final class RepairScanner {
         }
         if learnerOnly {
             for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !listed.contains(k) {
+                counters.rebuilt += 1
                 out.actions.append((k, .load))
             }
         }

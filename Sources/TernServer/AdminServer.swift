@@ -14,6 +14,8 @@ public protocol AdminBackend: Sendable {
     /// POST /fault: nil when fault injection is disabled by the config; else a result line, or
     /// a thrown message for bad arguments.
     func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult
+    /// POST /repair: starts a full-pace repair pass; false when the scanner is off.
+    func repairNow() async -> Bool
 }
 
 /// The outcome of POST /fault.
@@ -114,7 +116,11 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .badRequest(let s): return (.badRequest, text, s + "\n")
             case .disabled: return (.forbidden, text, "fault injection is disabled (test_faults = false)\n")
             }
-        case (_, "/health"), (_, "/status"), (_, "/metrics"), (_, "/fault"):
+        case (.POST, "/repair"):
+            return await backend.repairNow()
+                ? (.ok, text, "repair pass started at full pace\n")
+                : (.conflict, text, "the repair scanner is off (repair = false)\n")
+        case (_, "/health"), (_, "/status"), (_, "/metrics"), (_, "/fault"), (_, "/repair"):
             return (.methodNotAllowed, text, "method not allowed\n")
         default:
             return (.notFound, text, "not found\n")

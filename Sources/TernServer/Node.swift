@@ -1,9 +1,11 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
 import TernCore
 import TernPlacement
+import TernRepair
 import TernStorage
 
 /// Sends opaque messages to peers: the transport in production, an in-process loopback in tests.
@@ -34,6 +36,8 @@ public struct NodeOptions: Sendable {
     /// The consensus core's tunables (in ticks); `NodeCoreOptions` says why its defaults differ
     /// from `PaxosConfig`'s.
     public var paxos: PaxosConfig = NodeCoreOptions().paxos
+    /// The anti-entropy scanner's settings; nil: no scanner (tests of other things).
+    public var repair: RepairOptions? = RepairOptions()
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -77,6 +81,45 @@ public struct NodeStatus: Sendable, Hashable {
     public var storageUnattributedDamage = 0
     /// False once the node stopped serving (storage failure, shutting down).
     public var serving: Bool
+    /// Rebuilding: it serves and votes nothing from its own state (and why it is).
+    public var learnerOnly = false
+    public var learnerOnlyReason: String?
+    /// Keys in memory that are damaged now (waiting for both peers to re-teach them).
+    public var damagedKeys = 0
+    /// The anti-entropy scanner (nil when it is off).
+    public var repair: RepairStatus?
+}
+
+/// The scanner's state for `/status` and `/metrics` (docs/REPAIR.md).
+public struct RepairStatus: Sendable, Hashable, Codable {
+    public var pass: UInt64
+    public var running: Bool
+    public var fullPace: Bool
+    public var bucketsDone: Int
+    public var bucketsTotal: Int
+    /// Buckets done per range of the ring (each `bucketsPerRange` buckets), this pass.
+    public var rangesDone: [Int]
+    public var bucketsPerRange: Int
+    public var passesCompleted: Int
+    public var lastPassComplete: Bool
+    /// Seconds since the last pass ended (nil: none yet), and how long it took.
+    public var lastPassAgoSeconds: Double?
+    public var lastPassSeconds: Double
+    public var keysRead: Int
+    public var bytesRead: Int
+    public var keysCompared: Int
+    public var bucketsMatched: Int
+    public var bucketsDiffered: Int
+    public var repairedBehind: Int
+    public var repairedTaught: Int
+    public var repairedMissing: Int
+    public var peerMissing: Int
+    public var repairedDamaged: Int
+    /// Keys loaded to be rebuilt while learner-only.
+    public var rebuilt: Int
+    public var safetyAlarms: Int
+    public var peerTimeouts: Int
+    public var keysPerSecond: Double
 }
 
 /// One node of the cluster: the thin shell around a `NodeCore` (the request layer and its
@@ -110,6 +153,14 @@ public final class Node: @unchecked Sendable {
     var link: (any PeerLink)?
 
     let core: NodeCore
+    /// The anti-entropy scanner (TernRepair, pure), fed by this shell.
+    let scanner: RepairScanner?
+    /// Why the node is learner-only (nil: it is not).
+    var learnerReason: String?
+    /// A complete pass that began after the node became learner-only has ended.
+    var rebuildPassDone = false
+    /// The marker's removal is under way.
+    var leavingLearnerOnly = false
     var tickTask: RepeatedTask?
     /// Client requests waiting, by the core's request id.
     var promises: [UInt64: EventLoopPromise<NodeReply>] = [:]
@@ -141,23 +192,84 @@ public final class Node: @unchecked Sendable {
         } catch {
             guard case .damaged = error else { throw error }
         }
-        let next: (epoch: UInt32, record: (key: [UInt8], value: [UInt8]))
-        do {
-            next = try ReplicaNode.nextEpoch(after: stored)
-        } catch {
-            throw NodeError(
-                "the epoch record is damaged: this node cannot know which ballots it used; "
-                    + "restore its data directory or start it with an empty one")
+        // Learner-only (docs/REPAIR.md): this node may have forgotten what it promised or
+        // acknowledged, so it must neither vote nor serve from its own state until a full repair
+        // pass has rebuilt every range it replicates.
+        var reasons: [String] = []
+        let lost = try await store.lostDurableBytes()
+        if !lost.isEmpty {
+            reasons.append("the data directory lost fsynced bytes (\(lost.joined(separator: "; ")))")
         }
-        try await store.write([.put(next.record.key, next.record.value)])
+        if (try await store.stats()).unattributedDamage > 0 {
+            reasons.append("recovery found damaged records whose keys it cannot name")
+        }
+        if (try? await store.get(ReplicaNode.rebuildKey)) != nil {
+            reasons.append("a rebuild was under way when the node stopped")
+        }
+        if case .absent = stored {
+            // A new cluster's nodes all start so; they leave learner-only after one pass over
+            // empty ranges (a second or so). A replaced or wiped disk must not vote as if it had
+            // never promised anything.
+            reasons.append("the data directory has no epoch record (a new, replaced or wiped disk)")
+        }
+        var epoch: UInt32
+        do {
+            epoch = try ReplicaNode.nextEpoch(after: stored).epoch
+        } catch {
+            reasons.append("the epoch record is damaged")
+            epoch = 1
+        }
+        let learnerOnly = !reasons.isEmpty
+        if learnerOnly {
+            guard options.repair != nil else {
+                throw NodeError(
+                    "refusing to start: \(reasons.joined(separator: "; ")); rebuilding needs the repair "
+                        + "scanner, which is off (repair = false)")
+            }
+            // The epoch record itself may be among what was lost: take one above any this node can
+            // have used (a ballot reused with another value would be unsafe).
+            epoch = max(epoch, Node.clockEpoch())
+        }
+        var records: [BatchEntry] = [.put(ReplicaNode.epochKey, PaxosCodec.encodeEpoch(epoch))]
+        if learnerOnly { records.append(.put(ReplicaNode.rebuildKey, Array("rebuild".utf8))) }
+        try await store.write(records)
         let node = Node(
             id: id, campus: entry.campus, map: map, store: store, link: link, eventLoop: eventLoop,
-            epoch: next.epoch, options: options, logger: logger)
-        try await eventLoop.submit { node.startTimer() }.get()
+            epoch: epoch, options: options, logger: logger)
+        try await eventLoop.submit {
+            if learnerOnly { node.enterLearnerOnly(reasons.joined(separator: "; ")) }
+            node.startTimer()
+        }.get()
         logger.info(
             "node started",
-            metadata: ["node": "\(id)", "campus": "\(entry.campus)", "epoch": "\(next.epoch)"])
+            metadata: [
+                "node": "\(id)", "campus": "\(entry.campus)", "epoch": "\(epoch)",
+                "learner-only": "\(learnerOnly)",
+            ])
         return node
+    }
+
+    /// An epoch from the wall clock (minutes since 2024-01-01), for a node that cannot trust its
+    /// stored epoch: above every epoch a node reaches by restarts (one per start), and within the
+    /// 24 bits that request ids and read nonces keep of it until 2055. Assumes the clock does not
+    /// stand more than the time since this node's last start behind (docs/REPAIR.md).
+    static func clockEpoch() -> UInt32 {
+        let minutes = (Date().timeIntervalSince1970 - 1_704_067_200) / 60
+        return UInt32(min(max(minutes, 1), Double(1 << 24 - 1)))
+    }
+
+    /// On the loop: the node rebuilds (see `NodeCore.learnerOnly`); the scanner runs at full pace.
+    func enterLearnerOnly(_ why: String) {
+        learnerReason = why
+        core.learnerOnly = true
+        scanner?.learnerOnly = true
+        scanner?.startFullPass()
+        logger.warning(
+            """
+            node is learner-only: it serves and votes nothing from its own state until a full repair \
+            pass has rebuilt every range it replicates
+            """,
+            metadata: ["why": "\(why)"])
     }
 
     init(
@@ -173,10 +285,16 @@ public final class Node: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.options = options
         self.logger = logger
+        let placement = RingPlacement(ring: ring)
         core = NodeCore(
             id: id, campusIndex: Campus.allCases.firstIndex(of: campus)!,
-            placement: RingPlacement(ring: ring),
+            placement: placement,
             epoch: epoch, options: options.core, now: Node.clock())
+        scanner = options.repair.map {
+            RepairScanner(
+                me: id, others: map.nodes.map(\.id), options: $0, now: Node.clock(),
+                replicas: { placement.replicas(for: $0) })
+        }
     }
 
     /// The shell's monotonic clock, in nanoseconds (what the core's deadlines are measured in).
@@ -190,7 +308,9 @@ public final class Node: @unchecked Sendable {
     private func startTimer() {
         tickTask = eventLoop.scheduleRepeatedTask(initialDelay: options.tick, delay: options.tick) {
             [self] _ in
-            self.core.tick(now: Node.clock())
+            let now = Node.clock()
+            self.core.tick(now: now)
+            self.repairTick(now)
             self.drive()
         }
     }
@@ -282,6 +402,7 @@ public final class Node: @unchecked Sendable {
     }
 
     private func driveOnce() {
+        if let scanner { carryOut(scanner.ready()) }
         let r = core.ready()
         if r.isEmpty { return checkDrained() }
         if let link {
@@ -291,6 +412,11 @@ public final class Node: @unchecked Sendable {
         if !r.services.isEmpty {
             let handlers = serviceHandlers.withLockedValue { $0 }
             for s in r.services {
+                if s.kind == Node.repairServiceKind, let scanner {
+                    scanner.receive(from: s.from, s.payload)
+                    driveAgain = true
+                    continue
+                }
                 guard let h = handlers[s.kind] else {
                     // Counted, and logged with the other bad messages at the next drive.
                     core.rejectService(from: s.from, kind: s.kind)
@@ -302,6 +428,7 @@ public final class Node: @unchecked Sendable {
         for b in r.badMessages {
             logger.warning("dropped a bad peer message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
         }
+        if !r.touched.isEmpty { scanner?.noteWritten(r.touched) }
         for k in r.loads { load(k) }
         if let p = r.flush { write(p) }
         if r.more { driveLater() }
@@ -349,6 +476,130 @@ public final class Node: @unchecked Sendable {
         }
     }
 
+    // MARK: - Repair (the anti-entropy scanner)
+
+    /// The service kind of the scanners' peer messages.
+    static let repairServiceKind: UInt8 = 3
+
+    /// Client requests waiting beyond which the scanner's own reads wait (answers to peers go on).
+    static let repairBusyRequests = 256
+
+    private func repairTick(_ now: UInt64) {
+        guard let scanner else { return }
+        scanner.tick(
+            now: now, busy: core.inFlight > Node.repairBusyRequests, damagedKeys: core.damagedKeyCount)
+        if core.learnerOnly && rebuildPassDone && core.damagedKeyCount == 0 && !leavingLearnerOnly {
+            leaveLearnerOnly()
+        }
+    }
+
+    /// Carries out what the scanner asked for. On the loop.
+    private func carryOut(_ r: RepairReady) {
+        guard let scanner, !r.isEmpty else { return }
+        for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
+        for (key, action) in r.actions { core.repair(key: key, action) }
+        let bits = UInt64(scanner.options.bucketBits)
+        for l in r.listings {
+            let range = l.buckets
+            store.liveKeys(where: { k in
+                guard k.first == 1 else { return false }
+                let b = k.withUnsafeBytes { XXH64.hash(UnsafeRawBufferPointer(rebasing: $0.dropFirst())) }
+                return range.contains(Int(truncatingIfNeeded: b >> (64 - bits)))
+            }) { keys in
+                self.onLoop {
+                    self.scanner?.listed(chunk: l.chunk, keys: keys.map { Array($0.dropFirst()) })
+                    self.drive()
+                }
+            }
+        }
+        for read in r.reads {
+            let keys = read.keys
+            store.get(many: keys.map(ReplicaNode.recordKey)) { results in
+                self.onLoop {
+                    var records: [(key: [UInt8], record: LoadResult)] = []
+                    records.reserveCapacity(keys.count)
+                    for (k, result) in zip(keys, results) {
+                        switch result {
+                        case .success(let bytes): records.append((k, bytes.map { .state($0) } ?? .absent))
+                        case .failure: records.append((k, .damaged))
+                        }
+                    }
+                    self.scanner?.read(id: read.id, records: records)
+                    self.drive()
+                }
+            }
+        }
+        for a in r.alarms {
+            logger.critical(
+                "SAFETY ALARM: two different values chosen at one instance; left as found, not repaired",
+                metadata: ["detail": "\(a)"])
+        }
+        for b in r.badMessages {
+            logger.warning(
+                "dropped a bad repair message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
+        }
+        if let ended = r.passEnded {
+            let c = scanner.counters
+            logger.info(
+                "repair pass ended",
+                metadata: [
+                    "pass": "\(ended.pass)", "complete": "\(ended.complete)",
+                    "seconds": "\(Double(c.lastPassNanos) / 1e9)", "keys-read": "\(c.keysRead)",
+                    "behind": "\(c.behind)", "taught": "\(c.taught)", "missing": "\(c.missing)",
+                    "damaged": "\(c.damaged)", "alarms": "\(c.alarms)",
+                ])
+            if core.learnerOnly && ended.complete { rebuildPassDone = true }
+        }
+        driveAgain = true
+    }
+
+    /// Every range was rebuilt and no key is still damaged: remove the marker durably, then vote.
+    private func leaveLearnerOnly() {
+        leavingLearnerOnly = true
+        store.write([.delete(ReplicaNode.rebuildKey)], sync: true) { result in
+            self.onLoop {
+                self.leavingLearnerOnly = false
+                guard case .success = result else { return }
+                self.core.learnerOnly = false
+                self.scanner?.learnerOnly = false
+                self.logger.notice(
+                    "rebuild finished: the node votes and serves again",
+                    metadata: ["was": "\(self.learnerReason ?? "-")"])
+                self.learnerReason = nil
+            }
+        }
+    }
+
+    /// The scanner's state. On the loop.
+    func repairStatus() -> RepairStatus? {
+        guard let scanner else { return nil }
+        let p = scanner.progress
+        let c = scanner.counters
+        let now = Node.clock()
+        return RepairStatus(
+            pass: p.pass, running: p.running, fullPace: p.fullPace, bucketsDone: p.bucketsDone,
+            bucketsTotal: p.bucketsTotal, rangesDone: p.chunksDone,
+            bucketsPerRange: scanner.options.chunkBuckets,
+            passesCompleted: c.passesCompleted, lastPassComplete: c.lastPassComplete,
+            lastPassAgoSeconds: c.lastPassEndedAt == 0 ? nil : Double(now &- c.lastPassEndedAt) / 1e9,
+            lastPassSeconds: Double(c.lastPassNanos) / 1e9, keysRead: c.keysRead, bytesRead: c.bytesRead,
+            keysCompared: c.keysCompared, bucketsMatched: c.bucketsMatched,
+            bucketsDiffered: c.bucketsDiffered,
+            repairedBehind: c.behind, repairedTaught: c.taught, repairedMissing: c.missing,
+            peerMissing: c.peerMissing, repairedDamaged: c.damaged, rebuilt: c.rebuilt,
+            safetyAlarms: c.alarms,
+            peerTimeouts: c.peerTimeouts,
+            keysPerSecond: p.fullPace ? scanner.options.fullPaceKeysPerSecond : scanner.options.keysPerSecond)
+    }
+
+    /// Starts a repair pass at full pace now (`tern repair now`); any thread.
+    public func repairNow() {
+        onLoop {
+            self.scanner?.startFullPass()
+            self.drive()
+        }
+    }
+
     private func checkDrained() {
         if core.closing && core.inFlight == 0 && !drained.isEmpty {
             for p in drained { p.succeed(()) }
@@ -375,7 +626,9 @@ public final class Node: @unchecked Sendable {
                     badPeerMessages: c.badMessages, damagedKeyLoads: c.damagedLoads,
                     storageDamagedRecords: storage?.damagedRecords ?? 0,
                     storageUnattributedDamage: storage?.unattributedDamage ?? 0,
-                    serving: self.core.serving))
+                    serving: self.core.serving, learnerOnly: self.core.learnerOnly,
+                    learnerOnlyReason: self.learnerReason, damagedKeys: self.core.damagedKeyCount,
+                    repair: self.repairStatus()))
         }
         return (try? await promise.futureResult.get())
             ?? NodeStatus(

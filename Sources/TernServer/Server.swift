@@ -7,6 +7,7 @@ import ServiceLifecycle
 import TernConsensus
 import TernCore
 import TernPlacement
+import TernRepair
 import TernStorage
 import TernTransport
 
@@ -58,6 +59,9 @@ public final class TernServerProcess: Service, AdminBackend {
         do {
             var engine = BitcaskOptions()
             engine.maxValueSizeBytes = ServerConfig.storageRecordBytesMax(maxValueBytes: config.maxValueBytes)
+            // With the scanner on, a directory that lost fsynced bytes is opened and the node
+            // rebuilds learner-only (docs/REPAIR.md); without it, such a directory is refused.
+            engine.acceptLostDurableBytes = config.repair
             store = try Store(
                 directory: dataDirectory, options: engine, durability: .always,
                 executor: LoopExecutor(loop: loop), fsync: config.fsyncInline ? .inline : .thread)
@@ -67,10 +71,9 @@ public final class TernServerProcess: Service, AdminBackend {
             throw NodeError(
                 "refusing to start: the data directory \(dataDirectory) lost bytes that were fsynced: \(why). "
                     + "This replica may have forgotten acknowledged writes and its promises, so it must "
-                    + "not serve or vote from this data. The file is left as found. Automatic rebuild "
-                    + "from the other campuses (learner-only recovery, issue 11) is not built yet: keep "
-                    + "the node down meanwhile (the other two campuses serve); an empty or restored "
-                    + "directory would forget promises the same way.")
+                    + "not serve or vote from this data. The file is left as found. With repair = true "
+                    + "(the default) the node would start learner-only and rebuild from the other "
+                    + "campuses by itself (docs/REPAIR.md).")
         } catch {
             throw NodeError("cannot open the data directory \(dataDirectory): \(error)")
         }
@@ -79,6 +82,15 @@ public final class TernServerProcess: Service, AdminBackend {
         options.requestTimeout = .milliseconds(Int64(config.requestTimeoutMilliseconds))
         options.forwardTimeout = .milliseconds(Int64(config.forwardTimeoutMilliseconds))
         options.keysLoadedMax = config.keysLoadedMax
+        if config.repair {
+            var repair = RepairOptions()
+            repair.keysPerSecond = Double(config.repairKeysPerSecond)
+            repair.bytesPerSecond = Double(config.repairMegabytesPerSecond) * 1_048_576
+            repair.passIntervalNanos = UInt64(config.repairPassIntervalSeconds) * 1_000_000_000
+            options.repair = repair
+        } else {
+            options.repair = nil
+        }
         let node = try await Node.start(
             id: id, map: map, store: store, link: nil, eventLoop: loop, options: options,
             logger: logger)
@@ -165,8 +177,10 @@ public final class TernServerProcess: Service, AdminBackend {
 
     // MARK: - AdminBackend
 
+    /// Serving, and not rebuilding (a learner-only node answers nothing from its own state).
     public func healthy() async -> Bool {
-        await node.status().serving
+        let s = await node.status()
+        return s.serving && !s.learnerOnly
     }
 
     public func statusJSON() async -> String {
@@ -190,10 +204,20 @@ public final class TernServerProcess: Service, AdminBackend {
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
             "damaged_key_loads":\(s.damagedKeyLoads),"storage_damaged_records":\(s.storageDamagedRecords),\
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
-            "transport_messages_per_write":\(t.messagesPerWriteMean)}
+            "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
+            "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
+            "repair":\(Self.json(s.repair))}
 
             """
     }
+
+    /// `value` as JSON (`null` for nil).
+    static func json<T: Encodable>(_ value: T?) -> String {
+        guard let value, let data = try? JSONEncoder().encode(value) else { return "null" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func jsonString(_ s: String?) -> String { json(s) }
 
     public func metricsText() async -> String {
         let s = await node.status()
@@ -279,7 +303,68 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_peers_connected", "gauge", "Peers connected.",
             Double(t.peers.values.filter(\.connected).count))
+        metric(
+            "tern_learner_only", "gauge", "1 while the node rebuilds (serves and votes nothing of its own).",
+            s.learnerOnly ? 1 : 0)
+        metric(
+            "tern_damaged_keys", "gauge", "Keys waiting for both peers to re-teach them.",
+            Double(s.damagedKeys))
+        if let r = s.repair {
+            metric(
+                "tern_repair_pass", "gauge", "The repair pass under way (or the last one).", Double(r.pass))
+            metric(
+                "tern_repair_buckets_done", "gauge", "Buckets of the ring done in this pass.",
+                Double(r.bucketsDone))
+            metric("tern_repair_buckets", "gauge", "Buckets of the ring.", Double(r.bucketsTotal))
+            metric(
+                "tern_repair_passes_completed_total", "counter", "Repair passes finished.",
+                Double(r.passesCompleted))
+            metric(
+                "tern_repair_last_pass_complete", "gauge",
+                "1 if the last pass compared every bucket with every peer.", r.lastPassComplete ? 1 : 0)
+            metric(
+                "tern_repair_last_pass_age_seconds", "gauge", "Seconds since the last pass ended (-1: none).",
+                r.lastPassAgoSeconds ?? -1)
+            metric(
+                "tern_repair_last_pass_duration_seconds", "gauge", "How long the last pass took.",
+                r.lastPassSeconds)
+            metric(
+                "tern_repair_keys_read_total", "counter", "Records read by the scanner.", Double(r.keysRead))
+            metric(
+                "tern_repair_bytes_read_total", "counter", "Record bytes read by the scanner.",
+                Double(r.bytesRead))
+            metric(
+                "tern_repair_keys_compared_total", "counter", "Keys compared with a peer's list.",
+                Double(r.keysCompared))
+            metric(
+                "tern_repair_buckets_matched_total", "counter", "Bucket digests equal to a peer's.",
+                Double(r.bucketsMatched))
+            metric(
+                "tern_repair_buckets_differed_total", "counter", "Bucket digests that needed key lists.",
+                Double(r.bucketsDiffered))
+            out += "# HELP tern_repairs_total Repairs by cause.\n# TYPE tern_repairs_total counter\n"
+            for (cause, n) in [
+                ("behind", r.repairedBehind), ("taught", r.repairedTaught), ("missing", r.repairedMissing),
+                ("peer_missing", r.peerMissing), ("damaged", r.repairedDamaged), ("rebuilt", r.rebuilt),
+            ] {
+                out += "tern_repairs_total{\(labels),cause=\"\(cause)\"} \(Double(n))\n"
+            }
+            metric(
+                "tern_repair_safety_alarms_total", "counter",
+                "Two values chosen at one instance (must be 0).",
+                Double(r.safetyAlarms))
+            metric(
+                "tern_repair_peer_timeouts_total", "counter",
+                "Bucket summaries a peer did not answer in time.",
+                Double(r.peerTimeouts))
+        }
         return out
+    }
+
+    public func repairNow() async -> Bool {
+        guard config.repair else { return false }
+        node.repairNow()
+        return true
     }
 
     public func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult {
@@ -312,6 +397,7 @@ struct BackendProxy: AdminBackend {
     func healthy() async -> Bool { await process.healthy() }
     func statusJSON() async -> String { await process.statusJSON() }
     func metricsText() async -> String { await process.metricsText() }
+    func repairNow() async -> Bool { await process.repairNow() }
     func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult {
         await process.setFault(peer: peer, mode: mode, milliseconds: milliseconds)
     }

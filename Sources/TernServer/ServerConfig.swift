@@ -17,6 +17,10 @@ import TOMLKit
 /// client_output_buffer_limit = 67108864  # reply bytes a client may leave unread, then it is closed
 /// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
 /// fsync = "thread"            # "thread": one fsync thread hands back per group; "inline": the loop fsyncs
+/// repair = true               # the anti-entropy scanner (docs/REPAIR.md); false only in tests
+/// repair_keys_per_second = 2000   # its default pace: records read per second ...
+/// repair_mb_per_second = 4        # ... and megabytes of records per second
+/// repair_pass_interval_s = 60     # pause between the end of a pass and the next
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -33,6 +37,11 @@ public struct ServerConfig: Sendable, Hashable {
     public var maxMemoryClients = 1 << 30
     /// Where the store's fsyncs run (docs/SERVER.md, "One loop per process").
     public var fsyncInline = false
+    /// The anti-entropy scanner runs (docs/REPAIR.md).
+    public var repair = true
+    public var repairKeysPerSecond = 2_000
+    public var repairMegabytesPerSecond = 4
+    public var repairPassIntervalSeconds = 60
 
     public init(secret: [UInt8]) { self.secret = secret }
 
@@ -56,7 +65,8 @@ public struct ServerConfig: Sendable, Hashable {
     static let keys: Set<String> = [
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
-        "client_output_buffer_limit", "maxmemory_clients", "fsync",
+        "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
+        "repair_mb_per_second", "repair_pass_interval_s",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -107,6 +117,13 @@ public struct ServerConfig: Sendable, Hashable {
         clientOutputBufferLimit =
             try int("client_output_buffer_limit", (1 << 20)...(1 << 40)) ?? clientOutputBufferLimit
         maxMemoryClients = try int("maxmemory_clients", (16 << 20)...(1 << 44)) ?? maxMemoryClients
+        if let v = t["repair"] {
+            guard let b = v.bool else { throw ServerConfigError("repair must be true or false") }
+            repair = b
+        }
+        repairKeysPerSecond = try int("repair_keys_per_second", 1...10_000_000) ?? repairKeysPerSecond
+        repairMegabytesPerSecond = try int("repair_mb_per_second", 1...100_000) ?? repairMegabytesPerSecond
+        repairPassIntervalSeconds = try int("repair_pass_interval_s", 0...86_400) ?? repairPassIntervalSeconds
         if let v = t["fsync"] {
             switch v.string {
             case "thread": fsyncInline = false
@@ -151,6 +168,10 @@ public struct ServerConfig: Sendable, Hashable {
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
         if fsyncInline { out += "fsync = \"inline\"\n" }  // the default is left out
+        out += "repair = \(repair)\n"
+        out += "repair_keys_per_second = \(repairKeysPerSecond)\n"
+        out += "repair_mb_per_second = \(repairMegabytesPerSecond)\n"
+        out += "repair_pass_interval_s = \(repairPassIntervalSeconds)\n"
         return out
     }
 

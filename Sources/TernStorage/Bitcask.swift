@@ -53,6 +53,11 @@ public struct BitcaskOptions: Sendable {
     /// Whether rotation writes the sealed file's hint itself (re-reading the file on the write
     /// path). The `Store` sets false and writes hints on its background queue instead.
     public var writeHintsInline = true
+    /// Open a directory that lost fsynced bytes (`StorageError.lostDurableBytes`) instead of
+    /// refusing it: recovery goes on as after a crash (torn tails cut, stale hints replaced by a
+    /// scan) and `Bitcask.lostDurableBytes` says what was lost. Only for a caller that then
+    /// treats every record as untrustworthy (the server's learner-only rebuild).
+    public var acceptLostDurableBytes = false
     /// Test-only: called before each merge step; throwing stops the merge there, as a crash would.
     public var mergeFaultHook: (@Sendable (MergeStep) throws(StorageError) -> Void)?
 
@@ -149,6 +154,10 @@ public final class Bitcask {
     /// The last durable mark written (`DurableMark`), and its file, opened at the first one.
     var durableMark: DurableMark?
     var markHandle: (any StorageFile)?
+    /// What recovery found lost of the fsynced bytes (with `acceptLostDurableBytes`; empty when
+    /// nothing was lost). Records after such a loss may be older than what this replica
+    /// acknowledged or promised.
+    public internal(set) var lostDurableBytes: [String] = []
 
     /// Opens (or creates) the store in `directory`, recovering from whatever a crash left.
     ///

@@ -156,16 +156,16 @@ extension Bitcask {
                 }
                 if applied {
                     if let m = mark, m.file == id, size < m.bytes {
-                        throw lost(id, has: size, needs: m.bytes, source: DurableMark.fileName)
+                        try accept(lost(id, has: size, needs: m.bytes, source: DurableMark.fileName))
                     }
                     register(DataFile(id: id, number: number, handle: handle, size: size))
                     continue
                 }
                 // A hint is written only after its data file was synced whole: a data file now
                 // shorter than its hint says lost fsynced bytes (a longer one is not possible
-                // either, but is left to the scan).
+                // either, but is left to the scan, which also replaces the hint).
                 if let recorded = bytes.withUnsafeBytes({ Hint.recordedDataSize($0) }), size < recorded {
-                    throw lost(id, has: size, needs: recorded, source: id.name + ".hint")
+                    try accept(lost(id, has: size, needs: recorded, source: id.name + ".hint"))
                 }
             }
             let bytes = try handle.read(at: 0, count: Int(size))
@@ -173,7 +173,7 @@ extension Bitcask {
             unattributedDamage += scan.unattributed
             // Checked before the torn tail is cut, so that the evidence stays on disk.
             if let m = mark, m.file == id, UInt64(scan.validEnd) < m.bytes {
-                throw lost(id, has: UInt64(scan.validEnd), needs: m.bytes, source: DurableMark.fileName)
+                try accept(lost(id, has: UInt64(scan.validEnd), needs: m.bytes, source: DurableMark.fileName))
             }
             if scan.validEnd < bytes.count {
                 try handle.truncate(to: UInt64(scan.validEnd))
@@ -202,11 +202,19 @@ extension Bitcask {
         // The marked file may be gone only if it was sealed and merged away (merge outputs and
         // later files have greater ids); if nothing at or after it exists, the newest data is gone.
         if let m = mark, m.bytes > 0, !dataIDs.contains(where: { $0 >= m.file }) {
-            throw .lostDurableBytes(
-                "data file \(m.file.name).data is missing, but \(m.bytes) bytes of it were fsynced "
-                    + "(\(DurableMark.fileName)), and no later data file exists")
+            try accept(
+                .lostDurableBytes(
+                    "data file \(m.file.name).data is missing, but \(m.bytes) bytes of it were fsynced "
+                        + "(\(DurableMark.fileName)), and no later data file exists"))
         }
         if changed { try fileSystem.syncDirectory(directory) }
+    }
+
+    /// Throws `error` (a loss of fsynced bytes) unless the options accept such a loss, in which
+    /// case it is recorded in `lostDurableBytes` and recovery goes on.
+    func accept(_ error: StorageError) throws(StorageError) {
+        guard options.acceptLostDurableBytes, case .lostDurableBytes(let why) = error else { throw error }
+        lostDurableBytes.append(why)
     }
 
     /// The durable mark left by the last run, or nil if it cannot be read or is not whole (a

@@ -390,6 +390,40 @@ public final class Store: Sendable {
         }
     }
 
+    /// The live keys for which `filter` holds (a snapshot), handed to `done` on the executor
+    /// (inline when called there): one walk of the keydir, no Swift task (the repair scanner's
+    /// listings).
+    public func liveKeys(
+        where filter: @escaping @Sendable ([UInt8]) -> Bool, done: @escaping @Sendable ([[UInt8]]) -> Void
+    ) {
+        run(
+            { engine in
+                var keys: [[UInt8]] = []
+                engine.bitcask.forEachLive { if filter($0) { keys.append($0) } }
+                return keys
+            }, done: { done((try? $0.get()) ?? []) })
+    }
+
+    /// The values of `keys`, read in one executor turn, each nil if absent or the read's error
+    /// (`.damaged` for a record that failed its checksum); `done` runs on the executor.
+    public func get(
+        many keys: [[UInt8]], done: @escaping @Sendable ([Result<[UInt8]?, StorageError>]) -> Void
+    ) {
+        run(
+            { engine in
+                keys.map { k -> Result<[UInt8]?, StorageError> in
+                    do throws(StorageError) { return .success(try engine.bitcask.get(k)) } catch {
+                        return .failure(error)
+                    }
+                }
+            }, done: { done((try? $0.get()) ?? []) })
+    }
+
+    /// What recovery found lost of the fsynced bytes (`BitcaskOptions.acceptLostDurableBytes`).
+    public func lostDurableBytes() async throws(StorageError) -> [String] {
+        try await run { engine in engine.bitcask.lostDurableBytes }
+    }
+
     /// Keys whose latest record failed its checksum.
     public func damagedKeys() async throws(StorageError) -> Set<[UInt8]> {
         try await run { engine in engine.bitcask.damagedKeys }

@@ -195,23 +195,36 @@ struct DevCommand: AsyncParsableCommand {
         return withSockaddr(addr) { bind(fd, $0, $1) } == 0
     }
 
-    /// GET /health on `address` answers 200 (a plain blocking socket with a short timeout).
-    static func healthy(_ address: String) -> Bool {
-        guard let addr = ipv4(address) else { return false }
+    /// GET /health on `address` answers 200.
+    static func healthy(_ address: String) -> Bool { http("GET", "/health", at: address)?.status == 200 }
+
+    /// One HTTP/1.1 request to a node's admin address (a plain blocking socket with a short
+    /// timeout): the status code and the body, nil when the node does not answer.
+    static func http(_ method: String, _ path: String, at address: String) -> (status: Int, body: String)? {
+        guard let addr = ipv4(address) else { return nil }
         let host = String(address[..<address.lastIndex(of: ":")!])
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return nil }
         defer { close(fd) }
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard withSockaddr(addr, { connect(fd, $0, $1) }) == 0 else { return false }
-        let request = Array("GET /health HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
-        guard send(fd, request, request.count, 0) == request.count else { return false }
-        var reply = [UInt8](repeating: 0, count: 64)
-        let n = recv(fd, &reply, reply.count, 0)
-        guard n > 12 else { return false }
-        return String(decoding: reply[..<n], as: UTF8.self).hasPrefix("HTTP/1.1 200")
+        guard withSockaddr(addr, { connect(fd, $0, $1) }) == 0 else { return nil }
+        let request = Array(
+            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .utf8)
+        guard send(fd, request, request.count, 0) == request.count else { return nil }
+        var reply: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        while reply.count < 4 << 20 {
+            let n = recv(fd, &chunk, chunk.count, 0)
+            if n <= 0 { break }
+            reply += chunk[..<n]
+        }
+        let text = String(decoding: reply, as: UTF8.self)
+        guard text.hasPrefix("HTTP/1.1 "), let code = Int(text.dropFirst(9).prefix(3)) else { return nil }
+        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        return (code, body)
     }
 }
 

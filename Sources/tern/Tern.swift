@@ -16,4 +16,6 @@ let ternSubcommands: [any ParsableCommand.Type] = [
     DevCommand.self,
     // Sync inboxes demo (docs/SYNC.md).
     DemoCommand.self,
+    // Anti-entropy (docs/REPAIR.md).
+    RepairCommand.self,
 ]

@@ -162,40 +162,6 @@ import Testing
         #expect(cluster.logTail(n1).contains("damaged"))
     }
 
-    @Test(
-        "Lost durable bytes (the harness's case): SET acknowledged with n2 down, n3's newest data file then loses its last 250 bytes: n3 refuses to start instead of serving the older value"
-    )
-    func lostDurableBytesAreRefused() async throws {
-        let cluster = try ProcessCluster()
-        defer { cluster.killAll() }
-        try await cluster.startAll()
-        let c = try await cluster.client(n1)
-        #expect(try await c.send(["SET", "K", "v1"]) == .simpleString("OK"))
-        await cluster.signal(n2, SIGTERM)
-        #expect(try await c.send(["SET", "K", "v2"]) == .simpleString("OK"))  // only n1 and n3 hold it
-        await c.close()
-        await cluster.signal(n3, SIGTERM)
-        let dir = cluster.dir + "/n3"
-        let newest = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".data") }
-            .sorted().last!
-        let path = dir + "/" + newest
-        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! UInt64
-        #expect(truncate(path, off_t(size - 250)) == 0)
-        cluster.start(n3)
-        let status = await cluster.waitForExit(n3, seconds: 20)
-        #expect(status != nil && status != 0, "n3 must not start; log:\n\(cluster.logTail(n3))")
-        #expect(cluster.logTail(n3).contains("lost bytes that were fsynced"), "\(cluster.logTail(n3))")
-        // Left as found: nothing cut away.
-        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! UInt64 == size - 250)
-        // With n1 down as well, n2 alone has no majority: nothing stale is served, and v2 returns
-        // with n1.
-        cluster.start(n2)
-        try await cluster.waitHealthy(n2)
-        let c2 = try await cluster.client(n2)
-        #expect(try await c2.send(["GET", "K"]) == .bulkString(Array("v2".utf8)))
-        await c2.close()
-    }
-
     @Test("maxclients: the next connection gets Redis's error and is closed; a slot frees on close")
     func maxClients() async throws {
         let cluster = try ProcessCluster(maxClients: 3)
