@@ -24,6 +24,9 @@ public struct RepairOptions: Sendable, Hashable {
     public var peerTimeoutNanos: UInt64 = 5_000_000_000
     /// Buckets whose summaries may await answers at once.
     public var bucketsInFlightMax = 8
+    /// The same at full pace (`tern repair now`, a rebuild): a new cluster's nodes leave
+    /// learner-only after one pass over empty ranges, in a few round trips instead of hundreds.
+    public var fullPaceBucketsInFlightMax = 128
     /// Bound of one `keys` reply (keys plus summaries); a longer list is cut (`truncated`).
     public var keysReplyBytesMax = 1 << 20
     /// While rebuilding (learner-only), the scan waits while more keys than this are still damaged
@@ -412,7 +415,8 @@ public final class RepairScanner {
     }
 
     func canScan() -> Bool {
-        if pending.count + scansReading >= options.bucketsInFlightMax { return false }
+        let inFlightMax = fullPace ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
+        if pending.count + scansReading >= inFlightMax { return false }
         if keyCredits <= 0 || byteCredits <= 0 { return false }
         if busy && !fullPace { return false }
         if learnerOnly && damagedNow > options.rebuildDamagedMax { return false }

@@ -38,6 +38,10 @@ public struct NodeOptions: Sendable {
     public var paxos: PaxosConfig = NodeCoreOptions().paxos
     /// The anti-entropy scanner's settings; nil: no scanner (tests of other things).
     public var repair: RepairOptions? = RepairOptions()
+    /// Treat a data directory without an epoch record as a new node's, which votes at once,
+    /// instead of a wiped or replaced disk, which rebuilds learner-only first. Only for in-process
+    /// test clusters on fresh in-memory stores; `tern server` never sets it.
+    public var trustEmptyDirectory = false
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -206,7 +210,7 @@ public final class Node: @unchecked Sendable {
         if (try? await store.get(ReplicaNode.rebuildKey)) != nil {
             reasons.append("a rebuild was under way when the node stopped")
         }
-        if case .absent = stored {
+        if case .absent = stored, !options.trustEmptyDirectory {
             // A new cluster's nodes all start so; they leave learner-only after one pass over
             // empty ranges (a second or so). A replaced or wiped disk must not vote as if it had
             // never promised anything.

@@ -36,7 +36,7 @@ struct LoopbackCluster {
     var nodes: [NodeID: Node] = [:]
     let group: MultiThreadedEventLoopGroup
 
-    static func start(perCampus: Int, options: NodeOptions = NodeOptions()) async throws -> LoopbackCluster {
+    static func start(perCampus: Int, options: NodeOptions = LoopbackCluster.options) async throws -> LoopbackCluster {
         let map = try TokenPlanner.plan(
             name: "loop", nodesPerCampus: [.a: perCampus, .b: perCampus, .c: perCampus], tokensPerNode: 8)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -57,6 +57,13 @@ struct LoopbackCluster {
         let all = c.nodes
         c.net.nodes.withLockedValue { $0 = all }
         return c
+    }
+
+    /// Fresh in-memory stores: new nodes, which vote at once (docs/REPAIR.md).
+    static var options: NodeOptions {
+        var o = NodeOptions()
+        o.trustEmptyDirectory = true
+        return o
     }
 
     func stop() async {
@@ -138,7 +145,7 @@ func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     @Test("Two campuses down: a write fails with a clear outcome within the request timeout")
     func twoCampusesDown() async throws {
-        var options = NodeOptions()
+        var options = LoopbackCluster.options
         options.requestTimeout = .milliseconds(600)
         let c = try await LoopbackCluster.start(perCampus: 1, options: options)
         c.net.down.withLockedValue { $0 = [NodeID(2), NodeID(3)] }
