@@ -625,8 +625,9 @@ public final class RepairScanner {
         var truncated = false
         for k in summaries.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let s = summaries[k]!
-            // Keys never chosen here carry nothing to compare (a promise alone is not data).
-            if let s, s.chosen == 0 { continue }
+            // Keys never chosen here carry no data to compare; but a rebuilding node (`full`)
+            // must hear of them too: a promise it gave and forgot may be all that protects them.
+            if let s, s.chosen == 0, !full { continue }
             size += k.count + 21
             if size > options.keysReplyBytesMax {
                 truncated = true

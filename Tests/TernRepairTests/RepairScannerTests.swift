@@ -186,10 +186,15 @@ final class MiniCluster {
     @Test func learnerOnlyAsksForEveryListAndLoadsEveryKey() {
         let c = MiniCluster()
         for k in 0..<200 { c.put("k\(k)", 2, "v\(k)", at: [0, 1]) }
+        // A key only promised at n1 (never chosen): the rebuilding node must hear of it too.
+        var promisedOnly = KeyState()
+        promisedOnly.promised = Ballot(round: 7, node: NodeID(1))
+        c.records[c.ids[0]]![Array("p".utf8)] = .state(PaxosCodec.encode(promisedOnly))
         c.scanners[c.ids[2]]!.learnerOnly = true
         c.run()
         let loads = Set((c.actions[c.ids[2]] ?? []).filter { $0.action == .load }.map(\.key))
-        #expect(loads.count == 200)
+        #expect(loads.count == 201)
+        #expect(loads.contains(Array("p".utf8)))
         #expect(c.scanners[c.ids[2]]!.counters.lastPassComplete)
     }
 
