@@ -36,7 +36,9 @@ struct LoopbackCluster {
     var nodes: [NodeID: Node] = [:]
     let group: MultiThreadedEventLoopGroup
 
-    static func start(perCampus: Int, options: NodeOptions = LoopbackCluster.options) async throws -> LoopbackCluster {
+    static func start(perCampus: Int, options: NodeOptions = LoopbackCluster.options) async throws
+        -> LoopbackCluster
+    {
         let map = try TokenPlanner.plan(
             name: "loop", nodesPerCampus: [.a: perCampus, .b: perCampus, .c: perCampus], tokensPerNode: 8)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
