@@ -14,9 +14,12 @@ public struct RepairOptions: Sendable, Hashable {
     /// `repair_keys_per_second`, `repair_mb_per_second`).
     public var keysPerSecond: Double = 2_000
     public var bytesPerSecond: Double = 4_194_304
-    /// The pace of a pass started by `tern repair now`.
+    /// The pace of a pass started by `tern repair now` (and of a rebuild) ...
     public var fullPaceKeysPerSecond: Double = 1_000_000
     public var fullPaceBytesPerSecond: Double = 1_073_741_824
+    /// ... while no client request waits on the node; while some do, full pace yields to them and
+    /// reads at most this many records per second.
+    public var fullPaceBusyKeysPerSecond: Double = 4_000
     /// Pause between one pass's end and the next one's start.
     public var passIntervalNanos: UInt64 = 60_000_000_000
     /// A peer that has not answered a bucket's summary within this is given up for that bucket in
@@ -171,6 +174,9 @@ public final class RepairScanner {
     var byteCredits: Double = 0
     public private(set) var fullPace = false
     var busy = false
+    var clientsWaiting = false
+    /// Client requests waiting beyond which the default-pace scan waits.
+    public static let busyRequests = 256
     var damagedNow = 0
 
     enum Phase: Equatable {
@@ -247,11 +253,14 @@ public final class RepairScanner {
 
     // MARK: - Inputs
 
-    /// Time passes. `busy`: client traffic is heavy, so this node's own scan waits (answers to
-    /// peers go on). `damagedKeys`: keys waiting for recovery now (`NodeCore.damagedKeyCount`).
-    public func tick(now t: UInt64, busy: Bool = false, damagedKeys: Int = 0) {
+    /// Time passes. `clientRequests`: client requests waiting on the node now — beyond
+    /// `busyRequests` this node's own scan at the default pace waits, and any at all slow a
+    /// full-pace pass to `fullPaceBusyKeysPerSecond` (answers to peers go on). `damagedKeys`: keys
+    /// waiting for recovery now (`NodeCore.damagedKeyCount`).
+    public func tick(now t: UInt64, clientRequests: Int = 0, damagedKeys: Int = 0) {
         advance(t)
-        self.busy = busy
+        busy = clientRequests > Self.busyRequests
+        clientsWaiting = clientRequests > 0
         damagedNow = damagedKeys
         refill()
         checkTimeouts()
@@ -366,10 +375,11 @@ public final class RepairScanner {
         }
         let dt = Double(now - last) / 1e9
         lastRefill = now
-        let (k, b) =
+        var (k, b) =
             fullPace
             ? (options.fullPaceKeysPerSecond, options.fullPaceBytesPerSecond)
             : (options.keysPerSecond, options.bytesPerSecond)
+        if fullPace && clientsWaiting { k = min(k, max(options.fullPaceBusyKeysPerSecond, options.keysPerSecond)) }
         // At most a tenth of a second's worth saved up.
         keyCredits = min(keyCredits + k * dt, max(k / 10, 1))
         byteCredits = min(byteCredits + b * dt, max(b / 10, 1))

@@ -485,13 +485,9 @@ public final class Node: @unchecked Sendable {
     /// The service kind of the scanners' peer messages.
     static let repairServiceKind: UInt8 = 3
 
-    /// Client requests waiting beyond which the scanner's own reads wait (answers to peers go on).
-    static let repairBusyRequests = 256
-
     private func repairTick(_ now: UInt64) {
         guard let scanner else { return }
-        scanner.tick(
-            now: now, busy: core.inFlight > Node.repairBusyRequests, damagedKeys: core.damagedKeyCount)
+        scanner.tick(now: now, clientRequests: core.inFlight, damagedKeys: core.damagedKeyCount)
         if core.learnerOnly && rebuildPassDone && core.damagedKeyCount == 0 && !leavingLearnerOnly {
             leaveLearnerOnly()
         }
