@@ -202,7 +202,10 @@ final class FrontendRegistry: Sendable {
     func resetStats() {
         let c = gate.counts
         gateBaseline.withLockedValue { $0 = (c.refused, c.evictedOutput + c.evictedMemory) }
-        for s in allShards { s.loop.execute { s.resetStats() } }
+        // The asking connection's shard at once, so RESETSTAT itself is the first call counted after.
+        for s in allShards {
+            if s.loop.inEventLoop { s.resetStats() } else { s.loop.execute { s.resetStats() } }
+        }
     }
 
     func facts(on loop: any EventLoop) -> EventLoopFuture<ServerFacts> {

@@ -31,10 +31,12 @@ public final class RESPFrontend: Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 guard gate.enter() else {
-                    // As Redis: the error, then the connection is closed.
-                    var b = channel.allocator.buffer(capacity: 48)
-                    b.writeString("-ERR max number of clients reached\r\n")
-                    return channel.writeAndFlush(b).flatMap { channel.close() }
+                    // As Redis: the error, then the connection is closed. Written once the channel is
+                    // active: here it is not registered yet, and a write fails (until 2026-12-06 the
+                    // refused client got neither the error nor the close, and waited).
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefuseHandler())
+                    }
                 }
                 channel.closeFuture.whenComplete { _ in gate.leave() }
                 let id = registry.nextID()
@@ -70,6 +72,22 @@ public final class RESPFrontend: Sendable {
         try? await channel.close()
         registry.close()
     }
+}
+
+/// Answers a connection refused at `maxclients`: Redis's error, then close.
+final class RefuseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        var b = context.channel.allocator.buffer(capacity: 48)
+        b.writeString("-ERR max number of clients reached\r\n")
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(b)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// Whatever the client sent meanwhile is dropped.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// Counts client connections against `max` (Redis's `maxclients`) and the memory their buffers
