@@ -23,6 +23,8 @@ public struct CommandSpec: Sendable, Hashable {
     public var since: String
     public var group: String
     public var subcommands: [CommandSpec]
+    /// Redis's command tips (`nondeterministic_output`, `request_policy:…`).
+    public var tips: [String] = []
 
     public init(
         _ name: String, arity: Int, flags: [String], keys: (Int, Int, Int) = (0, 0, 0),
@@ -81,8 +83,8 @@ public struct CommandSpec: Sendable, Hashable {
         return .array([
             .bulkString(name), .integer(Int64(arity)), .set(flags.map { .simpleString($0) }),
             .integer(Int64(firstKey)), .integer(Int64(lastKey)), .integer(Int64(step)),
-            .set(categories.map { .simpleString($0) }), .array([]), .array(specs),
-            .array(subcommands.map(\.info)),
+            .set(categories.map { .simpleString($0) }), .set(tips.map { .bulkString($0) }), .set(specs),
+            .set(subcommands.map(\.info)),
         ])
     }
 
@@ -172,6 +174,9 @@ extension CommandSpec {
                 sub(
                     "client|no-evict", 3, adminSub, admin + ["@connection"],
                     "Sets the client eviction mode of the connection.", since: "7.0.0", group: "connection"),
+                sub(
+                    "client|reply", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"],
+                    "Instructs the server whether to reply to commands.", since: "3.2.0", group: "connection"),
                 sub(
                     "client|help", 2, ["loading", "stale"], ["@slow", "@connection"],
                     "Returns helpful text about the different subcommands.", since: "5.0.0",
@@ -370,13 +375,46 @@ extension CommandSpec {
     ]
 }
 
+extension CommandSpec {
+    /// Redis 7.0's tips for the commands Tern serves (COMMAND INFO's eighth field).
+    static let redisTips: [String: [String]] = [
+        "ping": ["request_policy:all_shards", "response_policy:all_succeeded"],
+        "info": ["nondeterministic_output", "request_policy:all_shards", "response_policy:special"],
+        "command": ["nondeterministic_output_order"],
+        "command|info": ["nondeterministic_output_order"],
+        "command|docs": ["nondeterministic_output_order"],
+        "command|list": ["nondeterministic_output_order"],
+        "config|set": ["request_policy:all_nodes", "response_policy:all_succeeded"],
+        "client|info": ["nondeterministic_output"],
+        "client|list": ["nondeterministic_output"],
+        "exists": ["request_policy:multi_shard", "response_policy:agg_sum"],
+        "mget": ["request_policy:multi_shard"],
+        "mset": ["request_policy:multi_shard", "response_policy:all_succeeded"],
+        "del": ["request_policy:multi_shard", "response_policy:agg_sum"],
+        "time": ["nondeterministic_output"],
+        "lastsave": ["nondeterministic_output"],
+        "wait": ["request_policy:all_shards", "response_policy:agg_min"],
+        "function|list": ["nondeterministic_output_order"],
+        "function|flush": ["request_policy:all_shards", "response_policy:all_succeeded"],
+        "script|flush": ["request_policy:all_nodes", "response_policy:all_succeeded"],
+    ]
+
+    /// `self` with Redis's tips for it and its subcommands.
+    func withRedisTips() -> CommandSpec {
+        var c = self
+        c.tips = Self.redisTips[name] ?? []
+        c.subcommands = subcommands.map { $0.withRedisTips() }
+        return c
+    }
+}
+
 /// The whole table: the Redis commands and every module's, looked up by name.
 public struct CommandTable: Sendable {
     public let commands: [CommandSpec]
     let byName: [String: CommandSpec]
 
     public init(modules: [any CommandModule]) {
-        var all = CommandSpec.redis
+        var all = CommandSpec.redis.map { $0.withRedisTips() }
         for m in modules { all += m.commandSpecs }
         commands = all
         var index: [String: CommandSpec] = [:]

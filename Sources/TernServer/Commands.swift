@@ -20,6 +20,10 @@ public struct Session: Sendable, Hashable {
     /// CLIENT SETINFO LIB-NAME / LIB-VER.
     public var libName = ""
     public var libVersion = ""
+    /// CLIENT REPLY OFF: no replies until CLIENT REPLY ON. CLIENT REPLY SKIP: none for the next
+    /// command. The front end honours them (the processor only records the request).
+    public var repliesOff = false
+    public var skipNextReply = false
     public init(authenticated: Bool, clientID: UInt64 = 0) {
         self.authenticated = authenticated
         self.clientID = clientID

@@ -207,6 +207,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     var lastCommand = "NULL"
     var channel: (any Channel)?
     var addresses = (remote: "", local: "")
+    /// Commands whose replies CLIENT REPLY OFF/SKIP drops (their slot still passes in order).
+    var silenced: Set<UInt64> = []
 
     init(
         node: Node, processor: CommandProcessor, session: Session, gate: ClientGate, meter: RESPBufferMeter,
@@ -278,7 +280,12 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         lastCommandAt = start
         let counter = shard.counter(for: command.args)
         if let counter { lastCommand = counter.name }
+        // CLIENT REPLY: this command's reply is dropped after SKIP, while OFF, and for OFF and SKIP
+        // themselves (their flags are set by the time the plan is made).
+        let skipped = session.skipNextReply
+        session.skipNextReply = false
         let plan = processor.plan(command, session: &session)
+        if skipped || session.repliesOff || session.skipNextReply { silenced.insert(seq) }
         let version = session.version
         let shard = self.shard
         // A blocking SYNC counts in blocked_clients while it waits.
@@ -524,8 +531,9 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Writes the encoded reply `seq` once every earlier one is out.
     func release(_ seq: UInt64, _ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard !evicted else { return }
-        ready[seq] = buffer
-        readyBytes += buffer.readableBytes
+        let kept = silenced.isEmpty || silenced.remove(seq) == nil ? buffer : ByteBuffer()
+        ready[seq] = kept
+        readyBytes += kept.readableBytes
         var wrote = false
         while let b = ready.removeValue(forKey: headSeq) {
             readyBytes -= b.readableBytes

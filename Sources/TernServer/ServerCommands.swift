@@ -282,6 +282,17 @@ extension CommandProcessor {
             default: return .reply(Self.syntax)
             }
             return .reply(.ok)
+        case "reply":
+            // OFF and SKIP are not answered (as Redis): the front end drops this command's reply.
+            switch String(decoding: args[2], as: UTF8.self).lowercased() {
+            case "on":
+                session.repliesOff = false
+                session.skipNextReply = false
+            case "off": session.repliesOff = true
+            case "skip": if !session.repliesOff { session.skipNextReply = true }
+            default: return .reply(Self.syntax)
+            }
+            return .reply(.ok)
         case "info":
             return .frontend { view in view.eventLoop.makeSucceededFuture(.verbatim(view.me().line + "\n")) }
         case "list":
@@ -326,10 +337,10 @@ extension CommandProcessor {
             } else if opt == "id", i + 1 < args.count {
                 var set: Set<UInt64> = []
                 for a in args[(i + 1)...] {
-                    guard let v = KeyValue.strictInteger(a), v > 0 else {
+                    guard let v = KeyValue.strictInteger(a) else {
                         return .reply(Self.err("Invalid client ID"))
                     }
-                    set.insert(UInt64(v))
+                    if v > 0 { set.insert(UInt64(v)) }  // 0 or below: matches nothing (as Redis)
                 }
                 ids = set
                 i = args.count
@@ -376,7 +387,10 @@ extension CommandProcessor {
                 filter.id = UInt64(v)
             case "addr": filter.addr = value
             case "laddr": filter.laddr = value
-            case "user": filter.user = value
+            case "user":
+                // Tern has one user, `default`.
+                guard value == "default" else { return .reply(Self.err("No such user '\(value)'")) }
+                filter.user = value
             case "type":
                 let t = value.lowercased()
                 switch t {
@@ -411,17 +425,26 @@ extension CommandProcessor {
             while i < args.count {
                 switch String(decoding: args[i], as: UTF8.self).lowercased() {
                 case "withcode": i += 1
-                case "libraryname" where i + 1 < args.count: i += 2
+                case "libraryname":
+                    guard i + 1 < args.count else {
+                        return .reply(Self.err("library name argument was not given"))
+                    }
+                    i += 2
                 default:
                     return .reply(Self.err("Unknown argument \(String(decoding: args[i], as: UTF8.self))"))
                 }
             }
             return .reply(.array([]))
         case (_, "flush"):
-            if args.count > 3 { return .reply(Self.arity("\(name)|flush")) }
-            if args.count == 3 {
+            if args.count > 3 && name == "function" {
+                return .reply(
+                    Self.err(
+                        "unknown subcommand or wrong number of arguments for '\(String(decoding: args[1], as: UTF8.self))'. "
+                            + "Try FUNCTION HELP."))
+            }
+            if args.count >= 3 {
                 let mode = String(decoding: args[2], as: UTF8.self).lowercased()
-                guard mode == "sync" || mode == "async" else {
+                guard args.count == 3, mode == "sync" || mode == "async" else {
                     return .reply(
                         Self.err(
                             name == "function"

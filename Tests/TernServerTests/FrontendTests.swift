@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import TernRESP
 import TernServer
@@ -103,6 +104,48 @@ import Testing
         let d = try await c.client(0)
         #expect(try await d.send(["PING"]) == .simpleString("PONG"))
         for cl in [a, b, d] { await cl.close() }
+        await c.stop()
+    }
+
+    /// Sends `request` on a plain socket to `port` and returns what arrives within `seconds`.
+    func exchange(_ port: Int, _ request: String, seconds: Double = 0.5) -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { return "connect failed" }
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = request.withCString { send(fd, $0, strlen($0), 0) }
+        var out: [UInt8] = []
+        let end = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < end {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n > 0 { out += buffer[0..<n] } else if n == 0 { break }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @Test("CLIENT REPLY OFF, SKIP and ON: the dropped replies never reach the client, the others in order")
+    func clientReply() async throws {
+        let c = try await SyncCluster.start()
+        let got = exchange(
+            c.fronts[0].port,
+            "CLIENT REPLY SKIP\r\nPING a\r\nPING b\r\nCLIENT REPLY OFF\r\nPING c\r\nSET k v\r\n"
+                + "CLIENT REPLY ON\r\nPING d\r\n", seconds: 1)
+        #expect(got == "$1\r\nb\r\n+OK\r\n$1\r\nd\r\n")
+        let a = try await c.client(0)
+        // OFF drops replies, not commands.
+        #expect(try await a.send(["GET", "k"]) == .bulkString(Array("v".utf8)))
+        await a.close()
         await c.stop()
     }
 

@@ -77,6 +77,19 @@ struct SpecModule: CommandModule {
                 + "$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n$4\r\nspec\r\n"
                 + "*6\r\n$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:0\r\n*0\r\n")
         #expect(run(["COMMAND", "INFO", "nosuch"]) == "*1\r\n$-1\r\n")
+        // Redis 7.0's entry for CLIENT LIST: its tip, no key spec.
+        #expect(
+            run(["COMMAND", "INFO", "client|list"])
+                == "*1\r\n*10\r\n$11\r\nclient|list\r\n:-2\r\n*4\r\n+admin\r\n+noscript\r\n+loading\r\n+stale\r\n"
+                + ":0\r\n:0\r\n:0\r\n*4\r\n+@admin\r\n+@slow\r\n+@dangerous\r\n+@connection\r\n"
+                + "*1\r\n$23\r\nnondeterministic_output\r\n*0\r\n*0\r\n")
+        // RESP3: flags, categories, tips, key specs and subcommands are sets, as Redis 7.0 sends them.
+        var s3 = Session(authenticated: true)
+        s3.version = .v3
+        #expect(
+            wire(["COMMAND", "INFO", "time"], session: &s3, processor: p).0
+                == "*1\r\n*10\r\n$4\r\ntime\r\n:1\r\n~3\r\n+loading\r\n+stale\r\n+fast\r\n:0\r\n:0\r\n:0\r\n"
+                + "~1\r\n+@fast\r\n~1\r\n$23\r\nnondeterministic_output\r\n~0\r\n~0\r\n")
         #expect(run(["command", "info", "MSET"]).contains("$4\r\nmset\r\n:-3\r\n"))
         #expect(run(["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]) == "*2\r\n$1\r\na\r\n$1\r\nb\r\n")
         #expect(
@@ -236,6 +249,18 @@ struct SpecModule: CommandModule {
         #expect(run(["CLIENT", "LIST", "ID", "9"]).contains("id=9 "))
         #expect(!run(["CLIENT", "LIST", "ID", "9"]).contains("id=7 "))
         #expect(run(["CLIENT", "LIST", "TYPE", "foo"]) == "-ERR Unknown client type 'foo'\r\n")
+        #expect(run(["CLIENT", "LIST", "ID", "0"]) == "$0\r\n\r\n")
+        #expect(run(["CLIENT", "LIST", "ID", "x"]) == "-ERR Invalid client ID\r\n")
+        #expect(run(["CLIENT", "KILL", "USER", "nobody"]) == "-ERR No such user 'nobody'\r\n")
+        // CLIENT REPLY: the session records it; the front end drops the replies (FrontendTests).
+        #expect(run(["CLIENT", "REPLY", "SKIP"]) == "+OK\r\n")
+        #expect(s.skipNextReply && !s.repliesOff)
+        #expect(run(["CLIENT", "REPLY", "OFF"]) == "+OK\r\n")
+        #expect(s.repliesOff)
+        #expect(run(["CLIENT", "REPLY", "ON"]) == "+OK\r\n")
+        #expect(!s.repliesOff && !s.skipNextReply)
+        #expect(run(["CLIENT", "REPLY", "x"]) == "-ERR syntax error\r\n")
+        #expect(run(["CLIENT", "REPLY"]) == "-ERR wrong number of arguments for 'client|reply' command\r\n")
         // Old form: OK or the error; new form: the count, the asker skipped unless SKIPME no.
         #expect(run(["CLIENT", "KILL", "127.0.0.1:6000"]) == "+OK\r\n")
         #expect(run(["CLIENT", "KILL", "1.2.3.4:5"]) == "-ERR No such client\r\n")
@@ -300,6 +325,13 @@ struct SpecModule: CommandModule {
         #expect(run(["FUNCTION", "FLUSH", "ASYNC"]) == "+OK\r\n")
         #expect(run(["FUNCTION", "FLUSH", "x"]) == "-ERR FUNCTION FLUSH only supports SYNC|ASYNC option\r\n")
         #expect(run(["SCRIPT", "FLUSH"]) == "+OK\r\n")
+        #expect(
+            run(["SCRIPT", "FLUSH", "ASYNC", "x"]) == "-ERR SCRIPT FLUSH only support SYNC|ASYNC option\r\n")
+        #expect(
+            run(["FUNCTION", "FLUSH", "ASYNC", "x"])
+                == "-ERR unknown subcommand or wrong number of arguments for 'FLUSH'. Try FUNCTION HELP.\r\n")
+        #expect(run(["FUNCTION", "LIST", "LIBRARYNAME"]) == "-ERR library name argument was not given\r\n")
+        #expect(run(["FUNCTION", "LIST", "WITHCODE", "LIBRARYNAME", "x"]) == "*0\r\n")
         #expect(run(["FUNCTION", "LOAD", "x"]) == "-ERR unknown subcommand 'LOAD'. Try FUNCTION HELP.\r\n")
         #expect(run(["SELECT", "1"]) == "-ERR DB index is out of range\r\n")
     }
