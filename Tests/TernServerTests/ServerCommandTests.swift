@@ -133,6 +133,13 @@ struct SpecModule: CommandModule {
         #expect(run(["CONFIG", "GET", "maxmemory-policy"]).hasSuffix("$10\r\nnoeviction\r\n"))
         #expect(run(["CONFIG", "GET", "hz"]).hasSuffix("$3\r\n200\r\n"))
         #expect(run(["CONFIG", "GET", "zset-max-*"]).hasPrefix("*8\r\n"))
+        // Redis's whole glob: ?, sets, ranges, negation, escapes.
+        #expect(run(["CONFIG", "GET", "h?"]) == "*2\r\n$2\r\nhz\r\n$3\r\n200\r\n")
+        #expect(run(["CONFIG", "GET", "[p]or[s-u]"]) == "*2\r\n$4\r\nport\r\n$4\r\n7379\r\n")
+        #expect(run(["CONFIG", "GET", "[^abcdefgijklmnopqrstuvwxyz]z"]) == "*2\r\n$2\r\nhz\r\n$3\r\n200\r\n")
+        #expect(run(["CONFIG", "GET", "\\h\\z*"]) == "*2\r\n$2\r\nhz\r\n$3\r\n200\r\n")
+        #expect(run(["CONFIG", "GET", "\\h\\z"]) == "*0\r\n")  // no glob character: a name, as Redis
+        #expect(run(["CONFIG", "GET", "h[^z]"]) == "*0\r\n")
         #expect(run(["CONFIG", "GET", "*"]).hasPrefix("*76\r\n"))
         #expect(run(["CONFIG", "SET", "maxclients", "50"]) == "+OK\r\n")
         #expect(view.maxClients == 50)
