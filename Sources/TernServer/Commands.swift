@@ -82,7 +82,12 @@ public struct CommandProcessor: Sendable {
     /// Text of INFO's server section.
     public var info: @Sendable () -> String
     /// Service commands, asked in order for any name the Redis commands do not own.
-    public var modules: [any CommandModule] = []
+    public var modules: [any CommandModule] = [] {
+        didSet { commandTable = CommandTable(modules: modules) }
+    }
+    /// The command table: the Redis commands and every module's (made when `modules` changes, not
+    /// per command).
+    public private(set) var commandTable = CommandTable(modules: [])
     /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
     public var maxClients = 10_000
     /// Per client, reply bytes waiting for the client past which it is disconnected.

@@ -15,9 +15,6 @@ extension CommandProcessor {
         return Int64(tv.tv_sec) * 1_000_000 + Int64(tv.tv_usec)
     }
 
-    /// The command table: the Redis commands and every module's.
-    public var commandTable: CommandTable { CommandTable(modules: modules) }
-
     static func unknownSubcommand(_ sub: [UInt8], _ container: String) -> RESPValue {
         err(
             "unknown subcommand '\(String(decoding: sub.prefix(128), as: UTF8.self))'. Try \(container.uppercased()) HELP."
