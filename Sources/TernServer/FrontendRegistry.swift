@@ -32,6 +32,11 @@ final class FrontendShard: @unchecked Sendable {
     let counters: [String: CommandCounter]
     var totalConnections = 0
     var errorReplies = 0
+    /// Error replies by their first word (`ERR`, `NOQUORUM`, …): INFO errorstats.
+    var errorCounts: [String: Int] = [:]
+    /// Key reads that found a value, and that found none (INFO's keyspace_hits and _misses).
+    var keyspaceHits = 0
+    var keyspaceMisses = 0
     var blocked = 0
     /// Calls counted since start (never reset: the ops/sec samples are deltas of it) and its value
     /// at the last CONFIG RESETSTAT.
@@ -78,6 +83,13 @@ final class FrontendShard: @unchecked Sendable {
         commandsEver += 1
     }
 
+    /// Counts an error reply.
+    func error(_ text: String) {
+        errorReplies += 1
+        let kind = text.prefix { $0 != " " }
+        errorCounts[String(kind.prefix(64)), default: 0] += 1
+    }
+
     func sample() {
         let now = NIODeadline.now()
         let ms = max(1, (now - lastSample.at).nanoseconds / 1_000_000)
@@ -93,6 +105,9 @@ final class FrontendShard: @unchecked Sendable {
         var totalCommands: Int
         var opsPerSecond: Int
         var errorReplies: Int
+        var errorCounts: [String: Int]
+        var hits: Int
+        var misses: Int
         var blocked: Int
     }
 
@@ -104,7 +119,9 @@ final class FrontendShard: @unchecked Sendable {
                     name: $0.name, calls: $0.calls, usec: $0.usec, rejected: $0.rejected, failed: $0.failed)
             },
             totalConnections: totalConnections, totalCommands: commandsEver - commandsAtReset,
-            opsPerSecond: samples.reduce(0, +) / samples.count, errorReplies: errorReplies, blocked: blocked)
+            opsPerSecond: samples.reduce(0, +) / samples.count, errorReplies: errorReplies,
+            errorCounts: errorCounts, hits: keyspaceHits,
+            misses: keyspaceMisses, blocked: blocked)
     }
 
     func resetStats() {
@@ -116,6 +133,9 @@ final class FrontendShard: @unchecked Sendable {
         }
         totalConnections = 0
         errorReplies = 0
+        errorCounts = [:]
+        keyspaceHits = 0
+        keyspaceMisses = 0
         commandsAtReset = commandsEver
     }
 }
@@ -232,6 +252,9 @@ final class FrontendRegistry: Sendable {
                 f.totalCommands += s.totalCommands
                 f.opsPerSecond += s.opsPerSecond
                 f.errorReplies += s.errorReplies
+                f.keyspaceHits += s.hits
+                f.keyspaceMisses += s.misses
+                f.errors.merge(s.errorCounts, uniquingKeysWith: +)
                 f.blockedClients += s.blocked
                 f.pubsubClients += s.clients.filter(\.subscribed).count
                 for c in s.commands {

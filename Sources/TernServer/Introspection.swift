@@ -128,6 +128,10 @@ public struct ServerFacts: Sendable, Hashable {
     public var totalCommands = 0
     public var opsPerSecond = 0
     public var errorReplies = 0
+    /// Error replies by their first word (INFO errorstats).
+    public var errors: [String: Int] = [:]
+    public var keyspaceHits = 0
+    public var keyspaceMisses = 0
     public var rssBytes = 0
     public var peakRSSBytes = 0
     public var systemMemoryBytes = 0
@@ -163,10 +167,10 @@ extension CommandProcessor {
     /// INFO's sections in Redis's order, and what `default`, `all` and `everything` stand for.
     static let infoSections = [
         "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "commandstats",
-        "keyspace",
+        "errorstats", "keyspace",
     ]
     static let defaultInfoSections: Set<String> = [
-        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "keyspace",
+        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "errorstats", "keyspace",
     ]
 
     /// The sections INFO `args` (after the name) asks for: none or `default` the default ones,
@@ -243,7 +247,8 @@ extension CommandProcessor {
                     "total_commands_processed:\(f.totalCommands)",
                     "instantaneous_ops_per_sec:\(f.opsPerSecond)",
                     "rejected_connections:\(f.rejectedConnections)", "evicted_keys:0",
-                    "evicted_clients:\(f.evictedClients)", "total_error_replies:\(f.errorReplies)",
+                    "evicted_clients:\(f.evictedClients)", "keyspace_hits:\(f.keyspaceHits)",
+                    "keyspace_misses:\(f.keyspaceMisses)", "total_error_replies:\(f.errorReplies)",
                 ]
             case "replication":
                 lines = [
@@ -263,6 +268,11 @@ extension CommandProcessor {
                     lines.append(
                         "cmdstat_\(c.name):calls=\(c.calls),usec=\(c.usec),usec_per_call=\(Self.fixed(perCall, 2)),"
                             + "rejected_calls=\(c.rejected),failed_calls=\(c.failed)")
+                }
+            case "errorstats":
+                lines = ["# Errorstats"]
+                for (kind, count) in f.errors.sorted(by: { $0.key < $1.key }) {
+                    lines.append("errorstat_\(kind):count=\(count)")
                 }
             default:
                 // Keyspace: Tern cannot count the cluster's keys yet (docs/SERVER.md).

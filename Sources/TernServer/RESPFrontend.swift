@@ -262,6 +262,14 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         return f
     }
 
+    /// INFO's keyspace_hits and keyspace_misses: each key read that found a value, or none.
+    func countReads(_ reqs: [(key: [UInt8], request: KeyRequest)], _ replies: [NodeReply]) {
+        for (r, reply) in zip(reqs, replies) {
+            guard case .read = r.request, case .value(let v) = reply else { continue }
+            if v == nil { shard.keyspaceMisses += 1 } else { shard.keyspaceHits += 1 }
+        }
+    }
+
     /// CLIENT KILL: close now, or after the reply to command `seq` (the connection that asked).
     func kill(after seq: UInt64?) {
         guard let seq else {
@@ -318,6 +326,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 case .failure: reply = .unavailable("node stopped")
                 }
                 let (handler, context) = loopBound.value
+                handler.countReads(reqs, [reply])
                 let value = build([reply])
                 shardBound.value(value)
                 handler.fill(seq, value, version, context: context)
@@ -333,6 +342,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                     }
                 }
                 let (handler, context) = loopBound.value
+                handler.countReads(reqs, replies)
                 let value = build(replies)
                 shardBound.value(value)
                 handler.fill(seq, value, version, context: context)
@@ -342,7 +352,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             let values = body(outlet(context: context))
             var buffer = context.channel.allocator.buffer(capacity: 64)
             for v in values {
-                if case .error = v { shard.errorReplies += 1 }
+                if case .error(let text) = v { shard.error(text) }
                 RESPEncoder.encode(v, version: session.version, into: &buffer)
             }
             count(values.first ?? .null)
@@ -494,7 +504,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     }
 
     func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {
-        if case .error = value { shard.errorReplies += 1 }
+        if case .error(let text) = value { shard.error(text) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(value, version: version, into: &buffer)
         release(seq, buffer, context: context)

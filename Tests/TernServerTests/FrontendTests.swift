@@ -41,6 +41,9 @@ import Testing
         #expect(field(info, "cmdstat_nosuch") == nil)
         #expect(field(info, "total_commands_processed") == "4")
         #expect(field(info, "total_error_replies") == "3")
+        #expect(field(info, "errorstat_ERR") == "count=3")
+        #expect(field(info, "keyspace_hits") == "2")  // the two GETs of k; the INCR is a write
+        #expect(field(info, "keyspace_misses") == "0")
         #expect(field(info, "connected_clients") == "2")
         #expect(field(info, "total_connections_received") == "2")
         #expect(Int(field(info, "used_memory") ?? "") ?? 0 > 1 << 20)

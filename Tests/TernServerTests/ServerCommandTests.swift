@@ -186,6 +186,9 @@ struct SpecModule: CommandModule {
         f.rssBytes = 3 << 20
         f.cpuUser = 1.5
         f.commands = [CommandStat(name: "get", calls: 4, usec: 10, rejected: 1, failed: 2)]
+        f.errors = ["NOQUORUM": 2, "ERR": 5]
+        f.keyspaceHits = 6
+        f.keyspaceMisses = 1
         let view = FakeView(facts: f)
         let p = CommandProcessor(password: nil, maxValueBytes: 16) { "tern_node:1\r\n" }
         var s = Session(authenticated: true)
@@ -201,6 +204,10 @@ struct SpecModule: CommandModule {
         #expect(all.contains("aof_enabled:1\r\n"))
         #expect(all.hasSuffix("# Keyspace\r\n\r\n"))  // the bulk string's own CRLF follows
         #expect(!all.contains("cmdstat"))
+        #expect(all.contains("keyspace_hits:6\r\nkeyspace_misses:1\r\n"))
+        #expect(
+            all.contains(
+                "\r\n# Errorstats\r\nerrorstat_ERR:count=5\r\nerrorstat_NOQUORUM:count=2\r\n\r\n# Keyspace"))
         #expect(
             run(["INFO", "commandstats"])
                 == "$96\r\n# Commandstats\r\ncmdstat_get:calls=4,usec=10,usec_per_call=2.50,rejected_calls=1,failed_calls=2\r\n\r\n"
