@@ -554,10 +554,16 @@ public struct CommandProcessor: Sendable {
                 if case .error = r { return r }
                 i += 3
             } else if opt == "SETNAME", i + 1 < args.count {
-                next.name = String(decoding: args[i + 1], as: UTF8.self)
+                // CLIENT SETNAME's rule and error; an empty name clears it.
+                guard Self.validClientName(args[i + 1]) else {
+                    return Self.err("Client names cannot contain spaces, newlines or special characters.")
+                }
+                next.name = args[i + 1].isEmpty ? nil : String(decoding: args[i + 1], as: UTF8.self)
                 i += 2
             } else {
-                return Self.err("Syntax error in HELLO option '\(opt.lowercased())'")
+                // The option as the client wrote it, as Redis.
+                return Self.err(
+                    "Syntax error in HELLO option '\(String(decoding: args[i].prefix(128), as: UTF8.self))'")
             }
         }
         guard next.authenticated else { return Self.noAuth }

@@ -290,6 +290,12 @@ struct SpecModule: CommandModule {
         #expect(run(["CLIENT", "FOO"]) == "-ERR unknown subcommand 'FOO'. Try CLIENT HELP.\r\n")
         #expect(run(["CLIENT"]) == "-ERR wrong number of arguments for 'client' command\r\n")
         #expect(run(["HELLO"]).contains("$2\r\nid\r\n:7\r\n"))
+        #expect(
+            run(["HELLO", "2", "SETNAME", "a b"])
+                == "-ERR Client names cannot contain spaces, newlines or special characters.\r\n")
+        #expect(run(["HELLO", "2", "SETNAME"]) == "-ERR Syntax error in HELLO option 'SETNAME'\r\n")
+        _ = run(["HELLO", "2", "SETNAME", "phone"])
+        #expect(s.name == "phone")
     }
 
     @Test("ClientFacts' flags letters and ClientFilter's rules")
