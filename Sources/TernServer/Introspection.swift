@@ -166,11 +166,13 @@ public protocol FrontendView: Sendable {
 extension CommandProcessor {
     /// INFO's sections in Redis's order, and what `default`, `all` and `everything` stand for.
     static let infoSections = [
-        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "commandstats",
-        "errorstats", "keyspace",
+        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules",
+        "commandstats",
+        "errorstats", "cluster", "keyspace",
     ]
     static let defaultInfoSections: Set<String> = [
-        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "errorstats", "keyspace",
+        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats",
+        "cluster", "keyspace",
     ]
 
     /// The sections INFO `args` (after the name) asks for: none or `default` the default ones,
@@ -182,6 +184,7 @@ extension CommandProcessor {
             let s = String(decoding: a, as: UTF8.self).lowercased()
             switch s {
             case "default": out.formUnion(defaultInfoSections)
+            // `all` leaves out module-generated sections, which Tern has none of.
             case "all", "everything": out.formUnion(infoSections)
             default: if infoSections.contains(s) { out.insert(s) }
             }
@@ -269,6 +272,12 @@ extension CommandProcessor {
                         "cmdstat_\(c.name):calls=\(c.calls),usec=\(c.usec),usec_per_call=\(Self.fixed(perCall, 2)),"
                             + "rejected_calls=\(c.rejected),failed_calls=\(c.failed)")
                 }
+            case "modules":
+                // Tern's services are not Redis modules.
+                lines = ["# Modules"]
+            case "cluster":
+                // Not Redis Cluster: every node serves every key (clients must not ask for slots).
+                lines = ["# Cluster", "cluster_enabled:0"]
             case "errorstats":
                 lines = ["# Errorstats"]
                 for (kind, count) in f.errors.sorted(by: { $0.key < $1.key }) {

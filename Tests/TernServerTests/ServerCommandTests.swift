@@ -207,7 +207,11 @@ struct SpecModule: CommandModule {
         #expect(all.contains("keyspace_hits:6\r\nkeyspace_misses:1\r\n"))
         #expect(
             all.contains(
-                "\r\n# Errorstats\r\nerrorstat_ERR:count=5\r\nerrorstat_NOQUORUM:count=2\r\n\r\n# Keyspace"))
+                "\r\n# Errorstats\r\nerrorstat_ERR:count=5\r\nerrorstat_NOQUORUM:count=2\r\n\r\n"
+                    + "# Cluster\r\ncluster_enabled:0\r\n\r\n# Keyspace"))
+        #expect(all.contains("\r\n# Modules\r\n\r\n# Errorstats"))
+        #expect(run(["INFO", "all"]).contains("# Modules\r\n\r\n# Commandstats"))
+        #expect(run(["INFO", "modules"]) == "$11\r\n# Modules\r\n\r\n")
         #expect(
             run(["INFO", "commandstats"])
                 == "$96\r\n# Commandstats\r\ncmdstat_get:calls=4,usec=10,usec_per_call=2.50,rejected_calls=1,failed_calls=2\r\n\r\n"
