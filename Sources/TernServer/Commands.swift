@@ -13,7 +13,21 @@ public struct Session: Sendable, Hashable {
     /// The connection sent MULTI, which Tern refuses: until EXEC or DISCARD every command is
     /// refused unrun, so a pipelined transaction is never applied piecemeal (docs/SERVER.md).
     public var inRefusedTransaction = false
-    public init(authenticated: Bool) { self.authenticated = authenticated }
+    /// The connection's id (CLIENT ID, HELLO), assigned at accept; 0 outside a server.
+    public var clientID: UInt64 = 0
+    /// CLIENT NO-EVICT on: the clients' memory bound (`maxmemory_clients`) does not close it.
+    public var noEvict = false
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    public var libName = ""
+    public var libVersion = ""
+    /// CLIENT REPLY OFF: no replies until CLIENT REPLY ON. CLIENT REPLY SKIP: none for the next
+    /// command. The front end honours them (the processor only records the request).
+    public var repliesOff = false
+    public var skipNextReply = false
+    public init(authenticated: Bool, clientID: UInt64 = 0) {
+        self.authenticated = authenticated
+        self.clientID = clientID
+    }
 }
 
 /// What to do with one command.
@@ -35,6 +49,9 @@ public enum CommandPlan: Sendable {
     /// task per command, so no hop through the concurrency pool's threads (SEQ.NEXT on `tern dev`,
     /// 64 unpipelined connections: ~15 000/s with `.run`, ~22 000/s with this; docs/SEQ.md).
     case future(@Sendable () -> EventLoopFuture<RESPValue>)
+    /// Answer from what the front end knows (INFO's figures, CLIENT LIST and KILL, CONFIG SET
+    /// maxclients), through its view; the connection's commands after it wait for nothing.
+    case frontend(@Sendable (any FrontendView) -> EventLoopFuture<RESPValue>)
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
@@ -42,8 +59,17 @@ public protocol CommandModule: Sendable {
     /// The plan for command `name` (lowercased) with `args` (`args[0]` is the name), or nil when
     /// this module does not own `name`.
     func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan?
-    /// The command names this module owns (for COMMAND and docs).
-    var commandNames: [String] { get }
+    /// The commands this module owns, with their arity, flags and keys (COMMAND INFO, DOCS, LIST,
+    /// GETKEYS, INFO commandstats).
+    var commandSpecs: [CommandSpec] { get }
+    /// RESET on a connection: drop whatever this module holds for it (subscriptions).
+    func reset(_ outlet: ConnectionOutlet)
+}
+
+extension CommandModule {
+    /// The command names this module owns.
+    public var commandNames: [String] { commandSpecs.map(\.name) }
+    public func reset(_ outlet: ConnectionOutlet) {}
 }
 
 /// The Redis commands Tern speaks: parsing, arity and option checks, and the replies, with Redis's
@@ -56,13 +82,25 @@ public struct CommandProcessor: Sendable {
     /// Text of INFO's server section.
     public var info: @Sendable () -> String
     /// Service commands, asked in order for any name the Redis commands do not own.
-    public var modules: [any CommandModule] = []
+    public var modules: [any CommandModule] = [] {
+        didSet { commandTable = CommandTable(modules: modules) }
+    }
+    /// The command table: the Redis commands and every module's (made when `modules` changes, not
+    /// per command).
+    public private(set) var commandTable = CommandTable(modules: [])
     /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
     public var maxClients = 10_000
     /// Per client, reply bytes waiting for the client past which it is disconnected.
     public var clientOutputBytesMax = 64 << 20
     /// All clients' query and output buffers together (Redis 7's maxmemory-clients).
     public var clientMemoryBytesMax = 1 << 30
+    /// CONFIG GET's bind, dir and loglevel, and `hz` (1000 / the consensus tick).
+    public var bind = ""
+    public var dataDirectory = ""
+    public var logLevel = "notice"
+    public var hz = 200
+    /// Microseconds since the Unix epoch (TIME, LASTSAVE); injected so tests fix it.
+    public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -133,7 +171,7 @@ public struct CommandProcessor: Sendable {
             }
             return .reply(
                 err("\(name.uppercased()) is not supported by Tern (transactions are not built yet)"))
-        case "quit":
+        case "quit", "reset":
             return nil
         default:
             guard session.inRefusedTransaction else { return nil }
@@ -142,6 +180,15 @@ public struct CommandProcessor: Sendable {
                     "'\(name)' not run: this connection is in a MULTI that Tern refused; "
                         + "send EXEC or DISCARD"))
         }
+    }
+
+    /// Whether `reply` refused a command before it ran (Redis's rejected_calls: arity, NOAUTH,
+    /// subscribed mode, a refused MULTI), rather than failing while it ran (failed_calls).
+    public static func isRejection(_ reply: RESPValue) -> Bool {
+        guard case .error(let text) = reply else { return false }
+        return text.hasPrefix("ERR wrong number of arguments") || text.hasPrefix("NOAUTH")
+            || text.hasPrefix("ERR Can't execute") || text.hasPrefix("ERR unknown subcommand")
+            || (text.hasPrefix("ERR '") && text.contains("' not run: "))
     }
 
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
@@ -172,7 +219,7 @@ public struct CommandProcessor: Sendable {
         if command.oversized {
             return .reply(Self.err("value too large (the largest accepted is \(maxValueBytes) bytes)"))
         }
-        if !session.authenticated && !["auth", "hello", "quit"].contains(name) {
+        if !session.authenticated && !["auth", "hello", "quit", "reset"].contains(name) {
             return .reply(Self.noAuth)
         }
         if let answer = Self.transaction(name, args.count, &session) { return answer }
@@ -210,38 +257,17 @@ public struct CommandProcessor: Sendable {
             guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
             return .reply(db == 0 ? .ok : Self.err("DB index is out of range"))
         case "info":
-            return .reply(.verbatim(info()))
-        case "command":
-            // Enough for redis-cli and redis-benchmark to start: no command table, no docs.
-            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "count" {
-                return .reply(.integer(Int64(Self.commandNames.count)))
+            let sections = Self.infoSelection(args[1...])
+            return .frontend { view in
+                view.facts().map { .verbatim(self.infoText($0, sections: sections)) }
             }
-            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "docs" {
-                return .reply(.map([]))
-            }
-            return .reply(.array([]))
-        case "config":
-            // CONFIG GET shows the limits a client can reach; nothing is settable at run time.
-            if n >= 2, String(decoding: args[1], as: UTF8.self).lowercased() == "get" {
-                guard n >= 3 else {
-                    return .reply(Self.err("wrong number of arguments for 'config|get' command"))
-                }
-                var out: [RESPValue] = []
-                for (name, value) in configParameters
-                where args[2...].contains(where: { Self.globMatches($0, name) }) {
-                    out += [.bulkString(Array(name.utf8)), .bulkString(Array(value.utf8))]
-                }
-                return .reply(.map(out))
-            }
-            return .reply(
-                Self.err("CONFIG SET, REWRITE and RESETSTAT are not supported (settings live in server.toml)")
-            )
-        case "client":
-            if n >= 2, ["setname", "setinfo"].contains(String(decoding: args[1], as: UTF8.self).lowercased())
-            {
-                return .reply(.ok)
-            }
-            return .reply(Self.err("CLIENT subcommand not supported"))
+        case "command", "config", "client", "function", "script":
+            return container(name, args, &session)
+        case "reset":
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            return reset(&session)
+        case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
+            return server(name, args)
         case "get":
             guard n == 2 else { return .reply(Self.arity(name)) }
             return read(args[1]) { .bulkString($0) }
@@ -332,44 +358,93 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// CONFIG GET's parameters, in Redis's names where Redis has them.
-    var configParameters: [(String, String)] {
-        [
-            ("maxclients", "\(maxClients)"),
-            // Redis's form: class, hard limit, soft limit, soft seconds. Tern has the hard limit.
-            (
-                "client-output-buffer-limit",
-                "normal \(clientOutputBytesMax) 0 0 pubsub \(clientOutputBytesMax) 0 0"
-            ),
-            ("maxmemory-clients", "\(clientMemoryBytesMax)"),
-            ("client-query-buffer-limit", "\(RESPLimits().maxCommandBytes)"),
-            ("proto-max-bulk-len", "\(maxValueBytes)"),
-            ("tern-max-key-bytes", "\(ReplicaNode.keyBytesMax)"),
-            ("tern-max-unanswered-commands", "\(RESPConnectionHandler.unansweredMax)"),
-            ("appendonly", "yes"),
-            ("appendfsync", "always"),
-            ("save", ""),
-        ]
+    /// One element of a glob pattern.
+    enum GlobUnit {
+        case any
+        case one
+        case literal(UInt8)
+        case set(singles: [UInt8], ranges: [(UInt8, UInt8)], negated: Bool)
+
+        func matches(_ c: UInt8) -> Bool {
+            switch self {
+            case .any, .one: return true
+            case .literal(let l): return l == c
+            case .set(let singles, let ranges, let negated):
+                let hit = singles.contains(c) || ranges.contains { $0.0 <= c && c <= $0.1 }
+                return hit != negated
+            }
+        }
     }
 
-    /// Redis's CONFIG GET patterns, as far as Tern needs them: `*` for any run of characters,
-    /// case-insensitive. Linear in pattern × name (a table, not backtracking).
+    /// Redis's glob (`stringmatchlen`): `*` any run, `?` any one byte, `[abc]`, `[^a-z]` sets and
+    /// ranges, `\` escapes the next byte.
+    static func globUnits(_ p: [UInt8]) -> [GlobUnit] {
+        var units: [GlobUnit] = []
+        var i = 0
+        while i < p.count {
+            switch p[i] {
+            case UInt8(ascii: "*"): units.append(.any)
+            case UInt8(ascii: "?"): units.append(.one)
+            case UInt8(ascii: "\\") where i + 1 < p.count:
+                i += 1
+                units.append(.literal(p[i]))
+            case UInt8(ascii: "["):
+                i += 1
+                var negated = false
+                if i < p.count && p[i] == UInt8(ascii: "^") {
+                    negated = true
+                    i += 1
+                }
+                var singles: [UInt8] = []
+                var ranges: [(UInt8, UInt8)] = []
+                // Up to the closing bracket, or the pattern's end (as Redis).
+                while i < p.count && p[i] != UInt8(ascii: "]") {
+                    if p[i] == UInt8(ascii: "\\") && i + 1 < p.count {
+                        i += 1
+                        singles.append(p[i])
+                    } else if i + 2 < p.count && p[i + 1] == UInt8(ascii: "-")
+                        && p[i + 2] != UInt8(ascii: "]")
+                    {
+                        ranges.append((min(p[i], p[i + 2]), max(p[i], p[i + 2])))
+                        i += 2
+                    } else {
+                        singles.append(p[i])
+                    }
+                    i += 1
+                }
+                units.append(.set(singles: singles, ranges: ranges, negated: negated))
+            default: units.append(.literal(p[i]))
+            }
+            i += 1
+        }
+        return units
+    }
+
+    /// Whether `pattern` (Redis's glob, case-insensitive as CONFIG GET) matches `name`. Linear in
+    /// pattern × name (a table, not backtracking), so no pattern is slow.
     static func globMatches(_ pattern: [UInt8], _ name: String) -> Bool {
-        let p = Array(String(decoding: pattern, as: UTF8.self).lowercased().utf8)
-        let s = Array(name.utf8)
-        // ok[j]: the pattern so far matches s[..<j].
+        let lowered = Array(String(decoding: pattern, as: UTF8.self).lowercased().utf8)
+        let s = Array(name.lowercased().utf8)
+        // As Redis's CONFIG GET: without `*`, `?` or `[` the pattern is a name, compared as is.
+        guard
+            lowered.contains(where: {
+                $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[")
+            })
+        else { return lowered == s }
+        let units = globUnits(lowered)
+        // ok[j]: the units so far match s[..<j].
         var ok = [Bool](repeating: false, count: s.count + 1)
         ok[0] = true
-        for c in p {
+        for u in units {
             var next = [Bool](repeating: false, count: s.count + 1)
-            if c == UInt8(ascii: "*") {
-                var any = false
+            if case .any = u {
+                var reached = false
                 for j in 0...s.count {
-                    any = any || ok[j]
-                    next[j] = any
+                    reached = reached || ok[j]
+                    next[j] = reached
                 }
             } else {
-                for j in 0..<s.count where ok[j] && s[j] == c { next[j + 1] = true }
+                for j in 0..<s.count where ok[j] && u.matches(s[j]) { next[j + 1] = true }
             }
             ok = next
         }
@@ -379,13 +454,6 @@ public struct CommandProcessor: Sendable {
     static let subscribedModeCommands: Set<String> = [
         "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe", "quit",
         "reset",
-    ]
-
-    /// Names this server answers (COMMAND COUNT).
-    static let commandNames = [
-        "ping", "echo", "quit", "auth", "hello", "select", "info", "command", "config", "client", "get",
-        "strlen",
-        "exists", "mget", "set", "getset", "mset", "del", "incr", "decr", "incrby", "decrby", "append",
     ]
 
     static let forgotten = err("the write was applied, but the old value it returned is no longer known")
@@ -486,10 +554,16 @@ public struct CommandProcessor: Sendable {
                 if case .error = r { return r }
                 i += 3
             } else if opt == "SETNAME", i + 1 < args.count {
-                next.name = String(decoding: args[i + 1], as: UTF8.self)
+                // CLIENT SETNAME's rule and error; an empty name clears it.
+                guard Self.validClientName(args[i + 1]) else {
+                    return Self.err("Client names cannot contain spaces, newlines or special characters.")
+                }
+                next.name = args[i + 1].isEmpty ? nil : String(decoding: args[i + 1], as: UTF8.self)
                 i += 2
             } else {
-                return Self.err("Syntax error in HELLO option '\(opt.lowercased())'")
+                // The option as the client wrote it, as Redis.
+                return Self.err(
+                    "Syntax error in HELLO option '\(String(decoding: args[i].prefix(128), as: UTF8.self))'")
             }
         }
         guard next.authenticated else { return Self.noAuth }
@@ -497,7 +571,8 @@ public struct CommandProcessor: Sendable {
         session = next
         return .map([
             .bulkString("server"), .bulkString("tern"), .bulkString("version"), .bulkString("7.0.0"),
-            .bulkString("proto"), .integer(version == .v3 ? 3 : 2), .bulkString("id"), .integer(1),
+            .bulkString("proto"), .integer(version == .v3 ? 3 : 2), .bulkString("id"),
+            .integer(Int64(session.clientID)),
             .bulkString("mode"), .bulkString("standalone"), .bulkString("role"), .bulkString("master"),
             .bulkString("modules"), .array([]),
         ])

@@ -14,7 +14,8 @@ public final class ConnectionOutlet: Sendable {
     let deliver: @Sendable (RESPValue) -> Void
     let state = NIOLockedValueBox<(closed: Bool, onClose: [@Sendable () -> Void])>((false, []))
 
-    init(deliver: @escaping @Sendable (RESPValue) -> Void) {
+    /// An outlet that hands pushed frames to `deliver` (the front end's; tests use their own).
+    public init(deliver: @escaping @Sendable (RESPValue) -> Void) {
         id = Self.ids.withLockedValue {
             $0 += 1
             return $0

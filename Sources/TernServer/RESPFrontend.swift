@@ -24,48 +24,77 @@ public final class RESPFrontend: Sendable {
         let gate = ClientGate(
             max: processor.maxClients, outputBytesMax: processor.clientOutputBytesMax,
             memoryBytesMax: processor.clientMemoryBytesMax)
+        let registry = FrontendRegistry(table: processor.commandTable, gate: gate)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 guard gate.enter() else {
-                    // As Redis: the error, then the connection is closed.
-                    var b = channel.allocator.buffer(capacity: 48)
-                    b.writeString("-ERR max number of clients reached\r\n")
-                    return channel.writeAndFlush(b).flatMap { channel.close() }
+                    // As Redis: the error, then the connection is closed. Written once the channel is
+                    // active: here it is not registered yet, and a write fails (until 2026-12-06 the
+                    // refused client got neither the error nor the close, and waited).
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefuseHandler())
+                    }
                 }
                 channel.closeFuture.whenComplete { _ in gate.leave() }
+                let id = registry.nextID()
                 return channel.eventLoop.makeCompletedFuture {
                     let meter = RESPBufferMeter()
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(RESPCommandDecoder(limits: limits, meter: meter)))
                     try channel.pipeline.syncOperations.addHandler(
                         RESPConnectionHandler(
-                            node: node, processor: processor, session: Session(authenticated: authenticated),
-                            gate: gate, meter: meter, logger: logger))
+                            node: node, processor: processor,
+                            session: Session(authenticated: authenticated, clientID: id),
+                            gate: gate, meter: meter, logger: logger,
+                            registry: registry, shard: registry.shard(channel.eventLoop)))
                 }
             }
             .bind(host: host, port: port).get()
         logger.info("RESP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
-        return RESPFrontend(channel: channel, clients: gate)
+        registry.port = channel.localAddress?.port ?? port
+        return RESPFrontend(channel: channel, clients: gate, registry: registry)
     }
 
-    init(channel: any Channel, clients: ClientGate) {
+    /// Connections, per-command counters and the figures INFO shows.
+    let registry: FrontendRegistry
+
+    init(channel: any Channel, clients: ClientGate, registry: FrontendRegistry) {
         self.channel = channel
         self.clients = clients
+        self.registry = registry
     }
 
     /// Stops accepting connections (open connections finish what they have).
     public func close() async {
         try? await channel.close()
+        registry.close()
     }
+}
+
+/// Answers a connection refused at `maxclients`: Redis's error, then close.
+final class RefuseHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        var b = context.channel.allocator.buffer(capacity: 48)
+        b.writeString("-ERR max number of clients reached\r\n")
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(b)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// Whatever the client sent meanwhile is dropped.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 }
 
 /// Counts client connections against `max` (Redis's `maxclients`) and the memory their buffers
 /// hold against `memoryBytesMax` (Redis 7's `maxmemory-clients`).
 public final class ClientGate: Sendable {
-    public let max: Int
+    /// Connections allowed at once (CONFIG SET maxclients changes it; open connections stay).
+    public var max: Int { state.withLockedValue { $0.max } }
     /// Per client: reply bytes the client has not taken yet (encoded, waiting for an earlier reply
     /// or in the socket's send buffer). Past it the client is disconnected (Redis's
     /// `client-output-buffer-limit` hard limit).
@@ -75,16 +104,17 @@ public final class ClientGate: Sendable {
     public let memoryBytesMax: Int
 
     struct State {
+        var max: Int
         var connected = 0
         var refused = 0
         var memory = 0
         var evictedOutput = 0
         var evictedMemory = 0
     }
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     init(max: Int, outputBytesMax: Int = 64 << 20, memoryBytesMax: Int = 1 << 30) {
-        self.max = max
+        state = NIOLockedValueBox(State(max: max))
         self.outputBytesMax = outputBytesMax
         self.memoryBytesMax = memoryBytesMax
     }
@@ -92,7 +122,7 @@ public final class ClientGate: Sendable {
     /// Takes a slot; false (and counted as refused) when all `max` are taken.
     func enter() -> Bool {
         state.withLockedValue { s in
-            guard s.connected < max else {
+            guard s.connected < s.max else {
                 s.refused += 1
                 return false
             }
@@ -101,6 +131,7 @@ public final class ClientGate: Sendable {
         }
     }
     func leave() { state.withLockedValue { $0.connected -= 1 } }
+    func setMax(_ n: Int) { state.withLockedValue { $0.max = n } }
 
     /// Adds `delta` bytes to the clients' memory. False when it grows past `memoryBytesMax`: the
     /// caller is then counted as evicted and must close (and give its bytes back).
@@ -167,10 +198,21 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     var requestIDs: UInt64 = 0
     /// Where sync notices reach this connection (made by the first `.connection` plan).
     var pushOutlet: ConnectionOutlet?
+    /// The front end's registry and this loop's shard of it (counters, connections).
+    let registry: FrontendRegistry
+    let shard: FrontendShard
+    /// CLIENT LIST's figures: accepted, last command (time and name), addresses.
+    let created = NIODeadline.now()
+    var lastCommandAt = NIODeadline.now()
+    var lastCommand = "NULL"
+    var channel: (any Channel)?
+    var addresses = (remote: "", local: "")
+    /// Commands whose replies CLIENT REPLY OFF/SKIP drops (their slot still passes in order).
+    var silenced: Set<UInt64> = []
 
     init(
         node: Node, processor: CommandProcessor, session: Session, gate: ClientGate, meter: RESPBufferMeter,
-        logger: Logger
+        logger: Logger, registry: FrontendRegistry, shard: FrontendShard
     ) {
         self.node = node
         self.processor = processor
@@ -178,6 +220,63 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         self.gate = gate
         self.meter = meter
         self.logger = logger
+        self.registry = registry
+        self.shard = shard
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channel = context.channel
+        func text(_ a: SocketAddress?) -> String {
+            guard let a, let ip = a.ipAddress, let port = a.port else { return "" }
+            if case .v6 = a { return "[\(ip)]:\(port)" }
+            return "\(ip):\(port)"
+        }
+        addresses = (text(context.channel.remoteAddress), text(context.channel.localAddress))
+        shard.connections[session.clientID] = self
+        shard.totalConnections += 1
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        shard.connections[session.clientID] = nil
+        channel = nil
+    }
+
+    /// CLIENT LIST's line for this connection (on its loop).
+    func facts() -> ClientFacts {
+        var f = ClientFacts(id: session.clientID, addr: addresses.remote, laddr: addresses.local)
+        let now = NIODeadline.now()
+        f.name = session.name ?? ""
+        f.age = (now - created).nanoseconds / 1_000_000_000
+        f.idle = (now - lastCommandAt).nanoseconds / 1_000_000_000
+        f.subscribed = !session.channels.isEmpty
+        f.noEvict = session.noEvict
+        f.sub = session.channels.count
+        f.qbuf = meter.bytes
+        f.obl = readyBytes
+        f.oll = ready.count
+        f.omem = readyBytes + ((try? channel?.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0)
+        f.cmd = lastCommand
+        f.resp = session.version == .v3 ? 3 : 2
+        f.libName = session.libName
+        f.libVersion = session.libVersion
+        return f
+    }
+
+    /// INFO's keyspace_hits and keyspace_misses: each key read that found a value, or none.
+    func countReads(_ reqs: [(key: [UInt8], request: KeyRequest)], _ replies: [NodeReply]) {
+        for (r, reply) in zip(reqs, replies) {
+            guard case .read = r.request, case .value(let v) = reply else { continue }
+            if v == nil { shard.keyspaceMisses += 1 } else { shard.keyspaceHits += 1 }
+        }
+    }
+
+    /// CLIENT KILL: close now, or after the reply to command `seq` (the connection that asked).
+    func kill(after seq: UInt64?) {
+        guard let seq else {
+            channel?.close(promise: nil)
+            return
+        }
+        if closeAfter == nil || closeAfter! > seq { closeAfter = seq }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -185,12 +284,36 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         guard closeAfter == nil, !evicted else { return }
         let seq = nextSeq
         nextSeq += 1
+        let start = NIODeadline.now()
+        lastCommandAt = start
+        let counter = shard.counter(for: command.args)
+        if let counter { lastCommand = counter.name }
+        // CLIENT REPLY: this command's reply is dropped after SKIP, while OFF, and for OFF and SKIP
+        // themselves (their flags are set by the time the plan is made).
+        let skipped = session.skipNextReply
+        session.skipNextReply = false
         let plan = processor.plan(command, session: &session)
+        if skipped || session.repliesOff || session.skipNextReply { silenced.insert(seq) }
         let version = session.version
+        let shard = self.shard
+        // A blocking SYNC counts in blocked_clients while it waits.
+        let blocking =
+            counter?.blocking == true
+            && command.args.contains(where: { String(decoding: $0, as: UTF8.self).uppercased() == "BLOCK" })
+        if blocking { shard.blocked += 1 }
+        // INFO commandstats: a finished call's time and outcome, on this loop.
+        let count: (RESPValue) -> Void = { value in
+            if blocking { shard.blocked -= 1 }
+            guard let counter else { return }
+            shard.finished(counter, since: start, reply: value, rejected: CommandProcessor.isRejection(value))
+        }
+        let shardBound = NIOLoopBound(count, eventLoop: context.eventLoop)
         switch plan {
         case .reply(let v):
+            count(v)
             fill(seq, v, version, context: context)
         case .replyAndClose(let v):
+            count(v)
             closeAfter = seq
             fill(seq, v, version, context: context)
         case .requests(let reqs, let build) where reqs.count == 1:
@@ -203,7 +326,10 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 case .failure: reply = .unavailable("node stopped")
                 }
                 let (handler, context) = loopBound.value
-                handler.fill(seq, build([reply]), version, context: context)
+                handler.countReads(reqs, [reply])
+                let value = build([reply])
+                shardBound.value(value)
+                handler.fill(seq, value, version, context: context)
             }
         case .requests(let reqs, let build):
             let futures = reqs.map { execute($0.key, $0.request, context: context) }
@@ -216,13 +342,20 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                     }
                 }
                 let (handler, context) = loopBound.value
-                handler.fill(seq, build(replies), version, context: context)
+                handler.countReads(reqs, replies)
+                let value = build(replies)
+                shardBound.value(value)
+                handler.fill(seq, value, version, context: context)
             }
         // Sync push hook: frames that answer one command, and the outlet for later pushes.
         case .connection(let body):
             let values = body(outlet(context: context))
             var buffer = context.channel.allocator.buffer(capacity: 64)
-            for v in values { RESPEncoder.encode(v, version: session.version, into: &buffer) }
+            for v in values {
+                if case .error(let text) = v { shard.error(text) }
+                RESPEncoder.encode(v, version: session.version, into: &buffer)
+            }
+            count(values.first ?? .null)
             release(seq, buffer, context: context)
         case .future(let make):
             // seq: a service's future (SEQ.*), answered on this channel's loop.
@@ -234,6 +367,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 case .success(let v): value = v
                 case .failure(let e): value = .error("ERR \(e)")
                 }
+                shardBound.value(value)
                 handler.fill(seq, value, version, context: context)
             }
         case .run(let task):
@@ -242,6 +376,22 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             promise.completeWithTask { await task() }
             promise.futureResult.whenSuccess { value in
                 let (handler, context) = loopBound.value
+                shardBound.value(value)
+                handler.fill(seq, value, version, context: context)
+            }
+        case .frontend(let body):
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let view = ConnectionView(
+                handler: NIOLoopBound(self, eventLoop: context.eventLoop), registry: registry, seq: seq,
+                eventLoop: context.eventLoop)
+            body(view).hop(to: context.eventLoop).whenComplete { result in
+                let (handler, context) = loopBound.value
+                let value: RESPValue
+                switch result {
+                case .success(let v): value = v
+                case .failure(let e): value = .error("ERR \(e)")
+                }
+                shardBound.value(value)
                 handler.fill(seq, value, version, context: context)
             }
         }
@@ -312,7 +462,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         }
         let fits = gate.account(now - reportedBytes)
         reportedBytes = now
-        if !fits {
+        // CLIENT NO-EVICT on: the total's bound does not close this one (the output limit still does).
+        if !fits && !session.noEvict {
             evict(context: context, "clients' buffers pass maxmemory_clients (\(gate.memoryBytesMax) bytes)")
         }
     }
@@ -353,6 +504,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     }
 
     func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {
+        if case .error(let text) = value { shard.error(text) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(value, version: version, into: &buffer)
         release(seq, buffer, context: context)
@@ -389,8 +541,9 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// Writes the encoded reply `seq` once every earlier one is out.
     func release(_ seq: UInt64, _ buffer: ByteBuffer, context: ChannelHandlerContext) {
         guard !evicted else { return }
-        ready[seq] = buffer
-        readyBytes += buffer.readableBytes
+        let kept = silenced.isEmpty || silenced.remove(seq) == nil ? buffer : ByteBuffer()
+        ready[seq] = kept
+        readyBytes += kept.readableBytes
         var wrote = false
         while let b = ready.removeValue(forKey: headSeq) {
             readyBytes -= b.readableBytes

@@ -157,7 +157,20 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
 
     // MARK: - CommandModule
 
-    public var commandNames: [String] { ["seq.next", "seq.cur"] }
+    public var commandSpecs: [CommandSpec] {
+        [
+            CommandSpec(
+                "seq.next", arity: -2, flags: ["write", "denyoom", "fast"], categories: ["@write", "@fast"],
+                summary:
+                    "Returns the next sequence number(s) of a uid (SEQ.NEXT uid [COUNT n]; docs/SEQ.md).",
+                since: "0.1.0", group: "module"),
+            CommandSpec(
+                "seq.cur", arity: 2, flags: ["readonly", "fast"], categories: ["@read", "@fast"],
+                summary: "Returns the last sequence number handed out for a uid (docs/SEQ.md).",
+                since: "0.1.0",
+                group: "module"),
+        ]
+    }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
         switch name {

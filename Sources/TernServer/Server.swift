@@ -108,10 +108,13 @@ public final class TernServerProcess: Service, AdminBackend {
         try await transport.start()
         let client = try address(me.clientAddress)
         var processor = CommandProcessor(password: config.password, maxValueBytes: config.maxValueBytes) {
-            "# Server\r\nredis_version:7.0.0\r\ntern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\n"
-                + "tern_cluster:\(map.name)\r\n"
+            "tern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\ntern_cluster:\(map.name)\r\n"
         }
         processor.maxClients = config.maxClients
+        processor.bind = client.host
+        processor.dataDirectory = dataDirectory
+        processor.hz = max(1, 1000 / config.tickMilliseconds)
+        processor.logLevel = Self.redisLogLevel(logger.logLevel)
         processor.clientOutputBytesMax = config.clientOutputBufferLimit
         processor.clientMemoryBytesMax = config.maxMemoryClients
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
@@ -149,6 +152,16 @@ public final class TernServerProcess: Service, AdminBackend {
     }
 
     var admin: AdminServer { adminBox.withLockedValue { $0! } }
+
+    /// swift-log's level in Redis's loglevel words (CONFIG GET loglevel).
+    static func redisLogLevel(_ level: Logger.Level) -> String {
+        switch level {
+        case .trace, .debug: "debug"
+        case .info: "verbose"
+        case .notice: "notice"
+        default: "warning"
+        }
+    }
 
     static func address(_ text: String) throws -> PeerAddress {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else {

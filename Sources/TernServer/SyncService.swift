@@ -207,11 +207,51 @@ public final class SyncService: CommandModule, Sendable {
 
     // MARK: - Commands
 
-    public var commandNames: [String] {
-        [
-            "msg.send", "msg.fanout", "sync", "msg.sync", "sync.subscribe", "sync.unsubscribe", "subscribe",
-            "unsubscribe",
+    public var commandSpecs: [CommandSpec] {
+        let pubsub = ["pubsub", "noscript", "loading", "stale"]
+        return [
+            CommandSpec(
+                "msg.send", arity: 3, flags: ["write", "denyoom"], categories: ["@write", "@slow"],
+                summary: "Appends a message to a uid's inbox (MSG.SEND uid payload; docs/SYNC.md).",
+                since: "0.1.0",
+                group: "module"),
+            CommandSpec(
+                "msg.fanout", arity: -3, flags: ["write", "denyoom"], categories: ["@write", "@slow"],
+                summary: "Appends a message to several inboxes (MSG.FANOUT payload uid [uid ...]).",
+                since: "0.1.0",
+                group: "module"),
+            CommandSpec(
+                "sync", arity: -3, flags: ["readonly", "blocking"],
+                categories: ["@read", "@slow", "@blocking"],
+                summary:
+                    "Returns an inbox's messages after a sync key (SYNC uid synckey [COUNT n] [BLOCK ms]).",
+                since: "0.1.0", group: "module"),
+            CommandSpec(
+                "msg.sync", arity: -3, flags: ["readonly", "blocking"],
+                categories: ["@read", "@slow", "@blocking"],
+                summary: "SYNC under a name redis-cli does not take for replication.", since: "0.1.0",
+                group: "module"),
+            CommandSpec(
+                "sync.subscribe", arity: -2, flags: pubsub, categories: ["@pubsub", "@slow"],
+                summary: "Pushes a notice for each new message of these uids (RESP3).", since: "0.1.0",
+                group: "module"),
+            CommandSpec(
+                "sync.unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow"],
+                summary: "Stops SYNC.SUBSCRIBE's notices.", since: "0.1.0", group: "module"),
+            CommandSpec(
+                "subscribe", arity: -2, flags: pubsub, categories: ["@pubsub", "@slow"],
+                summary: "Listens for messages published to channels (only sync:<uid> channels exist).",
+                since: "2.0.0", group: "pubsub"),
+            CommandSpec(
+                "unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow"],
+                summary: "Stops listening to messages posted to channels.", since: "2.0.0", group: "pubsub"),
         ]
+    }
+
+    /// RESET: every subscription of the connection ends (both styles).
+    public func reset(_ outlet: ConnectionOutlet) {
+        for u in hub.uids(outlet, style: .push) { hub.unsubscribe(outlet, uid: u, style: .push) }
+        for u in hub.uids(outlet, style: .channel) { hub.unsubscribe(outlet, uid: u, style: .channel) }
     }
 
     static func err(_ text: String) -> RESPValue { .error("ERR " + text) }
