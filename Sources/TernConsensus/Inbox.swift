@@ -79,6 +79,15 @@ public struct InboxHead: Sendable, Hashable {
     /// Payload bytes of the unsealed messages.
     public var messageBytes: Int { messages.reduce(0) { $0 + $1.payload.count } }
 
+    /// True when the bucket starting at `first` is garbage: retention dropped it (its messages are
+    /// all at or below `trimmedThrough`, since buckets are contiguous and dropped oldest first) and
+    /// the index no longer lists it — the key a crash between the trim and the delete left behind.
+    /// A bucket written for a seal that has not applied yet starts above `trimmedThrough` (its
+    /// messages are still in the head), so it is never taken for garbage.
+    public func isOrphan(bucketFirst first: UInt64) -> Bool {
+        first <= trimmedThrough && !buckets.contains { $0.first == first }
+    }
+
     /// True when the oldest unsealed messages fill a bucket: 64 of them, or more bytes than a
     /// bucket holds. Strictly more: then the message that does not fit is already in the head, so
     /// later appends cannot change `sealPrefix` and every sealer writes the same bucket. (With

@@ -35,6 +35,10 @@ public struct RepairOptions: Sendable, Hashable {
     /// While rebuilding (learner-only), the scan waits while more keys than this are still damaged
     /// (each one is a recovery Phase 1 in flight).
     public var rebuildDamagedMax = 2_048
+    /// Keys under this prefix that the scan reads here, where this node is the key's first
+    /// replica (campus A's, so one node per key reports it), are handed to the shell as garbage
+    /// candidates (`RepairReady.candidates`); the services decide (an orphaned inbox bucket).
+    public var candidatePrefix: [UInt8] = [0]
     /// Deliberately broken variants (simulator only).
     public var mutant: RepairMutant = .none
     public init() {}
@@ -130,13 +134,16 @@ public struct RepairReady: Sendable {
     public var actions: [(key: [UInt8], action: NodeCore.RepairAction)] = []
     /// Two values chosen at one instance: log them (both digests and the local record).
     public var alarms: [SafetyAlarm] = []
+    /// Keys under `RepairOptions.candidatePrefix` with a value here: the services check whether
+    /// they are garbage (nothing reaches them any more) and delete them through the protocol.
+    public var candidates: [[UInt8]] = []
     /// Peer messages dropped, and why.
     public var badMessages: [(from: NodeID, why: String)] = []
     /// A pass ended (`complete`: every bucket compared with every peer).
     public var passEnded: (pass: UInt64, complete: Bool)?
     public var isEmpty: Bool {
         messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
-            && badMessages.isEmpty && passEnded == nil
+            && badMessages.isEmpty && passEnded == nil && candidates.isEmpty
     }
 }
 
@@ -319,6 +326,14 @@ public final class RepairScanner {
         switch purpose {
         case .scan(let b, let writes):
             scansReading -= 1
+            if !learnerOnly && !options.candidatePrefix.isEmpty {
+                for (key, record) in records
+                where key.starts(with: options.candidatePrefix) && replicas(key).first == me {
+                    if case .state(let bytes) = record, PaxosCodec.decode(bytes)?.value.bytes != nil {
+                        out.candidates.append(key)
+                    }
+                }
+            }
             scanned(bucket: b, summaries, cache: bucketWrites[b, default: 0] == writes)
         case .answer(let peer, let pass, let b, let full, let theirs, let writes):
             let mineDigest = digest(of: summaries, sharedWith: peer)
@@ -379,7 +394,9 @@ public final class RepairScanner {
             fullPace
             ? (options.fullPaceKeysPerSecond, options.fullPaceBytesPerSecond)
             : (options.keysPerSecond, options.bytesPerSecond)
-        if fullPace && clientsWaiting { k = min(k, max(options.fullPaceBusyKeysPerSecond, options.keysPerSecond)) }
+        if fullPace && clientsWaiting {
+            k = min(k, max(options.fullPaceBusyKeysPerSecond, options.keysPerSecond))
+        }
         // At most a tenth of a second's worth saved up.
         keyCredits = min(keyCredits + k * dt, max(k / 10, 1))
         byteCredits = min(byteCredits + b * dt, max(b / 10, 1))

@@ -121,6 +121,8 @@ public struct RepairStatus: Sendable, Hashable, Codable {
     public var repairedDamaged: Int
     /// Keys loaded to be rebuilt while learner-only.
     public var rebuilt: Int
+    /// Keys no index reaches any more (orphaned inbox buckets), deleted.
+    public var orphansCollected: Int
     public var safetyAlarms: Int
     public var peerTimeouts: Int
     public var keysPerSecond: Double
@@ -529,6 +531,12 @@ public final class Node: @unchecked Sendable {
                 }
             }
         }
+        if !r.candidates.isEmpty {
+            let all = collectors.withLockedValue { $0 }
+            for key in r.candidates {
+                for c in all where key.starts(with: c.prefix) { c.collect(key) }
+            }
+        }
         for a in r.alarms {
             logger.critical(
                 "SAFETY ALARM: two different values chosen at one instance; left as found, not repaired",
@@ -587,10 +595,24 @@ public final class Node: @unchecked Sendable {
             bucketsDiffered: c.bucketsDiffered,
             repairedBehind: c.behind, repairedTaught: c.taught, repairedMissing: c.missing,
             peerMissing: c.peerMissing, repairedDamaged: c.damaged, rebuilt: c.rebuilt,
-            safetyAlarms: c.alarms,
+            orphansCollected: garbageCollected, safetyAlarms: c.alarms,
             peerTimeouts: c.peerTimeouts,
             keysPerSecond: p.fullPace ? scanner.options.fullPaceKeysPerSecond : scanner.options.keysPerSecond)
     }
+
+    /// Garbage collectors by key prefix (`RepairOptions.candidatePrefix`'s keys the scan found).
+    let collectors = NIOLockedValueBox<[(prefix: [UInt8], collect: @Sendable ([UInt8]) -> Void)]>([])
+    /// Keys the collectors deleted (on the loop).
+    var garbageCollected = 0
+
+    /// Hands the repair scan's candidate keys under `prefix` to `collect` (on the node's loop),
+    /// which deletes through the protocol those nothing reaches any more. Set before traffic.
+    public func setGarbageCollector(prefix: [UInt8], _ collect: @escaping @Sendable ([UInt8]) -> Void) {
+        collectors.withLockedValue { $0.append((prefix, collect)) }
+    }
+
+    /// A collector deleted one key (counted as an `orphan` repair); any thread.
+    public func countGarbageCollected() { onLoop { self.garbageCollected += 1 } }
 
     /// Starts a repair pass at full pace now (`tern repair now`); any thread.
     public func repairNow() {

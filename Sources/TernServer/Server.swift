@@ -359,6 +359,7 @@ public final class TernServerProcess: Service, AdminBackend {
             for (cause, n) in [
                 ("behind", r.repairedBehind), ("taught", r.repairedTaught), ("missing", r.repairedMissing),
                 ("peer_missing", r.peerMissing), ("damaged", r.repairedDamaged), ("rebuilt", r.rebuilt),
+                ("orphan", r.orphansCollected),
             ] {
                 out += "tern_repairs_total{\(labels),cause=\"\(cause)\"} \(Double(n))\n"
             }

@@ -75,6 +75,33 @@ public final class SyncService: CommandModule, Sendable {
             guard let uid = r.u64(), let seq = r.u64(), r.atEnd else { return }
             hub.notify(uid: uid, seq: seq)
         }
+        // Orphaned buckets (a crash between a retention trim and the bucket's delete), found by
+        // the repair scan (docs/REPAIR.md, docs/SYNC.md).
+        node.setGarbageCollector(prefix: Array("\0inbox:".utf8)) { [node] key in
+            Task { await Self.collect(key, node: node) }
+        }
+    }
+
+    /// The uid and first sequence of a bucket key `\0inbox:<uid>:<first>` (nil for a head key or
+    /// anything else).
+    static func parseBucketKey(_ key: [UInt8]) -> (uid: UInt64, first: UInt64)? {
+        let prefix = Array("\0inbox:".utf8)
+        guard key.starts(with: prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(
+            separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+        guard parts.count == 2, let uid = UInt64(String(decoding: parts[0], as: UTF8.self)),
+            let first = UInt64(String(decoding: parts[1], as: UTF8.self)), bucketKey(uid, first) == key
+        else { return nil }
+        return (uid, first)
+    }
+
+    /// Deletes bucket `key` if its inbox's head (read linearizably) says retention dropped it.
+    static func collect(_ key: [UInt8], node: Node) async {
+        guard let (uid, first) = parseBucketKey(key) else { return }
+        guard case .value(let bytes?) = await node.execute(key: headKey(uid), .read),
+            let head = InboxHead.decode(bytes), head.isOrphan(bucketFirst: first)
+        else { return }
+        if case .done = await node.execute(key: key, .write(.delete)) { node.countGarbageCollected() }
     }
 
     static func headKey(_ uid: UInt64) -> [UInt8] { Array("\0inbox:\(uid)".utf8) }

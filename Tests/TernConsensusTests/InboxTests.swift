@@ -248,4 +248,18 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
             refused > 0 && !inInbox.isEmpty,
             "seed \(seed): \(refused) refused, \(inInbox) appended of \(seqs)")
     }
+
+    @Test("A bucket is an orphan only if retention dropped it and the index no longer lists it")
+    func orphanRule() {
+        var h = InboxHead()
+        h.trimmedThrough = 128
+        h.buckets = [InboxBucketRef(first: 129, last: 192, count: 64, lastTimeMs: 0)]
+        #expect(h.isOrphan(bucketFirst: 1))
+        #expect(h.isOrphan(bucketFirst: 65))
+        #expect(!h.isOrphan(bucketFirst: 129), "listed")
+        #expect(!h.isOrphan(bucketFirst: 193), "ahead of its seal")
+        h.buckets.insert(InboxBucketRef(first: 65, last: 128, count: 64, lastTimeMs: 0), at: 0)
+        #expect(!h.isOrphan(bucketFirst: 65), "still listed")
+        #expect(!InboxHead().isOrphan(bucketFirst: 1), "nothing trimmed yet")
+    }
 }

@@ -325,6 +325,42 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         await s.stop()
     }
 
+    @Test(
+        "An orphaned bucket (a crash after the trim, before the delete) is collected by the repair scan; live buckets and a bucket ahead of its seal are not"
+    )
+    func orphanedBucketsAreCollected() async throws {
+        var options = SyncOptions()
+        options.retention = InboxRetention(messagesMax: 100, ageMsMax: 1 << 50)
+        let s = try await SyncCluster.start(options: options)
+        for k in 1...300 { _ = await s.services[k % 3].send(uid: 5, payload: Array("m\(k)".utf8)) }
+        let node = s.cluster.nodes[NodeID(1)]!
+        guard case .value(let headBytes?) = await node.execute(key: Array("\0inbox:5".utf8), .read),
+            let head = InboxHead.decode(headBytes), let kept = head.buckets.first?.first
+        else {
+            Issue.record("no head with buckets")
+            return
+        }
+        // What a crash between the trim and the delete leaves: the dropped bucket's key.
+        let orphan = Array("\0inbox:5:1".utf8)
+        #expect(await node.execute(key: orphan, .write(.put(Array("stale".utf8)))) == .done(.ok))
+        // A bucket written ahead of a seal that has not applied (first above every sealed one).
+        let ahead = Array("\0inbox:5:\(head.last + 1)".utf8)
+        #expect(await node.execute(key: ahead, .write(.put(Array("next".utf8)))) == .done(.ok))
+        for n in s.cluster.nodes.values { n.repairNow() }
+        var gone = false
+        for _ in 0..<200 where !gone {
+            gone = await node.execute(key: orphan, .read) == .value(nil)
+            if !gone { try await Task.sleep(nanoseconds: 50_000_000) }
+        }
+        #expect(gone, "the orphaned bucket was collected")
+        #expect(await node.execute(key: Array("\0inbox:5:\(kept)".utf8), .read) != .value(nil))
+        #expect(await node.execute(key: ahead, .read) == .value(Array("next".utf8)))
+        var collected = 0
+        for n in s.cluster.nodes.values { collected += await n.status().repair?.orphansCollected ?? 0 }
+        #expect(collected == 1)
+        await s.stop()
+    }
+
     @Test("Retention by age: a bucket older than the limit is dropped at the next seal")
     func retentionByAge() async throws {
         let now = NIOLockedValueBox<UInt64>(1_000_000)
