@@ -435,6 +435,28 @@ extension Simulation {
         }
     }
 
+    /// Scenario: crashes `node` and wipes its disk (repair workload on); it restarts learner-only
+    /// after `downTicks`.
+    public func wipe(node i: Int, downTicks: UInt64) {
+        precondition(config.repair, "wiping needs the repair workload (its marker and scanners)")
+        nodes[i] = nil
+        repairNodeStopped(i)
+        do throws(StorageError) {
+            storages[i] = try BitcaskReplicaStorage(
+                options: config.storage, writeBufferBytes: storages[i].writeBufferBytes)
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        repair.rebuildAtStart[i] = true
+        repair.stats.wipes += 1
+        observer.lostEverything(node: i)
+        downUntil[i] = now + downTicks
+    }
+
+    /// Scenario: whether `node` is learner-only (rebuilding) now.
+    public func isLearnerOnly(_ node: Int) -> Bool { repair.learnerOnly[node] }
+
     /// Totals for `SimResult` (the scanners still running included).
     func repairResult() -> RepairStats {
         var st = repair.stats

@@ -85,3 +85,51 @@ import Testing
         #expect(caughtAt != nil, "copy-bytes survived 30 seeds")
     }
 }
+
+/// The learner-only rebuild, driven by hand.
+@Suite struct RepairScenarioTests {
+    func cluster() -> Simulation {
+        var c = SimConfig(seed: 1)
+        c.scenario = true
+        c.repair = true
+        c.faults = .none
+        c.deriveFaults = false
+        return Simulation(c)
+    }
+
+    /// A's disk is wiped right after a value was chosen at A and B, before anyone but A learned it:
+    /// B holds the value only as an accepted slot (chosen 0 there). The rebuild must still recover
+    /// that key at A (under a fresh ballot both peers promise, which reports B's slot); otherwise A
+    /// leaves learner-only with no memory of its vote, and A and C choose another value at the same
+    /// instance.
+    @Test("A wiped node rebuilds keys that peers hold only as an accepted slot")
+    func rebuildCoversAcceptedOnlyKeys() {
+        let sim = cluster()
+        // C knows nothing of k.
+        sim.isolate(2)
+        let first = sim.write("k", .incr(1), at: 0)
+        var steps = 0
+        while sim.inspect("k", at: 1)?.state.accepted == nil && steps < 200 {
+            sim.run(ticks: 1)
+            steps += 1
+        }
+        #expect(sim.inspect("k", at: 1)?.state.accepted != nil)
+        // B's Accepted is on its way to A; A's Chosen will not get out.
+        sim.isolate(0)
+        #expect(sim.await(first) == .done(.number(1)))
+        sim.wipe(node: 0, downTicks: 5)
+        sim.isolate(nil)
+        sim.run(ticks: 10)
+        #expect(sim.isLearnerOnly(0))
+        steps = 0
+        while sim.isLearnerOnly(0) && steps < 5_000 {
+            sim.run(ticks: 10)
+            steps += 1
+        }
+        #expect(!sim.isLearnerOnly(0), "the rebuild did not finish")
+        // Now B is cut off: A and C alone must not choose a second value at instance 1.
+        sim.isolate(1)
+        #expect(sim.await(sim.write("k", .incr(1), at: 2)) == .done(.number(2)))
+        #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
+    }
+}
