@@ -31,6 +31,8 @@ public struct RepairStats: Sendable, Hashable {
     public var drops = 0
     public var rebuildStarts = 0
     public var rebuildsDone = 0
+    /// Rebuilds finished while the clients still ran (before the heal).
+    public var rebuildsDoneUnderLoad = 0
     /// Keys compared across the three replicas after the scanners settled.
     public var keysCompared = 0
     /// Ticks from the heal until the scanners settled.
@@ -53,7 +55,7 @@ public struct RepairStats: Sendable, Hashable {
     public var summary: String {
         "repairs \(repairs) (behind \(behind), taught \(taught), missing \(missingMarked) [found \(missing), told \(peerMissing)], "
             + "damaged \(damaged), rebuild loads \(rebuildLoads)\(copies > 0 ? ", copies \(copies)" : "")), "
-            + "\(wipes) wipes, \(drops) drops, \(rebuildsDone)/\(rebuildStarts) rebuilds done, "
+            + "\(wipes) wipes, \(drops) drops, \(rebuildsDone)/\(rebuildStarts) rebuilds done (\(rebuildsDoneUnderLoad) under load), "
             + "\(completePasses)/\(passes) complete passes, \(keysCompared) keys compared"
     }
 }
@@ -201,6 +203,7 @@ extension Simulation {
         repair.learnerOnly[i] = false
         repair.rebuildPassDone[i] = false
         repair.stats.rebuildsDone += 1
+        if !healed { repair.stats.rebuildsDoneUnderLoad += 1 }
         repair.lastActivity = repairNow
         if config.traceKey != nil { print("t=\(now) n\(i + 1) leaves learner-only") }
         mix(0x1EA5E &+ UInt64(i))

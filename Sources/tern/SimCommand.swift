@@ -295,6 +295,7 @@ extension RepairStats {
         drops += o.drops
         rebuildStarts += o.rebuildStarts
         rebuildsDone += o.rebuildsDone
+        rebuildsDoneUnderLoad += o.rebuildsDoneUnderLoad
         keysCompared += o.keysCompared
     }
 }
