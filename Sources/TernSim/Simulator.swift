@@ -396,7 +396,7 @@ public final class Simulation {
         }
         if repairFaultAtCrash(i) {
             // The disk was wiped, or a record dropped: the node restarts learner-only.
-        } else if repairNobodyRebuilding && rng.chance(faults.corrupt) {
+        } else if repairOthersIntact(i) && rng.chance(faults.corrupt) {
             let hot = s.recent.last(where: { $0.first == 1 })
             var recs = s.liveKeys.filter { k in
                 k.first == 1 && !unrepaired.contains { $0.node != i && $0.key == Array(k.dropFirst()) }
