@@ -388,12 +388,25 @@ extension Simulation {
             repair.stats.settleTicks = now - healedAt
         } else if now - healedAt > Self.repairSettleTicksMax && violations.isEmpty {
             repair.settled = true
+            var keys: [[UInt8]] = []
+            for st in storages { keys += st.liveKeys.filter { $0.first == 1 }.map { Array($0.dropFirst()) } }
+            keys.sort { $0.lexicographicallyPrecedes($1) }
+            var stuck: [String] = []
+            var last: [UInt8]?
+            for k in keys where k != last {
+                last = k
+                let at = (0..<3).filter { nodes[$0]?.inspect(k)?.damaged ?? false }.map { "n\($0 + 1)" }
+                if !at.isEmpty {
+                    stuck.append("\(keyName(k).debugDescription) at \(at.joined(separator: ","))")
+                }
+            }
             violations.append(
                 violation(
                     check: "repair", key: "-",
                     detail:
                         "the scanners did not settle within \(Self.repairSettleTicksMax) ticks of the heal "
-                        + "(learner-only \(repair.learnerOnly), damaged \((0..<3).map { nodes[$0]?.damagedKeyCount ?? -1 }))"
+                        + "(learner-only \(repair.learnerOnly), damaged \((0..<3).map { nodes[$0]?.damagedKeyCount ?? -1 }): "
+                        + "\(stuck.joined(separator: "; ")))"
                 ))
         }
     }
