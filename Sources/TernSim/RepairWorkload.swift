@@ -354,6 +354,21 @@ extension Simulation {
         return false
     }
 
+    /// With the repair workload, while a campus is cut off (both ways), a crash hits one of the two
+    /// others, half the time: its lost votes are then the ones the cut-off laggard never saw — the
+    /// interleaving in which a rebuilding node that votes anyway (`learnerVotes`) lets the laggard
+    /// choose a second value at an instance already chosen.
+    func repairCrashTarget(_ i: Int) -> Int? {
+        guard config.repair else { return nil }
+        guard
+            let cutOff = (0..<3).first(where: { a in
+                (0..<3).allSatisfy { $0 == a || (cut[a][$0] && cut[$0][a]) }
+            })
+        else { return nil }
+        guard i == cutOff else { return nil }
+        return (cutOff + 1 + Int(rng.below(2))) % 3
+    }
+
     /// With the repair workload, node `i`'s state may be damaged only while every other node's is
     /// whole: none rebuilding, none with a corrupted record not yet re-learned, and none holding a
     /// damaged key — which includes a key the scanner marked missing (a blank replica suspected of

@@ -342,7 +342,8 @@ public final class Simulation {
         // One node at a time is down or paused (the fault model's guard).
         let allRunning = nodes.allSatisfy({ $0 != nil }) && pausedUntil.allSatisfy({ $0 == nil })
         if allRunning && rng.chance(faults.crash) {
-            let i = Int(rng.below(3))
+            var i = Int(rng.below(3))
+            if let other = repairCrashTarget(i) { i = other }
             crash(i)
         } else if allRunning && faults.pause > 0 && rng.chance(faults.pause) {
             let i = Int(rng.below(3))
