@@ -94,7 +94,7 @@ struct SimCommand: ParsableCommand {
         help: "With --repair: drop-a-record probability at each crash (default \(SimCommand.repairDrop)).")
     var drop: Double?
 
-    @Option(help: "Longest time a crashed node stays down, in ticks (the seed scales nothing here).")
+    @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
     @Flag(help: "Run the node-level simulation (NodeCore: forwarding, retries, several nodes per campus).")

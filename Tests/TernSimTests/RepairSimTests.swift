@@ -157,6 +157,33 @@ import Testing
     }
 }
 
+extension RepairScenarioTests {
+    @Test("Restarted in the middle of a rebuild, a node is learner-only again; rebuilt, it drops the marker")
+    func markerSurvivesRestart() throws {
+        let sim = cluster()
+        #expect(sim.await(sim.write("k", .put(Array("v".utf8)), at: 0)) == .done(.ok))
+        sim.wipe(node: 2, downTicks: 5)
+        // Cut off, its rebuild cannot finish (no complete pass).
+        sim.isolate(2)
+        sim.run(ticks: 200)
+        #expect(sim.isLearnerOnly(2))
+        sim.crash(node: 2, downTicks: 5)
+        sim.run(ticks: 10)
+        #expect(sim.isLearnerOnly(2), "the durable marker makes the restart learner-only again")
+        sim.isolate(nil)
+        var steps = 0
+        while sim.isLearnerOnly(2) && steps < 500 {
+            sim.run(ticks: 10)
+            steps += 1
+        }
+        #expect(!sim.isLearnerOnly(2))
+        #expect(try sim.storage(at: 2).load(ReplicaNode.rebuildKey) == .absent)
+        #expect(sim.inspect("k", at: 2)?.state.chosen == 1)
+        #expect(sim.inspect("k", at: 2)?.damaged == false)
+        #expect(sim.currentViolations.isEmpty)
+    }
+}
+
 /// Known liveness issue (found by this workload; not fixed here — a protocol decision).
 @Suite struct RepairKnownIssueTests {
     /// B and C choose k while A is cut off, so A never holds k; then C's disk is wiped. The scan finds A blank where B has k chosen and marks A's
