@@ -156,7 +156,9 @@ let package = Package(
             name: "TernPlacementTests", dependencies: ["TernPlacement", "TernCore"], swiftSettings: settings),
         .testTarget(
             name: "TernSimTests",
-            dependencies: ["TernSim", "TernCheck", "TernConsensus", "TernStorage", "TernSeq", "TernCore"],
+            dependencies: [
+                "TernSim", "TernCheck", "TernConsensus", "TernStorage", "TernSeq", "TernCore", "TernRepair",
+            ],
             swiftSettings: settings),
         .testTarget(
             name: "TernTransportTests",

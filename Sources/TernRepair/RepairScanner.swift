@@ -652,8 +652,10 @@ public final class RepairScanner {
         var truncated = false
         for k in summaries.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let s = summaries[k]!
-            // Keys never chosen here carry no data to compare; but a rebuilding node (`full`)
-            // must hear of them too: a promise it gave and forgot may be all that protects them.
+            // Keys never chosen here carry nothing to compare (a promise alone is not data) — except
+            // to a learner-only node (`full`): a promise or an accepted slot here may stand for a
+            // vote it cast and lost (say, the one that chose a value nobody has learned yet), so
+            // it must load the key and recover it under a fresh ballot both peers promise.
             if let s, s.chosen == 0, !full { continue }
             size += k.count + 21
             if size > options.keysReplyBytesMax {

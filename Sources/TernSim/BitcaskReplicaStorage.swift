@@ -126,6 +126,18 @@ public final class BitcaskReplicaStorage: ReplicaStorage {
         return load(key: key) == .damaged ? .corrupted : .undetected
     }
 
+    /// Removes `key`'s record durably (a tombstone, synced): the rebuild marker leaving, or a record
+    /// lost to the disk (the simulator's "dropped record" fault, whose engine-level cause — a
+    /// damaged header the scan cannot attribute to a key — makes the node restart learner-only).
+    public func remove(_ key: [UInt8]) throws(StorageError) {
+        try engine.write([.delete(key)])
+        try engine.sync()
+        recent.removeAll { $0 == key }
+    }
+
+    /// The engine's append buffer (a wiped disk's new engine gets the same).
+    var writeBufferBytes: Int { options.writeBufferBytes }
+
     /// What `corrupt` achieved.
     public enum CorruptionOutcome: Sendable, Hashable {
         case corrupted

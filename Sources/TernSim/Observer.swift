@@ -47,6 +47,11 @@ struct Observer {
         announced[node][key] = nil
     }
 
+    /// Node `node`'s whole disk is gone (the repair workload's wipe): nothing it announced is owed.
+    mutating func lostEverything(node: Int) {
+        announced[node] = [:]
+    }
+
     /// Checks the durable state right after a crash.
     /// `load` reads the node's recovered storage.
     mutating func crashed(node: Int, load: ([UInt8]) -> LoadResult) -> (String, String)? {

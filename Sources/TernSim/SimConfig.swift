@@ -1,5 +1,6 @@
 public import TernConsensus
 public import TernCore
+public import TernRepair
 public import TernSeq
 
 /// Fault probabilities of one simulation; `derived(from:)` draws them from the seed.
@@ -28,6 +29,11 @@ public struct FaultConfig: Sendable, Hashable {
     /// while the rest of the cluster moves on (the shape of the double-apply found by the harness).
     public var pause = 0.001
     public var pauseTicksMax: UInt64 = 600
+    /// At a crash, with the repair workload only: the node's whole disk is wiped (a fresh empty
+    /// storage), or one of its records is dropped (lost with a damaged header the engine cannot
+    /// attribute); either way it restarts learner-only and rebuilds through the scanner.
+    public var wipe = 0.0
+    public var drop = 0.0
 
     public init() {}
 
@@ -108,6 +114,11 @@ public struct SimConfig: Sendable, Hashable {
     public var seqStep: UInt64 = 6
     /// Deliberately broken allocator (tests only).
     public var seqMutant: SeqMutant = .none
+    /// The repair workload (RepairWorkload.swift): one anti-entropy scanner per node, the wipe and
+    /// drop faults, and the replicas-agree check after healing.
+    public var repair = false
+    /// Deliberately broken scanner (tests only).
+    public var repairMutant: RepairMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -118,6 +129,9 @@ public struct SimConfig: Sendable, Hashable {
         if paxos.mutant != .none { s += " --mutant \(paxos.mutant.rawValue)" }
         if seqMutant != .none { s += " --mutant \(seqMutant.rawValue)" }
         if seqOps != SimConfig(seed: 0).seqOps { s += " --seq-ops \(seqOps)" }
+        if registerKeys != SimConfig(seed: 0).registerKeys { s += " --keys \(registerKeys)" }
+        if repair { s += " --repair" }
+        if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }
@@ -125,6 +139,9 @@ public struct SimConfig: Sendable, Hashable {
         if faults.partition != d.partition { s += " --partition \(faults.partition)" }
         if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
         if faults.pause != d.pause { s += " --pause \(faults.pause)" }
+        if repair && faults.wipe != d.wipe { s += " --wipe \(faults.wipe)" }
+        if repair && faults.drop != d.drop { s += " --drop \(faults.drop)" }
+        if faults.downTicksMax != d.downTicksMax { s += " --down-ticks \(faults.downTicksMax)" }
         if paxos.dedupWindow != PaxosConfig().dedupWindow { s += " --dedup-window \(paxos.dedupWindow)" }
         return s
     }

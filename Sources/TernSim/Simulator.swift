@@ -36,6 +36,10 @@ public struct SimResult: Sendable {
     public var seqMessages = 0
     /// Every SEQ.NEXT call of the seq workload.
     public var seqHistory: [SeqOperation] = []
+    /// The repair workload: repairs by cause, its faults, passes (zero when it is off).
+    public var repair = RepairStats()
+    /// Repair peer messages sent (scanner summaries, key lists, missing-key notices).
+    public var repairMessages = 0
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -113,6 +117,8 @@ public final class Simulation {
     var scenarioReplies: [UInt64: ClientOutcome] = [:]
     /// The sequence workload (SeqWorkload.swift).
     var seq = SeqWorkload()
+    /// The repair workload (RepairWorkload.swift).
+    var repair = RepairWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -139,9 +145,11 @@ public final class Simulation {
         incarnation[i] += 1
         seqNodeStarted(i)
         // A node whose storage cannot even give back its epoch is a bug in the simulator.
-        return try! ReplicaNode(
+        let n = try! ReplicaNode(
             id: ids[i], replicas: ids, storage: storages[i], config: config.paxos,
             seed: config.seed &* 31 &+ UInt64(i) &* 1_000_003 &+ incarnation[i])
+        repairNodeStarted(i, n)
+        return n
     }
 
     func mix(_ v: UInt64) {
@@ -152,7 +160,11 @@ public final class Simulation {
     public func run() -> SimResult {
         while now < config.ticksMax {
             step()
-            if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone { break }
+            if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone
+                && repairDone
+            {
+                break
+            }
             if !violations.isEmpty { break }
         }
         if now >= config.ticksMax {
@@ -160,6 +172,7 @@ public final class Simulation {
                 violation(
                     check: "liveness", key: "-", detail: "did not finish within \(config.ticksMax) ticks"))
         }
+        if violations.isEmpty { checkReplicasAgree() }
         if violations.isEmpty { checkSeq() }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
@@ -193,6 +206,8 @@ public final class Simulation {
         result.seqReplies = seq.history.filter { $0.ret != nil }.count
         result.seqMessages = seq.messagesSent
         result.seqHistory = seq.history
+        result.repair = repairResult()
+        result.repairMessages = repair.messagesSent
         return result
     }
 
@@ -220,6 +235,7 @@ public final class Simulation {
             }
         }
         seqDeliver()
+        repairDeliver()
         // 3. Faults.
         if !healed && !config.scenario { injectFaults() }
         for i in 0..<3 where nodes[i] == nil && now >= downUntil[i] {
@@ -246,6 +262,8 @@ public final class Simulation {
                 storageFailed(i, error)
             }
         }
+        // 5b. The anti-entropy scanners (the repair workload), after the flushes.
+        repairTick()
         // 6. Storage housekeeping: merges at the engine's thresholds and at seeded moments, the
         //    swap a few ticks after the copy (the node keeps writing in between).
         for i in 0..<3 where nodes[i] != nil && pausedUntil[i] == nil {
@@ -275,6 +293,7 @@ public final class Simulation {
 
     func route(_ out: NodeOutput, from i: Int) {
         guard let n = nodes[i] else { return }
+        repairNoteWritten(i, out.touched)
         for k in out.touched {
             if let r = n.inspect(k), !r.damaged, !unrepaired.isEmpty {
                 unrepaired.removeAll { $0.node == i && $0.key == k }
@@ -323,7 +342,8 @@ public final class Simulation {
         // One node at a time is down or paused (the fault model's guard).
         let allRunning = nodes.allSatisfy({ $0 != nil }) && pausedUntil.allSatisfy({ $0 == nil })
         if allRunning && rng.chance(faults.crash) {
-            let i = Int(rng.below(3))
+            var i = Int(rng.below(3))
+            if let other = repairCrashTarget(i) { i = other }
             crash(i)
         } else if allRunning && faults.pause > 0 && rng.chance(faults.pause) {
             let i = Int(rng.below(3))
@@ -357,6 +377,7 @@ public final class Simulation {
     func crash(_ i: Int) {
         crashes += 1
         nodes[i] = nil
+        repairNodeStopped(i)
         let s = storages[i]
         let torn = rng.chance(faults.torn)
         var mergeStep: MergeStep?
@@ -374,7 +395,9 @@ public final class Simulation {
             storageFailed(i, error)
             return
         }
-        if rng.chance(faults.corrupt) {
+        if repairFaultAtCrash(i) {
+            // The disk was wiped, or a record dropped: the node restarts learner-only.
+        } else if repairOthersIntact(i) && rng.chance(faults.corrupt) {
             let hot = s.recent.last(where: { $0.first == 1 })
             var recs = s.liveKeys.filter { k in
                 k.first == 1 && !unrepaired.contains { $0.node != i && $0.key == Array(k.dropFirst()) }
@@ -456,6 +479,7 @@ public final class Simulation {
         faults.loss = 0
         faults.duplicate = 0
         for i in 0..<3 where nodes[i] == nil { downUntil[i] = now }
+        repairHealed()
     }
 
     // MARK: - Clients
@@ -818,6 +842,7 @@ extension Simulation {
     /// the key damaged at restart.
     public func crash(node i: Int, downTicks: UInt64, corrupt key: String? = nil) {
         nodes[i] = nil
+        repairNodeStopped(i)
         do throws(StorageError) {
             try storages[i].crash(rng: &rng, tornWrites: false)
         } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import TernCheck
 import TernConsensus
+import TernRepair
 import TernSeq
 import TernSim
 
@@ -39,6 +40,9 @@ struct SimCommand: ParsableCommand {
     @Option(help: "SEQ.NEXT calls per seed on random nodes (the sequence workload; 0 = off).")
     var seqOps: Int = SimConfig(seed: 0).seqOps
 
+    @Option(help: "Register keys (r0, r1, ...; counters are c0...c3).")
+    var keys: Int = SimConfig(seed: 0).registerKeys
+
     @Option(help: "Message loss probability (per message; the seed scales it 0–2×).")
     var loss: Double = FaultConfig().loss
 
@@ -69,6 +73,30 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Write the replayed seed's history to this file (JSON lines, for `tern check`).")
     var history: String?
 
+    @Flag(
+        help: """
+            The repair workload: an anti-entropy scanner per node, disks wiped and records dropped at \
+            crashes (learner-only rebuilds), and every key's replicas compared after healing.
+            """)
+    var repair = false
+
+    @Option(
+        help:
+            "With --repair: a broken scanner: \(RepairMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
+    )
+    var repairMutant: String = "none"
+
+    @Option(
+        help: "With --repair: wipe-the-disk probability at each crash (default \(SimCommand.repairWipe)).")
+    var wipe: Double?
+
+    @Option(
+        help: "With --repair: drop-a-record probability at each crash (default \(SimCommand.repairDrop)).")
+    var drop: Double?
+
+    @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
+    var downTicks: UInt64 = FaultConfig().downTicksMax
+
     @Flag(help: "Run the node-level simulation (NodeCore: forwarding, retries, several nodes per campus).")
     var nodes = false
 
@@ -95,6 +123,18 @@ struct SimCommand: ParsableCommand {
         faults.corrupt = corrupt
         faults.pause = pause
         guard dedupWindow >= 1 else { throw ValidationError("--dedup-window must be at least 1") }
+        faults.downTicksMax = max(downTicks, 1)
+        guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
+        guard let rm = RepairMutant(rawValue: repairMutant) else {
+            throw ValidationError("unknown repair mutant \(repairMutant)")
+        }
+        if !repair && (rm != .none || wipe != nil || drop != nil) {
+            throw ValidationError("--repair-mutant, --wipe and --drop need --repair")
+        }
+        if repair {
+            faults.wipe = wipe ?? Self.repairWipe
+            faults.drop = drop ?? Self.repairDrop
+        }
         if noFaults { faults = .none }
         func config(_ s: UInt64) -> SimConfig {
             var c = SimConfig(seed: s)
@@ -106,6 +146,9 @@ struct SimCommand: ParsableCommand {
             c.seqMutant = seqMutant
             c.seqOps = seqOps
             c.traceKey = trace
+            c.repair = repair
+            c.registerKeys = keys
+            c.repairMutant = rm
             return c
         }
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
@@ -113,6 +156,8 @@ struct SimCommand: ParsableCommand {
         var opsDone = 0
         var unchecked = 0
         var uncheckedSeeds = 0
+        var repairs = RepairStats()
+        var settleMax: UInt64 = 0
         let start = monotonicSeconds()
         var lastPrint = start
         for (n, s) in list.enumerated() {
@@ -120,6 +165,10 @@ struct SimCommand: ParsableCommand {
             opsDone += r.history.count
             unchecked += r.uncheckedKeys.count
             if !r.uncheckedKeys.isEmpty { uncheckedSeeds += 1 }
+            if repair {
+                repairs.add(r.repair)
+                settleMax = max(settleMax, r.repair.settleTicks)
+            }
             if seed != nil {
                 print(
                     "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) frames, "
@@ -127,6 +176,11 @@ struct SimCommand: ParsableCommand {
                         + "\(r.merges) merges (\(r.mergesInterrupted) cut by a crash), \(r.tornBytes) torn bytes, "
                         + "\(r.seqReplies) SEQ.NEXT answered, unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
                         + "trace \(String(r.traceHash, radix: 16))")
+                if repair {
+                    print(
+                        "  repair: \(r.repair.summary), \(r.repairMessages) repair messages, settled \(r.repair.settleTicks) ticks after the heal"
+                    )
+                }
                 if let path = history { try HistoryFile.write(r.history, to: path) }
                 if verbose {
                     for op in r.seqHistory { print("  \(op)") }
@@ -157,6 +211,9 @@ struct SimCommand: ParsableCommand {
             "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations, "
                 + "unchecked keys: \(unchecked) (in \(uncheckedSeeds) seeds)"
         )
+        if repair {
+            print("repair: \(repairs.summary); slowest settle \(settleMax) ticks after the heal")
+        }
         if failed > 0 { throw ExitCode(1) }
     }
 }
@@ -211,6 +268,35 @@ extension SimCommand {
                 + "unchecked keys: \(unchecked), longest gap without a successful operation \(worst.gap) ms "
                 + "(simulated; seed \(worst.seed), tick \(worst.at))")
         if failed > 0 { throw ExitCode(1) }
+    }
+}
+
+extension SimCommand {
+    /// `--repair`'s fault mix unless `--wipe`/`--drop` say otherwise.
+    static let repairWipe = 0.2
+    static let repairDrop = 0.2
+}
+
+extension RepairStats {
+    /// Adds one seed's figures to a campaign's.
+    mutating func add(_ o: RepairStats) {
+        behind += o.behind
+        taught += o.taught
+        missing += o.missing
+        missingMarked += o.missingMarked
+        peerMissing += o.peerMissing
+        damaged += o.damaged
+        rebuildLoads += o.rebuildLoads
+        copies += o.copies
+        alarms += o.alarms
+        passes += o.passes
+        completePasses += o.completePasses
+        wipes += o.wipes
+        drops += o.drops
+        rebuildStarts += o.rebuildStarts
+        rebuildsDone += o.rebuildsDone
+        rebuildsDoneUnderLoad += o.rebuildsDoneUnderLoad
+        keysCompared += o.keysCompared
     }
 }
 

@@ -198,6 +198,19 @@ final class MiniCluster {
         #expect(c.scanners[c.ids[2]]!.counters.lastPassComplete)
     }
 
+    /// Keys the peers hold only as a promise or an accepted slot (nothing chosen yet) may carry a
+    /// vote the rebuilding node cast and lost: it must load (and so recover) them too.
+    @Test func learnerOnlyLoadsKeysPeersHoldUnchosen() {
+        let c = MiniCluster()
+        for k in 0..<50 { c.put("k\(k)", 0, "", at: [0, 1]) }
+        c.scanners[c.ids[2]]!.learnerOnly = true
+        c.run()
+        let loads = Set((c.actions[c.ids[2]] ?? []).filter { $0.action == .load }.map(\.key))
+        #expect(loads.count == 50)
+        // Not learner-only, the same keys are nothing to compare.
+        #expect((c.actions[c.ids[0]] ?? []).isEmpty && (c.actions[c.ids[1]] ?? []).isEmpty)
+    }
+
     @Test func anUnansweredPeerMakesThePassIncomplete() {
         var o = MiniCluster.options
         o.peerTimeoutNanos = 50_000_000

@@ -1,0 +1,220 @@
+import TernConsensus
+import TernRepair
+import TernSim
+import Testing
+
+/// The repair workload (RepairWorkload.swift): the anti-entropy scanners on the real nodes, with
+/// disks wiped and records dropped at crashes, and every key's replicas compared after healing.
+@Suite struct RepairSimTests {
+    /// The storm mix of the CI campaign (`tern sim --repair --ops 300 --crash 0.02 --down-ticks 10
+    /// --loss 0.2 --partition 0.02 --wipe 0.5 --drop 0.3`): frequent crashes, most of which wipe
+    /// the disk or drop a record, short down times, heavy loss and partitions.
+    static func storm(_ seed: UInt64, ops: Int = 300) -> SimConfig {
+        var c = SimConfig(seed: seed)
+        c.ops = ops
+        c.repair = true
+        c.seqOps = 0
+        c.faults.crash = 0.02
+        c.faults.downTicksMax = 10
+        c.faults.loss = 0.2
+        c.faults.partition = 0.02
+        c.faults.wipe = 0.5
+        c.faults.drop = 0.3
+        return c
+    }
+
+    /// The moderate mix (`--crash 0.005 --down-ticks 30 --wipe 0.5 --drop 0.3`): rebuilds finish
+    /// while the clients still run, and the rebuilt node votes again under load.
+    static func moderate(_ seed: UInt64, ops: Int = 300) -> SimConfig {
+        var c = SimConfig(seed: seed)
+        c.ops = ops
+        c.repair = true
+        c.seqOps = 0
+        c.faults.crash = 0.005
+        c.faults.downTicksMax = 30
+        c.faults.wipe = 0.5
+        c.faults.drop = 0.3
+        return c
+    }
+
+    @Test("Seeds of the repair workload pass, and repairs of every cause happen")
+    func cleanSeedsRepairEveryCause() {
+        var total = RepairStats()
+        // Storm seeds 1–3, storm seed 16 (a blank replica marked missing), moderate seed 1 (a
+        // rebuild finished under load).
+        let runs = [1, 2, 3, 16].map { Self.storm($0) } + [Self.moderate(1)]
+        for c in runs {
+            let r = simulate(c)
+            #expect(r.violations.isEmpty, "seed \(c.seed): \(r.violations.map(\.description))")
+            #expect(r.repair.keysCompared >= 7, "seed \(c.seed): every key compared across the replicas")
+            #expect(r.repair.alarms == 0 && r.repair.copies == 0)
+            total.behind += r.repair.behind
+            total.taught += r.repair.taught
+            total.missingMarked += r.repair.missingMarked
+            total.damaged += r.repair.damaged
+            total.rebuildLoads += r.repair.rebuildLoads
+            total.wipes += r.repair.wipes
+            total.drops += r.repair.drops
+            total.rebuildsDone += r.repair.rebuildsDone
+            total.rebuildsDoneUnderLoad += r.repair.rebuildsDoneUnderLoad
+        }
+        #expect(total.wipes > 0 && total.drops > 0)
+        #expect(total.behind > 0, "a replica behind learned")
+        #expect(total.taught > 0, "a peer behind was taught")
+        #expect(total.missingMarked > 0, "a blank replica was marked missing")
+        #expect(total.damaged > 0, "the scan found a damaged record")
+        #expect(total.rebuildLoads > 0, "a learner-only node loaded keys its peers listed")
+        #expect(
+            total.rebuildsDone > 0 && total.rebuildsDoneUnderLoad > 0, "rebuilds finished, one under load")
+    }
+
+    @Test("Same seed, same trace")
+    func replay() {
+        let a = simulate(Self.storm(3))
+        let b = simulate(Self.storm(3))
+        #expect(a.traceHash == b.traceHash)
+        #expect(a.repair == b.repair)
+        #expect(a.repair.passes > 0)
+        #expect(simulate(Self.storm(4)).traceHash != a.traceHash)
+    }
+
+    /// Caught in 82 of the first 200 storm seeds × 300 ops (release; first: seed 2).
+    @Test("A learner-only node that votes anyway is caught within 10 seeds")
+    func learnerVotesCaught() {
+        var caughtAt: UInt64?
+        for s: UInt64 in 1...10 {
+            var c = Self.storm(s)
+            c.paxos.mutant = .learnerVotes
+            if !simulate(c).violations.isEmpty {
+                caughtAt = s
+                break
+            }
+        }
+        #expect(caughtAt != nil, "learner-votes survived 10 seeds")
+    }
+
+    /// Caught in 158 of the first 200 storm seeds × 300 ops (release; first: seed 1).
+    @Test("A scanner that copies a peer's record bytes is caught within 10 seeds")
+    func copyBytesCaught() {
+        var caughtAt: UInt64?
+        for s: UInt64 in 1...10 {
+            var c = Self.storm(s)
+            c.repairMutant = .copyBytes
+            if !simulate(c).violations.isEmpty {
+                caughtAt = s
+                break
+            }
+        }
+        #expect(caughtAt != nil, "copy-bytes survived 10 seeds")
+    }
+}
+
+/// The learner-only rebuild, driven by hand.
+@Suite struct RepairScenarioTests {
+    func cluster() -> Simulation {
+        var c = SimConfig(seed: 1)
+        c.scenario = true
+        c.repair = true
+        c.faults = .none
+        c.deriveFaults = false
+        return Simulation(c)
+    }
+
+    /// A's disk is wiped right after a value was chosen at A and B, before anyone but A learned it:
+    /// B holds the value only as an accepted slot (chosen 0 there). The rebuild must still recover
+    /// that key at A (under a fresh ballot both peers promise, which reports B's slot); otherwise A
+    /// leaves learner-only with no memory of its vote, and A and C choose another value at the same
+    /// instance.
+    @Test("A wiped node rebuilds keys that peers hold only as an accepted slot")
+    func rebuildCoversAcceptedOnlyKeys() {
+        let sim = cluster()
+        // C knows nothing of k.
+        sim.isolate(2)
+        let first = sim.write("k", .incr(1), at: 0)
+        var steps = 0
+        while sim.inspect("k", at: 1)?.state.accepted == nil && steps < 200 {
+            sim.run(ticks: 1)
+            steps += 1
+        }
+        #expect(sim.inspect("k", at: 1)?.state.accepted != nil)
+        // B's Accepted is on its way to A; A's Chosen will not get out.
+        sim.isolate(0)
+        #expect(sim.await(first) == .done(.number(1)))
+        sim.wipe(node: 0, downTicks: 5)
+        sim.isolate(nil)
+        sim.run(ticks: 10)
+        #expect(sim.isLearnerOnly(0))
+        steps = 0
+        while sim.isLearnerOnly(0) && steps < 5_000 {
+            sim.run(ticks: 10)
+            steps += 1
+        }
+        #expect(!sim.isLearnerOnly(0), "the rebuild did not finish")
+        // Now B is cut off: A and C alone must not choose a second value at instance 1.
+        sim.isolate(1)
+        #expect(sim.await(sim.write("k", .incr(1), at: 2)) == .done(.number(2)))
+        #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
+    }
+}
+
+extension RepairScenarioTests {
+    @Test("Restarted in the middle of a rebuild, a node is learner-only again; rebuilt, it drops the marker")
+    func markerSurvivesRestart() throws {
+        let sim = cluster()
+        #expect(sim.await(sim.write("k", .put(Array("v".utf8)), at: 0)) == .done(.ok))
+        sim.wipe(node: 2, downTicks: 5)
+        // Cut off, its rebuild cannot finish (no complete pass).
+        sim.isolate(2)
+        sim.run(ticks: 200)
+        #expect(sim.isLearnerOnly(2))
+        sim.crash(node: 2, downTicks: 5)
+        sim.run(ticks: 10)
+        #expect(sim.isLearnerOnly(2), "the durable marker makes the restart learner-only again")
+        sim.isolate(nil)
+        var steps = 0
+        while sim.isLearnerOnly(2) && steps < 500 {
+            sim.run(ticks: 10)
+            steps += 1
+        }
+        #expect(!sim.isLearnerOnly(2))
+        #expect(try sim.storage(at: 2).load(ReplicaNode.rebuildKey) == .absent)
+        #expect(sim.inspect("k", at: 2)?.state.chosen == 1)
+        #expect(sim.inspect("k", at: 2)?.damaged == false)
+        #expect(sim.currentViolations.isEmpty)
+    }
+}
+
+/// Known liveness issue (found by this workload; not fixed here — a protocol decision).
+@Suite struct RepairKnownIssueTests {
+    /// B and C choose k while A is cut off, so A never holds k; then C's disk is wiped. The scan finds A blank where B has k chosen and marks A's
+    /// replica missing (damaged: its record might have been lost with promises), while C rebuilds
+    /// learner-only (damaged too). Each of the two damaged replicas needs a fresh ballot promised
+    /// by *both* its peers, and each refuses to promise while damaged: k is stuck for good, although
+    /// only one disk was lost and A and B together are a majority that lost nothing. Seeds of the
+    /// workload that hit it: moderate mix with the seq workload seed 8 (key "\0seq:1"), storm mix
+    /// with the seq workload seed 70 (r1).
+    @Test("A key marked missing on one replica while another rebuilds is stuck")
+    func missingWhileRebuildingIsStuck() {
+        var c = SimConfig(seed: 1)
+        c.scenario = true
+        c.repair = true
+        c.faults = .none
+        c.deriveFaults = false
+        let sim = Simulation(c)
+        sim.isolate(0)
+        #expect(sim.await(sim.write("k", .put(Array("v".utf8)), at: 1)) == .done(.ok))
+        sim.wipe(node: 2, downTicks: 400)
+        sim.isolate(nil)
+        // While C is down, the scans of A and B find A blank on k: marked missing.
+        sim.run(ticks: 300)
+        #expect(sim.inspect("k", at: 0)?.damaged == true)
+        #expect(sim.isLearnerOnly(2) == false)
+        sim.run(ticks: 3_000)
+        withKnownIssue(
+            "missing-means-damaged on one replica plus a rebuild on another: no majority of voters"
+        ) {
+            #expect(!sim.isLearnerOnly(2), "C never finishes its rebuild")
+            #expect(sim.await(sim.read("k", at: 1), ticksMax: 1_000) == .value(Array("v".utf8)))
+        }
+    }
+}
