@@ -180,6 +180,9 @@ public final class RepairScanner {
     var keyCredits: Double = 0
     var byteCredits: Double = 0
     public private(set) var fullPace = false
+    /// Full pace lasts until this pass has ended (`startFullPass`: a whole pass that began after
+    /// the request runs at full pace, not only the rest of the pass under way).
+    var fullPaceThrough: UInt64 = 0
     var busy = false
     var clientsWaiting = false
     /// Client requests waiting beyond which the default-pace scan waits.
@@ -274,10 +277,17 @@ public final class RepairScanner {
         drive()
     }
 
-    /// Starts a pass at full pace now (`tern repair now`); a pass under way continues at full pace.
+    /// Runs a whole pass at full pace from now (`tern repair now`): at once when between passes;
+    /// when a pass is under way, it finishes at full pace and the next starts right after it, also
+    /// at full pace (so the full-pace pass covers every bucket after the request).
     public func startFullPass() {
         fullPace = true
-        if case .waiting = phase { phase = .waiting(until: now) }
+        if case .waiting = phase {
+            fullPaceThrough = pass + 1
+            phase = .waiting(until: now)
+        } else {
+            fullPaceThrough = pass + 1
+        }
         drive()
     }
 
@@ -466,11 +476,12 @@ public final class RepairScanner {
         counters.lastPassNanos = now - passStartedAt
         out.passEnded = (pass, passComplete)
         // A rebuilding node tries again soon (at full pace): it serves nothing until a pass is
-        // complete.
-        fullPace = learnerOnly
-        phase = .waiting(
-            until: now
-                + (learnerOnly ? min(options.passIntervalNanos, 1_000_000_000) : options.passIntervalNanos))
+        // complete. A full-pace request made during this pass runs the next one at once.
+        fullPace = learnerOnly || pass < fullPaceThrough
+        let pause =
+            pass < fullPaceThrough
+            ? 0 : learnerOnly ? min(options.passIntervalNanos, 1_000_000_000) : options.passIntervalNanos
+        phase = .waiting(until: now + pause)
     }
 
     func requestListing(_ c: Int, forScan: Bool) {

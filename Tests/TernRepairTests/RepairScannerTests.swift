@@ -55,8 +55,16 @@ final class MiniCluster {
         return PaxosCodec.decode(b)?.chosen
     }
 
+    /// Runs `n` steps of 10 ms, whatever the passes do.
+    func steps(_ n: Int) {
+        let saved = passesEnded
+        passesEnded = [:]
+        for _ in 0..<n { run(passes: Int.max, maxSteps: 1, quiet: true) }
+        for (k, v) in saved { passesEnded[k, default: 0] += v }
+    }
+
     /// Runs until every scanner ended `passes` passes (or a time bound).
-    func run(passes: Int = 1, stepNanos: UInt64 = 10_000_000, maxSteps: Int = 100_000) {
+    func run(passes: Int = 1, stepNanos: UInt64 = 10_000_000, maxSteps: Int = 100_000, quiet: Bool = false) {
         for _ in 0..<maxSteps {
             now += stepNanos
             for id in ids { scanners[id]!.tick(now: now) }
@@ -71,7 +79,7 @@ final class MiniCluster {
             }
             if ids.allSatisfy({ (passesEnded[$0] ?? 0) >= passes }) { return }
         }
-        Issue.record("the scanners did not finish \(passes) passes")
+        if !quiet { Issue.record("the scanners did not finish \(passes) passes") }
     }
 
     func carryOut(_ id: NodeID, _ r: RepairReady) {
@@ -233,6 +241,26 @@ final class MiniCluster {
         // 2 000 keys at 1 000 keys/s: at least about two seconds of (simulated) time.
         let nanos = c.scanners[c.ids[0]]!.counters.lastPassNanos
         #expect(nanos >= 1_500_000_000)
+    }
+
+    @Test func aFullPaceRequestDuringAPassRunsAWholePassAtFullPace() {
+        var o = MiniCluster.options
+        o.keysPerSecond = 100
+        let c = MiniCluster(options: o)
+        for k in 0..<1_000 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        // Let the first pass start at the slow pace (100 keys/s: 10 s for 1 000 keys) ...
+        c.steps(600)
+        let s = c.scanners[c.ids[0]]!
+        #expect(s.progress.running && !s.progress.fullPace)
+        // ... then ask for full pace mid-pass.
+        let requested = s.pass
+        s.startFullPass()
+        for _ in 0..<2_000 where !(s.pass > requested && !s.progress.running) { c.steps(1) }
+        // The pass under way finished and the whole next one ran, both at full pace, in far less
+        // than the slow pace's 10 s; then the pace drops back.
+        #expect(s.pass == requested + 1)
+        #expect(!s.progress.running && !s.progress.fullPace)
+        #expect(s.counters.lastPassNanos < 2_000_000_000, "\(s.counters.lastPassNanos)")
     }
 
     @Test func messagesRoundTripAndMalformedOnesAreRefused() {
