@@ -637,6 +637,10 @@ public final class NodeCore {
     /// Keys loaded and damaged now, waiting for both peers to re-teach them.
     public var damagedKeyCount: Int { replica.damagedKeyCount }
 
+    /// `peer` is rebuilding: keys damaged here only on suspicion trust their memory again
+    /// (`ReplicaNode.clearSuspicions`).
+    public func peerRebuilding(_ peer: NodeID) { replica.clearSuspicions(sharedWith: peer) }
+
     // MARK: - Loading keys
 
     /// Runs `body` once every key is in memory (asking the shell to read missing ones first).

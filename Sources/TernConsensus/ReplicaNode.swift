@@ -179,6 +179,8 @@ public final class ReplicaNode {
     var damagedKeys: Set<HashedKey> = []
     /// While learner-only: keys recovered since (a reload of one of them is trusted again).
     var rebuilt: Set<HashedKey> = []
+    /// Keys damaged only on suspicion (`markMissing`: blank here while a peer holds a value).
+    var suspected: Set<HashedKey> = []
     /// How many keys are damaged now (waiting for both peers to re-teach them).
     public var damagedKeyCount: Int { damagedKeys.count }
     /// Counters.
@@ -336,8 +338,9 @@ public final class ReplicaNode {
         // Mutated in place (one lookup): copying the replica out and back would copy its queues
         // every step.
         let (fx, busyNow, damagedNow) = Self.step(&keys.values[index!], &ctx, body)
-        if !damagedNow, !damagedKeys.isEmpty, damagedKeys.remove(key) != nil, learnerOnly {
-            rebuilt.insert(key)
+        if !damagedNow, !damagedKeys.isEmpty, damagedKeys.remove(key) != nil {
+            if learnerOnly { rebuilt.insert(key) }
+            suspected.remove(key)
         }
         if fx.persist != nil, dirtySet.insert(key).inserted { dirty.append(key) }
         if fx.mustSync { mustSync = true }
@@ -439,9 +442,30 @@ public final class ReplicaNode {
         if keys[hashed] == nil { keys[hashed] = current }
         guard current.isBlank, ctx.config.mutant != .damagedAnswersFresh else { return false }
         keys[hashed] = makeReplica(hashed, .damaged)
+        suspected.insert(hashed)
         // A damaged replica is busy (its recovery runs on ticks).
         apply(hashed) { _, _ in Effects() }
         return true
+    }
+
+    /// `peer` is rebuilding (learner-only: it lost its memory). Keys this replica shares with it
+    /// that are damaged only on suspicion (`markMissing`) trust their blank memory again: with
+    /// the peer's state lost, this replica's cannot be lost too (one replica's state at a time),
+    /// and two damaged replicas of one key would each wait for the other's promise forever.
+    /// Returns how many keys were cleared.
+    @discardableResult
+    public func clearSuspicions(sharedWith peer: NodeID) -> Int {
+        var cleared = 0
+        for k in suspected.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) })
+        where placement.replicas(for: k.bytes).contains(peer) {
+            suspected.remove(k)
+            guard let r = keys[k], r.damaged, !learnerOnly else { continue }
+            keys[k] = makeReplica(k, .absent)
+            damagedKeys.remove(k)
+            apply(k) { _, _ in Effects() }
+            cleared += 1
+        }
+        return cleared
     }
 
     /// Advances time by one tick for every key with running timers.

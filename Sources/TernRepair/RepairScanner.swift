@@ -137,13 +137,16 @@ public struct RepairReady: Sendable {
     /// Keys under `RepairOptions.candidatePrefix` with a value here: the services check whether
     /// they are garbage (nothing reaches them any more) and delete them through the protocol.
     public var candidates: [[UInt8]] = []
+    /// Peers newly seen rebuilding (asking for full lists): keys damaged here only on suspicion
+    /// that they share trust their memory again (`NodeCore.peerRebuilding`).
+    public var rebuildingPeers: [NodeID] = []
     /// Peer messages dropped, and why.
     public var badMessages: [(from: NodeID, why: String)] = []
     /// A pass ended (`complete`: every bucket compared with every peer).
     public var passEnded: (pass: UInt64, complete: Bool)?
     public var isEmpty: Bool {
         messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
-            && badMessages.isEmpty && passEnded == nil && candidates.isEmpty
+            && badMessages.isEmpty && passEnded == nil && candidates.isEmpty && rebuildingPeers.isEmpty
     }
 }
 
@@ -228,6 +231,19 @@ public final class RepairScanner {
     }
     var pending: [Int: Pending] = [:]
     var scansReading = 0
+    /// Peers seen rebuilding (a full summary from them), until when.
+    var rebuilding: [NodeID: UInt64] = [:]
+
+    /// How long a full summary marks its sender as rebuilding.
+    static let rebuildingNanos: UInt64 = 30_000_000_000
+
+    func isRebuilding(_ peer: NodeID) -> Bool { (rebuilding[peer] ?? 0) > now }
+
+    /// True when another replica of `key` than this node is rebuilding: a blank replica is then
+    /// not marked missing (see `RepairReady.rebuildingPeers`).
+    func hasRebuildingReplica(_ key: [UInt8]) -> Bool {
+        !rebuilding.isEmpty && replicas(key).contains { $0 != me && isRebuilding($0) }
+    }
 
     var out = RepairReady()
 
@@ -452,7 +468,12 @@ public final class RepairScanner {
     }
 
     func canScan() -> Bool {
-        let inFlightMax = fullPace ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
+        // A rebuild with keys to recover keeps few buckets in flight: each answer loads every key of
+        // the peers' lists, and too many recoveries at once only retransmit (a 1M-key rebuild
+        // livelocked with 31 000 of them).
+        let rebuilding = learnerOnly && damagedNow > 0
+        let inFlightMax =
+            fullPace && !rebuilding ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
         if pending.count + scansReading >= inFlightMax { return false }
         if keyCredits <= 0 || byteCredits <= 0 { return false }
         if busy && !fullPace { return false }
@@ -613,6 +634,10 @@ public final class RepairScanner {
                 return bad(peer, "summary with \(bits) bucket bits (this node uses \(options.bucketBits))")
             }
             let b = Int(bucket)
+            if full {
+                if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
+                rebuilding[peer] = now + Self.rebuildingNanos
+            }
             if !full, let cached = digests[b]?[peer], cached == digest {
                 counters.bucketsMatched += 1
                 return send(.match(pass: pass, bucket: bucket), to: peer)
@@ -641,7 +666,8 @@ public final class RepairScanner {
         case .keys(_, let bucket, let truncated, let entries):
             compare(bucket: Int(bucket), from: peer, entries, truncated: truncated)
         case .missing(let keys):
-            for k in keys where replicas(k).contains(me) && replicas(k).contains(peer) {
+            for k in keys
+            where replicas(k).contains(me) && replicas(k).contains(peer) && !hasRebuildingReplica(k) {
                 // Loaded from storage first: only a replica that really holds nothing is marked.
                 out.actions.append((k, .missing))
             }
@@ -692,6 +718,7 @@ public final class RepairScanner {
                 // Learner-only loads every key damaged: loading it starts its recovery. (The
                 // mutant copies the peer's record instead, and trusts it.)
                 counters.rebuilt += 1
+                damagedNow += 1  // an estimate until the next tick says how many are still damaged
                 out.actions.append((e.key, options.mutant == .copyBytes ? .copy(from: peer) : .load))
                 continue
             }
@@ -724,6 +751,15 @@ public final class RepairScanner {
             var missingThere: [[UInt8]] = []
             for (k, s) in p.mine where !listed.contains(k) {
                 guard let s, s.chosen > 0, replicas(k).contains(peer) else { continue }
+                if hasRebuildingReplica(k) {
+                    // The key's other replica is rebuilding, so the peer's blank memory is whole
+                    // (one replica's state lost at a time): teach it rather than mark it.
+                    if !learnerOnly {
+                        counters.taught += 1
+                        out.actions.append((k, .teach(to: peer)))
+                    }
+                    continue
+                }
                 missingThere.append(k)
             }
             if !missingThere.isEmpty && !learnerOnly {
@@ -737,6 +773,7 @@ public final class RepairScanner {
         if learnerOnly {
             for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !listed.contains(k) {
                 counters.rebuilt += 1
+                damagedNow += 1
                 out.actions.append((k, .load))
             }
         }
@@ -750,7 +787,7 @@ public final class RepairScanner {
             out.actions.append((key, .copy(from: peer)))
             return
         }
-        if missing { out.actions.append((key, .missing)) }
+        if missing && !hasRebuildingReplica(key) { out.actions.append((key, .missing)) }
         out.actions.append((key, .learn(from: peer)))
     }
 }

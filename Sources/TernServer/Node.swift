@@ -500,6 +500,7 @@ public final class Node: @unchecked Sendable {
         guard let scanner, !r.isEmpty else { return }
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
         for (key, action) in r.actions { core.repair(key: key, action) }
+        for p in r.rebuildingPeers { core.peerRebuilding(p) }
         let bits = UInt64(scanner.options.bucketBits)
         for l in r.listings {
             let range = l.buckets

@@ -240,6 +240,7 @@ extension Simulation {
                 }
             }
             for a in r.actions { repairApply(i, n, s, a.key, a.action) }
+            for p in r.rebuildingPeers { n.clearSuspicions(sharedWith: p) }
             for alarm in r.alarms {
                 if violations.isEmpty {
                     violations.append(

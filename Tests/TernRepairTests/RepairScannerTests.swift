@@ -13,6 +13,7 @@ final class MiniCluster {
     var records: [NodeID: [[UInt8]: LoadResult]] = [:]
     var actions: [NodeID: [(key: [UInt8], action: NodeCore.RepairAction)]] = [:]
     var alarms: [SafetyAlarm] = []
+    var rebuildingSeen: [NodeID: [NodeID]] = [:]
     var messageBytes = 0
     var messages = 0
     var passesEnded: [NodeID: Int] = [:]
@@ -101,6 +102,7 @@ final class MiniCluster {
             apply(a.action, key: a.key, at: id)
         }
         alarms += r.alarms
+        rebuildingSeen[id, default: []] += r.rebuildingPeers
         if r.passEnded != nil { passesEnded[id, default: 0] += 1 }
     }
 
@@ -261,6 +263,25 @@ final class MiniCluster {
         #expect(s.pass == requested + 1)
         #expect(!s.progress.running && !s.progress.fullPace)
         #expect(s.counters.lastPassNanos < 2_000_000_000, "\(s.counters.lastPassNanos)")
+    }
+
+    @Test func noKeyIsMarkedMissingWhileAnotherOfItsReplicasRebuilds() {
+        let c = MiniCluster()
+        // A key in a late bucket, so that n3's first full summaries come before the others reach it.
+        let name = (0..<100).map { "k\($0)" }.first {
+            c.scanners[c.ids[0]]!.bucket(of: Array($0.utf8)) >= 16
+        }!
+        c.put(name, 3, "v", at: [0])  // n1 holds it; n2 is blank; n3 is rebuilding
+        c.scanners[c.ids[2]]!.learnerOnly = true
+        c.scanners[c.ids[2]]!.startFullPass()
+        c.run()
+        let atN2 = (c.actions[c.ids[1]] ?? []).filter { $0.key == Array(name.utf8) }.map(\.action)
+        let atN1 = (c.actions[c.ids[0]] ?? []).filter { $0.key == Array(name.utf8) }.map(\.action)
+        #expect(!atN2.contains(.missing), "\(atN2)")
+        // n1 teaches the blank n2 instead (its memory is whole: n3's is the one lost).
+        #expect(atN1.contains(.teach(to: c.ids[1])), "\(atN1)")
+        #expect(c.chosen(name, at: 1) == 3)
+        for id in c.ids.prefix(2) { #expect(c.scanners[id]!.isRebuilding(c.ids[2])) }
     }
 
     @Test func messagesRoundTripAndMalformedOnesAreRefused() {
