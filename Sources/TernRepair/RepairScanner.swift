@@ -12,7 +12,7 @@ public struct RepairOptions: Sendable, Hashable {
     public var chunkBuckets = 256
     /// The default pace: records read per second and record bytes per second (in `server.toml`:
     /// `repair_keys_per_second`, `repair_mb_per_second`).
-    public var keysPerSecond: Double = 2_000
+    public var keysPerSecond: Double = 1_000
     public var bytesPerSecond: Double = 4_194_304
     /// The pace of a pass started by `tern repair now` (and of a rebuild) ...
     public var fullPaceKeysPerSecond: Double = 1_000_000

@@ -18,7 +18,7 @@ import TOMLKit
 /// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
 /// fsync = "thread"            # "thread": one fsync thread hands back per group; "inline": the loop fsyncs
 /// repair = true               # the anti-entropy scanner (docs/REPAIR.md); false only in tests
-/// repair_keys_per_second = 2000   # its default pace: records read per second ...
+/// repair_keys_per_second = 1000   # its default pace: records read per second ...
 /// repair_mb_per_second = 4        # ... and megabytes of records per second
 /// repair_pass_interval_s = 60     # pause between the end of a pass and the next
 /// ```
@@ -39,7 +39,7 @@ public struct ServerConfig: Sendable, Hashable {
     public var fsyncInline = false
     /// The anti-entropy scanner runs (docs/REPAIR.md).
     public var repair = true
-    public var repairKeysPerSecond = 2_000
+    public var repairKeysPerSecond = 1_000
     public var repairMegabytesPerSecond = 4
     public var repairPassIntervalSeconds = 60
 
