@@ -19,7 +19,7 @@ public struct RepairOptions: Sendable, Hashable {
     public var fullPaceBytesPerSecond: Double = 1_073_741_824
     /// ... while no client request waits on the node; while some do, full pace yields to them and
     /// reads at most this many records per second.
-    public var fullPaceBusyKeysPerSecond: Double = 4_000
+    public var fullPaceBusyKeysPerSecond: Double = 1_000
     /// Pause between one pass's end and the next one's start.
     public var passIntervalNanos: UInt64 = 60_000_000_000
     /// A peer that has not answered a bucket's summary within this is given up for that bucket in
