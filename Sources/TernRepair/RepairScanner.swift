@@ -233,6 +233,10 @@ public final class RepairScanner {
     var scansReading = 0
     /// Peers seen rebuilding (a full summary from them), until when.
     var rebuilding: [NodeID: UInt64] = [:]
+    /// Peers' summaries that need reads, waiting for this node's budget (oldest first).
+    var answersWaiting: [(NodeID, RepairMessage)] = []
+    /// Beyond this many waiting summaries, more are dropped (their senders time out and retry).
+    static let answersWaitingMax = 4_096
 
     /// How long a full summary marks its sender as rebuilding.
     static let rebuildingNanos: UInt64 = 30_000_000_000
@@ -338,9 +342,10 @@ public final class RepairScanner {
         guard let purpose = reads.removeValue(forKey: id) else { return }
         var summaries: [[UInt8]: KeySummary?] = [:]
         summaries.reserveCapacity(records.count)
+        var bytes = 0
         for (key, record) in records {
             counters.keysRead += 1
-            if case .state(let b) = record { counters.bytesRead += b.count }
+            if case .state(let b) = record { bytes += b.count }
             let s = KeySummary(record)
             if s == nil {
                 counters.damaged += 1
@@ -348,7 +353,13 @@ public final class RepairScanner {
             }
             summaries[key] = s
         }
-        spend(keys: records.count, bytes: 0)
+        counters.bytesRead += bytes
+        // Keys of an answer were charged when it was issued; bytes are known only now.
+        if case .scan = purpose {
+            spend(keys: records.count, bytes: bytes)
+        } else {
+            spend(keys: 0, bytes: bytes)
+        }
         switch purpose {
         case .scan(let b, let writes):
             scansReading -= 1
@@ -436,6 +447,13 @@ public final class RepairScanner {
     // MARK: - The pass
 
     func drive() {
+        while keyCredits > 0, !answersWaiting.isEmpty {
+            let (peer, m) = answersWaiting.removeFirst()
+            let saved = answersWaiting
+            answersWaiting = []
+            handle(from: peer, m)
+            answersWaiting = answersWaiting + saved
+        }
         var steps = 0
         while steps < 64 {
             steps += 1
@@ -642,6 +660,12 @@ public final class RepairScanner {
                 counters.bucketsMatched += 1
                 return send(.match(pass: pass, bucket: bucket), to: peer)
             }
+            // Reading to answer costs this node's own budget: with none left (its clients come
+            // first), the summary waits its turn. A peer at full pace must not starve our clients.
+            if keyCredits <= 0 || !answersWaiting.isEmpty {
+                if answersWaiting.count < Self.answersWaitingMax { answersWaiting.append((peer, m)) }
+                return
+            }
             let c = chunk(ofBucket: b)
             guard let listing = listings[c] else {
                 waitingForListing[c, default: []].append((peer, m))
@@ -658,6 +682,8 @@ public final class RepairScanner {
                 peer: peer, pass: pass, bucket: b, full: full, digest: digest,
                 writes: bucketWrites[b, default: 0])
             out.reads.append((nextRead, keys))
+            // Charged now, so that the waiting answers released by one `drive` stay within budget.
+            spend(keys: keys.count, bytes: 0)
         case .match(_, let bucket):
             let b = Int(bucket)
             guard var p = pending[b], p.awaiting.removeValue(forKey: peer) != nil else { return }

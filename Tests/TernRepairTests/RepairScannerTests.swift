@@ -284,6 +284,24 @@ final class MiniCluster {
         for id in c.ids.prefix(2) { #expect(c.scanners[id]!.isRebuilding(c.ids[2])) }
     }
 
+    @Test func answersToPeersStayWithinThisNodesBudget() {
+        var o = MiniCluster.options
+        o.keysPerSecond = 100
+        let c = MiniCluster(options: o)
+        for k in 0..<2_000 { c.put("k\(k)", 1, "v\(k)", at: [0, 1, 2]) }
+        // n2 and n3 scan at full pace; n1 keeps its slow pace, and must not read faster to answer
+        // them (its clients come first): their summaries wait for its budget.
+        c.scanners[c.ids[1]]!.startFullPass()
+        c.scanners[c.ids[2]]!.startFullPass()
+        c.steps(400)  // 4 s, of which about 3 after the passes start
+        let n1 = c.scanners[c.ids[0]]!.counters.keysRead
+        #expect(n1 <= 100 * 4 + 200, "n1 read \(n1) records in 4 s at 100 per second")
+        // The full-pace peers go as fast as n1's answers let them: faster than n1, and n1 answers.
+        #expect(c.scanners[c.ids[1]]!.counters.keysRead > n1)
+        let answered = c.scanners[c.ids[0]]!.counters
+        #expect(answered.bucketsMatched + answered.bucketsDiffered > 0)
+    }
+
     @Test func messagesRoundTripAndMalformedOnesAreRefused() {
         let ms: [RepairMessage] = [
             .summary(pass: 3, bucket: 17, bits: 12, full: true, digest: 0xDEAD_BEEF, count: 9),
