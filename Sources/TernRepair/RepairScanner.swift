@@ -662,7 +662,9 @@ public final class RepairScanner {
             }
             // Reading to answer costs this node's own budget: with none left (its clients come
             // first), the summary waits its turn. A peer at full pace must not starve our clients.
-            if keyCredits <= 0 || !answersWaiting.isEmpty {
+            // A rebuilding peer's (`full`) is answered at once: the cluster is short of a replica
+            // until it is done, and its passes would time out waiting (a 1M-key rebuild crawled).
+            if !full && (keyCredits <= 0 || !answersWaiting.isEmpty) {
                 if answersWaiting.count < Self.answersWaitingMax { answersWaiting.append((peer, m)) }
                 return
             }
