@@ -40,9 +40,9 @@ import Testing
     @Test("Seeds of the repair workload pass, and repairs of every cause happen")
     func cleanSeedsRepairEveryCause() {
         var total = RepairStats()
-        // Storm seeds 1–3, storm seed 70 (a blank replica marked missing), moderate seed 8 (a
+        // Storm seeds 1–4 (4: damaged records found by the scan), storm seed 70 (a blank replica marked missing), moderate seed 8 (a
         // rebuild finished under load).
-        let runs = [1, 2, 3, 70].map { Self.storm($0) } + [Self.moderate(8)]
+        let runs = [1, 2, 3, 4, 70].map { Self.storm($0) } + [Self.moderate(8)]
         for c in runs {
             let r = simulate(c)
             #expect(r.violations.isEmpty, "seed \(c.seed): \(r.violations.map(\.description))")
