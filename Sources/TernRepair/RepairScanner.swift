@@ -27,8 +27,8 @@ public struct RepairOptions: Sendable, Hashable {
     public var peerTimeoutNanos: UInt64 = 5_000_000_000
     /// Buckets whose summaries may await answers at once.
     public var bucketsInFlightMax = 8
-    /// The same at full pace (`tern repair now`, a rebuild): a new cluster's nodes leave
-    /// learner-only after one pass over empty ranges, in a few round trips instead of hundreds.
+    /// The same for a full-pace pass of a node that is not rebuilding (`tern repair now`); a
+    /// rebuild keeps `bucketsInFlightMax`, since every answer it gets starts recoveries.
     public var fullPaceBucketsInFlightMax = 128
     /// Bound of one `keys` reply (keys plus summaries); a longer list is cut (`truncated`).
     public var keysReplyBytesMax = 1 << 20
@@ -486,12 +486,11 @@ public final class RepairScanner {
     }
 
     func canScan() -> Bool {
-        // A rebuild with keys to recover keeps few buckets in flight: each answer loads every key of
-        // the peers' lists, and too many recoveries at once only retransmit (a 1M-key rebuild
-        // livelocked with 31 000 of them).
-        let rebuilding = learnerOnly && damagedNow > 0
+        // A rebuild keeps few buckets in flight: each answer loads every key of the peers' lists,
+        // and too many recoveries at once only retransmit (a 1M-key rebuild livelocked with
+        // 31 000 of them, twice: 128 buckets' lists arrive before any load is counted).
         let inFlightMax =
-            fullPace && !rebuilding ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
+            fullPace && !learnerOnly ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
         if pending.count + scansReading >= inFlightMax { return false }
         if keyCredits <= 0 || byteCredits <= 0 { return false }
         if busy && !fullPace { return false }
