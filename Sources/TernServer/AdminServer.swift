@@ -26,7 +26,8 @@ public enum AdminFaultResult: Sendable, Hashable {
 }
 
 /// The admin HTTP endpoint (NIOHTTP1): `GET /health`, `GET /status`, `GET /metrics`,
-/// `POST /fault?peer=ID&mode=drop|delay|none[&ms=N]`. One request per connection turn; bodies are
+/// `POST /fault?peer=ID&mode=drop|delay|none[&ms=N]`, `POST /repair` (a full-pace repair pass,
+/// docs/REPAIR.md). One request per connection turn; bodies are
 /// ignored; anything else is 404/405.
 public final class AdminServer: Sendable {
     let channel: any Channel
