@@ -296,7 +296,8 @@ public final class ReplicaNode {
         keys[key] = makeReplica(key, record)
     }
 
-    private func makeReplica(_ hashed: HashedKey, _ record: LoadResult) -> KeyReplica {
+    /// `trusted`: the record is taken as is even while learner-only (the copy-bytes mutant only).
+    private func makeReplica(_ hashed: HashedKey, _ record: LoadResult, trusted: Bool = false) -> KeyReplica {
         let key = hashed.bytes
         var loaded: LoadedKey
         switch record {
@@ -304,7 +305,7 @@ public final class ReplicaNode {
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
-        if learnerOnly && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed) {
+        if learnerOnly && !trusted && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed) {
             loaded = .damaged
         }
         if case .damaged = loaded, ctx.config.mutant != .damagedAnswersFresh { damagedKeys.insert(hashed) }
@@ -415,19 +416,19 @@ public final class ReplicaNode {
 
     /// Loads `key` (with storage) so that damage in its record surfaces: a damaged key is busy and
     /// starts its recovery on the next tick.
-    public func load(key: [UInt8]) {
-        apply(HashedKey(key)) { _, _ in Effects() }
-    }
+    public func load(key: [UInt8]) { touch(HashedKey(key)) }
+
+    /// Steps `key` once with no input, so that a damaged replica joins the busy keys (its recovery
+    /// runs on ticks).
+    private func touch(_ key: HashedKey) { apply(key) { _, _ in Effects() } }
 
     /// Installs `record` as `key`'s state whatever `learnerOnly` says, replacing what is in
     /// memory. Only the `copy-bytes` repair mutant does this (a record copied from a peer is
     /// trusted as if it were this replica's own memory); the real scanner never does.
     public func adoptCopiedRecord(key: [UInt8], _ record: [UInt8]) {
         let hashed = HashedKey(key)
-        let saved = learnerOnly
-        learnerOnly = false
-        keys[hashed] = makeReplica(hashed, .state(record))
-        learnerOnly = saved
+        // Not by clearing `learnerOnly` for the moment: that also forgets the keys rebuilt so far.
+        keys[hashed] = makeReplica(hashed, .state(record), trusted: true)
         damagedKeys.remove(hashed)
     }
 
@@ -443,8 +444,7 @@ public final class ReplicaNode {
         guard current.isBlank, ctx.config.mutant != .damagedAnswersFresh else { return false }
         keys[hashed] = makeReplica(hashed, .damaged)
         suspected.insert(hashed)
-        // A damaged replica is busy (its recovery runs on ticks).
-        apply(hashed) { _, _ in Effects() }
+        touch(hashed)
         return true
     }
 
@@ -462,7 +462,7 @@ public final class ReplicaNode {
             guard let r = keys[k], r.damaged, !learnerOnly else { continue }
             keys[k] = makeReplica(k, .absent)
             damagedKeys.remove(k)
-            apply(k) { _, _ in Effects() }
+            touch(k)
             cleared += 1
         }
         return cleared

@@ -45,6 +45,12 @@ public struct RepairOptions: Sendable, Hashable {
 
     /// The number of buckets.
     public var bucketCount: Int { 1 << Int(bucketBits) }
+
+    /// The bucket of a ring position (XXH64 of a key): its top `bucketBits` bits. The one place
+    /// that says it, for the scanner and for the shells' listings.
+    public func bucket(ofPosition position: UInt64) -> Int {
+        Int(truncatingIfNeeded: position >> (64 - UInt64(bucketBits)))
+    }
 }
 
 /// Deliberately broken scanners, each of which the simulator's checks must catch.
@@ -273,9 +279,7 @@ public final class RepairScanner {
 
     /// The bucket of a key: the top bits of its ring position.
     public func bucket(of key: [UInt8]) -> Int { bucket(ofPosition: XXH64.hash(key)) }
-    public func bucket(ofPosition position: UInt64) -> Int {
-        Int(truncatingIfNeeded: position >> (64 - UInt64(options.bucketBits)))
-    }
+    public func bucket(ofPosition position: UInt64) -> Int { options.bucket(ofPosition: position) }
     func chunk(ofBucket b: Int) -> Int { b / options.chunkBuckets }
     func buckets(ofChunk c: Int) -> Range<Int> {
         (c * options.chunkBuckets)..<((c + 1) * options.chunkBuckets)

@@ -209,9 +209,13 @@ public final class Node: @unchecked Sendable {
         if (try await store.stats()).unattributedDamage > 0 {
             reasons.append("recovery found damaged records whose keys it cannot name")
         }
-        if (try? await store.get(ReplicaNode.rebuildKey)) != nil {
-            reasons.append("a rebuild was under way when the node stopped")
+        let marked: Bool
+        do {
+            marked = try await store.get(ReplicaNode.rebuildKey) != nil
+        } catch {
+            marked = true  // a damaged marker was there: the rebuild was not finished
         }
+        if marked { reasons.append("a rebuild was under way when the node stopped") }
         if case .absent = stored, !options.trustEmptyDirectory {
             // A new cluster's nodes all start so; they leave learner-only after one pass over
             // empty ranges (a second or so). A replaced or wiped disk must not vote as if it had
@@ -501,13 +505,15 @@ public final class Node: @unchecked Sendable {
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
         for (key, action) in r.actions { core.repair(key: key, action) }
         for p in r.rebuildingPeers { core.peerRebuilding(p) }
-        let bits = UInt64(scanner.options.bucketBits)
+        let options = scanner.options
         for l in r.listings {
             let range = l.buckets
             store.liveKeys(where: { k in
                 guard k.first == 1 else { return false }
-                let b = k.withUnsafeBytes { XXH64.hash(UnsafeRawBufferPointer(rebasing: $0.dropFirst())) }
-                return range.contains(Int(truncatingIfNeeded: b >> (64 - bits)))
+                let position = k.withUnsafeBytes {
+                    XXH64.hash(UnsafeRawBufferPointer(rebasing: $0.dropFirst()))
+                }
+                return range.contains(options.bucket(ofPosition: position))
             }) { keys in
                 self.onLoop {
                     self.scanner?.listed(chunk: l.chunk, keys: keys.map { Array($0.dropFirst()) })
