@@ -108,7 +108,13 @@ public struct ByteWriter: Sendable {
         u32(b.node.rawValue)
     }
     public mutating func keyValue(_ v: KeyValue) {
-        if let b = v.bytes {
+        if let b = v.bytes, v.kind != .string || v.deadlineMs != 0 {
+            // A typed or expiring value (docs/DATA.md); plain strings keep the older layout.
+            u8(2)
+            u8(v.kind.rawValue)
+            u64(v.deadlineMs)
+            blob(b)
+        } else if let b = v.bytes {
             u8(1)
             blob(b)
         } else {
@@ -149,6 +155,41 @@ public struct ByteWriter: Sendable {
             u8(applied ? 29 : 28)
             u32(UInt32(dropped.count))
             for d in dropped { u64(d) }
+        // Redis data commands (tags from 60 on).
+        case .data(let reply):
+            u8(60)
+            dataReply(reply)
+        }
+    }
+    /// A `DataReply`, recursively.
+    public mutating func dataReply(_ r: DataReply) {
+        func list(_ tag: UInt8, _ items: [DataReply]) {
+            u8(tag)
+            u32(UInt32(items.count))
+            for i in items { dataReply(i) }
+        }
+        switch r {
+        case .ok: u8(0)
+        case .error(let s):
+            u8(1)
+            blob(Array(s.utf8))
+        case .integer(let n):
+            u8(2)
+            u64(UInt64(bitPattern: n))
+        case .bulk(nil): u8(3)
+        case .bulk(let b?):
+            u8(4)
+            blob(b)
+        case .array(nil): u8(5)
+        case .array(let a?): list(6, a)
+        case .double(let d):
+            u8(7)
+            u64(d.bitPattern)
+        case .map(let a): list(8, a)
+        case .set(let a): list(9, a)
+        case .status(let s):
+            u8(10)
+            blob(Array(s.utf8))
         }
     }
 }
@@ -197,6 +238,13 @@ public struct ByteReader: Sendable {
         var v = KeyValue()
         if flag == 1 {
             guard let b = blob() else { return nil }
+            v.bytes = b
+        } else if flag == 2 {
+            guard let k = u8().flatMap(ValueKind.init(rawValue:)), let d = u64(), let b = blob() else {
+                return nil
+            }
+            v.kind = k
+            v.deadlineMs = d
             v.bytes = b
         } else if flag != 0 {
             return nil
@@ -249,6 +297,34 @@ public struct ByteReader: Sendable {
                 dropped.append(d)
             }
             return .inboxSealed(applied: tag == 29, dropped: dropped)
+        case 60: return dataReply().map { .data($0) }
+        default: return nil
+        }
+    }
+    /// A `DataReply` written by `ByteWriter.dataReply`; nesting bounded.
+    public mutating func dataReply(depth: Int = 0) -> DataReply? {
+        guard depth < 8, let tag = u8() else { return nil }
+        func list() -> [DataReply]? {
+            guard let n = u32(), Int(n) <= remaining else { return nil }
+            var out: [DataReply] = []
+            for _ in 0..<n {
+                guard let i = dataReply(depth: depth + 1) else { return nil }
+                out.append(i)
+            }
+            return out
+        }
+        switch tag {
+        case 0: return .ok
+        case 1: return blob().map { .error(String(decoding: $0, as: UTF8.self)) }
+        case 2: return u64().map { .integer(Int64(bitPattern: $0)) }
+        case 3: return .bulk(nil)
+        case 4: return blob().map { .bulk($0) }
+        case 5: return .array(nil)
+        case 6: return list().map { .array($0) }
+        case 7: return u64().map { .double(Double(bitPattern: $0)) }
+        case 8: return list().map { .map($0) }
+        case 9: return list().map { .set($0) }
+        case 10: return blob().map { .status(String(decoding: $0, as: UTF8.self)) }
         default: return nil
         }
     }

@@ -141,7 +141,7 @@ public struct KeyReplica: Sendable {
     public mutating func read(staleOK: Bool, tag: UInt64, ctx: inout NodeContext) -> Effects {
         var fx = Fx()
         if (staleOK || ctx.config.mutant == .staleReads) && !damaged {
-            fx.effects.replies.append(ClientReply(tag: tag, outcome: .value(state.value.bytes)))
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: state.value.readOutcome))
             return finish(fx)
         }
         if reads.count >= ctx.config.pendingMax {
@@ -296,7 +296,7 @@ public struct KeyReplica: Sendable {
                 needBarrier = true
                 startIfNeeded(&fx, &ctx)
             } else {
-                fx.effects.replies.append(ClientReply(tag: reads[w].tag, outcome: .value(state.value.bytes)))
+                fx.effects.replies.append(ClientReply(tag: reads[w].tag, outcome: state.value.readOutcome))
                 reads.remove(at: w)
             }
         }
@@ -359,7 +359,8 @@ public struct KeyReplica: Sendable {
             ops[k].acceptedLast = instance
         }
         let value = state.value.applying(
-            ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow, instance: instance)
+            ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow, instance: instance,
+            horizonMs: ctx.expiryHorizonMs)
         fx.effects.mergedOps += ops.count
         sendAccept(ballot: ballot, instance: instance, value: value, ops: ops, &fx, &ctx)
     }
@@ -576,11 +577,24 @@ extension Operation {
         case .delete, .incr, .remove: 0
         case .inboxAppend(_, _, let p): p.count
         case .inboxSeal: 0
+        case .data(let args): args.reduce(0) { $0 + $1.count }
         }
     }
     /// True when the result carries the key's previous value.
     var returnsValue: Bool {
         if case .set(_, _, true) = self { return true }
+        if case .data(let args) = self, let n = args.first {
+            // Writes whose reply carries the key's value (or part of it).
+            return ["set", "getdel", "getex", "spop"].contains(String(decoding: n, as: UTF8.self))
+        }
         return false
+    }
+}
+
+extension KeyValue {
+    /// What a read of this value answers.
+    var readOutcome: ClientOutcome {
+        if let s = stored { return .typed(s) }
+        return .value(bytes)
     }
 }

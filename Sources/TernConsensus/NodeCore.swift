@@ -14,6 +14,8 @@ public enum NodeReply: Sendable, Hashable {
     case done(OperationResult)
     /// The read's value (nil = absent).
     case value([UInt8]?)
+    /// The read's value, typed or expiring (`KeyValue.stored`).
+    case typed(StoredValue)
     /// Gave up within the request timeout; certainly not applied (every attempt was refused
     /// before an Accept carried it). Usually: fewer than 2 of 3 campuses reachable. The text says
     /// what this node saw of the key's replicas (`NodeCore.quorumDetail`).
@@ -406,6 +408,7 @@ public final class NodeCore {
             switch outcome {
             case .done(let r): resolve(wid, .done(r))
             case .value(let v): resolve(wid, .value(v))
+            case .typed(let v): resolve(wid, .typed(v))
             case .retryable, .unknown:
                 // `.retryable` settles that attempt as not applied; `.unknown` may have applied.
                 w.open.remove(tag)

@@ -468,6 +468,13 @@ public final class ReplicaNode {
         return cleared
     }
 
+    /// The expiry horizon (Unix ms: wall clock plus the skew bound), set by the shell before it
+    /// steps the node; writes this node proposes remove values whose deadline is at or below it.
+    public var expiryHorizonMs: UInt64 {
+        get { ctx.expiryHorizonMs }
+        set { ctx.expiryHorizonMs = newValue }
+    }
+
     /// Advances time by one tick for every key with running timers.
     public func tick() throws {
         ctx.now += 1

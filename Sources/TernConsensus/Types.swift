@@ -95,6 +95,9 @@ public enum Operation: Sendable, Hashable {
     /// Move the inbox head's oldest messages `first...last` to their (already written) bucket and
     /// trim old buckets (`InboxHead.applySeal`).
     case inboxSeal(first: UInt64, last: UInt64, retention: InboxRetention, nowMs: UInt64)
+    /// A Redis write command on the key's typed value (`DataModel.apply`): the lower-cased name
+    /// first, arguments checked by the server, times absolute (docs/DATA.md).
+    case data([[UInt8]])
 }
 
 /// When `Operation.set` applies.
@@ -135,6 +138,8 @@ public enum OperationResult: Sendable, Hashable {
     /// `inboxSeal` done (`applied` false: the head had changed); `dropped` are the first sequences
     /// of the buckets retention removed from the index (their keys are to be deleted).
     case inboxSealed(applied: Bool, dropped: [UInt64])
+    /// A `data` command's reply.
+    case data(DataReply)
 }
 
 /// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
@@ -163,11 +168,21 @@ public struct AppliedRequest: Sendable, Hashable {
 /// after 60 later writes was applied twice; docs/SERVER.md, "Exactly once").
 public struct KeyValue: Sendable, Hashable {
     public var bytes: [UInt8]?
+    /// What `bytes` holds (Redis's types; services' values are strings).
+    public var kind: ValueKind = .string
+    /// Absolute expiry in milliseconds since the Unix epoch (0 = none): a value whose deadline is
+    /// at or below the proposer's expiry horizon is removed before anything applies to it.
+    public var deadlineMs: UInt64 = 0
     public var recent: [AppliedRequest]
     /// Requests applied at instances up to `floor` may have been forgotten.
     public var floor: UInt64
-    public init(bytes: [UInt8]? = nil, recent: [AppliedRequest] = [], floor: UInt64 = 0) {
+    public init(
+        bytes: [UInt8]? = nil, recent: [AppliedRequest] = [], floor: UInt64 = 0, kind: ValueKind = .string,
+        deadlineMs: UInt64 = 0
+    ) {
         self.bytes = bytes
+        self.kind = kind
+        self.deadlineMs = deadlineMs
         self.recent = recent
         self.floor = floor
     }
@@ -195,7 +210,21 @@ public struct KeyValue: Sendable, Hashable {
 
     /// Applies `ops` in order as the value of `instance`; each caller's result is recorded in
     /// `recent` (capped at `window`, raising `floor` past what it drops).
-    public func applying(_ ops: [(Operation, RequestID)], window: Int, instance: UInt64) -> KeyValue {
+    /// The value as a read returns it: nil for a plain string without expiry (`bytes` is then
+    /// the whole story), else its kind and deadline.
+    public var stored: StoredValue? {
+        guard let b = bytes, kind != .string || deadlineMs != 0 else { return nil }
+        return StoredValue(kind: kind, deadlineMs: deadlineMs, bytes: b)
+    }
+
+    /// True when the value has a deadline at or below `horizonMs` (0: no clock, nothing expires).
+    public func isExpired(horizonMs: UInt64) -> Bool {
+        bytes != nil && deadlineMs != 0 && horizonMs != 0 && deadlineMs <= horizonMs
+    }
+
+    public func applying(
+        _ ops: [(Operation, RequestID)], window: Int, instance: UInt64, horizonMs: UInt64 = 0
+    ) -> KeyValue {
         var next = self
         // Old values returned by earlier instances are forgotten: keeping up to `window` whole
         // values in every record (and every Accept) would multiply the key's size.
@@ -203,16 +232,23 @@ public struct KeyValue: Sendable, Hashable {
             if case .previous(let old) = next.recent[k].result, old != nil {
                 next.recent[k].result = .previousForgotten
             }
+            if case .data(let r) = next.recent[k].result, r.weight > 64 {
+                next.recent[k].result = .previousForgotten
+            }
         }
+        // Expiry is decided here, through the protocol: the proposer's horizon (its clock plus the
+        // skew bound) says the deadline passed, and the instance it proposes removes the value.
+        if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
         for (op, id) in ops {
             if next.result(for: id) != nil { continue }
             let result: OperationResult
             switch op {
             case .put(let b):
+                DataModel.clear(&next)
                 next.bytes = b
                 result = .ok
             case .delete:
-                next.bytes = nil
+                DataModel.clear(&next)
                 result = .ok
             case .incr(let d):
                 let current: Int64?
@@ -255,17 +291,23 @@ public struct KeyValue: Sendable, Hashable {
                 case .ifAbsent: applies = old == nil
                 case .ifPresent: applies = old != nil
                 }
-                if applies { next.bytes = b }
+                if applies {
+                    DataModel.clear(&next)
+                    next.bytes = b
+                }
                 result = returnOld ? .previous(old) : .swapped(applies)
             case .remove:
                 result = .existed(next.bytes != nil)
-                next.bytes = nil
+                DataModel.clear(&next)
             case .inboxAppend(let seq, let timeMs, let payload):
                 (next.bytes, result) = InboxHead.applyAppend(
                     next.bytes, seq: seq, timeMs: timeMs, payload: payload)
             case .inboxSeal(let first, let last, let retention, let nowMs):
                 (next.bytes, result) = InboxHead.applySeal(
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
+            case .data(let args):
+                result = .data(
+                    DataModel.apply(args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter))
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
         }
@@ -349,6 +391,8 @@ public enum ClientOutcome: Sendable, Hashable {
     case done(OperationResult)
     /// A read's value (`nil` = absent).
     case value([UInt8]?)
+    /// A read's value when it is typed or expiring (`KeyValue.stored`).
+    case typed(StoredValue)
     /// Certainly not applied (never reached an Accept); safe to retry.
     case retryable
     /// May or may not have been applied (an Accept carrying it was sent); retry with the same id.
@@ -443,6 +487,10 @@ public struct NodeContext: Sendable {
     public var config: PaxosConfig
     /// Read nonces handed out by this incarnation (see `nextNonce`).
     public var noncesIssued: UInt64 = 0
+    /// The expiry horizon in Unix milliseconds (the shell's wall clock plus the clock-skew bound):
+    /// a value whose deadline is at or below it is removed by the next instance this node
+    /// proposes. 0: no clock, nothing expires (docs/DATA.md, "Expiry").
+    public var expiryHorizonMs: UInt64 = 0
     public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
         self.me = me
         self.now = now

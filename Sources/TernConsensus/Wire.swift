@@ -216,6 +216,11 @@ public enum PaxosWire {
             w.u64(retention.messagesMax)
             w.u64(retention.ageMsMax)
             w.u64(nowMs)
+        // Redis data commands (tags from 60 on).
+        case .data(let args):
+            w.u8(60)
+            w.u32(UInt32(args.count))
+            for a in args { w.blob(a) }
         }
     }
 
@@ -255,6 +260,14 @@ public enum PaxosWire {
             }
             return .inboxSeal(
                 first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
+        case 60:
+            guard let n = r.u32(), n >= 1, Int(n) <= r.remaining / 4 else { return nil }
+            var args: [[UInt8]] = []
+            for _ in 0..<n {
+                guard let a = r.blob() else { return nil }
+                args.append(a)
+            }
+            return .data(args)
         default: return nil
         }
     }
@@ -274,6 +287,11 @@ public enum PaxosWire {
             w.u8(3)
         case .unknown:
             w.u8(4)
+        case .typed(let v):
+            w.u8(5)
+            w.u8(v.kind.rawValue)
+            w.u64(v.deadlineMs)
+            w.blob(v.bytes)
         }
     }
 
@@ -286,6 +304,11 @@ public enum PaxosWire {
         case 2: return r.blob().map { .value($0) }
         case 3: return .retryable
         case 4: return .unknown
+        case 5:
+            guard let k = r.u8().flatMap(ValueKind.init(rawValue:)), let d = r.u64(), let b = r.blob() else {
+                return nil
+            }
+            return .typed(StoredValue(kind: k, deadlineMs: d, bytes: b))
         default: return nil
         }
     }

@@ -163,7 +163,7 @@ public struct SeqHost: Sendable {
         case (.value(let v), .read): .value(v)
         case (.done(.swapped(let b)), .cas): .swapped(b)
         case (.notApplied, _), (.unavailable, _), (.refused, _), (_, .read): .failed
-        case (.unknown, .cas), (.done, .cas), (.value, .cas): .unknown
+        case (.unknown, .cas), (.done, .cas), (.value, .cas), (.typed, .cas): .unknown
         }
     }
 

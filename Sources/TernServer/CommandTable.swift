@@ -415,6 +415,8 @@ public struct CommandTable: Sendable {
 
     public init(modules: [any CommandModule]) {
         var all = CommandSpec.redis.map { $0.withRedisTips() }
+        let known = Set(all.map(\.name))
+        all += CommandProcessor.dataSpecs.filter { !known.contains($0.name) }
         for m in modules { all += m.commandSpecs }
         commands = all
         var index: [String: CommandSpec] = [:]

@@ -133,7 +133,7 @@ public struct CommandProcessor: Sendable {
             return err(why)
         case .done(let r):
             return err("unexpected result \(r)")
-        case .value:
+        case .value, .typed:
             return err("unexpected value")
         }
     }
@@ -238,6 +238,7 @@ public struct CommandProcessor: Sendable {
                             + "RESET are allowed in this context"))
             }
         }
+        if let p = dataPlan(name, args, session) { return p }
         switch name {
         case "ping":
             guard n <= 2 else { return .reply(Self.arity(name)) }
@@ -268,88 +269,6 @@ public struct CommandProcessor: Sendable {
             return reset(&session)
         case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
             return server(name, args)
-        case "get":
-            guard n == 2 else { return .reply(Self.arity(name)) }
-            return read(args[1]) { .bulkString($0) }
-        case "strlen":
-            guard n == 2 else { return .reply(Self.arity(name)) }
-            return read(args[1]) { .integer(Int64($0?.count ?? 0)) }
-        case "exists":
-            guard n >= 2 else { return .reply(Self.arity(name)) }
-            return .requests(args.dropFirst().map { ($0, .read) }) { replies in
-                var count: Int64 = 0
-                for r in replies {
-                    guard case .value(let v) = r else { return Self.failure(r, write: false) }
-                    if v != nil { count += 1 }
-                }
-                return .integer(count)
-            }
-        case "mget":
-            guard n >= 2 else { return .reply(Self.arity(name)) }
-            return .requests(args.dropFirst().map { ($0, .read) }) { replies in
-                var out: [RESPValue] = []
-                for r in replies {
-                    guard case .value(let v) = r else { return Self.failure(r, write: false) }
-                    out.append(.bulkString(v))
-                }
-                return .array(out)
-            }
-        case "set":
-            guard n >= 3 else { return .reply(Self.arity(name)) }
-            return set(args)
-        case "getset":
-            guard n == 3 else { return .reply(Self.arity(name)) }
-            return write(args[1], .set(args[2], condition: .always, returnOld: true)) { result in
-                switch result {
-                case .previous(let old): .bulkString(old)
-                case .previousForgotten: Self.forgotten
-                default: Self.err("unexpected result \(result)")
-                }
-            }
-        case "mset":
-            guard n >= 3, n % 2 == 1 else { return .reply(Self.arity(name)) }
-            var reqs: [(key: [UInt8], request: KeyRequest)] = []
-            var k = 1
-            while k < n {
-                reqs.append((args[k], .write(.set(args[k + 1], condition: .always, returnOld: false))))
-                k += 2
-            }
-            return .requests(reqs) { replies in
-                for r in replies {
-                    guard case .done = r else { return Self.failure(r, write: true) }
-                }
-                return .ok
-            }
-        case "del":
-            guard n >= 2 else { return .reply(Self.arity(name)) }
-            return .requests(args.dropFirst().map { ($0, .write(.remove)) }) { replies in
-                var count: Int64 = 0
-                for r in replies {
-                    guard case .done(let res) = r else { return Self.failure(r, write: true) }
-                    if res == .existed(true) { count += 1 }
-                }
-                return .integer(count)
-            }
-        case "incr", "decr":
-            guard n == 2 else { return .reply(Self.arity(name)) }
-            return incr(args[1], by: name == "incr" ? 1 : -1)
-        case "incrby", "decrby":
-            guard n == 3 else { return .reply(Self.arity(name)) }
-            guard let d = KeyValue.strictInteger(args[2]) else { return .reply(Self.notInteger) }
-            if name == "decrby" {
-                guard d != .min else { return .reply(Self.err("decrement would overflow")) }
-                return incr(args[1], by: -d)
-            }
-            return incr(args[1], by: d)
-        case "append":
-            guard n == 3 else { return .reply(Self.arity(name)) }
-            return write(args[1], .append(args[2], maxBytes: maxValueBytes)) { result in
-                switch result {
-                case .number(let len): .integer(len)
-                case .tooLarge: Self.tooLarge
-                default: Self.err("unexpected result \(result)")
-                }
-            }
         default:
             for m in modules {
                 if let plan = m.plan(name: name, args: args, session: &session) { return plan }
@@ -457,64 +376,6 @@ public struct CommandProcessor: Sendable {
     ]
 
     static let forgotten = err("the write was applied, but the old value it returned is no longer known")
-
-    private func read(_ key: [UInt8], _ body: @escaping @Sendable ([UInt8]?) -> RESPValue) -> CommandPlan {
-        .requests([(key, .read)]) { replies in
-            guard case .value(let v) = replies[0] else { return Self.failure(replies[0], write: false) }
-            return body(v)
-        }
-    }
-
-    private func write(
-        _ key: [UInt8], _ op: Operation, _ body: @escaping @Sendable (OperationResult) -> RESPValue
-    )
-        -> CommandPlan
-    {
-        .requests([(key, .write(op))]) { replies in
-            guard case .done(let r) = replies[0] else { return Self.failure(replies[0], write: true) }
-            return body(r)
-        }
-    }
-
-    private func incr(_ key: [UInt8], by d: Int64) -> CommandPlan {
-        write(key, .incr(d)) { result in
-            switch result {
-            case .number(let v): .integer(v)
-            case .notANumber: Self.notInteger
-            case .overflow: Self.overflow
-            default: Self.err("unexpected result \(result)")
-            }
-        }
-    }
-
-    /// SET key value [NX | XX] [GET] [KEEPTTL]; EX/PX/EXAT/PXAT are refused (no expiry yet).
-    private func set(_ args: [[UInt8]]) -> CommandPlan {
-        var condition = SetCondition.always
-        var get = false
-        for raw in args.dropFirst(3) {
-            switch String(decoding: raw, as: UTF8.self).uppercased() {
-            case "NX":
-                guard condition == .always else { return .reply(Self.syntax) }
-                condition = .ifAbsent
-            case "XX":
-                guard condition == .always else { return .reply(Self.syntax) }
-                condition = .ifPresent
-            case "GET": get = true
-            case "KEEPTTL": break
-            case "EX", "PX", "EXAT", "PXAT": return .reply(Self.err("EX/PX not supported yet"))
-            default: return .reply(Self.syntax)
-            }
-        }
-        return write(args[1], .set(args[2], condition: condition, returnOld: get)) { result in
-            switch result {
-            case .swapped(true): .ok
-            case .swapped(false): .bulkString(nil)
-            case .previous(let old): .bulkString(old)
-            case .previousForgotten: Self.forgotten
-            default: Self.err("unexpected result \(result)")
-            }
-        }
-    }
 
     private func auth(_ args: [String], _ session: inout Session) -> RESPValue {
         guard let password else {

@@ -42,6 +42,10 @@ public struct NodeOptions: Sendable {
     /// instead of a wiped or replaced disk, which rebuilds learner-only first. Only for in-process
     /// test clusters on fresh in-memory stores; `tern server` never sets it.
     public var trustEmptyDirectory = false
+    /// The bound on any node's wall-clock error, in ms: a key with a deadline is treated as
+    /// expired this much before its deadline by this node's clock, so that no node serves it after
+    /// the deadline (docs/DATA.md, "Expiry": the clock assumption).
+    public var clockSkewBoundMs: UInt64 = 50
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -337,6 +341,39 @@ public final class Node: @unchecked Sendable {
     /// at once and the core runs once at the end of the loop turn, for every request and peer
     /// message read in that turn (packet merging); from another thread it hops to the loop.
     public func execute(key: [UInt8], _ request: KeyRequest) -> EventLoopFuture<NodeReply> {
+        let reply = submit(key: key, request)
+        guard case .read = request else { return reply }
+        return reply.flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
+    }
+
+    /// The expiry horizon: this node's wall clock plus the clock-skew bound (docs/DATA.md).
+    func expiryHorizonMs() -> UInt64 {
+        UInt64(max(0, CommandProcessor.unixMicros() / 1000)) + options.clockSkewBoundMs
+    }
+
+    /// A read that returned a value whose deadline is at or below the horizon is not answered
+    /// from it: the node proposes an instance that removes it (the decision that it expired goes
+    /// through the protocol, so every replica agrees), then answers absent — or reads again if
+    /// the key was written meanwhile.
+    func settleExpiry(key: [UInt8], _ r: NodeReply, attempts: Int) -> EventLoopFuture<NodeReply> {
+        guard case .typed(let v) = r, v.deadlineMs != 0, v.deadlineMs <= expiryHorizonMs() else {
+            return eventLoop.makeSucceededFuture(r)
+        }
+        return submit(key: key, .write(.data([Array("expirecheck".utf8), key]))).flatMap { w in
+            switch w {
+            case .done(.data(.integer(0))): return self.eventLoop.makeSucceededFuture(.value(nil))
+            case .done where attempts > 0:
+                return self.submit(key: key, .read).flatMap {
+                    self.settleExpiry(key: key, $0, attempts: attempts - 1)
+                }
+            case .done:
+                return self.eventLoop.makeSucceededFuture(.unknown("the key kept changing while it expired"))
+            default: return self.eventLoop.makeSucceededFuture(w)
+            }
+        }
+    }
+
+    func submit(key: [UInt8], _ request: KeyRequest) -> EventLoopFuture<NodeReply> {
         let promise = eventLoop.makePromise(of: NodeReply.self)
         onLoop {
             let wid = self.core.request(key: key, request, now: Node.clock())
@@ -412,6 +449,7 @@ public final class Node: @unchecked Sendable {
     }
 
     private func driveOnce() {
+        core.replica.expiryHorizonMs = expiryHorizonMs()
         if let scanner { carryOut(scanner.ready()) }
         let r = core.ready()
         if r.isEmpty { return checkDrained() }

@@ -397,6 +397,10 @@ public final class NodeClusterSimulation {
                 finish(c, .unknown)
             }
         case .value(let v): finish(c, .value(v.map { String(decoding: $0, as: UTF8.self) }))
+        case .typed(let v):
+            violations.append(
+                violation("workload", history[clients[c].busy!.history].key, "unexpected typed value \(v)"))
+            finish(c, .unknown)
         case .notApplied, .refused: finish(c, .failed)
         case .unknown, .unavailable: finish(c, .unknown)
         }

@@ -169,6 +169,7 @@ extension Simulation {
         switch outcome {
         case .done(let r): reply = .done(r)
         case .value(let v): reply = .value(v)
+        case .typed(let v): reply = .typed(v)
         case .retryable: reply = .notApplied("retryable")
         case .unknown: reply = .unknown("unknown")
         }

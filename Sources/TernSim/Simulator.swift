@@ -613,13 +613,16 @@ public final class Simulation {
             let s = b.map { String(decoding: $0, as: UTF8.self) }
             if f.key.first == "r" { clients[c].lastSeen[f.keyIndex] = s }
             finish(c, .value(s))
+        case .typed(let v):
+            violations.append(violation(check: "workload", key: f.key, detail: "unexpected typed value \(v)"))
+            finish(c, .unknown)
         case .done(let res):
             switch res {
             case .ok: finish(c, .ok)
             case .number(let n): finish(c, .number(n))
             case .swapped(let b): finish(c, .swapped(b))
             case .notANumber, .tooLarge, .previous, .previousForgotten, .existed, .overflow, .inboxAppended,
-                .inboxRefused, .inboxFull, .inboxSealed:
+                .inboxRefused, .inboxFull, .inboxSealed, .data:
                 violations.append(
                     violation(check: "workload", key: f.key, detail: "unexpected result \(res)"))
                 finish(c, .unknown)

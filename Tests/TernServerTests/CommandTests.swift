@@ -41,6 +41,8 @@ func wire(_ args: [String], replies: [NodeReply] = [], view: FakeView = FakeView
     return wire(args, replies: replies, session: &s, view: view).0
 }
 
+func bytes(_ s: [String]) -> [[UInt8]] { s.map { Array($0.utf8) } }
+
 @Suite struct CommandTests {
     @Test("Connection commands, byte for byte")
     func connection() {
@@ -76,20 +78,39 @@ func wire(_ args: [String], replies: [NodeReply] = [], view: FakeView = FakeView
         #expect(wire(["MSET", "a", "1", "b"]) == "-ERR wrong number of arguments for 'mset' command\r\n")
         #expect(wire(["SET", "k", "v", "NX", "XX"]) == "-ERR syntax error\r\n")
         #expect(wire(["SET", "k", "v", "BOGUS"]) == "-ERR syntax error\r\n")
-        #expect(wire(["SET", "k", "v", "EX", "10"]) == "-ERR EX/PX not supported yet\r\n")
-        #expect(wire(["SET", "k", "v", "px", "10"]) == "-ERR EX/PX not supported yet\r\n")
+        #expect(wire(["SET", "k", "v", "EX", "0"]) == "-ERR invalid expire time in 'set' command\r\n")
+        #expect(wire(["SET", "k", "v", "px", "-5"]) == "-ERR invalid expire time in 'set' command\r\n")
+        #expect(wire(["SET", "k", "v", "EX", "10", "PX", "5"]) == "-ERR syntax error\r\n")
+        #expect(wire(["SET", "k", "v", "EX", "10", "KEEPTTL"]) == "-ERR syntax error\r\n")
+        #expect(wire(["SET", "k", "v", "EX", "ten"]) == "-ERR value is not an integer or out of range\r\n")
         #expect(wire(["INCRBY", "k", "1.5"]) == "-ERR value is not an integer or out of range\r\n")
         #expect(wire(["INCRBY", "k", "+1"]) == "-ERR value is not an integer or out of range\r\n")
         #expect(wire(["DECRBY", "k", "-9223372036854775808"]) == "-ERR decrement would overflow\r\n")
+        #expect(wire(["EXPIRE", "k", "10", "NX", "XX"]).hasPrefix("-ERR NX and XX, GT or LT options"))
+        #expect(wire(["EXPIRE", "k", "10", "GT", "LT"]).hasPrefix("-ERR GT and LT options"))
         #expect(
-            wire(["INCR", "k"], replies: [.done(.notANumber)])
+            wire(["ZADD", "z", "NX", "XX", "1", "a"])
+                == "-ERR XX and NX options at the same time are not compatible\r\n")
+        #expect(wire(["ZADD", "z", "x", "a"]) == "-ERR value is not a valid float\r\n")
+        #expect(wire(["ZADD", "z", "1", "a", "2"]) == "-ERR syntax error\r\n")
+        #expect(wire(["HSET", "h", "f"]) == "-ERR wrong number of arguments for 'hset' command\r\n")
+        #expect(
+            wire(["HSET", "h", "f", "v", "g"]) == "-ERR wrong number of arguments for 'hset' command\r\n")
+        #expect(wire(["LMOVE", "a", "b", "LEFT", "RIGHT"]).hasPrefix("-CROSSSLOT"))
+        #expect(
+            wire(["ZRANGE", "z", "0", "1", "LIMIT", "0", "1"]).hasPrefix("-ERR syntax error, LIMIT is only"))
+        // Errors decided where the value is (the proposer applying the write) come back as data replies.
+        #expect(
+            wire(
+                ["INCR", "k"], replies: [.done(.data(.error("ERR value is not an integer or out of range")))])
                 == "-ERR value is not an integer or out of range\r\n")
         #expect(
-            wire(["INCR", "k"], replies: [.done(.overflow)])
-                == "-ERR increment or decrement would overflow\r\n")
-        #expect(
-            wire(["APPEND", "k", "v"], replies: [.done(.tooLarge)])
-                == "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n")
+            wire(
+                ["HGET", "k", "f"],
+                replies: [
+                    .typed(StoredValue(kind: .list, deadlineMs: 0, bytes: DataModel.encodeItems([[1]])))
+                ])
+                == "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
     }
 
     @Test(
@@ -112,7 +133,7 @@ func wire(_ args: [String], replies: [NodeReply] = [], view: FakeView = FakeView
             wire(["EXEC"], session: &s).0
                 == "-EXECABORT Transaction discarded because of previous errors.\r\n")
         // Out of the transaction again: commands run.
-        let (after, afterReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
+        let (after, afterReqs) = wire(["SET", "k", "v"], replies: [.done(.data(.ok))], session: &s)
         #expect(after == "+OK\r\n")
         #expect(afterReqs.count == 1)
         #expect(wire(["EXEC"], session: &s).0 == "-ERR EXEC without MULTI\r\n")
@@ -131,34 +152,63 @@ func wire(_ args: [String], replies: [NodeReply] = [], view: FakeView = FakeView
         #expect(get == "$1\r\nv\r\n")
         #expect(getReqs.map(\.request) == [.read])
         #expect(wire(["GET", "k"], replies: [.value(nil)]) == "$-1\r\n")
-        let (set, setReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
+        let (set, setReqs) = wire(["SET", "k", "v"], replies: [.done(.data(.ok))], session: &s)
         #expect(set == "+OK\r\n")
+        #expect(setReqs.map(\.request) == [.write(.data(bytes(["set", "k", "v"])))])
+        let (_, nxget) = wire(
+            ["SET", "k", "v", "nx", "GET", "EX", "100"], replies: [.done(.data(.bulk(nil)))], session: &s)
+        // A relative TTL becomes an absolute deadline where the command arrived (the test clock).
+        let deadline = String(CommandProcessor(password: nil, maxValueBytes: 16).clock() / 1000 + 100_000)
+        if case .write(.data(let a)) = nxget[0].request {
+            #expect(a.prefix(5) == bytes(["set", "k", "v", "nx", "get"])[...])
+            #expect(a[5] == Array("pxat".utf8))
+            #expect(abs(Int(String(decoding: a[6], as: UTF8.self))! - Int(deadline)!) < 5000)
+        } else {
+            Issue.record("SET … EX went out as \(nxget)")
+        }
+        #expect(wire(["SET", "k", "v", "XX"], replies: [.done(.data(.bulk(nil)))]) == "$-1\r\n")
         #expect(
-            setReqs.map(\.request) == [.write(.set(Array("v".utf8), condition: .always, returnOld: false))])
-        let (_, nxget) = wire(["SET", "k", "v", "nx", "GET"], replies: [.done(.previous(nil))], session: &s)
+            wire(["SET", "k", "v", "GET"], replies: [.done(.data(.bulk(Array("o".utf8))))]) == "$1\r\no\r\n")
+        #expect(wire(["GETSET", "k", "v"], replies: [.done(.data(.bulk(nil)))]) == "$-1\r\n")
         #expect(
-            nxget.map(\.request) == [.write(.set(Array("v".utf8), condition: .ifAbsent, returnOld: true))])
-        #expect(wire(["SET", "k", "v", "XX"], replies: [.done(.swapped(false))]) == "$-1\r\n")
-        #expect(
-            wire(["SET", "k", "v", "GET"], replies: [.done(.previous(Array("o".utf8)))]) == "$1\r\no\r\n")
-        #expect(wire(["GETSET", "k", "v"], replies: [.done(.previous(nil))]) == "$-1\r\n")
+            wire(["GETSET", "k", "v"], replies: [.done(.previousForgotten)]).hasPrefix(
+                "-ERR the write was applied"))
         #expect(
             wire(
                 ["DEL", "a", "b", "c"],
-                replies: [.done(.existed(true)), .done(.existed(false)), .done(.existed(true))]) == ":2\r\n")
+                replies: [.done(.data(.integer(1))), .done(.data(.integer(0))), .done(.data(.integer(1)))])
+                == ":2\r\n")
         #expect(wire(["EXISTS", "a", "a"], replies: [.value([]), .value([])]) == ":2\r\n")
         #expect(
-            wire(["MGET", "a", "b"], replies: [.value(Array("1".utf8)), .value(nil)])
-                == "*2\r\n$1\r\n1\r\n$-1\r\n")
+            wire(
+                ["MGET", "a", "b", "h"],
+                replies: [
+                    .value(Array("1".utf8)), .value(nil),
+                    .typed(StoredValue(kind: .hash, deadlineMs: 0, bytes: [])),
+                ])
+                == "*3\r\n$1\r\n1\r\n$-1\r\n$-1\r\n")
         #expect(
-            wire(["MSET", "a", "1", "b", "2"], replies: [.done(.swapped(true)), .done(.swapped(true))])
+            wire(["MSET", "a", "1", "b", "2"], replies: [.done(.data(.ok)), .done(.data(.ok))])
                 == "+OK\r\n")
-        #expect(wire(["INCR", "k"], replies: [.done(.number(7))]) == ":7\r\n")
-        let (_, decr) = wire(["DECRBY", "k", "5"], replies: [.done(.number(-5))], session: &s)
-        #expect(decr.map(\.request) == [.write(.incr(-5))])
-        #expect(wire(["APPEND", "k", "xy"], replies: [.done(.number(4))]) == ":4\r\n")
+        #expect(wire(["INCR", "k"], replies: [.done(.data(.integer(7)))]) == ":7\r\n")
+        let (_, decr) = wire(["DECRBY", "k", "5"], replies: [.done(.data(.integer(-5)))], session: &s)
+        #expect(decr.map(\.request) == [.write(.data(bytes(["incrby", "k", "-5"])))])
+        #expect(wire(["APPEND", "k", "xy"], replies: [.done(.data(.integer(4)))]) == ":4\r\n")
         #expect(wire(["STRLEN", "k"], replies: [.value(Array("abc".utf8))]) == ":3\r\n")
         #expect(wire(["STRLEN", "k"], replies: [.value(nil)]) == ":0\r\n")
+        #expect(wire(["TYPE", "k"], replies: [.value(nil)]) == "+none\r\n")
+        #expect(
+            wire(["TYPE", "k"], replies: [.typed(StoredValue(kind: .zset, deadlineMs: 0, bytes: []))])
+                == "+zset\r\n")
+        // ZSCORE: RESP2 Redis's number text, RESP3 a double.
+        let z = StoredValue(kind: .zset, deadlineMs: 0, bytes: DataModel.encodeZSet([(Array("m".utf8), 1.5)]))
+        #expect(wire(["ZSCORE", "z", "m"], replies: [.typed(z)]) == "$3\r\n1.5\r\n")
+        var v3 = Session(authenticated: true)
+        v3.version = .v3
+        #expect(wire(["ZSCORE", "z", "m"], replies: [.typed(z)], session: &v3).0 == ",1.5\r\n")
+        #expect(
+            wire(["ZRANGE", "z", "0", "-1", "WITHSCORES"], replies: [.typed(z)], session: &v3).0
+                == "*1\r\n*2\r\n$1\r\nm\r\n,1.5\r\n")
     }
 
     @Test("Failures: the documented NOQUORUM and UNAVAILABLE errors")
