@@ -143,6 +143,10 @@ public struct RepairReady: Sendable {
     /// Keys under `RepairOptions.candidatePrefix` with a value here: the services check whether
     /// they are garbage (nothing reaches them any more) and delete them through the protocol.
     public var candidates: [[UInt8]] = []
+    /// Keys whose value here has a deadline at or below `RepairScanner.expiryHorizonMs`, found by
+    /// this node's scan where it is the key's first replica: the node removes them through the
+    /// protocol (the paced expiry sweep, docs/DATA.md).
+    public var expired: [[UInt8]] = []
     /// Peers newly seen rebuilding (asking for full lists): keys damaged here only on suspicion
     /// that they share trust their memory again (`NodeCore.peerRebuilding`).
     public var rebuildingPeers: [NodeID] = []
@@ -153,6 +157,7 @@ public struct RepairReady: Sendable {
     public var isEmpty: Bool {
         messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
             && badMessages.isEmpty && passEnded == nil && candidates.isEmpty && rebuildingPeers.isEmpty
+            && expired.isEmpty
     }
 }
 
@@ -184,6 +189,8 @@ public final class RepairScanner {
     public private(set) var counters = RepairCounters()
     /// Set by the shell: the node is rebuilding.
     public var learnerOnly = false
+    /// The expiry horizon (Unix ms), set by the shell: the scan reports keys expired by it.
+    public var expiryHorizonMs: UInt64 = 0
     var now: UInt64 = 0
     var lastRefill: UInt64?
     var keyCredits: Double = 0
@@ -367,6 +374,15 @@ public final class RepairScanner {
         switch purpose {
         case .scan(let b, let writes):
             scansReading -= 1
+            if !learnerOnly && expiryHorizonMs != 0 {
+                for (key, record) in records where replicas(key).first == me {
+                    if case .state(let bytes) = record, let s = PaxosCodec.decode(bytes),
+                        s.value.isExpired(horizonMs: expiryHorizonMs)
+                    {
+                        out.expired.append(key)
+                    }
+                }
+            }
             if !learnerOnly && !options.candidatePrefix.isEmpty {
                 for (key, record) in records
                 where key.starts(with: options.candidatePrefix) && replicas(key).first == me {

@@ -84,6 +84,8 @@ public struct NodeStatus: Sendable, Hashable {
     /// Key records that were damaged (or unreadable) when loaded; each was logged, and the key
     /// refuses to vote until both peers re-teach it.
     public var damagedKeyLoads = 0
+    /// Expired keys the paced sweep found and removed through the protocol (docs/DATA.md).
+    public var expiredSwept = 0
     /// The engine's damage counters (records with a bad checksum, damage no key can be found for).
     public var storageDamagedRecords = 0
     public var storageUnattributedDamage = 0
@@ -178,6 +180,8 @@ public final class Node: @unchecked Sendable {
     /// A `drive` is scheduled for later in this loop turn (inputs arrived, or the core had more
     /// than one call's work).
     var driveScheduled = false
+    /// Expired keys the sweep removed (`NodeStatus.expiredSwept`).
+    var expiredSwept = 0
     /// A `drive` is running, and another input arrived during it (a store callback made inline,
     /// a reply's callback that sent the next request): it runs again before returning.
     var driving = false
@@ -449,8 +453,12 @@ public final class Node: @unchecked Sendable {
     }
 
     private func driveOnce() {
-        core.replica.expiryHorizonMs = expiryHorizonMs()
-        if let scanner { carryOut(scanner.ready()) }
+        let horizon = expiryHorizonMs()
+        core.replica.expiryHorizonMs = horizon
+        if let scanner {
+            scanner.expiryHorizonMs = horizon
+            carryOut(scanner.ready())
+        }
         let r = core.ready()
         if r.isEmpty { return checkDrained() }
         if let link {
@@ -576,6 +584,11 @@ public final class Node: @unchecked Sendable {
                 }
             }
         }
+        // The expiry sweep: each expired key found by the scan is removed through the protocol.
+        for key in r.expired {
+            expiredSwept += 1
+            _ = submit(key: key, .write(.data([Array("expirecheck".utf8), key])))
+        }
         if !r.candidates.isEmpty {
             let all = collectors.withLockedValue { $0 }
             for key in r.candidates {
@@ -683,7 +696,7 @@ public final class Node: @unchecked Sendable {
         let promise = eventLoop.makePromise(of: NodeStatus.self)
         eventLoop.execute {
             let c = self.core.counters
-            promise.succeed(
+            var status =
                 NodeStatus(
                     node: self.id, campus: self.campus, epoch: self.core.replica.epoch,
                     keysLoaded: self.core.replica.keysLoaded, consensus: self.core.replica.stats,
@@ -695,7 +708,9 @@ public final class Node: @unchecked Sendable {
                     storageUnattributedDamage: storage?.unattributedDamage ?? 0,
                     serving: self.core.serving, learnerOnly: self.core.learnerOnly,
                     learnerOnlyReason: self.learnerReason, damagedKeys: self.core.damagedKeyCount,
-                    repair: self.repairStatus()))
+                    repair: self.repairStatus())
+            status.expiredSwept = self.expiredSwept
+            promise.succeed(status)
         }
         return (try? await promise.futureResult.get())
             ?? NodeStatus(

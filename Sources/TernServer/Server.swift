@@ -215,7 +215,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "requests":\(s.requests),"requests_failed":\(s.requestsFailed),"forwarded_out":\(s.forwardedOut),\
             "forwarded_in":\(s.forwardedIn),"retries":\(s.retries),"in_flight":\(s.inFlight),\
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
-            "damaged_key_loads":\(s.damagedKeyLoads),"storage_damaged_records":\(s.storageDamagedRecords),\
+            "damaged_key_loads":\(s.damagedKeyLoads),"expired_keys_swept":\(s.expiredSwept),"storage_damaged_records":\(s.storageDamagedRecords),\
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
             "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
             "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
@@ -293,6 +293,9 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_evicted_clients_memory_total", "counter",
             "Clients disconnected because all clients' buffers passed maxmemory_clients.",
             Double(clients.evictedMemory))
+        metric(
+            "tern_expired_keys_swept_total", "counter",
+            "Expired keys the paced sweep found and removed through the protocol.", Double(s.expiredSwept))
         metric(
             "tern_damaged_key_loads_total", "counter",
             "Key records found damaged or unreadable when loaded (the key waits for its peers).",

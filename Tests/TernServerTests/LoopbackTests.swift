@@ -112,6 +112,36 @@ func b(_ s: String) -> [UInt8] { Array(s.utf8) }
         await c.stop()
     }
 
+    @Test(
+        "Expiry through the cluster: a read past the deadline (by the node's clock plus the skew bound) proposes the removal and answers absent on every node"
+    )
+    func expiry() async throws {
+        var options = LoopbackCluster.options
+        // A skew bound of 2 s: a key due in 1 s is already past this node's horizon.
+        options.clockSkewBoundMs = 2_000
+        let c = try await LoopbackCluster.start(perCampus: 1, options: options)
+        let n = c.nodes[NodeID(1)]!
+        let now = UInt64(CommandProcessor.unixMicros() / 1000)
+        func set(_ k: String, _ deadline: UInt64) async -> NodeReply {
+            await n.execute(
+                key: b(k), .write(.data([b("set"), b(k), b("v"), b("pxat"), b(String(deadline))])))
+        }
+        #expect(await set("far", now + 60_000) == .done(.data(.ok)))
+        #expect(await set("near", now + 1_000) == .done(.data(.ok)))
+        // The far key reads with its deadline; the near one is removed through the protocol first.
+        #expect(
+            await n.execute(key: b("far"), .read)
+                == .typed(StoredValue(kind: .string, deadlineMs: now + 60_000, bytes: b("v"))))
+        #expect(await n.execute(key: b("near"), .read) == .value(nil))
+        // Every node agrees: a write through any of them finds nothing to keep.
+        for other in c.nodes.values {
+            #expect(
+                await other.execute(key: b("near"), .write(.data([b("expirecheck"), b("near")])))
+                    == .done(.data(.integer(0))))
+        }
+        await c.stop()
+    }
+
     @Test("One campus down: every key stays writable and readable from the other two")
     func oneCampusDown() async throws {
         let c = try await LoopbackCluster.start(perCampus: 2)
