@@ -176,6 +176,8 @@ public enum DataModel {
             return applyKeyspace(name, args, &v)
         case "hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat":
             return applyHash(name, args, &v)
+        case "multi":
+            return applyTransaction(args, &v, seed: seed)
         case "sadd", "srem", "spop":
             return applySet(name, args, &v, seed: seed)
         default:
@@ -183,6 +185,52 @@ public enum DataModel {
             if let r = applyList(name, args, &v) { return r }
             return .err("unknown data command '\(name)'")
         }
+    }
+
+    /// A transaction on one key (MULTI … EXEC): `multi key nowMs guard (w|r n arg…)…`, applied as
+    /// one instance. `guard` is the WATCHed value's `digest` ("-": none): if the value differs,
+    /// nothing runs and the answer is a nil array, as Redis answers a transaction whose watched
+    /// key changed. Reads inside see the writes before them.
+    static func applyTransaction(_ args: [[UInt8]], _ v: inout KeyValue, seed: UInt64) -> DataReply {
+        guard args.count >= 4, let now = int(args[2]) else { return .syntax }
+        if args[3] != [UInt8(ascii: "-")]
+            && Array(
+                digest(
+                    v.stored
+                        ?? v.bytes.map {
+                            StoredValue(kind: .string, deadlineMs: 0, bytes: $0)
+                        }
+                ).utf8) != args[3]
+        {
+            return .array(nil)
+        }
+        var replies: [DataReply] = []
+        var i = 4
+        var k: UInt64 = 0
+        while i + 1 < args.count {
+            let write = args[i] == [UInt8(ascii: "w")]
+            guard let n = int(args[i + 1]), n >= 1, i + 2 + Int(n) <= args.count else { return .syntax }
+            let sub = Array(args[(i + 2)..<(i + 2 + Int(n))])
+            i += 2 + Int(n)
+            k += 1
+            if write {
+                replies.append(apply(sub, to: &v, seed: seed &+ k))
+            } else {
+                let value = v.bytes.map { StoredValue(kind: v.kind, deadlineMs: v.deadlineMs, bytes: $0) }
+                replies.append(read(sub, value, nowMs: UInt64(max(0, now))))
+            }
+        }
+        return .array(replies)
+    }
+
+    /// A value's fingerprint for WATCH: kind, deadline and bytes ("absent" when there is none).
+    public static func digest(_ v: StoredValue?) -> String {
+        guard let v else { return "absent" }
+        var w = ByteWriter()
+        w.u8(v.kind.rawValue)
+        w.u64(v.deadlineMs)
+        w.blob(v.bytes)
+        return String(XXH64.hash(w.bytes))
     }
 
     /// Removes the value (Redis deletes a key whose collection became empty).

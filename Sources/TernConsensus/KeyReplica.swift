@@ -585,7 +585,7 @@ extension Operation {
         if case .set(_, _, true) = self { return true }
         if case .data(let args) = self, let n = args.first {
             // Writes whose reply carries the key's value (or part of it).
-            return ["set", "getdel", "getex", "spop"].contains(String(decoding: n, as: UTF8.self))
+            return ["set", "getdel", "getex", "spop", "multi"].contains(String(decoding: n, as: UTF8.self))
         }
         return false
     }

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
 import TernRESP
@@ -10,9 +11,13 @@ public struct Session: Sendable, Hashable {
     /// Pub/sub channels this connection subscribed to (sync notices): a RESP2 connection with
     /// any is in subscribed mode, where only the subscribe family, PING and QUIT are accepted.
     public var channels: Set<[UInt8]> = []
-    /// The connection sent MULTI, which Tern refuses: until EXEC or DISCARD every command is
-    /// refused unrun, so a pipelined transaction is never applied piecemeal (docs/SERVER.md).
-    public var inRefusedTransaction = false
+    /// The commands queued since MULTI (nil: not in a transaction), as the client sent them; EXEC
+    /// plans them again and runs them as one instance of their one key (docs/DATA.md).
+    public var transaction: [[[UInt8]]]?
+    /// A command failed to queue: EXEC answers EXECABORT and runs nothing.
+    public var transactionAborted = false
+    /// WATCHed keys and the value each had (filled when WATCH's read answers).
+    public var watch: WatchBox?
     /// The connection's id (CLIENT ID, HELLO), assigned at accept; 0 outside a server.
     public var clientID: UInt64 = 0
     /// CLIENT NO-EVICT on: the clients' memory bound (`maxmemory_clients`) does not close it.
@@ -28,6 +33,22 @@ public struct Session: Sendable, Hashable {
         self.authenticated = authenticated
         self.clientID = clientID
     }
+}
+
+/// A connection's WATCHed keys: each key's value fingerprint (`DataModel.digest`) as WATCH's read
+/// found it (nil until that read answers). Filled by the reply, read by EXEC's plan, on the
+/// connection's loop; a lock keeps it honest anyway.
+public final class WatchBox: @unchecked Sendable, Hashable {
+    private let lock = NIOLock()
+    private var keys: [[UInt8]: String?] = [:]
+    public init() {}
+    func expect(_ key: [UInt8]) { lock.withLock { if keys[key] == nil { keys[key] = .some(nil) } } }
+    func found(_ key: [UInt8], _ digest: String) {
+        lock.withLock { if keys[key] == .some(nil) { keys[key] = digest } }
+    }
+    var watched: [[UInt8]: String?] { lock.withLock { keys } }
+    public static func == (a: WatchBox, b: WatchBox) -> Bool { a === b }
+    public func hash(into h: inout Hasher) { h.combine(ObjectIdentifier(self)) }
 }
 
 /// What to do with one command.
@@ -138,47 +159,128 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// MULTI/EXEC/DISCARD/WATCH, refused so that nothing of a transaction runs: MULTI answers an
-    /// error and puts the connection in a refused transaction, where every command but EXEC,
-    /// DISCARD and QUIT is refused unrun; EXEC then answers Redis's EXECABORT (what a client sees
-    /// when a command failed to queue: nothing ran), DISCARD OK. Before, a pipelined
-    /// `MULTI; SET; INCR; EXEC` got errors for MULTI and EXEC while SET and INCR ran one by one,
-    /// so a client that retried the failed transaction applied them twice. Nil: not a
-    /// transaction matter, plan the command as usual.
-    static func transaction(_ name: String, _ n: Int, _ session: inout Session) -> CommandPlan? {
+    static let crossKey = RESPValue.error(
+        "CROSSSLOT Tern transactions take commands on one key: each key is its own Paxos group "
+            + "(docs/DATA.md)")
+
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH. A transaction runs when all its commands are data
+    /// commands on one key (WATCHed keys included): EXEC sends them as one write, applied as one
+    /// Paxos instance — atomic and linearizable. A command that cannot join (another key, a
+    /// command that is not a data command, a bad argument) fails to queue, and EXEC then answers
+    /// EXECABORT and runs nothing, so a pipelined transaction is never applied piecemeal. Nil:
+    /// not a transaction matter, plan the command as usual.
+    func transaction(_ name: String, _ args: [[UInt8]], _ session: inout Session) -> CommandPlan? {
+        let n = args.count
         switch name {
         case "multi":
-            guard n == 1 else { return .reply(arity(name)) }
-            if session.inRefusedTransaction { return .reply(err("MULTI calls can not be nested")) }
-            session.inRefusedTransaction = true
-            return .reply(
-                err(
-                    "MULTI is not supported by Tern (transactions are not built yet): the commands "
-                        + "until EXEC or DISCARD will be refused, not run"))
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            if session.transaction != nil { return .reply(Self.err("MULTI calls can not be nested")) }
+            session.transaction = []
+            session.transactionAborted = false
+            return .reply(.ok)
         case "exec":
-            guard n == 1 else { return .reply(arity(name)) }
-            guard session.inRefusedTransaction else { return .reply(err("EXEC without MULTI")) }
-            session.inRefusedTransaction = false
-            return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
-        case "discard":
-            guard n == 1 else { return .reply(arity(name)) }
-            guard session.inRefusedTransaction else { return .reply(err("DISCARD without MULTI")) }
-            session.inRefusedTransaction = false
-            return .reply(.simpleString("OK"))
-        case "watch", "unwatch":
-            if session.inRefusedTransaction && name == "watch" {
-                return .reply(err("WATCH inside MULTI is not allowed"))
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            guard let queued = session.transaction else { return .reply(Self.err("EXEC without MULTI")) }
+            let aborted = session.transactionAborted
+            let watched = session.watch?.watched ?? [:]
+            session.transaction = nil
+            session.transactionAborted = false
+            session.watch = nil
+            if aborted {
+                return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
-            return .reply(
-                err("\(name.uppercased()) is not supported by Tern (transactions are not built yet)"))
+            return exec(queued, watched: watched, session)
+        case "discard":
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            guard session.transaction != nil else { return .reply(Self.err("DISCARD without MULTI")) }
+            session.transaction = nil
+            session.transactionAborted = false
+            session.watch = nil
+            return .reply(.ok)
+        case "watch":
+            guard n >= 2 else { return .reply(Self.arity(name)) }
+            if session.transaction != nil { return .reply(Self.err("WATCH inside MULTI is not allowed")) }
+            let box = session.watch ?? WatchBox()
+            session.watch = box
+            let keys = Array(args.dropFirst())
+            for k in keys { box.expect(k) }
+            return .requests(keys.map { ($0, .read) }) { replies in
+                for (k, r) in zip(keys, replies) {
+                    guard let v = Self.stored(r) else { return Self.failure(r, write: false) }
+                    box.found(k, DataModel.digest(v))
+                }
+                return .ok
+            }
+        case "unwatch":
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            session.watch = nil
+            return .reply(.ok)
         case "quit", "reset":
             return nil
         default:
-            guard session.inRefusedTransaction else { return nil }
-            return .reply(
-                err(
-                    "'\(name)' not run: this connection is in a MULTI that Tern refused; "
-                        + "send EXEC or DISCARD"))
+            guard session.transaction != nil else { return nil }
+            let reply: RESPValue
+            switch dataPlanned(name, args, session) {
+            case .call(let c):
+                let keys = Set((session.transaction ?? []).map { $0[1] } + [c.key])
+                if keys.count > 1 {
+                    reply = Self.crossKey
+                } else {
+                    session.transaction?.append(args)
+                    return .reply(.simpleString("QUEUED"))
+                }
+            case .plan(.reply(.error(let text))):
+                reply = .error(text)
+            case .plan, nil:
+                reply = Self.err(
+                    "'\(name)' cannot run inside a Tern transaction: transactions take data commands on one "
+                        + "key (docs/DATA.md)")
+            }
+            session.transactionAborted = true
+            return .reply(reply)
+        }
+    }
+
+    /// EXEC's plan: the queued commands (planned again, now) as one `multi` write on their key.
+    func exec(_ queued: [[[UInt8]]], watched: [[UInt8]: String?], _ session: Session) -> CommandPlan {
+        var calls: [DataCall] = []
+        for args in queued {
+            let name = String(decoding: args[0], as: UTF8.self).lowercased()
+            guard case .call(let c) = dataPlanned(name, args, session) else {
+                return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
+            }
+            calls.append(c)
+        }
+        guard let key = calls.first?.key ?? watched.keys.first else { return .reply(.array([])) }
+        // WATCH guards the transaction's own key only: another key's change could not be checked
+        // in the same instance.
+        var guardDigest = "-"
+        for (k, digest) in watched {
+            guard k == key || calls.isEmpty else { return .reply(Self.crossKey) }
+            // WATCH's read had not answered when EXEC came: treat the key as changed.
+            guard let d = digest else { return .reply(.array(nil)) }
+            guardDigest = d
+        }
+        if calls.isEmpty && guardDigest == "-" { return .reply(.array([])) }
+        var a: [[UInt8]] = [
+            Array("multi".utf8), key, Array(String(max(0, clock() / 1000)).utf8), Array(guardDigest.utf8),
+        ]
+        for c in calls {
+            a.append(c.write ? [UInt8(ascii: "w")] : [UInt8(ascii: "r")])
+            a.append(Array(String(c.args.count).utf8))
+            a += c.args
+        }
+        let planned = calls
+        return .requests([(key, .write(.data(a)))]) { replies in
+            let calls = planned
+            switch replies[0] {
+            case .done(.data(.array(nil))): return .array(nil)
+            case .done(.data(.array(let rs?))) where rs.count == calls.count:
+                return .array(zip(calls, rs).map { $0.convert($1) })
+            case .done(.data(let other)): return Self.resp(other, false)
+            case .done(.previousForgotten): return Self.forgotten
+            default: return Self.failure(replies[0], write: true)
+            }
         }
     }
 
@@ -188,7 +290,8 @@ public struct CommandProcessor: Sendable {
         guard case .error(let text) = reply else { return false }
         return text.hasPrefix("ERR wrong number of arguments") || text.hasPrefix("NOAUTH")
             || text.hasPrefix("ERR Can't execute") || text.hasPrefix("ERR unknown subcommand")
-            || (text.hasPrefix("ERR '") && text.contains("' not run: "))
+            || (text.hasPrefix("ERR '") && text.contains("cannot run inside a Tern transaction"))
+            || text.hasPrefix("CROSSSLOT Tern transactions")
     }
 
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
@@ -222,7 +325,7 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit", "reset"].contains(name) {
             return .reply(Self.noAuth)
         }
-        if let answer = Self.transaction(name, args.count, &session) { return answer }
+        if let answer = transaction(name, args, &session) { return answer }
         // Keys starting with \0 are the services' (ReservedKeys.swift).
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count

@@ -96,8 +96,54 @@ extension CommandProcessor {
     static func word(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self).lowercased() }
     static func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
+    /// One data command on one key, ready to run alone or inside a transaction (`EXEC`).
+    struct DataCall: Sendable {
+        var key: [UInt8]
+        /// The normalised command `DataModel` applies (write) or answers (read).
+        var args: [[UInt8]]
+        var write: Bool
+        var convert: @Sendable (DataReply) -> RESPValue
+    }
+
+    /// A data command planned: one key's call, or a plan of its own (errors, multi-key commands).
+    enum DataPlanned {
+        case call(DataCall)
+        case plan(CommandPlan)
+        static func reply(_ v: RESPValue) -> DataPlanned { .plan(.reply(v)) }
+        static func requests(
+            _ r: [(key: [UInt8], request: KeyRequest)],
+            _ build: @escaping @Sendable ([NodeReply]) -> RESPValue
+        ) -> DataPlanned { .plan(.requests(r, build)) }
+    }
+
     /// The plan for data command `name`, nil when `name` is not one.
     func dataPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
+        switch dataPlanned(name, args, session) {
+        case nil: return nil
+        case .plan(let p): return p
+        case .call(let c): return Self.plan(c, clock: clock)
+        }
+    }
+
+    /// A single call's plan.
+    static func plan(_ c: DataCall, clock: @escaping @Sendable () -> Int64) -> CommandPlan {
+        if c.write {
+            return .requests([(c.key, .write(.data(c.args)))]) { replies in
+                switch replies[0] {
+                case .done(.data(let r)): return c.convert(r)
+                case .done(.previousForgotten): return Self.forgotten
+                default: return Self.failure(replies[0], write: true)
+                }
+            }
+        }
+        return .requests([(c.key, .read)]) { replies in
+            guard let v = Self.stored(replies[0]) else { return Self.failure(replies[0], write: false) }
+            return c.convert(DataModel.read(c.args, v, nowMs: UInt64(max(0, clock() / 1000))))
+        }
+    }
+
+    /// The planned form of data command `name`, nil when `name` is not one.
+    func dataPlanned(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataPlanned? {
         guard let c = Self.dataCommands[name] else { return nil }
         guard c.arity >= 0 ? args.count == c.arity : args.count >= -c.arity else {
             return .reply(Self.arity(name))
@@ -459,7 +505,7 @@ extension CommandProcessor {
     }
 
     /// ZRANGE and its older forms as one normalised ZRANGE.
-    func zrangePlan(_ name: String, _ args: [[UInt8]], _ v3: Bool) -> CommandPlan {
+    func zrangePlan(_ name: String, _ args: [[UInt8]], _ v3: Bool) -> DataPlanned {
         var a: [[UInt8]] = [Self.b("zrange"), args[1], args[2], args[3]]
         var by = ""
         var rev = false
@@ -524,7 +570,7 @@ extension CommandProcessor {
     }
 
     /// SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL].
-    func setCommand(_ args: [[UInt8]], nowMs: UInt64, v3: Bool) -> CommandPlan {
+    func setCommand(_ args: [[UInt8]], nowMs: UInt64, v3: Bool) -> DataPlanned {
         var out = [Self.b("set"), args[1], args[2]]
         var cond = ""
         var get = false
@@ -585,25 +631,15 @@ extension CommandProcessor {
     static let wrongType = RESPValue.error(
         "WRONGTYPE Operation against a key holding the wrong kind of value")
 
-    private func read(_ key: [UInt8], _ a: [[UInt8]], _ v3: Bool, pairs: Bool = false) -> CommandPlan {
-        let clock = self.clock
-        return .requests([(key, .read)]) { replies in
-            guard let v = Self.stored(replies[0]) else { return Self.failure(replies[0], write: false) }
-            return Self.resp(DataModel.read(a, v, nowMs: UInt64(max(0, clock() / 1000))), v3, pairs: pairs)
-        }
+    private func read(_ key: [UInt8], _ a: [[UInt8]], _ v3: Bool, pairs: Bool = false) -> DataPlanned {
+        .call(DataCall(key: key, args: a, write: false) { Self.resp($0, v3, pairs: pairs) })
     }
 
     private func write(
         _ key: [UInt8], _ a: [[UInt8]], _ v3: Bool, pairs: Bool = false,
         _ post: @escaping @Sendable (DataReply) -> DataReply = { $0 }
-    ) -> CommandPlan {
-        .requests([(key, .write(.data(a)))]) { replies in
-            switch replies[0] {
-            case .done(.data(let r)): return Self.resp(post(r), v3, pairs: pairs)
-            case .done(.previousForgotten): return Self.forgotten
-            default: return Self.failure(replies[0], write: true)
-            }
-        }
+    ) -> DataPlanned {
+        .call(DataCall(key: key, args: a, write: true) { Self.resp(post($0), v3, pairs: pairs) })
     }
 
     /// A data reply as RESP: doubles as RESP3 doubles or RESP2 strings (Redis's format); with

@@ -162,3 +162,25 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(plain.bytes[0] == 1)
     }
 }
+
+@Suite struct DataTransactionTests {
+    @Test(
+        "A one-key transaction applies its commands in order in one instance; reads see earlier writes; a WATCH guard that no longer matches runs nothing"
+    )
+    func transaction() {
+        var v = KeyValue()
+        apply(&v, "set k 1")
+        let digest = DataModel.digest(StoredValue(kind: .string, deadlineMs: 0, bytes: b("1")))
+        #expect(
+            apply(&v, "multi k 0 \(digest) w 3 incrby k 1 r 2 get k w 4 hset k f v")
+                == .array([
+                    .integer(2), .bulk(b("2")),
+                    .error("WRONGTYPE Operation against a key holding the wrong kind of value"),
+                ]))
+        // The guard was "1"; the value is now "2": nothing runs.
+        #expect(apply(&v, "multi k 0 \(digest) w 3 incrby k 1") == .array(nil))
+        #expect(read(v, "get k") == .bulk(b("2")))
+        #expect(
+            apply(&v, "multi k 0 - w 3 incrby k 5 r 2 type k") == .array([.integer(7), .status("string")]))
+    }
+}

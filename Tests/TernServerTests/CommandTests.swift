@@ -114,35 +114,75 @@ func bytes(_ s: [String]) -> [[UInt8]] { s.map { Array($0.utf8) } }
     }
 
     @Test(
-        "A pipelined MULTI … EXEC runs nothing: MULTI is refused, the queued commands are refused unrun, EXEC answers EXECABORT"
+        "MULTI … EXEC on one key is one write; a command that cannot join aborts the whole transaction, nothing runs"
     )
-    func refusedTransactionRunsNothing() {
+    func transactions() {
         var s = Session(authenticated: true)
-        // What redis-py's pipeline(transaction=True) sends in one write.
-        #expect(wire(["MULTI"], session: &s).0.hasPrefix("-ERR MULTI is not supported by Tern"))
-        let (set, setReqs) = wire(["SET", "k", "v"], replies: [.done(.swapped(true))], session: &s)
-        #expect(set.hasPrefix("-ERR 'set' not run: this connection is in a MULTI that Tern refused"))
+        // What redis-py's pipeline(transaction=True) sends in one write, on two keys: refused whole.
+        #expect(wire(["MULTI"], session: &s).0 == "+OK\r\n")
+        let (set, setReqs) = wire(["SET", "k", "v"], session: &s)
+        #expect(set == "+QUEUED\r\n")
         #expect(setReqs.isEmpty)
-        let (incr, incrReqs) = wire(["INCR", "n"], replies: [.done(.number(1))], session: &s)
-        #expect(incr.hasPrefix("-ERR 'incr' not run"))
+        let (incr, incrReqs) = wire(["INCR", "n"], session: &s)
+        #expect(incr.hasPrefix("-CROSSSLOT Tern transactions take commands on one key"))
         #expect(incrReqs.isEmpty)
-        #expect(wire(["SEQ.NEXT", "1"], session: &s).0.hasPrefix("-ERR 'seq.next' not run"))
+        #expect(
+            wire(["SEQ.NEXT", "1"], session: &s).0.hasPrefix(
+                "-ERR 'seq.next' cannot run inside a Tern transaction"))
         #expect(wire(["MULTI"], session: &s).0 == "-ERR MULTI calls can not be nested\r\n")
         #expect(wire(["WATCH", "k"], session: &s).0 == "-ERR WATCH inside MULTI is not allowed\r\n")
+        let (abort, abortReqs) = wire(["EXEC"], session: &s)
+        #expect(abort == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+        #expect(abortReqs.isEmpty)
+        // One key: one `multi` write, its replies in order, each in its command's shape.
+        _ = wire(["MULTI"], session: &s)
+        #expect(wire(["SET", "k", "1"], session: &s).0 == "+QUEUED\r\n")
+        #expect(wire(["INCR", "k"], session: &s).0 == "+QUEUED\r\n")
+        #expect(wire(["GET", "k"], session: &s).0 == "+QUEUED\r\n")
         #expect(
-            wire(["EXEC"], session: &s).0
-                == "-EXECABORT Transaction discarded because of previous errors.\r\n")
-        // Out of the transaction again: commands run.
-        let (after, afterReqs) = wire(["SET", "k", "v"], replies: [.done(.data(.ok))], session: &s)
-        #expect(after == "+OK\r\n")
-        #expect(afterReqs.count == 1)
+            wire(["HSET", "k", "f"], session: &s).0 == "-ERR wrong number of arguments for 'hset' command\r\n"
+        )
+        #expect(s.transactionAborted)
+        _ = wire(["DISCARD"], session: &s)
+        _ = wire(["MULTI"], session: &s)
+        _ = wire(["SET", "k", "1"], session: &s)
+        _ = wire(["INCR", "k"], session: &s)
+        _ = wire(["GET", "k"], session: &s)
+        let (exec, execReqs) = wire(
+            ["EXEC"], replies: [.done(.data(.array([.ok, .integer(2), .bulk(Array("2".utf8))])))], session: &s
+        )
+        #expect(exec == "*3\r\n+OK\r\n:2\r\n$1\r\n2\r\n")
+        #expect(execReqs.count == 1)
+        if case .write(.data(let a)) = execReqs.first?.request {
+            #expect(a[0] == Array("multi".utf8) && a[1] == Array("k".utf8) && a[3] == Array("-".utf8))
+            #expect(
+                Array(a[4...])
+                    == bytes(["w", "3", "set", "k", "1", "w", "3", "incrby", "k", "1", "r", "2", "get", "k"]))
+        } else {
+            Issue.record("EXEC went out as \(execReqs)")
+        }
+        #expect(s.transaction == nil)
         #expect(wire(["EXEC"], session: &s).0 == "-ERR EXEC without MULTI\r\n")
         #expect(wire(["DISCARD"], session: &s).0 == "-ERR DISCARD without MULTI\r\n")
-        _ = wire(["MULTI"], session: &s)
-        #expect(wire(["DISCARD"], session: &s).0 == "+OK\r\n")
         #expect(
             wire(["MULTI", "x"], session: &s).0 == "-ERR wrong number of arguments for 'multi' command\r\n")
-        #expect(wire(["WATCH", "k"], session: &s).0.hasPrefix("-ERR WATCH is not supported by Tern"))
+        // WATCH: the watched value's fingerprint guards the write; a nil array when it changed.
+        let (watch, watchReqs) = wire(["WATCH", "k"], replies: [.value(Array("1".utf8))], session: &s)
+        #expect(watch == "+OK\r\n" && watchReqs.map(\.request) == [.read])
+        _ = wire(["MULTI"], session: &s)
+        _ = wire(["INCR", "k"], session: &s)
+        let (changed, guarded) = wire(["EXEC"], replies: [.done(.data(.array(nil)))], session: &s)
+        #expect(changed == "*-1\r\n")
+        if case .write(.data(let a)) = guarded.first?.request {
+            #expect(
+                a[3]
+                    == Array(
+                        DataModel.digest(StoredValue(kind: .string, deadlineMs: 0, bytes: Array("1".utf8)))
+                            .utf8))
+        } else {
+            Issue.record("EXEC after WATCH went out as \(guarded)")
+        }
+        #expect(s.watch == nil)
     }
 
     @Test("Key commands map to the right requests and replies")

@@ -369,7 +369,7 @@ struct SpecModule: CommandModule {
         s.version = .v3
         s.name = "n"
         s.noEvict = true
-        s.inRefusedTransaction = true
+        s.transaction = []
         s.channels = [Array("sync:1".utf8)]
         #expect(wire(["RESET"], session: &s, processor: p).0 == "+RESET\r\n")
         #expect(s == Session(authenticated: false, clientID: 4))
@@ -387,9 +387,9 @@ struct SpecModule: CommandModule {
         #expect(CommandProcessor.isRejection(.error("NOAUTH Authentication required.")))
         #expect(
             CommandProcessor.isRejection(
-                .error(
-                    "ERR 'set' not run: this connection is in a MULTI that Tern refused; send EXEC or DISCARD"
-                )))
+                .error("ERR 'seq.next' cannot run inside a Tern transaction: transactions take data commands")
+            ))
+        #expect(CommandProcessor.isRejection(.error("CROSSSLOT Tern transactions take commands on one key")))
         #expect(!CommandProcessor.isRejection(.error("ERR syntax error")))
         #expect(!CommandProcessor.isRejection(.ok))
     }
