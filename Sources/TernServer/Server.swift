@@ -82,6 +82,7 @@ public final class TernServerProcess: Service, AdminBackend {
         options.requestTimeout = .milliseconds(Int64(config.requestTimeoutMilliseconds))
         options.forwardTimeout = .milliseconds(Int64(config.forwardTimeoutMilliseconds))
         options.keysLoadedMax = config.keysLoadedMax
+        options.clockSkewBoundMs = UInt64(config.clockSkewBoundMilliseconds)
         if config.repair {
             var repair = RepairOptions()
             repair.keysPerSecond = Double(config.repairKeysPerSecond)

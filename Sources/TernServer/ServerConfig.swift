@@ -21,6 +21,7 @@ import TOMLKit
 /// repair_keys_per_second = 1000   # its default pace: records read per second ...
 /// repair_mb_per_second = 4        # ... and megabytes of records per second
 /// repair_pass_interval_s = 60     # pause between the end of a pass and the next
+/// clock_skew_bound_ms = 50        # bound on any node's clock error: keys expire this early (docs/DATA.md)
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -42,6 +43,8 @@ public struct ServerConfig: Sendable, Hashable {
     public var repairKeysPerSecond = 1_000
     public var repairMegabytesPerSecond = 4
     public var repairPassIntervalSeconds = 60
+    /// The clock assumption of expiry (docs/DATA.md).
+    public var clockSkewBoundMilliseconds = 50
 
     public init(secret: [UInt8]) { self.secret = secret }
 
@@ -66,7 +69,7 @@ public struct ServerConfig: Sendable, Hashable {
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
-        "repair_mb_per_second", "repair_pass_interval_s",
+        "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -124,6 +127,8 @@ public struct ServerConfig: Sendable, Hashable {
         repairKeysPerSecond = try int("repair_keys_per_second", 1...10_000_000) ?? repairKeysPerSecond
         repairMegabytesPerSecond = try int("repair_mb_per_second", 1...100_000) ?? repairMegabytesPerSecond
         repairPassIntervalSeconds = try int("repair_pass_interval_s", 0...86_400) ?? repairPassIntervalSeconds
+        clockSkewBoundMilliseconds =
+            try int("clock_skew_bound_ms", 0...60_000) ?? clockSkewBoundMilliseconds
         if let v = t["fsync"] {
             switch v.string {
             case "thread": fsyncInline = false
@@ -172,6 +177,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "repair_keys_per_second = \(repairKeysPerSecond)\n"
         out += "repair_mb_per_second = \(repairMegabytesPerSecond)\n"
         out += "repair_pass_interval_s = \(repairPassIntervalSeconds)\n"
+        out += "clock_skew_bound_ms = \(clockSkewBoundMilliseconds)\n"
         return out
     }
 
