@@ -11,6 +11,8 @@ public struct Session: Sendable, Hashable {
     /// Pub/sub channels this connection subscribed to (sync notices): a RESP2 connection with
     /// any is in subscribed mode, where only the subscribe family, PING and QUIT are accepted.
     public var channels: Set<[UInt8]> = []
+    /// Pub/sub patterns this connection subscribed to (PSUBSCRIBE); they count for subscribed mode.
+    public var patterns: Set<[UInt8]> = []
     /// The commands queued since MULTI (nil: not in a transaction), as the client sent them; EXEC
     /// plans them again and runs them as one instance of their one key (docs/DATA.md).
     public var transaction: [[[UInt8]]]?
@@ -330,7 +332,7 @@ public struct CommandProcessor: Sendable {
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count
         // Redis's subscribed mode (RESP2 only): a connection that subscribed takes only these.
-        if session.version == .v2 && !session.channels.isEmpty {
+        if session.version == .v2 && !(session.channels.isEmpty && session.patterns.isEmpty) {
             if name == "ping" {
                 return .reply(.array([.bulkString(Array("pong".utf8)), .bulkString(n >= 2 ? args[1] : [])]))
             }

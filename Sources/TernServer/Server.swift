@@ -123,7 +123,11 @@ public final class TernServerProcess: Service, AdminBackend {
         let sequences = SeqService(node: node)
         processor.modules.append(sequences)
         // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
-        processor.modules.append(SyncService(node: node, sequences: sequences))
+        // Pub/sub for any channel, delivered on every node (docs/PUBSUB.md); the sync notices'
+        // `sync:<uid>` channels are published there too.
+        let pubsub = PubSubService(node: node)
+        processor.modules.append(pubsub)
+        processor.modules.append(SyncService(node: node, sequences: sequences, pubsub: pubsub.hub))
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)

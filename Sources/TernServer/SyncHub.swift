@@ -9,11 +9,10 @@ import TernRESP
 public final class SyncHub: Sendable {
     struct Subscription {
         var outlet: ConnectionOutlet
-        /// `SYNC.SUBSCRIBE uid` (RESP3 push `sync <uid> <seq>`).
+        /// `SYNC.SUBSCRIBE uid` (RESP3 push `sync <uid> <seq>`). (`SUBSCRIBE sync:<uid>` is a pub/sub
+        /// channel: `PubSubHub`.)
         var push = false
-        /// `SUBSCRIBE sync:<uid>` (pub/sub `message sync:<uid> <seq>`).
-        var channel = false
-        var isEmpty: Bool { !push && !channel }
+        var isEmpty: Bool { !push }
     }
     struct State {
         var subscriptions: [UInt64: [UInt64: Subscription]] = [:]
@@ -28,7 +27,7 @@ public final class SyncHub: Sendable {
     public init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
     /// How a subscription was made, which decides the shape of its notices.
-    public enum Style: Sendable { case push, channel }
+    public enum Style: Sendable { case push }
 
     /// Subscribes `outlet` to `uid`'s notices; the number of uids it now has in `style`.
     @discardableResult
@@ -37,7 +36,6 @@ public final class SyncHub: Sendable {
             var sub = s.subscriptions[uid, default: [:]][outlet.id] ?? Subscription(outlet: outlet)
             switch style {
             case .push: sub.push = true
-            case .channel: sub.channel = true
             }
             s.subscriptions[uid, default: [:]][outlet.id] = sub
             let isNew = s.byOutlet[outlet.id] == nil
@@ -55,7 +53,6 @@ public final class SyncHub: Sendable {
             guard var sub = s.subscriptions[uid]?[outlet.id] else { return }
             switch style {
             case .push: sub.push = false
-            case .channel: sub.channel = false
             }
             if sub.isEmpty {
                 s.subscriptions[uid]![outlet.id] = nil
@@ -73,7 +70,7 @@ public final class SyncHub: Sendable {
         state.withLockedValue { s in
             (s.byOutlet[outlet.id] ?? []).filter { uid in
                 guard let sub = s.subscriptions[uid]?[outlet.id] else { return false }
-                return style == .push ? sub.push : sub.channel
+                return sub.push
             }.sorted()
         }
     }
@@ -126,13 +123,6 @@ public final class SyncHub: Sendable {
             if sub.push {
                 sub.outlet.push(
                     .push([.bulkString(Array("sync".utf8)), .bulkString(uidText), .integer(Int64(seq))]))
-            }
-            if sub.channel {
-                sub.outlet.push(
-                    .push([
-                        .bulkString(Array("message".utf8)), .bulkString(Array("sync:".utf8) + uidText),
-                        .bulkString(Array(String(seq).utf8)),
-                    ]))
             }
         }
     }

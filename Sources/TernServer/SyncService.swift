@@ -54,6 +54,8 @@ public final class SyncService: CommandModule, Sendable {
 
     public let node: Node
     public let hub: SyncHub
+    /// Where `sync:<uid>` channel notices go (this node's pub/sub subscribers).
+    let pubsub: PubSubHub?
     let sequences: any SequenceSource
     let options: SyncOptions
     /// Wall-clock milliseconds (injected: retention tests move it).
@@ -62,9 +64,11 @@ public final class SyncService: CommandModule, Sendable {
     /// Registers the node's sync notice handler (service kind 2).
     public init(
         node: Node, sequences: any SequenceSource, options: SyncOptions = SyncOptions(),
+        pubsub: PubSubHub? = nil,
         clock: @escaping @Sendable () -> UInt64 = { UInt64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.node = node
+        self.pubsub = pubsub
         self.sequences = sequences
         self.options = options
         self.clock = clock
@@ -74,6 +78,7 @@ public final class SyncService: CommandModule, Sendable {
             var r = ByteReader(payload)
             guard let uid = r.u64(), let seq = r.u64(), r.atEnd else { return }
             hub.notify(uid: uid, seq: seq)
+            Self.publish(pubsub, uid: uid, seq: seq)
         }
         // Orphaned buckets (a crash between a retention trim and the bucket's delete), found by
         // the repair scan (docs/REPAIR.md, docs/SYNC.md).
@@ -175,6 +180,7 @@ public final class SyncService: CommandModule, Sendable {
     /// Tells this node's hub and every other node's that `uid`'s inbox reached `seq`.
     func announce(uid: UInt64, seq: UInt64) {
         hub.notify(uid: uid, seq: seq)
+        Self.publish(pubsub, uid: uid, seq: seq)
         var w = ByteWriter()
         w.u64(uid)
         w.u64(seq)
@@ -265,20 +271,12 @@ public final class SyncService: CommandModule, Sendable {
             CommandSpec(
                 "sync.unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow"],
                 summary: "Stops SYNC.SUBSCRIBE's notices.", since: "0.1.0", group: "module"),
-            CommandSpec(
-                "subscribe", arity: -2, flags: pubsub, categories: ["@pubsub", "@slow"],
-                summary: "Listens for messages published to channels (only sync:<uid> channels exist).",
-                since: "2.0.0", group: "pubsub"),
-            CommandSpec(
-                "unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow"],
-                summary: "Stops listening to messages posted to channels.", since: "2.0.0", group: "pubsub"),
         ]
     }
 
     /// RESET: every subscription of the connection ends (both styles).
     public func reset(_ outlet: ConnectionOutlet) {
         for u in hub.uids(outlet, style: .push) { hub.unsubscribe(outlet, uid: u, style: .push) }
-        for u in hub.uids(outlet, style: .channel) { hub.unsubscribe(outlet, uid: u, style: .channel) }
     }
 
     static func err(_ text: String) -> RESPValue { .error("ERR " + text) }
@@ -295,6 +293,11 @@ public final class SyncService: CommandModule, Sendable {
     }
 
     static let channelPrefix = Array("sync:".utf8)
+
+    /// A notice as a pub/sub message on channel `sync:<uid>` (this node's subscribers).
+    static func publish(_ pubsub: PubSubHub?, uid: UInt64, seq: UInt64) {
+        pubsub?.deliver(channel: channelPrefix + Array(String(uid).utf8), message: Array(String(seq).utf8))
+    }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
         let n = args.count
@@ -368,48 +371,6 @@ public final class SyncService: CommandModule, Sendable {
                         : hub.unsubscribe(outlet, uid: u, style: .push)
                 }
                 return [.integer(Int64(count))]
-            }
-        case "subscribe", "unsubscribe":
-            let subscribe = name == "subscribe"
-            if subscribe && n < 2 { return .reply(Self.arity(name)) }
-            var channels: [(name: [UInt8], uid: UInt64)] = []
-            for a in args.dropFirst() {
-                guard a.starts(with: Self.channelPrefix),
-                    let u = Self.uid(Array(a.dropFirst(Self.channelPrefix.count)))
-                else {
-                    return .reply(
-                        Self.err("only sync:<uid> channels exist here (sync notices, docs/SYNC.md)"))
-                }
-                channels.append((a, u))
-            }
-            if !subscribe && channels.isEmpty {
-                channels = session.channels.sorted { $0.lexicographicallyPrecedes($1) }.compactMap { c in
-                    Self.uid(Array(c.dropFirst(Self.channelPrefix.count))).map { (c, $0) }
-                }
-            }
-            // Counts as Redis reports them: the connection's channels after each one.
-            var frames: [RESPValue] = []
-            for c in channels {
-                if subscribe { session.channels.insert(c.name) } else { session.channels.remove(c.name) }
-                frames.append(
-                    .push([
-                        .bulkString(Array(name.utf8)), .bulkString(c.name),
-                        .integer(Int64(session.channels.count)),
-                    ]))
-            }
-            if frames.isEmpty { frames = [.push([.bulkString(Array(name.utf8)), .null, .integer(0)])] }
-            let hub = self.hub
-            let uids = channels.map(\.uid)
-            let replies = frames
-            return .connection { outlet in
-                for u in uids {
-                    if subscribe {
-                        hub.subscribe(outlet, uid: u, style: .channel)
-                    } else {
-                        hub.unsubscribe(outlet, uid: u, style: .channel)
-                    }
-                }
-                return replies
             }
         default:
             return nil

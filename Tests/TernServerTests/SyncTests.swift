@@ -25,10 +25,15 @@ struct SyncCluster {
         for id in c.nodes.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
             let node = c.nodes[id]!
             let source = sequences?(node) ?? KeySequenceSource(node: node)
+            let pubsub = PubSubService(node: node)
             let service =
-                clock.map { SyncService(node: node, sequences: source, options: options, clock: $0) }
-                ?? SyncService(node: node, sequences: source, options: options)
+                clock.map {
+                    SyncService(
+                        node: node, sequences: source, options: options, pubsub: pubsub.hub, clock: $0)
+                }
+                ?? SyncService(node: node, sequences: source, options: options, pubsub: pubsub.hub)
             var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+            processor.modules.append(pubsub)
             processor.modules.append(service)
             let front = try await RESPFrontend.start(
                 host: "127.0.0.1", port: 0, node: node, processor: processor, group: c.group, logger: logger)
@@ -296,6 +301,39 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         await s.stop()
     }
 
+    @Test(
+        "Pub/sub for any channel: a PUBLISH on one node reaches SUBSCRIBE and PSUBSCRIBE on others; PUBSUB counts"
+    )
+    func pubsubAcrossNodes() async throws {
+        let s = try await SyncCluster.start()
+        let a = try await s.client(0)
+        let b = try await s.client(1)
+        #expect(
+            try await a.send(["SUBSCRIBE", "news", "chat"])
+                == .array([bulk("subscribe"), bulk("news"), .integer(1)]))
+        #expect(await nextPush(a) == .array([bulk("subscribe"), bulk("chat"), .integer(2)]))
+        #expect(
+            try await b.send(["PSUBSCRIBE", "ne*"]) == .array([bulk("psubscribe"), bulk("ne*"), .integer(1)]))
+        let publisher = try await s.client(2)
+        #expect(try await publisher.send(["PUBSUB", "NUMPAT"]) == .integer(0))
+        // The count is the publishing node's own receivers (none here), as in Redis Cluster.
+        #expect(try await publisher.send(["PUBLISH", "news", "hello"]) == .integer(0))
+        #expect(await nextPush(a) == .array([bulk("message"), bulk("news"), bulk("hello")]))
+        #expect(await nextPush(b) == .array([bulk("pmessage"), bulk("ne*"), bulk("news"), bulk("hello")]))
+        let local = try await s.client(0)
+        #expect(try await local.send(["PUBSUB", "CHANNELS"]) == .array([bulk("chat"), bulk("news")]))
+        #expect(
+            try await local.send(["PUBSUB", "NUMSUB", "news", "x"])
+                == .array([bulk("news"), .integer(1), bulk("x"), .integer(0)]))
+        #expect(try await local.send(["PUBLISH", "chat", "hi"]) == .integer(1))
+        #expect(await nextPush(a) == .array([bulk("message"), bulk("chat"), bulk("hi")]))
+        #expect(
+            try await a.send(["UNSUBSCRIBE", "chat"])
+                == .array([bulk("unsubscribe"), bulk("chat"), .integer(1)]))
+        for c in [a, b, publisher, local] { await c.close() }
+        await s.stop()
+    }
+
     @Test("Retention by count: old buckets leave the index and their keys; SYNC says messages are gone")
     func retentionByCount() async throws {
         var options = SyncOptions()
@@ -396,7 +434,6 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         #expect(isError(try await c.send(["SYNC", "1", "0", "LIMIT", "5"]), "ERR syntax"))
         #expect(isError(try await c.send(["SYNC", "1", "0", "COUNT"]), "ERR syntax"))
         #expect(isError(try await c.send(["SYNC.SUBSCRIBE", "1"]), "ERR SYNC.SUBSCRIBE needs RESP3"))
-        #expect(isError(try await c.send(["SUBSCRIBE", "news"]), "ERR only sync:<uid>"))
         // Fan-out: one sequence per recipient, each in its own inbox.
         let fan = try await c.send(["MSG.FANOUT", "hi", "1", "2", "1"])
         #expect(
