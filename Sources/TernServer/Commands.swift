@@ -122,6 +122,8 @@ public struct CommandProcessor: Sendable {
     public var dataDirectory = ""
     public var logLevel = "notice"
     public var hz = 200
+    /// The encoding thresholds CONFIG SET was given (shared by every connection of the server).
+    public let encodingValues = NIOLockedValueBox<[String: String]>([:])
     /// Microseconds since the Unix epoch (TIME, LASTSAVE); injected so tests fix it.
     public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
 import TernRESP
@@ -168,15 +169,27 @@ extension CommandProcessor {
     /// What CONFIG SET can change while Tern runs.
     static let settableConfig: Set<String> = ["maxclients"]
 
+    /// Redis's encoding thresholds: CONFIG SET accepts them (test suites and tools set them) and
+    /// CONFIG GET shows the value set, but they change nothing — Tern has one encoding per kind
+    /// (docs/DATA.md).
+    static let encodingConfig: Set<String> = [
+        "list-max-listpack-size", "list-max-ziplist-size", "list-compress-depth", "hash-max-listpack-entries",
+        "hash-max-listpack-value", "hash-max-ziplist-entries", "hash-max-ziplist-value",
+        "set-max-intset-entries",
+        "zset-max-listpack-entries", "zset-max-listpack-value", "zset-max-ziplist-entries",
+        "zset-max-ziplist-value",
+    ]
+
     func config(_ sub: String, _ args: [[UInt8]]) -> CommandPlan {
         switch sub {
         case "get":
             let patterns = Array(args.dropFirst(2))
             return .frontend { view in
                 var out: [RESPValue] = []
+                let set = self.encodingValues.withLockedValue { $0 }
                 for (name, value) in self.configParameters(maxClients: view.maxClients, port: view.port)
                 where patterns.contains(where: { Self.globMatches($0, name) }) {
-                    out += [.bulkString(name), .bulkString(value)]
+                    out += [.bulkString(name), .bulkString(set[name] ?? value)]
                 }
                 return view.eventLoop.makeSucceededFuture(.map(out))
             }
@@ -213,6 +226,7 @@ extension CommandProcessor {
         let known = Set(configParameters(maxClients: 0, port: 0).map(\.0))
         var seen: Set<String> = []
         var maxClients: Int?
+        var encodings: [String: String] = [:]
         var i = 2
         while i < args.count {
             let name = String(decoding: args[i], as: UTF8.self).lowercased()
@@ -223,10 +237,18 @@ extension CommandProcessor {
             guard known.contains(name) else {
                 return .reply(Self.err("Unknown option or number of arguments for CONFIG SET - '\(shown)'"))
             }
+            guard seen.insert(name).inserted else { return failed("duplicate parameter") }
+            if Self.encodingConfig.contains(name) {
+                guard KeyValue.strictInteger(args[i + 1]) != nil else {
+                    return failed("argument couldn't be parsed into an integer")
+                }
+                encodings[name] = String(decoding: args[i + 1], as: UTF8.self)
+                i += 2
+                continue
+            }
             guard Self.settableConfig.contains(name) else {
                 return failed("Tern cannot change it at run time (it is fixed, or set in server.toml)")
             }
-            guard seen.insert(name).inserted else { return failed("duplicate parameter") }
             guard let v = KeyValue.strictInteger(args[i + 1]) else {
                 return failed("argument couldn't be parsed into an integer")
             }
@@ -237,7 +259,10 @@ extension CommandProcessor {
             i += 2
         }
         let value = maxClients
+        let box = encodingValues
+        let setEncodings = encodings
         return .frontend { view in
+            box.withLockedValue { $0.merge(setEncodings) { $1 } }
             if let value { view.setMaxClients(value) }
             return view.eventLoop.makeSucceededFuture(.ok)
         }
