@@ -20,6 +20,10 @@ extension DataModel {
             case "pexpiretime": return .integer(d)
             default: return .integer((d + 500) / 1000)
             }
+        case "memusage":
+            // An estimate: the name, the value's bytes, and a record's overhead.
+            guard let v else { return .bulk(nil) }
+            return .integer(Int64(args[1].count + v.bytes.count + 64))
         case "dumpvalue":
             // COPY/RENAME's read of the source: kind, deadline, bytes.
             guard let v else { return .array(nil) }

@@ -235,6 +235,10 @@ public struct CommandProcessor: Sendable {
                 }
             case .plan(.reply(.error(let text))):
                 reply = .error(text)
+            case nil where ["ping", "echo"].contains(name):
+                // Keyless and pure: answered in place when EXEC runs.
+                session.transaction?.append(args)
+                return .reply(.simpleString("QUEUED"))
             case .plan, nil:
                 reply = Self.err(
                     "'\(name)' cannot run inside a Tern transaction: transactions take data commands on one "
@@ -248,12 +252,26 @@ public struct CommandProcessor: Sendable {
     /// EXEC's plan: the queued commands (planned again, now) as one `multi` write on their key.
     func exec(_ queued: [[[UInt8]]], watched: [[UInt8]: String?], _ session: Session) -> CommandPlan {
         var calls: [DataCall] = []
-        for args in queued {
+        // Replies of keyless commands (PING, ECHO), by their place in the transaction.
+        var inPlace: [Int: RESPValue] = [:]
+        for (k, args) in queued.enumerated() {
             let name = String(decoding: args[0], as: UTF8.self).lowercased()
+            if name == "ping" || name == "echo" {
+                var s = session
+                s.transaction = nil
+                guard case .reply(let r) = plan(RESPCommand(args: args), session: &s) else {
+                    return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
+                }
+                inPlace[k] = r
+                continue
+            }
             guard case .call(let c) = dataPlanned(name, args, session) else {
                 return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
             calls.append(c)
+        }
+        if calls.isEmpty && watched.isEmpty {
+            return .reply(.array((0..<queued.count).map { inPlace[$0] ?? .null }))
         }
         guard let key = calls.first?.key ?? watched.keys.first else { return .reply(.array([])) }
         // WATCH guards the transaction's own key only: another key's change could not be checked
@@ -275,12 +293,16 @@ public struct CommandProcessor: Sendable {
             a += c.args
         }
         let planned = calls
+        let fixed = inPlace
         return .requests([(key, .write(.data(a)))]) { replies in
             let calls = planned
             switch replies[0] {
             case .done(.data(.array(nil))): return .array(nil)
             case .done(.data(.array(let rs?))) where rs.count == calls.count:
-                return .array(zip(calls, rs).map { $0.convert($1) })
+                var out: [RESPValue] = []
+                var next = zip(calls, rs).map { $0.convert($1) }.makeIterator()
+                for k in 0..<(calls.count + fixed.count) { out.append(fixed[k] ?? next.next() ?? .null) }
+                return .array(out)
             case .done(.data(let other)): return Self.resp(other, false)
             case .done(.previousForgotten): return Self.forgotten
             default: return Self.failure(replies[0], write: true)

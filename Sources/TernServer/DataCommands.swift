@@ -78,6 +78,7 @@ extension CommandProcessor {
                 ("lrem", 4), ("ltrim", 4), ("linsert", 5),
             ])
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
+        add("server", false, [("memory", -2)], keys: (2, 2, 1))
         return t
     }()
 
@@ -150,6 +151,20 @@ extension CommandProcessor {
         }
         let v3 = session.version == .v3
         let nowMs = UInt64(max(0, clock() / 1000))
+        if name == "memory" {
+            // MEMORY USAGE key [SAMPLES n]: the bytes the key's value and name take (an estimate,
+            // as Redis's). Other subcommands are not built.
+            guard Self.word(args[1]) == "usage" else {
+                return .reply(
+                    Self.err(
+                        "unknown subcommand '\(String(decoding: args[1].prefix(128), as: UTF8.self))'. "
+                            + "Try MEMORY HELP."))
+            }
+            guard args.count == 3 || (args.count == 5 && Self.word(args[3]) == "samples") else {
+                return .reply(Self.syntax)
+            }
+            return read(args[2], [Self.b("memusage"), args[2]], v3)
+        }
         var a = args
         a[0] = Self.b(name)
         let key = args[1]

@@ -238,6 +238,15 @@ extension CommandProcessor {
                 return .reply(Self.err("Unknown option or number of arguments for CONFIG SET - '\(shown)'"))
             }
             guard seen.insert(name).inserted else { return failed("duplicate parameter") }
+            // No snapshots exist to schedule (every write is fsynced on a majority): turning them
+            // off is already true, anything else is refused.
+            if name == "save" {
+                guard args[i + 1].isEmpty else {
+                    return failed("Tern takes no snapshots: every acknowledged write is already durable")
+                }
+                i += 2
+                continue
+            }
             if Self.encodingConfig.contains(name) {
                 guard KeyValue.strictInteger(args[i + 1]) != nil else {
                     return failed("argument couldn't be parsed into an integer")

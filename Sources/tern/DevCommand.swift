@@ -59,6 +59,10 @@ struct DevCommand: AsyncParsableCommand {
                 scheme: .init(basePort: basePort))
             var settings = ServerConfig(secret: ServerConfig.randomSecret())
             settings.testFaults = testFaults
+            // Values (and collections, which are one value: docs/DATA.md) up to 16 MiB on a developer's
+            // cluster, as tools and Redis's own suite expect (a 4 MB SET is one of its first tests);
+            // `tern server` keeps 1 MiB unless server.toml says otherwise.
+            settings.maxValueBytes = ServerConfig.maxValueBytesLimit
             guard fsync == "thread" || fsync == "inline" else {
                 throw ValidationError("--fsync must be thread or inline")
             }
