@@ -52,6 +52,11 @@ public enum CommandPlan: Sendable {
     /// Answer from what the front end knows (INFO's figures, CLIENT LIST and KILL, CONFIG SET
     /// maxclients), through its view; the connection's commands after it wait for nothing.
     case frontend(@Sendable (any FrontendView) -> EventLoopFuture<RESPValue>)
+    /// Like `.future`, but ordered against the connection's key requests in both directions: it
+    /// starts once every earlier key request of the connection has completed, and the later ones
+    /// wait for it (SCAN and KEYS see the connection's earlier writes; FLUSHALL never deletes a
+    /// key the connection writes after it). The keyspace commands (KeyspaceService.swift).
+    case barrier(@Sendable () -> EventLoopFuture<RESPValue>)
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
@@ -431,7 +436,12 @@ public struct CommandProcessor: Sendable {
                 $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[")
             })
         else { return lowered == s }
-        let units = globUnits(lowered)
+        return globMatch(globUnits(lowered), s)
+    }
+
+    /// Whether glob `units` match the bytes `s` (keys: case-sensitive, as Redis's KEYS and SCAN
+    /// MATCH). Linear in pattern × name (a table, not backtracking), so no pattern is slow.
+    static func globMatch(_ units: [GlobUnit], _ s: [UInt8]) -> Bool {
         // ok[j]: the units so far match s[..<j].
         var ok = [Bool](repeating: false, count: s.count + 1)
         ok[0] = true

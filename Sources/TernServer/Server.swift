@@ -123,6 +123,10 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.modules.append(sequences)
         // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
         processor.modules.append(SyncService(node: node, sequences: sequences))
+        // SCAN, KEYS, DBSIZE, FLUSHALL, … (cluster-wide key enumeration, docs/SERVER.md).
+        var keyspace = KeyspaceOptions()
+        keyspace.flushAllowed = config.flushall
+        processor.modules.append(KeyspaceService(node: node, options: keyspace))
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)

@@ -21,6 +21,7 @@ import TOMLKit
 /// repair_keys_per_second = 1000   # its default pace: records read per second ...
 /// repair_mb_per_second = 4        # ... and megabytes of records per second
 /// repair_pass_interval_s = 60     # pause between the end of a pass and the next
+/// flushall = false            # FLUSHALL/FLUSHDB allowed (they delete every key; on in tern dev)
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -42,6 +43,8 @@ public struct ServerConfig: Sendable, Hashable {
     public var repairKeysPerSecond = 1_000
     public var repairMegabytesPerSecond = 4
     public var repairPassIntervalSeconds = 60
+    /// FLUSHALL/FLUSHDB run; refused otherwise (docs/SERVER.md, "Keyspace").
+    public var flushall = false
 
     public init(secret: [UInt8]) { self.secret = secret }
 
@@ -66,7 +69,7 @@ public struct ServerConfig: Sendable, Hashable {
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
-        "repair_mb_per_second", "repair_pass_interval_s",
+        "repair_mb_per_second", "repair_pass_interval_s", "flushall",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -124,6 +127,10 @@ public struct ServerConfig: Sendable, Hashable {
         repairKeysPerSecond = try int("repair_keys_per_second", 1...10_000_000) ?? repairKeysPerSecond
         repairMegabytesPerSecond = try int("repair_mb_per_second", 1...100_000) ?? repairMegabytesPerSecond
         repairPassIntervalSeconds = try int("repair_pass_interval_s", 0...86_400) ?? repairPassIntervalSeconds
+        if let v = t["flushall"] {
+            guard let b = v.bool else { throw ServerConfigError("flushall must be true or false") }
+            flushall = b
+        }
         if let v = t["fsync"] {
             switch v.string {
             case "thread": fsyncInline = false
@@ -172,6 +179,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "repair_keys_per_second = \(repairKeysPerSecond)\n"
         out += "repair_mb_per_second = \(repairMegabytesPerSecond)\n"
         out += "repair_pass_interval_s = \(repairPassIntervalSeconds)\n"
+        out += "flushall = \(flushall)\n"
         return out
     }
 
