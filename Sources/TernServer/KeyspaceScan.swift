@@ -30,6 +30,11 @@ public enum KeyspaceScan {
     /// for a cursor that is not an unsigned integer; a cursor past the last bucket lists nothing
     /// and ends the scan (as a Redis cursor past its table does).
     public static func parseCursor(_ bytes: [UInt8]) -> Int?? {
+        // Redis reads the cursor with strtoul, which takes "-N" as 2^64 - N: past the end.
+        let digits: ([UInt8]) -> Bool = { d in !d.isEmpty && d.allSatisfy { $0 >= 48 && $0 <= 57 } }
+        if bytes.first == UInt8(ascii: "-") && digits(Array(bytes.dropFirst())) && bytes.count <= 21 {
+            return nil
+        }
         guard !bytes.isEmpty, bytes.count <= 20, bytes.allSatisfy({ $0 >= 48 && $0 <= 57 }),
             let v = UInt64(String(decoding: bytes, as: UTF8.self))
         else { return .some(nil) }

@@ -235,6 +235,29 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                             + "Set flushall = true in server.toml's [server] section to allow it"))
             }
             return barrier { self.flush() }
+        case "rename", "renamenx":
+            guard n == 3 else { return .reply(CommandProcessor.arity(name)) }
+            let (from, to, nx) = (args[1], args[2], name == "renamenx")
+            return barrier { self.rename(from, to, onlyIfAbsent: nx) }
+        case "copy":
+            guard n >= 3 else { return .reply(CommandProcessor.arity(name)) }
+            var replace = false
+            var i = 3
+            while i < n {
+                switch String(decoding: args[i], as: UTF8.self).uppercased() {
+                case "REPLACE": replace = true
+                case "DB" where i + 1 < n:
+                    guard let db = KeyValue.strictInteger(args[i + 1]) else {
+                        return .reply(CommandProcessor.notInteger)
+                    }
+                    guard db == 0 else { return .reply(CommandProcessor.err("DB index is out of range")) }
+                    i += 1
+                default: return .reply(CommandProcessor.syntax)
+                }
+                i += 1
+            }
+            let (from, to, overwrite) = (args[1], args[2], replace)
+            return barrier { self.copy(from, to, replace: overwrite) }
         case "unlink":
             guard n >= 2 else { return .reply(CommandProcessor.arity(name)) }
             return .requests(args.dropFirst().map { ($0, .write(.remove)) }) { replies in
@@ -328,6 +351,61 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
         return from(start, wrapped: false)
     }
 
+    /// The value of `key` by a linearizable read (nil: absent).
+    func read(_ key: [UInt8]) -> EventLoopFuture<[UInt8]?> {
+        node.execute(key: key, .read).flatMapThrowing { r in
+            guard case .value(let v) = r else {
+                throw KeyspaceError(reply: CommandProcessor.failure(r, write: false))
+            }
+            return v
+        }
+    }
+
+    /// One write; its result, or its failure as the reply.
+    func write(_ key: [UInt8], _ op: Operation) -> EventLoopFuture<OperationResult> {
+        node.execute(key: key, .write(op)).flatMapThrowing { r in
+            guard case .done(let result) = r else {
+                throw KeyspaceError(reply: CommandProcessor.failure(r, write: true))
+            }
+            return result
+        }
+    }
+
+    /// RENAME / RENAMENX: read the source, write the destination, delete the source — three
+    /// linearizable steps on two Paxos keys, **not atomic**: a reader may see both keys between the
+    /// second and third step, and a write to the source between the first and third is lost. Strings
+    /// only until typed values land (`typeName`).
+    func rename(_ from: [UInt8], _ to: [UInt8], onlyIfAbsent: Bool) -> EventLoopFuture<RESPValue> {
+        read(from).flatMap { v -> EventLoopFuture<RESPValue> in
+            guard let v else {
+                return self.node.eventLoop.makeSucceededFuture(CommandProcessor.err("no such key"))
+            }
+            if from == to { return self.node.eventLoop.makeSucceededFuture(onlyIfAbsent ? .integer(0) : .ok) }
+            return self.write(to, .set(v, condition: onlyIfAbsent ? .ifAbsent : .always, returnOld: false))
+                .flatMap { result in
+                    guard result == .swapped(true) else {
+                        return self.node.eventLoop.makeSucceededFuture(.integer(0))
+                    }
+                    return self.write(from, .remove).map { _ in onlyIfAbsent ? .integer(1) : .ok }
+                }
+        }
+    }
+
+    /// COPY: read the source, write the destination (unless it exists, without REPLACE); two
+    /// linearizable steps, not one.
+    func copy(_ from: [UInt8], _ to: [UInt8], replace: Bool) -> EventLoopFuture<RESPValue> {
+        if from == to {
+            return node.eventLoop.makeSucceededFuture(
+                CommandProcessor.err("source and destination objects are the same"))
+        }
+        return read(from).flatMap { v -> EventLoopFuture<RESPValue> in
+            guard let v else { return self.node.eventLoop.makeSucceededFuture(.integer(0)) }
+            return self.write(to, .set(v, condition: replace ? .always : .ifAbsent, returnOld: false)).map {
+                $0 == .swapped(true) ? .integer(1) : .integer(0)
+            }
+        }
+    }
+
     /// FLUSHALL: every present key deleted through the protocol, step by step.
     func flush() -> EventLoopFuture<RESPValue> {
         let loop = node.eventLoop
@@ -394,6 +472,18 @@ extension KeyspaceService {
                     categories: ["@keyspace", "@write", "@slow", "@dangerous"],
                     summary: "Remove all keys from the current database.", group: "server"),
                 ["request_policy:all_shards", "response_policy:all_succeeded"]),
+            CommandSpec(
+                "rename", arity: 3, flags: ["write"], keys: (1, 2, 1),
+                categories: ["@keyspace", "@write", "@slow"],
+                keySpec: ["RW"], summary: "Rename a key.", group: "generic"),
+            CommandSpec(
+                "renamenx", arity: 3, flags: ["write", "fast"], keys: (1, 2, 1),
+                categories: ["@keyspace", "@write", "@fast"], keySpec: ["RW"],
+                summary: "Rename a key, only if the new key does not exist.", group: "generic"),
+            CommandSpec(
+                "copy", arity: -3, flags: ["write"], keys: (1, 2, 1),
+                categories: ["@keyspace", "@write", "@slow"],
+                keySpec: ["RW"], summary: "Copy a key.", since: "6.2.0", group: "generic"),
             tipped(
                 CommandSpec(
                     "unlink", arity: -2, flags: ["write", "fast"], keys: (1, -1, 1),

@@ -9,6 +9,8 @@ extension CommandProcessor {
         switch name {
         case "get", "strlen", "set", "getset", "incr", "decr", "incrby", "decrby", "append":
             return args.count >= 2 ? [args[1]] : []
+        case "rename", "renamenx", "copy":
+            return Array(args.dropFirst().prefix(2))
         case "exists", "mget", "del", "unlink", "touch":
             return Array(args.dropFirst())
         case "mset":

@@ -17,7 +17,8 @@ import Testing
         #expect(KeyspaceScan.parseCursor(b("4095")) == .some(4095))
         #expect(KeyspaceScan.parseCursor(b("4096")) == .none)
         #expect(KeyspaceScan.parseCursor(b("18446744073709551615")) == .none)
-        for bad in ["", "-1", "abc", "1a", " 1", "99999999999999999999999"] {
+        #expect(KeyspaceScan.parseCursor(b("-1")) == .none)  // strtoul, as Redis: past the end
+        for bad in ["", "-", "--1", "-x", "abc", "1a", " 1", "99999999999999999999999"] {
             #expect(KeyspaceScan.parseCursor(b(bad)) == .some(nil), "\(bad)")
         }
         #expect(KeyspaceScan.cursorText(next: 4096) == "0")
@@ -271,6 +272,36 @@ func scanReply(_ v: RESPValue) -> (cursor: String, keys: [String])? {
         #expect(replies == [.ok, .ok, .ok, .integer(1)])
         #expect(try await c.send(["KEYS", "*"]) == .array([bulk("after")]))
         await refusing.close()
+        await c.close()
+    }
+
+    @Test("RENAME, RENAMENX and COPY: Redis's replies and errors")
+    func renameAndCopy() async throws {
+        let k = try await KeyspaceCluster.start()
+        defer { Task { await k.stop() } }
+        let c = try await k.client(1)
+        #expect(try await c.send(["RENAME", "nope", "x"]) == .error("ERR no such key"))
+        #expect(try await c.send(["RENAMENX", "nope", "x"]) == .error("ERR no such key"))
+        _ = try await c.send(["SET", "a", "1"])
+        _ = try await c.send(["SET", "b", "2"])
+        #expect(try await c.send(["RENAME", "a", "a"]) == .ok)
+        #expect(try await c.send(["RENAMENX", "a", "a"]) == .integer(0))
+        #expect(try await c.send(["RENAMENX", "a", "b"]) == .integer(0))
+        #expect(try await c.send(["MGET", "a", "b"]) == .array([bulk("1"), bulk("2")]))
+        #expect(try await c.send(["RENAME", "a", "b"]) == .ok)
+        #expect(try await c.send(["MGET", "a", "b"]) == .array([.bulkString(nil), bulk("1")]))
+        #expect(try await c.send(["RENAMENX", "b", "c"]) == .integer(1))
+        #expect(try await c.send(["MGET", "b", "c"]) == .array([.bulkString(nil), bulk("1")]))
+        #expect(
+            try await c.send(["COPY", "c", "c"]) == .error("ERR source and destination objects are the same"))
+        #expect(try await c.send(["COPY", "nope", "d"]) == .integer(0))
+        #expect(try await c.send(["COPY", "c", "d"]) == .integer(1))
+        _ = try await c.send(["SET", "c", "9"])
+        #expect(try await c.send(["COPY", "c", "d"]) == .integer(0))
+        #expect(try await c.send(["COPY", "c", "d", "REPLACE", "DB", "0"]) == .integer(1))
+        #expect(try await c.send(["GET", "d"]) == bulk("9"))
+        #expect(try await c.send(["COPY", "c", "d", "DB", "1"]) == .error("ERR DB index is out of range"))
+        #expect(try await c.send(["COPY", "c", "d", "BOGUS"]) == .error("ERR syntax error"))
         await c.close()
     }
 
