@@ -24,6 +24,10 @@ public struct Session: Sendable, Hashable {
     /// command. The front end honours them (the processor only records the request).
     public var repliesOff = false
     public var skipNextReply = false
+    /// The database a refused `SELECT n` asked for (Tern has only 0): until `SELECT 0` or RESET,
+    /// commands are refused rather than run on database 0 (`redis-cli -n 1` goes on after its
+    /// SELECT fails; docs/SERVER.md, "Keyspace").
+    public var missingDatabase: Int64?
     public init(authenticated: Bool, clientID: UInt64 = 0) {
         self.authenticated = authenticated
         self.clientID = clientID
@@ -228,6 +232,9 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.noAuth)
         }
         if let answer = Self.transaction(name, args.count, &session) { return answer }
+        if let db = session.missingDatabase, !Self.withoutDatabase.contains(name) {
+            return .reply(Self.missingDatabase(db))
+        }
         // Keys starting with \0 are the services' (ReservedKeys.swift).
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count
@@ -260,6 +267,7 @@ public struct CommandProcessor: Sendable {
         case "select":
             guard n == 2 else { return .reply(Self.arity(name)) }
             guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
+            session.missingDatabase = db == 0 ? nil : db
             return .reply(db == 0 ? .ok : Self.err("DB index is out of range"))
         case "info":
             let sections = Self.infoSelection(args[1...])

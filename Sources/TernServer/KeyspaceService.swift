@@ -424,6 +424,20 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
     }
 }
 
+extension CommandProcessor {
+    /// What a connection may still send after a refused `SELECT n`.
+    static let withoutDatabase: Set<String> = [
+        "select", "quit", "reset", "auth", "hello", "ping", "echo", "client", "info", "command",
+    ]
+
+    /// The refusal of a command on a connection whose `SELECT n` was refused.
+    static func missingDatabase(_ db: Int64) -> RESPValue {
+        err(
+            "not run: this connection selected database \(db), which does not exist (Tern has one "
+                + "database, 0); send SELECT 0 to use it")
+    }
+}
+
 /// A keyspace command failed with this reply.
 struct KeyspaceError: Error {
     var reply: RESPValue

@@ -102,6 +102,26 @@ import Testing
             !m(String(repeating: "*a", count: 200) + "b", Array(repeating: UInt8(ascii: "a"), count: 2000)))
     }
 
+    @Test(
+        "After a refused SELECT n (redis-cli -n 1), commands are refused until SELECT 0 or RESET, never run on db 0"
+    )
+    func missingDatabase() {
+        var s = Session(authenticated: true)
+        #expect(wire(["SELECT", "1"], session: &s).0 == "-ERR DB index is out of range\r\n")
+        let refused =
+            "-ERR not run: this connection selected database 1, which does not exist (Tern has one database, 0); "
+            + "send SELECT 0 to use it\r\n"
+        let get = wire(["GET", "k"], replies: [.value(b("v"))], session: &s)
+        #expect(get.0 == refused && get.1.isEmpty)
+        #expect(wire(["DBSIZE"], session: &s).0 == refused)
+        #expect(wire(["PING"], session: &s).0 == "+PONG\r\n")
+        #expect(wire(["SELECT", "0"], session: &s).0 == "+OK\r\n")
+        #expect(wire(["GET", "k"], replies: [.value(b("v"))], session: &s).0 == "$1\r\nv\r\n")
+        #expect(wire(["SELECT", "2"], session: &s).0 == "-ERR DB index is out of range\r\n")
+        #expect(wire(["RESET"], session: &s).0 == "+RESET\r\n")
+        #expect(wire(["GET", "k"], replies: [.value(b("v"))], session: &s).0 == "$1\r\nv\r\n")
+    }
+
     @Test("Listing messages round-trip; malformed ones are refused")
     func messages() {
         let ms: [KeyspaceMessage] = [
