@@ -51,27 +51,38 @@ public enum KeyspaceScan {
     ///
     /// - Parameter keys: every client key the node holds a record of (any order).
     public static func listing(_ keys: [[UInt8]], from: Int, want: Int) -> (next: Int, keys: [[UInt8]]) {
-        var byBucket: [(bucket: Int, key: [UInt8])] = []
+        // One pass to count keys and bytes per bucket, the cut from the counts, then only the keys
+        // below the cut are kept and sorted (not every key past `from`: a small COUNT on a big
+        // node would sort most of its keys at every step).
+        var buckets: [(bucket: Int, key: [UInt8])] = []
+        buckets.reserveCapacity(keys.count)
+        var counts = [Int](repeating: 0, count: bucketCount)
+        var bytes = [Int](repeating: 0, count: bucketCount)
         for k in keys where k.first != 0 {
             let b = bucket(of: k)
-            if b >= from { byBucket.append((b, k)) }
+            guard b >= from else { continue }
+            buckets.append((b, k))
+            counts[b] += 1
+            bytes[b] += k.count
         }
-        byBucket.sort {
-            $0.bucket != $1.bucket ? $0.bucket < $1.bucket : $0.key.lexicographicallyPrecedes($1.key)
-        }
-        var out: [[UInt8]] = []
-        var bytes = 0
-        var i = 0
-        while i < byBucket.count {
-            let b = byBucket[i].bucket
-            if out.count >= max(want, 1) || bytes >= listingBytesMax { return (b, out) }
-            while i < byBucket.count && byBucket[i].bucket == b {
-                out.append(byBucket[i].key)
-                bytes += byBucket[i].key.count
-                i += 1
+        var next = bucketCount
+        var taken = 0
+        var takenBytes = 0
+        var b = max(from, 0)
+        while b < bucketCount {
+            if counts[b] > 0 {
+                if taken >= max(want, 1) || takenBytes >= listingBytesMax {
+                    next = b
+                    break
+                }
+                taken += counts[b]
+                takenBytes += bytes[b]
             }
+            b += 1
         }
-        return (bucketCount, out)
+        var out = buckets.filter { $0.bucket < next }
+        out.sort { $0.bucket != $1.bucket ? $0.bucket < $1.bucket : $0.key.lexicographicallyPrecedes($1.key) }
+        return (next, out.map(\.key))
     }
 
     /// The union of several nodes' listings from the same bucket: it covers `[from, min(next))`,
