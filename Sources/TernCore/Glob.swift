@@ -2,7 +2,7 @@
 /// sets and ranges, `\` escapes the next byte. Linear in pattern × subject (a table, not
 /// backtracking), so no pattern is slow.
 public enum Glob {
-    enum Unit {
+    enum Unit: Sendable {
         case any
         case one
         case literal(UInt8)
@@ -61,9 +61,18 @@ public enum Glob {
         return units
     }
 
+    /// A pattern read once, matched many times (KEYS, SCAN MATCH over many keys).
+    public struct Pattern: Sendable {
+        let units: [Unit]
+        public init(_ pattern: [UInt8]) { units = Glob.units(pattern) }
+        /// Whether the pattern matches all of `s` (case-sensitive).
+        public func matches(_ s: [UInt8]) -> Bool { Glob.matches(units, s) }
+    }
+
     /// Whether `pattern` matches all of `s` (case-sensitive, as KEYS and SCAN MATCH).
-    public static func matches(_ pattern: [UInt8], _ s: [UInt8]) -> Bool {
-        let units = units(pattern)
+    public static func matches(_ pattern: [UInt8], _ s: [UInt8]) -> Bool { matches(units(pattern), s) }
+
+    static func matches(_ units: [Unit], _ s: [UInt8]) -> Bool {
         // ok[j]: the units so far match s[..<j].
         var ok = [Bool](repeating: false, count: s.count + 1)
         ok[0] = true

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
+import TernCore
 import TernRESP
 
 /// Per-connection state the commands see.
@@ -31,6 +32,10 @@ public struct Session: Sendable, Hashable {
     /// command. The front end honours them (the processor only records the request).
     public var repliesOff = false
     public var skipNextReply = false
+    /// The database a refused `SELECT n` asked for (Tern has only 0): until `SELECT 0` or RESET,
+    /// commands are refused rather than run on database 0 (`redis-cli -n 1` goes on after its
+    /// SELECT fails; docs/SERVER.md, "Keyspace").
+    public var missingDatabase: Int64?
     public init(authenticated: Bool, clientID: UInt64 = 0) {
         self.authenticated = authenticated
         self.clientID = clientID
@@ -75,6 +80,11 @@ public enum CommandPlan: Sendable {
     /// Answer from what the front end knows (INFO's figures, CLIENT LIST and KILL, CONFIG SET
     /// maxclients), through its view; the connection's commands after it wait for nothing.
     case frontend(@Sendable (any FrontendView) -> EventLoopFuture<RESPValue>)
+    /// Like `.future`, but ordered against the connection's key requests in both directions: it
+    /// starts once every earlier key request of the connection has completed, and the later ones
+    /// wait for it (SCAN and KEYS see the connection's earlier writes; FLUSHALL never deletes a
+    /// key the connection writes after it). The keyspace commands (KeyspaceService.swift).
+    case barrier(@Sendable () -> EventLoopFuture<RESPValue>)
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
@@ -352,6 +362,9 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.noAuth)
         }
         if let answer = transaction(name, args, &session) { return answer }
+        if let db = session.missingDatabase, !Self.withoutDatabase.contains(name) {
+            return .reply(Self.missingDatabase(db))
+        }
         // Keys starting with \0 are the services' (ReservedKeys.swift).
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count
@@ -385,6 +398,7 @@ public struct CommandProcessor: Sendable {
         case "select":
             guard n == 2 else { return .reply(Self.arity(name)) }
             guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
+            session.missingDatabase = db == 0 ? nil : db
             return .reply(db == 0 ? .ok : Self.err("DB index is out of range"))
         case "info":
             let sections = Self.infoSelection(args[1...])
@@ -406,68 +420,6 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// One element of a glob pattern.
-    enum GlobUnit {
-        case any
-        case one
-        case literal(UInt8)
-        case set(singles: [UInt8], ranges: [(UInt8, UInt8)], negated: Bool)
-
-        func matches(_ c: UInt8) -> Bool {
-            switch self {
-            case .any, .one: return true
-            case .literal(let l): return l == c
-            case .set(let singles, let ranges, let negated):
-                let hit = singles.contains(c) || ranges.contains { $0.0 <= c && c <= $0.1 }
-                return hit != negated
-            }
-        }
-    }
-
-    /// Redis's glob (`stringmatchlen`): `*` any run, `?` any one byte, `[abc]`, `[^a-z]` sets and
-    /// ranges, `\` escapes the next byte.
-    static func globUnits(_ p: [UInt8]) -> [GlobUnit] {
-        var units: [GlobUnit] = []
-        var i = 0
-        while i < p.count {
-            switch p[i] {
-            case UInt8(ascii: "*"): units.append(.any)
-            case UInt8(ascii: "?"): units.append(.one)
-            case UInt8(ascii: "\\") where i + 1 < p.count:
-                i += 1
-                units.append(.literal(p[i]))
-            case UInt8(ascii: "["):
-                i += 1
-                var negated = false
-                if i < p.count && p[i] == UInt8(ascii: "^") {
-                    negated = true
-                    i += 1
-                }
-                var singles: [UInt8] = []
-                var ranges: [(UInt8, UInt8)] = []
-                // Up to the closing bracket, or the pattern's end (as Redis).
-                while i < p.count && p[i] != UInt8(ascii: "]") {
-                    if p[i] == UInt8(ascii: "\\") && i + 1 < p.count {
-                        i += 1
-                        singles.append(p[i])
-                    } else if i + 2 < p.count && p[i + 1] == UInt8(ascii: "-")
-                        && p[i + 2] != UInt8(ascii: "]")
-                    {
-                        ranges.append((min(p[i], p[i + 2]), max(p[i], p[i + 2])))
-                        i += 2
-                    } else {
-                        singles.append(p[i])
-                    }
-                    i += 1
-                }
-                units.append(.set(singles: singles, ranges: ranges, negated: negated))
-            default: units.append(.literal(p[i]))
-            }
-            i += 1
-        }
-        return units
-    }
-
     /// Whether `pattern` (Redis's glob, case-insensitive as CONFIG GET) matches `name`. Linear in
     /// pattern × name (a table, not backtracking), so no pattern is slow.
     static func globMatches(_ pattern: [UInt8], _ name: String) -> Bool {
@@ -479,24 +431,7 @@ public struct CommandProcessor: Sendable {
                 $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "[")
             })
         else { return lowered == s }
-        let units = globUnits(lowered)
-        // ok[j]: the units so far match s[..<j].
-        var ok = [Bool](repeating: false, count: s.count + 1)
-        ok[0] = true
-        for u in units {
-            var next = [Bool](repeating: false, count: s.count + 1)
-            if case .any = u {
-                var reached = false
-                for j in 0...s.count {
-                    reached = reached || ok[j]
-                    next[j] = reached
-                }
-            } else {
-                for j in 0..<s.count where ok[j] && u.matches(s[j]) { next[j + 1] = true }
-            }
-            ok = next
-        }
-        return ok[s.count]
+        return Glob.matches(lowered, s)
     }
 
     static let subscribedModeCommands: Set<String> = [

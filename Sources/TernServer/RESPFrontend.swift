@@ -195,6 +195,9 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// for it (a connection's commands on one key take effect in the order they were sent, as in
     /// Redis; commands on different keys run concurrently).
     var keyTail: [[UInt8]: (id: UInt64, done: EventLoopFuture<NodeReply>)] = [:]
+    /// The last `.barrier` command still running (its id and completion): key requests read after
+    /// it wait for it.
+    var barrierTail: (id: UInt64, done: EventLoopFuture<Void>)?
     var requestIDs: UInt64 = 0
     /// Where sync notices reach this connection (made by the first `.connection` plan).
     var pushOutlet: ConnectionOutlet?
@@ -370,6 +373,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 shardBound.value(value)
                 handler.fill(seq, value, version, context: context)
             }
+        case .barrier(let make):
+            runBarrier(seq, make, version, shardBound, context: context)
         case .run(let task):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let promise = context.eventLoop.makePromise(of: RESPValue.self)
@@ -485,9 +490,16 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let loop = context.eventLoop
         let node = self.node
         let future: EventLoopFuture<NodeReply>
-        if let previous = keyTail[key] {
+        let previous: EventLoopFuture<Void>? =
+            switch (keyTail[key], barrierTail) {
+            case (nil, nil): nil
+            case (let k?, nil): k.done.map { _ in () }
+            case (nil, let b?): b.done
+            case (let k?, let b?): k.done.and(b.done).map { _ in () }
+            }
+        if let previous {
             let promise = loop.makePromise(of: NodeReply.self)
-            previous.done.whenComplete { _ in
+            previous.whenComplete { _ in
                 promise.completeWith(node.execute(key: key, request).hop(to: loop))
             }
             future = promise.futureResult
@@ -501,6 +513,34 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             if handler.keyTail[key]?.id == id { handler.keyTail[key] = nil }
         }
         return future
+    }
+
+    /// A `.barrier` plan: runs once the connection's earlier key requests (and barrier) are done;
+    /// key requests read meanwhile wait for it (`execute`).
+    func runBarrier(
+        _ seq: UInt64, _ make: @escaping @Sendable () -> EventLoopFuture<RESPValue>, _ version: RESPVersion,
+        _ shardBound: NIOLoopBound<(RESPValue) -> Void>, context: ChannelHandlerContext
+    ) {
+        let loop = context.eventLoop
+        var before: [EventLoopFuture<Void>] = keyTail.values.map { $0.done.map { _ in () } }
+        if let b = barrierTail { before.append(b.done) }
+        requestIDs += 1
+        let id = requestIDs
+        let result = EventLoopFuture.whenAllComplete(before, on: loop).flatMap { _ in make().hop(to: loop) }
+        let done = result.map { _ in () }.recover { _ in () }
+        barrierTail = (id, done)
+        let loopBound = NIOLoopBound((self, context), eventLoop: loop)
+        result.whenComplete { r in
+            let (handler, context) = loopBound.value
+            if handler.barrierTail?.id == id { handler.barrierTail = nil }
+            let value: RESPValue
+            switch r {
+            case .success(let v): value = v
+            case .failure(let e): value = .error("ERR \(e)")
+            }
+            shardBound.value(value)
+            handler.fill(seq, value, version, context: context)
+        }
     }
 
     func fill(_ seq: UInt64, _ value: RESPValue, _ version: RESPVersion, context: ChannelHandlerContext) {

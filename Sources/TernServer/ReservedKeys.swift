@@ -9,7 +9,9 @@ extension CommandProcessor {
         switch name {
         case "get", "strlen", "set", "getset", "incr", "decr", "incrby", "decrby", "append":
             return args.count >= 2 ? [args[1]] : []
-        case "exists", "mget", "del":
+        case "rename", "renamenx", "copy":
+            return Array(args.dropFirst().prefix(2))
+        case "exists", "mget", "del", "unlink", "touch":
             return Array(args.dropFirst())
         case "mset":
             return stride(from: 1, to: args.count, by: 2).map { args[$0] }

@@ -128,6 +128,10 @@ public final class TernServerProcess: Service, AdminBackend {
         let pubsub = PubSubService(node: node)
         processor.modules.append(pubsub)
         processor.modules.append(SyncService(node: node, sequences: sequences, pubsub: pubsub.hub))
+        // SCAN, KEYS, DBSIZE, FLUSHALL, … (cluster-wide key enumeration, docs/SERVER.md).
+        var keyspace = KeyspaceOptions()
+        keyspace.flushAllowed = config.flushall
+        processor.modules.append(KeyspaceService(node: node, options: keyspace))
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)

@@ -22,6 +22,7 @@ import TOMLKit
 /// repair_mb_per_second = 4        # ... and megabytes of records per second
 /// repair_pass_interval_s = 60     # pause between the end of a pass and the next
 /// clock_skew_bound_ms = 50        # bound on any node's clock error: keys expire this early (docs/DATA.md)
+/// flushall = false            # FLUSHALL/FLUSHDB allowed (they delete every key; on in tern dev)
 /// ```
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
@@ -45,6 +46,8 @@ public struct ServerConfig: Sendable, Hashable {
     public var repairPassIntervalSeconds = 60
     /// The clock assumption of expiry (docs/DATA.md).
     public var clockSkewBoundMilliseconds = 50
+    /// FLUSHALL/FLUSHDB run; refused otherwise (docs/SERVER.md, "Keyspace").
+    public var flushall = false
 
     public init(secret: [UInt8]) { self.secret = secret }
 
@@ -69,7 +72,7 @@ public struct ServerConfig: Sendable, Hashable {
         "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
-        "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms",
+        "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -129,6 +132,10 @@ public struct ServerConfig: Sendable, Hashable {
         repairPassIntervalSeconds = try int("repair_pass_interval_s", 0...86_400) ?? repairPassIntervalSeconds
         clockSkewBoundMilliseconds =
             try int("clock_skew_bound_ms", 0...60_000) ?? clockSkewBoundMilliseconds
+        if let v = t["flushall"] {
+            guard let b = v.bool else { throw ServerConfigError("flushall must be true or false") }
+            flushall = b
+        }
         if let v = t["fsync"] {
             switch v.string {
             case "thread": fsyncInline = false
@@ -178,6 +185,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "repair_mb_per_second = \(repairMegabytesPerSecond)\n"
         out += "repair_pass_interval_s = \(repairPassIntervalSeconds)\n"
         out += "clock_skew_bound_ms = \(clockSkewBoundMilliseconds)\n"
+        out += "flushall = \(flushall)\n"
         return out
     }
 

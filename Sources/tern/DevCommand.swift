@@ -96,6 +96,8 @@ struct DevCommand: AsyncParsableCommand {
                 [
                     "server", "--config", mapPath, "--node", "\(n.id.rawValue)", "--data", data,
                     "--server-config", settingsPath,
+                    // A development cluster: FLUSHALL on (test harnesses send it before each file).
+                    "--allow-flushall",
                 ],
                 log: log)
             supervisor.add(pid: pid, name: "n\(n.id.rawValue)", log: log)

@@ -35,6 +35,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Flag(help: "Allow FLUSHALL/FLUSHDB whatever server.toml says (tern dev passes it).")
+    var allowFlushall = false
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level \(logLevel)")
@@ -47,7 +50,7 @@ struct ServerCommand: AsyncParsableCommand {
         var logger = Logger(label: "tern.server")
         logger[metadataKey: "node"] = "n\(node)"
         let map: ClusterMap
-        let settings: ServerConfig
+        var settings: ServerConfig
         do {
             map = try ClusterMap(contentsOfFile: config)
             let path =
@@ -59,6 +62,7 @@ struct ServerCommand: AsyncParsableCommand {
             stderrLine("tern server: \(error)")
             throw ExitCode(2)
         }
+        if allowFlushall { settings.flushall = true }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(2, System.coreCount))
         let process: TernServerProcess
         do {

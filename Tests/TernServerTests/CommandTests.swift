@@ -19,8 +19,8 @@ func wire(
     case .requests(let reqs, let build):
         requests = reqs
         value = build(replies)
-    case .run, .future:
-        // Service commands (SEQ.*, MSG.*, SYNC) run against a live node; tested in their suites.
+    case .run, .future, .barrier:
+        // Service commands (SEQ.*, MSG.*, SYNC, SCAN…) run against a live node; tested in their suites.
         value = .simpleString("RUN")
     case .connection(let body):
         // Subscriptions (SUBSCRIBE sync:<uid>, SYNC.SUBSCRIBE) need a connection; see SyncTests.

@@ -33,6 +33,15 @@ import Testing
         #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "fsync = \"never\"\n") }
     }
 
+    @Test("flushall is off unless server.toml says true; a non-boolean is refused; toml() keeps it")
+    func flushall() throws {
+        #expect(try ServerConfig(toml: secret).flushall == false)
+        let on = try ServerConfig(toml: secret + "flushall = true\n")
+        #expect(on.flushall)
+        #expect(try ServerConfig(toml: on.toml()).flushall)
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "flushall = \"yes\"\n") }
+    }
+
     @Test("The largest record a key can have at max_value_bytes fits the storage engine's record bound")
     func largestRecordFitsStorage() {
         let v = ServerConfig.maxValueBytesLimit
