@@ -427,3 +427,84 @@ extension DataModel {
         }
     }
 }
+
+extension DataModel {
+    // MARK: - Across keys (read by the server, each key linearizably; not one snapshot)
+
+    /// A key's members as a sorted set's: a zset's own, a set's with score 1 (as Redis's
+    /// ZUNIONSTORE takes sets); nil for another kind.
+    public static func zsetItems(_ v: StoredValue?) -> [(member: [UInt8], score: Double)]? {
+        guard let v else { return [] }
+        switch v.kind {
+        case .zset: return decodeZSet(v.bytes)
+        case .set: return decodeItems(v.bytes).map { ($0, 1) }
+        default: return nil
+        }
+    }
+
+    /// ZUNION/ZINTER/ZDIFF of `inputs` (weights applied; `aggregate` sum, min or max), ordered by
+    /// (score, member). Redis's rule: NaN from inf + -inf becomes 0.
+    public static func combine(
+        _ op: String, _ inputs: [[(member: [UInt8], score: Double)]], weights: [Double], aggregate: String
+    ) -> [(member: [UInt8], score: Double)] {
+        func agg(_ a: Double, _ b: Double) -> Double {
+            switch aggregate {
+            case "min": return Swift.min(a, b)
+            case "max": return Swift.max(a, b)
+            default:
+                let s = a + b
+                return s.isNaN ? 0 : s
+            }
+        }
+        func weighted(_ s: Double, _ w: Double) -> Double {
+            let r = s * w
+            return r.isNaN ? 0 : r
+        }
+        var acc: [[UInt8]: Double] = [:]
+        var order: [[UInt8]] = []
+        switch op {
+        case "zinter":
+            guard let first = inputs.first else { return [] }
+            for (m, s) in first {
+                var score = weighted(s, weights[0])
+                var everywhere = true
+                for (k, other) in inputs.enumerated().dropFirst() {
+                    guard let o = other.first(where: { $0.member == m }) else {
+                        everywhere = false
+                        break
+                    }
+                    score = agg(score, weighted(o.score, weights[k]))
+                }
+                if everywhere && acc[m] == nil {
+                    acc[m] = score
+                    order.append(m)
+                }
+            }
+        case "zdiff":
+            guard let first = inputs.first else { return [] }
+            let others = Set(inputs.dropFirst().flatMap { $0.map(\.member) })
+            for (m, s) in first where !others.contains(m) && acc[m] == nil {
+                acc[m] = s
+                order.append(m)
+            }
+        default:
+            for (k, input) in inputs.enumerated() {
+                for (m, s) in input {
+                    let w = weighted(s, weights[k])
+                    if let old = acc[m] {
+                        acc[m] = agg(old, w)
+                    } else {
+                        acc[m] = w
+                        order.append(m)
+                    }
+                }
+            }
+        }
+        return order.map { ($0, acc[$0]!) }.sorted { ZSet.before($0, $1) }
+    }
+
+    /// The encoding of a sorted set's items (for a store command's destination).
+    public static func zsetBytes(_ items: [(member: [UInt8], score: Double)]) -> [UInt8] {
+        encodeZSet(items.sorted { ZSet.before($0, $1) })
+    }
+}

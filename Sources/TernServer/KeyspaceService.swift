@@ -193,7 +193,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
 
     // MARK: - Commands
 
-    public var commandSpecs: [CommandSpec] { Self.specs }
+    public var commandSpecs: [CommandSpec] { Self.specs + Self.crossKeySpecs }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
         let n = args.count
@@ -280,7 +280,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                 return .integer(count)
             }
         default:
-            return nil
+            return crossKeyPlan(name, args, session)
         }
     }
 
