@@ -52,7 +52,9 @@ enum ClusterView {
             } else {
                 switch answers[n.id] {
                 case .success(let a) where a.status == 200 && a.body.hasPrefix("{"):
-                    let healthy = a.body.contains("\"healthy\":true")
+                    // Decoded, not searched: an error text in the body may quote anything.
+                    let healthy =
+                        (try? JSONDecoder().decode(Health.self, from: Data(a.body.utf8)))?.healthy ?? false
                     head +=
                         "\"reachable\":true,\"healthy\":\(healthy),\"status\":\(a.body.trimmingCharacters(in: .whitespacesAndNewlines))}"
                 case .success(let a):
@@ -71,6 +73,9 @@ enum ClusterView {
         return "{\"cluster\":\(jsonText(map.name)),\"asked\":\(me.rawValue),\"at\":\(now),\"nodes\":["
             + entries.joined(separator: ",") + "]}\n"
     }
+
+    /// The one field of a peer's /status that /cluster reads.
+    struct Health: Decodable { var healthy: Bool? }
 
     static func jsonText(_ s: String) -> String {
         guard let data = try? JSONEncoder().encode(s) else { return "\"\"" }
