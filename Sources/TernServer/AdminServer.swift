@@ -16,6 +16,9 @@ public protocol AdminBackend: Sendable {
     func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult
     /// POST /repair: starts a full-pace repair pass; false when the scanner is off.
     func repairNow() async -> Bool
+    /// GET /cluster: every node's /status, gathered by this node (the dashboard's one request);
+    /// `authorization` is the asking request's header, passed on to the peers.
+    func clusterJSON(authorization: String?) async -> String
 }
 
 /// The outcome of POST /fault.
@@ -25,7 +28,8 @@ public enum AdminFaultResult: Sendable, Hashable {
     case disabled
 }
 
-/// The admin HTTP endpoint (NIOHTTP1): `GET /health`, `GET /status`, `GET /metrics`,
+/// The admin HTTP endpoint (NIOHTTP1): `GET /` (the dashboard, docs/OPERATIONS.md),
+/// `GET /cluster` (every node's status, gathered here), `GET /health`, `GET /status`, `GET /metrics`,
 /// `POST /fault?peer=ID&mode=drop|delay|none[&ms=N]`, `POST /repair` (a full-pace repair pass,
 /// docs/REPAIR.md). One request per connection turn; bodies are
 /// ignored; anything else is 404/405.
@@ -103,6 +107,10 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
         let json = "application/json"
         let text = "text/plain; charset=utf-8"
         switch (h.method, path) {
+        case (.GET, "/"), (.GET, "/index.html"):
+            return (.ok, "text/html; charset=utf-8", Dashboard.html)
+        case (.GET, "/cluster"):
+            return (.ok, json, await backend.clusterJSON(authorization: h.headers["Authorization"].first))
         case (.GET, "/health"):
             return await backend.healthy()
                 ? (.ok, text, "ok\n") : (.serviceUnavailable, text, "unavailable\n")
@@ -121,7 +129,8 @@ final class AdminHandler: ChannelInboundHandler, RemovableChannelHandler {
             return await backend.repairNow()
                 ? (.ok, text, "repair pass started at full pace\n")
                 : (.conflict, text, "the repair scanner is off (repair = false)\n")
-        case (_, "/health"), (_, "/status"), (_, "/metrics"), (_, "/fault"), (_, "/repair"):
+        case (_, "/health"), (_, "/status"), (_, "/metrics"), (_, "/fault"), (_, "/repair"), (_, "/"),
+            (_, "/cluster"):
             return (.methodNotAllowed, text, "method not allowed\n")
         default:
             return (.notFound, text, "not found\n")

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import TernCore
 import TernRESP
 
 /// One command's counters on one event loop (INFO commandstats): touched only on that loop, so
@@ -14,6 +15,10 @@ final class CommandCounter {
     var usec = 0
     var rejected = 0
     var failed = 0
+    /// Calls by latency bucket (`LatencyBuckets`) and their summed time: never reset (CONFIG
+    /// RESETSTAT clears the INFO counters above), so `/metrics` exports them as counters.
+    var latency = [Int](repeating: 0, count: LatencyBuckets.count)
+    var latencyMicrosEver = 0
     init(_ spec: CommandSpec) {
         name = spec.name
         hasSubcommands = !spec.subcommands.isEmpty
@@ -47,6 +52,13 @@ final class FrontendShard: @unchecked Sendable {
     var sampleIndex = 0
     var lastSample: (commands: Int, at: NIODeadline)
     var sampler: RepeatedTask?
+    /// Every call of this loop by latency bucket, and its value at each of the last 16 samples
+    /// (the oldest, 1.6 s ago, is subtracted for the recent p50/p99 of `/status`).
+    var latency = [Int](repeating: 0, count: LatencyBuckets.count)
+    var latencyHistory = [[Int]](
+        repeating: [Int](repeating: 0, count: LatencyBuckets.count), count: 16)
+    /// The last error replies of this loop (a repeat of the newest is counted, not stored).
+    var recentErrors: [RecentError] = []
 
     init(loop: any EventLoop, table: CommandTable) {
         self.loop = loop
@@ -78,22 +90,30 @@ final class FrontendShard: @unchecked Sendable {
             return
         }
         counter.calls += 1
-        counter.usec += Int((NIODeadline.now() - start).nanoseconds / 1000)
+        let micros = Int((NIODeadline.now() - start).nanoseconds / 1000)
+        counter.usec += micros
+        let bucket = LatencyBuckets.index(micros: micros)
+        counter.latency[bucket] += 1
+        counter.latencyMicrosEver += micros
+        latency[bucket] += 1
         if case .error = reply { counter.failed += 1 }
         commandsEver += 1
     }
 
-    /// Counts an error reply.
+    /// Counts an error reply (and keeps the last few for the dashboard).
     func error(_ text: String) {
         errorReplies += 1
         let kind = text.prefix { $0 != " " }
         errorCounts[String(kind.prefix(64)), default: 0] += 1
+        RecentError.record(
+            &recentErrors, source: "reply", text: text, at: Date().timeIntervalSince1970, max: 8)
     }
 
     func sample() {
         let now = NIODeadline.now()
         let ms = max(1, (now - lastSample.at).nanoseconds / 1_000_000)
         samples[sampleIndex] = Int(Int64(commandsEver - lastSample.commands) * 1000 / ms)
+        latencyHistory[sampleIndex] = latency
         sampleIndex = (sampleIndex + 1) % samples.count
         lastSample = (commandsEver, now)
     }
@@ -109,6 +129,10 @@ final class FrontendShard: @unchecked Sendable {
         var hits: Int
         var misses: Int
         var blocked: Int
+        /// Calls by latency bucket since start, and over the last 1.6 s.
+        var latency: [Int]
+        var recentLatency: [Int]
+        var recentErrors: [RecentError]
     }
 
     func snapshot(withClients: Bool) -> Snapshot {
@@ -116,12 +140,15 @@ final class FrontendShard: @unchecked Sendable {
             clients: withClients ? connections.values.map { $0.facts() } : [],
             commands: counters.values.filter { $0.calls + $0.rejected > 0 }.map {
                 CommandStat(
-                    name: $0.name, calls: $0.calls, usec: $0.usec, rejected: $0.rejected, failed: $0.failed)
+                    name: $0.name, calls: $0.calls, usec: $0.usec, rejected: $0.rejected, failed: $0.failed,
+                    latency: $0.latency, latencyMicrosEver: $0.latencyMicrosEver)
             },
             totalConnections: totalConnections, totalCommands: commandsEver - commandsAtReset,
             opsPerSecond: samples.reduce(0, +) / samples.count, errorReplies: errorReplies,
             errorCounts: errorCounts, hits: keyspaceHits,
-            misses: keyspaceMisses, blocked: blocked)
+            misses: keyspaceMisses, blocked: blocked, latency: latency,
+            recentLatency: zip(latency, latencyHistory[sampleIndex]).map { $0 - $1 },
+            recentErrors: recentErrors)
     }
 
     func resetStats() {
@@ -228,12 +255,13 @@ final class FrontendRegistry: Sendable {
         }
     }
 
-    func facts(on loop: any EventLoop) -> EventLoopFuture<ServerFacts> {
+    /// The figures of INFO (`withClients`: also each connection's, for the pub/sub count).
+    func facts(on loop: any EventLoop, withClients: Bool = true) -> EventLoopFuture<ServerFacts> {
         let gate = self.gate
         let baseline = gateBaseline.withLockedValue { $0 }
         let uptime = (NIODeadline.now() - started).nanoseconds / 1_000_000_000
         let port = self.port
-        return snapshots(withClients: true, on: loop).map { snaps in
+        return snapshots(withClients: withClients, on: loop).map { snaps in
             var f = ServerFacts()
             f.unixMicros = CommandProcessor.unixMicros()
             f.uptimeSeconds = uptime
@@ -256,6 +284,9 @@ final class FrontendRegistry: Sendable {
                 f.keyspaceMisses += s.misses
                 f.errors.merge(s.errorCounts, uniquingKeysWith: +)
                 f.blockedClients += s.blocked
+                f.latency = zip(f.latency, s.latency).map { $0 + $1 }
+                f.recentLatency = zip(f.recentLatency, s.recentLatency).map { $0 + $1 }
+                f.recentErrors = RecentError.merge([f.recentErrors, s.recentErrors], max: 10)
                 f.pubsubClients += s.clients.filter(\.subscribed).count
                 for c in s.commands {
                     var t = stats[c.name] ?? CommandStat(name: c.name)
@@ -263,6 +294,8 @@ final class FrontendRegistry: Sendable {
                     t.usec += c.usec
                     t.rejected += c.rejected
                     t.failed += c.failed
+                    t.latency = zip(t.latency, c.latency).map { $0 + $1 }
+                    t.latencyMicrosEver += c.latencyMicrosEver
                     stats[c.name] = t
                 }
             }

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import TernCore
 import TernRESP
 
 /// One client connection as CLIENT LIST and CLIENT INFO show it (Redis 7's fields).
@@ -101,12 +102,20 @@ public struct CommandStat: Sendable, Hashable {
     public var usec: Int
     public var rejected: Int
     public var failed: Int
-    public init(name: String, calls: Int = 0, usec: Int = 0, rejected: Int = 0, failed: Int = 0) {
+    /// Calls by `LatencyBuckets` bucket and their summed time, since start (never reset).
+    public var latency: [Int]
+    public var latencyMicrosEver: Int
+    public init(
+        name: String, calls: Int = 0, usec: Int = 0, rejected: Int = 0, failed: Int = 0,
+        latency: [Int] = [Int](repeating: 0, count: LatencyBuckets.count), latencyMicrosEver: Int = 0
+    ) {
         self.name = name
         self.calls = calls
         self.usec = usec
         self.rejected = rejected
         self.failed = failed
+        self.latency = latency
+        self.latencyMicrosEver = latencyMicrosEver
     }
 }
 
@@ -139,6 +148,11 @@ public struct ServerFacts: Sendable, Hashable {
     public var cpuUser = 0.0
     /// Commands called at least once (or rejected) since start or CONFIG RESETSTAT, by name.
     public var commands: [CommandStat] = []
+    /// Calls by `LatencyBuckets` bucket since start, and over the last 1.6 s (all loops).
+    public var latency = [Int](repeating: 0, count: LatencyBuckets.count)
+    public var recentLatency = [Int](repeating: 0, count: LatencyBuckets.count)
+    /// The last error replies to clients, oldest first.
+    public var recentErrors: [RecentError] = []
     public init() {}
 }
 

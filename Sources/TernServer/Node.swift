@@ -98,6 +98,9 @@ public struct NodeStatus: Sendable, Hashable {
     public var damagedKeys = 0
     /// The anti-entropy scanner (nil when it is off).
     public var repair: RepairStatus?
+    /// fsyncs by `LatencyBuckets` bucket and their summed time in microseconds.
+    public var fsyncLatency = [Int](repeating: 0, count: LatencyBuckets.count)
+    public var fsyncMicros = 0
 }
 
 /// The scanner's state for `/status` and `/metrics` (docs/REPAIR.md).
@@ -691,7 +694,8 @@ public final class Node: @unchecked Sendable {
 
     /// Current counters.
     public func status() async -> NodeStatus {
-        let fsyncs = (try? await store.syncCount()) ?? 0
+        let syncs = (try? await store.syncStats()) ?? Store.SyncStats()
+        let fsyncs = syncs.count
         let storage = try? await store.stats()
         let promise = eventLoop.makePromise(of: NodeStatus.self)
         eventLoop.execute {
@@ -708,7 +712,7 @@ public final class Node: @unchecked Sendable {
                     storageUnattributedDamage: storage?.unattributedDamage ?? 0,
                     serving: self.core.serving, learnerOnly: self.core.learnerOnly,
                     learnerOnlyReason: self.learnerReason, damagedKeys: self.core.damagedKeyCount,
-                    repair: self.repairStatus())
+                    repair: self.repairStatus(), fsyncLatency: syncs.latency, fsyncMicros: syncs.micros)
             status.expiredSwept = self.expiredSwept
             promise.succeed(status)
         }

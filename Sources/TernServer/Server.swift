@@ -38,6 +38,9 @@ public final class TernServerProcess: Service, AdminBackend {
     let resp: RESPFrontend
     let config: ServerConfig
     let logger: Logger
+    let group: any EventLoopGroup
+    /// The last warnings and errors this process logged.
+    let errors: ErrorRing
 
     /// Ports actually bound (the map's, or random ones when the map says port 0 in tests).
     public var clientPort: Int { resp.port }
@@ -52,6 +55,18 @@ public final class TernServerProcess: Service, AdminBackend {
         guard let me = map.node(id) else {
             throw NodeError("node \(id.rawValue) is not in the cluster map \"\(map.name)\"")
         }
+        // The last warnings and errors, kept for /status and the dashboard beside the caller's
+        // own log handler.
+        let errors = ErrorRing()
+        let redisLogLevel = Self.redisLogLevel(logger.logLevel)
+        let logger: Logger = {
+            let handler = logger.handler
+            var l = Logger(label: logger.label) { _ in
+                MultiplexLogHandler([handler, ErrorRingLogHandler(ring: errors)])
+            }
+            l.logLevel = logger.logLevel
+            return l
+        }()
         // One loop runs this node: its core, its store's appends and reads, its client and peer
         // connections (run to completion, docs/SERVER.md); only fsyncs leave it.
         let loop = group.next()
@@ -115,7 +130,7 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.bind = client.host
         processor.dataDirectory = dataDirectory
         processor.hz = max(1, 1000 / config.tickMilliseconds)
-        processor.logLevel = Self.redisLogLevel(logger.logLevel)
+        processor.logLevel = redisLogLevel
         processor.clientOutputBytesMax = config.clientOutputBufferLimit
         processor.clientMemoryBytesMax = config.maxMemoryClients
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
@@ -137,21 +152,58 @@ public final class TernServerProcess: Service, AdminBackend {
             logger: logger)
         let adminAddress = try address(me.adminAddress)
         let process = TernServerProcess(
-            node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger)
+            node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger,
+            group: group, errors: errors)
         let admin = try await AdminServer.start(
             host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
             logger: logger)
         process.adminBox.withLockedValue { $0 = admin }
+        process.startSampler()
         return process
     }
+
+    /// Once a second: the fsync rate for /status (the counters are read, nothing is added to the
+    /// write path).
+    func startSampler() {
+        let node = self.node
+        let rates = self.rates
+        let task = node.eventLoop.scheduleRepeatedAsyncTask(initialDelay: .seconds(1), delay: .seconds(1)) {
+            _ in
+            let promise = node.eventLoop.makePromise(of: Void.self)
+            promise.completeWithTask {
+                let s = await node.status()
+                let now = NIODeadline.now()
+                rates.withLockedValue { r in
+                    if let last = r.last {
+                        let seconds = Double((now - last.at).nanoseconds) / 1e9
+                        if seconds > 0 { r.fsyncsPerSecond = Double(s.fsyncs - last.fsyncs) / seconds }
+                    }
+                    r.last = (now, s.fsyncs)
+                }
+            }
+            return promise.futureResult
+        }
+        samplerBox.withLockedValue { $0 = task }
+    }
+
+    /// The rates the sampler measured.
+    struct Rates {
+        var last: (at: NIODeadline, fsyncs: Int)?
+        var fsyncsPerSecond = 0.0
+    }
+    let rates = NIOLockedValueBox(Rates())
+    let samplerBox = NIOLockedValueBox<RepeatedTask?>(nil)
+    let started = NIODeadline.now()
 
     let adminBox = NIOLockedValueBox<AdminServer?>(nil)
     var backendProxy: BackendProxy { BackendProxy(process: self) }
 
     init(
         node: Node, transport: PeerTransport, resp: RESPFrontend, admin: AdminServer?, config: ServerConfig,
-        logger: Logger
+        logger: Logger, group: any EventLoopGroup, errors: ErrorRing
     ) {
+        self.group = group
+        self.errors = errors
         self.node = node
         self.transport = transport
         self.resp = resp
@@ -190,6 +242,7 @@ public final class TernServerProcess: Service, AdminBackend {
     /// Stops everything in order (idempotent enough for one call).
     public func stop() async {
         logger.info("shutting down")
+        samplerBox.withLockedValue { $0?.cancel() }
         await resp.close()
         await node.shutdown()
         await transport.shutdown()
@@ -228,9 +281,32 @@ public final class TernServerProcess: Service, AdminBackend {
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
             "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
             "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
-            "repair":\(Self.json(s.repair))}
+            "repair":\(Self.json(s.repair)),\(await dashboardFields(s))}
 
             """
+    }
+
+    /// What the dashboard adds to /status: health, rates, recent latency, the last errors.
+    func dashboardFields(_ s: NodeStatus) async -> String {
+        let f =
+            (try? await resp.registry.facts(on: node.eventLoop, withClients: false).get()) ?? ServerFacts()
+        let fsyncRate = rates.withLockedValue { $0.fsyncsPerSecond }
+        func ms(_ v: Double?) -> String { v.map { String(format: "%.3f", $0) } ?? "null" }
+        let errors = RecentError.merge([self.errors.recent, f.recentErrors], max: 10)
+        let uptime = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        return "\"healthy\":\(s.serving && !s.learnerOnly),\"serving\":\(s.serving),"
+            + "\"uptime_seconds\":\(String(format: "%.1f", uptime)),\"ops_per_sec\":\(f.opsPerSecond),"
+            + "\"commands_processed\":\(f.totalCommands),\"connected_clients\":\(f.connectedClients),"
+            + "\"latency_p50_ms\":\(ms(LatencyBuckets.quantileMilliseconds(f.recentLatency, 0.5))),"
+            + "\"latency_p99_ms\":\(ms(LatencyBuckets.quantileMilliseconds(f.recentLatency, 0.99))),"
+            + "\"fsyncs_per_sec\":\(String(format: "%.1f", fsyncRate)),\"last_errors\":\(Self.json(errors))"
+    }
+
+    public func clusterJSON(authorization: String?) async -> String {
+        await ClusterView.json(
+            map: node.map, me: node.id,
+            myStatus: await statusJSON().trimmingCharacters(in: .whitespacesAndNewlines),
+            myHealthy: await healthy(), authorization: authorization, group: group)
     }
 
     /// `value` as JSON (`null` for nil).
@@ -289,10 +365,10 @@ public final class TernServerProcess: Service, AdminBackend {
             "Bytes held by client query and reply buffers (as accounted).",
             Double(clients.memory))
         metric(
-            "tern_maxmemory_clients", "gauge", "Bound on all client buffers together.",
+            "tern_maxmemory_clients_bytes", "gauge", "Bound on all client buffers together.",
             Double(resp.clients.memoryBytesMax))
         metric(
-            "tern_client_output_buffer_limit", "gauge", "Reply bytes one client may leave unread.",
+            "tern_client_output_buffer_limit_bytes", "gauge", "Reply bytes one client may leave unread.",
             Double(resp.clients.outputBytesMax))
         metric(
             "tern_evicted_clients_output_total", "counter",
@@ -384,6 +460,43 @@ public final class TernServerProcess: Service, AdminBackend {
                 "Bucket summaries a peer did not answer in time.",
                 Double(r.peerTimeouts))
         }
+        metric(
+            "tern_uptime_seconds", "gauge", "Seconds since this process started.",
+            Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+        // Histograms (cumulative buckets, Prometheus's text format): fsync latency, and client
+        // request latency per command as the front end measured it (reply ready minus command read).
+        out += Self.histogram(
+            "tern_fsync_duration_seconds", help: "Storage fsync latency.", labels: labels,
+            buckets: s.fsyncLatency, sumMicros: s.fsyncMicros)
+        let f =
+            (try? await resp.registry.facts(on: node.eventLoop, withClients: false).get()) ?? ServerFacts()
+        var first = true
+        for c in f.commands where c.latency.contains(where: { $0 > 0 }) {
+            out += Self.histogram(
+                "tern_request_duration_seconds",
+                help: first
+                    ? "Client request latency by command (lowercase name, container|sub for a subcommand)."
+                    : nil,
+                labels: labels + ",command=\"\(c.name)\"", buckets: c.latency, sumMicros: c.latencyMicrosEver)
+            first = false
+        }
+        return out
+    }
+
+    /// One Prometheus histogram (`help` nil: the HELP and TYPE lines were written already).
+    static func histogram(_ name: String, help: String?, labels: String, buckets: [Int], sumMicros: Int)
+        -> String
+    {
+        var out = help.map { "# HELP \(name) \($0)\n# TYPE \(name) histogram\n" } ?? ""
+        var cumulative = 0
+        for (i, n) in buckets.enumerated() {
+            cumulative += n
+            let le =
+                i < LatencyBuckets.boundsMicros.count
+                ? "\(Double(LatencyBuckets.boundsMicros[i]) / 1e6)" : "+Inf"
+            out += "\(name)_bucket{\(labels),le=\"\(le)\"} \(cumulative)\n"
+        }
+        out += "\(name)_sum{\(labels)} \(Double(sumMicros) / 1e6)\n\(name)_count{\(labels)} \(cumulative)\n"
         return out
     }
 
@@ -424,6 +537,9 @@ struct BackendProxy: AdminBackend {
     func statusJSON() async -> String { await process.statusJSON() }
     func metricsText() async -> String { await process.metricsText() }
     func repairNow() async -> Bool { await process.repairNow() }
+    func clusterJSON(authorization: String?) async -> String {
+        await process.clusterJSON(authorization: authorization)
+    }
     func setFault(peer: String?, mode: String?, milliseconds: String?) async -> AdminFaultResult {
         await process.setFault(peer: peer, mode: mode, milliseconds: milliseconds)
     }

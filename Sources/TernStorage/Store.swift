@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import TernCore
 
 /// When a write is acknowledged relative to its fsync.
 public enum Durability: Sendable, Equatable {
@@ -68,6 +69,16 @@ public final class Store: Sendable {
         var whenIdle: [() -> Void] = []
         var merging = false
         var syncs = 0
+        /// fsyncs by `LatencyBuckets` bucket and their summed time (`/metrics`' fsync histogram).
+        var syncLatency = [Int](repeating: 0, count: LatencyBuckets.count)
+        var syncMicros = 0
+
+        /// Counts one fsync that took `micros`.
+        func countSync(micros: Int) {
+            syncs += 1
+            syncLatency[LatencyBuckets.index(micros: micros)] += 1
+            syncMicros += micros
+        }
 
         /// Runs `body` now if no fsync is in flight, else right after it completes.
         func afterSync(_ body: @escaping () -> Void) {
@@ -247,6 +258,7 @@ public final class Store: Sendable {
         }
         guard let fsyncThread else {
             let result: Result<Void, StorageError>
+            let began = DispatchTime.now().uptimeNanoseconds
             do throws(StorageError) {
                 try handle.sync()
                 engine.bitcask.noteDurable(mark)
@@ -254,7 +266,7 @@ public final class Store: Sendable {
             } catch {
                 result = .failure(error)
             }
-            engine.syncs += 1
+            engine.countSync(micros: Int((DispatchTime.now().uptimeNanoseconds - began) / 1000))
             for w in waiters { w(result) }
             return
         }
@@ -263,15 +275,17 @@ public final class Store: Sendable {
         let executor = self.executor
         fsyncThread.submit {
             let result: Result<Void, StorageError>
+            let began = DispatchTime.now().uptimeNanoseconds
             do throws(StorageError) {
                 try file.file.sync()
                 result = .success(())
             } catch {
                 result = .failure(error)
             }
+            let micros = Int((DispatchTime.now().uptimeNanoseconds - began) / 1000)
             executor.execute {
                 engine.syncInFlight = false
-                engine.syncs += 1
+                engine.countSync(micros: micros)
                 if case .success = result { engine.bitcask.noteDurable(mark) }
                 for w in waiters { w(result) }
                 let idle = engine.whenIdle
@@ -379,6 +393,25 @@ public final class Store: Sendable {
     /// How many fsyncs the group committer has issued (shows the batching in benchmarks).
     public func syncCount() async throws(StorageError) -> Int {
         try await run { engine in engine.syncs }
+    }
+
+    /// The fsyncs so far: how many, by `LatencyBuckets` bucket, and their summed time.
+    public struct SyncStats: Sendable, Hashable {
+        public var count = 0
+        public var latency = [Int](repeating: 0, count: LatencyBuckets.count)
+        public var micros = 0
+        public init() {}
+    }
+
+    /// The fsync count and latency histogram (`/metrics`).
+    public func syncStats() async throws(StorageError) -> SyncStats {
+        try await run { engine in
+            var s = SyncStats()
+            s.count = engine.syncs
+            s.latency = engine.syncLatency
+            s.micros = engine.syncMicros
+            return s
+        }
     }
 
     /// Every live key (a snapshot), for anti-entropy.

@@ -102,8 +102,12 @@ struct BenchRESPCommand: AsyncParsableCommand {
     func run() async throws {
         let options = try load.options()
         let target = "resp \(host):\(([port] + alsoPort).map(String.init).joined(separator: ","))"
+        let progress = Progress(
+            "tern bench resp", seconds: options.warmupSeconds + options.durationSeconds)
+        progress.every()
         let result = try await RESPLoad.run(
             host: host, port: port, options: options, serverPIDs: load.serverPid, alsoPorts: alsoPort)
+        progress.finish()
         print(
             load.json
                 ? result.json(target: target, options: options)
@@ -139,8 +143,12 @@ struct BenchEtcdCommand: AsyncParsableCommand {
             parsed.append(endpoint)
         }
         let target = "etcd \(endpoints)\(serializable ? " (serializable)" : "")"
+        let progress = Progress(
+            "tern bench etcd", seconds: options.warmupSeconds + options.durationSeconds)
+        progress.every()
         let result = try await EtcdLoad.run(
             endpoints: parsed, options: options, serializable: serializable, serverPIDs: load.serverPid)
+        progress.finish()
         print(
             load.json
                 ? result.json(target: target, options: options)

@@ -46,7 +46,11 @@ struct DemoChatCommand: AsyncParsableCommand {
         // Fresh uids per run: earlier runs' messages stay out of this run's inboxes.
         o.uidBase = UInt64(Date().timeIntervalSince1970 * 1000) * 1_000_000 % (1 << 62)
         print("tern demo chat: \(users) users x \(devices) devices, \(o.seconds) s, uids from \(o.uidBase)")
-        let report = try await ChatDemo.run(o) { print($0) }
+        let progress = Progress("tern demo chat", seconds: o.seconds)
+        progress.every()
+        // The demo's milestones stay as lines of their own; the progress line shows the time left.
+        let report = try await ChatDemo.run(o) { progress.note($0) }
+        progress.finish()
         print(report.text, terminator: "")
         if !report.ok { throw ExitCode.failure }
     }

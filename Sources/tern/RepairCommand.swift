@@ -105,11 +105,11 @@ struct RepairNowCommand: ParsableCommand {
             if r.status == 200 { started.append((n.id.rawValue, n.adminAddress, before)) }
         }
         guard !noWait, !started.isEmpty else { return }
-        // Follow until each node's pass ended: a line per second, rewritten in place on a terminal.
-        let tty = isatty(STDOUT_FILENO) == 1
-        var lastLine = ""
+        // Follow until each node's pass ended: buckets done over all nodes, rate and time left.
+        let progress = Progress("tern repair now", unit: "buckets")
         while true {
             var done = 0
+            var buckets = (done: 0, total: 0)
             var parts: [String] = []
             for s in started {
                 guard let r = NodeRepairView.fetch(s.address)?.repair else {
@@ -119,23 +119,21 @@ struct RepairNowCommand: ParsableCommand {
                 if !r.running && r.pass > s.pass {
                     done += 1
                     parts.append("n\(s.id) done")
+                    buckets.done += r.bucketsTotal
                 } else {
                     let pct = r.bucketsTotal == 0 ? 0 : 100 * r.bucketsDone / r.bucketsTotal
                     parts.append("n\(s.id) \(pct)%")
+                    buckets.done += r.bucketsDone
                 }
+                buckets.total += r.bucketsTotal
             }
-            let line = "repair: " + parts.joined(separator: ", ")
-            if tty {
-                print("\r" + line, terminator: "")
-                fflush(nil)
-            } else if line != lastLine {
-                print(line)
-            }
-            lastLine = line
+            progress.update(
+                done: buckets.done, of: buckets.total, detail: parts.joined(separator: ", "),
+                force: done == started.count)
             if done == started.count { break }
             Thread.sleep(forTimeInterval: 1)
         }
-        if tty { print("") }
+        progress.finish()
         for s in started { if let v = NodeRepairView.fetch(s.address) { print(v.line) } }
     }
 }

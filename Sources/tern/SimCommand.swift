@@ -159,7 +159,7 @@ struct SimCommand: ParsableCommand {
         var repairs = RepairStats()
         var settleMax: UInt64 = 0
         let start = monotonicSeconds()
-        var lastPrint = start
+        let progress = Progress("tern sim", unit: "seeds", total: list.count)
         for (n, s) in list.enumerated() {
             let r = simulate(config(s))
             opsDone += r.history.count
@@ -195,17 +195,12 @@ struct SimCommand: ParsableCommand {
                 failed += 1
                 print(v)
             }
-            let t = monotonicSeconds()
-            if t - lastPrint >= 2 || n + 1 == list.count {
-                lastPrint = t
-                let rate = Double(n + 1) / max(t - start, 1e-9)
-                print(
-                    "[\(n + 1)/\(list.count)] \(String(format1(rate))) seeds/s, \(opsDone) ops, \(failed) violations, "
-                        + "unchecked keys: \(unchecked)"
-                )
-                fflush(nil)  // progress must show when piped to a file
-            }
+            // A line rewritten in place on a terminal, a plain line every few seconds in a log.
+            progress.update(
+                done: n + 1, detail: "\(opsDone) ops, \(failed) violations, unchecked keys: \(unchecked)",
+                force: n + 1 == list.count)
         }
+        progress.finish()
         let elapsed = monotonicSeconds() - start
         print(
             "done: \(list.count) seeds in \(format1(elapsed)) s (\(format1(Double(list.count) / max(elapsed, 1e-9))) seeds/s), \(failed) violations, "
@@ -230,7 +225,9 @@ extension SimCommand {
         var unchecked = 0
         var worst: (gap: UInt64, seed: UInt64, at: UInt64) = (0, 0, 0)
         let start = monotonicSeconds()
-        for s in list {
+        let progress = Progress("tern sim --nodes", unit: "seeds", total: list.count)
+        for (n, s) in list.enumerated() {
+            defer { progress.update(done: n + 1, detail: "\(failed) violations", force: n + 1 == list.count) }
             var c = NodeSimConfig()
             c.seed = s
             c.ops = ops
@@ -262,6 +259,7 @@ extension SimCommand {
                 print(v)
             }
         }
+        progress.finish()
         let elapsed = monotonicSeconds() - start
         print(
             "done (nodes, \(nodesPerCampus) per campus): \(list.count) seeds in \(format1(elapsed)) s, \(failed) violations, "

@@ -18,4 +18,6 @@ let ternSubcommands: [any ParsableCommand.Type] = [
     DemoCommand.self,
     // Anti-entropy (docs/REPAIR.md).
     RepairCommand.self,
+    // The operator's view of a cluster (docs/OPERATIONS.md).
+    StatusCommand.self,
 ]
