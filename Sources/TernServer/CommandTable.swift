@@ -414,7 +414,7 @@ public struct CommandTable: Sendable {
     let byName: [String: CommandSpec]
 
     public init(modules: [any CommandModule]) {
-        var all = CommandSpec.redis.map { $0.withRedisTips() }
+        var all = (CommandSpec.redis + [CommandSpec.acl]).map { $0.withRedisTips() }
         for m in modules { all += m.commandSpecs }
         commands = all
         var index: [String: CommandSpec] = [:]

@@ -24,6 +24,12 @@ public struct Session: Sendable, Hashable {
     /// command. The front end honours them (the processor only records the request).
     public var repliesOff = false
     public var skipNextReply = false
+    /// The ACL user the connection runs as (docs/ACL.md); `default` until AUTH names another.
+    public var user = "default"
+    /// The client's address (ACL LOG's client-info); set by the front end.
+    public var address = ""
+    /// Set by a wrong password: the user it named, until the processor paces the answer (ACL.swift).
+    var pendingAuthFailure: String?
     public init(authenticated: Bool, clientID: UInt64 = 0) {
         self.authenticated = authenticated
         self.clientID = clientID
@@ -101,9 +107,12 @@ public struct CommandProcessor: Sendable {
     public var hz = 200
     /// Microseconds since the Unix epoch (TIME, LASTSAVE); injected so tests fix it.
     public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
+    /// ACL users, the log and the wrong-password pacer (ACL.swift), shared by every connection.
+    public var access: AccessControl
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
+        access = AccessControl(password: password)
         self.maxValueBytes = maxValueBytes
         self.info = info
     }
@@ -223,6 +232,8 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.noAuth)
         }
         if let answer = Self.transaction(name, args.count, &session) { return answer }
+        // ACL: the user's command and key permissions (ACL.swift).
+        if let refusal = aclRefusal(name, args, session) { return .reply(refusal) }
         // Keys starting with \0 are the services' (ReservedKeys.swift).
         if let refusal = Self.reservedKeyRefusal(name, args) { return .reply(refusal) }
         let n = args.count
@@ -249,9 +260,12 @@ public struct CommandProcessor: Sendable {
             return .replyAndClose(.ok)
         case "auth":
             guard n == 2 || n == 3 else { return .reply(Self.arity(name)) }
-            return .reply(auth(args.dropFirst().map { String(decoding: $0, as: UTF8.self) }, &session))
+            return paced(
+                auth(args.dropFirst().map { String(decoding: $0, as: UTF8.self) }, &session), &session)
         case "hello":
-            return .reply(hello(Array(args.dropFirst()), &session))
+            return paced(hello(Array(args.dropFirst()), &session), &session)
+        case "acl":
+            return acl(args, &session)
         case "select":
             guard n == 2 else { return .reply(Self.arity(name)) }
             guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
@@ -517,17 +531,7 @@ public struct CommandProcessor: Sendable {
     }
 
     private func auth(_ args: [String], _ session: inout Session) -> RESPValue {
-        guard let password else {
-            return Self.err(
-                "AUTH <password> called without any password configured for the default user. "
-                    + "Are you sure your configuration is correct?")
-        }
-        let (user, pass) = args.count == 2 ? (args[0], args[1]) : ("default", args[0])
-        guard user == "default", pass == password else {
-            return .error("WRONGPASS invalid username-password pair or user is disabled.")
-        }
-        session.authenticated = true
-        return .ok
+        authenticate(args, &session)
     }
 
     /// HELLO [protover [AUTH username password] [SETNAME name]].
@@ -551,7 +555,10 @@ public struct CommandProcessor: Sendable {
                         String(decoding: args[i + 1], as: UTF8.self),
                         String(decoding: args[i + 2], as: UTF8.self),
                     ], &next)
-                if case .error = r { return r }
+                if case .error = r {
+                    session.pendingAuthFailure = next.pendingAuthFailure
+                    return r
+                }
                 i += 3
             } else if opt == "SETNAME", i + 1 < args.count {
                 // CLIENT SETNAME's rule and error; an empty name clears it.

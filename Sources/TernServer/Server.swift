@@ -123,12 +123,25 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.modules.append(sequences)
         // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
         processor.modules.append(SyncService(node: node, sequences: sequences))
+        // ACL users (ACL.swift, docs/ACL.md): the file, then the cluster's `\0acl`.
+        let access = AccessControl(password: config.password, file: config.aclFile, logger: logger)
+        if config.aclFile != nil {
+            do throws(ACLError) {
+                try access.loadFile(table: processor.commandTable)
+            } catch {
+                throw NodeError("cannot load the aclfile: \(error.message)")
+            }
+        }
+        access.setReplica(ACLReplica { key, request in await node.execute(key: key, request) })
+        processor.access = access
+        let aclPoll = AccessControl.startPolling(access, node: node, table: processor.commandTable)
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
         let adminAddress = try address(me.adminAddress)
         let process = TernServerProcess(
             node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger)
+        process.aclBox.withLockedValue { $0 = (access, aclPoll) }
         let admin = try await AdminServer.start(
             host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
             logger: logger)
@@ -152,6 +165,10 @@ public final class TernServerProcess: Service, AdminBackend {
     }
 
     var admin: AdminServer { adminBox.withLockedValue { $0! } }
+
+    /// The ACL users and their poll of `\0acl` (set once, before the process is shared).
+    let aclBox = NIOLockedValueBox<(AccessControl, RepeatedTask)?>(nil)
+    var acl: (AccessControl, RepeatedTask)? { aclBox.withLockedValue { $0 } }
 
     /// swift-log's level in Redis's loglevel words (CONFIG GET loglevel).
     static func redisLogLevel(_ level: Logger.Level) -> String {
@@ -182,6 +199,7 @@ public final class TernServerProcess: Service, AdminBackend {
     public func stop() async {
         logger.info("shutting down")
         await resp.close()
+        acl?.1.cancel()
         await node.shutdown()
         await transport.shutdown()
         await admin.close()
@@ -252,6 +270,22 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_forwarded_in_total", "counter", "Requests served for another node.", Double(s.forwardedIn))
         metric("tern_retries_total", "counter", "Internal retries of client requests.", Double(s.retries))
+        if let access = acl?.0 {
+            let n = access.counts
+            metric(
+                "tern_acl_auth_failures_total", "counter", "AUTH and HELLO AUTH with a wrong password.",
+                Double(n.authFailures))
+            metric(
+                "tern_acl_denied_commands_total", "counter", "Commands refused by the user's ACL rules.",
+                Double(n.deniedCommands))
+            metric(
+                "tern_acl_denied_keys_total", "counter",
+                "Commands refused for a key outside the user's patterns.",
+                Double(n.deniedKeys))
+            metric(
+                "tern_acl_users", "gauge", "ACL users in force on this node.",
+                Double(access.table.users.count))
+        }
         metric("tern_keys_loaded", "gauge", "Keys in memory.", Double(s.keysLoaded))
         metric("tern_keys_evicted_total", "counter", "Idle keys evicted.", Double(c.keysEvicted))
         metric("tern_flushes_total", "counter", "Group-commit batches.", Double(c.flushes))
