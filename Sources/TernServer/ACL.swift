@@ -635,20 +635,23 @@ public final class AccessControl: Sendable {
 
     /// Why `user` may not run `args` (nil: it may): NOAUTH if the user was deleted or turned off
     /// since it authenticated, else NOPERM for the command or a key, logged in ACL LOG.
+    /// - Parameter lookup: the command's entry and its container's (nil: not a command the ACL
+    ///   checks); called only for a user with restrictions.
     func refusal(
-        user: String, spec: CommandSpec, container: CommandSpec?, args: [[UInt8]], clientInfo: () -> String,
-        nowMicros: Int64, log: Bool = true
+        user: String, args: [[UInt8]], clientInfo: () -> String, nowMicros: () -> Int64, log: Bool = true,
+        lookup: () -> (spec: CommandSpec, container: CommandSpec?)?
     ) -> RESPValue? {
         state.withLockedValue { s in
             guard let u = s.table.users[user], u.enabled else { return CommandProcessor.noAuth }
-            // The default user's rules (+@all, ~*) need no look at the command or its keys.
+            // The default user's rules (+@all, ~*, &*) need no look at the command or its keys.
             if u.allCommandsBase && u.commandRules.isEmpty && u.allKeys && u.allChannels { return nil }
+            guard let (spec, container) = lookup() else { return nil }
             guard u.permits(spec, container: container) else {
                 if log {
                     s.deniedCommands += 1
                     s.log.add(
                         reason: "command", object: spec.name, username: user, clientInfo: clientInfo(),
-                        nowMicros: nowMicros)
+                        nowMicros: nowMicros())
                 }
                 return .error("NOPERM this user has no permissions to run the '\(spec.name)' command")
             }
@@ -658,7 +661,7 @@ public final class AccessControl: Sendable {
                     s.log.add(
                         reason: "channel",
                         object: String(decoding: args.dropFirst().first ?? [], as: UTF8.self),
-                        username: user, clientInfo: clientInfo(), nowMicros: nowMicros)
+                        username: user, clientInfo: clientInfo(), nowMicros: nowMicros())
                 }
                 return .error(
                     "NOPERM this user has no permissions to access one of the channels used as arguments")
@@ -668,7 +671,7 @@ public final class AccessControl: Sendable {
                     s.deniedKeys += 1
                     s.log.add(
                         reason: "key", object: String(decoding: args[p], as: UTF8.self), username: user,
-                        clientInfo: clientInfo(), nowMicros: nowMicros)
+                        clientInfo: clientInfo(), nowMicros: nowMicros())
                 }
                 return .error(
                     "NOPERM this user has no permissions to access one of the keys used as arguments")
@@ -698,11 +701,13 @@ extension CommandProcessor {
     /// the connection is authenticated; AUTH, HELLO, QUIT and RESET are always allowed, as in Redis
     /// where they carry `no_auth`).
     func aclRefusal(_ name: String, _ args: [[UInt8]], _ session: Session) -> RESPValue? {
-        guard let spec = commandTable.spec(for: args), !spec.flags.contains("no_auth") else { return nil }
-        let container = spec.name.contains("|") ? commandTable.spec(name) : nil
+        let table = commandTable
         return access.refusal(
-            user: session.user, spec: spec, container: container, args: args,
-            clientInfo: { Self.clientInfo(session) }, nowMicros: clock())
+            user: session.user, args: args, clientInfo: { Self.clientInfo(session) }, nowMicros: clock
+        ) {
+            guard let spec = table.spec(for: args), !spec.flags.contains("no_auth") else { return nil }
+            return (spec, spec.name.contains("|") ? table.spec(name) : nil)
+        }
     }
 
     /// AUTH [user] password (and HELLO's AUTH): OK and the session's user set, or WRONGPASS,
@@ -835,8 +840,8 @@ extension CommandProcessor {
             guard cspec.accepts(target.count) else { return .reply(Self.arity(cspec.name)) }
             let container = cspec.name.contains("|") ? table.spec(strings[1].lowercased()) : nil
             let r = access.refusal(
-                user: strings[0], spec: cspec, container: container, args: target, clientInfo: { "" },
-                nowMicros: 0, log: false)
+                user: strings[0], args: target, clientInfo: { "" }, nowMicros: { 0 }, log: false
+            ) { (cspec, container) }
             switch r {
             case nil: return .reply(.ok)
             case .error(let text) where text.hasPrefix("NOPERM this user has no permissions to run"):

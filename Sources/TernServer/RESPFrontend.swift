@@ -259,6 +259,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         f.resp = session.version == .v3 ? 3 : 2
         f.libName = session.libName
         f.libVersion = session.libVersion
+        f.user = session.user
         return f
     }
 

@@ -313,3 +313,19 @@ func aclRun(
         #expect(p.access.table.users["carol"] != nil)
     }
 }
+
+@Suite struct ACLConfigTests {
+    @Test("server.toml's aclfile: read, written back, refused when empty")
+    func aclfile() throws {
+        let c = try ServerConfig(
+            toml:
+                "[server]\nsecret = \"\(String(repeating: "ab", count: 16))\"\naclfile = \"/etc/tern/users.acl\"\n"
+        )
+        #expect(c.aclFile == "/etc/tern/users.acl")
+        #expect(try ServerConfig(toml: c.toml()).aclFile == "/etc/tern/users.acl")
+        #expect(throws: ServerConfigError.self) {
+            _ = try ServerConfig(
+                toml: "[server]\nsecret = \"\(String(repeating: "ab", count: 16))\"\naclfile = \"\"\n")
+        }
+    }
+}
