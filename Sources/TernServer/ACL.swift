@@ -4,6 +4,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
+import TernCore
+import TernPlacement
 import TernRESP
 
 // ACL users, Redis 7's model for the commands Tern serves (docs/ACL.md).
@@ -429,11 +431,17 @@ public struct AuthFailurePacer: Sendable {
     }
 }
 
-/// What a node's ACL state is replicated through: the node's key requests on `\0acl`.
+/// What a node's ACL state is replicated through: the node's key requests on `\0acl`, and a
+/// best-effort message to every other node.
 public struct ACLReplica: Sendable {
     public let execute: @Sendable ([UInt8], KeyRequest) async -> NodeReply
-    public init(execute: @escaping @Sendable ([UInt8], KeyRequest) async -> NodeReply) {
+    public let broadcast: @Sendable ([UInt8]) -> Void
+    public init(
+        execute: @escaping @Sendable ([UInt8], KeyRequest) async -> NodeReply,
+        broadcast: @escaping @Sendable ([UInt8]) -> Void = { _ in }
+    ) {
         self.execute = execute
+        self.broadcast = broadcast
     }
 }
 
@@ -445,8 +453,10 @@ public final class AccessControl: Sendable {
 
     struct State {
         var table: ACLTable
-        /// The `\0acl` value `table` came from (nil: not from the cluster; the file's or defaults).
+        /// The `\0acl` value `table` came from (nil: not from the cluster; the file's or defaults)
+        /// and its generation (0: none).
         var replicated: [UInt8]?
+        var generation: UInt64 = 0
         var log = ACLLog()
         var pacer: AuthFailurePacer
         var authFailures = 0
@@ -522,23 +532,53 @@ public final class AccessControl: Sendable {
         }
     }
 
-    /// The cluster's value as read by a node: adopted when it differs from the one in force
-    /// (the poll, and after a change). Nil or a failed read changes nothing.
-    public func adopt(_ reply: NodeReply, table: CommandTable) {
-        guard case .value(let bytes?) = reply else { return }
-        guard state.withLockedValue({ $0.replicated != bytes }) else { return }
+    /// The generation of the cluster's users in force here (0: none yet, the file's or defaults).
+    public var generation: UInt64 { state.withLockedValue { $0.generation } }
+
+    /// The `\0acl` value in force here, to pass on (nil: none yet).
+    public var replicatedValue: [UInt8]? { state.withLockedValue { $0.replicated } }
+
+    /// `\0acl`'s form: a generation line, then the aclfile text.
+    static func encode(generation: UInt64, text: String) -> [UInt8] {
+        Array("# tern-acl generation \(generation)\n\(text)".utf8)
+    }
+
+    static func decode(_ bytes: [UInt8]) -> (generation: UInt64, text: String)? {
+        let s = String(decoding: bytes, as: UTF8.self)
+        let prefix = "# tern-acl generation "
+        guard s.hasPrefix(prefix), let nl = s.firstIndex(of: "\n"),
+            let g = UInt64(s[s.index(s.startIndex, offsetBy: prefix.count)..<nl])
+        else { return nil }
+        return (g, String(s[s.index(after: nl)...]))
+    }
+
+    /// A value of `\0acl` a peer passed on (or this node wrote): adopted when its generation is
+    /// above the one in force, so values arriving out of order never go back.
+    public func adopt(_ bytes: [UInt8], table: CommandTable) {
+        guard let (g, text) = Self.decode(bytes), g > generation else { return }
+        let parsed: Result<ACLTable, ACLError>
         do throws(ACLError) {
-            let t = try ACLTable.parse(
-                String(decoding: bytes, as: UTF8.self), source: "\\0acl", table: table, password: password)
-            state.withLockedValue {
-                $0.table = t
-                $0.replicated = bytes
-            }
-            logger.info("ACL users changed in the cluster", metadata: ["users": "\(t.users.count)"])
+            parsed = .success(try ACLTable.parse(text, source: "\\0acl", table: table, password: password))
         } catch {
-            // A node older than the one that wrote it (an unknown command or category): keep ours.
-            state.withLockedValue { $0.replicated = bytes }
-            logger.error("the cluster's ACL value does not parse here, keeping ours: \(error.message)")
+            parsed = .failure(error)
+        }
+        let adopted = state.withLockedValue { s -> Bool in
+            guard g > s.generation else { return false }
+            s.generation = g
+            s.replicated = bytes
+            // A value this node cannot parse (written by a newer node: an unknown command or
+            // category) leaves its users as they are.
+            if case .success(let t) = parsed { s.table = t }
+            return true
+        }
+        guard adopted else { return }
+        switch parsed {
+        case .success(let t):
+            logger.info(
+                "ACL users changed in the cluster",
+                metadata: ["users": "\(t.users.count)", "generation": "\(g)"])
+        case .failure(let e):
+            logger.error("the cluster's ACL value does not parse here, keeping ours: \(e.message)")
         }
     }
 
@@ -566,11 +606,14 @@ public final class AccessControl: Sendable {
                 return .failure(ACLError(Self.failureText(read, write: false)))
             }
             var t: ACLTable
+            var generation: UInt64 = 0
             if let old {
+                guard let (g, text) = Self.decode(old) else {
+                    return .failure(ACLError("the cluster's ACL value is not in Tern's form"))
+                }
+                generation = g
                 do throws(ACLError) {
-                    t = try ACLTable.parse(
-                        String(decoding: old, as: UTF8.self), source: "\\0acl", table: table,
-                        password: password)
+                    t = try ACLTable.parse(text, source: "\\0acl", table: table, password: password)
                 } catch {
                     return .failure(error)
                 }
@@ -579,14 +622,12 @@ public final class AccessControl: Sendable {
             }
             let r: R
             do throws(ACLError) { r = try body(&t) } catch { return .failure(error) }
-            let new = Array(t.text.utf8)
+            let new = Self.encode(generation: generation + 1, text: t.text)
             let wrote = await replica.execute(Self.key, .write(.cas(expected: old, new: new)))
             switch wrote {
             case .done(.swapped(true)):
-                state.withLockedValue {
-                    $0.table = t
-                    $0.replicated = new
-                }
+                adopt(new, table: table)
+                replica.broadcast(new)
                 return .success(r)
             case .done(.swapped(false)): continue
             default: return .failure(ACLError(Self.failureText(wrote, write: true)))
@@ -959,17 +1000,28 @@ extension CommandSpec {
 }
 
 extension AccessControl {
-    /// How often a node reads `\0acl`: a change made on another node is in force here within this
-    /// (plus one read's round trip).
-    public static let pollInterval = TimeAmount.seconds(1)
+    /// The peer-message kind of ACL values (1 seq, 2 sync, 3 repair: Node.setServiceHandler).
+    static let serviceKind: UInt8 = 4
+    /// How often a node passes its `\0acl` value to every other node, so that one that missed a
+    /// change (down, cut off, restarted) catches up.
+    public static let gossipInterval = TimeAmount.seconds(2)
 
-    /// Reads `\0acl` now and then every `every` on the node's loop, adopting a changed value.
-    static func startPolling(
-        _ access: AccessControl, node: Node, table: CommandTable, every: TimeAmount = pollInterval
-    ) -> RepeatedTask {
-        node.eventLoop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: every) { _ in
-            let read: EventLoopFuture<NodeReply> = node.execute(key: AccessControl.key, .read)
-            return read.map { access.adopt($0, table: table) }
+    /// Wires `access` to `node`: changes go through `\0acl` and are sent to every node at once;
+    /// values from peers are adopted; every `gossipInterval` the value in force is sent again.
+    /// No read of `\0acl` happens but in a change: a read's Paxos round loads the key on its
+    /// replicas, and on a replica still rebuilding (learner-only) an absent key loads as damaged
+    /// and keeps the node learner-only (docs/ACL.md).
+    static func startSharing(_ access: AccessControl, node: Node, table: CommandTable) -> RepeatedTask {
+        let others = node.map.nodes.map(\.id).filter { $0 != node.id }
+        let broadcast: @Sendable ([UInt8]) -> Void = { bytes in
+            for peer in others { node.sendService(serviceKind, bytes, to: peer) }
+        }
+        node.setServiceHandler(serviceKind) { _, payload in access.adopt(payload, table: table) }
+        access.setReplica(
+            ACLReplica(
+                execute: { key, request in await node.execute(key: key, request) }, broadcast: broadcast))
+        return node.eventLoop.scheduleRepeatedTask(initialDelay: gossipInterval, delay: gossipInterval) { _ in
+            if let bytes = access.replicatedValue { broadcast(bytes) }
         }
     }
 }

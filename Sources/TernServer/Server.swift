@@ -129,12 +129,13 @@ public final class TernServerProcess: Service, AdminBackend {
             do throws(ACLError) {
                 try access.loadFile(table: processor.commandTable)
             } catch {
+                await node.shutdown()
+                await transport.shutdown()
                 throw NodeError("cannot load the aclfile: \(error.message)")
             }
         }
-        access.setReplica(ACLReplica { key, request in await node.execute(key: key, request) })
         processor.access = access
-        let aclPoll = AccessControl.startPolling(access, node: node, table: processor.commandTable)
+        let aclPoll = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
@@ -166,7 +167,7 @@ public final class TernServerProcess: Service, AdminBackend {
 
     var admin: AdminServer { adminBox.withLockedValue { $0! } }
 
-    /// The ACL users and their poll of `\0acl` (set once, before the process is shared).
+    /// The ACL users and the task that passes them on (set once, before the process is shared).
     let aclBox = NIOLockedValueBox<(AccessControl, RepeatedTask)?>(nil)
     var acl: (AccessControl, RepeatedTask)? { aclBox.withLockedValue { $0 } }
 

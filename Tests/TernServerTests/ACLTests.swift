@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TernConsensus
@@ -311,6 +312,62 @@ func aclRun(
                 == "-ERR \(path):1: Syntax error. WARNING: ACL errors detected, no change to the previously active ACL rules was performed\r\n"
         )
         #expect(p.access.table.users["carol"] != nil)
+    }
+}
+
+@Suite struct ACLReplicationTests {
+    @Test("Values from peers are adopted by generation: an older one arriving late never goes back")
+    func generations() {
+        let p = aclProcessor()
+        let table = p.commandTable
+        var a = ACLTable.defaults(password: nil)
+        try? a.setUser("a", ["on"], table: table)
+        var b = ACLTable.defaults(password: nil)
+        try? b.setUser("b", ["on"], table: table)
+        p.access.adopt(Array("# tern-acl generation 2\n\(b.text)".utf8), table: table)
+        #expect(p.access.table.users["b"] != nil && p.access.generation == 2)
+        p.access.adopt(Array("# tern-acl generation 1\n\(a.text)".utf8), table: table)
+        #expect(p.access.table.users["b"] != nil && p.access.table.users["a"] == nil)
+        // A value that does not parse here keeps the users in force.
+        p.access.adopt(Array("# tern-acl generation 3\nuser x on +nosuch\n".utf8), table: table)
+        #expect(p.access.table.users["b"] != nil && p.access.generation == 3)
+        p.access.adopt(Array("user y on\n".utf8), table: table)
+        #expect(p.access.table.users["y"] == nil)
+    }
+
+    @Test("A change is a compare-and-set of \\0acl with the next generation, adopted and sent to peers")
+    func change() async {
+        let store = NIOLockedValueBox<[UInt8]?>(nil)
+        let sent = NIOLockedValueBox<[[UInt8]]>([])
+        let p = aclProcessor()
+        p.access.setReplica(
+            ACLReplica(
+                execute: { key, request in
+                    #expect(key == AccessControl.key)
+                    switch request {
+                    case .read: return .value(store.withLockedValue { $0 })
+                    case .write(.cas(let expected, let new)):
+                        return store.withLockedValue { v in
+                            guard v == expected else { return .done(.swapped(false)) }
+                            v = new
+                            return .done(.swapped(true))
+                        }
+                    default: return .unavailable("unexpected")
+                    }
+                }, broadcast: { bytes in sent.withLockedValue { $0.append(bytes) } }))
+        var s = Session(authenticated: true)
+        #expect(await aclRun(p, ["ACL", "SETUSER", "a", "on"], &s) == "+OK\r\n")
+        #expect(await aclRun(p, ["ACL", "SETUSER", "b", "on"], &s) == "+OK\r\n")
+        let value = String(decoding: store.withLockedValue { $0 } ?? [], as: UTF8.self)
+        #expect(value.hasPrefix("# tern-acl generation 2\nuser a on resetchannels -@all\nuser b on"))
+        #expect(p.access.generation == 2 && sent.withLockedValue { $0.count } == 2)
+        // Another node changed it meanwhile: the next change starts from the cluster's users.
+        var other = ACLTable.defaults(password: nil)
+        try? other.setUser("c", ["on"], table: p.commandTable)
+        store.withLockedValue { $0 = Array("# tern-acl generation 7\n\(other.text)".utf8) }
+        #expect(await aclRun(p, ["ACL", "DELUSER", "a"], &s) == ":0\r\n")
+        #expect(p.access.generation == 8)
+        #expect(await aclRun(p, ["ACL", "USERS"], &s) == "*2\r\n$1\r\nc\r\n$7\r\ndefault\r\n")
     }
 }
 
