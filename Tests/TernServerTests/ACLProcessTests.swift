@@ -91,5 +91,24 @@ import Testing
         #expect(try await admin.send(["ACL", "SAVE"]) == .ok)
         let saved = try String(contentsOfFile: aclDir + "/users.acl", encoding: .utf8)
         #expect(saved.contains("user carol on #"))
+
+        // A node cut off during a change (its copy of the message dropped) catches up from its
+        // peers' gossip once it can hear them again.
+        for o in [n1, n2] {
+            #expect(try await cluster.http("POST", "/fault?peer=3&mode=drop", node: o).status == 200)
+        }
+        #expect(try await admin.send(["ACL", "SETUSER", "dave", "on", ">d", "+@all"]) == .ok)
+        try await Task.sleep(nanoseconds: 300_000_000)
+        for o in [n1, n2] {
+            #expect(try await cluster.http("POST", "/fault?peer=3&mode=none", node: o).status == 200)
+        }
+        let healed = Date()
+        var daveIn = false
+        while !daveIn && Date().timeIntervalSince(healed) < 6 {
+            let c = try await cluster.client(n3)
+            daveIn = try await c.send(["AUTH", "dave", "d"]) == .ok
+        }
+        #expect(
+            daveIn, "dave, made while n3 was cut off, could not AUTH on n3 after it heard its peers again")
     }
 }
