@@ -135,14 +135,14 @@ public final class TernServerProcess: Service, AdminBackend {
             }
         }
         processor.access = access
-        let aclPoll = AccessControl.startSharing(access, node: node, table: processor.commandTable)
+        let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
         let adminAddress = try address(me.adminAddress)
         let process = TernServerProcess(
             node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger)
-        process.aclBox.withLockedValue { $0 = (access, aclPoll) }
+        process.aclBox.withLockedValue { $0 = (access, aclGossip) }
         let admin = try await AdminServer.start(
             host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
             logger: logger)
