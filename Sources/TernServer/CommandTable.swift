@@ -414,7 +414,7 @@ public struct CommandTable: Sendable {
     let byName: [String: CommandSpec]
 
     public init(modules: [any CommandModule]) {
-        var all = CommandSpec.redis.map { $0.withRedisTips() }
+        var all = (CommandSpec.redis + [CommandSpec.acl]).map { $0.withRedisTips() }
         let known = Set(all.map(\.name))
         all += CommandProcessor.dataSpecs.filter { !known.contains($0.name) }
         for m in modules { all += m.commandSpecs }

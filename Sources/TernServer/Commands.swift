@@ -36,6 +36,12 @@ public struct Session: Sendable, Hashable {
     /// commands are refused rather than run on database 0 (`redis-cli -n 1` goes on after its
     /// SELECT fails; docs/SERVER.md, "Keyspace").
     public var missingDatabase: Int64?
+    /// The ACL user the connection runs as (docs/ACL.md); `default` until AUTH names another.
+    public var user = "default"
+    /// The client's address (ACL LOG's client-info); set by the front end.
+    public var address = ""
+    /// Set by a wrong password: the user it named, until the processor paces the answer (ACL.swift).
+    var pendingAuthFailure: String?
     public init(authenticated: Bool, clientID: UInt64 = 0) {
         self.authenticated = authenticated
         self.clientID = clientID
@@ -136,9 +142,12 @@ public struct CommandProcessor: Sendable {
     public let encodingValues = NIOLockedValueBox<[String: String]>([:])
     /// Microseconds since the Unix epoch (TIME, LASTSAVE); injected so tests fix it.
     public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
+    /// ACL users, the log and the wrong-password pacer (ACL.swift), shared by every connection.
+    public var access: AccessControl
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
+        access = AccessControl(password: password)
         self.maxValueBytes = maxValueBytes
         self.info = info
     }
@@ -361,6 +370,14 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit", "reset"].contains(name) {
             return .reply(Self.noAuth)
         }
+        // ACL: the user's command and key permissions (ACL.swift); a refused command inside MULTI
+        // fails to queue, so EXEC then runs nothing.
+        if let refusal = aclRefusal(name, args, session) {
+            if session.transaction != nil && !["exec", "discard", "multi"].contains(name) {
+                session.transactionAborted = true
+            }
+            return .reply(refusal)
+        }
         if let answer = transaction(name, args, &session) { return answer }
         if let db = session.missingDatabase, !Self.withoutDatabase.contains(name) {
             return .reply(Self.missingDatabase(db))
@@ -392,9 +409,12 @@ public struct CommandProcessor: Sendable {
             return .replyAndClose(.ok)
         case "auth":
             guard n == 2 || n == 3 else { return .reply(Self.arity(name)) }
-            return .reply(auth(args.dropFirst().map { String(decoding: $0, as: UTF8.self) }, &session))
+            return paced(
+                auth(args.dropFirst().map { String(decoding: $0, as: UTF8.self) }, &session), &session)
         case "hello":
-            return .reply(hello(Array(args.dropFirst()), &session))
+            return paced(hello(Array(args.dropFirst()), &session), &session)
+        case "acl":
+            return acl(args, &session)
         case "select":
             guard n == 2 else { return .reply(Self.arity(name)) }
             guard let db = KeyValue.strictInteger(args[1]) else { return .reply(Self.notInteger) }
@@ -442,17 +462,7 @@ public struct CommandProcessor: Sendable {
     static let forgotten = err("the write was applied, but the old value it returned is no longer known")
 
     private func auth(_ args: [String], _ session: inout Session) -> RESPValue {
-        guard let password else {
-            return Self.err(
-                "AUTH <password> called without any password configured for the default user. "
-                    + "Are you sure your configuration is correct?")
-        }
-        let (user, pass) = args.count == 2 ? (args[0], args[1]) : ("default", args[0])
-        guard user == "default", pass == password else {
-            return .error("WRONGPASS invalid username-password pair or user is disabled.")
-        }
-        session.authenticated = true
-        return .ok
+        authenticate(args, &session)
     }
 
     /// HELLO [protover [AUTH username password] [SETNAME name]].
@@ -476,7 +486,10 @@ public struct CommandProcessor: Sendable {
                         String(decoding: args[i + 1], as: UTF8.self),
                         String(decoding: args[i + 2], as: UTF8.self),
                     ], &next)
-                if case .error = r { return r }
+                if case .error = r {
+                    session.pendingAuthFailure = next.pendingAuthFailure
+                    return r
+                }
                 i += 3
             } else if opt == "SETNAME", i + 1 < args.count {
                 // CLIENT SETNAME's rule and error; an empty name clears it.

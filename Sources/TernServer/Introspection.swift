@@ -28,6 +28,8 @@ public struct ClientFacts: Sendable, Hashable {
     public var resp: Int
     public var libName: String
     public var libVersion: String
+    /// The ACL user the connection runs as.
+    public var user = "default"
 
     public init(id: UInt64, addr: String, laddr: String) {
         self.id = id
@@ -61,7 +63,7 @@ public struct ClientFacts: Sendable, Hashable {
         "id=\(id) addr=\(addr) laddr=\(laddr) fd=\(fd) name=\(name) age=\(age) idle=\(idle) flags=\(flags) "
             + "db=0 sub=\(sub) psub=0 ssub=0 multi=-1 qbuf=\(qbuf) qbuf-free=0 argv-mem=0 multi-mem=0 "
             + "rbs=\(qbuf) rbp=0 obl=\(obl) oll=\(oll) omem=\(omem) tot-mem=\(qbuf + omem) events=r cmd=\(cmd) "
-            + "user=default redir=-1 resp=\(resp) lib-name=\(libName) lib-ver=\(libVersion)"
+            + "user=\(user) redir=-1 resp=\(resp) lib-name=\(libName) lib-ver=\(libVersion)"
     }
 }
 

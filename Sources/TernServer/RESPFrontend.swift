@@ -20,7 +20,6 @@ public final class RESPFrontend: Sendable {
         logger: Logger
     ) async throws -> RESPFrontend {
         let limits = RESPLimits(maxBulkBytes: processor.maxValueBytes)
-        let authenticated = processor.password == nil
         let gate = ClientGate(
             max: processor.maxClients, outputBytesMax: processor.clientOutputBytesMax,
             memoryBytesMax: processor.clientMemoryBytesMax)
@@ -47,7 +46,7 @@ public final class RESPFrontend: Sendable {
                     try channel.pipeline.syncOperations.addHandler(
                         RESPConnectionHandler(
                             node: node, processor: processor,
-                            session: Session(authenticated: authenticated, clientID: id),
+                            session: Session(authenticated: processor.access.defaultUserOpen, clientID: id),
                             gate: gate, meter: meter, logger: logger,
                             registry: registry, shard: registry.shard(channel.eventLoop)))
                 }
@@ -235,6 +234,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             return "\(ip):\(port)"
         }
         addresses = (text(context.channel.remoteAddress), text(context.channel.localAddress))
+        session.address = addresses.remote
         shard.connections[session.clientID] = self
         shard.totalConnections += 1
     }
@@ -262,6 +262,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         f.resp = session.version == .v3 ? 3 : 2
         f.libName = session.libName
         f.libVersion = session.libVersion
+        f.user = session.user
         return f
     }
 

@@ -1,7 +1,7 @@
 import TernRESP
 
 /// Keys that start with a zero byte belong to the services built on the store (the sequence
-/// allocator's section keys `\0seq:<n>`, docs/SEQ.md); the Redis commands refuse them, so no
+/// allocator's section keys `\0seq:<n>`, docs/SEQ.md; the ACL users `\0acl`, docs/ACL.md); the Redis commands refuse them, so no
 /// client can read or overwrite a service's state.
 extension CommandProcessor {
     /// The key arguments of Redis command `name`.

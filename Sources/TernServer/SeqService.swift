@@ -160,12 +160,14 @@ public final class SeqService: SequenceSource, CommandModule, @unchecked Sendabl
     public var commandSpecs: [CommandSpec] {
         [
             CommandSpec(
-                "seq.next", arity: -2, flags: ["write", "denyoom", "fast"], categories: ["@write", "@fast"],
+                "seq.next", arity: -2, flags: ["write", "denyoom", "fast"], keys: (1, 1, 1),
+                categories: ["@write", "@fast", "@seq"], keySpec: ["RW", "update"],
                 summary:
                     "Returns the next sequence number(s) of a uid (SEQ.NEXT uid [COUNT n]; docs/SEQ.md).",
                 since: "0.1.0", group: "module"),
             CommandSpec(
-                "seq.cur", arity: 2, flags: ["readonly", "fast"], categories: ["@read", "@fast"],
+                "seq.cur", arity: 2, flags: ["readonly", "fast"], keys: (1, 1, 1),
+                categories: ["@read", "@fast", "@seq"], keySpec: ["RO", "access"],
                 summary: "Returns the last sequence number handed out for a uid (docs/SEQ.md).",
                 since: "0.1.0",
                 group: "module"),

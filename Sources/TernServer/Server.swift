@@ -147,6 +147,19 @@ public final class TernServerProcess: Service, AdminBackend {
         var keyspace = KeyspaceOptions()
         keyspace.flushAllowed = config.flushall
         processor.modules.append(KeyspaceService(node: node, options: keyspace))
+        // ACL users (ACL.swift, docs/ACL.md): the file, then the cluster's `\0acl`.
+        let access = AccessControl(password: config.password, file: config.aclFile, logger: logger)
+        if config.aclFile != nil {
+            do throws(ACLError) {
+                try access.loadFile(table: processor.commandTable)
+            } catch {
+                await node.shutdown()
+                await transport.shutdown()
+                throw NodeError("cannot load the aclfile: \(error.message)")
+            }
+        }
+        processor.access = access
+        let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
@@ -154,6 +167,7 @@ public final class TernServerProcess: Service, AdminBackend {
         let process = TernServerProcess(
             node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger,
             group: group, errors: errors)
+        process.aclBox.withLockedValue { $0 = (access, aclGossip) }
         let admin = try await AdminServer.start(
             host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
             logger: logger)
@@ -214,6 +228,10 @@ public final class TernServerProcess: Service, AdminBackend {
 
     var admin: AdminServer { adminBox.withLockedValue { $0! } }
 
+    /// The ACL users and the task that passes them on (set once, before the process is shared).
+    let aclBox = NIOLockedValueBox<(AccessControl, RepeatedTask)?>(nil)
+    var acl: (AccessControl, RepeatedTask)? { aclBox.withLockedValue { $0 } }
+
     /// swift-log's level in Redis's loglevel words (CONFIG GET loglevel).
     static func redisLogLevel(_ level: Logger.Level) -> String {
         switch level {
@@ -244,6 +262,7 @@ public final class TernServerProcess: Service, AdminBackend {
         logger.info("shutting down")
         samplerBox.withLockedValue { $0?.cancel() }
         await resp.close()
+        acl?.1.cancel()
         await node.shutdown()
         await transport.shutdown()
         await admin.close()
@@ -337,6 +356,22 @@ public final class TernServerProcess: Service, AdminBackend {
         metric(
             "tern_forwarded_in_total", "counter", "Requests served for another node.", Double(s.forwardedIn))
         metric("tern_retries_total", "counter", "Internal retries of client requests.", Double(s.retries))
+        if let access = acl?.0 {
+            let n = access.counts
+            metric(
+                "tern_acl_auth_failures_total", "counter", "AUTH and HELLO AUTH with a wrong password.",
+                Double(n.authFailures))
+            metric(
+                "tern_acl_denied_commands_total", "counter", "Commands refused by the user's ACL rules.",
+                Double(n.deniedCommands))
+            metric(
+                "tern_acl_denied_keys_total", "counter",
+                "Commands refused for a key outside the user's patterns.",
+                Double(n.deniedKeys))
+            metric(
+                "tern_acl_users", "gauge", "ACL users in force on this node.",
+                Double(access.table.users.count))
+        }
         metric("tern_keys_loaded", "gauge", "Keys in memory.", Double(s.keysLoaded))
         metric("tern_keys_evicted_total", "counter", "Idle keys evicted.", Double(c.keysEvicted))
         metric("tern_flushes_total", "counter", "Group-commit batches.", Double(c.flushes))

@@ -500,7 +500,7 @@ extension CommandProcessor {
     /// RESET: a fresh session (RESP2, no name, unauthenticated when a password is set, out of a
     /// refused MULTI and of subscribed mode, no-evict off); the id stays.
     func reset(_ session: inout Session) -> CommandPlan {
-        session = Session(authenticated: password == nil, clientID: session.clientID)
+        session = Session(authenticated: access.defaultUserOpen, clientID: session.clientID)
         let modules = self.modules
         return .connection { outlet in
             for m in modules { m.reset(outlet) }

@@ -6,7 +6,8 @@ import TOMLKit
 /// ```toml
 /// [server]
 /// secret = "5f1c…"            # cluster secret, hex (≥ 16 bytes); peers authenticate with it
-/// password = ""               # optional: clients must AUTH with it
+/// password = ""               # optional: clients must AUTH with it (the `default` ACL user's)
+/// aclfile = "/etc/tern/users.acl"  # optional: ACL users, Redis's aclfile format (docs/ACL.md)
 /// test_faults = false         # POST /fault on the admin port (tests only)
 /// max_value_bytes = 1048576   # largest value (and argument) a client may send
 /// tick_ms = 5                 # consensus tick
@@ -28,6 +29,8 @@ import TOMLKit
 public struct ServerConfig: Sendable, Hashable {
     public var secret: [UInt8]
     public var password: String?
+    /// The ACL users' file (Redis's `aclfile`), loaded at start; nil: only `default`.
+    public var aclFile: String?
     public var testFaults = false
     public var maxValueBytes = 1 << 20
     public var tickMilliseconds = 5
@@ -69,7 +72,7 @@ public struct ServerConfig: Sendable, Hashable {
     }
 
     static let keys: Set<String> = [
-        "secret", "password", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
+        "secret", "password", "aclfile", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
         "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall",
@@ -101,6 +104,10 @@ public struct ServerConfig: Sendable, Hashable {
         if let v = t["password"] {
             guard let s = v.string else { throw ServerConfigError("password must be a string") }
             password = s.isEmpty ? nil : s
+        }
+        if let v = t["aclfile"] {
+            guard let s = v.string, !s.isEmpty else { throw ServerConfigError("aclfile must be a file path") }
+            aclFile = s
         }
         if let v = t["test_faults"] {
             guard let b = v.bool else { throw ServerConfigError("test_faults must be true or false") }
@@ -169,6 +176,11 @@ public struct ServerConfig: Sendable, Hashable {
             let escaped = password.replacingOccurrences(of: "\\", with: "\\\\")
                 .replacingOccurrences(of: "\"", with: "\\\"")
             out += "password = \"\(escaped)\"\n"
+        }
+        if let aclFile {
+            let escaped = aclFile.replacingOccurrences(of: "\\", with: "\\\\")
+                .replacingOccurrences(of: "\"", with: "\\\"")
+            out += "aclfile = \"\(escaped)\"\n"
         }
         out += "test_faults = \(testFaults)\n"
         out += "max_value_bytes = \(maxValueBytes)\n"

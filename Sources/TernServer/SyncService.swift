@@ -244,32 +244,35 @@ public final class SyncService: CommandModule, Sendable {
         let pubsub = ["pubsub", "noscript", "loading", "stale"]
         return [
             CommandSpec(
-                "msg.send", arity: 3, flags: ["write", "denyoom"], categories: ["@write", "@slow"],
+                "msg.send", arity: 3, flags: ["write", "denyoom"], keys: (1, 1, 1),
+                categories: ["@write", "@slow", "@sync"], keySpec: ["RW", "insert"],
                 summary: "Appends a message to a uid's inbox (MSG.SEND uid payload; docs/SYNC.md).",
                 since: "0.1.0",
                 group: "module"),
             CommandSpec(
-                "msg.fanout", arity: -3, flags: ["write", "denyoom"], categories: ["@write", "@slow"],
+                "msg.fanout", arity: -3, flags: ["write", "denyoom"], keys: (2, -1, 1),
+                categories: ["@write", "@slow", "@sync"], keySpec: ["RW", "insert"],
                 summary: "Appends a message to several inboxes (MSG.FANOUT payload uid [uid ...]).",
                 since: "0.1.0",
                 group: "module"),
             CommandSpec(
-                "sync", arity: -3, flags: ["readonly", "blocking"],
-                categories: ["@read", "@slow", "@blocking"],
+                "sync", arity: -3, flags: ["readonly", "blocking"], keys: (1, 1, 1),
+                categories: ["@read", "@slow", "@blocking", "@sync"], keySpec: ["RO", "access"],
                 summary:
                     "Returns an inbox's messages after a sync key (SYNC uid synckey [COUNT n] [BLOCK ms]).",
                 since: "0.1.0", group: "module"),
             CommandSpec(
-                "msg.sync", arity: -3, flags: ["readonly", "blocking"],
-                categories: ["@read", "@slow", "@blocking"],
+                "msg.sync", arity: -3, flags: ["readonly", "blocking"], keys: (1, 1, 1),
+                categories: ["@read", "@slow", "@blocking", "@sync"], keySpec: ["RO", "access"],
                 summary: "SYNC under a name redis-cli does not take for replication.", since: "0.1.0",
                 group: "module"),
             CommandSpec(
-                "sync.subscribe", arity: -2, flags: pubsub, categories: ["@pubsub", "@slow"],
+                "sync.subscribe", arity: -2, flags: pubsub, keys: (1, -1, 1),
+                categories: ["@pubsub", "@slow", "@sync"], keySpec: ["RO"],
                 summary: "Pushes a notice for each new message of these uids (RESP3).", since: "0.1.0",
                 group: "module"),
             CommandSpec(
-                "sync.unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow"],
+                "sync.unsubscribe", arity: -1, flags: pubsub, categories: ["@pubsub", "@slow", "@sync"],
                 summary: "Stops SYNC.SUBSCRIBE's notices.", since: "0.1.0", group: "module"),
         ]
     }
