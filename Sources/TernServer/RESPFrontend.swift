@@ -117,15 +117,19 @@ public final class RESPFrontend: Sendable {
 }
 
 /// Logs why a client's TLS connection failed (a client without the CA, or without a required
-/// certificate, ends here), then passes the error on (the connection closes).
+/// certificate, ends here), once per connection, then passes the error on (the connection closes).
+/// A client that closes without TLS's close_notify (redis-cli does, every time) is not a failure.
 final class TLSErrorLogger: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     let logger: Logger
+    var reported = false
     init(logger: Logger) { self.logger = logger }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is NIOSSLError || error is BoringSSLError {
+        let unclean = (error as? NIOSSLError) == .uncleanShutdown
+        if !reported && !unclean && (error is NIOSSLError || error is BoringSSLError) {
+            reported = true
             logger.notice(
                 "client TLS failed",
                 metadata: [

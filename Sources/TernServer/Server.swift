@@ -264,6 +264,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
             "damaged_key_loads":\(s.damagedKeyLoads),"storage_damaged_records":\(s.storageDamagedRecords),\
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
+            "peer_tls_failures":\(t.tlsFailures),\
             "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
             "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
             "repair":\(Self.json(s.repair))}
@@ -356,6 +357,10 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_peer_handshakes_evicted_total", "counter",
             "Peer connections closed in their handshake to make room (a flood on the peer port).",
             Double(t.handshakesEvicted))
+        metric(
+            "tern_peer_tls_failures_total", "counter",
+            "Peer connections refused by mutual TLS (another CA's certificate, none, or no TLS).",
+            Double(t.tlsFailures))
         metric("tern_transport_bytes_sent_total", "counter", "Bytes sent to peers.", Double(t.bytesSent))
         metric(
             "tern_transport_bytes_received_total", "counter", "Bytes received from peers.",

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import TernCore
 
 /// Node-to-node messaging over TCP: one authenticated connection per pair of nodes, messages
@@ -640,21 +641,29 @@ public final class PeerTransport: Sendable {
 
 /// Sits behind the TLS handler of a peer connection: TLS errors (another CA's certificate, no
 /// certificate, a peer that does not speak TLS) are counted and logged, then passed on (the
-/// connection closes).
+/// connection closes). A connection that ends without close_notify after its TLS handshake (a peer
+/// killed or restarted) is not a TLS failure.
 final class PeerTLSWatcher: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     let transport: PeerTransport
     let peer: NodeID?
     var reported = false
+    var handshakeDone = false
 
     init(transport: PeerTransport, peer: NodeID?) {
         self.transport = transport
         self.peer = peer
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e { handshakeDone = true }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if !reported && (error is NIOSSLError || error is BoringSSLError) {
+        let afterHandshakeClose = handshakeDone && (error as? NIOSSLError) == .uncleanShutdown
+        if !reported && !afterHandshakeClose && (error is NIOSSLError || error is BoringSSLError) {
             reported = true
             transport.tlsFailed(
                 error, peer: peer, remote: context.channel.remoteAddress.map { "\($0)" } ?? "?")

@@ -137,6 +137,7 @@ import Testing
         #expect(try await cluster.http("GET", "/status", node: n1, token: "wrong").status == 401)
         let status = try await cluster.http("GET", "/status", node: n1)
         #expect(status.status == 200 && status.body.contains("\"peers_connected\":2"), "\(status)")
+        #expect(status.body.contains("\"peer_tls_failures\":0"), "\(status)")
         // POST /fault exists (test_faults = true in these clusters) and needs the token too.
         #expect(
             try await cluster.http("POST", "/fault?peer=2&mode=none", node: n1, token: .some(nil)).status
