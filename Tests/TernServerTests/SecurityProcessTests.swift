@@ -168,4 +168,55 @@ import Testing
         #expect(try cli(cluster.port(n1), [], ["SET", "tls:k", "v2"]).1.contains("OK"))
         #expect(try cli(tlsPorts[n2]!, good, ["GET", "tls:k"]).1 == "v2\n")
     }
+
+    @Test(
+        "tern dev --tls: a throwaway CA, redis-cli --tls --cacert as the README shows, peers over mutual TLS")
+    func devTLS() async throws {
+        let dir = NSTemporaryDirectory() + "tern-dev-tls-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var base = 0
+        for _ in 0..<20 {
+            let b = freeDevBasePort()
+            if b != 0 && (0..<3).allSatisfy({ portIsFree(b + 300 + $0) }) {
+                base = b
+                break
+            }
+        }
+        try #require(base != 0)
+        let log = dir + ".out"
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let pid = spawnProcess(
+            ternExecutable(),
+            ["dev", "--tls", "--dir", dir, "--base-port", "\(base)", "--start-timeout", "60"],
+            log: log)
+        var exited = false
+        defer {
+            // Only a child not yet reaped: a reaped pid may belong to another process by now.
+            if !exited {
+                kill(pid, SIGKILL)
+                var s: Int32 = 0
+                waitpid(pid, &s, 0)
+            }
+        }
+        var text = ""
+        for _ in 0..<600 {
+            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if text.contains("healthy") { break }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        let line = "redis-cli --tls --cacert \(dir)/tls/ca.crt -p \(base + 300)"
+        #expect(text.contains(line), "\(text)")
+        let tls = ["--tls", "--cacert", dir + "/tls/ca.crt", "-h", "127.0.0.1"]
+        #expect(
+            try run("/usr/bin/redis-cli", tls + ["-p", "\(base + 300)", "SET", "hello", "world"]).1 == "OK\n")
+        #expect(try run("/usr/bin/redis-cli", tls + ["-p", "\(base + 302)", "GET", "hello"]).1 == "world\n")
+        let status = try await adminRequest(port: base + 200, "GET", "/status").body
+        #expect(
+            status.contains("\"peers_connected\":2") && status.contains("\"peer_tls_failures\":0"),
+            "\(status)")
+        kill(pid, SIGTERM)
+        let stopped = await waitExit(pid, seconds: 20)
+        exited = stopped != nil
+        #expect(stopped == 0)
+    }
 }
