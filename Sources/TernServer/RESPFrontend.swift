@@ -2,74 +2,141 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TernConsensus
 import TernRESP
+import TernTransport
 
-/// The Redis-protocol listener: one `RESPConnectionHandler` per client connection.
+/// The Redis-protocol listener: one `RESPConnectionHandler` per client connection, on the plain
+/// port, the TLS port (docs/SECURITY.md), or both; the same pipeline behind the TLS handler.
 public final class RESPFrontend: Sendable {
-    let channel: any Channel
+    let channels: [any Channel]
+    let plainChannel: (any Channel)?
+    let tlsChannel: (any Channel)?
     /// Connections now, and those refused at `maxClients`.
     public let clients: ClientGate
 
-    /// The bound port.
-    public var port: Int { channel.localAddress?.port ?? 0 }
+    /// The bound plain port (0: no plain port).
+    public var port: Int { plainChannel?.localAddress?.port ?? 0 }
+    /// The bound TLS port (0: no TLS port).
+    public var tlsPort: Int { tlsChannel?.localAddress?.port ?? 0 }
 
-    /// Listens on `host:port` and serves every connection through `node`.
+    /// Listens on `host:port` (unless `port` is nil) and, with `tls`, on `host:tls.port` with TLS,
+    /// and serves every connection through `node`.
     public static func start(
-        host: String, port: Int, node: Node, processor: CommandProcessor, group: any EventLoopGroup,
-        logger: Logger
+        host: String, port: Int?, tls: (port: Int, context: ReloadableTLSContext)? = nil, node: Node,
+        processor: CommandProcessor, group: any EventLoopGroup, logger: Logger
     ) async throws -> RESPFrontend {
         let limits = RESPLimits(maxBulkBytes: processor.maxValueBytes)
         let gate = ClientGate(
             max: processor.maxClients, outputBytesMax: processor.clientOutputBytesMax,
             memoryBytesMax: processor.clientMemoryBytesMax)
         let registry = FrontendRegistry(table: processor.commandTable, gate: gate)
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                guard gate.enter() else {
-                    // As Redis: the error, then the connection is closed. Written once the channel is
-                    // active: here it is not registered yet, and a write fails (until 2026-12-06 the
-                    // refused client got neither the error nor the close, and waited).
+        func listen(_ port: Int, tls: ReloadableTLSContext?) async throws -> any Channel {
+            try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    guard gate.enter() else {
+                        // As Redis: the error, then the connection is closed. Written once the channel
+                        // is active: here it is not registered yet, and a write fails (until 2026-12-06
+                        // the refused client got neither the error nor the close, and waited).
+                        return channel.eventLoop.makeCompletedFuture {
+                            if let tls {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOSSLServerHandler(context: tls.current))
+                            }
+                            try channel.pipeline.syncOperations.addHandler(RefuseHandler())
+                        }
+                    }
+                    channel.closeFuture.whenComplete { _ in gate.leave() }
+                    let id = registry.nextID()
                     return channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(RefuseHandler())
+                        if let tls {
+                            // The context current now: a SIGHUP reload applies to connections opened
+                            // after it.
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLServerHandler(context: tls.current))
+                            try channel.pipeline.syncOperations.addHandler(TLSErrorLogger(logger: logger))
+                        }
+                        let meter = RESPBufferMeter()
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(RESPCommandDecoder(limits: limits, meter: meter)))
+                        try channel.pipeline.syncOperations.addHandler(
+                            RESPConnectionHandler(
+                                node: node, processor: processor,
+                                session: Session(
+                                    authenticated: processor.access.defaultUserOpen, clientID: id),
+                                gate: gate, meter: meter, logger: logger,
+                                registry: registry, shard: registry.shard(channel.eventLoop)))
                     }
                 }
-                channel.closeFuture.whenComplete { _ in gate.leave() }
-                let id = registry.nextID()
-                return channel.eventLoop.makeCompletedFuture {
-                    let meter = RESPBufferMeter()
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(RESPCommandDecoder(limits: limits, meter: meter)))
-                    try channel.pipeline.syncOperations.addHandler(
-                        RESPConnectionHandler(
-                            node: node, processor: processor,
-                            session: Session(authenticated: processor.access.defaultUserOpen, clientID: id),
-                            gate: gate, meter: meter, logger: logger,
-                            registry: registry, shard: registry.shard(channel.eventLoop)))
-                }
+                .bind(host: host, port: port).get()
+        }
+        var plain: (any Channel)?
+        var secure: (any Channel)?
+        if let port {
+            let c = try await listen(port, tls: nil)
+            logger.info("RESP listening", metadata: ["address": "\(host):\(c.localAddress?.port ?? port)"])
+            plain = c
+        }
+        if let tls {
+            let c: any Channel
+            do {
+                c = try await listen(tls.port, tls: tls.context)
+            } catch {
+                try? await plain?.close()
+                throw error
             }
-            .bind(host: host, port: port).get()
-        logger.info("RESP listening", metadata: ["address": "\(host):\(channel.localAddress?.port ?? port)"])
-        registry.port = channel.localAddress?.port ?? port
-        return RESPFrontend(channel: channel, clients: gate, registry: registry)
+            logger.info(
+                "RESP listening with TLS",
+                metadata: ["address": "\(host):\(c.localAddress?.port ?? tls.port)"])
+            secure = c
+        }
+        registry.port = plain?.localAddress?.port ?? 0
+        return RESPFrontend(plain: plain, tls: secure, clients: gate, registry: registry)
     }
 
     /// Connections, per-command counters and the figures INFO shows.
     let registry: FrontendRegistry
 
-    init(channel: any Channel, clients: ClientGate, registry: FrontendRegistry) {
-        self.channel = channel
+    init(plain: (any Channel)?, tls: (any Channel)?, clients: ClientGate, registry: FrontendRegistry) {
+        plainChannel = plain
+        tlsChannel = tls
+        channels = [plain, tls].compactMap { $0 }
         self.clients = clients
         self.registry = registry
     }
 
     /// Stops accepting connections (open connections finish what they have).
     public func close() async {
-        try? await channel.close()
+        for c in channels { try? await c.close() }
         registry.close()
+    }
+}
+
+/// Logs why a client's TLS connection failed (a client without the CA, or without a required
+/// certificate, ends here), once per connection, then passes the error on (the connection closes).
+/// A client that closes without TLS's close_notify (redis-cli does, every time) is not a failure.
+final class TLSErrorLogger: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let logger: Logger
+    var reported = false
+    init(logger: Logger) { self.logger = logger }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let unclean = (error as? NIOSSLError) == .uncleanShutdown
+        if !reported && !unclean && (error is NIOSSLError || error is BoringSSLError) {
+            reported = true
+            logger.notice(
+                "client TLS failed",
+                metadata: [
+                    "from": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)",
+                ])
+        }
+        context.fireErrorCaught(error)
     }
 }
 

@@ -34,6 +34,7 @@ struct TransportLink: PeerLink {
 /// store closed (final fsync), then the transport and the admin endpoint stop.
 public final class TernServerProcess: Service, AdminBackend {
     public let node: Node
+    let tls: TLSContexts
     let transport: PeerTransport
     let resp: RESPFrontend
     let config: ServerConfig
@@ -45,6 +46,27 @@ public final class TernServerProcess: Service, AdminBackend {
     /// Ports actually bound (the map's, or random ones when the map says port 0 in tests).
     public var clientPort: Int { resp.port }
     public var adminPort: Int { admin.port }
+    /// The TLS client port (0: none).
+    public var tlsClientPort: Int { resp.tlsPort }
+
+    /// Reads the certificate and key files again (SIGHUP): connections opened from now on use
+    /// them; open ones keep theirs. On any error every old context stays and the error is thrown
+    /// (and logged): a half-renewed set is never used.
+    public func reloadCertificates() throws {
+        guard tls.client != nil || tls.peer != nil else {
+            logger.info("SIGHUP: no TLS configured, nothing to reload")
+            return
+        }
+        do {
+            try tls.reload()
+        } catch {
+            logger.error(
+                "certificate reload failed; the old certificates stay in use", metadata: ["error": "\(error)"]
+            )
+            throw error
+        }
+        logger.notice("certificates reloaded: new connections use the new files")
+    }
 
     /// Opens the store under `dataDirectory`, starts the node, the transport, the RESP listener and
     /// the admin endpoint at the addresses the map gives node `id`.
@@ -67,6 +89,26 @@ public final class TernServerProcess: Service, AdminBackend {
             l.logLevel = logger.logLevel
             return l
         }()
+        // Protected mode (docs/SECURITY.md): checked before anything is opened or bound.
+        let adminToken: String?
+        do {
+            adminToken = try config.resolvedAdminToken()
+        } catch {
+            throw NodeError("\(error)")
+        }
+        let exposure = config.exposureProblems(
+            clientHost: try address(me.clientAddress).host, adminHost: try address(me.adminAddress).host,
+            hasAdminToken: adminToken != nil)
+        guard exposure.isEmpty else {
+            throw NodeError("refusing to start: " + exposure.joined(separator: "; "))
+        }
+        // TLS files are read now: a bad file stops the start before anything is opened.
+        let tls: TLSContexts
+        do {
+            tls = try TLSContexts(config: config)
+        } catch {
+            throw NodeError("refusing to start: \(error)")
+        }
         // One loop runs this node: its core, its store's appends and reads, its client and peer
         // connections (run to completion, docs/SERVER.md); only fsyncs leave it.
         let loop = group.next()
@@ -112,10 +154,11 @@ public final class TernServerProcess: Service, AdminBackend {
             logger: logger)
         var peers: [NodeID: PeerAddress] = [:]
         for n in map.nodes where n.id != id { peers[n.id] = try address(n.peerAddress) }
-        let transportConfig = TransportConfig(
+        var transportConfig = TransportConfig(
             clusterName: map.name, me: id, listen: try address(me.peerAddress), peers: peers,
             secret: config.secret,
             maxFrameBytes: ServerConfig.peerFrameBytesMax(maxValueBytes: config.maxValueBytes))
+        transportConfig.tls = tls.peer
         let transport = PeerTransport(config: transportConfig, group: loop, logger: logger) {
             from, messages in
             node.receive(from: from, messages)
@@ -161,16 +204,19 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.access = access
         let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         let resp = try await RESPFrontend.start(
-            host: client.host, port: client.port, node: node, processor: processor, group: loop,
+            host: client.host, port: config.plainPortDisabled ? nil : client.port,
+            tls: tls.client.map { (port: config.tlsPort!, context: $0) }, node: node, processor: processor,
+            group: loop,
             logger: logger)
         let adminAddress = try address(me.adminAddress)
         let process = TernServerProcess(
-            node: node, transport: transport, resp: resp, admin: nil, config: config, logger: logger,
+            node: node, transport: transport, resp: resp, admin: nil, config: config, tls: tls,
+            logger: logger,
             group: group, errors: errors)
         process.aclBox.withLockedValue { $0 = (access, aclGossip) }
         let admin = try await AdminServer.start(
-            host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy, group: group,
-            logger: logger)
+            host: adminAddress.host, port: adminAddress.port, backend: process.backendProxy,
+            access: AdminAccess(token: adminToken), group: group, logger: logger)
         process.adminBox.withLockedValue { $0 = admin }
         process.startSampler()
         return process
@@ -214,8 +260,9 @@ public final class TernServerProcess: Service, AdminBackend {
 
     init(
         node: Node, transport: PeerTransport, resp: RESPFrontend, admin: AdminServer?, config: ServerConfig,
-        logger: Logger, group: any EventLoopGroup, errors: ErrorRing
+        tls: TLSContexts, logger: Logger, group: any EventLoopGroup, errors: ErrorRing
     ) {
+        self.tls = tls
         self.group = group
         self.errors = errors
         self.node = node
@@ -298,6 +345,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
             "damaged_key_loads":\(s.damagedKeyLoads),"expired_keys_swept":\(s.expiredSwept),"storage_damaged_records":\(s.storageDamagedRecords),\
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\
+            "peer_tls_failures":\(t.tlsFailures),\
             "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
             "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
             "repair":\(Self.json(s.repair)),\(await dashboardFields(s))}
@@ -432,6 +480,10 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_peer_handshakes_evicted_total", "counter",
             "Peer connections closed in their handshake to make room (a flood on the peer port).",
             Double(t.handshakesEvicted))
+        metric(
+            "tern_peer_tls_failures_total", "counter",
+            "Peer connections refused by mutual TLS (another CA's certificate, none, or no TLS).",
+            Double(t.tlsFailures))
         metric("tern_transport_bytes_sent_total", "counter", "Bytes sent to peers.", Double(t.bytesSent))
         metric(
             "tern_transport_bytes_received_total", "counter", "Bytes received from peers.",
@@ -562,6 +614,42 @@ public final class TernServerProcess: Service, AdminBackend {
         }
         transport.setFault(fault, for: p, direction: .both)
         return .applied("fault \(fault) for traffic with \(p)")
+    }
+}
+
+/// The node's TLS contexts, built from the files server.toml names (docs/SECURITY.md).
+struct TLSContexts: Sendable {
+    /// The client TLS port's (tls_cert_file, tls_key_file, tls_ca_cert_file, tls_auth_clients).
+    var client: ReloadableTLSContext?
+    /// Mutual TLS between peers (tls_peer_*).
+    var peer: PeerTLS?
+
+    init(config: ServerConfig) throws {
+        if config.tlsPort != nil, let cert = config.tlsCertFile, let key = config.tlsKeyFile {
+            let ca = config.tlsCACertFile
+            let policy: ClientCertificatePolicy =
+                switch config.tlsAuthClients {
+                case .no: .none
+                case .optional: .optional
+                case .yes: .required
+                }
+            client = try ReloadableTLSContext {
+                try TLSFiles.serverContext(cert: cert, key: key, ca: ca, clients: policy)
+            }
+        }
+        if let cert = config.tlsPeerCertFile, let key = config.tlsPeerKeyFile,
+            let ca = config.tlsPeerCACertFile
+        {
+            peer = try PeerTLS(certFile: cert, keyFile: key, caFile: ca)
+        }
+    }
+
+    /// Builds every context again; all or nothing.
+    func reload() throws {
+        // Build first, swap after: a bad file leaves every context as it was.
+        let fresh = try client?.build()
+        try peer?.reload()
+        if let client, let fresh { client.install(fresh) }
     }
 }
 

@@ -24,7 +24,22 @@ import TOMLKit
 /// repair_pass_interval_s = 60     # pause between the end of a pass and the next
 /// clock_skew_bound_ms = 50        # bound on any node's clock error: keys expire this early (docs/DATA.md)
 /// flushall = false            # FLUSHALL/FLUSHDB allowed (they delete every key; on in tern dev)
+///
+/// # Security (docs/SECURITY.md)
+/// protected_mode = true       # refuse a non-loopback client address without password/aclfile
+/// aclfile = ""                # ACL users file (a non-empty path counts as "users configured")
+/// admin_token = "…"           # bearer token for the admin port (or admin_token_file = "path")
+/// port = 0                    # only 0: no plain client port (the map's port is the plain one)
+/// tls_port = 7679             # TLS client port, on the map's client host
+/// tls_cert_file = "node.crt"  # PEM certificate (chain) the TLS port presents
+/// tls_key_file = "node.key"   # its PEM private key
+/// tls_ca_cert_file = "ca.crt" # CA that client certificates must chain to
+/// tls_auth_clients = "yes"    # "no" | "optional" | "yes" (Redis's names; Redis's default)
+/// tls_peer_cert_file = "…"    # peer mutual TLS: this node's certificate, signed by the
+/// tls_peer_key_file = "…"     #   cluster CA, its key,
+/// tls_peer_ca_cert_file = "…" #   and the cluster CA (all three, or none: no peer TLS)
 /// ```
+/// Relative paths are relative to the directory of the file they are read from.
 /// Every key but `secret` is optional; unknown keys are refused (likely typos).
 public struct ServerConfig: Sendable, Hashable {
     public var secret: [UInt8]
@@ -51,8 +66,39 @@ public struct ServerConfig: Sendable, Hashable {
     public var clockSkewBoundMilliseconds = 50
     /// FLUSHALL/FLUSHDB run; refused otherwise (docs/SERVER.md, "Keyspace").
     public var flushall = false
+    /// Refuse to serve clients or the admin port on a non-loopback address without credentials.
+    public var protectedMode = true
+    /// The admin port's bearer token, given inline.
+    public var adminToken: String?
+    /// A file holding the admin port's bearer token (its first line, trimmed).
+    public var adminTokenFile: String?
+    /// `port = 0`: no plain client listener (only the TLS one).
+    public var plainPortDisabled = false
+    /// TLS for clients (docs/SECURITY.md).
+    public var tlsPort: Int?
+    public var tlsCertFile: String?
+    public var tlsKeyFile: String?
+    public var tlsCACertFile: String?
+    public var tlsAuthClients = TLSAuthClients.yes
+    /// Mutual TLS between peers: this node's certificate and key, and the cluster CA.
+    public var tlsPeerCertFile: String?
+    public var tlsPeerKeyFile: String?
+    public var tlsPeerCACertFile: String?
+
+    /// Whether the TLS client port asks for client certificates (Redis's `tls-auth-clients`).
+    public enum TLSAuthClients: String, Sendable, Hashable {
+        /// No client certificate is asked for.
+        case no
+        /// A client certificate is asked for; if one is sent it must chain to `tls_ca_cert_file`.
+        case optional
+        /// A client certificate chaining to `tls_ca_cert_file` is required.
+        case yes
+    }
 
     public init(secret: [UInt8]) { self.secret = secret }
+
+    /// Peer mutual TLS is configured.
+    public var peerTLS: Bool { tlsPeerCertFile != nil }
 
     /// Largest `max_value_bytes`: a key's record holds its value, an accepted value and the old
     /// values the last instance returned (about 4 × the value), and must fit one storage record
@@ -75,7 +121,10 @@ public struct ServerConfig: Sendable, Hashable {
         "secret", "password", "aclfile", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
-        "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall",
+        "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall", "protected_mode",
+        "admin_token",
+        "admin_token_file", "port", "tls_port", "tls_cert_file", "tls_key_file", "tls_ca_cert_file",
+        "tls_auth_clients", "tls_peer_cert_file", "tls_peer_key_file", "tls_peer_ca_cert_file",
     ]
 
     /// Parses the `[server]` table of `text`.
@@ -150,6 +199,133 @@ public struct ServerConfig: Sendable, Hashable {
             default: throw ServerConfigError("fsync must be \"thread\" or \"inline\"")
             }
         }
+        try parseSecurity(t)
+    }
+
+    /// The security keys (docs/SECURITY.md).
+    mutating func parseSecurity(_ t: TOMLTable) throws(ServerConfigError) {
+        func string(_ key: String) throws(ServerConfigError) -> String? {
+            guard let v = t[key] else { return nil }
+            guard let s = v.string else { throw ServerConfigError("\(key) must be a string") }
+            return s.isEmpty ? nil : s
+        }
+        if let v = t["protected_mode"] {
+            guard let b = v.bool else { throw ServerConfigError("protected_mode must be true or false") }
+            protectedMode = b
+        }
+        adminToken = try string("admin_token")
+        adminTokenFile = try string("admin_token_file")
+        if adminToken != nil && adminTokenFile != nil {
+            throw ServerConfigError("set admin_token or admin_token_file, not both")
+        }
+        if let v = t["port"] {
+            guard v.int == 0 else {
+                throw ServerConfigError(
+                    "port may only be 0 (no plain client port); the client port is the cluster map's")
+            }
+            plainPortDisabled = true
+        }
+        if let v = t["tls_port"] {
+            guard let p = v.int, (1...65535).contains(p) else {
+                throw ServerConfigError("tls_port must be an integer in 1...65535")
+            }
+            tlsPort = p
+        }
+        tlsCertFile = try string("tls_cert_file")
+        tlsKeyFile = try string("tls_key_file")
+        tlsCACertFile = try string("tls_ca_cert_file")
+        if let s = try string("tls_auth_clients") {
+            guard let a = TLSAuthClients(rawValue: s) else {
+                throw ServerConfigError("tls_auth_clients must be \"no\", \"optional\" or \"yes\"")
+            }
+            tlsAuthClients = a
+        }
+        if tlsPort != nil {
+            guard tlsCertFile != nil, tlsKeyFile != nil else {
+                throw ServerConfigError("tls_port needs tls_cert_file and tls_key_file")
+            }
+            if tlsAuthClients != .no && tlsCACertFile == nil {
+                throw ServerConfigError(
+                    "tls_auth_clients = \"\(tlsAuthClients.rawValue)\" needs tls_ca_cert_file (the CA client "
+                        + "certificates chain to); or set tls_auth_clients = \"no\"")
+            }
+        }
+        if plainPortDisabled && tlsPort == nil {
+            throw ServerConfigError("port = 0 turns the plain client port off; then tls_port is needed")
+        }
+        tlsPeerCertFile = try string("tls_peer_cert_file")
+        tlsPeerKeyFile = try string("tls_peer_key_file")
+        tlsPeerCACertFile = try string("tls_peer_ca_cert_file")
+        let peer = [tlsPeerCertFile, tlsPeerKeyFile, tlsPeerCACertFile].filter { $0 != nil }.count
+        if peer != 0 && peer != 3 {
+            throw ServerConfigError(
+                "peer TLS needs all three of tls_peer_cert_file, tls_peer_key_file, tls_peer_ca_cert_file")
+        }
+    }
+
+    /// Relative file paths made relative to `directory` (the directory of server.toml).
+    mutating func resolvePaths(relativeTo directory: String) {
+        func fix(_ p: inout String?) {
+            guard let path = p, !path.hasPrefix("/") else { return }
+            p = directory + "/" + path
+        }
+        fix(&aclFile)
+        fix(&adminTokenFile)
+        fix(&tlsCertFile)
+        fix(&tlsKeyFile)
+        fix(&tlsCACertFile)
+        fix(&tlsPeerCertFile)
+        fix(&tlsPeerKeyFile)
+        fix(&tlsPeerCACertFile)
+    }
+
+    /// The admin token: `admin_token`, or the first line of `admin_token_file`; nil if neither.
+    public func resolvedAdminToken() throws(ServerConfigError) -> String? {
+        if let adminToken { return adminToken }
+        guard let adminTokenFile else { return nil }
+        let text: String
+        do {
+            text = try String(contentsOfFile: adminTokenFile, encoding: .utf8)
+        } catch {
+            throw ServerConfigError(
+                "cannot read admin_token_file \(adminTokenFile): \(error.localizedDescription)")
+        }
+        let token = text.split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        guard !token.isEmpty else { throw ServerConfigError("admin_token_file \(adminTokenFile) is empty") }
+        return token
+    }
+
+    /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost): only this machine
+    /// can reach it. `0.0.0.0` and `::` (every interface) are not.
+    public static func isLoopback(_ host: String) -> Bool {
+        let h = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return h == "localhost" || h == "::1" || h.hasPrefix("127.")
+    }
+
+    /// Why this node must not start on these addresses (protected mode, docs/SECURITY.md), as
+    /// sentences; empty when it may.
+    /// - Parameters:
+    ///   - clientHost: where clients connect (the map's client address host; the TLS port too).
+    ///   - adminHost: where the admin port listens.
+    ///   - hasAdminToken: `admin_token` or `admin_token_file` is set.
+    public func exposureProblems(clientHost: String, adminHost: String, hasAdminToken: Bool) -> [String] {
+        guard protectedMode else { return [] }
+        var out: [String] = []
+        if !Self.isLoopback(clientHost) && password == nil && aclFile == nil {
+            out.append(
+                "protected mode: the client address \(clientHost) is not loopback and no client "
+                    + "authentication is configured, so anyone who can reach it could read and change "
+                    + "every key. Set password = \"…\" or aclfile = \"…\" in server.toml, listen on "
+                    + "127.0.0.1, or (behind a firewall you trust) set protected_mode = false")
+        }
+        if !Self.isLoopback(adminHost) && !hasAdminToken {
+            out.append(
+                "protected mode: the admin address \(adminHost) is not loopback and no admin token is "
+                    + "configured, so anyone who can reach it could read the node's status and start "
+                    + "repairs. Set admin_token = \"…\" or admin_token_file = \"path\" in server.toml, "
+                    + "listen on 127.0.0.1, or set protected_mode = false")
+        }
+        return out
     }
 
     /// Reads `path`.
@@ -165,6 +341,7 @@ public struct ServerConfig: Sendable, Hashable {
         } catch {
             throw ServerConfigError("\(path): \(error.message)")
         }
+        resolvePaths(relativeTo: URL(fileURLWithPath: path).deletingLastPathComponent().path)
     }
 
     /// The file form (what `tern dev` writes).
@@ -176,11 +353,6 @@ public struct ServerConfig: Sendable, Hashable {
             let escaped = password.replacingOccurrences(of: "\\", with: "\\\\")
                 .replacingOccurrences(of: "\"", with: "\\\"")
             out += "password = \"\(escaped)\"\n"
-        }
-        if let aclFile {
-            let escaped = aclFile.replacingOccurrences(of: "\\", with: "\\\\")
-                .replacingOccurrences(of: "\"", with: "\\\"")
-            out += "aclfile = \"\(escaped)\"\n"
         }
         out += "test_faults = \(testFaults)\n"
         out += "max_value_bytes = \(maxValueBytes)\n"
@@ -198,6 +370,24 @@ public struct ServerConfig: Sendable, Hashable {
         out += "repair_pass_interval_s = \(repairPassIntervalSeconds)\n"
         out += "clock_skew_bound_ms = \(clockSkewBoundMilliseconds)\n"
         out += "flushall = \(flushall)\n"
+        func quoted(_ s: String) -> String {
+            "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                + "\""
+        }
+        if !protectedMode { out += "protected_mode = false\n" }
+        for (key, value) in [
+            ("aclfile", aclFile), ("admin_token", adminToken), ("admin_token_file", adminTokenFile),
+            ("tls_cert_file", tlsCertFile), ("tls_key_file", tlsKeyFile), ("tls_ca_cert_file", tlsCACertFile),
+            ("tls_peer_cert_file", tlsPeerCertFile), ("tls_peer_key_file", tlsPeerKeyFile),
+            ("tls_peer_ca_cert_file", tlsPeerCACertFile),
+        ] {
+            if let value { out += "\(key) = \(quoted(value))\n" }
+        }
+        if plainPortDisabled { out += "port = 0\n" }
+        if let tlsPort {
+            out += "tls_port = \(tlsPort)\n"
+            out += "tls_auth_clients = \"\(tlsAuthClients.rawValue)\"\n"
+        }
         return out
     }
 

@@ -3,6 +3,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import TernCore
 
 /// Node-to-node messaging over TCP: one authenticated connection per pair of nodes, messages
@@ -125,6 +127,12 @@ public final class PeerTransport: Sendable {
                 .childChannelOption(.writeBufferWaterMark, value: Self.waterMark)
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls = config.tls {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLServerHandler(context: tls.server.current))
+                            try channel.pipeline.syncOperations.addHandler(
+                                PeerTLSWatcher(transport: self, peer: nil))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             PeerChannelHandler(transport: self, role: .listener))
                     }
@@ -532,6 +540,17 @@ public final class PeerTransport: Sendable {
             "peer handshake failed: \(failure)")
     }
 
+    /// Counts and logs a TLS failure on a peer connection (a certificate from another CA, none, an
+    /// expired one, or not TLS at all); loud once per 10 s per kind, like handshake failures.
+    func tlsFailed(_ error: any Error, peer: NodeID?, remote: String) {
+        counters.tlsFailures.wrappingIncrement(ordering: .relaxed)
+        let what = "\(error)"
+        logger.log(
+            level: firstInTenSeconds("tls " + what) ? .error : .debug,
+            "peer TLS failed: connection refused",
+            metadata: ["peer": "\(peer.map { "\($0)" } ?? "?")", "remote": "\(remote)", "error": "\(what)"])
+    }
+
     /// True the first time `event` happens in 10 s (then it is logged loudly; repeats at debug).
     private func firstInTenSeconds(_ event: String) -> Bool {
         let now = NIODeadline.now()
@@ -564,6 +583,12 @@ public final class PeerTransport: Sendable {
             .channelOption(.writeBufferWaterMark, value: Self.waterMark)
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = config.tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.client.current, serverHostname: nil))
+                        try channel.pipeline.syncOperations.addHandler(
+                            PeerTLSWatcher(transport: self, peer: peer))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         PeerChannelHandler(transport: self, role: .dialer(peer: peer)))
                 }
@@ -611,5 +636,38 @@ public final class PeerTransport: Sendable {
     private static func jittered(_ backoff: TimeAmount) -> TimeAmount {
         let n = max(2, backoff.nanoseconds)
         return .nanoseconds(Int64.random(in: n / 2...n))
+    }
+}
+
+/// Sits behind the TLS handler of a peer connection: TLS errors (another CA's certificate, no
+/// certificate, a peer that does not speak TLS) are counted and logged, then passed on (the
+/// connection closes). A connection that ends without close_notify after its TLS handshake (a peer
+/// killed or restarted) is not a TLS failure.
+final class PeerTLSWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    let transport: PeerTransport
+    let peer: NodeID?
+    var reported = false
+    var handshakeDone = false
+
+    init(transport: PeerTransport, peer: NodeID?) {
+        self.transport = transport
+        self.peer = peer
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? TLSUserEvent, case .handshakeCompleted = e { handshakeDone = true }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        let afterHandshakeClose = handshakeDone && (error as? NIOSSLError) == .uncleanShutdown
+        if !reported && !afterHandshakeClose && (error is NIOSSLError || error is BoringSSLError) {
+            reported = true
+            transport.tlsFailed(
+                error, peer: peer, remote: context.channel.remoteAddress.map { "\($0)" } ?? "?")
+        }
+        context.fireErrorCaught(error)
     }
 }

@@ -48,6 +48,8 @@ public struct TransportConfig: Sendable {
     public var handshakeTimeout: TimeAmount = .seconds(2)
     /// TCP connect timeout of one dial attempt.
     public var connectTimeout: TimeAmount = .seconds(1)
+    /// Mutual TLS under the handshake (docs/SECURITY.md); nil: plain TCP.
+    public var tls: PeerTLS?
 
     public init(
         clusterName: String, me: NodeID, listen: PeerAddress, peers: [NodeID: PeerAddress], secret: [UInt8],

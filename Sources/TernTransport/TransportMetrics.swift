@@ -34,6 +34,9 @@ public struct TransportMetrics: Sendable, Hashable {
     public var connectFailures = 0
     /// Handshakes that failed on either side (refused, bad MAC, replay, wrong peer, timeout).
     public var authFailures = 0
+    /// Peer connections refused by TLS (mutual TLS on: a certificate from another CA, none, or
+    /// a peer that does not speak TLS).
+    public var tlsFailures = 0
     /// Connections closed while still in their handshake to make room for newer ones (a flood
     /// of silent connections on the peer port; `PeerTransport.register`).
     public var handshakesEvicted = 0
@@ -88,6 +91,7 @@ final class Counters: Sendable {
     let reconnects = ManagedAtomic(0)
     let connectFailures = ManagedAtomic(0)
     let authFailures = ManagedAtomic(0)
+    let tlsFailures = ManagedAtomic(0)
     let framingErrors = ManagedAtomic(0)
     let handshakesEvicted = ManagedAtomic(0)
     let idleTimeouts = ManagedAtomic(0)
@@ -135,6 +139,7 @@ final class Counters: Sendable {
         m.reconnects = reconnects.load(ordering: .relaxed)
         m.connectFailures = connectFailures.load(ordering: .relaxed)
         m.authFailures = authFailures.load(ordering: .relaxed)
+        m.tlsFailures = tlsFailures.load(ordering: .relaxed)
         m.handshakesEvicted = handshakesEvicted.load(ordering: .relaxed)
         m.framingErrors = framingErrors.load(ordering: .relaxed)
         m.idleTimeouts = idleTimeouts.load(ordering: .relaxed)

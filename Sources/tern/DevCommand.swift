@@ -3,6 +3,7 @@ import Foundation
 import TernCore
 import TernPlacement
 import TernServer
+import TernTransport
 
 #if canImport(Glibc)
     import Glibc
@@ -40,6 +41,13 @@ struct DevCommand: AsyncParsableCommand {
 
     @Option(help: "Seconds to wait for every node to become healthy.")
     var startTimeout: Double = 60
+
+    @Flag(
+        help: """
+            TLS: make a throwaway CA and node certificates under <dir>/tls (first time), serve TLS \
+            clients on each client port + 300 and use mutual TLS between the nodes (docs/SECURITY.md).
+            """)
+    var tls = false
 
     func run() async throws {
         let root = URL(fileURLWithPath: dir).standardizedFileURL.path
@@ -85,6 +93,38 @@ struct DevCommand: AsyncParsableCommand {
                         + "or server is running there; stop it, or choose other ports with --base-port")
             }
         }
+        var nodeSettings: [NodeID: String] = [:]
+        var tlsPorts: [NodeID: Int] = [:]
+        if tls {
+            let base = try ServerConfig(contentsOfFile: settingsPath)
+            let files = try Self.makeCertificates(root: root, map: map)
+            for n in map.nodes {
+                let port = (Int(n.clientAddress.split(separator: ":").last ?? "") ?? 0) + Self.tlsPortOffset
+                let address =
+                    n.clientAddress.split(separator: ":").dropLast().joined(separator: ":") + ":\(port)"
+                guard Self.portIsFree(address) else {
+                    throw ValidationError(
+                        "tern dev: \(address) (n\(n.id.rawValue)'s TLS port) is in use; stop what runs there, "
+                            + "or choose other ports with --base-port")
+                }
+                var settings = base
+                settings.tlsPort = port
+                settings.tlsCertFile = files.cert(n.id)
+                settings.tlsKeyFile = files.key(n.id)
+                settings.tlsCACertFile = files.ca
+                // A client certificate is not needed (redis-cli --tls --cacert works), but one that
+                // is sent must come from the dev CA (tls/client.crt is one).
+                settings.tlsAuthClients = .optional
+                settings.tlsPeerCertFile = files.cert(n.id)
+                settings.tlsPeerKeyFile = files.key(n.id)
+                settings.tlsPeerCACertFile = files.ca
+                let path = root + "/n\(n.id.rawValue).server.toml"
+                try settings.toml().write(toFile: path, atomically: true, encoding: .utf8)
+                chmod(path, 0o600)
+                nodeSettings[n.id] = path
+                tlsPorts[n.id] = port
+            }
+        }
         let exe = try Self.ownExecutable()
         let supervisor = Supervisor()
         supervisor.installSignalHandlers()
@@ -95,13 +135,16 @@ struct DevCommand: AsyncParsableCommand {
                 exe,
                 [
                     "server", "--config", mapPath, "--node", "\(n.id.rawValue)", "--data", data,
-                    "--server-config", settingsPath,
+                    "--server-config", nodeSettings[n.id] ?? settingsPath,
                     // A development cluster: FLUSHALL on (test harnesses send it before each file).
                     "--allow-flushall",
                 ],
                 log: log)
             supervisor.add(pid: pid, name: "n\(n.id.rawValue)", log: log)
-            print("n\(n.id.rawValue) campus \(n.campus) client \(n.clientAddress) admin \(n.adminAddress)")
+            let tlsNote = tlsPorts[n.id].map { " tls \($0)" } ?? ""
+            print(
+                "n\(n.id.rawValue) campus \(n.campus) client \(n.clientAddress)\(tlsNote) admin \(n.adminAddress)"
+            )
         }
         fflush(nil)
         let deadline = Date().addingTimeInterval(startTimeout)
@@ -119,10 +162,59 @@ struct DevCommand: AsyncParsableCommand {
             let first = map.nodes[0].clientAddress
             let port = first.split(separator: ":").last.map(String.init) ?? "7379"
             print("tern dev: all \(map.nodes.count) nodes healthy. Try: redis-cli -p \(port) set hello world")
+            if let tlsPort = tlsPorts[map.nodes[0].id] {
+                print(
+                    "tern dev: TLS (clients, and mutual TLS between the nodes). Try: redis-cli --tls --cacert "
+                        + "\(root)/tls/ca.crt -p \(tlsPort) get hello")
+            }
         }
         fflush(nil)
         let status = await supervisor.waitForStop()
         throw ExitCode(status)
+    }
+
+    /// The TLS client port of a node is its client port plus this.
+    static let tlsPortOffset = 300
+
+    /// Where `makeCertificates` put the files.
+    struct CertificateFiles {
+        var dir: String
+        var ca: String { dir + "/ca.crt" }
+        func cert(_ id: NodeID) -> String { dir + "/n\(id.rawValue).crt" }
+        func key(_ id: NodeID) -> String { dir + "/n\(id.rawValue).key" }
+    }
+
+    /// A throwaway CA and a certificate per node (plus one for a client, tls/client.crt) under
+    /// `root`/tls, made once: a later run reuses them. The CA's key is not kept (nothing more is
+    /// ever signed with it); delete the folder to make a new set.
+    static func makeCertificates(root: String, map: ClusterMap) throws -> CertificateFiles {
+        let files = CertificateFiles(dir: root + "/tls")
+        let fm = FileManager.default
+        let complete =
+            fm.fileExists(atPath: files.ca) && fm.fileExists(atPath: files.dir + "/client.crt")
+            && map.nodes.allSatisfy {
+                fm.fileExists(atPath: files.cert($0.id)) && fm.fileExists(atPath: files.key($0.id))
+            }
+        if complete { return files }
+        try fm.createDirectory(
+            atPath: files.dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let ca = try ThrowawayCA(commonName: "Tern dev CA (\(map.name))")
+        func write(_ text: String, _ path: String, secret: Bool) throws {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            chmod(path, secret ? 0o600 : 0o644)
+        }
+        for n in map.nodes {
+            let issued = try ca.issue(commonName: "tern node \(n.id.rawValue)")
+            try write(issued.certificatePEM, files.cert(n.id), secret: false)
+            try write(issued.keyPEM, files.key(n.id), secret: true)
+        }
+        let client = try ca.issue(commonName: "tern dev client")
+        try write(client.certificatePEM, files.dir + "/client.crt", secret: false)
+        try write(client.keyPEM, files.dir + "/client.key", secret: true)
+        // The CA last: its presence marks a complete set.
+        try write(ca.certificatePEM, files.ca, secret: false)
+        print("tern dev: made a throwaway CA and certificates in \(files.dir)")
+        return files
     }
 
     /// This process's executable (the children run the same binary).
@@ -150,6 +242,7 @@ struct DevCommand: AsyncParsableCommand {
         sigaddset(&defaults, SIGINT)
         sigaddset(&defaults, SIGTERM)
         sigaddset(&defaults, SIGPIPE)
+        sigaddset(&defaults, SIGHUP)
         posix_spawnattr_setsigdefault(&attr, &defaults)
         var empty = sigset_t()
         sigemptyset(&empty)
@@ -205,8 +298,10 @@ struct DevCommand: AsyncParsableCommand {
     static func healthy(_ address: String) -> Bool { http("GET", "/health", at: address)?.status == 200 }
 
     /// One HTTP/1.1 request to a node's admin address (a plain blocking socket with a short
-    /// timeout): the status code and the body, nil when the node does not answer.
+    /// timeout): the status code and the body, nil when the node does not answer. The admin token,
+    /// if the environment has one (`TERN_ADMIN_TOKEN`), goes with it (docs/SECURITY.md).
     static func http(_ method: String, _ path: String, at address: String) -> (status: Int, body: String)? {
+        let token = ProcessInfo.processInfo.environment["TERN_ADMIN_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         guard let addr = ipv4(address) else { return nil }
         let host = String(address[..<address.lastIndex(of: ":")!])
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -216,8 +311,9 @@ struct DevCommand: AsyncParsableCommand {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         guard withSockaddr(addr, { connect(fd, $0, $1) }) == 0 else { return nil }
+        let authorization = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
         let request = Array(
-            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Length: 0\r\nConnection: close\r\n\(authorization)\r\n"
                 .utf8)
         guard send(fd, request, request.count, 0) == request.count else { return nil }
         var reply: [UInt8] = []
@@ -285,6 +381,15 @@ final class Supervisor: @unchecked Sendable {
     }
 
     func installSignalHandlers() {
+        // SIGHUP: passed on to every node (each reloads its certificates).
+        signal(SIGHUP, SIG_IGN)
+        let hup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hup.setEventHandler { [self] in
+            let running = lock.withLock { children.filter { !$0.exited }.map(\.pid) }
+            for pid in running { kill(pid, SIGHUP) }
+        }
+        hup.resume()
+        sources.append(hup)
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())

@@ -1,6 +1,8 @@
 import Foundation
 
 #if canImport(Glibc)
+    // With swift-nio-ssl in the build graph, `timespec` is seen through CoreFoundation's module.
+    import CoreFoundation
     import Glibc
 #endif
 

@@ -16,7 +16,8 @@ struct ServerCommand: AsyncParsableCommand {
         abstract: "Run one Tern node: Redis protocol for clients, Paxos with its peers (docs/SERVER.md).",
         discussion: """
             Reads the cluster map (--config) and the node settings (server.toml beside the map, or \
-            --server-config), opens the data directory and serves until SIGTERM or SIGINT.
+            --server-config), opens the data directory and serves until SIGTERM or SIGINT. SIGHUP \
+            reloads the TLS certificates (docs/SECURITY.md).
             """
     )
 
@@ -77,7 +78,18 @@ struct ServerCommand: AsyncParsableCommand {
         let services = ServiceGroup(
             services: [process], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
             logger: logger)
+        // SIGHUP: read the TLS certificate and key files again (docs/SECURITY.md); connections
+        // opened afterwards use them. The handler is in place before the first one can arrive.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let reloadLogger = logger
+        let reloader = Task {
+            for await _ in hangups {
+                reloadLogger.notice("SIGHUP: reloading certificates")
+                try? process.reloadCertificates()
+            }
+        }
         try await services.run()
+        reloader.cancel()
         try? await group.shutdownGracefully()
     }
 }

@@ -8,6 +8,8 @@ import TernServer
 import Testing
 
 #if canImport(Glibc)
+    // With swift-nio-ssl in the build graph, `struct stat` is seen through CoreFoundation's module.
+    import CoreFoundation
     import Glibc
 #endif
 

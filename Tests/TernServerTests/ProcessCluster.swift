@@ -91,10 +91,15 @@ final class ProcessCluster: @unchecked Sendable {
     /// With `user`, the servers run as that (non-root) account through setpriv, and the cluster
     /// directory is theirs.
     let user: String?
+    /// The admin token the settings carry (sent by `http` unless told otherwise).
+    let adminToken: String?
+    /// Each node reads its own n<id>.server.toml (`perNode`).
+    let perNodeSettings: Bool
 
     init(
         perCampus: Int = 1, requestTimeoutMs: Int = 1500, user: String? = nil, maxClients: Int? = nil,
-        settings configure: (inout ServerConfig) -> Void = { _ in }
+        settings configure: (inout ServerConfig) -> Void = { _ in },
+        perNode: ((NodeID, inout ServerConfig) -> Void)? = nil
     ) throws {
         self.user = user
         dir = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -124,7 +129,17 @@ final class ProcessCluster: @unchecked Sendable {
         settings.requestTimeoutMilliseconds = requestTimeoutMs
         if let maxClients { settings.maxClients = maxClients }
         configure(&settings)
+        adminToken = settings.adminToken
         try settings.toml().write(toFile: dir + "/server.toml", atomically: true, encoding: .utf8)
+        perNodeSettings = perNode != nil
+        if let perNode {
+            for n in map.nodes {
+                var mine = settings
+                perNode(n.id, &mine)
+                try mine.toml().write(
+                    toFile: dir + "/n\(n.id.rawValue).server.toml", atomically: true, encoding: .utf8)
+            }
+        }
         if let user {
             let (status, out) = try run("/bin/chown", ["-R", "\(user):", dir])
             guard status == 0 else { throw ClusterTestError("chown \(user) \(dir): \(out)") }
@@ -146,10 +161,11 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     func start(_ id: NodeID) {
-        let args = [
+        var args = [
             "server", "--config", dir + "/cluster.toml", "--node", "\(id.rawValue)", "--data",
             dir + "/n\(id.rawValue)",
         ]
+        if perNodeSettings { args += ["--server-config", dir + "/n\(id.rawValue).server.toml"] }
         let pid =
             if let user {
                 spawnProcess(
@@ -230,7 +246,10 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// A tiny HTTP/1.1 request to the node's admin port.
-    func http(_ method: String, _ path: String, node id: NodeID) async throws -> (status: Int, body: String) {
+    func http(_ method: String, _ path: String, node id: NodeID, token: String?? = nil) async throws -> (
+        status: Int, body: String
+    ) {
+        let authorization = (token ?? adminToken).map { "Authorization: Bearer \($0)\r\n" } ?? ""
         let channel = try await ClientBootstrap(group: Self.group).connect(
             host: "127.0.0.1", port: adminPort(id)
         )
@@ -239,7 +258,8 @@ final class ProcessCluster: @unchecked Sendable {
         try await channel.pipeline.addHandler(collector).get()
         var b = channel.allocator.buffer(capacity: 128)
         b.writeString(
-            "\(method) \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            "\(method) \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\(authorization)\r\n"
+        )
         try await channel.writeAndFlush(b).get()
         try await channel.closeFuture.get()
         let text = collector.text

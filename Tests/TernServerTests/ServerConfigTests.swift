@@ -63,4 +63,69 @@ import Testing
         #expect(record.count > 4 * v, "the record holds four values")
         #expect(record.count <= ServerConfig.storageRecordBytesMax(maxValueBytes: v))
     }
+
+    @Test("Protected mode: a non-loopback client address needs a password or aclfile, an admin one a token")
+    func protectedMode() throws {
+        let plain = try ServerConfig(toml: secret)
+        #expect(plain.protectedMode)
+        #expect(
+            plain.exposureProblems(clientHost: "127.0.0.1", adminHost: "127.0.0.1", hasAdminToken: false)
+                .isEmpty)
+        #expect(
+            plain.exposureProblems(clientHost: "::1", adminHost: "localhost", hasAdminToken: false).isEmpty)
+        let open = plain.exposureProblems(clientHost: "0.0.0.0", adminHost: "127.0.0.1", hasAdminToken: false)
+        #expect(open.count == 1)
+        #expect(open.first?.contains("password") == true && open.first?.contains("aclfile") == true)
+        #expect(open.first?.contains("protected_mode = false") == true)
+        let admin = plain.exposureProblems(
+            clientHost: "127.0.0.1", adminHost: "10.0.0.5", hasAdminToken: false)
+        #expect(admin.count == 1 && admin[0].contains("admin_token"))
+        #expect(
+            plain.exposureProblems(clientHost: "127.0.0.1", adminHost: "10.0.0.5", hasAdminToken: true)
+                .isEmpty)
+        let withPassword = try ServerConfig(toml: secret + "password = \"pw\"\n")
+        #expect(
+            withPassword.exposureProblems(clientHost: "10.0.0.5", adminHost: "::1", hasAdminToken: false)
+                .isEmpty)
+        let withUsers = try ServerConfig(toml: secret + "aclfile = \"users.acl\"\n")
+        #expect(
+            withUsers.exposureProblems(clientHost: "10.0.0.5", adminHost: "::1", hasAdminToken: false).isEmpty
+        )
+        let off = try ServerConfig(toml: secret + "protected_mode = false\n")
+        #expect(
+            off.exposureProblems(clientHost: "0.0.0.0", adminHost: "0.0.0.0", hasAdminToken: false).isEmpty)
+        #expect(try ServerConfig(toml: off.toml()).protectedMode == false)
+    }
+
+    @Test("Security keys: admin token (inline or file, not both), TLS ports and files, auth-clients names")
+    func securityKeys() throws {
+        let both = secret + "admin_token = \"a\"\nadmin_token_file = \"f\"\n"
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: both) }
+        let tls = try ServerConfig(
+            toml: secret
+                + "tls_port = 7679\ntls_cert_file = \"n.crt\"\ntls_key_file = \"n.key\"\ntls_auth_clients = \"no\"\n"
+                + "admin_token = \"tok\"\n")
+        #expect(tls.tlsPort == 7679 && tls.tlsAuthClients == .no)
+        #expect(try tls.resolvedAdminToken() == "tok")
+        #expect(try ServerConfig(toml: tls.toml()) == tls)
+        // Redis's default is yes: client certificates, so a CA to check them is needed.
+        #expect(throws: ServerConfigError.self) {
+            try ServerConfig(
+                toml: secret + "tls_port = 7679\ntls_cert_file = \"n.crt\"\ntls_key_file = \"n.key\"\n")
+        }
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "tls_port = 7679\n") }
+        #expect(throws: ServerConfigError.self) {
+            try ServerConfig(toml: secret + "tls_auth_clients = \"maybe\"\n")
+        }
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "port = 7379\n") }
+        #expect(throws: ServerConfigError.self) { try ServerConfig(toml: secret + "port = 0\n") }
+        #expect(throws: ServerConfigError.self) {
+            try ServerConfig(toml: secret + "tls_peer_cert_file = \"a\"\n")
+        }
+        let peers = try ServerConfig(
+            toml: secret
+                + "tls_peer_cert_file = \"a\"\ntls_peer_key_file = \"b\"\ntls_peer_ca_cert_file = \"c\"\n")
+        #expect(peers.peerTLS)
+        #expect(try ServerConfig(toml: peers.toml()) == peers)
+    }
 }
