@@ -149,6 +149,10 @@ public struct ByteWriter: Sendable {
             u8(applied ? 29 : 28)
             u32(UInt32(dropped.count))
             for d in dropped { u64(d) }
+        case .envelope(let e): e.encode(into: &self)
+        case .inboxAppendedAt(let seq, let needsSeal):
+            u8(needsSeal ? 49 : 48)
+            u64(seq)
         }
     }
 }
@@ -249,6 +253,8 @@ public struct ByteReader: Sendable {
                 dropped.append(d)
             }
             return .inboxSealed(applied: tag == 29, dropped: dropped)
+        case 40...47: return EnvelopeResult.decode(tag: tag, &self).map { .envelope($0) }
+        case 48, 49: return u64().map { .inboxAppendedAt(seq: $0, needsSeal: tag == 49) }
         default: return nil
         }
     }

@@ -576,6 +576,7 @@ extension Operation {
         case .delete, .incr, .remove: 0
         case .inboxAppend(_, _, let p): p.count
         case .inboxSeal: 0
+        case .envelope: 16
         }
     }
     /// True when the result carries the key's previous value.

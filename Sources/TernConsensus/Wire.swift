@@ -216,6 +216,7 @@ public enum PaxosWire {
             w.u64(retention.messagesMax)
             w.u64(retention.ageMsMax)
             w.u64(nowMs)
+        case .envelope(let e): e.encode(into: &w)
         }
     }
 
@@ -255,6 +256,7 @@ public enum PaxosWire {
             }
             return .inboxSeal(
                 first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
+        case 40...47: return EnvelopeOp.decode(tag: tag, &r).map { .envelope($0) }
         default: return nil
         }
     }

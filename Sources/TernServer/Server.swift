@@ -123,6 +123,8 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.modules.append(sequences)
         // Sync inboxes and push (docs/SYNC.md); MSG.SEND takes its sequences from SeqService.
         processor.modules.append(SyncService(node: node, sequences: sequences))
+        // Red envelopes (docs/ENVELOPE.md).
+        processor.modules.append(EnvelopeService(node: node))
         let resp = try await RESPFrontend.start(
             host: client.host, port: client.port, node: node, processor: processor, group: loop,
             logger: logger)
