@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import TernConsensus
 import TernCore
 import TernRESP
@@ -108,7 +109,12 @@ public final class EnvelopeService: CommandModule, Sendable {
             guard args[1].count <= 256 else { return .reply(Self.idTooLong) }
             guard let uid = SyncService.uid(args[2]) else { return .reply(Self.badUID) }
             let op = EnvelopeOp.open(uid: uid, nowMs: clock())
-            return .requests([(Self.key(args[1]), .write(.envelope(op)))]) { Self.reply($0[0]) }
+            let key = Self.key(args[1])
+            // Not ordered after the connection's earlier commands on the envelope (`.requests`
+            // would be): opens of different uids pipelined on one connection (a backend opening
+            // for many users) then reach the proposer together and merge into one instance. An
+            // open commutes with every other open except the same uid's, which answers the same.
+            return .future { [node] in node.execute(key: key, .write(.envelope(op))).map { Self.reply($0) } }
         case "envelope.info":
             guard args.count == 2 else { return .reply(Self.arity(name)) }
             guard args[1].count <= 256 else { return .reply(Self.idTooLong) }

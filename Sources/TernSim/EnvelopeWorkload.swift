@@ -101,11 +101,11 @@ extension Simulation {
             let op: EnvelopeOp
             if envelope.issued <= Self.envelopeCount {
                 // The first calls create the envelopes: 2–7 shares of 1–40 cents more than that,
-                // half of them with a deadline 0.5–3.5 s of simulated time away.
+                // half of them with a deadline 0.25–1.75 s (50–350 ticks) away.
                 e = envelope.issued - 1
                 let count = UInt32(2 + rng.below(6))
                 let total = UInt64(count) + rng.below(40)
-                let deadline = rng.chance(0.5) ? envelopeNowMs + 500 + rng.below(3000) : 0
+                let deadline = rng.chance(0.5) ? envelopeNowMs + 250 + rng.below(1500) : 0
                 op = .create(totalCents: total, count: count, deadlineMs: deadline, seed: rng.next())
             } else {
                 e = Int(rng.below(UInt64(Self.envelopeCount)))
@@ -181,7 +181,7 @@ extension Simulation {
             return
         }
         envelope.clients[c].inFlight = nil
-        envelope.clients[c].nextAt = now + rng.below(4)
+        envelope.clients[c].nextAt = now + rng.below(16)
     }
 
     /// A core reply, if it is the envelope workload's (true = consumed).
@@ -211,7 +211,7 @@ extension Simulation {
             envelope.calls[f.call].result = e
             envelope.calls[f.call].ret = returnTime
             envelope.clients[c].inFlight = nil
-            envelope.clients[c].nextAt = now + rng.below(4)
+            envelope.clients[c].nextAt = now + rng.below(16)
             if case .opened(let a, _) = e { mix(a) }
         }
         return true
