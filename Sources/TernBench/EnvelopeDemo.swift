@@ -23,6 +23,8 @@ public struct EnvelopeDemoOptions: Sendable {
     public var pipeline = 8
     /// Share of members that open a second time (the answer must be the same amount).
     public var againRatio = 0.1
+    /// Times an open that failed (NOQUORUM, UNAVAILABLE) is sent again.
+    public var retriesMax = 5
     public var seed: UInt64 = 1
     /// Envelope ids are `<prefix><group>`, fresh per run by default.
     public var prefix = "demo"
@@ -33,6 +35,8 @@ public struct EnvelopeDemoOptions: Sendable {
 public struct EnvelopeDemoReport: Sendable {
     public var opens = 0
     public var openErrors = 0
+    /// Opens sent again after a NOQUORUM or UNAVAILABLE answer.
+    public var retries = 0
     public var seconds = 0.0
     public var p50Ms = 0.0
     public var p99Ms = 0.0
@@ -45,7 +49,7 @@ public struct EnvelopeDemoReport: Sendable {
     public var text: String {
         func f(_ v: Double) -> String { String(Double(Int(v * 100)) / 100) }
         var s = """
-            opens: \(opens) answered (\(openErrors) errors) in \(f(seconds)) s = \(f(opensPerSecond)) opens/s
+            opens: \(opens) answered (\(openErrors) errors, \(retries) retried after NOQUORUM) in \(f(seconds)) s = \(f(opensPerSecond)) opens/s
             ENVELOPE.OPEN latency: p50 \(f(p50Ms)) ms, p99 \(f(p99Ms)) ms
             shares paid: \(sharesPaid)
 
@@ -152,17 +156,36 @@ public enum EnvelopeDemo {
                             return b
                         }
                         if batch.isEmpty { return }
-                        let t0 = ChatDemo.micros()
-                        let cmds = batch.map { x in
-                            ["ENVELOPE.OPEN", id(o, x.g), String(uid(o, x.g, x.m))].map { Array($0.utf8) }
-                        }
-                        guard let replies = try? await c.pipeline(cmds) else {
-                            shared.fail("a connection failed")
-                            return
-                        }
-                        let dt = ChatDemo.micros() - t0
-                        for (x, r) in zip(batch, replies) {
-                            record(shared, o, x.g, uid(o, x.g, x.m), r, micros: dt)
+                        // An open is safe to send again after ANY failure (the uid de-duplicates it):
+                        // NOQUORUM answers (contention between the three campuses' proposers on a
+                        // hot envelope) are retried, up to `retriesMax` times.
+                        var todo = Array(batch)
+                        var round = 0
+                        while !todo.isEmpty {
+                            let t0 = ChatDemo.micros()
+                            let cmds = todo.map { x in
+                                ["ENVELOPE.OPEN", id(o, x.g), String(uid(o, x.g, x.m))].map { Array($0.utf8) }
+                            }
+                            guard let replies = try? await c.pipeline(cmds) else {
+                                shared.fail("a connection failed")
+                                return
+                            }
+                            let dt = ChatDemo.micros() - t0
+                            var again: [(g: Int, m: Int)] = []
+                            for (x, r) in zip(todo, replies) {
+                                if case .error(let e) = r, round < o.retriesMax,
+                                    e.hasPrefix("NOQUORUM") || e.hasPrefix("UNAVAILABLE")
+                                {
+                                    again.append(x)
+                                    continue
+                                }
+                                record(shared, o, x.g, uid(o, x.g, x.m), r, micros: dt)
+                            }
+                            if !again.isEmpty {
+                                shared.state.withLockedValue { $0.report.retries += again.count }
+                            }
+                            todo = again
+                            round += 1
                         }
                     }
                 }

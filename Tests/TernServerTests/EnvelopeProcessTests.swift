@@ -5,7 +5,7 @@ import Testing
 @Suite(.serialized, .timeLimit(.minutes(3))) struct EnvelopeProcessTests {
     @Test("500 members open 100 envelopes concurrently through all three server processes; the bank holds")
     func demoEnvelope() async throws {
-        let cluster = try ProcessCluster()
+        let cluster = try ProcessCluster(requestTimeoutMs: 3000)
         defer { cluster.killAll() }
         try await cluster.startAll()
         let ports = [n1, n2, n3].map { String(cluster.port($0)) }.joined(separator: ",")
