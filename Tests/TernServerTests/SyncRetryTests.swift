@@ -121,4 +121,19 @@ import Testing
         await c.close()
         await s.stop()
     }
+
+    @Test("A client-supplied request id is carried through forwarding: six nodes, one increment")
+    func suppliedIDIsForwarded() async throws {
+        let c = try await LoopbackCluster.start(perCampus: 2)
+        let id = RequestID.clientSupplied(Array("retry-me".utf8))
+        #expect(id.client >= RequestID.clientSuppliedBase)
+        var answers: [NodeReply] = []
+        // Three of the six nodes are not replicas of the key: they forward it, with the same id.
+        for n in c.nodes.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
+            answers.append(await c.nodes[n]!.execute(key: Array("k".utf8), .write(.incr(1)), id: id))
+        }
+        #expect(answers == Array(repeating: .done(.number(1)), count: 6))
+        #expect(await c.nodes.values.first!.execute(key: Array("k".utf8), .read) == .value(Array("1".utf8)))
+        await c.stop()
+    }
 }
