@@ -145,7 +145,7 @@ func envelopeInfo(_ v: RESPValue) -> [String: RESPValue] {
         await s.stop()
     }
 
-    @Test("Hundreds of concurrent opens of one envelope are merged into few instances; the bank holds")
+    @Test("600 concurrent opens of one envelope through three nodes: 400 shares that sum to the total")
     func hotEnvelope() async throws {
         let s = try await EnvelopeCluster.start()
         let c = try await s.client(0)
