@@ -155,6 +155,10 @@ public struct ByteWriter: Sendable {
             u8(applied ? 29 : 28)
             u32(UInt32(dropped.count))
             for d in dropped { u64(d) }
+        case .envelope(let e): e.encode(into: &self)
+        case .inboxAppendedAt(let seq, let needsSeal):
+            u8(needsSeal ? 49 : 48)
+            u64(seq)
         // Redis data commands (tags from 60 on).
         case .data(let reply):
             u8(60)
@@ -297,6 +301,8 @@ public struct ByteReader: Sendable {
                 dropped.append(d)
             }
             return .inboxSealed(applied: tag == 29, dropped: dropped)
+        case 40...47: return EnvelopeResult.decode(tag: tag, &self).map { .envelope($0) }
+        case 48, 49: return u64().map { .inboxAppendedAt(seq: $0, needsSeal: tag == 49) }
         case 60: return dataReply().map { .data($0) }
         default: return nil
         }

@@ -208,7 +208,7 @@ public struct InboxHead: Sendable, Hashable {
         else { return (bytes, .inboxFull) }
         head.last = seq
         head.messages.append(InboxMessage(seq: seq, timeMs: timeMs, payload: payload))
-        return (head.encoded(), .inboxAppended(needsSeal: head.needsSeal))
+        return (head.encoded(), .inboxAppendedAt(seq: seq, needsSeal: head.needsSeal))
     }
 
     /// Applies `inboxSeal`: drops unsealed messages `first...last` from the head and indexes them as

@@ -578,6 +578,7 @@ extension Operation {
         case .inboxAppend(_, _, let p): p.count
         case .inboxSeal: 0
         case .data(let args): args.reduce(0) { $0 + $1.count }
+        case .envelope: 16
         }
     }
     /// True when the result carries the key's previous value.

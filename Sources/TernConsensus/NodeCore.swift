@@ -228,7 +228,11 @@ public final class NodeCore {
 
     /// Takes a client request; its answer comes in a later (or the next) `ready()` under the
     /// returned id. Retried internally (same request id) until `options.requestTimeout`.
-    public func request(key: [UInt8], _ request: KeyRequest, now: UInt64) -> UInt64 {
+    ///
+    /// `id`: the request id to propose under, when the client supplies one (a client message id,
+    /// `RequestID.clientSupplied(_:)`): a retry of an applied request, through any node, is then answered
+    /// its first result while the key's de-dup window remembers it. Nil: a fresh id of this node.
+    public func request(key: [UInt8], _ request: KeyRequest, now: UInt64, id: RequestID? = nil) -> UInt64 {
         advance(now)
         requestCounter += 1
         let wid = requestCounter
@@ -246,7 +250,8 @@ public final class NodeCore {
         }
         counters.requests += 1
         waiters[wid] = Waiter(
-            key: key, request: request, rid: RequestID(client: id.rawValue, counter: requestCounter),
+            key: key, request: request,
+            rid: id ?? RequestID(client: self.id.rawValue, counter: requestCounter),
             began: self.now, deadline: self.now + options.requestTimeout)
         attempt(wid)
         return wid

@@ -69,6 +69,20 @@ public struct RequestID: Sendable, Hashable, CustomStringConvertible {
         self.counter = counter
     }
     public var description: String { "\(client):\(counter)" }
+
+    /// Client ids at or above this are derived from client-supplied ids (`clientSupplied(_:)`); nodes and
+    /// the simulator's clients use smaller ones.
+    public static let clientSuppliedBase: UInt32 = 0x8000_0000
+
+    /// The request id of a client-supplied idempotency key (its bytes, already qualified by
+    /// whatever makes it unique, e.g. the uid and attempt): two XXH64 hashes, 95 bits, in the
+    /// client-supplied range. The same bytes give the same id on every node.
+    public static func clientSupplied(_ key: [UInt8]) -> RequestID {
+        let h = XXH64.hash(key, seed: 0x7E57)
+        return RequestID(
+            client: clientSuppliedBase | UInt32(truncatingIfNeeded: h >> 33),
+            counter: XXH64.hash(key, seed: 0x1D))
+    }
 }
 
 /// A write on one key: closure-free and serialisable so it can travel inside a Paxos value.
@@ -98,6 +112,8 @@ public enum Operation: Sendable, Hashable {
     /// A Redis write command on the key's typed value (`DataModel.apply`): the lower-cased name
     /// first, arguments checked by the server, times absolute (docs/DATA.md).
     case data([[UInt8]])
+    /// A red-envelope command (`EnvelopeState.apply`, docs/ENVELOPE.md).
+    case envelope(EnvelopeOp)
 }
 
 /// When `Operation.set` applies.
@@ -140,6 +156,11 @@ public enum OperationResult: Sendable, Hashable {
     case inboxSealed(applied: Bool, dropped: [UInt64])
     /// A `data` command's reply.
     case data(DataReply)
+    /// What a red-envelope command did.
+    case envelope(EnvelopeResult)
+    /// `inboxAppend` applied at sequence `seq` (what `applyAppend` answers since client message
+    /// ids: a retry answered from the de-dup window learns the sequence of the first attempt).
+    case inboxAppendedAt(seq: UInt64, needsSeal: Bool)
 }
 
 /// One request applied by a chosen instance, remembered (bounded) to de-duplicate retries.
@@ -308,6 +329,7 @@ public struct KeyValue: Sendable, Hashable {
             case .data(let args):
                 result = .data(
                     DataModel.apply(args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter))
+            case .envelope(let e): result = EnvelopeState.apply(&next.bytes, e)
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
         }

@@ -216,6 +216,7 @@ public enum PaxosWire {
             w.u64(retention.messagesMax)
             w.u64(retention.ageMsMax)
             w.u64(nowMs)
+        case .envelope(let e): e.encode(into: &w)
         // Redis data commands (tags from 60 on).
         case .data(let args):
             w.u8(60)
@@ -260,6 +261,7 @@ public enum PaxosWire {
             }
             return .inboxSeal(
                 first: f, last: l, retention: InboxRetention(messagesMax: m, ageMsMax: a), nowMs: now)
+        case 40...47: return EnvelopeOp.decode(tag: tag, &r).map { .envelope($0) }
         case 60:
             guard let n = r.u32(), n >= 1, Int(n) <= r.remaining / 4 else { return nil }
             var args: [[UInt8]] = []

@@ -347,8 +347,13 @@ public final class Node: @unchecked Sendable {
     /// Called on the node's loop (the server's connections run there), the request enters the core
     /// at once and the core runs once at the end of the loop turn, for every request and peer
     /// message read in that turn (packet merging); from another thread it hops to the loop.
-    public func execute(key: [UInt8], _ request: KeyRequest) -> EventLoopFuture<NodeReply> {
-        let reply = submit(key: key, request)
+    ///
+    /// `id`: a request id derived from a client-supplied id (`RequestID.client`), so that a retry
+    /// through any node is answered the first result (`NodeCore.request`); nil = a fresh one.
+    public func execute(key: [UInt8], _ request: KeyRequest, id: RequestID? = nil) -> EventLoopFuture<
+        NodeReply
+    > {
+        let reply = submit(key: key, request, id: id)
         guard case .read = request else { return reply }
         return reply.flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
     }
@@ -380,10 +385,10 @@ public final class Node: @unchecked Sendable {
         }
     }
 
-    func submit(key: [UInt8], _ request: KeyRequest) -> EventLoopFuture<NodeReply> {
+    func submit(key: [UInt8], _ request: KeyRequest, id: RequestID? = nil) -> EventLoopFuture<NodeReply> {
         let promise = eventLoop.makePromise(of: NodeReply.self)
         onLoop {
-            let wid = self.core.request(key: key, request, now: Node.clock())
+            let wid = self.core.request(key: key, request, now: Node.clock(), id: id)
             self.promises[wid] = promise
             self.driveLater()
         }
@@ -406,8 +411,8 @@ public final class Node: @unchecked Sendable {
     }
 
     /// The async form of `execute`.
-    public func execute(key: [UInt8], _ request: KeyRequest) async -> NodeReply {
-        (try? await execute(key: key, request).get()) ?? .unavailable("node stopped")
+    public func execute(key: [UInt8], _ request: KeyRequest, id: RequestID? = nil) async -> NodeReply {
+        (try? await execute(key: key, request, id: id).get()) ?? .unavailable("node stopped")
     }
 
     // MARK: - Peers

@@ -203,6 +203,8 @@ public final class TernServerProcess: Service, AdminBackend {
         }
         processor.access = access
         let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
+        // Red envelopes (docs/ENVELOPE.md).
+        processor.modules.append(EnvelopeService(node: node))
         let resp = try await RESPFrontend.start(
             host: client.host, port: config.plainPortDisabled ? nil : client.port,
             tls: tls.client.map { (port: config.tlsPort!, context: $0) }, node: node, processor: processor,

@@ -114,8 +114,28 @@ public final class SyncService: CommandModule, Sendable {
 
     // MARK: - Operations
 
+    /// The request id of attempt `attempt` of a send to `uid` under client message id `clientID`.
+    /// Every attempt has its own id (a refused attempt's result is remembered too), and the ids
+    /// follow one fixed sequence, so a retry replays the first call's attempts: those that were
+    /// refused are refused again from the de-dup window, the one that appended answers its
+    /// sequence, and none appends a second time.
+    static func requestID(clientID: [UInt8], uid: UInt64, attempt: Int) -> RequestID {
+        RequestID.clientSupplied(Array("msg:\(uid):\(attempt):".utf8) + clientID)
+    }
+
+    /// Longest client message id (`ID` option).
+    static let clientIDBytesMax = 128
+
     /// Appends `payload` to `uid`'s inbox; its sequence. Notifies every node's subscribers.
-    public func send(uid: UInt64, payload: [UInt8]) async -> Result<UInt64, SyncError> {
+    ///
+    /// With `clientID` (MSG.SEND … ID), the append's request ids derive from it, so a retry of
+    /// the same call, through this node or another, answers the sequence of the first append
+    /// instead of appending again, while `uid`'s inbox head remembers it (its de-dup window: the
+    /// last 32 writes to that head; docs/SYNC.md, "Retries"). A retry still takes fresh sequence
+    /// numbers before finding that out: they are skipped, never used.
+    public func send(uid: UInt64, payload: [UInt8], clientID: [UInt8]? = nil) async -> Result<
+        UInt64, SyncError
+    > {
         guard payload.count <= options.payloadBytesMax else {
             return .failure(
                 SyncError(
@@ -123,15 +143,21 @@ public final class SyncService: CommandModule, Sendable {
                 ))
         }
         let head = Self.headKey(uid)
-        for _ in 0..<options.sendAttemptsMax {
+        for attempt in 0..<options.sendAttemptsMax {
             let seq: UInt64
             switch await sequences.nextSequence(uid: uid, count: 1) {
             case .allocated(let first, _): seq = first
             case .failed(let r): return .failure(SyncError(CommandProcessor.failure(r, write: true)))
             }
             let r = await node.execute(
-                key: head, .write(.inboxAppend(seq: seq, timeMs: clock(), payload: payload)))
+                key: head, .write(.inboxAppend(seq: seq, timeMs: clock(), payload: payload)),
+                id: clientID.map { Self.requestID(clientID: $0, uid: uid, attempt: attempt) })
             switch r {
+            case .done(.inboxAppendedAt(let appended, let needsSeal)):
+                // `appended` differs from `seq` when a retry was answered from the de-dup window.
+                if needsSeal { await seal(uid: uid) }
+                announce(uid: uid, seq: appended)
+                return .success(appended)
             case .done(.inboxAppended(let needsSeal)):
                 if needsSeal { await seal(uid: uid) }
                 announce(uid: uid, seq: seq)
@@ -157,6 +183,13 @@ public final class SyncService: CommandModule, Sendable {
     }
 
     static let wrongType = RESPValue.error("WRONGTYPE the inbox key holds a value that is not an inbox")
+
+    /// The answer to a sync key above every sequence the inbox ever had.
+    static func beyondEnd(_ key: UInt64, last: UInt64) -> RESPValue {
+        .error(
+            "ERR sync key \(key) is beyond the end of the inbox (its last sequence is \(last)); "
+                + "sync from 0 to read it again from its oldest kept message")
+    }
 
     /// Moves the head's oldest full bucket out (bucket key first, then the head), then deletes
     /// the buckets retention dropped. Best effort: a failure leaves the head as it was.
@@ -216,8 +249,14 @@ public final class SyncService: CommandModule, Sendable {
         guard case .value(let bytes) = r else {
             return .failure(SyncError(CommandProcessor.failure(r, write: false)))
         }
-        guard let bytes else { return .success(SyncBatch(syncKey: after, messages: [], gap: false)) }
+        guard let bytes else {
+            guard after == 0 else { return .failure(SyncError(Self.beyondEnd(after, last: 0))) }
+            return .success(SyncBatch(syncKey: after, messages: [], gap: false))
+        }
         guard let head = InboxHead.decode(bytes) else { return .failure(SyncError(Self.wrongType)) }
+        // A key no SYNC or MSG.SEND ever gave out: a corrupt or foreign key would otherwise skip
+        // every message up to it, silently.
+        guard after <= head.last else { return .failure(SyncError(Self.beyondEnd(after, last: head.last))) }
         var out: [InboxMessage] = []
         var gap = after < head.trimmedThrough
         for b in head.buckets where b.last > after {
@@ -244,15 +283,17 @@ public final class SyncService: CommandModule, Sendable {
         let pubsub = ["pubsub", "noscript", "loading", "stale"]
         return [
             CommandSpec(
-                "msg.send", arity: 3, flags: ["write", "denyoom"], keys: (1, 1, 1),
+                "msg.send", arity: -3, flags: ["write", "denyoom"], keys: (1, 1, 1),
                 categories: ["@write", "@slow", "@sync"], keySpec: ["RW", "insert"],
-                summary: "Appends a message to a uid's inbox (MSG.SEND uid payload; docs/SYNC.md).",
+                summary:
+                    "Appends a message to a uid's inbox (MSG.SEND uid payload [ID client-msg-id]; docs/SYNC.md).",
                 since: "0.1.0",
                 group: "module"),
             CommandSpec(
                 "msg.fanout", arity: -3, flags: ["write", "denyoom"], keys: (2, -1, 1),
                 categories: ["@write", "@slow", "@sync"], keySpec: ["RW", "insert"],
-                summary: "Appends a message to several inboxes (MSG.FANOUT payload uid [uid ...]).",
+                summary:
+                    "Appends a message to several inboxes (MSG.FANOUT payload uid [uid ...] [ID client-msg-id]).",
                 since: "0.1.0",
                 group: "module"),
             CommandSpec(
@@ -302,30 +343,59 @@ public final class SyncService: CommandModule, Sendable {
         pubsub?.deliver(channel: channelPrefix + Array(String(uid).utf8), message: Array(String(seq).utf8))
     }
 
+    /// `ID <client-msg-id>`: 1 to 128 bytes.
+    static func clientIDOption(_ name: [UInt8], _ value: [UInt8]) -> Result<[UInt8], SyncError> {
+        guard String(decoding: name, as: UTF8.self).uppercased() == "ID" else {
+            return .failure(SyncError(.error("ERR syntax error")))
+        }
+        guard !value.isEmpty, value.count <= clientIDBytesMax else {
+            return .failure(SyncError(err("client message id must be 1 to \(clientIDBytesMax) bytes")))
+        }
+        return .success(value)
+    }
+
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
         let n = args.count
         switch name {
         case "msg.send":
-            guard n == 3 else { return .reply(Self.arity(name)) }
+            guard n == 3 || n == 5 else { return .reply(Self.arity(name)) }
             guard let uid = Self.uid(args[1]) else { return .reply(Self.badUID) }
             let payload = args[2]
+            var clientID: [UInt8]?
+            if n == 5 {
+                switch Self.clientIDOption(args[3], args[4]) {
+                case .success(let c): clientID = c
+                case .failure(let e): return .reply(e.reply)
+                }
+            }
+            let cid = clientID
             return .run {
-                switch await self.send(uid: uid, payload: payload) {
+                switch await self.send(uid: uid, payload: payload, clientID: cid) {
                 case .success(let seq): .integer(Int64(bitPattern: seq))
                 case .failure(let e): e.reply
                 }
             }
         case "msg.fanout":
             guard n >= 3 else { return .reply(Self.arity(name)) }
-            guard n - 2 <= options.fanoutMax else {
+            var clientID: [UInt8]?
+            var uidArgs = args.dropFirst(2)
+            if n >= 5, String(decoding: args[n - 2], as: UTF8.self).uppercased() == "ID" {
+                switch Self.clientIDOption(args[n - 2], args[n - 1]) {
+                case .success(let c): clientID = c
+                case .failure(let e): return .reply(e.reply)
+                }
+                uidArgs = uidArgs.dropLast(2)
+            }
+            guard uidArgs.count <= options.fanoutMax else {
                 return .reply(Self.err("too many recipients (at most \(options.fanoutMax))"))
             }
             var uids: [UInt64] = []
-            for a in args.dropFirst(2) {
+            for a in uidArgs {
                 guard let u = Self.uid(a) else { return .reply(Self.badUID) }
                 uids.append(u)
             }
             let payload = args[1]
+            let cid = clientID
             let recipients = uids
             guard payload.count <= options.payloadBytesMax else {
                 return .reply(
@@ -335,7 +405,7 @@ public final class SyncService: CommandModule, Sendable {
                 await withTaskGroup(of: (Int, RESPValue).self) { group in
                     for (i, uid) in recipients.enumerated() {
                         group.addTask {
-                            switch await self.send(uid: uid, payload: payload) {
+                            switch await self.send(uid: uid, payload: payload, clientID: cid) {
                             case .success(let seq): (i, .integer(Int64(bitPattern: seq)))
                             case .failure(let e): (i, e.reply)
                             }

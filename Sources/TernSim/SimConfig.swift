@@ -119,6 +119,10 @@ public struct SimConfig: Sendable, Hashable {
     public var repair = false
     /// Deliberately broken scanner (tests only).
     public var repairMutant: RepairMutant = .none
+    /// Red-envelope calls per seed (the envelope workload, EnvelopeWorkload.swift; 0 = off).
+    public var envelopeOps = 0
+    /// Deliberately broken envelope opens (tests only).
+    public var envelopeMutant: EnvelopeMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -131,6 +135,8 @@ public struct SimConfig: Sendable, Hashable {
         if seqOps != SimConfig(seed: 0).seqOps { s += " --seq-ops \(seqOps)" }
         if registerKeys != SimConfig(seed: 0).registerKeys { s += " --keys \(registerKeys)" }
         if repair { s += " --repair" }
+        if envelopeOps > 0 { s += " --envelope-ops \(envelopeOps)" }
+        if envelopeMutant != .none { s += " --envelope-mutant \(envelopeMutant.rawValue)" }
         if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()

@@ -40,6 +40,8 @@ public struct SimResult: Sendable {
     public var repair = RepairStats()
     /// Repair peer messages sent (scanner summaries, key lists, missing-key notices).
     public var repairMessages = 0
+    /// Every call of the envelope workload.
+    public var envelopeCalls: [EnvelopeCall] = []
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -119,6 +121,8 @@ public final class Simulation {
     var seq = SeqWorkload()
     /// The repair workload (RepairWorkload.swift).
     var repair = RepairWorkload()
+    /// The red-envelope workload (EnvelopeWorkload.swift).
+    var envelope = EnvelopeWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -138,7 +142,10 @@ public final class Simulation {
         for c in 0..<config.clients {
             clients.append(SimClient(id: c, home: c % 3, nextAt: rng.below(5)))
         }
-        if !config.scenario { seqSetUp() }
+        if !config.scenario {
+            seqSetUp()
+            envelopeSetUp()
+        }
     }
 
     func startNode(_ i: Int) -> ReplicaNode {
@@ -161,7 +168,7 @@ public final class Simulation {
         while now < config.ticksMax {
             step()
             if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone
-                && repairDone
+                && repairDone && envelopeFinished
             {
                 break
             }
@@ -174,6 +181,7 @@ public final class Simulation {
         }
         if violations.isEmpty { checkReplicasAgree() }
         if violations.isEmpty { checkSeq() }
+        if violations.isEmpty { checkEnvelopes() }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
         // The partial checks below are implied by linearizability; they still matter on the keys
@@ -208,6 +216,7 @@ public final class Simulation {
         result.seqHistory = seq.history
         result.repair = repairResult()
         result.repairMessages = repair.messagesSent
+        result.envelopeCalls = envelope.calls
         return result
     }
 
@@ -246,6 +255,7 @@ public final class Simulation {
         if !config.scenario {
             clientsAct()
             seqAct()
+            envelopeAct()
         }
         // 5. Nodes.
         for i in 0..<3 where pausedUntil[i] == nil {
@@ -262,6 +272,7 @@ public final class Simulation {
                 storageFailed(i, error)
             }
         }
+        envelopeCheckStates()
         // 5b. The anti-entropy scanners (the repair workload), after the flushes.
         repairTick()
         // 6. Storage housekeeping: merges at the engine's thresholds and at seeded moments, the
@@ -508,7 +519,9 @@ public final class Simulation {
                 begin(c, key: key, input: .get)
             }
         }
-        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone {
+        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone
+            && envelopeDone
+        {
             heal()
             finalReads = Array(0..<config.counterKeys)
             for c in clients.indices { clients[c].nextAt = now + 20 }
@@ -599,6 +612,7 @@ public final class Simulation {
             seqKeyReply(k, r.outcome)
             return
         }
+        if envelopeReply(r) { return }
         if config.scenario {
             scenarioReplies[r.tag] = r.outcome
             return
@@ -622,7 +636,7 @@ public final class Simulation {
             case .number(let n): finish(c, .number(n))
             case .swapped(let b): finish(c, .swapped(b))
             case .notANumber, .tooLarge, .previous, .previousForgotten, .existed, .overflow, .inboxAppended,
-                .inboxRefused, .inboxFull, .inboxSealed, .data:
+                .inboxRefused, .inboxFull, .inboxSealed, .data, .envelope, .inboxAppendedAt:
                 violations.append(
                     violation(check: "workload", key: f.key, detail: "unexpected result \(res)"))
                 finish(c, .unknown)

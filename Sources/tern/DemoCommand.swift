@@ -6,7 +6,7 @@ import TernBench
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo", abstract: "Demonstrations against a running cluster (tern dev).",
-        subcommands: [DemoChatCommand.self])
+        subcommands: [DemoChatCommand.self, DemoEnvelopeCommand.self])
 }
 
 /// `tern demo chat`: simulated phones on sync inboxes; exits non-zero if any device lost, duplicated
@@ -51,6 +51,49 @@ struct DemoChatCommand: AsyncParsableCommand {
         // The demo's milestones stay as lines of their own; the progress line shows the time left.
         let report = try await ChatDemo.run(o) { progress.note($0) }
         progress.finish()
+        print(report.text, terminator: "")
+        if !report.ok { throw ExitCode.failure }
+    }
+}
+
+/// `tern demo envelope`: red envelopes opened concurrently by their groups' members; exits
+/// non-zero if an envelope breaks the bank invariant or an answer disagrees (docs/ENVELOPE.md).
+struct DemoEnvelopeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "envelope",
+        abstract:
+            "Creates envelopes and opens them concurrently; prints opens/s, p99 and the invariant check.")
+
+    @Option(help: "Host of the nodes' client ports.") var host = "127.0.0.1"
+    @Option(help: "Client ports, comma-separated (tern dev: 7379,7380,7381).") var ports = "7379,7380,7381"
+    @Option(help: "Envelopes (one per group).") var groups = 100
+    @Option(help: "Members per group (each opens its group's envelope).") var members = 200
+    @Option(help: "Shares per envelope (default: half the members).") var count: Int?
+    @Option(help: "Cents per envelope (default: 100 per share).") var totalCents: Int?
+    @Option(help: "Concurrent connections (spread over the ports).") var connections = 64
+    @Option(help: "Opens pipelined per connection.") var pipeline = 8
+    @Option(help: "Seed of the opening order.") var seed: UInt64 = 1
+
+    func run() async throws {
+        var o = EnvelopeDemoOptions()
+        o.host = host
+        o.ports = ports.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !o.ports.isEmpty, groups > 0, members > 0, connections > 0, pipeline > 0 else {
+            throw ValidationError("need at least one port, group, member, connection and pipelined open")
+        }
+        o.groups = groups
+        o.members = members
+        o.count = count
+        o.totalCents = totalCents
+        o.connections = connections
+        o.pipeline = pipeline
+        o.seed = seed
+        // Fresh envelope ids per run.
+        o.prefix = "demo\(UInt64(Date().timeIntervalSince1970 * 1000)):"
+        print(
+            "tern demo envelope: \(groups) envelopes x \(members) members, \(connections) connections x \(pipeline) pipelined"
+        )
+        let report = try await EnvelopeDemo.run(o) { print($0) }
         print(report.text, terminator: "")
         if !report.ok { throw ExitCode.failure }
     }

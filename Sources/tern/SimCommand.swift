@@ -40,6 +40,15 @@ struct SimCommand: ParsableCommand {
     @Option(help: "SEQ.NEXT calls per seed on random nodes (the sequence workload; 0 = off).")
     var seqOps: Int = SimConfig(seed: 0).seqOps
 
+    @Option(help: "Red-envelope calls per seed on random nodes (the envelope workload; 0 = off).")
+    var envelopeOps: Int = 0
+
+    @Option(
+        help:
+            "With --envelope-ops: broken opens: \(EnvelopeMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
+    )
+    var envelopeMutant: String = "none"
+
     @Option(help: "Register keys (r0, r1, ...; counters are c0...c3).")
     var keys: Int = SimConfig(seed: 0).registerKeys
 
@@ -116,6 +125,10 @@ struct SimCommand: ParsableCommand {
             throw ValidationError("unknown mutant \(mutant)")
         }
         if history != nil && seed == nil { throw ValidationError("--history needs --seed") }
+        guard let em = EnvelopeMutant(rawValue: envelopeMutant) else {
+            throw ValidationError("unknown envelope mutant \(envelopeMutant)")
+        }
+        if em != .none && envelopeOps == 0 { throw ValidationError("--envelope-mutant needs --envelope-ops") }
         var faults = FaultConfig()
         faults.loss = loss
         faults.crash = crash
@@ -149,6 +162,8 @@ struct SimCommand: ParsableCommand {
             c.repair = repair
             c.registerKeys = keys
             c.repairMutant = rm
+            c.envelopeOps = envelopeOps
+            c.envelopeMutant = em
             return c
         }
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
@@ -184,6 +199,7 @@ struct SimCommand: ParsableCommand {
                 if let path = history { try HistoryFile.write(r.history, to: path) }
                 if verbose {
                     for op in r.seqHistory { print("  \(op)") }
+                    for call in r.envelopeCalls { print("  \(call)") }
                     for op in r.history {
                         print(
                             "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]"

@@ -35,14 +35,14 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
     @Test("Append: strictly increasing sequences only; an older or equal one is refused and changes nothing")
     func orderingRule() throws {
         let first = InboxHead.applyAppend(nil, seq: 5, timeMs: 1, payload: bytes("a"))
-        #expect(first.result == .inboxAppended(needsSeal: false))
+        #expect(first.result == .inboxAppendedAt(seq: 5, needsSeal: false))
         for late in [UInt64(5), 3, 0] {
             let r = InboxHead.applyAppend(first.bytes, seq: late, timeMs: 2, payload: bytes("b"))
             #expect(r.result == .inboxRefused(last: 5))
             #expect(r.bytes == first.bytes)
         }
         let next = InboxHead.applyAppend(first.bytes, seq: 8, timeMs: 3, payload: bytes("c"))
-        #expect(next.result == .inboxAppended(needsSeal: false))
+        #expect(next.result == .inboxAppendedAt(seq: 8, needsSeal: false))
         let h = try #require(next.bytes.flatMap { InboxHead.decode($0) })
         #expect(h.last == 8)
         #expect(h.messages.map(\.seq) == [5, 8])
@@ -61,7 +61,8 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         let v = KeyValue.absent.applying(ops, window: 32, instance: 1)
         #expect(
             v.recent.map(\.result) == [
-                .inboxAppended(needsSeal: false), .inboxRefused(last: 2), .inboxAppended(needsSeal: false),
+                .inboxAppendedAt(seq: 2, needsSeal: false), .inboxRefused(last: 2),
+                .inboxAppendedAt(seq: 3, needsSeal: false),
             ])
         #expect(InboxHead.decode(v.bytes!)?.messages.map(\.seq) == [2, 3])
         // A retry of an applied request is answered from the de-dup window, not appended twice.
@@ -78,7 +79,7 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
         #expect(try #require(InboxHead.decode(inbox(Array(1...63))!)).needsSeal == false)
         #expect(
             InboxHead.applyAppend(inbox(Array(1...63)), seq: 64, timeMs: 0, payload: []).result
-                == .inboxAppended(needsSeal: true))
+                == .inboxAppendedAt(seq: 64, needsSeal: true))
         // By bytes: two 200 KiB messages fill a bucket of one message each.
         let big = [UInt8](repeating: 7, count: 200 << 10)
         let two = inbox([1, 2], payload: big)
@@ -166,6 +167,7 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
     func codecs() throws {
         let results: [OperationResult] = [
             .inboxAppended(needsSeal: false), .inboxAppended(needsSeal: true), .inboxRefused(last: 99),
+            .inboxAppendedAt(seq: 7, needsSeal: false), .inboxAppendedAt(seq: .max, needsSeal: true),
             .inboxFull,
             .inboxSealed(applied: false, dropped: []), .inboxSealed(applied: true, dropped: [1, 65]),
         ]
@@ -228,7 +230,7 @@ private func inbox(_ seqs: [UInt64], payload: [UInt8] = [1, 2, 3], timeMs: UInt6
             "seed \(seed): strictly increasing")
         for (tag, s) in proposed {
             switch outcome[tag] {
-            case .done(.inboxAppended)?:
+            case .done(.inboxAppendedAt(s, _))?:
                 #expect(inInbox.contains(s), "seed \(seed): appended \(s) is in the inbox")
             case .done(.inboxRefused(let last))?:
                 #expect(!inInbox.contains(s) && last >= s, "seed \(seed): refused \(s) (last \(last))")

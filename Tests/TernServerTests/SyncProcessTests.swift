@@ -25,4 +25,19 @@ import Testing
             cluster.exe, ["demo", "chat", "--ports", String(freePort()), "--seconds", "1"])
         #expect(down != 0, "\(message)")
     }
+
+    @Test(
+        "redis-py reads sync notices: RESP2 and RESP3 SUBSCRIBE sync:<uid>, SYNC.SUBSCRIBE via its parser; MSG.SEND ID retries"
+    )
+    func redisPy() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Python/sync_push.py").path
+        let (status, out) = try run(
+            "/usr/bin/env", ["python3", script, String(cluster.port(n1)), String(cluster.port(n2))])
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("redis-py") && out.contains(": OK"), "\(out)")
+    }
 }
