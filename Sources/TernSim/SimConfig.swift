@@ -119,6 +119,14 @@ public struct SimConfig: Sendable, Hashable {
     public var repair = false
     /// Deliberately broken scanner (tests only).
     public var repairMutant: RepairMutant = .none
+    /// The data workload (DataWorkload.swift; 0 = off): commands on hashes, sorted sets and
+    /// expiring strings by `dataClients` clients, each node's clock skewed within
+    /// `clockSkewBoundMs`, checked by the timed checker against the data model.
+    public var dataOps = 0
+    public var dataClients = 5
+    public var clockSkewBoundMs: UInt64 = 50
+    /// Deliberately broken expiry (tests only).
+    public var dataMutant: DataMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -132,6 +140,8 @@ public struct SimConfig: Sendable, Hashable {
         if registerKeys != SimConfig(seed: 0).registerKeys { s += " --keys \(registerKeys)" }
         if repair { s += " --repair" }
         if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
+        if dataOps > 0 { s += " --data --data-ops \(dataOps) --skew-bound \(clockSkewBoundMs)" }
+        if dataMutant != .none { s += " --data-mutant \(dataMutant.rawValue)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

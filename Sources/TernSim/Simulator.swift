@@ -40,6 +40,8 @@ public struct SimResult: Sendable {
     public var repair = RepairStats()
     /// Repair peer messages sent (scanner summaries, key lists, missing-key notices).
     public var repairMessages = 0
+    /// The data workload: its history and expiry counts (empty when it is off).
+    public var data = DataStats()
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -119,6 +121,8 @@ public final class Simulation {
     var seq = SeqWorkload()
     /// The repair workload (RepairWorkload.swift).
     var repair = RepairWorkload()
+    /// The data workload (DataWorkload.swift).
+    var data = DataWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -138,7 +142,10 @@ public final class Simulation {
         for c in 0..<config.clients {
             clients.append(SimClient(id: c, home: c % 3, nextAt: rng.below(5)))
         }
-        if !config.scenario { seqSetUp() }
+        if !config.scenario {
+            seqSetUp()
+            dataSetUp()
+        }
     }
 
     func startNode(_ i: Int) -> ReplicaNode {
@@ -149,6 +156,7 @@ public final class Simulation {
             id: ids[i], replicas: ids, storage: storages[i], config: config.paxos,
             seed: config.seed &* 31 &+ UInt64(i) &* 1_000_003 &+ incarnation[i])
         repairNodeStarted(i, n)
+        if config.dataOps > 0 { n.expiryHorizonMs = horizonMs(i) }
         return n
     }
 
@@ -161,7 +169,7 @@ public final class Simulation {
         while now < config.ticksMax {
             step()
             if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone
-                && repairDone
+                && repairDone && dataDone
             {
                 break
             }
@@ -176,6 +184,7 @@ public final class Simulation {
         if violations.isEmpty { checkSeq() }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
+        if violations.isEmpty { checkData() }
         // The partial checks below are implied by linearizability; they still matter on the keys
         // the checker could not decide within its budget, and cross-check the checker elsewhere.
         if violations.isEmpty { checkCounters() }
@@ -208,6 +217,7 @@ public final class Simulation {
         result.seqHistory = seq.history
         result.repair = repairResult()
         result.repairMessages = repair.messagesSent
+        result.data = dataResult()
         return result
     }
 
@@ -217,6 +227,7 @@ public final class Simulation {
         for i in 0..<3 {
             if let until = pausedUntil[i], now >= until { resume(i) }
         }
+        dataClocks()
         // 1. Messages due now.
         let due = buckets[Int(now % UInt64(bucketCount))]
         buckets[Int(now % UInt64(bucketCount))] = []
@@ -246,6 +257,7 @@ public final class Simulation {
         if !config.scenario {
             clientsAct()
             seqAct()
+            dataAct()
         }
         // 5. Nodes.
         for i in 0..<3 where pausedUntil[i] == nil {
@@ -508,7 +520,9 @@ public final class Simulation {
                 begin(c, key: key, input: .get)
             }
         }
-        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone {
+        if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone
+            && dataDone
+        {
             heal()
             finalReads = Array(0..<config.counterKeys)
             for c in clients.indices { clients[c].nextAt = now + 20 }
@@ -597,6 +611,10 @@ public final class Simulation {
     func clientReply(_ r: ClientReply) {
         if let k = seq.keyTags.removeValue(forKey: r.tag) {
             seqKeyReply(k, r.outcome)
+            return
+        }
+        if let c = data.tags.removeValue(forKey: r.tag) {
+            if data.clients[c].inFlight?.tag == r.tag { dataReply(c, r.outcome) }
             return
         }
         if config.scenario {
