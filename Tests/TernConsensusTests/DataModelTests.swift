@@ -80,6 +80,25 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(v.bytes == nil)
     }
 
+    @Test("A read's expiry decision (one rule for the server and the simulator)")
+    func readSettlement() {
+        let v = StoredValue(kind: .hash, deadlineMs: 1000, bytes: [0, 0, 0, 0])
+        #expect(DataModel.settle(v, horizonMs: 999) == .answer(v))
+        #expect(DataModel.settle(v, horizonMs: 1000) == .expire)
+        #expect(DataModel.settle(nil, horizonMs: 5000) == .answer(nil))
+        let persistent = StoredValue(kind: .hash, deadlineMs: 0, bytes: [0, 0, 0, 0])
+        #expect(DataModel.settle(persistent, horizonMs: 5000) == .answer(persistent))
+        // The expirecheck write removes the value at the proposer's horizon and says what is left.
+        var kv = KeyValue(bytes: Array("x".utf8), kind: .string, deadlineMs: 1000)
+        kv = kv.applying(
+            [(DataModel.expireCheck(Array("k".utf8)), RequestID(client: 1, counter: 1))], window: 8,
+            instance: 2, horizonMs: 1000)
+        #expect(kv.bytes == nil)
+        #expect(kv.result(for: RequestID(client: 1, counter: 1)).flatMap(DataModel.afterExpireCheck) == true)
+        #expect(DataModel.afterExpireCheck(.data(.integer(1))) == false)
+        #expect(DataModel.afterExpireCheck(.ok) == nil)
+    }
+
     @Test("Hashes, sets, sorted sets and lists: Redis's replies, and an emptied collection removes the key")
     func collections() {
         var h = KeyValue()
