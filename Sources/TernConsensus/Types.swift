@@ -241,6 +241,12 @@ public struct KeyValue: Sendable, Hashable {
         if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
         for (op, id) in ops {
             if next.result(for: id) != nil { continue }
+            // Again before each merged op: one before it may have left a deadline already at or
+            // below the horizon (`SET … PXAT` a moment ago), and the next op must find the key
+            // gone, as it would in an instance of its own. Without this a merged `PEXPIREAT`
+            // revived such a value, and a read long after its deadline returned it (found by the
+            // simulator's data workload, seed 143).
+            if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
             let result: OperationResult
             switch op {
             case .put(let b):

@@ -96,6 +96,22 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(kv.bytes == nil)
         #expect(kv.result(for: RequestID(client: 1, counter: 1)).flatMap(DataModel.afterExpireCheck) == true)
         #expect(DataModel.afterExpireCheck(.data(.integer(1))) == false)
+        // Merged ops: a SET whose deadline is already at or below the horizon leaves nothing for
+        // the next op of the same instance (a merged PEXPIREAT revived it).
+        let ops: [(Operation, RequestID)] = [
+            (
+                .data(["set", "k", "v", "pxat", "1500"].map { Array($0.utf8) }),
+                RequestID(client: 2, counter: 1)
+            ),
+            (
+                .data(["pexpireat", "k", "9000", "2000"].map { Array($0.utf8) }),
+                RequestID(client: 2, counter: 2)
+            ),
+        ]
+        let merged = KeyValue().applying(ops, window: 8, instance: 1, horizonMs: 2000)
+        #expect(merged.result(for: RequestID(client: 2, counter: 1)) == .data(.ok))
+        #expect(merged.result(for: RequestID(client: 2, counter: 2)) == .data(.integer(0)))
+        #expect(merged.bytes == nil)
         #expect(DataModel.afterExpireCheck(.ok) == nil)
     }
 
