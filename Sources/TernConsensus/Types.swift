@@ -313,7 +313,9 @@ public struct KeyValue: Sendable, Hashable {
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
             case .data(let args):
                 result = .data(
-                    DataModel.apply(args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter))
+                    DataModel.apply(
+                        args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter,
+                        horizonMs: horizonMs))
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
         }

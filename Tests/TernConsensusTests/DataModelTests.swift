@@ -217,5 +217,11 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(read(v, "get k") == .bulk(b("2")))
         #expect(
             apply(&v, "multi k 0 - w 3 incrby k 5 r 2 type k") == .array([.integer(7), .status("string")]))
+        // A SET whose deadline is already at or below the horizon leaves nothing for the
+        // transaction's next command (Redis deletes the key at the SET); it used to be revived.
+        #expect(
+            apply(&v, "multi k 0 - w 5 set k v pxat 1500 w 4 pexpireat k 9000 2000 r 2 get k", horizon: 2000)
+                == .array([.ok, .integer(0), .bulk(nil)]))
+        #expect(v.bytes == nil)
     }
 }
