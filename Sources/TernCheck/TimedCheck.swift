@@ -55,8 +55,8 @@ public struct TimedOperation<Op> {
 /// The verdict on one key's timed history.
 public enum TimedVerdict: Sendable, Hashable {
     case linearizable
-    /// No order and times explain it; `witness` are the indices of the operations linearised on
-    /// the deepest path the search reached, then the one it could not place (for the report).
+    /// No order and times explain it; `deepest` are the indices of the operations linearised on
+    /// the deepest path the search reached, then one it could not place there (for the report).
     case violation(deepest: [Int])
     /// The step budget ran out (neither proved nor refuted).
     case unknown

@@ -96,7 +96,7 @@ public struct DataStats: Sendable {
     public var history: [DataOperation] = []
     public var expireChecks = 0
     public var expiredReads = 0
-    /// Reads that returned a value with a deadline, and reads answered absent after a deadline.
+    /// Each node's clock offset from true time (ms).
     public var skewMs: [Int64] = []
 }
 
