@@ -166,8 +166,11 @@ public enum DataModel {
 
     /// Applies the write command `args` (lower-cased name first, checked by the server: every
     /// argument is well formed) to `v`. `seed` makes random choices (SPOP) reproducible. An
-    /// expired value was already removed by the caller (`KeyValue.applying`).
-    public static func apply(_ args: [[UInt8]], to v: inout KeyValue, seed: UInt64) -> DataReply {
+    /// expired value was already removed by the caller (`KeyValue.applying`); `horizonMs` (the
+    /// proposer's expiry horizon, 0: none) is checked again between a transaction's commands.
+    public static func apply(_ args: [[UInt8]], to v: inout KeyValue, seed: UInt64, horizonMs: UInt64 = 0)
+        -> DataReply
+    {
         guard let first = args.first, args.count >= 2 else { return .syntax }
         let name = String(decoding: first, as: UTF8.self)
         switch name {
@@ -177,7 +180,7 @@ public enum DataModel {
         case "hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat":
             return applyHash(name, args, &v)
         case "multi":
-            return applyTransaction(args, &v, seed: seed)
+            return applyTransaction(args, &v, seed: seed, horizonMs: horizonMs)
         case "sadd", "srem", "spop":
             return applySet(name, args, &v, seed: seed)
         default:
@@ -191,7 +194,9 @@ public enum DataModel {
     /// one instance. `guard` is the WATCHed value's `digest` ("-": none): if the value differs,
     /// nothing runs and the answer is a nil array, as Redis answers a transaction whose watched
     /// key changed. Reads inside see the writes before them.
-    static func applyTransaction(_ args: [[UInt8]], _ v: inout KeyValue, seed: UInt64) -> DataReply {
+    static func applyTransaction(_ args: [[UInt8]], _ v: inout KeyValue, seed: UInt64, horizonMs: UInt64)
+        -> DataReply
+    {
         guard args.count >= 4, let now = int(args[2]) else { return .syntax }
         if args[3] != [UInt8(ascii: "-")]
             && Array(
@@ -213,6 +218,9 @@ public enum DataModel {
             let sub = Array(args[(i + 2)..<(i + 2 + Int(n))])
             i += 2 + Int(n)
             k += 1
+            // As between merged ops: a command before this one may have left a deadline already
+            // at or below the horizon (`SET … PXAT` in the past); Redis deletes the key there.
+            if v.isExpired(horizonMs: horizonMs) { clear(&v) }
             if write {
                 replies.append(apply(sub, to: &v, seed: seed &+ k))
             } else {

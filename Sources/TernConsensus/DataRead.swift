@@ -178,3 +178,39 @@ extension DataModel {
         return .array([.bulk(Array("0".utf8)), .array(out)])
     }
 }
+
+/// What the node that served a linearizable read does with the value it returned (docs/DATA.md,
+/// "Expiry"). One rule for the server's shell (`Node.settleExpiry`) and the simulator.
+public enum ReadSettlement: Sendable, Hashable {
+    /// Answer the command from this value (nil: the key is absent).
+    case answer(StoredValue?)
+    /// The value's deadline is at or below the node's horizon: do not answer from it; propose
+    /// `DataModel.expireCheck` on the key and settle with `DataModel.afterExpireCheck`.
+    case expire
+}
+
+extension DataModel {
+    /// Decides a read: answer from `value`, or remove it through the protocol first because its
+    /// deadline is at or below `horizonMs` (the serving node's clock plus the skew bound).
+    public static func settle(_ value: StoredValue?, horizonMs: UInt64) -> ReadSettlement {
+        guard let v = value, v.deadlineMs != 0, v.deadlineMs <= horizonMs else { return .answer(value) }
+        return .expire
+    }
+
+    /// The write that removes `key`'s value if it is past the proposer's horizon (and otherwise
+    /// changes nothing); it answers whether the key exists afterwards.
+    public static func expireCheck(_ key: [UInt8]) -> Operation {
+        .data([Array("expirecheck".utf8), key])
+    }
+
+    /// After `expireCheck` was chosen: true when the key is now absent (answer the read as
+    /// absent), false when it still exists (it was written meanwhile: read again), nil when the
+    /// result is not `expirecheck`'s.
+    public static func afterExpireCheck(_ r: OperationResult) -> Bool? {
+        switch r {
+        case .data(.integer(0)): true
+        case .data(.integer(1)): false
+        default: nil
+        }
+    }
+}

@@ -262,6 +262,12 @@ public struct KeyValue: Sendable, Hashable {
         if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
         for (op, id) in ops {
             if next.result(for: id) != nil { continue }
+            // Again before each merged op: one before it may have left a deadline already at or
+            // below the horizon (`SET … PXAT` a moment ago), and the next op must find the key
+            // gone, as it would in an instance of its own. Without this a merged `PEXPIREAT`
+            // revived such a value, and a read long after its deadline returned it (found by the
+            // simulator's data workload, seed 143).
+            if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
             let result: OperationResult
             switch op {
             case .put(let b):
@@ -328,7 +334,9 @@ public struct KeyValue: Sendable, Hashable {
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
             case .data(let args):
                 result = .data(
-                    DataModel.apply(args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter))
+                    DataModel.apply(
+                        args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter,
+                        horizonMs: horizonMs))
             case .envelope(let e): result = EnvelopeState.apply(&next.bytes, e)
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))

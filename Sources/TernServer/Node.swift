@@ -368,19 +368,19 @@ public final class Node: @unchecked Sendable {
     /// through the protocol, so every replica agrees), then answers absent — or reads again if
     /// the key was written meanwhile.
     func settleExpiry(key: [UInt8], _ r: NodeReply, attempts: Int) -> EventLoopFuture<NodeReply> {
-        guard case .typed(let v) = r, v.deadlineMs != 0, v.deadlineMs <= expiryHorizonMs() else {
+        guard case .typed(let v) = r, DataModel.settle(v, horizonMs: expiryHorizonMs()) == .expire else {
             return eventLoop.makeSucceededFuture(r)
         }
-        return submit(key: key, .write(.data([Array("expirecheck".utf8), key]))).flatMap { w in
-            switch w {
-            case .done(.data(.integer(0))): return self.eventLoop.makeSucceededFuture(.value(nil))
-            case .done where attempts > 0:
+        return submit(key: key, .write(DataModel.expireCheck(key))).flatMap { w in
+            guard case .done(let result) = w else { return self.eventLoop.makeSucceededFuture(w) }
+            switch DataModel.afterExpireCheck(result) {
+            case true?: return self.eventLoop.makeSucceededFuture(.value(nil))
+            case false? where attempts > 0, nil where attempts > 0:
                 return self.submit(key: key, .read).flatMap {
                     self.settleExpiry(key: key, $0, attempts: attempts - 1)
                 }
-            case .done:
+            default:
                 return self.eventLoop.makeSucceededFuture(.unknown("the key kept changing while it expired"))
-            default: return self.eventLoop.makeSucceededFuture(w)
             }
         }
     }

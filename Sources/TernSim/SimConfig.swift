@@ -123,6 +123,14 @@ public struct SimConfig: Sendable, Hashable {
     public var envelopeOps = 0
     /// Deliberately broken envelope opens (tests only).
     public var envelopeMutant: EnvelopeMutant = .none
+    /// The data workload (DataWorkload.swift; 0 = off): commands on hashes, sorted sets and
+    /// expiring strings by `dataClients` clients, each node's clock skewed within
+    /// `clockSkewBoundMs`, checked by the timed checker against the data model.
+    public var dataOps = 0
+    public var dataClients = 5
+    public var clockSkewBoundMs: UInt64 = 50
+    /// Deliberately broken expiry (tests only).
+    public var dataMutant: DataMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -138,6 +146,8 @@ public struct SimConfig: Sendable, Hashable {
         if envelopeOps > 0 { s += " --envelope-ops \(envelopeOps)" }
         if envelopeMutant != .none { s += " --envelope-mutant \(envelopeMutant.rawValue)" }
         if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
+        if dataOps > 0 { s += " --data --data-ops \(dataOps) --skew-bound \(clockSkewBoundMs)" }
+        if dataMutant != .none { s += " --data-mutant \(dataMutant.rawValue)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

@@ -42,6 +42,8 @@ public struct SimResult: Sendable {
     public var repairMessages = 0
     /// Every call of the envelope workload.
     public var envelopeCalls: [EnvelopeCall] = []
+    /// The data workload: its history and expiry counts (empty when it is off).
+    public var data = DataStats()
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -123,6 +125,8 @@ public final class Simulation {
     var repair = RepairWorkload()
     /// The red-envelope workload (EnvelopeWorkload.swift).
     var envelope = EnvelopeWorkload()
+    /// The data workload (DataWorkload.swift).
+    var data = DataWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -145,6 +149,7 @@ public final class Simulation {
         if !config.scenario {
             seqSetUp()
             envelopeSetUp()
+            dataSetUp()
         }
     }
 
@@ -156,6 +161,7 @@ public final class Simulation {
             id: ids[i], replicas: ids, storage: storages[i], config: config.paxos,
             seed: config.seed &* 31 &+ UInt64(i) &* 1_000_003 &+ incarnation[i])
         repairNodeStarted(i, n)
+        if config.dataOps > 0 { n.expiryHorizonMs = horizonMs(i) }
         return n
     }
 
@@ -168,7 +174,7 @@ public final class Simulation {
         while now < config.ticksMax {
             step()
             if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone
-                && repairDone && envelopeFinished
+                && repairDone && envelopeFinished && dataDone
             {
                 break
             }
@@ -184,6 +190,7 @@ public final class Simulation {
         if violations.isEmpty { checkEnvelopes() }
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
+        if violations.isEmpty { checkData() }
         // The partial checks below are implied by linearizability; they still matter on the keys
         // the checker could not decide within its budget, and cross-check the checker elsewhere.
         if violations.isEmpty { checkCounters() }
@@ -217,6 +224,7 @@ public final class Simulation {
         result.repair = repairResult()
         result.repairMessages = repair.messagesSent
         result.envelopeCalls = envelope.calls
+        result.data = dataResult()
         return result
     }
 
@@ -226,6 +234,7 @@ public final class Simulation {
         for i in 0..<3 {
             if let until = pausedUntil[i], now >= until { resume(i) }
         }
+        dataClocks()
         // 1. Messages due now.
         let due = buckets[Int(now % UInt64(bucketCount))]
         buckets[Int(now % UInt64(bucketCount))] = []
@@ -256,6 +265,7 @@ public final class Simulation {
             clientsAct()
             seqAct()
             envelopeAct()
+            dataAct()
         }
         // 5. Nodes.
         for i in 0..<3 where pausedUntil[i] == nil {
@@ -521,6 +531,7 @@ public final class Simulation {
         }
         if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone
             && envelopeDone
+            && dataDone
         {
             heal()
             finalReads = Array(0..<config.counterKeys)
@@ -613,6 +624,10 @@ public final class Simulation {
             return
         }
         if envelopeReply(r) { return }
+        if let c = data.tags.removeValue(forKey: r.tag) {
+            if data.clients[c].inFlight?.tag == r.tag { dataReply(c, r.outcome) }
+            return
+        }
         if config.scenario {
             scenarioReplies[r.tag] = r.outcome
             return

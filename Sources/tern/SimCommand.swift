@@ -103,6 +103,25 @@ struct SimCommand: ParsableCommand {
         help: "With --repair: drop-a-record probability at each crash (default \(SimCommand.repairDrop)).")
     var drop: Double?
 
+    @Flag(
+        help: """
+            The data workload: hash, sorted-set and expiring-string commands on hot keys, every node's \
+            clock skewed within --skew-bound, checked against the data model with the expiry rule.
+            """)
+    var data = false
+
+    @Option(help: "With --data: data commands per seed.")
+    var dataOps = 300
+
+    @Option(help: "With --data: the clock-skew bound in ms (each node's clock is off by up to this).")
+    var skewBound: UInt64 = SimConfig(seed: 0).clockSkewBoundMs
+
+    @Option(
+        help:
+            "With --data: broken expiry: \(DataMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
+    )
+    var dataMutant: String = "none"
+
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
@@ -144,6 +163,10 @@ struct SimCommand: ParsableCommand {
         if !repair && (rm != .none || wipe != nil || drop != nil) {
             throw ValidationError("--repair-mutant, --wipe and --drop need --repair")
         }
+        guard let dm = DataMutant(rawValue: dataMutant) else {
+            throw ValidationError("unknown data mutant \(dataMutant)")
+        }
+        if !data && dm != .none { throw ValidationError("--data-mutant needs --data") }
         if repair {
             faults.wipe = wipe ?? Self.repairWipe
             faults.drop = drop ?? Self.repairDrop
@@ -164,6 +187,11 @@ struct SimCommand: ParsableCommand {
             c.repairMutant = rm
             c.envelopeOps = envelopeOps
             c.envelopeMutant = em
+            if data {
+                c.dataOps = max(dataOps, 1)
+                c.clockSkewBoundMs = skewBound
+                c.dataMutant = dm
+            }
             return c
         }
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
@@ -191,6 +219,14 @@ struct SimCommand: ParsableCommand {
                         + "\(r.merges) merges (\(r.mergesInterrupted) cut by a crash), \(r.tornBytes) torn bytes, "
                         + "\(r.seqReplies) SEQ.NEXT answered, unchecked keys: \(r.uncheckedKeys.isEmpty ? "none" : r.uncheckedKeys.joined(separator: " ")), "
                         + "trace \(String(r.traceHash, radix: 16))")
+                if data {
+                    let d = r.data
+                    print(
+                        "  data: \(d.history.count) commands (\(d.history.filter { $0.ret != nil }.count) answered), "
+                            + "node clock offsets \(d.skewMs) ms, \(d.expireChecks) expirechecks proposed by reads, "
+                            + "\(d.expiredReads) reads answered absent by them")
+                    if verbose { for op in d.history { print("  \(op)") } }
+                }
                 if repair {
                     print(
                         "  repair: \(r.repair.summary), \(r.repairMessages) repair messages, settled \(r.repair.settleTicks) ticks after the heal"

@@ -80,6 +80,41 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(v.bytes == nil)
     }
 
+    @Test("A read's expiry decision (one rule for the server and the simulator)")
+    func readSettlement() {
+        let v = StoredValue(kind: .hash, deadlineMs: 1000, bytes: [0, 0, 0, 0])
+        #expect(DataModel.settle(v, horizonMs: 999) == .answer(v))
+        #expect(DataModel.settle(v, horizonMs: 1000) == .expire)
+        #expect(DataModel.settle(nil, horizonMs: 5000) == .answer(nil))
+        let persistent = StoredValue(kind: .hash, deadlineMs: 0, bytes: [0, 0, 0, 0])
+        #expect(DataModel.settle(persistent, horizonMs: 5000) == .answer(persistent))
+        // The expirecheck write removes the value at the proposer's horizon and says what is left.
+        var kv = KeyValue(bytes: Array("x".utf8), kind: .string, deadlineMs: 1000)
+        kv = kv.applying(
+            [(DataModel.expireCheck(Array("k".utf8)), RequestID(client: 1, counter: 1))], window: 8,
+            instance: 2, horizonMs: 1000)
+        #expect(kv.bytes == nil)
+        #expect(kv.result(for: RequestID(client: 1, counter: 1)).flatMap(DataModel.afterExpireCheck) == true)
+        #expect(DataModel.afterExpireCheck(.data(.integer(1))) == false)
+        // Merged ops: a SET whose deadline is already at or below the horizon leaves nothing for
+        // the next op of the same instance (a merged PEXPIREAT revived it).
+        let ops: [(Operation, RequestID)] = [
+            (
+                .data(["set", "k", "v", "pxat", "1500"].map { Array($0.utf8) }),
+                RequestID(client: 2, counter: 1)
+            ),
+            (
+                .data(["pexpireat", "k", "9000", "2000"].map { Array($0.utf8) }),
+                RequestID(client: 2, counter: 2)
+            ),
+        ]
+        let merged = KeyValue().applying(ops, window: 8, instance: 1, horizonMs: 2000)
+        #expect(merged.result(for: RequestID(client: 2, counter: 1)) == .data(.ok))
+        #expect(merged.result(for: RequestID(client: 2, counter: 2)) == .data(.integer(0)))
+        #expect(merged.bytes == nil)
+        #expect(DataModel.afterExpireCheck(.ok) == nil)
+    }
+
     @Test("Hashes, sets, sorted sets and lists: Redis's replies, and an emptied collection removes the key")
     func collections() {
         var h = KeyValue()
@@ -182,5 +217,11 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(read(v, "get k") == .bulk(b("2")))
         #expect(
             apply(&v, "multi k 0 - w 3 incrby k 5 r 2 type k") == .array([.integer(7), .status("string")]))
+        // A SET whose deadline is already at or below the horizon leaves nothing for the
+        // transaction's next command (Redis deletes the key at the SET); it used to be revived.
+        #expect(
+            apply(&v, "multi k 0 - w 5 set k v pxat 1500 w 4 pexpireat k 9000 2000 r 2 get k", horizon: 2000)
+                == .array([.ok, .integer(0), .bulk(nil)]))
+        #expect(v.bytes == nil)
     }
 }
