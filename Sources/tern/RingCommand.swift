@@ -3,6 +3,11 @@ import Foundation
 import TernCore
 import TernPlacement
 
+#if canImport(Glibc)
+    // With swift-nio-ssl in the build graph, `timespec` is seen through CoreFoundation's module.
+    import CoreFoundation
+#endif
+
 /// `tern ring …`: plan, inspect and benchmark the cluster map's token ring (TernPlacement).
 struct RingCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

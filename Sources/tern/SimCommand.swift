@@ -6,6 +6,8 @@ import TernSeq
 import TernSim
 
 #if canImport(Glibc)
+    // With swift-nio-ssl in the build graph, `timespec` is seen through CoreFoundation's module.
+    import CoreFoundation
     import Glibc
 #elseif canImport(Darwin)
     import Darwin
