@@ -977,7 +977,7 @@ extension CommandSpec {
 
 extension AccessControl {
     /// The peer-message kind of ACL values (1 seq, 2 sync, 3 repair: Node.setServiceHandler).
-    static let serviceKind: UInt8 = 4
+    static let serviceKind: UInt8 = 5
     /// How often a node passes its `\0acl` value to every other node, so that one that missed a
     /// change (down, cut off, restarted) catches up.
     public static let gossipInterval = TimeAmount.seconds(2)

@@ -421,9 +421,18 @@ public final class Node: @unchecked Sendable {
     let serviceHandlers = NIOLockedValueBox<[UInt8: @Sendable (NodeID, [UInt8]) -> Void]>([:])
 
     /// Routes peer messages of service `kind` to `handler` (called on the node's event loop).
-    /// Kinds in use: 1 = sequence allocator (TernServer/Seq*), 2 = sync notices (TernServer/Sync*).
+    /// Kinds in use: 1 = sequence allocator (TernServer/Seq*), 2 = sync notices (TernServer/Sync*),
+    /// 3 = repair scanner, 4 = keyspace listings (KeyspaceService), 5 = ACL users (ACL.swift),
+    /// 6 = pub/sub (PubSubService). A kind registered twice is a programming error: the second
+    /// handler would silently take the first one's messages (ACL and the keyspace both took 4, and
+    /// every SCAN and FLUSHALL of a full server went unanswered).
     public func setServiceHandler(_ kind: UInt8, _ handler: @escaping @Sendable (NodeID, [UInt8]) -> Void) {
-        serviceHandlers.withLockedValue { $0[kind] = handler }
+        let taken = serviceHandlers.withLockedValue { handlers -> Bool in
+            if handlers[kind] != nil || kind == Node.repairServiceKind { return true }
+            handlers[kind] = handler
+            return false
+        }
+        precondition(!taken, "peer service kind \(kind) is registered twice")
     }
 
     /// Sends a service message to `peer` (best effort, like every peer message); any thread.

@@ -86,6 +86,15 @@ func recordedOp(
             // Several commands on one connection (redis-cli reads them from standard input).
             let piped = try run(cli, ["-p", p], input: "SET x 1\nINCR x\nGET x\nPING\n").1
             #expect(piped == "OK\n2\n2\nPONG\n")
+            // The whole server's services side by side: the keyspace listing (peer service kind 4)
+            // answered with ACL's sharing (5) and pub/sub (6) registered beside it — when ACL took 4
+            // too, every SCAN, KEYS and DBSIZE of a real server answered NOQUORUM.
+            let keys = try run(cli, ["-p", "\(cluster.port(n3))", "KEYS", "*"]).1
+            #expect(Set(keys.split(separator: "\n").map(String.init)) == ["greeting", "visits", "x"])
+            #expect(try run(cli, ["-p", p, "DBSIZE"]).1 == "3\n")
+            #expect(try run(cli, ["-p", p, "HSET", "h", "f", "v"]).1 == "1\n")
+            #expect(try run(cli, ["-p", p, "TYPE", "h"]).1 == "hash\n")
+            #expect(try run(cli, ["-p", p, "DEL", "h"]).1 == "1\n")
         }
         let c = try await cluster.client(n2)
         #expect(try await c.send(["SET", "k", "v"]) == .simpleString("OK"))
