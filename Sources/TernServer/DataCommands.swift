@@ -79,6 +79,7 @@ extension CommandProcessor {
             ])
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
         add("server", false, [("memory", -2)], keys: (2, 2, 1))
+        add("generic", false, [("object", -2)], keys: (2, 2, 1))
         return t
     }()
 
@@ -164,6 +165,9 @@ extension CommandProcessor {
                 return .reply(Self.syntax)
             }
             return read(args[2], [Self.b("memusage"), args[2]], v3)
+        }
+        if name == "object" {
+            return objectPlan(args, v3)
         }
         var a = args
         a[0] = Self.b(name)
@@ -516,6 +520,65 @@ extension CommandProcessor {
             return write(key, [Self.b("lmove"), key, key, Self.b(from), Self.b(to)], v3)
         default:
             return c.write ? write(key, a, v3) : read(key, a, v3)
+        }
+    }
+
+    /// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ|HELP key: what Redis's object system would say, from
+    /// the key's kind and size (Tern keeps one encoding per kind; the names are Redis 7.0's for a
+    /// value of that size). IDLETIME is 0 (not tracked), REFCOUNT 1, FREQ refused as Redis refuses
+    /// it without an LFU policy.
+    func objectPlan(_ args: [[UInt8]], _ v3: Bool) -> DataPlanned {
+        let sub = Self.word(args[1])
+        if sub == "help" {
+            return .reply(
+                .array(
+                    [
+                        "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                        "ENCODING <key>", "FREQ <key>", "IDLETIME <key>", "REFCOUNT <key>",
+                    ].map { .simpleString($0) }))
+        }
+        guard ["encoding", "refcount", "idletime", "freq"].contains(sub) else {
+            return .reply(
+                Self.err(
+                    "unknown subcommand '\(String(decoding: args[1].prefix(128), as: UTF8.self))'. Try OBJECT HELP."
+                ))
+        }
+        guard args.count == 3 else { return .reply(Self.arity("object|\(sub)")) }
+        return .call(
+            DataCall(key: args[2], args: [Self.b("dumpvalue"), args[2]], write: false) { r in
+                guard case .array(let parts?) = r, parts.count == 3, case .integer(let k) = parts[0],
+                    case .bulk(let bytes?) = parts[2], let kind = ValueKind(rawValue: UInt8(clamping: k))
+                else { return .bulkString(nil) }
+                switch sub {
+                case "refcount": return .integer(1)
+                case "idletime": return .integer(0)
+                case "freq":
+                    return Self.err(
+                        "An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+                            + "that when switching between policies at runtime LRU and LFU data will take some "
+                            + "time to adjust.")
+                default: return .bulkString(Array(Self.encodingName(kind, bytes).utf8))
+                }
+            })
+    }
+
+    /// Redis 7.0's encoding name for a value of this kind and size.
+    static func encodingName(_ kind: ValueKind, _ bytes: [UInt8]) -> String {
+        switch kind {
+        case .string:
+            if KeyValue.strictInteger(bytes) != nil { return "int" }
+            return bytes.count <= 44 ? "embstr" : "raw"
+        case .hash:
+            let items = DataModel.decodeItems(bytes)
+            return items.count <= 1024 && items.allSatisfy({ $0.count <= 64 }) ? "listpack" : "hashtable"
+        case .set:
+            let items = DataModel.decodeItems(bytes)
+            return items.count <= 512 && items.allSatisfy({ KeyValue.strictInteger($0) != nil })
+                ? "intset" : "hashtable"
+        case .zset:
+            let items = DataModel.decodeZSet(bytes)
+            return items.count <= 128 && items.allSatisfy({ $0.member.count <= 64 }) ? "listpack" : "skiplist"
+        case .list: return "quicklist"
         }
     }
 

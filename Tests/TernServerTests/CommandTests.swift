@@ -237,6 +237,15 @@ func bytes(_ s: [String]) -> [[UInt8]] { s.map { Array($0.utf8) } }
         #expect(wire(["STRLEN", "k"], replies: [.value(Array("abc".utf8))]) == ":3\r\n")
         #expect(wire(["STRLEN", "k"], replies: [.value(nil)]) == ":0\r\n")
         #expect(wire(["TYPE", "k"], replies: [.value(nil)]) == "+none\r\n")
+        // OBJECT: Redis 7.0's encoding names by kind and size; nil for a missing key.
+        #expect(wire(["OBJECT", "ENCODING", "k"], replies: [.value(Array("12".utf8))]) == "$3\r\nint\r\n")
+        #expect(
+            wire(
+                ["OBJECT", "ENCODING", "k"],
+                replies: [.typed(StoredValue(kind: .list, deadlineMs: 0, bytes: []))])
+                == "$9\r\nquicklist\r\n")
+        #expect(wire(["OBJECT", "REFCOUNT", "k"], replies: [.value(nil)]) == "$-1\r\n")
+        #expect(wire(["OBJECT", "NOPE", "k"]).hasPrefix("-ERR unknown subcommand 'NOPE'. Try OBJECT HELP."))
         #expect(
             wire(["TYPE", "k"], replies: [.typed(StoredValue(kind: .zset, deadlineMs: 0, bytes: []))])
                 == "+zset\r\n")
