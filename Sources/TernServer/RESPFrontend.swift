@@ -364,7 +364,13 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let skipped = session.skipNextReply
         session.skipNextReply = false
         let plan = processor.plan(command, session: &session)
-        if skipped || session.repliesOff || session.skipNextReply { silenced.insert(seq) }
+        // Subscription confirmations are pub/sub frames, not replies: CLIENT REPLY OFF leaves them
+        // (as Redis; its pubsub suite waited for them forever).
+        var isSubscription = false
+        if case .connection = plan { isSubscription = true }
+        if !isSubscription && (skipped || session.repliesOff || session.skipNextReply) {
+            silenced.insert(seq)
+        }
         let version = session.version
         let shard = self.shard
         // A blocking SYNC counts in blocked_clients while it waits.

@@ -152,6 +152,15 @@ import Testing
         await c.stop()
     }
 
+    @Test("CLIENT REPLY OFF keeps pub/sub frames: SUBSCRIBE's confirmation and the messages still arrive")
+    func replyOffKeepsSubscriptions() async throws {
+        let c = try await SyncCluster.start()
+        // Redis's pubsub suite waited forever here: the confirmation was dropped as a reply.
+        let got = exchange(c.fronts[0].port, "CLIENT REPLY OFF\r\nSUBSCRIBE news\r\n", seconds: 1)
+        #expect(got == "*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n")
+        await c.stop()
+    }
+
     @Test("RESET leaves subscribed mode: the connection takes commands again and gets no more notices")
     func resetLeavesSubscribedMode() async throws {
         let c = try await SyncCluster.start()
