@@ -141,7 +141,8 @@ extension DataModel {
     static func randomPicks(_ n: Int, _ count: Int64, _ rng: inout SplitMix64) -> [Int] {
         guard n > 0, count != 0 else { return [] }
         if count < 0 {
-            return (0..<Int(min(-count, 1 << 24))).map { _ in Int(rng.next() % UInt64(n)) }
+            // `magnitude`: -Int64.min does not exist (a crash reachable from SRANDMEMBER k -2^63).
+            return (0..<Int(min(count.magnitude, 1 << 24))).map { _ in Int(rng.next() % UInt64(n)) }
         }
         if count >= n { return Array(0..<n) }
         var idx = Array(0..<n)

@@ -331,7 +331,9 @@ extension CommandProcessor {
             return write(key, a, v3)
         case "hrandfield", "srandmember", "zrandmember":
             if args.count > 2 {
-                guard KeyValue.strictInteger(args[2]) != nil else { return .reply(Self.notInteger) }
+                guard let count = KeyValue.strictInteger(args[2]) else { return .reply(Self.notInteger) }
+                // Redis's bound: a negative count's repeats must fit (LONG_MAX / 2).
+                guard count >= -(Int64.max / 2) else { return .reply(Self.err("value is out of range")) }
                 if args.count > 3 {
                     let w = Self.word(args[3])
                     guard args.count == 4, w == (name == "hrandfield" ? "withvalues" : "withscores"),

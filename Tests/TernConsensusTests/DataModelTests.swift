@@ -136,6 +136,14 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         }
         #expect(Set(items) == [.bulk(b("x")), .bulk(b("y"))])
         #expect(s.bytes == nil)
+        // The smallest count picks with repeats and does not overflow (it stopped a node).
+        var big = KeyValue()
+        apply(&big, "sadd s a")
+        if case .array(let picks?) = read(big, "srandmember s -9223372036854775808") {
+            #expect(picks.count == 1 << 24)
+        } else {
+            Issue.record("SRANDMEMBER with the smallest count")
+        }
 
         var z = KeyValue()
         #expect(apply(&z, "zadd z 1 a 2 b 3 c") == .integer(3))

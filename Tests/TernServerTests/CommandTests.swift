@@ -246,6 +246,11 @@ func bytes(_ s: [String]) -> [[UInt8]] { s.map { Array($0.utf8) } }
                 == "$9\r\nquicklist\r\n")
         #expect(wire(["OBJECT", "REFCOUNT", "k"], replies: [.value(nil)]) == "$-1\r\n")
         #expect(wire(["OBJECT", "NOPE", "k"]).hasPrefix("-ERR unknown subcommand 'NOPE'. Try OBJECT HELP."))
+        // A count of -2^63 stopped the node (an overflow in the pick); now Redis's refusal.
+        #expect(wire(["SRANDMEMBER", "s", "-9223372036854775808"]) == "-ERR value is out of range\r\n")
+        #expect(
+            wire(["HRANDFIELD", "h", "-9223372036854775808", "WITHVALUES"])
+                == "-ERR value is out of range\r\n")
         #expect(
             wire(["TYPE", "k"], replies: [.typed(StoredValue(kind: .zset, deadlineMs: 0, bytes: []))])
                 == "+zset\r\n")
