@@ -265,6 +265,10 @@ extension CommandProcessor {
                 return .ok
             }
         // MARK: keyspace
+        case "del" where args.count == 2, "exists" where args.count == 2:
+            // One key: one call, so it can also run inside a transaction.
+            return name == "del"
+                ? write(key, [Self.b("del"), key], v3) : read(key, [Self.b("exists"), key], v3)
         case "del", "exists":
             let keys = Array(args.dropFirst())
             let write = name == "del"

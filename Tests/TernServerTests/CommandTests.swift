@@ -164,6 +164,11 @@ func bytes(_ s: [String]) -> [[UInt8]] { s.map { Array($0.utf8) } }
         #expect(s.transaction == nil)
         #expect(wire(["EXEC"], session: &s).0 == "-ERR EXEC without MULTI\r\n")
         #expect(wire(["DISCARD"], session: &s).0 == "-ERR DISCARD without MULTI\r\n")
+        // DEL and EXISTS of one key join a transaction (Redis's multi suite opens with DEL).
+        _ = wire(["MULTI"], session: &s)
+        #expect(wire(["DEL", "k"], session: &s).0 == "+QUEUED\r\n")
+        #expect(wire(["EXISTS", "k"], session: &s).0 == "+QUEUED\r\n")
+        _ = wire(["DISCARD"], session: &s)
         #expect(
             wire(["MULTI", "x"], session: &s).0 == "-ERR wrong number of arguments for 'multi' command\r\n")
         // WATCH: the watched value's fingerprint guards the write; a nil array when it changed.
