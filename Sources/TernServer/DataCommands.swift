@@ -94,7 +94,6 @@ extension CommandProcessor {
         }
     }
 
-    static func lower(_ b: [UInt8]) -> [UInt8] { Array(String(decoding: b, as: UTF8.self).lowercased().utf8) }
     static func word(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self).lowercased() }
     static func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
@@ -348,11 +347,11 @@ extension CommandProcessor {
             }
             return read(key, a, v3, pairs: args.count > 3)
         case "hscan", "sscan", "zscan":
+            // The cursor is checked, not used: one call returns everything (docs/DATA.md).
             guard
-                let cursor = KeyValue.strictInteger(args[2])
-                    ?? UInt64(String(decoding: args[2], as: UTF8.self)).map({ Int64(bitPattern: $0) })
+                KeyValue.strictInteger(args[2]) != nil
+                    || UInt64(String(decoding: args[2], as: UTF8.self)) != nil
             else { return .reply(Self.err("invalid cursor")) }
-            _ = cursor
             var i = 3
             while i < args.count {
                 let w = Self.word(args[i])

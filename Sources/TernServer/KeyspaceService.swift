@@ -353,14 +353,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
     }
 
     /// The value of `key` by a linearizable read (nil: absent), typed or not.
-    func read(_ key: [UInt8]) -> EventLoopFuture<StoredValue?> {
-        node.execute(key: key, .read).flatMapThrowing { r in
-            guard let v = CommandProcessor.stored(r) else {
-                throw KeyspaceError(reply: CommandProcessor.failure(r, write: false))
-            }
-            return v
-        }
-    }
+    func read(_ key: [UInt8]) -> EventLoopFuture<StoredValue?> { readAll([key]).map { $0[0] } }
 
     /// Writes `v` (kind, deadline and bytes) as `key`'s value, unless `key` exists and not
     /// `replace`; whether it was written.
