@@ -172,6 +172,10 @@ extension CommandSpec {
                     "client|kill", -3, adminSub, admin + ["@connection"],
                     "Terminates open connections.", since: "2.4.0", group: "connection"),
                 sub(
+                    "client|unblock", -3, adminSub, admin + ["@connection"],
+                    "Unblocks a client blocked by a blocking command from a different connection.",
+                    since: "5.0.0", group: "connection"),
+                sub(
                     "client|no-evict", 3, adminSub, admin + ["@connection"],
                     "Sets the client eviction mode of the connection.", since: "7.0.0", group: "connection"),
                 sub(

@@ -246,6 +246,17 @@ final class FrontendRegistry: Sendable {
         return EventLoopFuture.whenAllSucceed(parts, on: loop).map { $0.reduce(0, +) }
     }
 
+    /// CLIENT UNBLOCK on connection `id`, on its own loop.
+    func unblock(_ id: UInt64, error: Bool, on loop: any EventLoop) -> EventLoopFuture<Bool> {
+        let parts = allShards.map { s in
+            s.loop.submit { () -> Bool in
+                guard let h = s.connections[id], let context = h.context else { return false }
+                return h.unblock(error: error, context: context)
+            }
+        }
+        return EventLoopFuture.whenAllSucceed(parts, on: loop).map { $0.contains(true) }
+    }
+
     func resetStats() {
         let c = gate.counts
         gateBaseline.withLockedValue { $0 = (c.refused, c.evictedOutput + c.evictedMemory) }
@@ -363,4 +374,7 @@ struct ConnectionView: FrontendView {
     var port: Int { registry.port }
     func setMaxClients(_ n: Int) { registry.gate.setMax(n) }
     func resetStats() { registry.resetStats() }
+    func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool> {
+        registry.unblock(id, error: error, on: eventLoop)
+    }
 }

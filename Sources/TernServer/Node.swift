@@ -170,6 +170,8 @@ public final class Node: @unchecked Sendable {
     let core: NodeCore
     /// The anti-entropy scanner (TernRepair, pure), fed by this shell.
     let scanner: RepairScanner?
+    /// Connections blocked on keys (BLPOP, XREAD BLOCK), woken when a record of one is written.
+    public let blockedKeys = BlockedKeys()
     /// Why the node is learner-only (nil: it is not).
     var learnerReason: String?
     /// A complete pass that began after the node became learner-only has ended.
@@ -501,7 +503,10 @@ public final class Node: @unchecked Sendable {
         for b in r.badMessages {
             logger.warning("dropped a bad peer message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
         }
-        if !r.touched.isEmpty { scanner?.noteWritten(r.touched) }
+        if !r.touched.isEmpty {
+            scanner?.noteWritten(r.touched)
+            blockedKeys.wake(r.touched)
+        }
         for k in r.loads { load(k) }
         if let p = r.flush { write(p) }
         if r.more { driveLater() }
