@@ -239,6 +239,11 @@ extension CommandSpec {
                     "Returns helpful text about the different subcommands.", since: "5.0.0", group: "server"),
             ]),
         CommandSpec(
+            "monitor", arity: 1, flags: ["admin", "noscript", "loading", "stale"],
+            categories: ["@admin", "@slow", "@dangerous"],
+            summary: "Listens for all requests received by this node in real-time.", since: "1.0.0",
+            group: "server"),
+        CommandSpec(
             "time", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast"],
             summary: "Returns the server time.", since: "2.6.0", group: "server"),
         CommandSpec(

@@ -510,6 +510,14 @@ public struct CommandProcessor: Sendable {
         case "reset":
             guard n == 1 else { return .reply(Self.arity(name)) }
             return reset(&session)
+        case "monitor":
+            // Every command this node reads, from now on (Redis's line format); per node, not
+            // cluster-wide (docs/SERVER.md).
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            return .frontend { view in
+                view.eventLoop.makeSucceededFuture(
+                    view.monitor() ? .ok : Self.err("MONITOR: connection closing"))
+            }
         case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
             return server(name, args)
         default:

@@ -180,6 +180,8 @@ public protocol FrontendView: Sendable {
     /// CLIENT UNBLOCK: answers connection `id`'s blocked command (its timeout reply, or an
     /// `-UNBLOCKED` error); whether one was blocked.
     func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool>
+    /// MONITOR: this connection gets every command the node reads from now on.
+    func monitor() -> Bool
 }
 
 extension CommandProcessor {

@@ -283,6 +283,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// The blocking command waiting now (BLPOP, XREAD BLOCK; Blocking.swift), and the commands
     /// read after it, which wait for it.
     var blocked: BlockedCommand?
+    /// This connection ran MONITOR (its own commands are not shown back to it).
+    var monitoring = false
     var held: [RESPCommand] = []
 
     init(
@@ -379,6 +381,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         lastCommandAt = start
         let counter = shard.counter(for: command.args)
         if let counter { lastCommand = counter.name }
+        if shard.monitoring { showToMonitors(command.args) }
         // CLIENT REPLY: this command's reply is dropped after SKIP, while OFF, and for OFF and SKIP
         // themselves (their flags are set by the time the plan is made).
         let skipped = session.skipNextReply
@@ -648,6 +651,20 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(value, version: version, into: &buffer)
         release(seq, buffer, context: context)
+    }
+
+    /// MONITOR: this command as Redis shows it (AUTH, HELLO … AUTH and ACL SETUSER redacted; a
+    /// MONITOR connection's own commands are not shown).
+    func showToMonitors(_ args: [[UInt8]]) {
+        guard !monitoring, let first = args.first else { return }
+        let name = String(decoding: first, as: UTF8.self).lowercased()
+        let sub = args.count > 1 ? String(decoding: args[1], as: UTF8.self).lowercased() : ""
+        let redact =
+            name == "auth" || (name == "hello" && args.count > 2) || (name == "acl" && sub == "setuser")
+            || (name == "config" && sub == "set" && args.count > 2
+                && String(decoding: args[2], as: UTF8.self).lowercased() == "requirepass")
+        registry.monitor(
+            FrontendRegistry.monitorLine(args, address: addresses.remote, redact: redact), except: pushOutlet)
     }
 
     /// This connection's outlet for pushes (made on first use); a push takes the next reply slot.

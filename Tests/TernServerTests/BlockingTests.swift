@@ -95,3 +95,17 @@ enum DataCommandsWrongType {
         #expect(r.count == 0)
     }
 }
+
+@Suite struct MonitorLineTests {
+    @Test("MONITOR lines quote and escape as Redis's sdscatrepr; secrets redacted")
+    func line() {
+        let l = FrontendRegistry.monitorLine(
+            [b("set"), b("a b"), [0x22, 0x5C, 10, 13, 9, 0, 0xff, 0x41]], address: "127.0.0.1:5",
+            redact: false)
+        let parts = l.split(separator: " ", maxSplits: 1)
+        #expect(parts[0].split(separator: ".").map(\.count).last == 6)
+        #expect(parts[1] == #"[0 127.0.0.1:5] "set" "a b" "\"\\\n\r\t\x00\xffA""#)
+        let secret = FrontendRegistry.monitorLine([b("auth"), b("u"), b("pw")], address: "x", redact: true)
+        #expect(secret.hasSuffix(#"[0 x] "auth" "(redacted)" "(redacted)""#))
+    }
+}

@@ -42,6 +42,7 @@ final class FakeView: FrontendView, Sendable {
     var port: Int { 7379 }
     func resetStats() { changes.withLockedValue { $0.resets += 1 } }
     func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool> { eventLoop.makeSucceededFuture(false) }
+    func monitor() -> Bool { false }
 }
 
 /// The processor with the two services' command tables, as the server has it (the services'
