@@ -205,6 +205,8 @@ public final class TernServerProcess: Service, AdminBackend {
         let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         // Red envelopes (docs/ENVELOPE.md).
         processor.modules.append(EnvelopeService(node: node))
+        // CLUSTER SLOTS/SHARDS/NODES for cluster-mode clients: one shard, this node its master.
+        processor.modules.append(ClusterCommands(me: me, nodes: map.nodes, clusterName: map.name))
         let resp = try await RESPFrontend.start(
             host: client.host, port: config.plainPortDisabled ? nil : client.port,
             tls: tls.client.map { (port: config.tlsPort!, context: $0) }, node: node, processor: processor,
