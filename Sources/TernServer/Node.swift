@@ -39,8 +39,9 @@ public struct NodeOptions: Sendable {
     /// The anti-entropy scanner's settings; nil: no scanner (tests of other things).
     public var repair: RepairOptions? = RepairOptions()
     /// Treat a data directory without an epoch record as a new node's, which votes at once,
-    /// instead of a wiped or replaced disk, which rebuilds learner-only first. Only for in-process
-    /// test clusters on fresh in-memory stores; `tern server` never sets it.
+    /// instead of a wiped or replaced disk, which rebuilds learner-only first. In-process test
+    /// clusters on fresh stores, and `tern server --new-cluster` (the first start of a cluster just
+    /// planned: `tern dev` passes it on the run that planned it).
     public var trustEmptyDirectory = false
     /// The bound on any node's wall-clock error, in ms: a key with a deadline is treated as
     /// expired this much before its deadline by this node's clock, so that no node serves it after
