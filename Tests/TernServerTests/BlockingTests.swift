@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import TernConsensus
 import TernRESP
 import Testing
 
@@ -107,5 +108,49 @@ enum DataCommandsWrongType {
         #expect(parts[1] == #"[0 127.0.0.1:5] "set" "a b" "\"\\\n\r\t\x00\xffA""#)
         let secret = FrontendRegistry.monitorLine([b("auth"), b("u"), b("pw")], address: "x", redact: true)
         #expect(secret.hasSuffix(#"[0 x] "auth" "(redacted)" "(redacted)""#))
+    }
+}
+
+@Suite struct BlockingPlanTests {
+    @Test("Timeouts parse as Redis's: seconds as a float (rounded up to ms), BLOCK milliseconds, errors")
+    func timeouts() {
+        #expect(BlockingCall.seconds(b("0")) == .ms(0))
+        #expect(BlockingCall.seconds(b("1.5")) == .ms(1500))
+        #expect(BlockingCall.seconds(b("0.0001")) == .ms(1))
+        #expect(BlockingCall.seconds(b("-1")) == .invalid(.error("ERR timeout is negative")))
+        for bad in ["", "x", "1 ", "inf", "nan"] {
+            #expect(
+                BlockingCall.seconds(b(bad)) == .invalid(.error("ERR timeout is not a float or out of range"))
+            )
+        }
+        #expect(BlockingCall.seconds(b("1e300")) == .invalid(.error("ERR timeout is out of range")))
+        #expect(BlockingCall.milliseconds(b("250")) == .ms(250))
+        #expect(
+            BlockingCall.milliseconds(b("1.5"))
+                == .invalid(.error("ERR timeout is not an integer or out of range")))
+        #expect(BlockingCall.milliseconds(b("-5")) == .invalid(.error("ERR timeout is negative")))
+    }
+
+    @Test("BLPOP reads every key first, pops the first non-empty in order, waits when all are empty")
+    func attempts() {
+        let list = NodeReply.typed(StoredValue(kind: .list, deadlineMs: 0, bytes: listBytes(["x"])))
+        #expect(wire(["BLPOP", "a", "b", "0"], replies: [.value(nil), .value(nil)]) == "+WAIT\r\n")
+        #expect(wire(["BLPOP", "a", "b", "0"], replies: [.value(nil), list]) == "+AGAIN\r\n")
+        var s = Session(authenticated: true)
+        let (_, requests) = wire(["BRPOP", "a", "b", "0"], replies: [.value(nil), list], session: &s)
+        #expect(requests.map(\.key) == [b("a"), b("b"), b("b")])
+        #expect(requests.last?.request == .write(.data([b("rpop"), b("b")])))
+        #expect(
+            wire(["BLPOP", "a", "0"], replies: [.value(b("str"))])
+                == "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
+        #expect(wire(["BLPOP", "a"]) == "-ERR wrong number of arguments for 'blpop' command\r\n")
+        #expect(wire(["BLPOP", "a", "-1"]) == "-ERR timeout is negative\r\n")
+    }
+
+    /// A list value holding `items`, as the data model encodes it.
+    func listBytes(_ items: [String]) -> [UInt8] {
+        var v = KeyValue(bytes: nil, kind: .string, deadlineMs: 0)
+        _ = DataModel.apply([b("rpush"), b("k")] + items.map(b), to: &v, seed: 0)
+        return v.bytes ?? []
     }
 }
