@@ -93,6 +93,43 @@ import Testing
         #expect(caughtAt != nil, "learner-votes survived 10 seeds")
     }
 
+    /// The storm mix with a disk restored from an older backup at some crashes (`--restore 0.5`).
+    static func restoring(_ seed: UInt64) -> SimConfig {
+        var c = storm(seed)
+        c.faults.wipe = 0.1
+        c.faults.drop = 0.1
+        c.faults.restore = 0.5
+        return c
+    }
+
+    @Test("A disk restored from an older backup is found stale by the incarnation check and rebuilt")
+    func restoredBackupsAreFoundStale() {
+        var restores = 0
+        var stale = 0
+        for s: UInt64 in 1...6 {
+            let r = simulate(Self.restoring(s))
+            #expect(r.violations.isEmpty, "seed \(s): \(r.violations.map(\.description))")
+            restores += r.repair.restores
+            stale += r.repair.staleDetected
+        }
+        #expect(restores > 0, "no backup was restored")
+        #expect(stale > 0, "no restored directory was found stale")
+    }
+
+    @Test("A restarted node that skips the incarnation check is caught within 20 restoring seeds")
+    func skipIncarnationCheckCaught() {
+        var caughtAt: UInt64?
+        for s: UInt64 in 1...20 {
+            var c = Self.restoring(s)
+            c.repairMutant = .skipIncarnationCheck
+            if !simulate(c).violations.isEmpty {
+                caughtAt = s
+                break
+            }
+        }
+        #expect(caughtAt != nil, "skip-incarnation-check survived 20 seeds")
+    }
+
     /// Caught in 158 of the first 200 storm seeds × 300 ops (release; first: seed 1).
     @Test("A scanner that copies a peer's record bytes is caught within 10 seeds")
     func copyBytesCaught() {
