@@ -166,7 +166,8 @@ public final class IncarnationGuard {
     var lastHelloAt: UInt64?
     let graceNanos: UInt64
     let helloIntervalNanos: UInt64
-    /// Deliberately broken (simulator only): decide `passed` at once, without asking anyone.
+    /// Deliberately broken (simulator only): decide `passed` at once, ask no one, and ignore a
+    /// `stale` answer (the node's own check is skipped; it still answers the others').
     let skipCheck: Bool
 
     var out = IncarnationReady()
@@ -203,7 +204,7 @@ public final class IncarnationGuard {
         // Hellos go on after the decision too, until every node has recorded this start: the
         // more witnesses hold it, the smaller the residual risk.
         let missing = others.filter { !welcomed.contains($0) }
-        guard !missing.isEmpty, !isStale else { return }
+        guard !missing.isEmpty, !isStale, !skipCheck else { return }
         lastHelloAt = now
         for n in missing {
             out.messages.append((n, IncarnationMessage.hello(stored: stored, current: current).encode()))
@@ -245,7 +246,7 @@ public final class IncarnationGuard {
                 out.decided = .passed
             }
         case .stale(let s):
-            guard others.contains(peer), !isStale else { return }
+            guard others.contains(peer), !isStale, !skipCheck else { return }
             // Whatever was decided: a node already voting learns late that its directory was
             // old (it welcomed by another node first); it must stop and rebuild all the same.
             decision = .stale(peer: peer, seen: s)

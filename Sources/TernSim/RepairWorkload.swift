@@ -440,7 +440,9 @@ extension Simulation {
     }
 
     /// The nodes run the incarnation check (with `--restore`, or its mutant).
-    var incarnationsOn: Bool { faults.restore > 0 || config.repairMutant == .skipIncarnationCheck }
+    var incarnationsOn: Bool {
+        faults.restore > 0 || config.incarnationCheck || config.repairMutant == .skipIncarnationCheck
+    }
 
     /// Node `i` started: its incarnation (one above the one its storage remembers, durable before
     /// anything leaves) and its check; a node that may vote with what its storage holds is held
@@ -628,6 +630,35 @@ extension Simulation {
         }
         repair.rebuildAtStart[i] = true
         repair.stats.wipes += 1
+        observer.lostEverything(node: i)
+        downUntil[i] = now + downTicks
+    }
+
+    /// Scenario: crashes `node` and keeps a copy of its disk as the crash left it (a cold backup);
+    /// it restarts after `downTicks`.
+    public func crashAndBackUp(node i: Int, downTicks: UInt64) {
+        crash(node: i, downTicks: downTicks)
+        repair.backups[i] = storages[i].fileSystem.snapshot()
+    }
+
+    /// Scenario: crashes `node` and replaces its disk with the copy `crashAndBackUp` kept; it
+    /// restarts after `downTicks` as if nothing had happened (the incarnation check runs with the
+    /// repair workload when `SimConfig.incarnationCheck` is set).
+    public func crashAndRestoreBackup(node i: Int, downTicks: UInt64) {
+        precondition(config.repair, "restoring needs the repair workload (its scanners rebuild the node)")
+        guard let backup = repair.backups[i] else { preconditionFailure("no backup of node \(i + 1)") }
+        nodes[i] = nil
+        repairNodeStopped(i)
+        do throws(StorageError) {
+            storages[i] = try BitcaskReplicaStorage(
+                fileSystem: backup.snapshot(), options: config.storage,
+                writeBufferBytes: storages[i].writeBufferBytes)
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        repair.restoredUnchecked[i] = true
+        repair.stats.restores += 1
         observer.lostEverything(node: i)
         downUntil[i] = now + downTicks
     }

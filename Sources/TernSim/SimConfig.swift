@@ -124,6 +124,9 @@ public struct SimConfig: Sendable, Hashable {
     public var repair = false
     /// Deliberately broken scanner (tests only).
     public var repairMutant: RepairMutant = .none
+    /// With the repair workload: the nodes run the incarnation check (`IncarnationGuard`) even
+    /// without `--restore` (scenario tests restore backups by hand).
+    public var incarnationCheck = false
     /// Red-envelope calls per seed (the envelope workload, EnvelopeWorkload.swift; 0 = off).
     public var envelopeOps = 0
     /// Deliberately broken envelope opens (tests only).
