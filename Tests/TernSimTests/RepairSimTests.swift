@@ -40,9 +40,9 @@ import Testing
     @Test("Seeds of the repair workload pass, and repairs of every cause happen")
     func cleanSeedsRepairEveryCause() {
         var total = RepairStats()
-        // Storm seeds 1–4 (4: damaged records found by the scan), storm seed 70 (a blank replica marked missing), moderate seed 8 (a
-        // rebuild finished under load).
-        let runs = [1, 2, 3, 4, 70].map { Self.storm($0) } + [Self.moderate(8)]
+        // Storm seeds 1–4 (4: damaged records found by the scan), storm seed 70 (a blank replica marked missing), moderate seed 1 (a
+        // rebuild finished under load; seed 8 did before recovery took one round trip).
+        let runs = [1, 2, 3, 4, 70].map { Self.storm($0) } + [Self.moderate(1)]
         for c in runs {
             let r = simulate(c)
             #expect(r.violations.isEmpty, "seed \(c.seed): \(r.violations.map(\.description))")
@@ -93,12 +93,13 @@ import Testing
         #expect(caughtAt != nil, "learner-votes survived 10 seeds")
     }
 
-    /// The storm mix with a disk restored from an older backup at some crashes (`--restore 0.5`).
+    /// The storm mix with disks restored from older backups instead of wiped (`--wipe 0 --drop 0
+    /// --restore 0.8`).
     static func restoring(_ seed: UInt64) -> SimConfig {
         var c = storm(seed)
-        c.faults.wipe = 0.1
-        c.faults.drop = 0.1
-        c.faults.restore = 0.5
+        c.faults.wipe = 0
+        c.faults.drop = 0
+        c.faults.restore = 0.8
         return c
     }
 
@@ -116,6 +117,8 @@ import Testing
         #expect(stale > 0, "no restored directory was found stale")
     }
 
+    /// Caught in 9 of the first 20 restoring seeds × 300 ops (debug; first: seed 4, two values
+    /// chosen at one instance).
     @Test("A restarted node that skips the incarnation check is caught within 20 restoring seeds")
     func skipIncarnationCheckCaught() {
         var caughtAt: UInt64?
