@@ -107,7 +107,7 @@ import Testing
     func restoredBackupsAreFoundStale() {
         var restores = 0
         var stale = 0
-        for s: UInt64 in 1...6 {
+        for s: UInt64 in 1...3 {
             let r = simulate(Self.restoring(s))
             #expect(r.violations.isEmpty, "seed \(s): \(r.violations.map(\.description))")
             restores += r.repair.restores
