@@ -45,6 +45,16 @@ public struct KeyReplica: Sendable {
         var promises: [(NodeID, AcceptedSlot?)] = []
         var deadline: UInt64
         var retransmits = 0
+        /// While damaged (a `recover` round, which names no instance): the peers' granted answers.
+        var reports: [RecoveryReport] = []
+    }
+    /// One peer's granted answer to `recover`: its chosen instance and value and its open slot,
+    /// under its durable promise of the round's ballot.
+    struct RecoveryReport: Sendable {
+        var peer: NodeID
+        var chosen: UInt64
+        var value: KeyValue
+        var accepted: AcceptedSlot?
     }
     struct Accepting: Sendable {
         var ballot: Ballot
@@ -174,8 +184,14 @@ public struct KeyReplica: Sendable {
                 } else {
                     p.retransmits += 1
                     p.deadline = ctx.now + ctx.config.retransmitTicks
-                    for n in [me] + peers where !p.promises.contains(where: { $0.0 == n }) {
-                        fx.send(n, .prepare(instance: p.instance, ballot: p.ballot))
+                    if damaged {
+                        for n in peers where !p.reports.contains(where: { $0.peer == n }) {
+                            fx.send(n, .recover(ballot: p.ballot))
+                        }
+                    } else {
+                        for n in [me] + peers where !p.promises.contains(where: { $0.0 == n }) {
+                            fx.send(n, .prepare(instance: p.instance, ballot: p.ballot))
+                        }
                     }
                     phase = .preparing(p)
                 }
@@ -249,7 +265,8 @@ public struct KeyReplica: Sendable {
                     peer, .reject(instance: i, ballot: b, promised: state.promised, chosen: state.chosen))
             }
         case .promise(let i, let b, let slot):
-            guard case .preparing(var p) = phase, p.instance == i, p.ballot == b else { break }
+            // A damaged replica recovers through `recover`/`recovery` only.
+            guard !damaged, case .preparing(var p) = phase, p.instance == i, p.ballot == b else { break }
             guard !p.promises.contains(where: { $0.0 == peer }) else { break }
             p.promises.append((peer, slot))
             phase = .preparing(p)
@@ -282,6 +299,34 @@ public struct KeyReplica: Sendable {
             if state.chosen > have {
                 fx.send(peer, .learnReply(instance: state.chosen, value: state.value))
             }
+        case .recover(let b):
+            // A damaged peer's recovery: a Prepare for every instance above our chosen one. Granted
+            // like a Prepare (persist and sync before the answer leaves: `raisePromise`).
+            guard !damaged else { break }
+            highestSeen = max(highestSeen, b)
+            if b >= state.promised {
+                raisePromise(b, &fx)
+                fx.send(
+                    peer,
+                    .recovery(
+                        ballot: b, promised: b, chosen: state.chosen, value: state.value,
+                        accepted: state.accepted))
+            } else {
+                fx.send(
+                    peer,
+                    .recovery(ballot: b, promised: state.promised, chosen: 0, value: .absent, accepted: nil))
+            }
+        case .recovery(let b, let promised, let c, let v, let slot):
+            highestSeen = max(highestSeen, promised)
+            guard damaged, peers.contains(peer), case .preparing(var p) = phase, p.ballot == b else { break }
+            guard !p.reports.contains(where: { $0.peer == peer }) else { break }
+            if promised > b {
+                abandon(&fx, &ctx, outbid: true)
+                break
+            }
+            p.reports.append(RecoveryReport(peer: peer, chosen: c, value: v, accepted: slot))
+            phase = .preparing(p)
+            if peers.allSatisfy({ n in p.reports.contains { $0.peer == n } }) { recovered(p, &fx, &ctx) }
         case .readCheck(let nonce):
             guard !damaged else { break }
             fx.send(peer, .readState(nonce: nonce, chosen: state.chosen, accepted: state.accepted))
@@ -336,6 +381,12 @@ public struct KeyReplica: Sendable {
         let b = ctx.ballots.next(above: max(highestSeen, state.promised), node: me)
         highestSeen = max(highestSeen, b)
         phase = .preparing(Preparing(ballot: b, instance: i, deadline: ctx.now + ctx.config.retransmitTicks))
+        if damaged {
+            // Recovery: both peers must promise b (our own memory does not count), whatever their
+            // chosen instance; one round trip (`recover`, `recovered`).
+            for n in peers { fx.send(n, .recover(ballot: b)) }
+            return
+        }
         for n in [me] + peers { fx.send(n, .prepare(instance: i, ballot: b)) }
     }
 
@@ -380,16 +431,6 @@ public struct KeyReplica: Sendable {
         let highest = p.promises.compactMap(\.1).filter { $0.instance == p.instance }.max {
             $0.ballot < $1.ballot
         }
-        if damaged {
-            // Both peers promised p.ballot: no ballot below it can still win anything they did not
-            // report, so their reports plus this promise replace what we forgot.
-            precondition(p.instance == state.chosen + 1, "recovery Phase 1 at a stale instance")
-            damaged = false
-            state.promised = max(state.promised, p.ballot)
-            state.accepted = highest
-            fx.dirty = true
-            fx.effects.mustSync = true
-        }
         if let h = highest, ctx.config.mutant != .ignoreAcceptedValue {
             // (safety) Someone may have got h chosen: propose it first, our writes come after.
             sendAccept(ballot: p.ballot, instance: p.instance, value: h.value, ops: [], &fx, &ctx)
@@ -401,6 +442,41 @@ public struct KeyReplica: Sendable {
             fastBallot = p.ballot
             reissueWaitingReads(&fx, &ctx)
         }
+    }
+
+    /// Both peers granted a damaged replica's `recover(p.ballot)`: each promised p.ballot for
+    /// every instance above its chosen one, durably, before answering. With c the highest chosen
+    /// instance among the answers (and what this replica learned meanwhile), that is a Phase 1 at
+    /// c+1 promised by both peers: no ballot below p.ballot can still win anything they did not
+    /// report, so their reports plus this promise replace what we forgot. A slot at c+1 (only a
+    /// peer whose chosen instance is c can hold one) is adopted and finished first, as after any
+    /// Phase 1; a peer behind is taught c.
+    private mutating func recovered(_ p: Preparing, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        var c = state.chosen
+        var v = state.value
+        for r in p.reports where r.chosen > c {
+            c = r.chosen
+            v = r.value
+        }
+        let slots: [AcceptedSlot] = p.reports.compactMap {
+            $0.accepted.flatMap { $0.instance == c + 1 ? $0 : nil }
+        }
+        let highest = slots.max { $0.ballot < $1.ballot }
+        damaged = false
+        state.chosen = c
+        state.value = v
+        state.promised = max(state.promised, p.ballot)
+        state.accepted = highest
+        fx.dirty = true
+        fx.effects.mustSync = true
+        for r in p.reports where r.chosen < c { fx.send(r.peer, .chosen(instance: c, value: v)) }
+        // Writes queued while damaged: those the learned value shows applied (a retry) answer
+        // now, as `startIfNeeded` does before any attempt.
+        pending = settle(pending, &fx, ctx.config.mutant)
+        var q = Preparing(ballot: p.ballot, instance: c + 1, deadline: p.deadline)
+        q.promises = p.reports.map { ($0.peer, $0.accepted?.instance == c + 1 ? $0.accepted : nil) }
+        phase = .preparing(q)
+        promiseQuorum(q, &fx, &ctx)
     }
 
     private mutating func acceptQuorum(_ a: Accepting, _ fx: inout Fx, _ ctx: inout NodeContext) {
@@ -439,7 +515,7 @@ public struct KeyReplica: Sendable {
     }
 
     private mutating func abandonIfAtOrBelow(_ chosen: UInt64, _ fx: inout Fx, _ ctx: inout NodeContext) {
-        if let (i, _) = currentAttempt, i <= chosen { abandon(&fx, &ctx, outbid: false) }
+        if !damaged, let (i, _) = currentAttempt, i <= chosen { abandon(&fx, &ctx, outbid: false) }
     }
 
     private func resend(to peer: NodeID, _ fx: inout Fx) {
@@ -470,7 +546,9 @@ public struct KeyReplica: Sendable {
         switch phase {
         case .idle: break
         case .preparing(let p):
-            if p.instance <= i { phase = .idle }
+            // A recovery round (damaged) names no instance: what it learns meanwhile does not
+            // make it stale.
+            if p.instance <= i && !damaged { phase = .idle }
         case .accepting(let a):
             if a.instance <= i {
                 // Ops applied by the chosen value are answered; the others go back in the queue

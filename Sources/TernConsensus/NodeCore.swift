@@ -353,7 +353,7 @@ public final class NodeCore {
         w.tag = tag
         w.attempts += 1
         w.retryAt = nil
-        if all.contains(id) && !replica.learnerOnly {
+        if all.contains(id) && !replica.servesNothing {
             w.target = nil
             w.attemptDeadline = nil
             if case .write = w.request { w.open.insert(tag) }
@@ -575,10 +575,11 @@ public final class NodeCore {
             let tag = nextTag
             origins[tag] = .remote(peer, originTag)
             guard replica.isReplica(of: key), key.count <= ReplicaNode.keyBytesMax, !closing,
-                !replica.learnerOnly
+                !replica.servesNothing
             else {
                 // Our map disagrees with the sender's, we are stopping, or we are rebuilding
-                // (learner-only): certainly not applied here; the sender tries another replica.
+                // (learner-only) or not yet confirmed (the incarnation check): certainly not
+                // applied here; the sender tries another replica.
                 answer(tag: tag, .retryable)
                 return
             }
@@ -609,6 +610,17 @@ public final class NodeCore {
         get { replica.learnerOnly }
         set { replica.learnerOnly = newValue }
     }
+
+    /// The incarnation check has not passed yet (`ReplicaNode.votingHeld`): the node votes on
+    /// nothing and serves nothing from its own state; client requests go to the other replicas.
+    public var votingHeld: Bool {
+        get { replica.votingHeld }
+        set { replica.votingHeld = newValue }
+    }
+
+    /// The node learned that its storage cannot be trusted after it started (the incarnation
+    /// check found its directory stale): learner-only from now on, keys in memory included.
+    public func becomeLearnerOnly() { replica.becomeLearnerOnly() }
 
     /// What the scanner asks of one key.
     public enum RepairAction: Sendable, Hashable {

@@ -175,6 +175,37 @@ public final class ReplicaNode {
     public var learnerOnly = false {
         didSet { if !learnerOnly { rebuilt = [] } }
     }
+    /// The node's incarnation check has not passed yet (docs/REPAIR.md, "A directory restored
+    /// from an older backup"): until the other nodes confirmed that its data directory is not older
+    /// than a start of it they acknowledged, it answers no Prepare, Accept, ReadCheck or recover
+    /// (they are dropped; their senders retransmit or go on with the other replica), and
+    /// `NodeCore` serves no client from it. Unlike `learnerOnly`, its keys load as they are.
+    public var votingHeld = false
+    /// Learner-only or held: client requests go to the other replicas.
+    public var servesNothing: Bool { learnerOnly || votingHeld }
+    /// Vote requests dropped while `votingHeld`.
+    public private(set) var votesHeld = 0
+
+    static func asksForVote(_ m: PaxosMessage) -> Bool {
+        switch m {
+        case .prepare, .accept, .readCheck, .recover: true
+        default: false
+        }
+    }
+
+    /// Learner-only from now on, found after the start (the incarnation check said the directory
+    /// is stale): every key in memory is replaced by a damaged replica, as a reload would give.
+    /// Only while `votingHeld` (nothing was voted or served from these keys; none has client
+    /// work in flight).
+    public func becomeLearnerOnly() {
+        learnerOnly = true
+        for k in keys.keys.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) {
+            keys[k] = makeReplica(k, .damaged)
+            suspected.remove(k)
+            touch(k)
+        }
+    }
+
     /// Loaded keys that are damaged now (they never leave memory until recovered).
     var damagedKeys: Set<HashedKey> = []
     /// While learner-only: keys recovered since (a reload of one of them is trusted again).
@@ -380,6 +411,10 @@ public final class ReplicaNode {
                 stats.misrouted += 1
                 continue
             }
+            if votingHeld && Self.asksForVote(item.message) {
+                votesHeld += 1
+                continue
+            }
             apply(HashedKey(item.key)) { r, c in r.step(item.message, from: frame.from, ctx: &c) }
         }
     }
@@ -388,7 +423,13 @@ public final class ReplicaNode {
     /// which also loaded them); `misrouted` counts the items it dropped.
     func receive(from: NodeID, _ items: [(HashedKey, PaxosMessage)], misrouted: Int) {
         stats.misrouted += misrouted
-        for (key, message) in items { apply(key) { r, c in r.step(message, from: from, ctx: &c) } }
+        for (key, message) in items {
+            if votingHeld && Self.asksForVote(message) {
+                votesHeld += 1
+                continue
+            }
+            apply(key) { r, c in r.step(message, from: from, ctx: &c) }
+        }
     }
 
     /// Queues a client write; the reply carries `tag`. This node must be a replica of `key`.

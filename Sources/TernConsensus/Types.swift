@@ -403,6 +403,16 @@ public enum PaxosMessage: Sendable, Hashable {
     /// "My chosen instance is `have`; send me yours if it is later."
     case learn(have: UInt64)
     case learnReply(instance: UInt64, value: KeyValue)
+    /// A damaged replica's recovery, one round trip (docs/PROTOCOL.md §4, "Damaged key"):
+    /// "promise `ballot` for every instance above your chosen one, durably, and tell me your
+    /// chosen instance, its value and your open slot". Unlike `prepare` it names no instance: the
+    /// damaged replica does not know its chosen instance, and guessing one cost a Reject, a Learn
+    /// and a second Prepare per key.
+    case recover(ballot: Ballot)
+    /// The answer to `recover`: granted when `promised == ballot` (the promise is durable before it
+    /// leaves, like a Promise), with the acceptor's chosen instance, value and open slot; refused
+    /// when `promised > ballot` (then `chosen`, `value` and `accepted` are empty).
+    case recovery(ballot: Ballot, promised: Ballot, chosen: UInt64, value: KeyValue, accepted: AcceptedSlot?)
 }
 
 /// A message to send: to `to`, about the key of the replica that produced it.

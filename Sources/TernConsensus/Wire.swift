@@ -112,6 +112,16 @@ public enum PaxosWire {
             w.u8(9)
             w.u64(i)
             w.keyValue(v)
+        case .recover(let b):
+            w.u8(10)
+            w.ballot(b)
+        case .recovery(let b, let p, let c, let v, let slot):
+            w.u8(11)
+            w.ballot(b)
+            w.ballot(p)
+            w.u64(c)
+            w.keyValue(v)
+            self.slot(slot, &w)
         }
     }
 
@@ -146,6 +156,13 @@ public enum PaxosWire {
         case 9:
             guard let i = r.u64(), let v = r.keyValue() else { return nil }
             return .learnReply(instance: i, value: v)
+        case 10:
+            return r.ballot().map { .recover(ballot: $0) }
+        case 11:
+            guard let b = r.ballot(), let p = r.ballot(), let c = r.u64(), let v = r.keyValue(),
+                let s = slot(&r)
+            else { return nil }
+            return .recovery(ballot: b, promised: p, chosen: c, value: v, accepted: s.value)
         default:
             return nil
         }

@@ -61,6 +61,10 @@ public enum RepairMutant: String, Sendable, Hashable, CaseIterable {
     /// replica that lost its promises then votes with the peer's, not under a fresh ballot both
     /// peers promised.
     case copyBytes = "copy-bytes"
+    /// Not the scanner's: a restarted node votes at once, without the incarnation check
+    /// (`IncarnationGuard`), so a directory restored from an older backup votes with the backup's
+    /// promises. The simulator's `--restore` fault must catch it.
+    case skipIncarnationCheck = "skip-incarnation-check"
 }
 
 /// What the scanner found in one bucket that the protocol says cannot happen: two different

@@ -43,6 +43,10 @@ public struct NodeOptions: Sendable {
     /// clusters on fresh stores, and `tern server --new-cluster` (the first start of a cluster just
     /// planned: `tern dev` passes it on the run that planned it).
     public var trustEmptyDirectory = false
+    /// How long a restarted node waits for every other node to confirm its incarnation before it
+    /// votes with the confirmations it has (at least one; docs/REPAIR.md, "A directory restored
+    /// from an older backup").
+    public var incarnationGrace: TimeAmount = .seconds(5)
     /// The bound on any node's wall-clock error, in ms: a key with a deadline is treated as
     /// expired this much before its deadline by this node's clock, so that no node serves it after
     /// the deadline (docs/DATA.md, "Expiry": the clock assumption).
@@ -95,6 +99,11 @@ public struct NodeStatus: Sendable, Hashable {
     /// Rebuilding: it serves and votes nothing from its own state (and why it is).
     public var learnerOnly = false
     public var learnerOnlyReason: String?
+    /// This start's incarnation ("number/nonce") and its check: "checking" (the node votes on
+    /// nothing yet), "passed", or "stale" (the directory was older than a start a peer
+    /// acknowledged: the node rebuilds).
+    public var incarnation: String?
+    public var incarnationCheck: String?
     /// Keys in memory that are damaged now (waiting for both peers to re-teach them).
     public var damagedKeys = 0
     /// The anti-entropy scanner (nil when it is off).
@@ -175,6 +184,8 @@ public final class Node: @unchecked Sendable {
     public let blockedKeys = BlockedKeys()
     /// Why the node is learner-only (nil: it is not).
     var learnerReason: String?
+    /// The incarnation check (TernRepair, pure), fed by this shell; set by `start`.
+    var incarnation: IncarnationGuard?
     /// A complete pass that began after the node became learner-only has ended.
     var rebuildPassDone = false
     /// The marker's removal is under way.
@@ -254,13 +265,47 @@ public final class Node: @unchecked Sendable {
             // have used (a ballot reused with another value would be unsafe).
             epoch = max(epoch, Node.clockEpoch())
         }
-        var records: [BatchEntry] = [.put(ReplicaNode.epochKey, PaxosCodec.encodeEpoch(epoch))]
+        // The incarnation check (docs/REPAIR.md): this start's number is one above the one the
+        // directory remembers, durable before any message leaves; a node that may vote with what
+        // its directory holds waits until the other nodes confirm that no later start of it is
+        // known to them (a directory restored from an older backup).
+        var storedIncarnation: UInt64 = 0
+        do {
+            if let b = try await store.get(IncarnationRecords.ownKey) {
+                storedIncarnation = IncarnationRecords.decode(b)?.number ?? 0
+            }
+        } catch {
+            guard case .damaged = error else { throw error }
+        }
+        var seen: [NodeID: Incarnation] = [:]
+        do {
+            if let b = try await store.get(IncarnationRecords.seenKey) {
+                seen = IncarnationRecords.decodeSeen(b) ?? [:]
+            }
+        } catch {
+            guard case .damaged = error else { throw error }
+        }
+        let current = Incarnation(number: storedIncarnation + 1, nonce: UInt64.random(in: 1...UInt64.max))
+        // A directory that has voted before (it has an epoch record) is checked; a new one
+        // rebuilds or is trusted empty anyway.
+        var votedBefore = true
+        if case .absent = stored { votedBefore = false }
+        let checking = !learnerOnly && votedBefore
+        var records: [BatchEntry] = [
+            .put(ReplicaNode.epochKey, PaxosCodec.encodeEpoch(epoch)),
+            .put(IncarnationRecords.ownKey, IncarnationRecords.encode(current)),
+        ]
         if learnerOnly { records.append(.put(ReplicaNode.rebuildKey, Array("rebuild".utf8))) }
         try await store.write(records)
         let node = Node(
             id: id, campus: entry.campus, map: map, store: store, link: link, eventLoop: eventLoop,
             epoch: epoch, options: options, logger: logger)
         try await eventLoop.submit {
+            node.incarnation = IncarnationGuard(
+                me: id, others: map.nodes.map(\.id), stored: storedIncarnation, current: current, seen: seen,
+                checking: checking, now: Node.clock(),
+                graceNanos: UInt64(max(options.incarnationGrace.nanoseconds, 0)))
+            if checking { node.core.votingHeld = true }
             if learnerOnly { node.enterLearnerOnly(reasons.joined(separator: "; ")) }
             node.startTimer()
         }.get()
@@ -268,7 +313,8 @@ public final class Node: @unchecked Sendable {
             "node started",
             metadata: [
                 "node": "\(id)", "campus": "\(entry.campus)", "epoch": "\(epoch)",
-                "learner-only": "\(learnerOnly)",
+                "learner-only": "\(learnerOnly)", "incarnation": "\(current)",
+                "incarnation-check": "\(checking)",
             ])
         return node
     }
@@ -488,6 +534,13 @@ public final class Node: @unchecked Sendable {
         if !r.services.isEmpty {
             let handlers = serviceHandlers.withLockedValue { $0 }
             for s in r.services {
+                if s.kind == Node.repairServiceKind, IncarnationMessage.isIncarnation(s.payload),
+                    let incarnation
+                {
+                    incarnation.receive(from: s.from, s.payload)
+                    carryOut(incarnation.ready())
+                    continue
+                }
                 if s.kind == Node.repairServiceKind, let scanner {
                     scanner.receive(from: s.from, s.payload)
                     driveAgain = true
@@ -561,6 +614,10 @@ public final class Node: @unchecked Sendable {
     static let repairServiceKind: UInt8 = 3
 
     private func repairTick(_ now: UInt64) {
+        if let incarnation {
+            incarnation.tick(now: now)
+            carryOut(incarnation.ready())
+        }
         guard let scanner else { return }
         scanner.tick(now: now, clientRequests: core.inFlight, damagedKeys: core.damagedKeyCount)
         if core.learnerOnly && rebuildPassDone && core.damagedKeyCount == 0 && !leavingLearnerOnly {
@@ -638,6 +695,64 @@ public final class Node: @unchecked Sendable {
                     "damaged": "\(c.damaged)", "alarms": "\(c.alarms)",
                 ])
             if core.learnerOnly && ended.complete { rebuildPassDone = true }
+        }
+        driveAgain = true
+    }
+
+    /// Carries out what the incarnation check asked for. On the loop.
+    private func carryOut(_ r: IncarnationReady) {
+        guard !r.isEmpty else { return }
+        for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
+        if let seen = r.persistSeen {
+            let after = r.afterPersist
+            // (safety) A welcome promises the peer that this node remembers its start: durable
+            // first.
+            store.write([.put(IncarnationRecords.seenKey, IncarnationRecords.encode(seen: seen))], sync: true)
+            {
+                result in
+                self.onLoop {
+                    guard case .success = result else { return }
+                    for m in after { self.core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
+                    self.drive()
+                }
+            }
+        }
+        for b in r.badMessages {
+            logger.warning(
+                "dropped a bad incarnation message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
+        }
+        switch r.decided {
+        case nil, .checking?: break
+        case .passed?:
+            if core.votingHeld {
+                core.votingHeld = false
+                logger.info(
+                    "incarnation confirmed: the node votes and serves",
+                    metadata: ["incarnation": "\(incarnation.map { "\($0.current)" } ?? "-")"])
+            }
+        case .stale(let peer, let seen)?:
+            let why =
+                "the data directory is older than a start of this node that \(peer) acknowledged "
+                + "(incarnation \(seen.number); the directory remembers \(incarnation?.stored ?? 0)): "
+                + "restored from an older backup?"
+            logger.error("stale data directory", metadata: ["why": "\(why)"])
+            guard scanner != nil else {
+                // Without the scanner nothing can rebuild it: it keeps voting held (serves nothing).
+                core.votingHeld = true
+                logger.critical("the node cannot rebuild (repair = false): it stays out of every vote")
+                return
+            }
+            // Rebuild: every key it may hold loads damaged from now on, and the marker makes a
+            // restart in between rebuild too.
+            core.votingHeld = true
+            store.write([.put(ReplicaNode.rebuildKey, Array("rebuild".utf8))], sync: true) { _ in
+                self.onLoop {
+                    self.core.becomeLearnerOnly()
+                    self.core.votingHeld = false
+                    self.enterLearnerOnly(why)
+                    self.drive()
+                }
+            }
         }
         driveAgain = true
     }
@@ -734,6 +849,14 @@ public final class Node: @unchecked Sendable {
                     learnerOnlyReason: self.learnerReason, damagedKeys: self.core.damagedKeyCount,
                     repair: self.repairStatus(), fsyncLatency: syncs.latency, fsyncMicros: syncs.micros)
             status.expiredSwept = self.expiredSwept
+            if let g = self.incarnation {
+                status.incarnation = "\(g.current)"
+                switch g.decision {
+                case .checking: status.incarnationCheck = "checking"
+                case .passed: status.incarnationCheck = "passed"
+                case .stale: status.incarnationCheck = "stale"
+                }
+            }
             promise.succeed(status)
         }
         return (try? await promise.futureResult.get())

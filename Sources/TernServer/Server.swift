@@ -358,6 +358,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "peer_tls_failures":\(t.tlsFailures),\
             "transport_messages_per_write":\(t.messagesPerWriteMean),"learner_only":\(s.learnerOnly),\
             "learner_only_reason":\(Self.jsonString(s.learnerOnlyReason)),"damaged_keys":\(s.damagedKeys),\
+            "incarnation":\(Self.jsonString(s.incarnation)),"incarnation_check":\(Self.jsonString(s.incarnationCheck)),\
             "repair":\(Self.json(s.repair)),\(await dashboardFields(s))}
 
             """

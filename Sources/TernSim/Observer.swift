@@ -39,6 +39,9 @@ struct Observer {
         switch message {
         case .promise(_, let b, _), .accepted(_, let b):
             if b > announced[node][key] ?? .zero { announced[node][key] = b }
+        case .recovery(let b, let promised, _, _, _) where promised == b:
+            // A granted recovery is a promise of b.
+            if b > announced[node][key] ?? .zero { announced[node][key] = b }
         default: break
         }
     }

@@ -29,6 +29,10 @@ public struct RepairStats: Sendable, Hashable {
     /// marker) and finished (the marker removed).
     public var wipes = 0
     public var drops = 0
+    /// Disks replaced by an older backup (`--restore`), and starts the incarnation check found
+    /// stale (each then rebuilds learner-only).
+    public var restores = 0
+    public var staleDetected = 0
     public var rebuildStarts = 0
     public var rebuildsDone = 0
     /// Rebuilds finished while the clients still ran (before the heal).
@@ -55,7 +59,8 @@ public struct RepairStats: Sendable, Hashable {
     public var summary: String {
         "repairs \(repairs) (behind \(behind), taught \(taught), missing \(missingMarked) [found \(missing), told \(peerMissing)], "
             + "damaged \(damaged), rebuild loads \(rebuildLoads)\(copies > 0 ? ", copies \(copies)" : "")), "
-            + "\(wipes) wipes, \(drops) drops, \(rebuildsDone)/\(rebuildStarts) rebuilds done (\(rebuildsDoneUnderLoad) under load), "
+            + "\(wipes) wipes, \(drops) drops, \(restores) restores (\(staleDetected) found stale), "
+            + "\(rebuildsDone)/\(rebuildStarts) rebuilds done (\(rebuildsDoneUnderLoad) under load), "
             + "\(completePasses)/\(passes) complete passes, \(keysCompared) keys compared"
     }
 }
@@ -83,6 +88,12 @@ struct RepairWorkload {
     var settled = false
     var stats = RepairStats()
     var messagesSent = 0
+    /// Per node: its incarnation check (only with `--restore`), its last backup (a copy of its
+    /// disk taken at a crash), and whether its disk was restored from one and not yet found stale
+    /// (its state counts as lost for the one-lost-state-at-a-time guard).
+    var incarnations: [IncarnationGuard?] = [nil, nil, nil]
+    var backups: [MemoryFileSystem?] = [nil, nil, nil]
+    var restoredUnchecked = [false, false, false]
 }
 
 extension Simulation {
@@ -134,6 +145,7 @@ extension Simulation {
         repair.scanners[i] = scanner
         repair.learnerOnly[i] = marked
         repair.rebuildPassDone[i] = false
+        if incarnationsOn { incarnationNodeStarted(i, n, learnerOnly: marked) }
         if marked {
             n.learnerOnly = true
             scanner.learnerOnly = true
@@ -146,6 +158,7 @@ extension Simulation {
 
     /// Node `i` went down: its scanner is gone with its memory.
     func repairNodeStopped(_ i: Int) {
+        repair.incarnations[i] = nil
         guard config.repair, let old = repair.scanners[i] else { return }
         repair.stats.add(old.counters)
         repair.scanners[i] = nil
@@ -169,6 +182,12 @@ extension Simulation {
             let m = repair.inTransit.remove(at: k)
             guard nodes[m.to] != nil else { continue }
             whenRunning(m.to) { [self] in
+                if IncarnationMessage.isIncarnation(m.bytes) {
+                    guard nodes[m.to] != nil, let g = repair.incarnations[m.to] else { return }
+                    g.receive(from: ids[m.from], m.bytes)
+                    incarnationDrive(m.to)
+                    return
+                }
                 guard nodes[m.to] != nil, let s = repair.scanners[m.to] else { return }
                 s.receive(from: ids[m.from], m.bytes)
                 repairDrive(m.to)
@@ -182,6 +201,10 @@ extension Simulation {
         guard config.repair else { return }
         for i in 0..<3 where pausedUntil[i] == nil {
             guard let n = nodes[i], let s = repair.scanners[i] else { continue }
+            if let g = repair.incarnations[i] {
+                g.tick(now: repairNow)
+                incarnationDrive(i)
+            }
             s.tick(now: repairNow, damagedKeys: n.damagedKeyCount)
             repairDrive(i)
             if repair.learnerOnly[i] && repair.rebuildPassDone[i] && n.damagedKeyCount == 0 {
@@ -229,16 +252,7 @@ extension Simulation {
                         ($0, (try? storage.load(ReplicaNode.recordKey($0))) ?? .damaged)
                     })
             }
-            for m in r.messages {
-                guard let j = ids.firstIndex(of: m.to) else { continue }
-                repair.messagesSent += 1
-                mix(0x4E0 &+ UInt64(i) << 4 &+ UInt64(j) &+ UInt64(m.bytes.count) << 8)
-                if cut[i][j] || rng.chance(faults.loss) { continue }
-                let copies = rng.chance(faults.duplicate) ? 2 : 1
-                for _ in 0..<copies {
-                    repair.inTransit.append((now + 1 + rng.below(faults.delayTicksMax), i, j, m.bytes))
-                }
-            }
+            for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
             for a in r.actions { repairApply(i, n, s, a.key, a.action) }
             for p in r.rebuildingPeers { n.clearSuspicions(sharedWith: p) }
             for alarm in r.alarms {
@@ -264,6 +278,19 @@ extension Simulation {
                     print("t=\(now) n\(i + 1) pass \(pass) ended, complete \(complete)")
                 }
             }
+        }
+    }
+
+    /// One repair-service message from node `i` onto the simulated network (loss, cuts and delays
+    /// as for the Paxos frames).
+    func repairSend(from i: Int, to: NodeID, _ bytes: [UInt8]) {
+        guard let j = ids.firstIndex(of: to) else { return }
+        repair.messagesSent += 1
+        mix(0x4E0 &+ UInt64(i) << 4 &+ UInt64(j) &+ UInt64(bytes.count) << 8)
+        if cut[i][j] || rng.chance(faults.loss) { return }
+        let copies = rng.chance(faults.duplicate) ? 2 : 1
+        for _ in 0..<copies {
+            repair.inTransit.append((now + 1 + rng.below(faults.delayTicksMax), i, j, bytes))
         }
     }
 
@@ -331,6 +358,32 @@ extension Simulation {
             mix(0x3193 &+ UInt64(i))
             return true
         }
+        if faults.restore > 0 {
+            if let backup = repair.backups[i], rng.chance(faults.restore) {
+                // The disk replaced by an older copy of itself: the node will start as if nothing
+                // happened, with the backup's promises. Only the incarnation check can tell.
+                let restored: BitcaskReplicaStorage
+                do throws(StorageError) {
+                    restored = try BitcaskReplicaStorage(
+                        fileSystem: backup.snapshot(), options: config.storage,
+                        writeBufferBytes: s.writeBufferBytes)
+                } catch {
+                    storageFailed(i, error)
+                    return true
+                }
+                storages[i] = restored
+                repair.backups[i] = nil
+                repair.restoredUnchecked[i] = true
+                repair.stats.restores += 1
+                observer.lostEverything(node: i)
+                unrepaired.removeAll { $0.node == i }
+                if config.traceKey != nil { print("t=\(now) RESTORE n\(i + 1) from an older backup") }
+                mix(0x5E5 &+ UInt64(i))
+                return true
+            }
+            // A cold backup of the disk as the crash left it, restored at a later crash.
+            if rng.chance(0.5) { repair.backups[i] = s.fileSystem.snapshot() }
+        }
         if rng.chance(faults.drop) {
             // Half the time the hottest record (whose promise or open slot still matters).
             let recs = s.liveKeys.filter { $0.first == 1 }
@@ -380,8 +433,95 @@ extension Simulation {
     func repairOthersIntact(_ i: Int) -> Bool {
         guard config.repair else { return true }
         return (0..<3).allSatisfy { j in
-            j == i || (!repair.learnerOnly[j] && (nodes[j]?.damagedKeyCount ?? 0) == 0)
+            j == i
+                || (!repair.learnerOnly[j] && !repair.restoredUnchecked[j]
+                    && (nodes[j]?.damagedKeyCount ?? 0) == 0)
         } && !unrepaired.contains { $0.node != i }
+    }
+
+    /// The nodes run the incarnation check (with `--restore`, or its mutant).
+    var incarnationsOn: Bool {
+        faults.restore > 0 || config.incarnationCheck || config.repairMutant == .skipIncarnationCheck
+    }
+
+    /// Node `i` started: its incarnation (one above the one its storage remembers, durable before
+    /// anything leaves) and its check; a node that may vote with what its storage holds is held
+    /// until the check passes. The nonce is the start's tick and node (distinct per start; no draw
+    /// from the seed's generator).
+    func incarnationNodeStarted(_ i: Int, _ n: ReplicaNode, learnerOnly: Bool) {
+        let s = storages[i]
+        var stored: UInt64 = 0
+        if case .state(let b)? = try? s.load(IncarnationRecords.ownKey) {
+            stored = IncarnationRecords.decode(b)?.number ?? 0
+        }
+        var seen: [NodeID: Incarnation] = [:]
+        if case .state(let b)? = try? s.load(IncarnationRecords.seenKey) {
+            seen = IncarnationRecords.decodeSeen(b) ?? [:]
+        }
+        let current = Incarnation(number: stored + 1, nonce: now << 4 | UInt64(i + 1))
+        do {
+            try s.write([(IncarnationRecords.ownKey, IncarnationRecords.encode(current))])
+            try s.sync()
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        let g = IncarnationGuard(
+            me: ids[i], others: ids, stored: stored, current: current, seen: seen,
+            checking: !learnerOnly && stored > 0, now: repairNow, graceNanos: 100 * Self.seqNanosPerTick,
+            helloIntervalNanos: 20 * Self.seqNanosPerTick,
+            skipCheck: config.repairMutant == .skipIncarnationCheck)
+        repair.incarnations[i] = g
+        n.votingHeld = g.decision == .checking
+        // Learner-only anyway (its rebuild covers the restored state), or nothing to check.
+        if learnerOnly || !n.votingHeld { repair.restoredUnchecked[i] = false }
+        if config.traceKey != nil { print("t=\(now) n\(i + 1) incarnation \(current), held \(n.votingHeld)") }
+    }
+
+    /// Carries out what node `i`'s incarnation check asks for.
+    func incarnationDrive(_ i: Int) {
+        guard let n = nodes[i], let g = repair.incarnations[i] else { return }
+        let r = g.ready()
+        if r.isEmpty { return }
+        for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
+        if let seen = r.persistSeen {
+            do {
+                try storages[i].write([(IncarnationRecords.seenKey, IncarnationRecords.encode(seen: seen))])
+                try storages[i].sync()
+            } catch {
+                storageFailed(i, error)
+                return
+            }
+            for m in r.afterPersist { repairSend(from: i, to: m.to, m.bytes) }
+        }
+        switch r.decided {
+        case nil, .checking?: break
+        case .passed?:
+            n.votingHeld = false
+            // Not found stale: with the check skipped (the mutant) or the residual risk, a
+            // restored node now votes with its backup's state; the checks must say so.
+            if config.traceKey != nil { print("t=\(now) n\(i + 1) incarnation confirmed") }
+        case .stale?:
+            guard !repair.learnerOnly[i], let sc = repair.scanners[i] else { return }
+            do {
+                try storages[i].write([(ReplicaNode.rebuildKey, [1])])
+                try storages[i].sync()
+            } catch {
+                storageFailed(i, error)
+                return
+            }
+            n.becomeLearnerOnly()
+            n.votingHeld = false
+            sc.learnerOnly = true
+            repair.learnerOnly[i] = true
+            repair.restoredUnchecked[i] = false
+            repair.rebuildFromPass[i] = sc.pass + 1
+            repair.rebuildPassDone[i] = false
+            repair.stats.rebuildStarts += 1
+            repair.stats.staleDetected += 1
+            if config.traceKey != nil { print("t=\(now) n\(i + 1) STALE directory: rebuilds learner-only") }
+            mix(0x57A1E &+ UInt64(i))
+        }
     }
 
     /// The run healed: from now on the scanners must settle.
@@ -490,6 +630,35 @@ extension Simulation {
         }
         repair.rebuildAtStart[i] = true
         repair.stats.wipes += 1
+        observer.lostEverything(node: i)
+        downUntil[i] = now + downTicks
+    }
+
+    /// Scenario: crashes `node` and keeps a copy of its disk as the crash left it (a cold backup);
+    /// it restarts after `downTicks`.
+    public func crashAndBackUp(node i: Int, downTicks: UInt64) {
+        crash(node: i, downTicks: downTicks)
+        repair.backups[i] = storages[i].fileSystem.snapshot()
+    }
+
+    /// Scenario: crashes `node` and replaces its disk with the copy `crashAndBackUp` kept; it
+    /// restarts after `downTicks` as if nothing had happened (the incarnation check runs with the
+    /// repair workload when `SimConfig.incarnationCheck` is set).
+    public func crashAndRestoreBackup(node i: Int, downTicks: UInt64) {
+        precondition(config.repair, "restoring needs the repair workload (its scanners rebuild the node)")
+        guard let backup = repair.backups[i] else { preconditionFailure("no backup of node \(i + 1)") }
+        nodes[i] = nil
+        repairNodeStopped(i)
+        do throws(StorageError) {
+            storages[i] = try BitcaskReplicaStorage(
+                fileSystem: backup.snapshot(), options: config.storage,
+                writeBufferBytes: storages[i].writeBufferBytes)
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        repair.restoredUnchecked[i] = true
+        repair.stats.restores += 1
         observer.lostEverything(node: i)
         downUntil[i] = now + downTicks
     }

@@ -34,6 +34,11 @@ public struct FaultConfig: Sendable, Hashable {
     /// attribute); either way it restarts learner-only and rebuilds through the scanner.
     public var wipe = 0.0
     public var drop = 0.0
+    /// At a crash, with the repair workload only: the node's disk is replaced by an older copy of
+    /// itself (a backup taken, half the time, at one of its earlier crashes: a cold backup). It
+    /// restarts as if nothing happened; the incarnation check must find it stale (docs/REPAIR.md).
+    /// With this above 0 the nodes run the incarnation check (`IncarnationGuard`).
+    public var restore = 0.0
 
     public init() {}
 
@@ -119,6 +124,9 @@ public struct SimConfig: Sendable, Hashable {
     public var repair = false
     /// Deliberately broken scanner (tests only).
     public var repairMutant: RepairMutant = .none
+    /// With the repair workload: the nodes run the incarnation check (`IncarnationGuard`) even
+    /// without `--restore` (scenario tests restore backups by hand).
+    public var incarnationCheck = false
     /// Red-envelope calls per seed (the envelope workload, EnvelopeWorkload.swift; 0 = off).
     public var envelopeOps = 0
     /// Deliberately broken envelope opens (tests only).
@@ -157,6 +165,7 @@ public struct SimConfig: Sendable, Hashable {
         if faults.pause != d.pause { s += " --pause \(faults.pause)" }
         if repair && faults.wipe != d.wipe { s += " --wipe \(faults.wipe)" }
         if repair && faults.drop != d.drop { s += " --drop \(faults.drop)" }
+        if repair && faults.restore != d.restore { s += " --restore \(faults.restore)" }
         if faults.downTicksMax != d.downTicksMax { s += " --down-ticks \(faults.downTicksMax)" }
         if paxos.dedupWindow != PaxosConfig().dedupWindow { s += " --dedup-window \(paxos.dedupWindow)" }
         return s

@@ -110,6 +110,32 @@ public final class MemoryFileSystem: FileSystem, @unchecked Sendable {
         return files[path] != nil || directories.contains(path)
     }
 
+    /// A copy of the disk as it would be after a power loss that tore nothing: every file's synced
+    /// bytes, the directory as last synced. The simulator's backups (a directory copied while its
+    /// node is down, restored later over a newer one).
+    public func snapshot() -> MemoryFileSystem {
+        lock.lock()
+        defer { lock.unlock() }
+        let copy = MemoryFileSystem()
+        var copies: [ObjectIdentifier: Node] = [:]
+        for path in durableFiles.keys.sorted() {
+            let node = durableFiles[path]!
+            let n: Node
+            if let done = copies[ObjectIdentifier(node)] {
+                n = done
+            } else {
+                n = Node()
+                n.data = node.synced
+                n.synced = node.synced
+                copies[ObjectIdentifier(node)] = n
+            }
+            copy.files[path] = n
+            copy.durableFiles[path] = n
+        }
+        copy.directories = directories
+        return copy
+    }
+
     /// Simulates a power loss and restart.
     ///
     /// - Every file loses the bytes written after its last `sync`. When the unsynced change was an

@@ -105,6 +105,13 @@ struct SimCommand: ParsableCommand {
         help: "With --repair: drop-a-record probability at each crash (default \(SimCommand.repairDrop)).")
     var drop: Double?
 
+    @Option(
+        help: """
+            With --repair: restore-an-older-backup probability at each crash (default 0: the \
+            incarnation check then does not run in the simulator).
+            """)
+    var restore: Double?
+
     @Flag(
         help: """
             The data workload: hash, sorted-set and expiring-string commands on hot keys, every node's \
@@ -162,8 +169,8 @@ struct SimCommand: ParsableCommand {
         guard let rm = RepairMutant(rawValue: repairMutant) else {
             throw ValidationError("unknown repair mutant \(repairMutant)")
         }
-        if !repair && (rm != .none || wipe != nil || drop != nil) {
-            throw ValidationError("--repair-mutant, --wipe and --drop need --repair")
+        if !repair && (rm != .none || wipe != nil || drop != nil || restore != nil) {
+            throw ValidationError("--repair-mutant, --wipe, --drop and --restore need --repair")
         }
         guard let dm = DataMutant(rawValue: dataMutant) else {
             throw ValidationError("unknown data mutant \(dataMutant)")
@@ -172,6 +179,7 @@ struct SimCommand: ParsableCommand {
         if repair {
             faults.wipe = wipe ?? Self.repairWipe
             faults.drop = drop ?? Self.repairDrop
+            faults.restore = restore ?? 0
         }
         if noFaults { faults = .none }
         func config(_ s: UInt64) -> SimConfig {
@@ -345,6 +353,8 @@ extension RepairStats {
         completePasses += o.completePasses
         wipes += o.wipes
         drops += o.drops
+        restores += o.restores
+        staleDetected += o.staleDetected
         rebuildStarts += o.rebuildStarts
         rebuildsDone += o.rebuildsDone
         rebuildsDoneUnderLoad += o.rebuildsDoneUnderLoad

@@ -232,6 +232,82 @@ import Testing
         #expect(t.state(n1).value == v || t.state(n1).accepted?.value == v)
     }
 
+    @Test("Damaged key (recovery): one round trip — recover to both peers, both promise durably, adopt")
+    func damagedRecoversInOneRoundTrip() {
+        var t = Trio(loaded: [n1: .damaged])
+        // n2 and n3 chose "v" at instance 3; n3 also holds an open slot at 4.
+        let v = KeyValue(bytes: bytes("v"))
+        let slot = AcceptedSlot(
+            instance: 4, ballot: Ballot(round: 9, node: n3), value: KeyValue(bytes: bytes("w")))
+        for n in [n2, n3] {
+            _ = t.replicas[n]!.step(.chosen(instance: 3, value: v), from: n1, ctx: &t.ctx[n]!)
+        }
+        _ = t.replicas[n3]!.step(
+            .accept(instance: 4, ballot: slot.ballot, value: slot.value), from: n3, ctx: &t.ctx[n3]!)
+        t.tick(n1, times: 1)
+        // The damaged replica asks both peers at once, naming no instance; no Prepare from it.
+        let asked = t.inFlight.filter { $0.from == n1 }
+        #expect(asked.count == 2)
+        guard case .recover(let b) = asked[0].message else {
+            Issue.record("expected recover, got \(asked[0].message)")
+            return
+        }
+        // Each peer's answer leaves together with its synced promise of b.
+        for m in asked {
+            let fx = t.replicas[m.to]!.step(m.message, from: n1, ctx: &t.ctx[m.to]!)
+            #expect(fx.persist?.promised == b && fx.mustSync)
+            t.record(m.to, fx)
+        }
+        t.inFlight.removeAll { $0.from == n1 }
+        let answers = t.inFlight
+        #expect(
+            answers.count == 2
+                && answers.allSatisfy { if case .recovery = $0.message { true } else { false } })
+        for a in answers { t.deliver(a) }
+        t.inFlight.removeFirst(answers.count)
+        // Recovered after one round trip: chosen 3 learned, promise b, the slot at 4 adopted and
+        // being finished under b.
+        #expect(!t.replicas[n1]!.damaged)
+        #expect(t.state(n1).chosen == 3 && t.state(n1).value == v)
+        #expect(t.state(n1).promised == b)
+        #expect(t.state(n1).accepted == slot)
+        #expect(t.log.last.map { $0.0 == n1 && $0.1.mustSync && $0.1.persist?.promised == b } == true)
+        #expect(
+            t.inFlight.contains {
+                $0.from == n1 && $0.message == .accept(instance: 4, ballot: b, value: slot.value)
+            })
+        t.run()
+        #expect(t.state(n1).chosen == 4 && t.state(n1).value == slot.value)
+    }
+
+    @Test("Damaged key (recovery): a peer that promised a higher ballot refuses; a higher ballot wins")
+    func damagedRecoveryOutbid() {
+        var t = Trio(loaded: [n1: .damaged])
+        let high = Ballot(round: 5 << 32 | 1, node: n3)
+        _ = t.replicas[n2]!.step(.prepare(instance: 1, ballot: high), from: n3, ctx: &t.ctx[n2]!)
+        t.tick(n1)
+        let asked = t.inFlight.filter { $0.to == n2 }
+        guard case .recover(let low)? = asked.first?.message else {
+            Issue.record("expected recover")
+            return
+        }
+        #expect(low < high)
+        let fx = t.replicas[n2]!.step(.recover(ballot: low), from: n1, ctx: &t.ctx[n2]!)
+        #expect(fx.persist == nil)
+        #expect(
+            fx.messages == [
+                Outgoing(
+                    to: n1,
+                    message: .recovery(ballot: low, promised: high, chosen: 0, value: .absent, accepted: nil))
+            ])
+        for _ in 0..<300 {
+            t.tick(n1)
+            t.run()
+        }
+        #expect(!t.replicas[n1]!.damaged)
+        #expect(t.state(n1).promised > high)
+    }
+
     @Test("Merging: N queued writes travel in one instance and each caller gets its own result")
     func merging() {
         var t = Trio()

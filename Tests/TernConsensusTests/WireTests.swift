@@ -29,6 +29,12 @@ import Testing
         .chosen(instance: 6, value: .absent), .readCheck(nonce: 1 << 41 | 5),
         .readState(nonce: 8, chosen: 9, accepted: slot), .readState(nonce: 8, chosen: 9, accepted: nil),
         .learn(have: 10), .learnReply(instance: 11, value: value),
+        .recover(ballot: Ballot(round: 7 << 32 | 1, node: NodeID(3))),
+        .recovery(
+            ballot: Ballot(round: 7 << 32 | 1, node: NodeID(3)),
+            promised: Ballot(round: 7 << 32 | 1, node: NodeID(3)),
+            chosen: 12, value: value,
+            accepted: AcceptedSlot(instance: 13, ballot: Ballot(round: 2, node: NodeID(1)), value: value)),
     ]
     static let frame = Frame(
         from: n1, to: n3,

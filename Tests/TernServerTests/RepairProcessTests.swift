@@ -115,6 +115,73 @@ import Testing
         }
     }
 
+    @Test(
+        "A directory restored from an older backup: n3's directory copied while it is stopped, n3 restarted, v2 acknowledged with n2 down, n3's directory replaced by the copy; n3 is found stale, never serves v1 nor lets n2 serve it, rebuilds, and v2 reads everywhere"
+    )
+    func restoredBackupRebuilds() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let c = try await cluster.client(n1)
+        #expect(try await c.send(["SET", "K", "v1"]) == .simpleString("OK"))
+        await c.close()
+        // A cold backup of n3, then a new start of n3 that n1 and n2 acknowledge.
+        await cluster.signal(n3, SIGTERM)
+        let dir3 = cluster.dir + "/n3"
+        let backup = cluster.dir + "/n3-backup"
+        try FileManager.default.copyItem(atPath: dir3, toPath: backup)
+        cluster.start(n3)
+        try await cluster.waitHealthy(n3)
+        var confirmed = false
+        for _ in 0..<100 where !confirmed {
+            confirmed = ((try? String(contentsOfFile: cluster.log(n3), encoding: .utf8)) ?? "").contains(
+                "incarnation confirmed")
+            if !confirmed { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        #expect(confirmed, "\(cluster.logTail(n3))")
+        // v2 with n2 down: only n1 and n3 hold it.
+        await cluster.signal(n2, SIGTERM)
+        let c1 = try await cluster.client(n1)
+        #expect(try await c1.send(["SET", "K", "v2"]) == .simpleString("OK"))
+        await c1.close()
+        // n3's disk replaced by the backup (which holds v1 only); n1 down.
+        await cluster.signal(n3, SIGTERM)
+        await cluster.signal(n1, SIGTERM)
+        try FileManager.default.removeItem(atPath: dir3)
+        try FileManager.default.moveItem(atPath: backup, toPath: dir3)
+        cluster.start(n2)
+        cluster.start(n3)
+        try await cluster.waitHealthy(n2)
+        // n2 acknowledged n3's later start: n3 is told its directory is stale and rebuilds.
+        var learner = false
+        for _ in 0..<100 where !learner {
+            learner = await view(cluster, n3)?.learner_only == true
+            if !learner { try await Task.sleep(nanoseconds: 100_000_000) }
+        }
+        #expect(learner, "\(cluster.logTail(n3))")
+        #expect(
+            ((try? String(contentsOfFile: cluster.log(n3), encoding: .utf8)) ?? "").contains(
+                "stale data directory"))
+        // With n1 down, n2 and the restored n3 are no majority: v1 is never served.
+        for node in [n2, n3] {
+            let cn = try await cluster.client(node)
+            let got = try? await cn.send(["GET", "K"])
+            #expect(
+                got != .bulkString(Array("v1".utf8)), "n\(node.rawValue) served the lost write's predecessor")
+            await cn.close()
+        }
+        cluster.start(n1)
+        try await cluster.waitHealthy(n1)
+        _ = try await repaired(cluster, n3)
+        for node in [n1, n2, n3] {
+            let cn = try await cluster.client(node)
+            let got = try await cn.send(["GET", "K"])
+            #expect(
+                got == .bulkString(Array("v2".utf8)), "n\(node.rawValue): \(got); \(cluster.logTail(node))")
+            await cn.close()
+        }
+    }
+
     /// Writes `keys` keys through all three nodes, one writer per key: the value each key must
     /// read now (an unknown outcome keeps both candidates).
     func load(_ cluster: ProcessCluster, keys: Range<Int>, round: Int, via nodes: [NodeID]) async throws

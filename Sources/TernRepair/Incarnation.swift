@@ -1,0 +1,278 @@
+public import TernConsensus
+public import TernCore
+
+/// One start of a node: its incarnation number (one more than the last one its data directory
+/// remembers) and a nonce drawn at that start, which tells a retransmitted `hello` from a second
+/// start that reached the same number (a directory restored from a backup does exactly that).
+public struct Incarnation: Sendable, Hashable, CustomStringConvertible {
+    public var number: UInt64
+    public var nonce: UInt64
+    public init(number: UInt64, nonce: UInt64) {
+        self.number = number
+        self.nonce = nonce
+    }
+    public var description: String { "\(number)/\(String(nonce, radix: 16))" }
+}
+
+/// What a node keeps durably about incarnations (docs/REPAIR.md, "A directory restored from an
+/// older backup"): its own current one (`\0incarnation`) and, per other node, the latest one it
+/// acknowledged (`\0incarnations`). Both in the project's byte codec.
+public enum IncarnationRecords {
+    /// Storage key of the node's own current incarnation.
+    public static let ownKey: [UInt8] = [0] + Array("incarnation".utf8)
+    /// Storage key of the table of other nodes' incarnations this node acknowledged.
+    public static let seenKey: [UInt8] = [0] + Array("incarnations".utf8)
+
+    public static func encode(_ i: Incarnation) -> [UInt8] {
+        var w = ByteWriter()
+        w.u64(i.number)
+        w.u64(i.nonce)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> Incarnation? {
+        var r = ByteReader(bytes)
+        guard let n = r.u64(), let nonce = r.u64(), r.atEnd else { return nil }
+        return Incarnation(number: n, nonce: nonce)
+    }
+
+    public static func encode(seen: [NodeID: Incarnation]) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(UInt32(seen.count))
+        for (node, i) in seen.sorted(by: { $0.key < $1.key }) {
+            w.u32(node.rawValue)
+            w.u64(i.number)
+            w.u64(i.nonce)
+        }
+        return w.bytes
+    }
+
+    public static func decodeSeen(_ bytes: [UInt8]) -> [NodeID: Incarnation]? {
+        var r = ByteReader(bytes)
+        guard let n = r.u32(), Int(n) <= bytes.count else { return nil }
+        var seen: [NodeID: Incarnation] = [:]
+        for _ in 0..<n {
+            guard let node = r.u32(), let number = r.u64(), let nonce = r.u64() else { return nil }
+            seen[NodeID(node)] = Incarnation(number: number, nonce: nonce)
+        }
+        return r.atEnd ? seen : nil
+    }
+}
+
+/// The incarnation check's peer messages, carried on the repair service (kind 3) with their own
+/// first bytes (5 and 6; the scanner's messages use 1–4).
+///
+/// ```
+///  N (starting: its directory says `stored`; this start is `current`)     P
+///  ── hello(stored, current) ──────────────────────────────────────────►  seen[N] newer than
+///                                                                          `stored` (and not
+///                                                                          `current` itself)?
+///  ◄──────────────────────────────────────── stale(seen[N]) ───────────  yes: N's directory is
+///                                                                          older than a start P
+///                                                                          acknowledged
+///  ◄───────────────────────────────── welcome(current) ─────────────────  no: seen[N] := current,
+///                                                                          durably, then answer
+/// ```
+public enum IncarnationMessage: Sendable, Hashable {
+    case hello(stored: UInt64, current: Incarnation)
+    case welcome(current: Incarnation)
+    case stale(seen: Incarnation)
+
+    static let helloKind: UInt8 = 5
+    static let replyKind: UInt8 = 6
+
+    /// True when `bytes` is an incarnation message (not the scanner's).
+    public static func isIncarnation(_ bytes: [UInt8]) -> Bool {
+        bytes.first == helloKind || bytes.first == replyKind
+    }
+
+    public func encode() -> [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .hello(let stored, let current):
+            w.u8(Self.helloKind)
+            w.u64(stored)
+            w.u64(current.number)
+            w.u64(current.nonce)
+        case .welcome(let current):
+            w.u8(Self.replyKind)
+            w.u8(0)
+            w.u64(current.number)
+            w.u64(current.nonce)
+        case .stale(let seen):
+            w.u8(Self.replyKind)
+            w.u8(1)
+            w.u64(seen.number)
+            w.u64(seen.nonce)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> IncarnationMessage? {
+        var r = ByteReader(bytes)
+        guard let kind = r.u8() else { return nil }
+        let m: IncarnationMessage
+        switch kind {
+        case helloKind:
+            guard let stored = r.u64(), let n = r.u64(), let nonce = r.u64() else { return nil }
+            m = .hello(stored: stored, current: Incarnation(number: n, nonce: nonce))
+        case replyKind:
+            guard let flag = r.u8(), flag <= 1, let n = r.u64(), let nonce = r.u64() else { return nil }
+            let i = Incarnation(number: n, nonce: nonce)
+            m = flag == 0 ? .welcome(current: i) : .stale(seen: i)
+        default:
+            return nil
+        }
+        return r.atEnd ? m : nil
+    }
+}
+
+/// The incarnation check of one node, a deterministic state machine (no clock, socket or file):
+/// at start the node must not vote until the other nodes confirmed that its data directory is not
+/// older than a start of it they acknowledged; and it answers the other nodes' own checks.
+///
+/// Why: a directory restored from an older backup holds the backup's promises and accepted values,
+/// not the ones the node gave since; voting with them can choose a second value at an instance
+/// (docs/PROTOCOL.md §4). Nothing in the directory can tell (its epoch record and `durable.mark`
+/// came along), so the witnesses are the peers: every start of a node gets a new incarnation
+/// number (`stored + 1`) and a nonce, and the node votes only once a peer has durably recorded it.
+/// A restored directory's `stored` is then below what some peer recorded for the node.
+///
+/// Decision: `stale` from any node → the node rebuilds learner-only (the shell's existing path).
+/// `welcome` from every other node → it votes. Some nodes silent: once `graceNanos` passed since
+/// the start and at least one welcomed it, it votes too (a restart during another node's outage
+/// must not take the cluster's keys down); the residual risk is written in docs/REPAIR.md.
+public final class IncarnationGuard {
+    public let me: NodeID
+    public let others: [NodeID]
+    /// This start.
+    public let current: Incarnation
+    /// The incarnation the directory remembered (0: none).
+    public let stored: UInt64
+    /// The latest incarnation of each other node this node acknowledged (durable in the shell).
+    public private(set) var seen: [NodeID: Incarnation]
+
+    public enum Decision: Sendable, Hashable {
+        /// Still waiting for answers.
+        case checking
+        /// The node may vote.
+        case passed
+        /// `peer` acknowledged `seen`, a later start than this directory remembers: rebuild.
+        case stale(peer: NodeID, seen: Incarnation)
+    }
+    public private(set) var decision: Decision
+    var welcomed: Set<NodeID> = []
+    let startedAt: UInt64
+    var lastHelloAt: UInt64?
+    let graceNanos: UInt64
+    let helloIntervalNanos: UInt64
+    /// Deliberately broken (simulator only): decide `passed` at once, ask no one, and ignore a
+    /// `stale` answer (the node's own check is skipped; it still answers the others').
+    let skipCheck: Bool
+
+    var out = IncarnationReady()
+
+    /// - Parameters:
+    ///   - checking: false for a node that rebuilds anyway (learner-only for another reason): it
+    ///     still announces `current`, but does not wait for anything.
+    public init(
+        me: NodeID, others: [NodeID], stored: UInt64, current: Incarnation, seen: [NodeID: Incarnation],
+        checking: Bool, now: UInt64, graceNanos: UInt64 = 5_000_000_000,
+        helloIntervalNanos: UInt64 = 1_000_000_000, skipCheck: Bool = false
+    ) {
+        precondition(current.number > stored, "a start's incarnation is above the stored one")
+        self.me = me
+        self.others = others.filter { $0 != me }.sorted()
+        self.stored = stored
+        self.current = current
+        self.seen = seen
+        self.startedAt = now
+        self.graceNanos = graceNanos
+        self.helloIntervalNanos = helloIntervalNanos
+        self.skipCheck = skipCheck
+        decision = checking && !skipCheck && !self.others.isEmpty ? .checking : .passed
+    }
+
+    /// Time passes: (re)sends `hello` to the nodes that have not welcomed this start yet, and ends
+    /// the wait once the grace period is over with at least one welcome.
+    public func tick(now: UInt64) {
+        if decision == .checking, now >= startedAt + graceNanos, !welcomed.isEmpty {
+            decision = .passed
+            out.decided = .passed
+        }
+        guard lastHelloAt.map({ now >= $0 + helloIntervalNanos }) ?? true else { return }
+        // Hellos go on after the decision too, until every node has recorded this start: the
+        // more witnesses hold it, the smaller the residual risk.
+        let missing = others.filter { !welcomed.contains($0) }
+        guard !missing.isEmpty, !isStale, !skipCheck else { return }
+        lastHelloAt = now
+        for n in missing {
+            out.messages.append((n, IncarnationMessage.hello(stored: stored, current: current).encode()))
+        }
+    }
+
+    var isStale: Bool {
+        if case .stale = decision { return true }
+        return false
+    }
+
+    /// An incarnation message from `peer`.
+    public func receive(from peer: NodeID, _ bytes: [UInt8]) {
+        guard let m = IncarnationMessage.decode(bytes) else {
+            out.badMessages.append((peer, "malformed incarnation message"))
+            return
+        }
+        switch m {
+        case .hello(let theirStored, let theirs):
+            if let s = seen[peer], s.number > theirStored, s != theirs {
+                // Its directory is older than a start of it we acknowledged (a restored backup),
+                // or than one it reached with another nonce since.
+                out.messages.append((peer, IncarnationMessage.stale(seen: s).encode()))
+                return
+            }
+            if seen[peer] != theirs, (seen[peer]?.number ?? 0) <= theirs.number {
+                seen[peer] = theirs
+                out.persistSeen = seen
+                // The welcome leaves only after the table is durable (`IncarnationReady`).
+                out.afterPersist.append((peer, IncarnationMessage.welcome(current: theirs).encode()))
+            } else {
+                out.messages.append((peer, IncarnationMessage.welcome(current: theirs).encode()))
+            }
+        case .welcome(let c):
+            guard c == current, others.contains(peer) else { return }
+            welcomed.insert(peer)
+            if decision == .checking && welcomed.count == others.count {
+                decision = .passed
+                out.decided = .passed
+            }
+        case .stale(let s):
+            guard others.contains(peer), !isStale, !skipCheck else { return }
+            // Whatever was decided: a node already voting learns late that its directory was
+            // old (it welcomed by another node first); it must stop and rebuild all the same.
+            decision = .stale(peer: peer, seen: s)
+            out.decided = decision
+        }
+    }
+
+    /// Takes what the shell must do now.
+    public func ready() -> IncarnationReady {
+        let r = out
+        out = IncarnationReady()
+        return r
+    }
+}
+
+/// What the shell must do for the incarnation check, in this order: write `persistSeen` (the whole
+/// table, `IncarnationRecords.seenKey`) and sync; only then send `afterPersist`; `messages` may go
+/// at once. Then act on `decided`.
+public struct IncarnationReady: Sendable {
+    public var persistSeen: [NodeID: Incarnation]?
+    public var afterPersist: [(to: NodeID, bytes: [UInt8])] = []
+    public var messages: [(to: NodeID, bytes: [UInt8])] = []
+    public var decided: IncarnationGuard.Decision?
+    public var badMessages: [(from: NodeID, why: String)] = []
+    public var isEmpty: Bool {
+        persistSeen == nil && afterPersist.isEmpty && messages.isEmpty && decided == nil
+            && badMessages.isEmpty
+    }
+}

@@ -1,0 +1,140 @@
+import TernConsensus
+import TernCore
+import Testing
+
+@testable import TernRepair
+
+/// The incarnation check (docs/REPAIR.md, "A directory restored from an older backup"): three
+/// guards, messages delivered by hand, the peers' tables persisted when asked.
+@Suite struct IncarnationTests {
+    let ids = [NodeID(1), NodeID(2), NodeID(3)]
+
+    /// A peer guard that only answers (its own start long past).
+    func peer(_ id: NodeID, seen: [NodeID: Incarnation]) -> IncarnationGuard {
+        IncarnationGuard(
+            me: id, others: ids, stored: 1, current: Incarnation(number: 2, nonce: 99), seen: seen,
+            checking: false,
+            now: 0)
+    }
+
+    /// Delivers `from`'s pending messages to `peers` and their answers back, as the shell would:
+    /// a table to persist first (recorded in `persisted`), then the welcome.
+    func exchange(
+        _ node: IncarnationGuard, _ peers: [NodeID: IncarnationGuard], persisted: inout [NodeID: Int],
+        now: UInt64
+    ) {
+        node.tick(now: now)
+        let r = node.ready()
+        for m in r.messages {
+            guard let p = peers[m.to] else { continue }
+            p.receive(from: node.me, m.bytes)
+            let a = p.ready()
+            if a.persistSeen != nil { persisted[m.to, default: 0] += 1 }
+            for back in a.messages + a.afterPersist { node.receive(from: m.to, back.bytes) }
+        }
+    }
+
+    @Test("An ordinary restart is welcomed by every node, which records it durably first; then it votes")
+    func ordinaryRestart() {
+        let n1 = ids[0]
+        let mine = Incarnation(number: 4, nonce: 7)
+        let peers = [
+            ids[1]: peer(ids[1], seen: [n1: Incarnation(number: 3, nonce: 5)]),
+            ids[2]: peer(ids[2], seen: [:]),
+        ]
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: 3, current: mine, seen: [:], checking: true, now: 0)
+        #expect(g.decision == .checking)
+        var persisted: [NodeID: Int] = [:]
+        exchange(g, peers, persisted: &persisted, now: 0)
+        #expect(g.decision == .passed)
+        #expect(persisted == [ids[1]: 1, ids[2]: 1])
+        #expect(peers[ids[1]]!.seen[n1] == mine && peers[ids[2]]!.seen[n1] == mine)
+    }
+
+    @Test("A directory older than a start a peer acknowledged is stale, whichever number it reaches")
+    func restoredBackupIsStale() {
+        let n1 = ids[0]
+        // The peer acknowledged start 5 of n1; the restored directory remembers 3 (or 4: then
+        // this start is 5 again, with another nonce).
+        for stored: UInt64 in [3, 4] {
+            let p2 = peer(ids[1], seen: [n1: Incarnation(number: 5, nonce: 11)])
+            let g = IncarnationGuard(
+                me: n1, others: ids, stored: stored, current: Incarnation(number: stored + 1, nonce: 12),
+                seen: [:],
+                checking: true, now: 0)
+            var persisted: [NodeID: Int] = [:]
+            exchange(g, [ids[1]: p2], persisted: &persisted, now: 0)
+            #expect(g.decision == .stale(peer: ids[1], seen: Incarnation(number: 5, nonce: 11)))
+            #expect(persisted.isEmpty, "a stale start is not recorded")
+            #expect(p2.seen[n1] == Incarnation(number: 5, nonce: 11))
+        }
+    }
+
+    @Test("A retransmitted hello is welcomed again without another write")
+    func retransmittedHello() {
+        let n1 = ids[0]
+        let mine = Incarnation(number: 2, nonce: 3)
+        let p2 = peer(ids[1], seen: [:])
+        let hello = IncarnationMessage.hello(stored: 1, current: mine).encode()
+        p2.receive(from: n1, hello)
+        let first = p2.ready()
+        #expect(first.persistSeen != nil && first.afterPersist.count == 1 && first.messages.isEmpty)
+        p2.receive(from: n1, hello)
+        let again = p2.ready()
+        #expect(again.persistSeen == nil && again.afterPersist.isEmpty)
+        #expect(again.messages.map(\.bytes) == [IncarnationMessage.welcome(current: mine).encode()])
+    }
+
+    @Test("With a node silent, the start votes after the grace period, only with a welcome")
+    func graceWithOneWelcome() {
+        let n1 = ids[0]
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: 1, current: Incarnation(number: 2, nonce: 1), seen: [:],
+            checking: true,
+            now: 0, graceNanos: 5_000, helloIntervalNanos: 1_000)
+        var persisted: [NodeID: Int] = [:]
+        // Nobody answers: held past the grace period.
+        exchange(g, [:], persisted: &persisted, now: 0)
+        g.tick(now: 10_000)
+        #expect(g.decision == .checking)
+        // One node welcomes: still held until the grace period is over, counted from the start.
+        let late = IncarnationGuard(
+            me: n1, others: ids, stored: 1, current: Incarnation(number: 2, nonce: 1), seen: [:],
+            checking: true,
+            now: 20_000, graceNanos: 5_000, helloIntervalNanos: 1_000)
+        exchange(late, [ids[1]: peer(ids[1], seen: [:])], persisted: &persisted, now: 20_000)
+        #expect(late.decision == .checking)
+        late.tick(now: 25_000)
+        #expect(late.decision == .passed)
+    }
+
+    @Test("A node rebuilding anyway, or the mutant, does not wait")
+    func notChecking() {
+        let g = IncarnationGuard(
+            me: ids[0], others: ids, stored: 0, current: Incarnation(number: 1, nonce: 1), seen: [:],
+            checking: false,
+            now: 0)
+        #expect(g.decision == .passed)
+        let m = IncarnationGuard(
+            me: ids[0], others: ids, stored: 3, current: Incarnation(number: 4, nonce: 1), seen: [:],
+            checking: true,
+            now: 0, skipCheck: true)
+        #expect(m.decision == .passed)
+    }
+
+    @Test("Records and messages round-trip; malformed ones are refused")
+    func codec() {
+        let i = Incarnation(number: 9, nonce: 0xABCD)
+        #expect(IncarnationRecords.decode(IncarnationRecords.encode(i)) == i)
+        let table = [NodeID(2): i, NodeID(7): Incarnation(number: 1, nonce: 2)]
+        #expect(IncarnationRecords.decodeSeen(IncarnationRecords.encode(seen: table)) == table)
+        for m: IncarnationMessage in [.hello(stored: 8, current: i), .welcome(current: i), .stale(seen: i)] {
+            #expect(IncarnationMessage.decode(m.encode()) == m)
+            #expect(IncarnationMessage.isIncarnation(m.encode()))
+            #expect(IncarnationMessage.decode(Array(m.encode().dropLast())) == nil)
+        }
+        #expect(!IncarnationMessage.isIncarnation(RepairMessage.match(pass: 1, bucket: 2).encode()))
+        #expect(IncarnationRecords.decodeSeen([1, 0, 0, 0]) == nil)
+    }
+}
