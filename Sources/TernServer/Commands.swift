@@ -129,6 +129,8 @@ public struct CommandProcessor: Sendable {
     public private(set) var commandTable = CommandTable(modules: [])
     /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
     public var maxClients = 10_000
+    /// A stream's backlog bound (`stream_max_entries`): XADD beyond it is refused (docs/QUEUE.md).
+    public var streamMaxEntries = ServerConfig.streamMaxEntriesDefault
     /// Per client, reply bytes waiting for the client past which it is disconnected.
     public var clientOutputBytesMax = 64 << 20
     /// All clients' query and output buffers together (Redis 7's maxmemory-clients).

@@ -1,0 +1,257 @@
+import TernConsensus
+import TernRESP
+
+/// Redis Streams (docs/QUEUE.md): a stream is one key's value (`ValueKind.stream`), written by
+/// `DataModel.applyStream` on the proposer and read by `DataModel.readStream`. Here: arity,
+/// subcommands, the options that decide which keys a command touches (XREAD, XREADGROUP), and the
+/// normalised form — writes carry this node's clock (for `*` ids, delivery and seen times) and the
+/// backlog bound (`stream_max_entries`): `name key nowMs limit arg…`.
+extension CommandProcessor {
+    /// Arity (Redis's) and whether the command writes.
+    static let streamCommands: [String: (arity: Int, write: Bool)] = [
+        "xadd": (-5, true), "xtrim": (-4, true), "xdel": (-3, true), "xsetid": (-3, true), "xack": (-4, true),
+        "xclaim": (-6, true), "xautoclaim": (-6, true), "xackadd": (-4, true), "xgroup": (-2, true),
+        "xreadgroup": (-7, true), "xlen": (2, false), "xrange": (-4, false), "xrevrange": (-4, false),
+        "xpending": (-3, false), "xinfo": (-2, false), "xread": (-4, false),
+    ]
+
+    /// COMMAND's entries for the stream commands.
+    static var streamSpecs: [CommandSpec] {
+        streamCommands.sorted { $0.key < $1.key }.map { name, c in
+            let keys: (Int, Int, Int) =
+                switch name {
+                case "xgroup", "xinfo": (2, 2, 1)
+                case "xread", "xreadgroup": (0, 0, 0)
+                default: (1, 1, 1)
+                }
+            return CommandSpec(
+                name, arity: c.arity, flags: c.write ? ["write", "denyoom"] : ["readonly"], keys: keys,
+                categories: ["@stream", c.write ? "@write" : "@read"], keySpec: keys.0 == 0 ? [] : [c.write ? "RW" : "RO"],
+                summary: name == "xackadd"
+                    ? "Tern: acknowledges a pending entry and adds follow-up entries, only if this call acknowledged it."
+                    : "Redis's \(name.uppercased()) (docs/QUEUE.md).",
+                since: name == "xackadd" ? "0.1.0" : "5.0.0", group: "stream")
+        }
+    }
+
+    static let xgroupHelp = [
+        "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CREATE <key> <groupname> <id|$> [option]",
+        "    Create a new consumer group. Options are:",
+        "    * MKSTREAM",
+        "      Create the empty stream if it does not exist.",
+        "    * ENTRIESREAD entries_read",
+        "      Set the group's entries_read counter (internal use).",
+        "CREATECONSUMER <key> <groupname> <consumer>",
+        "    Create a new consumer in the specified group.",
+        "DELCONSUMER <key> <groupname> <consumer>",
+        "    Remove the specified consumer.",
+        "DESTROY <key> <groupname>",
+        "    Remove the specified group.",
+        "SETID <key> <groupname> <id|$> [ENTRIESREAD entries_read]",
+        "    Set the current group ID and entries_read counter.",
+        "HELP",
+        "    Prints this help.",
+    ]
+    static let xinfoHelp = [
+        "XINFO <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CONSUMERS <key> <groupname>",
+        "    Show consumers of <groupname>.",
+        "GROUPS <key>",
+        "    Show the stream consumer groups.",
+        "STREAM <key> [FULL [COUNT <count>]",
+        "    Show information about the stream.",
+        "HELP",
+        "    Prints this help.",
+    ]
+
+    /// The planned form of stream command `name`, nil when `name` is not one.
+    func streamPlanned(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataPlanned? {
+        guard let c = Self.streamCommands[name] else { return nil }
+        guard c.arity >= 0 ? args.count == c.arity : args.count >= -c.arity else {
+            return .reply(Self.arity(name))
+        }
+        let v3 = session.version == .v3
+        let now = Self.b(String(max(0, clock() / 1000)))
+        let limit = Self.b(String(streamMaxEntries))
+        func call(_ key: [UInt8], _ a: [[UInt8]], write: Bool) -> DataPlanned {
+            .call(DataCall(key: key, args: a, write: write) { Self.resp($0, v3) })
+        }
+        func writeCall(_ key: [UInt8], _ rest: ArraySlice<[UInt8]>) -> DataPlanned {
+            call(key, [Self.b(name), key, now, limit] + rest, write: true)
+        }
+        switch name {
+        case "xgroup", "xinfo":
+            let sub = Self.word(args[1])
+            let help = name == "xgroup" ? Self.xgroupHelp : Self.xinfoHelp
+            let arities: [String: Int] =
+                name == "xgroup"
+                ? ["create": -5, "setid": -5, "destroy": 4, "createconsumer": 5, "delconsumer": 5, "help": 2]
+                : ["stream": -3, "groups": 3, "consumers": 4, "help": 2]
+            guard let arity = arities[sub] else {
+                return .reply(
+                    Self.err(
+                        "unknown subcommand '\(String(decoding: args[1].prefix(128), as: UTF8.self))'. "
+                            + "Try \(name.uppercased()) HELP."))
+            }
+            guard arity >= 0 ? args.count == arity : args.count >= -arity else {
+                return .reply(Self.arity("\(name)|\(sub)"))
+            }
+            if sub == "help" { return .reply(.array(help.map { .simpleString($0) })) }
+            if name == "xinfo" { return call(args[2], [Self.b("xinfo"), args[2], Self.b(sub)] + args[3...], write: false) }
+            return call(args[2], [Self.b("xgroup"), args[2], now, limit, Self.b(sub)] + args[3...], write: true)
+        case "xread", "xreadgroup":
+            return readPlanned(name, args, v3: v3, now: now, limit: limit)
+        default:
+            if c.write { return writeCall(args[1], args[2...]) }
+            return call(args[1], [Self.b(name)] + args[1...], write: false)
+        }
+    }
+
+    /// XREAD / XREADGROUP options, as Redis's `xreadCommand` parses them.
+    struct StreamRead {
+        var count: Int64 = 0
+        var blockMs: Int64?
+        var group: [UInt8]?
+        var consumer: [UInt8] = []
+        var noAck = false
+        var keys: [[UInt8]] = []
+        var ids: [[UInt8]] = []
+    }
+
+    enum StreamReadParsed {
+        case success(StreamRead)
+        case failure(RESPValue)
+    }
+
+    static func parseStreamRead(_ name: String, _ args: [[UInt8]]) -> StreamReadParsed {
+        let group = name == "xreadgroup"
+        var r = StreamRead()
+        var streamsAt = 0
+        var i = 1
+        while i < args.count {
+            let more = args.count - i - 1
+            let o = word(args[i])
+            if o == "block" && more > 0 {
+                i += 1
+                guard let t = KeyValue.strictInteger(args[i]) else {
+                    return .failure(err("timeout is not an integer or out of range"))
+                }
+                guard t >= 0 else { return .failure(err("timeout is negative")) }
+                r.blockMs = t
+            } else if o == "count" && more > 0 {
+                i += 1
+                guard let n = KeyValue.strictInteger(args[i]) else { return .failure(notInteger) }
+                r.count = max(0, n)
+            } else if o == "streams" && more > 0 {
+                streamsAt = i + 1
+                let n = args.count - streamsAt
+                guard n % 2 == 0 else {
+                    return .failure(
+                        err(
+                            "Unbalanced \(name.uppercased()) list of streams: for each stream key an ID or '$' must be specified."
+                        ))
+                }
+                r.keys = Array(args[streamsAt..<(streamsAt + n / 2)])
+                r.ids = Array(args[(streamsAt + n / 2)...])
+                break
+            } else if o == "group" && more >= 2 {
+                guard group else {
+                    return .failure(err("The GROUP option is only supported by XREADGROUP. You called XREAD instead."))
+                }
+                r.group = args[i + 1]
+                r.consumer = args[i + 2]
+                i += 2
+            } else if o == "noack" {
+                guard group else {
+                    return .failure(err("The NOACK option is only supported by XREADGROUP. You called XREAD instead."))
+                }
+                r.noAck = true
+            } else {
+                return .failure(syntax)
+            }
+            i += 1
+        }
+        guard streamsAt > 0 else { return .failure(syntax) }
+        if group && r.group == nil { return .failure(err("Missing GROUP option for XREADGROUP")) }
+        for id in r.ids {
+            if id == [UInt8(ascii: "$")] {
+                if group {
+                    return .failure(
+                        err(
+                            "The $ ID is meaningless in the context of XREADGROUP: you want to read the history of "
+                                + "this consumer by specifying a proper ID, or use the > ID to get new messages. The $ ID "
+                                + "would just return an empty result set."))
+                }
+            } else if id == [UInt8(ascii: ">")] {
+                if !group {
+                    return .failure(
+                        err(
+                            "The > ID can be specified only when calling XREADGROUP using the GROUP <group> "
+                                + "<consumer> option."))
+                }
+            } else if StreamID.parse(id, strict: true) == nil {
+                return .failure(err("Invalid stream ID specified as stream command argument"))
+            }
+        }
+        return .success(r)
+    }
+
+    /// XREAD (one read per stream) and XREADGROUP (one write per stream: delivering changes the
+    /// group). One stream is one call (it can join a transaction); several are run together and
+    /// are not one atomic step.
+    func readPlanned(_ name: String, _ args: [[UInt8]], v3: Bool, now: [UInt8], limit: [UInt8]) -> DataPlanned {
+        let r: StreamRead
+        switch Self.parseStreamRead(name, args) {
+        case .failure(let e): return .reply(e)
+        case .success(let x): r = x
+        }
+        let count = Self.b(String(r.count))
+        let calls: [DataCall] = zip(r.keys, r.ids).map { key, id in
+            if let g = r.group {
+                return DataCall(
+                    key: key,
+                    args: [Self.b("xreadgroup"), key, now, limit, g, r.consumer, count, Self.b(r.noAck ? "1" : "0"), id],
+                    write: true
+                ) { Self.resp($0, v3) }
+            }
+            return DataCall(key: key, args: [Self.b("xread"), key, id, count], write: false) { Self.resp($0, v3) }
+        }
+        let keys = r.keys
+        let combine: @Sendable ([RESPValue]) -> RESPValue = { replies in
+            var out: [RESPValue] = []
+            for (k, reply) in zip(keys, replies) {
+                if case .error = reply { return reply }
+                if case .array(nil) = reply { continue }
+                out.append(.bulkString(k))
+                out.append(reply)
+            }
+            if out.isEmpty { return .array(nil) }
+            if v3 { return .map(out) }
+            return .array(stride(from: 0, to: out.count, by: 2).map { .array([out[$0], out[$0 + 1]]) })
+        }
+        if calls.count == 1 {
+            var one = calls[0]
+            let convert = one.convert
+            one.convert = { combine([convert($0)]) }
+            return .call(one)
+        }
+        let clock = self.clock
+        return .requests(
+            calls.map { ($0.key, $0.write ? KeyRequest.write(.data($0.args)) : KeyRequest.read) }
+        ) { replies in
+            combine(
+                zip(calls, replies).map { c, reply in
+                    if c.write {
+                        switch reply {
+                        case .done(.data(let d)): return c.convert(d)
+                        case .done(.previousForgotten): return Self.forgotten
+                        default: return Self.failure(reply, write: true)
+                        }
+                    }
+                    guard let v = Self.stored(reply) else { return Self.failure(reply, write: false) }
+                    return c.convert(DataModel.read(c.args, v, nowMs: UInt64(max(0, clock() / 1000))))
+                })
+        }
+    }
+}
