@@ -172,6 +172,10 @@ extension CommandSpec {
                     "client|kill", -3, adminSub, admin + ["@connection"],
                     "Terminates open connections.", since: "2.4.0", group: "connection"),
                 sub(
+                    "client|unblock", -3, adminSub, admin + ["@connection"],
+                    "Unblocks a client blocked by a blocking command from a different connection.",
+                    since: "5.0.0", group: "connection"),
+                sub(
                     "client|no-evict", 3, adminSub, admin + ["@connection"],
                     "Sets the client eviction mode of the connection.", since: "7.0.0", group: "connection"),
                 sub(
@@ -234,6 +238,11 @@ extension CommandSpec {
                     "config|help", 2, ["loading", "stale"], ["@slow"],
                     "Returns helpful text about the different subcommands.", since: "5.0.0", group: "server"),
             ]),
+        CommandSpec(
+            "monitor", arity: 1, flags: ["admin", "noscript", "loading", "stale"],
+            categories: ["@admin", "@slow", "@dangerous"],
+            summary: "Listens for all requests received by this node in real-time.", since: "1.0.0",
+            group: "server"),
         CommandSpec(
             "time", arity: 1, flags: ["loading", "stale", "fast"], categories: ["@fast"],
             summary: "Returns the server time.", since: "2.6.0", group: "server"),

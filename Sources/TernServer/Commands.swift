@@ -91,6 +91,81 @@ public enum CommandPlan: Sendable {
     /// wait for it (SCAN and KEYS see the connection's earlier writes; FLUSHALL never deletes a
     /// key the connection writes after it). The keyspace commands (KeyspaceService.swift).
     case barrier(@Sendable () -> EventLoopFuture<RESPValue>)
+    /// A blocking command (BLPOP, XREAD BLOCK): runs attempts until one answers or the time runs
+    /// out; the connection's later commands wait for it, as in Redis (Blocking.swift).
+    case blocking(BlockingCall)
+}
+
+/// One attempt of a blocking command: the key requests it runs, and what to do with their replies.
+public struct BlockingCall: Sendable {
+    /// Wake when one of these keys changes (this node writes a record of it), or a poll passes.
+    public var keys: [[UInt8]]
+    /// How long to wait, in milliseconds; 0: forever.
+    public var timeoutMs: Int64
+    /// The answer when the time runs out.
+    public var timeout: RESPValue
+    /// What one attempt runs (concurrently, ordered after the connection's earlier requests).
+    public var requests: [(key: [UInt8], request: KeyRequest)]
+    /// What to do with the attempt's replies, in order.
+    public var step: @Sendable ([NodeReply]) -> BlockingStep
+
+    public init(
+        keys: [[UInt8]], timeoutMs: Int64, timeout: RESPValue,
+        requests: [(key: [UInt8], request: KeyRequest)],
+        step: @escaping @Sendable ([NodeReply]) -> BlockingStep
+    ) {
+        self.keys = keys
+        self.timeoutMs = timeoutMs
+        self.timeout = timeout
+        self.requests = requests
+        self.step = step
+    }
+
+    /// This call with other requests and step, same keys and time.
+    public func next(
+        _ requests: [(key: [UInt8], request: KeyRequest)],
+        _ step: @escaping @Sendable ([NodeReply]) -> BlockingStep
+    ) -> BlockingCall {
+        BlockingCall(keys: keys, timeoutMs: timeoutMs, timeout: timeout, requests: requests, step: step)
+    }
+
+    /// A blocking command's timeout argument in seconds (BLPOP, BZPOPMIN, ...) as milliseconds,
+    /// or Redis's error: a float, not negative, not past what milliseconds hold.
+    public static func seconds(_ arg: [UInt8]) -> BlockingTimeout {
+        let text = String(decoding: arg, as: UTF8.self)
+        guard let d = Double(text), d.isFinite, !text.isEmpty, !text.contains(where: \.isWhitespace) else {
+            return .invalid(.error("ERR timeout is not a float or out of range"))
+        }
+        if d < 0 { return .invalid(.error("ERR timeout is negative")) }
+        guard d * 1000 < Double(Int64.max / 2) else { return .invalid(.error("ERR timeout is out of range")) }
+        return .ms(Int64((d * 1000).rounded(.up)))
+    }
+
+    /// XREAD's `BLOCK` argument in milliseconds, or Redis's error.
+    public static func milliseconds(_ arg: [UInt8]) -> BlockingTimeout {
+        guard let ms = Int64(String(decoding: arg, as: UTF8.self)) else {
+            return .invalid(.error("ERR timeout is not an integer or out of range"))
+        }
+        if ms < 0 { return .invalid(.error("ERR timeout is negative")) }
+        guard ms < Int64.max / 2 else { return .invalid(.error("ERR timeout is out of range")) }
+        return .ms(ms)
+    }
+}
+
+/// A blocking command's timeout: milliseconds (0: forever), or the error to answer.
+public enum BlockingTimeout: Sendable, Equatable {
+    case ms(Int64)
+    case invalid(RESPValue)
+}
+
+/// What a blocking command does after one attempt.
+public indirect enum BlockingStep: Sendable {
+    /// Answer this; the command is done.
+    case answer(RESPValue)
+    /// Run this call now (a read saw something to take: now take it).
+    case again(BlockingCall)
+    /// Nothing to take yet: run this call when one of its keys changes (or a poll passes).
+    case wait(BlockingCall)
 }
 
 /// Commands added by a service (sequence allocator, sync inboxes) on top of the Redis ones.
@@ -359,6 +434,11 @@ public struct CommandProcessor: Sendable {
         {
             return .reply(Self.failure(.keyTooLong(long.key.count), write: false))
         }
+        if case .blocking(let call) = p,
+            let long = call.keys.first(where: { $0.count > ReplicaNode.keyBytesMax })
+        {
+            return .reply(Self.failure(.keyTooLong(long.count), write: false))
+        }
         return p
     }
 
@@ -432,6 +512,14 @@ public struct CommandProcessor: Sendable {
         case "reset":
             guard n == 1 else { return .reply(Self.arity(name)) }
             return reset(&session)
+        case "monitor":
+            // Every command this node reads, from now on (Redis's line format); per node, not
+            // cluster-wide (docs/SERVER.md).
+            guard n == 1 else { return .reply(Self.arity(name)) }
+            return .frontend { view in
+                view.eventLoop.makeSucceededFuture(
+                    view.monitor() ? .ok : Self.err("MONITOR: connection closing"))
+            }
         case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
             return server(name, args)
         default:

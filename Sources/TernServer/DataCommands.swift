@@ -78,17 +78,24 @@ extension CommandProcessor {
                 ("lrem", 4), ("ltrim", 4), ("linsert", 5),
             ])
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
+        add("list", true, [("blpop", -3), ("brpop", -3)], keys: (1, -2, 1))
         add("server", false, [("memory", -2)], keys: (2, 2, 1))
         add("generic", false, [("object", -2)], keys: (2, 2, 1))
         return t
     }()
 
+    /// The data commands that may block (COMMAND's `blocking` flag, INFO's blocked_clients).
+    static let blockingCommands: Set<String> = ["blpop", "brpop"]
+
     /// COMMAND's entries for the data commands.
     static var dataSpecs: [CommandSpec] {
         dataCommands.sorted { $0.key < $1.key }.map { name, c in
             let category = c.group == "generic" ? "@keyspace" : "@" + String(c.group.filter { $0 != "-" })
+            let blocking = Self.blockingCommands.contains(name)
             return CommandSpec(
-                name, arity: c.arity, flags: c.write ? ["write", "denyoom"] : ["readonly"], keys: c.keys,
+                name, arity: c.arity,
+                flags: (c.write ? ["write", "denyoom"] : ["readonly"]) + (blocking ? ["blocking"] : []),
+                keys: c.keys,
                 categories: [category, c.write ? "@write" : "@read"], keySpec: [c.write ? "RW" : "RO"],
                 summary: "Redis's \(name.uppercased()) (docs/DATA.md).", group: c.group)
         }
@@ -470,6 +477,8 @@ extension CommandProcessor {
         case "zrange", "zrangebyscore", "zrevrangebyscore", "zrevrange", "zrangebylex", "zrevrangebylex":
             return zrangePlan(name, args, v3)
         // MARK: lists
+        case "blpop", "brpop":
+            return .plan(blockingPopPlan(name, args, session))
         case "lpop", "rpop":
             if args.count > 2 {
                 guard args.count == 3 else { return .reply(Self.syntax) }

@@ -43,6 +43,8 @@ final class FrontendShard: @unchecked Sendable {
     var keyspaceHits = 0
     var keyspaceMisses = 0
     var blocked = 0
+    /// Whether a MONITOR connection exists on this node (read per command, set by the registry).
+    var monitoring = false
     /// Calls counted since start (never reset: the ops/sec samples are deltas of it) and its value
     /// at the last CONFIG RESETSTAT.
     var commandsEver = 0
@@ -179,6 +181,8 @@ final class FrontendRegistry: Sendable {
     private let portBox = NIOLockedValueBox(0)
     /// The gate's monotonic counts (also in /metrics) at the last CONFIG RESETSTAT.
     private let gateBaseline = NIOLockedValueBox((refused: 0, evicted: 0))
+    /// MONITOR connections: every command this node reads is shown to them.
+    private let monitors = NIOLockedValueBox<[UInt64: ConnectionOutlet]>([:])
 
     init(table: CommandTable, gate: ClientGate) {
         self.table = table
@@ -244,6 +248,71 @@ final class FrontendRegistry: Sendable {
             }
         }
         return EventLoopFuture.whenAllSucceed(parts, on: loop).map { $0.reduce(0, +) }
+    }
+
+    /// MONITOR: `outlet` gets every command this node reads from now on, until it closes.
+    func addMonitor(_ outlet: ConnectionOutlet) {
+        monitors.withLockedValue { $0[outlet.id] = outlet }
+        outlet.whenClosed { [weak self] in
+            guard let self else { return }
+            self.monitors.withLockedValue { _ = $0.removeValue(forKey: outlet.id) }
+            self.setMonitoring()
+        }
+        setMonitoring()
+    }
+
+    private func setMonitoring() {
+        let on = monitors.withLockedValue { !$0.isEmpty }
+        for s in allShards { s.loop.execute { s.monitoring = on } }
+    }
+
+    /// Shows one command to the MONITOR connections (not to `except`, the one that sent it).
+    func monitor(_ line: String, except: ConnectionOutlet?) {
+        let outlets = monitors.withLockedValue { Array($0.values) }
+        for o in outlets where o !== except { o.push(.simpleString(line)) }
+    }
+
+    /// Redis's MONITOR line: `<unix seconds.micros> [0 <client address>] "name" "arg" …`, each
+    /// argument quoted and escaped as Redis's sdscatrepr does.
+    static func monitorLine(_ args: [[UInt8]], address: String, redact: Bool) -> String {
+        let micros = Int64(Date().timeIntervalSince1970 * 1e6)
+        let frac = String(micros % 1_000_000)
+        var s =
+            "\(micros / 1_000_000).\(String(repeating: "0", count: max(0, 6 - frac.count)))\(frac) [0 \(address)]"
+        for (i, a) in args.enumerated() {
+            s += " "
+            if redact && i > 0 {
+                s += "\"(redacted)\""
+                continue
+            }
+            s += "\""
+            for c in a {
+                switch c {
+                case UInt8(ascii: "\\"): s += "\\\\"
+                case UInt8(ascii: "\""): s += "\\\""
+                case 10: s += "\\n"
+                case 13: s += "\\r"
+                case 9: s += "\\t"
+                case 7: s += "\\a"
+                case 8: s += "\\b"
+                case 32...126: s.unicodeScalars.append(UnicodeScalar(c))
+                default: s += "\\x" + String(format: "%02x", c)
+                }
+            }
+            s += "\""
+        }
+        return s
+    }
+
+    /// CLIENT UNBLOCK on connection `id`, on its own loop.
+    func unblock(_ id: UInt64, error: Bool, on loop: any EventLoop) -> EventLoopFuture<Bool> {
+        let parts = allShards.map { s in
+            s.loop.submit { () -> Bool in
+                guard let h = s.connections[id], let context = h.context else { return false }
+                return h.unblock(error: error, context: context)
+            }
+        }
+        return EventLoopFuture.whenAllSucceed(parts, on: loop).map { $0.contains(true) }
     }
 
     func resetStats() {
@@ -363,4 +432,14 @@ struct ConnectionView: FrontendView {
     var port: Int { registry.port }
     func setMaxClients(_ n: Int) { registry.gate.setMax(n) }
     func resetStats() { registry.resetStats() }
+    func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool> {
+        registry.unblock(id, error: error, on: eventLoop)
+    }
+    func monitor() -> Bool {
+        let h = handler.value
+        guard let context = h.context else { return false }
+        h.monitoring = true
+        registry.addMonitor(h.outlet(context: context))
+        return true
+    }
 }

@@ -177,6 +177,11 @@ public protocol FrontendView: Sendable {
     var port: Int { get }
     /// CONFIG RESETSTAT: commandstats, error count, connection and command totals back to 0.
     func resetStats()
+    /// CLIENT UNBLOCK: answers connection `id`'s blocked command (its timeout reply, or an
+    /// `-UNBLOCKED` error); whether one was blocked.
+    func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool>
+    /// MONITOR: this connection gets every command the node reads from now on.
+    func monitor() -> Bool
 }
 
 extension CommandProcessor {

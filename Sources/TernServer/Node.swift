@@ -39,8 +39,9 @@ public struct NodeOptions: Sendable {
     /// The anti-entropy scanner's settings; nil: no scanner (tests of other things).
     public var repair: RepairOptions? = RepairOptions()
     /// Treat a data directory without an epoch record as a new node's, which votes at once,
-    /// instead of a wiped or replaced disk, which rebuilds learner-only first. Only for in-process
-    /// test clusters on fresh in-memory stores; `tern server` never sets it.
+    /// instead of a wiped or replaced disk, which rebuilds learner-only first. In-process test
+    /// clusters on fresh stores, and `tern server --new-cluster` (the first start of a cluster just
+    /// planned: `tern dev` passes it on the run that planned it).
     public var trustEmptyDirectory = false
     /// The bound on any node's wall-clock error, in ms: a key with a deadline is treated as
     /// expired this much before its deadline by this node's clock, so that no node serves it after
@@ -170,6 +171,8 @@ public final class Node: @unchecked Sendable {
     let core: NodeCore
     /// The anti-entropy scanner (TernRepair, pure), fed by this shell.
     let scanner: RepairScanner?
+    /// Connections blocked on keys (BLPOP, XREAD BLOCK), woken when a record of one is written.
+    public let blockedKeys = BlockedKeys()
     /// Why the node is learner-only (nil: it is not).
     var learnerReason: String?
     /// A complete pass that began after the node became learner-only has ended.
@@ -501,7 +504,10 @@ public final class Node: @unchecked Sendable {
         for b in r.badMessages {
             logger.warning("dropped a bad peer message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
         }
-        if !r.touched.isEmpty { scanner?.noteWritten(r.touched) }
+        if !r.touched.isEmpty {
+            scanner?.noteWritten(r.touched)
+            blockedKeys.wake(r.touched)
+        }
         for k in r.loads { load(k) }
         if let p = r.flush { write(p) }
         if r.more { driveLater() }

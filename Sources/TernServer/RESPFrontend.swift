@@ -275,9 +275,17 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     var lastCommandAt = NIODeadline.now()
     var lastCommand = "NULL"
     var channel: (any Channel)?
+    /// This handler's context while it is in the pipeline (CLIENT UNBLOCK from another connection).
+    var context: ChannelHandlerContext?
     var addresses = (remote: "", local: "")
     /// Commands whose replies CLIENT REPLY OFF/SKIP drops (their slot still passes in order).
     var silenced: Set<UInt64> = []
+    /// The blocking command waiting now (BLPOP, XREAD BLOCK; Blocking.swift), and the commands
+    /// read after it, which wait for it.
+    var blocked: BlockedCommand?
+    /// This connection ran MONITOR (its own commands are not shown back to it).
+    var monitoring = false
+    var held: [RESPCommand] = []
 
     init(
         node: Node, processor: CommandProcessor, session: Session, gate: ClientGate, meter: RESPBufferMeter,
@@ -295,6 +303,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         channel = context.channel
+        self.context = context
         func text(_ a: SocketAddress?) -> String {
             guard let a, let ip = a.ipAddress, let port = a.port else { return "" }
             if case .v6 = a { return "[\(ip)]:\(port)" }
@@ -309,6 +318,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         shard.connections[session.clientID] = nil
         channel = nil
+        self.context = nil
     }
 
     /// CLIENT LIST's line for this connection (on its loop).
@@ -353,12 +363,25 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let command = unwrapInboundIn(data)
         guard closeAfter == nil, !evicted else { return }
+        // A blocked command holds the connection's later commands until it answers (as Redis).
+        if blocked != nil {
+            held.append(command)
+            if held.count >= Self.unansweredMax && !readingPaused { pauseReading(context: context) }
+            return
+        }
+        handle(command, context: context)
+    }
+
+    /// Plans and runs one command.
+    func handle(_ command: RESPCommand, context: ChannelHandlerContext) {
+        guard closeAfter == nil, !evicted else { return }
         let seq = nextSeq
         nextSeq += 1
         let start = NIODeadline.now()
         lastCommandAt = start
         let counter = shard.counter(for: command.args)
         if let counter { lastCommand = counter.name }
+        if shard.monitoring { showToMonitors(command.args) }
         // CLIENT REPLY: this command's reply is dropped after SKIP, while OFF, and for OFF and SKIP
         // themselves (their flags are set by the time the plan is made).
         let skipped = session.skipNextReply
@@ -374,8 +397,10 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let version = session.version
         let shard = self.shard
         // A blocking SYNC counts in blocked_clients while it waits.
+        var isBlockingPlan = false
+        if case .blocking = plan { isBlockingPlan = true }
         let blocking =
-            counter?.blocking == true
+            !isBlockingPlan && counter?.blocking == true
             && command.args.contains(where: { String(decoding: $0, as: UTF8.self).uppercased() == "BLOCK" })
         if blocking { shard.blocked += 1 }
         // INFO commandstats: a finished call's time and outcome, on this loop.
@@ -449,6 +474,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             }
         case .barrier(let make):
             runBarrier(seq, make, version, shardBound, context: context)
+        case .blocking(let call):
+            startBlocking(seq, call, version, shardBound, context: context)
         case .run(let task):
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let promise = context.eventLoop.makePromise(of: RESPValue.self)
@@ -512,7 +539,9 @@ final class RESPConnectionHandler: ChannelInboundHandler {
             if unanswered >= Self.unansweredMax || output >= Self.outputPauseBytes {
                 pauseReading(context: context)
             }
-        } else if unanswered < Self.unansweredMax / 2 && output < Self.outputPauseBytes / 2 {
+        } else if unanswered < Self.unansweredMax / 2 && output < Self.outputPauseBytes / 2
+            && held.count < Self.unansweredMax / 2
+        {
             readingPaused = false
             context.channel.setOption(.autoRead, value: true).whenFailure { _ in }
             context.read()
@@ -624,6 +653,20 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         release(seq, buffer, context: context)
     }
 
+    /// MONITOR: this command as Redis shows it (AUTH, HELLO … AUTH and ACL SETUSER redacted; a
+    /// MONITOR connection's own commands are not shown).
+    func showToMonitors(_ args: [[UInt8]]) {
+        guard !monitoring, let first = args.first else { return }
+        let name = String(decoding: first, as: UTF8.self).lowercased()
+        let sub = args.count > 1 ? String(decoding: args[1], as: UTF8.self).lowercased() : ""
+        let redact =
+            name == "auth" || (name == "hello" && args.count > 2) || (name == "acl" && sub == "setuser")
+            || (name == "config" && sub == "set" && args.count > 2
+                && String(decoding: args[2], as: UTF8.self).lowercased() == "requirepass")
+        registry.monitor(
+            FrontendRegistry.monitorLine(args, address: addresses.remote, redact: redact), except: pushOutlet)
+    }
+
     /// This connection's outlet for pushes (made on first use); a push takes the next reply slot.
     func outlet(context: ChannelHandlerContext) -> ConnectionOutlet {
         if let pushOutlet { return pushOutlet }
@@ -644,6 +687,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         pushOutlet?.close()
+        cancelBlocking()
+        held = []
         evicted = true  // late replies are dropped, not kept
         ready = [:]
         readyBytes = 0

@@ -70,9 +70,14 @@ public final class TernServerProcess: Service, AdminBackend {
 
     /// Opens the store under `dataDirectory`, starts the node, the transport, the RESP listener and
     /// the admin endpoint at the addresses the map gives node `id`.
+    /// `newCluster`: this is the first start of a cluster just planned, so a data directory with no
+    /// epoch record is a new node's (it votes at once) rather than a wiped or replaced disk's (which
+    /// rebuilds learner-only first). Pass it only when bootstrapping (`tern server --new-cluster`,
+    /// which `tern dev` passes on the run that planned the cluster), as etcd's
+    /// `--initial-cluster-state new`.
     public static func start(
         map: ClusterMap, id: NodeID, dataDirectory: String, config: ServerConfig, group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger, newCluster: Bool = false
     ) async throws -> TernServerProcess {
         guard let me = map.node(id) else {
             throw NodeError("node \(id.rawValue) is not in the cluster map \"\(map.name)\"")
@@ -140,6 +145,7 @@ public final class TernServerProcess: Service, AdminBackend {
         options.forwardTimeout = .milliseconds(Int64(config.forwardTimeoutMilliseconds))
         options.keysLoadedMax = config.keysLoadedMax
         options.clockSkewBoundMs = UInt64(config.clockSkewBoundMilliseconds)
+        options.trustEmptyDirectory = newCluster
         if config.repair {
             var repair = RepairOptions()
             repair.keysPerSecond = Double(config.repairKeysPerSecond)
@@ -206,6 +212,8 @@ public final class TernServerProcess: Service, AdminBackend {
         let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         // Red envelopes (docs/ENVELOPE.md).
         processor.modules.append(EnvelopeService(node: node))
+        // CLUSTER SLOTS/SHARDS/NODES for cluster-mode clients: one shard, this node its master.
+        processor.modules.append(ClusterCommands(me: me, nodes: map.nodes, clusterName: map.name))
         let resp = try await RESPFrontend.start(
             host: client.host, port: config.plainPortDisabled ? nil : client.port,
             tls: tls.client.map { (port: config.tlsPort!, context: $0) }, node: node, processor: processor,

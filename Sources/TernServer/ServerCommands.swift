@@ -330,6 +330,22 @@ extension CommandProcessor {
             return clientList(args)
         case "kill":
             return clientKill(args, session)
+        case "unblock":
+            // CLIENT UNBLOCK id [TIMEOUT|ERROR]: answers a command blocked on keys (BLPOP ...).
+            guard args.count == 3 || args.count == 4 else { return .reply(Self.syntax) }
+            guard let id = UInt64(String(decoding: args[2], as: UTF8.self)) else {
+                return .reply(Self.err("value is not an integer or out of range"))
+            }
+            var error = false
+            if args.count == 4 {
+                switch String(decoding: args[3], as: UTF8.self).lowercased() {
+                case "timeout": error = false
+                case "error": error = true
+                default: return .reply(Self.err("CLIENT UNBLOCK reason should be TIMEOUT or ERROR"))
+                }
+            }
+            let asError = error
+            return .frontend { view in view.unblock(id, error: asError).map { .integer($0 ? 1 : 0) } }
         default:
             return .reply(
                 Self.help(
@@ -344,6 +360,8 @@ extension CommandProcessor {
                         "LIST [TYPE (NORMAL|PUBSUB)] [ID <id> [<id> ...]]",
                         "    Return information about client connections.",
                         "SETNAME <name>", "    Assign the name <name> to the current connection.",
+                        "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+                        "    Unblock the specified blocked client.",
                         "NO-EVICT (ON|OFF)",
                         "    Protect the current client connection from client eviction (maxmemory-clients).",
                     ]))

@@ -6,7 +6,7 @@ import TernBench
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo", abstract: "Demonstrations against a running cluster (tern dev).",
-        subcommands: [DemoChatCommand.self, DemoEnvelopeCommand.self])
+        subcommands: [DemoChatCommand.self, DemoEnvelopeCommand.self, DemoQueueCommand.self])
 }
 
 /// `tern demo chat`: simulated phones on sync inboxes; exits non-zero if any device lost, duplicated
@@ -94,6 +94,58 @@ struct DemoEnvelopeCommand: AsyncParsableCommand {
             "tern demo envelope: \(groups) envelopes x \(members) members, \(connections) connections x \(pipeline) pipelined"
         )
         let report = try await EnvelopeDemo.run(o) { print($0) }
+        print(report.text, terminator: "")
+        if !report.ok { throw ExitCode.failure }
+    }
+}
+
+/// `tern demo queue`: producers and a worker pool with crashes on Redis Streams; exits non-zero if
+/// an added entry was not acknowledged, or one was delivered after its acknowledgement (docs/QUEUE.md).
+struct DemoQueueCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "queue",
+        abstract:
+            "Producers add tasks, a worker pool with crashes drains them; prints throughput, latency, redeliveries and a check."
+    )
+
+    @Option(help: "Host of the nodes' client ports.") var host = "127.0.0.1"
+    @Option(help: "Client ports, comma-separated (tern dev: 7379,7380,7381; Redis's port works too).")
+    var ports = "7379,7380,7381"
+    @Option(help: "Streams (tasks spread over them).") var streams = 4
+    @Option(help: "Producer connections.") var producers = 8
+    @Option(help: "XADDs pipelined per producer.") var pipeline = 8
+    @Option(help: "Workers (at least one per stream).") var workers = 16
+    @Option(help: "Entries per XREADGROUP.") var batch = 10
+    @Option(help: "Seconds of adding (workers then drain the rest).") var seconds = 10.0
+    @Option(help: "Chance a worker crashes holding a batch.") var crashRatio = 0.01
+    @Option(help: "Idle milliseconds before a crashed worker's entries are claimed.") var claimIdleMs = 1000
+    @Option(help: "Seed of the crashes.") var seed: UInt64 = 1
+
+    func run() async throws {
+        var o = QueueDemoOptions()
+        o.host = host
+        o.ports = ports.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !o.ports.isEmpty, streams > 0, producers > 0, pipeline > 0, batch > 0, workers >= streams,
+            seconds > 0, (0.0..<1.0).contains(crashRatio)
+        else {
+            throw ValidationError(
+                "need a port, streams, producers, pipeline and batch > 0, workers >= streams, seconds > 0, 0 <= crash-ratio < 1"
+            )
+        }
+        o.streams = streams
+        o.producers = producers
+        o.pipeline = pipeline
+        o.workers = workers
+        o.batch = batch
+        o.seconds = seconds
+        o.crashRatio = crashRatio
+        o.claimIdleMs = claimIdleMs
+        o.seed = seed
+        o.prefix = "demoq\(UInt64(Date().timeIntervalSince1970 * 1000)):"
+        print(
+            "tern demo queue: \(streams) streams, \(producers) producers x \(pipeline) pipelined, \(workers) workers, \(seconds) s, crash ratio \(crashRatio)"
+        )
+        let report = try await QueueDemo.run(o) { print($0) }
         print(report.text, terminator: "")
         if !report.ok { throw ExitCode.failure }
     }

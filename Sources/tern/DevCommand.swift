@@ -58,6 +58,8 @@ struct DevCommand: AsyncParsableCommand {
         let mapPath = root + "/cluster.toml"
         let settingsPath = root + "/server.toml"
         let map: ClusterMap
+        // Planned in this run: the nodes' empty directories are new, not wiped (`--new-cluster`).
+        var planned = false
         if FileManager.default.fileExists(atPath: mapPath) {
             map = try ClusterMap(contentsOfFile: mapPath)
             _ = try ServerConfig(contentsOfFile: settingsPath)
@@ -82,6 +84,7 @@ struct DevCommand: AsyncParsableCommand {
             chmod(settingsPath, 0o600)
             try map.write(toFile: mapPath)
             print("tern dev: planned a new cluster in \(root) (\(map.nodes.count) nodes)")
+            planned = true
         }
         // Every port must be ours: with another cluster on them, our nodes would fail to bind while
         // the health check below found the other cluster healthy, and a benchmark or a user would
@@ -140,7 +143,7 @@ struct DevCommand: AsyncParsableCommand {
                     "--server-config", nodeSettings[n.id] ?? settingsPath,
                     // A development cluster: FLUSHALL on (test harnesses send it before each file).
                     "--allow-flushall",
-                ],
+                ] + (planned ? ["--new-cluster"] : []),
                 log: log)
             supervisor.add(pid: pid, name: "n\(n.id.rawValue)", log: log)
             let tlsNote = tlsPorts[n.id].map { " tls \($0)" } ?? ""

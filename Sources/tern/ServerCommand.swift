@@ -39,6 +39,16 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Allow FLUSHALL/FLUSHDB whatever server.toml says (tern dev passes it).")
     var allowFlushall = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "First start of a cluster just planned: an empty data directory is a new node's, which votes at once.",
+            discussion:
+                "Without it, a directory with no epoch record is treated as a wiped or replaced disk and the node "
+                + "rebuilds learner-only from its peers first. Pass it only when bootstrapping (tern dev does, on the "
+                + "run that planned the cluster); on a later start a wiped disk would vote with forgotten promises."
+        ))
+    var newCluster = false
+
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("unknown log level \(logLevel)")
@@ -69,7 +79,7 @@ struct ServerCommand: AsyncParsableCommand {
         do {
             process = try await TernServerProcess.start(
                 map: map, id: NodeID(node), dataDirectory: data, config: settings, group: group,
-                logger: logger)
+                logger: logger, newCluster: newCluster)
         } catch {
             stderrLine("tern server: \(error)")
             try? await group.shutdownGracefully()

@@ -52,6 +52,15 @@ func aclRun(
     case .frontend(let body): value = (try? await body(FakeView()).get()) ?? .simpleString("FAILED")
     case .future(let make), .barrier(let make): value = (try? await make().get()) ?? .simpleString("FAILED")
     case .connection(let body): value = body(ConnectionOutlet(deliver: { _ in })).first ?? .null
+    case .blocking(let call):
+        guard
+            case .answer(let v) = call.step(
+                replies.isEmpty ? call.requests.map { _ in .value(nil) } : replies)
+        else {
+            value = .simpleString("WAIT")
+            break
+        }
+        value = v
     }
     var b = ByteBuffer()
     RESPEncoder.encode(value, version: .v2, into: &b)

@@ -283,7 +283,7 @@ func recordedOp(
     }
 
     @Test(
-        "tern dev: plans once, prints one line per node, serves, stops on SIGTERM with exit 0, reuses its data"
+        "tern dev: plans once, prints one line per node, serves, stops on SIGTERM with exit 0, reuses its data; reads during its start-up do not keep it learner-only"
     )
     func dev() async throws {
         let dir = NSTemporaryDirectory() + "tern-dev-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -296,12 +296,32 @@ func recordedOp(
             let pid = spawnProcess(
                 ternExecutable(), ["dev", "--dir", dir, "--base-port", "\(base)", "--start-timeout", "60"],
                 log: log)
+            // Clients reading never-written keys on every node while the new cluster starts: each
+            // read loaded the key damaged on a learner-only node whose peers were learner-only
+            // too, and the cluster never became healthy (fixed: `tern dev` starts a cluster it
+            // just planned with --new-cluster).
+            let readers = Task {
+                while !Task.isCancelled {
+                    for port in base..<(base + 3) {
+                        if let c = try? await RESPClient.connect(
+                            host: "127.0.0.1", port: port, group: ProcessCluster.group,
+                            requestTimeout: .seconds(2))
+                        {
+                            for k in 0..<3 { _ = try? await c.send(["GET", "never-written:\(k)"]) }
+                            await c.close()
+                        }
+                    }
+                    try? await Task.sleep(nanoseconds: 20_000_000)
+                }
+            }
             var text = ""
             for _ in 0..<600 {
                 text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
                 if text.contains("healthy") || text.contains("not healthy") { break }
                 try await Task.sleep(nanoseconds: 100_000_000)
             }
+            readers.cancel()
+            #expect(text.contains("all 3 nodes healthy"), "\(text)")
             #expect(text.contains("n1 campus A client 127.0.0.1:\(base) admin 127.0.0.1:\(base + 200)"))
             #expect(text.contains("n3 campus C client 127.0.0.1:\(base + 2)"))
             #expect(text.contains(round == 0 ? "planned a new cluster" : "reusing the cluster"))

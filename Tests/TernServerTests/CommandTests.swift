@@ -19,6 +19,16 @@ func wire(
     case .requests(let reqs, let build):
         requests = reqs
         value = build(replies)
+    case .blocking(let call):
+        // A blocking command's first attempt with the canned replies: its answer, or what it does next.
+        requests = call.requests
+        switch call.step(replies) {
+        case .answer(let v): value = v
+        case .again(let next):
+            requests += next.requests
+            value = .simpleString("AGAIN")
+        case .wait: value = .simpleString("WAIT")
+        }
     case .run, .future, .barrier:
         // Service commands (SEQ.*, MSG.*, SYNC, SCAN…) run against a live node; tested in their suites.
         value = .simpleString("RUN")

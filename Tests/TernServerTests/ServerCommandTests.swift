@@ -41,6 +41,8 @@ final class FakeView: FrontendView, Sendable {
     func setMaxClients(_ n: Int) { changes.withLockedValue { $0.maxClients = n } }
     var port: Int { 7379 }
     func resetStats() { changes.withLockedValue { $0.resets += 1 } }
+    func unblock(_ id: UInt64, error: Bool) -> EventLoopFuture<Bool> { eventLoop.makeSucceededFuture(false) }
+    func monitor() -> Bool { false }
 }
 
 /// The processor with the two services' command tables, as the server has it (the services'

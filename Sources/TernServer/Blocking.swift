@@ -1,0 +1,207 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import TernConsensus
+import TernRESP
+
+/// The connections of one node blocked on keys (BLPOP, XREAD BLOCK, ...). A blocked command is
+/// woken when this node writes a record of one of its keys — its own writes, and, on a replica of
+/// the key, a peer's accept or chosen value — and then runs its attempt again (a linearizable
+/// read first), so a wake-up is only a hint and a missed one costs at most a poll interval.
+public final class BlockedKeys: Sendable {
+    struct Waiter {
+        let keys: [[UInt8]]
+        let wake: @Sendable () -> Void
+    }
+    struct State {
+        var byKey: [[UInt8]: Set<UInt64>] = [:]
+        var waiters: [UInt64: Waiter] = [:]
+        var nextID: UInt64 = 0
+    }
+    private let state = NIOLockedValueBox(State())
+
+    public init() {}
+
+    /// Registers `wake` (called at most once, from the thread that wrote) for `keys`; the id to
+    /// remove it with.
+    func add(_ keys: [[UInt8]], wake: @escaping @Sendable () -> Void) -> UInt64 {
+        state.withLockedValue { s in
+            s.nextID += 1
+            let id = s.nextID
+            s.waiters[id] = Waiter(keys: keys, wake: wake)
+            for k in keys { s.byKey[k, default: []].insert(id) }
+            return id
+        }
+    }
+
+    func remove(_ id: UInt64) {
+        state.withLockedValue { s in _ = Self.take(id, &s) }
+    }
+
+    private static func take(_ id: UInt64, _ s: inout State) -> Waiter? {
+        guard let w = s.waiters.removeValue(forKey: id) else { return nil }
+        for k in w.keys {
+            s.byKey[k]?.remove(id)
+            if s.byKey[k]?.isEmpty == true { s.byKey[k] = nil }
+        }
+        return w
+    }
+
+    /// Wakes (and forgets) every waiter on one of `keys`.
+    public func wake(_ keys: [[UInt8]]) {
+        let woken: [Waiter] = state.withLockedValue { s in
+            guard !s.byKey.isEmpty else { return [] }
+            var out: [Waiter] = []
+            for k in keys {
+                guard let ids = s.byKey[k] else { continue }
+                for id in ids { if let w = Self.take(id, &s) { out.append(w) } }
+            }
+            return out
+        }
+        for w in woken { w.wake() }
+    }
+
+    /// Commands blocked now on this node.
+    public var count: Int { state.withLockedValue { $0.waiters.count } }
+}
+
+/// A blocked command of one connection: its reply slot, its next attempt and its timers.
+struct BlockedCommand {
+    let seq: UInt64
+    let version: RESPVersion
+    let shardBound: NIOLoopBound<(RESPValue) -> Void>
+    /// When the wait ends (nil: never).
+    let deadline: NIODeadline?
+    let timeout: RESPValue
+    /// Bumped per attempt: a wake-up or timer of an older attempt is ignored.
+    var generation: UInt64 = 0
+    /// The registration in `BlockedKeys` and the poll timer of the attempt now parked.
+    var waiterID: UInt64?
+    var timer: Scheduled<Void>?
+    /// A key changed while the attempt ran: run it again at once rather than park.
+    var changed = false
+    /// The current poll interval (doubles while nothing changes, up to `pollMax`).
+    var poll: TimeAmount = RESPConnectionHandler.pollMin
+}
+
+extension RESPConnectionHandler {
+    static let pollMin = TimeAmount.milliseconds(100)
+    static let pollMax = TimeAmount.milliseconds(1000)
+
+    /// Starts a blocking command: its first attempt runs now; commands read after it wait until
+    /// it answers (`held`).
+    func startBlocking(
+        _ seq: UInt64, _ call: BlockingCall, _ version: RESPVersion,
+        _ shardBound: NIOLoopBound<(RESPValue) -> Void>, context: ChannelHandlerContext
+    ) {
+        let deadline = call.timeoutMs > 0 ? NIODeadline.now() + .milliseconds(call.timeoutMs) : nil
+        blocked = BlockedCommand(
+            seq: seq, version: version, shardBound: shardBound, deadline: deadline, timeout: call.timeout)
+        shard.blocked += 1
+        attempt(call, context: context)
+    }
+
+    /// Runs one attempt of the blocked command; listens for changes of its keys while it runs, so
+    /// a write that lands between the attempt's read and the parking is not missed.
+    func attempt(_ call: BlockingCall, context: ChannelHandlerContext) {
+        guard var b = blocked, !evicted else { return }
+        b.generation += 1
+        b.changed = false
+        let generation = b.generation
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        b.waiterID = node.blockedKeys.add(call.keys) {
+            loop.execute {
+                let (handler, _) = loopBound.value
+                guard handler.blocked?.generation == generation else { return }
+                handler.blocked?.waiterID = nil
+                handler.blocked?.changed = true
+                if handler.blocked?.timer != nil {
+                    handler.resume(call, generation, context: loopBound.value.1)
+                }
+            }
+        }
+        blocked = b
+        let futures = call.requests.map { execute($0.key, $0.request, context: context) }
+        EventLoopFuture.whenAllComplete(futures, on: loop).whenSuccess { results in
+            let (handler, context) = loopBound.value
+            guard let b = handler.blocked, b.generation == generation else { return }
+            let replies = results.map { r -> NodeReply in
+                switch r {
+                case .success(let v): v
+                case .failure: .unavailable("node stopped")
+                }
+            }
+            switch call.step(replies) {
+            case .answer(let v): handler.finishBlocking(v, context: context)
+            case .again(let next): handler.attempt(next, context: context)
+            case .wait(let next): handler.park(next, context: context)
+            }
+        }
+    }
+
+    /// Nothing to take: wait for a change of the keys, the poll timer or the deadline.
+    func park(_ call: BlockingCall, context: ChannelHandlerContext) {
+        guard var b = blocked else { return }
+        let now = NIODeadline.now()
+        if let d = b.deadline, now >= d {
+            return finishBlocking(b.timeout, context: context)
+        }
+        if b.changed {
+            // Something was written while the attempt ran: look again now.
+            b.poll = Self.pollMin
+            blocked = b
+            return attempt(call, context: context)
+        }
+        var wait = b.poll
+        b.poll = .nanoseconds(min(b.poll.nanoseconds * 2, Self.pollMax.nanoseconds))
+        if let d = b.deadline, d - now < wait { wait = d - now }
+        let generation = b.generation
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        b.timer = context.eventLoop.scheduleTask(in: wait) {
+            let (handler, context) = loopBound.value
+            handler.resume(call, generation, context: context)
+        }
+        blocked = b
+    }
+
+    /// A wake-up or the timer: the deadline answers the timeout, anything else tries again.
+    func resume(_ call: BlockingCall, _ generation: UInt64, context: ChannelHandlerContext) {
+        guard var b = blocked, b.generation == generation else { return }
+        b.timer?.cancel()
+        b.timer = nil
+        if let id = b.waiterID { node.blockedKeys.remove(id) }
+        b.waiterID = nil
+        blocked = b
+        if let d = b.deadline, NIODeadline.now() >= d { return finishBlocking(b.timeout, context: context) }
+        attempt(call, context: context)
+    }
+
+    /// Answers the blocked command and runs the commands that waited for it.
+    func finishBlocking(_ value: RESPValue, context: ChannelHandlerContext) {
+        guard let b = blocked else { return }
+        cancelBlocking()
+        b.shardBound.value(value)
+        fill(b.seq, value, b.version, context: context)
+        while blocked == nil, !held.isEmpty, !evicted {
+            handle(held.removeFirst(), context: context)
+        }
+        if !evicted { adjustReading(context: context, output: outputBytes(context: context)) }
+    }
+
+    /// Forgets the blocked command's registration and timer (answered, unblocked, or closed).
+    func cancelBlocking() {
+        guard let b = blocked else { return }
+        b.timer?.cancel()
+        if let id = b.waiterID { node.blockedKeys.remove(id) }
+        shard.blocked -= 1
+        blocked = nil
+    }
+
+    /// CLIENT UNBLOCK: answers the blocked command with its timeout reply, or with `-UNBLOCKED`.
+    func unblock(error: Bool, context: ChannelHandlerContext) -> Bool {
+        guard let b = blocked else { return false }
+        finishBlocking(
+            error ? .error("UNBLOCKED client unblocked via CLIENT UNBLOCK") : b.timeout, context: context)
+        return true
+    }
+}
