@@ -107,7 +107,9 @@ public struct StreamValue: Sendable, Hashable {
                 consumers.insert(Consumer(name: name, seenMs: nowMs), at: at)
             }
         }
-        func pendingCount(of consumer: [UInt8]) -> Int { pending.reduce(0) { $0 + ($1.consumer == consumer ? 1 : 0) } }
+        func pendingCount(of consumer: [UInt8]) -> Int {
+            pending.reduce(0) { $0 + ($1.consumer == consumer ? 1 : 0) }
+        }
     }
 
     public var entries: [Entry] = []
@@ -267,7 +269,9 @@ public struct StreamValue: Sendable, Hashable {
     /// A group's lag (nil: Redis's null, unknown).
     func lag(_ g: Group) -> Int64? {
         if entriesAdded == 0 { return 0 }
-        if g.entriesRead != -1 && !hasTombstones(from: g.lastID) { return Int64(entriesAdded) - g.entriesRead }
+        if g.entriesRead != -1 && !hasTombstones(from: g.lastID) {
+            return Int64(entriesAdded) - g.entriesRead
+        }
         let read = estimateEntriesRead(g.lastID)
         return read == -1 ? nil : Int64(entriesAdded) - read
     }
@@ -309,7 +313,8 @@ extension DataModel {
                 noMk = true
             } else if (o == "maxlen" || o == "minid") && more >= 1 {
                 if strategy {
-                    return .failure(.err("syntax error, MAXLEN and MINID options at the same time are not compatible"))
+                    return .failure(
+                        .err("syntax error, MAXLEN and MINID options at the same time are not compatible"))
                 }
                 var next = args[i + 1]
                 if more >= 2 && (next == [UInt8(ascii: "~")] || next == [UInt8(ascii: "=")]) {
@@ -342,7 +347,8 @@ extension DataModel {
         }
         if limitGiven {
             if !strategy {
-                return .failure(.err("syntax error, LIMIT cannot be used without specifying a trimming strategy"))
+                return .failure(
+                    .err("syntax error, LIMIT cannot be used without specifying a trimming strategy"))
             }
             if !trim.approximate {
                 return .failure(.err("syntax error, LIMIT cannot be used without the special ~ option"))
@@ -371,7 +377,8 @@ extension DataModel {
 
     /// The id an XADD gives: `*` (from `nowMs`, never below the last), `ms-*`, or explicit.
     static func streamNextID(_ s: StreamValue, _ spec: [UInt8], nowMs: UInt64) -> StreamParsed<StreamID> {
-        let equalOrSmaller = DataReply.err("The ID specified in XADD is equal or smaller than the target stream top item")
+        let equalOrSmaller = DataReply.err(
+            "The ID specified in XADD is equal or smaller than the target stream top item")
         if s.lastID == .max {
             return .failure(.err("The stream has exhausted the last possible ID, unable to add more items"))
         }
@@ -424,8 +431,11 @@ extension DataModel {
     /// nil when `name` is not a stream write.
     static func applyStream(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
         guard
-            ["xadd", "xtrim", "xdel", "xsetid", "xgroup", "xreadgroup", "xack", "xclaim", "xautoclaim", "xackadd"]
-                .contains(name)
+            [
+                "xadd", "xtrim", "xdel", "xsetid", "xgroup", "xreadgroup", "xack", "xclaim", "xautoclaim",
+                "xackadd",
+            ]
+            .contains(name)
         else { return nil }
         guard args.count >= 4, let now = int(args[2]), let limit = int(args[3]) else { return .syntax }
         if v.bytes != nil && v.kind != .stream { return .wrongType }
@@ -452,7 +462,9 @@ extension DataModel {
                 case .success(let id):
                     streamAppend(&s, id, fields)
                     if let trim { _ = trimStream(&s, trim) }
-                    if limit > 0 && s.entries.count > Int(clamping: limit) { return backlogFull(key, limit: limit) }
+                    if limit > 0 && s.entries.count > Int(clamping: limit) {
+                        return backlogFull(key, limit: limit)
+                    }
                     reply = .bulk(id.bytes)
                 }
             }
@@ -491,7 +503,8 @@ extension DataModel {
             guard rest.count == 5 else { return .syntax }
             guard exists, s.group(rest[0]) != nil else {
                 return .error(
-                    "NOGROUP No such key '\(text(key))' or consumer group '\(text(rest[0]))' in XREADGROUP with GROUP option")
+                    "NOGROUP No such key '\(text(key))' or consumer group '\(text(rest[0]))' in XREADGROUP with GROUP option"
+                )
             }
             reply = streamReadGroup(
                 &s, group: rest[0], consumer: rest[1], count: Int(int(rest[2]) ?? 0), noAck: rest[3] == [49],
@@ -550,7 +563,8 @@ extension DataModel {
             } else if o == "maxdeletedid" {
                 guard let d = StreamID.parse(rest[i + 1], strict: true) else { return badStreamID }
                 guard id >= d else {
-                    return .err("The ID specified in XSETID is smaller than the provided max_deleted_entry_id")
+                    return .err(
+                        "The ID specified in XSETID is smaller than the provided max_deleted_entry_id")
                 }
                 maxDel = d
             } else {
@@ -572,7 +586,9 @@ extension DataModel {
     }
 
     /// XGROUP CREATE/SETID/DESTROY/CREATECONSUMER/DELCONSUMER (`rest`: sub, group, …).
-    static func streamGroup(_ key: [UInt8], _ rest: [[UInt8]], _ s: inout StreamValue, exists: Bool, nowMs: UInt64)
+    static func streamGroup(
+        _ key: [UInt8], _ rest: [[UInt8]], _ s: inout StreamValue, exists: Bool, nowMs: UInt64
+    )
         -> DataReply
     {
         guard rest.count >= 2 else { return .syntax }
@@ -592,7 +608,9 @@ extension DataModel {
                     i += 1
                 } else if o == "entriesread" && i + 1 < rest.count {
                     guard let n = int(rest[i + 1]) else { return .notInteger }
-                    guard n >= 0 || n == -1 else { return .err("value for ENTRIESREAD must be positive or -1") }
+                    guard n >= 0 || n == -1 else {
+                        return .err("value for ENTRIESREAD must be positive or -1")
+                    }
                     entriesRead = n
                     i += 2
                 } else {
@@ -606,7 +624,9 @@ extension DataModel {
                     + "MKSTREAM option to create an empty stream automatically.")
         }
         let (found, g) = s.groupIndex(name)
-        if !found && ["setid", "createconsumer", "delconsumer"].contains(sub) { return noGroupForKey(key, name) }
+        if !found && ["setid", "createconsumer", "delconsumer"].contains(sub) {
+            return noGroupForKey(key, name)
+        }
         switch sub {
         case "create":
             guard rest.count >= 3 else { return syntaxError() }
@@ -735,7 +755,9 @@ extension DataModel {
                 delivery = n
             } else if o == "retrycount" && more > 0 {
                 j += 1
-                guard let n = int(rest[j]) else { return .err("Invalid RETRYCOUNT option argument for XCLAIM") }
+                guard let n = int(rest[j]) else {
+                    return .err("Invalid RETRYCOUNT option argument for XCLAIM")
+                }
                 retry = n
             } else if o == "lastid" && more > 0 {
                 j += 1
@@ -764,7 +786,8 @@ extension DataModel {
                 (hit, created) = (true, true)
             }
             guard hit else { continue }
-            if !created && minIdle > 0 && now &- Int64(clamping: s.groups[g].pending[at].deliveryMs) < minIdle {
+            if !created && minIdle > 0 && now &- Int64(clamping: s.groups[g].pending[at].deliveryMs) < minIdle
+            {
                 continue
             }
             if !touched {
@@ -803,7 +826,9 @@ extension DataModel {
             let more = rest.count - 1 - j
             let o = streamWord(rest[j])
             if o == "count" && more > 0 {
-                guard let n = int(rest[j + 1]), n >= 1, n <= Int64.max / 160 else { return .err("COUNT must be > 0") }
+                guard let n = int(rest[j + 1]), n >= 1, n <= Int64.max / 160 else {
+                    return .err("COUNT must be > 0")
+                }
                 count = Int(n)
                 j += 1
             } else if o == "justid" {
@@ -879,14 +904,17 @@ extension DataModel {
 
     /// XACKADD's arguments after the key: group, id, then `FIELDS n field value …` groups.
     public static func parseAckAdd(_ rest: [[UInt8]]) -> StreamParsed<([UInt8], StreamID, [[[UInt8]]])> {
-        guard rest.count >= 2 else { return .failure(.err("wrong number of arguments for 'xackadd' command")) }
+        guard rest.count >= 2 else {
+            return .failure(.err("wrong number of arguments for 'xackadd' command"))
+        }
         guard let id = StreamID.parse(rest[1], strict: true) else { return .failure(badStreamID) }
         var batches: [[[UInt8]]] = []
         var i = 2
         while i < rest.count {
             guard streamWord(rest[i]) == "fields", i + 1 < rest.count else { return .failure(.syntax) }
             guard let n = int(rest[i + 1]), n >= 1, n <= Int64(rest.count - i - 2) / 2 else {
-                return .failure(.err("FIELDS takes a number of field-value pairs (at least 1) that follow it"))
+                return .failure(
+                    .err("FIELDS takes a number of field-value pairs (at least 1) that follow it"))
             }
             batches.append(Array(rest[(i + 2)..<(i + 2 + 2 * Int(n))]))
             i += 2 + 2 * Int(n)
@@ -897,7 +925,9 @@ extension DataModel {
     /// An interval bound: `(` exclusive, `-`/`+` the ends (not exclusive).
     static func parseIntervalID(_ b: [UInt8], missingSeq: UInt64) -> (StreamID, Bool)? {
         if b.first == UInt8(ascii: "(") && b.count > 1 {
-            return StreamID.parse(Array(b.dropFirst()), missingSeq: missingSeq, strict: true).map { ($0, true) }
+            return StreamID.parse(Array(b.dropFirst()), missingSeq: missingSeq, strict: true).map {
+                ($0, true)
+            }
         }
         return StreamID.parse(b, missingSeq: missingSeq).map { ($0, false) }
     }
@@ -910,8 +940,11 @@ extension DataModel {
     /// not one: `xlen k`, `xrange k start end [count n]`, `xrevrange k end start [count n]`,
     /// `xread k id count` (one stream of an XREAD, normalised), `xpending k group […]`,
     /// `xinfo k stream|groups|consumers …`.
-    static func readStream(_ name: String, _ args: [[UInt8]], _ v: StoredValue?, nowMs: UInt64) -> DataReply? {
-        guard ["xlen", "xrange", "xrevrange", "xread", "xpending", "xinfo"].contains(name) else { return nil }
+    static func readStream(_ name: String, _ args: [[UInt8]], _ v: StoredValue?, nowMs: UInt64) -> DataReply?
+    {
+        guard ["xlen", "xrange", "xrevrange", "xread", "xpending", "xinfo", "xready"].contains(name) else {
+            return nil
+        }
         if let v, v.kind != .stream { return .wrongType }
         let s = v.flatMap { StreamValue($0.bytes) }
         let key = args[1]
@@ -957,9 +990,24 @@ extension DataModel {
             return batch.isEmpty ? .array(nil) : .array(batch.map(entryReply))
         case "xpending":
             return streamPending(key, args, s, now: now)
+        case "xready":
+            // xready k group (XREADGROUP BLOCK's look): 1 when the group has entries after its
+            // last delivered id, 0 when not, NOGROUP when there is no such group.
+            guard args.count == 3, let s, let g = s.group(args[2]) else {
+                return .error(
+                    "NOGROUP No such key '\(text(key))' or consumer group '\(text(args.count > 2 ? args[2] : []))' "
+                        + "in XREADGROUP with GROUP option")
+            }
+            return .integer((s.entries.last.map { $0.id > g.lastID } ?? false) ? 1 : 0)
         default:
             return streamInfo(key, args, s, now: now)
         }
+    }
+
+    /// The last id of the stream in `v` (nil: absent or not a stream): XREAD's `$`.
+    public static func streamLastID(_ v: StoredValue?) -> StreamID? {
+        guard let v, v.kind == .stream else { return nil }
+        return StreamValue(v.bytes)?.lastID
     }
 
     /// XPENDING key group [[IDLE min] start end count [consumer]].
@@ -1006,7 +1054,8 @@ extension DataModel {
                 if k > 0 { perConsumer.append(.array([.bulk(c.name), .bulk(Array(String(k).utf8))])) }
             }
             return .array([
-                .integer(Int64(g.pending.count)), .bulk(first.id.bytes), .bulk(last.id.bytes), .array(perConsumer),
+                .integer(Int64(g.pending.count)), .bulk(first.id.bytes), .bulk(last.id.bytes),
+                .array(perConsumer),
             ])
         }
         var out: [DataReply] = []
@@ -1018,7 +1067,10 @@ extension DataModel {
             let idle = max(0, now &- Int64(clamping: p.deliveryMs))
             if minIdle > 0 && idle < minIdle { continue }
             out.append(
-                .array([.bulk(p.id.bytes), .bulk(p.consumer), .integer(idle), .integer(Int64(clamping: p.deliveries))]))
+                .array([
+                    .bulk(p.id.bytes), .bulk(p.consumer), .integer(idle),
+                    .integer(Int64(clamping: p.deliveries)),
+                ]))
         }
         return .array(out)
     }
@@ -1034,7 +1086,8 @@ extension DataModel {
             var j = 3
             if j < args.count {
                 guard streamWord(args[j]) == "full" else {
-                    return .err("unknown subcommand or wrong number of arguments for 'stream'. Try XINFO HELP.")
+                    return .err(
+                        "unknown subcommand or wrong number of arguments for 'stream'. Try XINFO HELP.")
                 }
                 full = true
                 j += 1
@@ -1101,7 +1154,8 @@ extension DataModel {
                     .array(
                         limited(g.pending).map {
                             .array([
-                                .bulk($0.id.bytes), .bulk($0.consumer), .integer(Int64(clamping: $0.deliveryMs)),
+                                .bulk($0.id.bytes), .bulk($0.consumer),
+                                .integer(Int64(clamping: $0.deliveryMs)),
                                 .integer(Int64(clamping: $0.deliveries)),
                             ])
                         }),

@@ -361,7 +361,10 @@ public struct CommandProcessor: Sendable {
                 inPlace[k] = r
                 continue
             }
-            guard case .call(let c) = dataPlanned(name, args, session) else {
+            // Planned as inside the transaction (a blocking read runs once, without waiting).
+            var inside = session
+            inside.transaction = session.transaction ?? []
+            guard case .call(let c) = dataPlanned(name, args, inside) else {
                 return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
             calls.append(c)

@@ -25,8 +25,11 @@ extension CommandProcessor {
                 default: (1, 1, 1)
                 }
             return CommandSpec(
-                name, arity: c.arity, flags: c.write ? ["write", "denyoom"] : ["readonly"], keys: keys,
-                categories: ["@stream", c.write ? "@write" : "@read"], keySpec: keys.0 == 0 ? [] : [c.write ? "RW" : "RO"],
+                name, arity: c.arity,
+                flags: (c.write ? ["write", "denyoom"] : ["readonly"]) + (keys.0 == 0 ? ["blocking"] : []),
+                keys: keys,
+                categories: ["@stream", c.write ? "@write" : "@read"],
+                keySpec: keys.0 == 0 ? [] : [c.write ? "RW" : "RO"],
                 summary: name == "xackadd"
                     ? "Tern: acknowledges a pending entry and adds follow-up entries, only if this call acknowledged it."
                     : "Redis's \(name.uppercased()) (docs/QUEUE.md).",
@@ -98,10 +101,13 @@ extension CommandProcessor {
                 return .reply(Self.arity("\(name)|\(sub)"))
             }
             if sub == "help" { return .reply(.array(help.map { .simpleString($0) })) }
-            if name == "xinfo" { return call(args[2], [Self.b("xinfo"), args[2], Self.b(sub)] + args[3...], write: false) }
-            return call(args[2], [Self.b("xgroup"), args[2], now, limit, Self.b(sub)] + args[3...], write: true)
+            if name == "xinfo" {
+                return call(args[2], [Self.b("xinfo"), args[2], Self.b(sub)] + args[3...], write: false)
+            }
+            return call(
+                args[2], [Self.b("xgroup"), args[2], now, limit, Self.b(sub)] + args[3...], write: true)
         case "xread", "xreadgroup":
-            return readPlanned(name, args, v3: v3, now: now, limit: limit)
+            return readPlanned(name, args, session, now: now, limit: limit)
         default:
             if c.write { return writeCall(args[1], args[2...]) }
             return call(args[1], [Self.b(name)] + args[1...], write: false)
@@ -157,14 +163,16 @@ extension CommandProcessor {
                 break
             } else if o == "group" && more >= 2 {
                 guard group else {
-                    return .failure(err("The GROUP option is only supported by XREADGROUP. You called XREAD instead."))
+                    return .failure(
+                        err("The GROUP option is only supported by XREADGROUP. You called XREAD instead."))
                 }
                 r.group = args[i + 1]
                 r.consumer = args[i + 2]
                 i += 2
             } else if o == "noack" {
                 guard group else {
-                    return .failure(err("The NOACK option is only supported by XREADGROUP. You called XREAD instead."))
+                    return .failure(
+                        err("The NOACK option is only supported by XREADGROUP. You called XREAD instead."))
                 }
                 r.noAck = true
             } else {
@@ -200,22 +208,37 @@ extension CommandProcessor {
     /// XREAD (one read per stream) and XREADGROUP (one write per stream: delivering changes the
     /// group). One stream is one call (it can join a transaction); several are run together and
     /// are not one atomic step.
-    func readPlanned(_ name: String, _ args: [[UInt8]], v3: Bool, now: [UInt8], limit: [UInt8]) -> DataPlanned {
+    func readPlanned(_ name: String, _ args: [[UInt8]], _ session: Session, now: [UInt8], limit: [UInt8])
+        -> DataPlanned
+    {
+        let v3 = session.version == .v3
         let r: StreamRead
         switch Self.parseStreamRead(name, args) {
         case .failure(let e): return .reply(e)
         case .success(let x): r = x
+        }
+        // BLOCK waits, except inside MULTI (it runs once, as Redis) and for XREADGROUP's history
+        // reads (an id other than `>`: answered at once, as Redis).
+        if r.blockMs != nil && session.transaction == nil
+            && (r.group == nil || r.ids.allSatisfy { $0 == [UInt8(ascii: ">")] })
+        {
+            return .plan(blockingStreamPlan(r, v3: v3, now: now, limit: limit))
         }
         let count = Self.b(String(r.count))
         let calls: [DataCall] = zip(r.keys, r.ids).map { key, id in
             if let g = r.group {
                 return DataCall(
                     key: key,
-                    args: [Self.b("xreadgroup"), key, now, limit, g, r.consumer, count, Self.b(r.noAck ? "1" : "0"), id],
+                    args: [
+                        Self.b("xreadgroup"), key, now, limit, g, r.consumer, count,
+                        Self.b(r.noAck ? "1" : "0"), id,
+                    ],
                     write: true
                 ) { Self.resp($0, v3) }
             }
-            return DataCall(key: key, args: [Self.b("xread"), key, id, count], write: false) { Self.resp($0, v3) }
+            return DataCall(key: key, args: [Self.b("xread"), key, id, count], write: false) {
+                Self.resp($0, v3)
+            }
         }
         let keys = r.keys
         let combine: @Sendable ([RESPValue]) -> RESPValue = { replies in
@@ -253,5 +276,103 @@ extension CommandProcessor {
                     return c.convert(DataModel.read(c.args, v, nowMs: UInt64(max(0, clock() / 1000))))
                 })
         }
+    }
+}
+
+extension CommandProcessor {
+    /// XREAD BLOCK / XREADGROUP BLOCK on `CommandPlan.blocking` (Blocking.swift). An attempt reads
+    /// every stream (a linearizable read each, no Paxos write): XREAD answers what is after each
+    /// id; XREADGROUP looks whether a group has entries after its last delivered id and only then
+    /// delivers (a write), waiting again if another consumer took them meanwhile. `$` is resolved
+    /// to the stream's last id at the first attempt, so entries added while blocked are returned.
+    func blockingStreamPlan(_ r: StreamRead, v3: Bool, now: [UInt8], limit: [UInt8]) -> CommandPlan {
+        let keys = r.keys
+        let timeout: RESPValue = v3 ? .null : .array(nil)
+        let clock = self.clock
+        let count = Self.b(String(r.count))
+        let ms = r.blockMs ?? 0
+        @Sendable func combine(_ replies: [RESPValue]) -> RESPValue? {
+            var out: [RESPValue] = []
+            for (k, reply) in zip(keys, replies) {
+                if case .error = reply { return reply }
+                if case .array(nil) = reply { continue }
+                out.append(.bulkString(k))
+                out.append(reply)
+            }
+            if out.isEmpty { return nil }
+            if v3 { return .map(out) }
+            return .array(stride(from: 0, to: out.count, by: 2).map { .array([out[$0], out[$0 + 1]]) })
+        }
+        let reads = keys.map { ($0, KeyRequest.read) }
+        guard let group = r.group else {
+            // XREAD: `ids` nil until the first attempt resolved `$`.
+            @Sendable func attempt(_ ids: [[UInt8]]?) -> BlockingCall {
+                BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: reads) { replies in
+                    let nowMs = UInt64(max(0, clock() / 1000))
+                    var resolved: [[UInt8]] = []
+                    var answers: [RESPValue] = []
+                    for (k, (key, reply)) in zip(keys, replies).enumerated() {
+                        guard let v = Self.stored(reply) else {
+                            return .answer(Self.failure(reply, write: false))
+                        }
+                        var id = ids?[k] ?? r.ids[k]
+                        if id == [UInt8(ascii: "$")] {
+                            id = Self.b(DataModel.streamLastID(v)?.description ?? "0-0")
+                        }
+                        resolved.append(id)
+                        answers.append(
+                            Self.resp(DataModel.read([Self.b("xread"), key, id, count], v, nowMs: nowMs), v3))
+                    }
+                    if let done = combine(answers) { return .answer(done) }
+                    return .wait(attempt(resolved))
+                }
+            }
+            return .blocking(attempt(nil))
+        }
+        // XREADGROUP with `>` on every stream: look, then deliver.
+        @Sendable func look() -> BlockingCall {
+            BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: reads) { replies in
+                var ready: [[UInt8]] = []
+                for (key, reply) in zip(keys, replies) {
+                    guard let v = Self.stored(reply) else {
+                        return .answer(Self.failure(reply, write: false))
+                    }
+                    switch DataModel.read([Self.b("xready"), key, group], v, nowMs: 0) {
+                    case .error(let e): return .answer(.error(e))
+                    case .integer(1): ready.append(key)
+                    default: continue
+                    }
+                }
+                if ready.isEmpty { return .wait(look()) }
+                let taking = ready
+                let nowMs = Self.b(String(max(0, clock() / 1000)))
+                let writes = taking.map { key in
+                    (
+                        key,
+                        KeyRequest.write(
+                            .data([
+                                Self.b("xreadgroup"), key, nowMs, limit, group, r.consumer, count,
+                                Self.b(r.noAck ? "1" : "0"), [UInt8(ascii: ">")],
+                            ]))
+                    )
+                }
+                return .again(
+                    look().next(writes) { replies in
+                        var answers: [RESPValue] = []
+                        var byKey: [[UInt8]: RESPValue] = [:]
+                        for (key, reply) in zip(taking, replies) {
+                            switch reply {
+                            case .done(.data(let d)): byKey[key] = Self.resp(d, v3)
+                            case .done(.previousForgotten): return .answer(Self.forgotten)
+                            default: return .answer(Self.failure(reply, write: true))
+                            }
+                        }
+                        for key in keys { answers.append(byKey[key] ?? .array(nil)) }
+                        if let done = combine(answers) { return .answer(done) }
+                        return .wait(look())  // taken by another consumer meanwhile
+                    })
+            }
+        }
+        return .blocking(look())
     }
 }

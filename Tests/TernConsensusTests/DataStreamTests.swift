@@ -32,9 +32,13 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         var v = KeyValue()
         #expect(w(&v, "xadd s 5-1 f v") == id("5-1"))
         #expect(v.kind == .stream && r(v, "type s") == .status("stream"))
-        #expect(w(&v, "xadd s 5-1 f v") == err("The ID specified in XADD is equal or smaller than the target stream top item"))
+        #expect(
+            w(&v, "xadd s 5-1 f v")
+                == err("The ID specified in XADD is equal or smaller than the target stream top item"))
         #expect(w(&v, "xadd s 5-* f v") == id("5-2"))
-        #expect(w(&v, "xadd s 4-* f v") == err("The ID specified in XADD is equal or smaller than the target stream top item"))
+        #expect(
+            w(&v, "xadd s 4-* f v")
+                == err("The ID specified in XADD is equal or smaller than the target stream top item"))
         // `*` with a clock behind the last id: the last id's ms, next sequence.
         #expect(w(&v, "xadd s * f v", now: 3) == id("5-3"))
         #expect(w(&v, "xadd s * f v", now: 9) == id("9-0"))
@@ -44,8 +48,12 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(w(&v, "xadd s - f v") == err("Invalid stream ID specified as stream command argument"))
         #expect(w(&v, "xadd s * f") == err("wrong number of arguments for 'xadd' command"))
         #expect(r(v, "xlen s") == .integer(5))
-        #expect(w(&v, "xadd s 18446744073709551615-18446744073709551615 f v") == id("18446744073709551615-18446744073709551615"))
-        #expect(w(&v, "xadd s * f v") == err("The stream has exhausted the last possible ID, unable to add more items"))
+        #expect(
+            w(&v, "xadd s 18446744073709551615-18446744073709551615 f v")
+                == id("18446744073709551615-18446744073709551615"))
+        #expect(
+            w(&v, "xadd s * f v")
+                == err("The stream has exhausted the last possible ID, unable to add more items"))
         // NOMKSTREAM on an absent key: nil, nothing created.
         var none = KeyValue()
         #expect(w(&none, "xadd s nomkstream * f v") == .bulk(nil))
@@ -53,7 +61,9 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         // WRONGTYPE both ways.
         var str = KeyValue()
         str.bytes = b("x")
-        #expect(w(&str, "xadd s * f v") == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(
+            w(&str, "xadd s * f v")
+                == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
         #expect(r(v, "get s") == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
     }
 
@@ -66,9 +76,15 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(w(&v, "xtrim s minid 5") == .integer(1))
         #expect(w(&v, "xtrim s maxlen ~ 0 limit 1") == .integer(1))
         #expect(r(v, "xrange s - +") == .array([entry("6-0", "f", "v6")]))
-        #expect(w(&v, "xadd s maxlen 1 minid 1 * f v") == err("syntax error, MAXLEN and MINID options at the same time are not compatible"))
-        #expect(w(&v, "xadd s maxlen 1 limit 1 * f v") == err("syntax error, LIMIT cannot be used without the special ~ option"))
-        #expect(w(&v, "xadd s limit 1 * f v") == err("syntax error, LIMIT cannot be used without specifying a trimming strategy"))
+        #expect(
+            w(&v, "xadd s maxlen 1 minid 1 * f v")
+                == err("syntax error, MAXLEN and MINID options at the same time are not compatible"))
+        #expect(
+            w(&v, "xadd s maxlen 1 limit 1 * f v")
+                == err("syntax error, LIMIT cannot be used without the special ~ option"))
+        #expect(
+            w(&v, "xadd s limit 1 * f v")
+                == err("syntax error, LIMIT cannot be used without specifying a trimming strategy"))
         #expect(w(&v, "xadd s maxlen -1 * f v") == err("The MAXLEN argument must be >= 0."))
         #expect(w(&v, "xadd s maxlen ~ 1 limit -1 * f v") == err("The LIMIT argument must be >= 0."))
         #expect(w(&v, "xadd s maxlen x * f v") == err("value is not an integer or out of range"))
@@ -84,12 +100,15 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         for k in 1...4 { w(&v, "xadd s \(k)-\(k) f v\(k)") }
         #expect(r(v, "xrange s 2 3") == .array([entry("2-2", "f", "v2"), entry("3-3", "f", "v3")]))
         #expect(r(v, "xrange s (2-2 + count 1") == .array([entry("3-3", "f", "v3")]))
-        #expect(r(v, "xrevrange s + - count 2") == .array([entry("4-4", "f", "v4"), entry("3-3", "f", "v3")]))
+        #expect(
+            r(v, "xrevrange s + - count 2") == .array([entry("4-4", "f", "v4"), entry("3-3", "f", "v3")]))
         #expect(r(v, "xrevrange s (4-4 (1-1") == .array([entry("3-3", "f", "v3"), entry("2-2", "f", "v2")]))
         #expect(r(v, "xrange s - + count 0") == .array(nil))
         #expect(r(v, "xrange s - + count -1") == .array(nil))
         #expect(r(v, "xrange s (- +") == err("Invalid stream ID specified as stream command argument"))
-        #expect(r(v, "xrange s (18446744073709551615-18446744073709551615 +") == err("invalid start ID for the interval"))
+        #expect(
+            r(v, "xrange s (18446744073709551615-18446744073709551615 +")
+                == err("invalid start ID for the interval"))
         #expect(r(v, "xrange s - (0-0") == err("invalid end ID for the interval"))
         #expect(r(v, "xrange s - + foo 1") == err("syntax error"))
         #expect(r(v, "xrange s - + count x") == err("value is not an integer or out of range"))
@@ -103,9 +122,15 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         for k in 1...3 { w(&v, "xadd s \(k)-0 f v") }
         #expect(w(&v, "xdel s 2-0 9-0") == .integer(1))
         #expect(w(&v, "xdel s x") == err("Invalid stream ID specified as stream command argument"))
-        #expect(w(&v, "xsetid s 1-0") == err("The ID specified in XSETID is smaller than the target stream top item"))
-        #expect(w(&v, "xsetid s 5-0 entriesadded 1") == err("The entries_added specified in XSETID is smaller than the target stream length"))
-        #expect(w(&v, "xsetid s 5-0 maxdeletedid 6-0") == err("The ID specified in XSETID is smaller than the provided max_deleted_entry_id"))
+        #expect(
+            w(&v, "xsetid s 1-0")
+                == err("The ID specified in XSETID is smaller than the target stream top item"))
+        #expect(
+            w(&v, "xsetid s 5-0 entriesadded 1")
+                == err("The entries_added specified in XSETID is smaller than the target stream length"))
+        #expect(
+            w(&v, "xsetid s 5-0 maxdeletedid 6-0")
+                == err("The ID specified in XSETID is smaller than the provided max_deleted_entry_id"))
         #expect(w(&v, "xsetid s 5-0 entriesadded -1") == err("entries_added must be positive"))
         #expect(w(&v, "xsetid s 5-0 entriesadded 7") == .ok)
         var none = KeyValue()
@@ -131,14 +156,21 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
                         + "MKSTREAM option to create an empty stream automatically."))
         #expect(w(&v, "xgroup s create g $ mkstream") == .ok)
         #expect(w(&v, "xgroup s create g 0") == .error("BUSYGROUP Consumer Group name already exists"))
-        #expect(w(&v, "xgroup s create g2 0 entriesread -5") == err("value for ENTRIESREAD must be positive or -1"))
-        #expect(w(&v, "xgroup s create g3 0 bar") == err("unknown subcommand or wrong number of arguments for 'create'. Try XGROUP HELP."))
-        #expect(w(&v, "xgroup s setid nog 0") == .error("NOGROUP No such consumer group 'nog' for key name 's'"))
+        #expect(
+            w(&v, "xgroup s create g2 0 entriesread -5")
+                == err("value for ENTRIESREAD must be positive or -1"))
+        #expect(
+            w(&v, "xgroup s create g3 0 bar")
+                == err("unknown subcommand or wrong number of arguments for 'create'. Try XGROUP HELP."))
+        #expect(
+            w(&v, "xgroup s setid nog 0") == .error("NOGROUP No such consumer group 'nog' for key name 's'"))
         #expect(w(&v, "xgroup s destroy nog") == .integer(0))
         for k in 1...3 { w(&v, "xadd s \(k)-0 f v\(k)") }
         // `>`: new entries, into the PEL with this delivery time.
         #expect(w(&v, "xreadgroup s g c1 1 0 >", now: 2000) == .array([entry("1-0", "f", "v1")]))
-        #expect(w(&v, "xreadgroup s g c2 0 0 >", now: 2500) == .array([entry("2-0", "f", "v2"), entry("3-0", "f", "v3")]))
+        #expect(
+            w(&v, "xreadgroup s g c2 0 0 >", now: 2500)
+                == .array([entry("2-0", "f", "v2"), entry("3-0", "f", "v3")]))
         #expect(w(&v, "xreadgroup s g c2 0 0 >") == .array(nil))
         #expect(
             w(&v, "xreadgroup s nog c 0 0 >")
@@ -147,7 +179,9 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
             r(v, "xpending s g")
                 == .array([
                     .integer(3), id("1-0"), id("3-0"),
-                    .array([.array([.bulk(b("c1")), .bulk(b("1"))]), .array([.bulk(b("c2")), .bulk(b("2"))])]),
+                    .array([
+                        .array([.bulk(b("c1")), .bulk(b("1"))]), .array([.bulk(b("c2")), .bulk(b("2"))]),
+                    ]),
                 ]))
         #expect(
             r(v, "xpending s g - + 10", now: 3000)
@@ -174,7 +208,8 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
             w(&v, "xreadgroup s g c2 0 0 0")
                 == .array([.array([id("2-0"), .array(nil)]), entry("3-0", "f", "v3")]))
         #expect(
-            r(v, "xpending s g 3-0 3-0 1 c2") == .array([.array([id("3-0"), .bulk(b("c2")), .integer(0), .integer(2)])]))
+            r(v, "xpending s g 3-0 3-0 1 c2")
+                == .array([.array([id("3-0"), .bulk(b("c2")), .integer(0), .integer(2)])]))
         // XACK: 0 for unknown groups and keys, errors for bad ids.
         #expect(w(&v, "xack s g 1-0 9-0") == .integer(1))
         #expect(w(&v, "xack s nog 1-0") == .integer(0))
@@ -200,9 +235,13 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         // Not idle long enough at 1500; idle enough at 3000.
         #expect(w(&v, "xclaim s g w 1000 1-0", now: 1500) == .array([]))
         #expect(w(&v, "xclaim s g w 1000 1-0", now: 3000) == .array([entry("1-0", "f", "v1")]))
-        #expect(r(v, "xpending s g - + 1", now: 3000) == .array([.array([id("1-0"), .bulk(b("w")), .integer(0), .integer(2)])]))
+        #expect(
+            r(v, "xpending s g - + 1", now: 3000)
+                == .array([.array([id("1-0"), .bulk(b("w")), .integer(0), .integer(2)])]))
         #expect(w(&v, "xclaim s g w 0 2-0 justid retrycount 7 idle 100", now: 3000) == .array([id("2-0")]))
-        #expect(r(v, "xpending s g 2-0 2-0 1", now: 3000) == .array([.array([id("2-0"), .bulk(b("w")), .integer(100), .integer(7)])]))
+        #expect(
+            r(v, "xpending s g 2-0 2-0 1", now: 3000)
+                == .array([.array([id("2-0"), .bulk(b("w")), .integer(100), .integer(7)])]))
         #expect(w(&v, "xclaim s g w x 1-0") == err("Invalid min-idle-time argument for XCLAIM"))
         #expect(w(&v, "xclaim s g w 0 1-0 idle x") == err("Invalid IDLE option argument for XCLAIM"))
         #expect(w(&v, "xclaim s g w 0 1-0 foo") == err("Unrecognized XCLAIM option 'foo'"))
@@ -219,12 +258,15 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         w(&v, "xdel s 3-0")
         #expect(
             w(&v, "xautoclaim s g z 0 0 count 2", now: 4000)
-                == .array([id("4-0"), .array([entry("1-0", "f", "v1"), entry("2-0", "f", "v2")]), .array([])]))
+                == .array([
+                    id("3-0"), .array([entry("1-0", "f", "v1"), entry("2-0", "f", "v2")]), .array([]),
+                ]))
         #expect(
             w(&v, "xautoclaim s g z 0 (2-0 justid", now: 4000)
                 == .array([id("0-0"), .array([id("4-0"), id("5-0")]), .array([id("3-0")])]))
         #expect(w(&v, "xautoclaim s g z 0 0 count 0") == err("COUNT must be > 0"))
-        #expect(w(&v, "xautoclaim s g z 0 x") == err("Invalid stream ID specified as stream command argument"))
+        #expect(
+            w(&v, "xautoclaim s g z 0 x") == err("Invalid stream ID specified as stream command argument"))
         #expect(w(&v, "xautoclaim s nog z 0 0") == .error("NOGROUP No such key 's' or consumer group 'nog'"))
         #expect(w(&v, "xautoclaim s g z 5000 0", now: 5000) == .array([id("0-0"), .array([]), .array([])]))
     }
@@ -238,11 +280,15 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(
             w(&v, "xackadd s g 1-0 fields 1 job a fields 2 job b extra x", now: 7)
                 == .array([.integer(1), .array([id("7-0"), id("7-1")])]))
-        #expect(r(v, "xrange s (1-0 +") == .array([entry("7-0", "job", "a"), entry("7-1", "job", "b", "extra", "x")]))
+        #expect(
+            r(v, "xrange s (1-0 +")
+                == .array([entry("7-0", "job", "a"), entry("7-1", "job", "b", "extra", "x")]))
         // A retry (or a second worker that also held it): nothing acknowledged, nothing added.
         #expect(w(&v, "xackadd s g 1-0 fields 1 job a", now: 8) == .array([.integer(0), .array([])]))
         #expect(r(v, "xlen s") == .integer(3))
-        #expect(w(&v, "xackadd s g 1-0 fields 2 job a") == err("FIELDS takes a number of field-value pairs (at least 1) that follow it"))
+        #expect(
+            w(&v, "xackadd s g 1-0 fields 2 job a")
+                == err("FIELDS takes a number of field-value pairs (at least 1) that follow it"))
         #expect(w(&v, "xackadd s g 1-0 job a") == err("syntax error"))
         #expect(w(&v, "xackadd s nog 1-0") == .error("NOGROUP No such key 's' or consumer group 'nog'"))
         // Over the backlog limit: refused whole — the entry stays pending, nothing added.
@@ -282,19 +328,27 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
             r(v, "xinfo s groups")
                 == .array([
                     .map([
-                        .bulk(b("name")), .bulk(b("g")), .bulk(b("consumers")), .integer(1), .bulk(b("pending")),
-                        .integer(2), .bulk(b("last-delivered-id")), id("2-0"), .bulk(b("entries-read")), .integer(2),
+                        .bulk(b("name")), .bulk(b("g")), .bulk(b("consumers")), .integer(1),
+                        .bulk(b("pending")),
+                        .integer(2), .bulk(b("last-delivered-id")), id("2-0"), .bulk(b("entries-read")),
+                        .integer(2),
                         .bulk(b("lag")), .integer(1),
                     ])
                 ]))
         #expect(
             r(v, "xinfo s consumers g", now: 1500)
                 == .array([
-                    .map([.bulk(b("name")), .bulk(b("c")), .bulk(b("pending")), .integer(2), .bulk(b("idle")), .integer(500)])
+                    .map([
+                        .bulk(b("name")), .bulk(b("c")), .bulk(b("pending")), .integer(2), .bulk(b("idle")),
+                        .integer(500),
+                    ])
                 ]))
-        #expect(r(v, "xinfo s consumers nog") == .error("NOGROUP No such consumer group 'nog' for key name 's'"))
+        #expect(
+            r(v, "xinfo s consumers nog") == .error("NOGROUP No such consumer group 'nog' for key name 's'"))
         #expect(r(KeyValue(), "xinfo s stream") == err("no such key"))
-        #expect(r(v, "xinfo s stream foo") == err("unknown subcommand or wrong number of arguments for 'stream'. Try XINFO HELP."))
+        #expect(
+            r(v, "xinfo s stream foo")
+                == err("unknown subcommand or wrong number of arguments for 'stream'. Try XINFO HELP."))
         guard case .map(let full) = r(v, "xinfo s stream full count 1") else {
             Issue.record("no map")
             return

@@ -1,5 +1,6 @@
 import Foundation
 import TernCore
+import TernServer
 import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(3))) struct StreamProcessTests {
