@@ -3,6 +3,7 @@
 redis-py's parsers expect, in RESP2 and RESP3. Usage: streams.py PORT1 PORT2 [BACKLOG_LIMIT].
 Prints one line per check and "streams redis-py: OK" at the end; exits 1 on the first failure."""
 import sys
+import threading
 import time
 
 import redis
@@ -144,6 +145,20 @@ for proto in (2, 3):
         check("nogroup", False)
     except redis.ResponseError as e:
         check("nogroup", "No such key" in str(e) and "consumer group 'nogroup'" in str(e), e)
+    # Blocking reads: a timeout answers nil; an XADD through another node wakes the reader.
+    started = time.time()
+    check("xread block timeout", r.xread({key: "$"}, block=150) in (None, [], {}))
+    check("xread block waited", time.time() - started >= 0.14, time.time() - started)
+    threading.Timer(0.2, lambda: other.xadd(key, {"wake": "1"})).start()
+    got = r.xread({key: "$"}, block=5000)
+    woke = got[0][1] if proto == 2 else got[key.encode()][0]
+    check("xread block woken", [e[1] for e in woke] == [{b"wake": b"1"}], got)
+    r.xgroup_create(key, "late", id="$")
+    threading.Timer(0.2, lambda: other.xadd(key, {"wake": "2"})).start()
+    got = r.xreadgroup("late", "w", {key: ">"}, block=5000)
+    woke = got[0][1] if proto == 2 else got[key.encode()][0]
+    check("xreadgroup block woken", [e[1] for e in woke] == [{b"wake": b"2"}], got)
+    check("xreadgroup block timeout", r.xreadgroup("late", "w", {key: ">"}, block=100) in (None, [], {}))
     check("xadd maxlen", r.xadd(key, {"a": "b"}, maxlen=1, approximate=False) is not None and r.xlen(key) == 1)
 
     # Overload: beyond the backlog bound XADD is refused; MAXLEN in the same XADD still works.
