@@ -37,6 +37,27 @@ extension CommandProcessor {
         }
     }
 
+    /// XREAD's and XREADGROUP's keys: the first half of what follows STREAMS (Redis's keyword key
+    /// spec), for ACL key patterns; nil for other commands.
+    static func streamReadKeyPositions(_ name: String, _ args: [[UInt8]]) -> [Int]? {
+        guard name == "xread" || name == "xreadgroup" else { return nil }
+        // Walk the options as the command parses them, so a group or consumer named "streams" is
+        // not taken for the keyword.
+        var i = 1
+        while i < args.count {
+            switch word(args[i]) {
+            case "count", "block": i += 2
+            case "group": i += 3
+            case "noack": i += 1
+            case "streams":
+                let n = (args.count - i - 1) / 2
+                return Array((i + 1)..<(i + 1 + n))
+            default: return []
+            }
+        }
+        return []
+    }
+
     static let xgroupHelp = [
         "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
         "CREATE <key> <groupname> <id|$> [option]",

@@ -120,3 +120,23 @@ import Testing
         #expect(wire(["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], session: &s).0 == "+QUEUED\r\n")
     }
 }
+
+@Suite struct StreamACLTests {
+    @Test("ACL key patterns apply to XREAD's and XREADGROUP's streams (the keys after STREAMS)")
+    func keys() async {
+        let p = aclProcessor()
+        var admin = Session(authenticated: true)
+        #expect(
+            await aclRun(p, ["ACL", "SETUSER", "worker", "on", ">w", "~jobs:*", "+@all"], &admin) == "+OK\r\n"
+        )
+        var s = Session(authenticated: true)
+        #expect(await aclRun(p, ["AUTH", "worker", "w"], &s) == "+OK\r\n")
+        let denied = "-NOPERM this user has no permissions to access one of the keys used as arguments\r\n"
+        #expect(
+            await aclRun(p, ["XREAD", "COUNT", "1", "STREAMS", "jobs:a", "secret", "0", "0"], &s) == denied)
+        #expect(
+            await aclRun(p, ["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "secret", ">"], &s) == denied)
+        #expect(await aclRun(p, ["XADD", "secret", "*", "f", "v"], &s) == denied)
+        #expect(await aclRun(p, ["XINFO", "STREAM", "secret"], &s) == denied)
+    }
+}
