@@ -339,6 +339,16 @@ extension DataModel {
                 limitGiven = true
                 i += 1
             } else if xadd {
+                // The id, checked here as Redis does (before LIMIT's errors and the arity).
+                let a = args[i]
+                let msStar = a.count >= 2 && a.suffix(2) == [UInt8(ascii: "-"), UInt8(ascii: "*")]
+                if a != [UInt8(ascii: "*")]
+                    && (msStar
+                        ? StreamID.unsigned(Array(a.dropLast(2))) == nil
+                        : StreamID.parse(a, strict: true) == nil)
+                {
+                    return .failure(badStreamID)
+                }
                 break
             } else {
                 return .failure(.syntax)
@@ -361,8 +371,14 @@ extension DataModel {
         return .success((strategy ? trim : nil, noMk, i))
     }
 
-    /// Removes entries by `trim` (`~` trims exactly here, within LIMIT: Redis's "at least"
-    /// promise holds); answers how many were removed.
+    /// Redis's `stream-node-max-entries`: `~` trims whole nodes of this many entries.
+    static let streamNodeEntries = 100
+
+    /// Removes entries by `trim`; answers how many were removed. `=` trims exactly (LIMIT is
+    /// refused with it). `~` removes only whole nodes as Redis does, counting the entries in
+    /// nodes of 100 from the first (Redis's nodes also close at 4 KiB and keep deleted entries'
+    /// places, so on big or holed streams its count may differ; both keep at least the
+    /// threshold), and at most LIMIT entries.
     static func trimStream(_ s: inout StreamValue, _ trim: StreamTrim) -> Int {
         var n = 0
         if let m = trim.maxLen, s.entries.count > Int(clamping: m) {
@@ -371,6 +387,7 @@ extension DataModel {
             n = s.lowerBound(id)
         }
         if trim.limit > 0 { n = min(n, Int(clamping: trim.limit)) }
+        if trim.approximate { n -= n % streamNodeEntries }
         if n > 0 { s.entries.removeFirst(n) }
         return n
     }
@@ -976,8 +993,8 @@ extension DataModel {
                 count = Int(max(0, n))
                 j += 2
             }
-            if count == 0 { return .array(nil) }
             guard let s else { return .array([]) }
+            if count == 0 { return .array(nil) }
             return .array(s.range(start, end, count: count, rev: rev).map(entryReply))
         case "xread":
             // xread k id count: the entries after id ("$": none), nil when none.

@@ -74,7 +74,10 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(w(&v, "xadd s maxlen 3 6-0 f v6") == id("6-0"))
         #expect(r(v, "xlen s") == .integer(3))
         #expect(w(&v, "xtrim s minid 5") == .integer(1))
-        #expect(w(&v, "xtrim s maxlen ~ 0 limit 1") == .integer(1))
+        // `~` removes whole nodes of 100 entries only (Redis's stream-node-max-entries).
+        #expect(w(&v, "xtrim s maxlen ~ 0 limit 1") == .integer(0))
+        #expect(w(&v, "xtrim s maxlen ~ 0") == .integer(0))
+        #expect(w(&v, "xtrim s maxlen = 1") == .integer(1))
         #expect(r(v, "xrange s - +") == .array([entry("6-0", "f", "v6")]))
         #expect(
             w(&v, "xadd s maxlen 1 minid 1 * f v")
@@ -89,6 +92,13 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(w(&v, "xadd s maxlen ~ 1 limit -1 * f v") == err("The LIMIT argument must be >= 0."))
         #expect(w(&v, "xadd s maxlen x * f v") == err("value is not an integer or out of range"))
         #expect(w(&v, "xtrim s foo 1") == err("syntax error"))
+        #expect(
+            w(&v, "xadd s maxlen = 3 limit 1 x f v")
+                == err("Invalid stream ID specified as stream command argument"))
+        var big = KeyValue()
+        for k in 1...250 { w(&big, "xadd b \(k)-0 f v") }
+        #expect(w(&big, "xtrim b maxlen ~ 10") == .integer(200))
+        #expect(w(&big, "xtrim b minid ~ 250 limit 10") == .integer(0))
         #expect(w(&v, "xtrim s maxlen = 0") == .integer(1))
         // An emptied stream stays (Redis keeps empty streams).
         #expect(r(v, "type s") == .status("stream"))
@@ -113,6 +123,7 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(r(v, "xrange s - + foo 1") == err("syntax error"))
         #expect(r(v, "xrange s - + count x") == err("value is not an integer or out of range"))
         #expect(r(KeyValue(), "xrange s - +") == .array([]))
+        #expect(r(KeyValue(), "xrange s - + count 0") == .array([]))
         #expect(r(KeyValue(), "xlen s") == .integer(0))
     }
 
