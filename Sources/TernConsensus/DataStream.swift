@@ -479,6 +479,14 @@ extension DataModel {
                 case .success(let id):
                     streamAppend(&s, id, fields)
                     if let trim { _ = trimStream(&s, trim) }
+                    // At the backlog bound, `~` trims as far as its threshold exactly: a producer
+                    // that trims is never refused because whole nodes could not go.
+                    if limit > 0 && s.entries.count > Int(clamping: limit), var exact = trim,
+                        exact.approximate
+                    {
+                        exact.approximate = false
+                        _ = trimStream(&s, exact)
+                    }
                     if limit > 0 && s.entries.count > Int(clamping: limit) {
                         return backlogFull(key, limit: limit)
                     }
