@@ -10,6 +10,9 @@ public enum DataMutant: String, Sendable, Hashable, CaseIterable {
     case readsSkipExpiry = "reads-skip-expiry"
     /// Every node's horizon is its own clock, without the skew bound (the node trusts its clock).
     case horizonOwnClock = "horizon-own-clock"
+    /// A transaction (MULTI … EXEC on one key) is applied command by command, each its own
+    /// instance, instead of as one: the bug a refused MULTI once had (issue 12, "Unsafe today").
+    case multiPiecemeal = "multi-piecemeal"
 }
 
 /// One data command as a simulated client saw it. Times are half-ticks, like `HistoryOperation`.
@@ -49,8 +52,9 @@ extension DataOperation {
 }
 
 /// The data workload's state inside a `Simulation` (docs/DATA.md, "Simulator workload"): clients
-/// running hash, sorted-set and expiring-string commands on a few hot keys, each node's wall clock
-/// skewed within the bound, and the history the timed checker judges.
+/// running hash, sorted-set, set, list and expiring-string commands and one-key transactions
+/// (MULTI … EXEC) on a few hot keys, each node's wall clock skewed within the bound, and the
+/// history the timed checker judges.
 struct DataWorkload {
     enum Phase {
         /// The command itself (a write, or a read's linearizable read).
@@ -73,6 +77,10 @@ struct DataWorkload {
         var phase = Phase.command
         /// Reads again after an `expirecheck` found the key written meanwhile.
         var rereads = 0
+        /// The `multi-piecemeal` mutant: the transaction's commands, sent one instance each, and
+        /// the replies so far.
+        var pieces: [[[UInt8]]] = []
+        var pieceReplies: [DataReply] = []
     }
     struct Client {
         var nextAt: UInt64
@@ -156,8 +164,8 @@ extension Simulation {
         data.clients[c].counter += 1
         let n = data.clients[c].counter
         let node = Int(rng.below(3))
-        let kind = rng.below(3)
-        let keyName = ["h", "z", "s"][Int(kind)] + String(rng.below(2))
+        let kind = rng.below(5)
+        let keyName = ["h", "z", "s", "S", "l"][Int(kind)] + String(rng.below(2))
         let k = Self.b(keyName)
         let value = Self.b("v\(c).\(n)")
         let deadline = String(nodeClockMs(node) + 10 + Int64(rng.below(400)))
@@ -165,7 +173,21 @@ extension Simulation {
         var write = true
         let roll = rng.below(100)
         // Expiry commands on every kind of key; the rest by kind.
-        if roll < 10 {
+        if roll >= 88 && (kind == 0 || kind == 4) {
+            // A transaction on the key: two or three writes as one instance (`multi key nowMs
+            // guard (w n args…)…`, as EXEC sends it). Each reply shows the state it met (a list's
+            // length, a counter's value), so an interleaved write shows.
+            var subs: [[[UInt8]]] = []
+            for j in 0..<(2 + Int(rng.below(2))) {
+                if kind == 4 {
+                    subs.append([Self.b(rng.chance(0.5) ? "rpush" : "lpush"), k, Self.b("t\(c).\(n).\(j)")])
+                } else {
+                    subs.append([Self.b("hincrby"), k, Self.b("n"), Self.b(String(rng.below(3) + 1))])
+                }
+            }
+            args = [Self.b("multi"), k, Self.b(String(nodeClockMs(node))), Self.b("-")]
+            for s in subs { args += [Self.b("w"), Self.b(String(s.count))] + s }
+        } else if roll < 10 {
             let cond = ["", "", "nx", "xx", "gt", "lt"][Int(rng.below(6))]
             args = [Self.b("pexpireat"), k, Self.b(deadline), Self.b(String(horizonMs(node)))]
             if !cond.isEmpty { args.append(Self.b(cond)) }
@@ -205,6 +227,32 @@ extension Simulation {
             case (1, _):
                 args = [Self.b("zscore"), k, member]
                 write = false
+            case (3, 0), (3, 1): args = [Self.b("sadd"), k, member, Self.b("m\(rng.below(4))")]
+            case (3, 2): args = [Self.b("srem"), k, member]
+            case (3, 3):
+                args = [Self.b("smembers"), k]
+                write = false
+            case (3, 4):
+                args = [Self.b("scard"), k]
+                write = false
+            case (3, _):
+                args = [Self.b("sismember"), k, member]
+                write = false
+            case (4, 0): args = [Self.b("rpush"), k, value]
+            case (4, 1): args = [Self.b("lpush"), k, value, Self.b("w\(c).\(n)")]
+            case (4, 2): args = [Self.b(rng.chance(0.5) ? "lpop" : "rpop"), k]
+            case (4, 3):
+                switch rng.below(3) {
+                case 0: args = [Self.b("lrem"), k, Self.b("0"), value]
+                case 1: args = [Self.b("ltrim"), k, Self.b("0"), Self.b("4")]
+                default: args = [Self.b("lset"), k, Self.b("0"), value]
+                }
+            case (4, 4):
+                args = [Self.b("lrange"), k, Self.b("0"), Self.b("-1")]
+                write = false
+            case (4, _):
+                args = [Self.b("llen"), k]
+                write = false
             case (_, 0), (_, 1):
                 args = [Self.b("set"), k, value, Self.b("pxat"), Self.b(deadline)]
             case (_, 2): args = [Self.b("set"), k, value]
@@ -218,7 +266,16 @@ extension Simulation {
                 client: c, key: keyName, args: args, write: write, reply: nil, call: callTime, ret: nil))
         data.clients[c].inFlight = DataWorkload.Flight(
             history: data.history.count - 1, key: k, args: args, write: write,
-            rid: RequestID(client: UInt32(2000 + c), counter: n), node: node)
+            rid: RequestID(client: UInt32(2000 + c), counter: n << 4), node: node)
+        if config.dataMutant == .multiPiecemeal && args[0] == Self.b("multi") {
+            var pieces: [[[UInt8]]] = []
+            var i = 4
+            while i + 1 < args.count, let count = Int(String(decoding: args[i + 1], as: UTF8.self)) {
+                pieces.append(Array(args[(i + 2)..<(i + 2 + count)]))
+                i += 2 + count
+            }
+            data.clients[c].inFlight?.pieces = pieces
+        }
         dataSend(c)
     }
 
@@ -236,6 +293,12 @@ extension Simulation {
         guard let n = nodes[f.node] else { return }
         let key = f.key
         switch f.phase {
+        case .command where f.write && !f.pieces.isEmpty:
+            // The mutant: the transaction's next command as an instance of its own.
+            let piece = f.pieces[f.pieceReplies.count]
+            var rid = f.rid
+            rid.counter += UInt64(f.pieceReplies.count)
+            whenRunning(f.node) { n.propose(key: key, .data(piece), id: rid, tag: tag) }
         case .command where f.write:
             whenRunning(f.node) { n.propose(key: key, .data(f.args), id: f.rid, tag: tag) }
         case .command:
@@ -268,6 +331,14 @@ extension Simulation {
         switch (f.phase, outcome) {
         case (_, .retryable): dataAttemptFailed(c, unknown: false)
         case (_, .unknown): dataAttemptFailed(c, unknown: true)
+        case (.command, .done(.data(let r))) where f.write && !f.pieces.isEmpty:
+            f.pieceReplies.append(r)
+            data.clients[c].inFlight = f
+            if f.pieceReplies.count < f.pieces.count {
+                dataSend(c)
+            } else {
+                dataFinish(c, .array(f.pieceReplies))
+            }
         case (.command, .done(.data(let r))) where f.write: dataFinish(c, r)
         case (.command, .done) where f.write:
             // A large reply forgotten by a retry's time: applied, answer unknown.

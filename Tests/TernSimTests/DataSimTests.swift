@@ -2,7 +2,8 @@ import TernConsensus
 import TernSim
 import Testing
 
-/// The data workload (DataWorkload.swift): hash, sorted-set and expiring-string commands under
+/// The data workload (DataWorkload.swift): hash, sorted-set, set, list, expiring-string commands
+/// and one-key transactions under
 /// the simulator's faults, every node's clock skewed within the bound, each key's history checked
 /// against the data model with the expiry rule (docs/DATA.md, "Simulator workload").
 @Suite struct DataSimTests {
@@ -48,5 +49,22 @@ import Testing
             }
         }
         #expect(caught, "horizon-own-clock survived seeds 1–5")
+    }
+
+    @Test("The workload runs sets, lists and one-key transactions, and all their answers are checked")
+    func setsListsTransactions() {
+        let r = simulate(Self.config(2))
+        #expect(r.violations.isEmpty, "\(r.violations.map(\.description))")
+        let answered = r.data.history.filter { $0.ret != nil }
+        for name in ["multi", "sadd", "smembers", "rpush", "lrange", "llen"] {
+            #expect(answered.contains { $0.args[0] == Array(name.utf8) }, "no answered \(name)")
+        }
+    }
+
+    @Test("A transaction applied command by command (one instance each) is caught at seed 1")
+    func multiPiecemealIsCaught() {
+        let r = simulate(Self.config(1, mutant: .multiPiecemeal))
+        #expect(
+            r.violations.contains { $0.check == "data-linearizability" }, "multi-piecemeal survived seed 1")
     }
 }
