@@ -598,11 +598,12 @@ extension DataModel {
             i += 2
         }
         guard exists else { return .err("no such key") }
-        if added != -1 && Int64(s.entries.count) > added {
-            return .err("The entries_added specified in XSETID is smaller than the target stream length")
-        }
+        // Redis's order: the top item first, then the length.
         if let last = s.entries.last, id < last.id {
             return .err("The ID specified in XSETID is smaller than the target stream top item")
+        }
+        if added != -1 && Int64(s.entries.count) > added {
+            return .err("The entries_added specified in XSETID is smaller than the target stream length")
         }
         s.lastID = id
         if added != -1 { s.entriesAdded = UInt64(added) }

@@ -136,6 +136,10 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(
             w(&v, "xsetid s 1-0")
                 == err("The ID specified in XSETID is smaller than the target stream top item"))
+        // Redis checks the top item before entries_added.
+        #expect(
+            w(&v, "xsetid s 1-0 entriesadded 0")
+                == err("The ID specified in XSETID is smaller than the target stream top item"))
         #expect(
             w(&v, "xsetid s 5-0 entriesadded 1")
                 == err("The entries_added specified in XSETID is smaller than the target stream length"))
