@@ -341,8 +341,14 @@ extension CommandProcessor {
                             id = Self.b(DataModel.streamLastID(v)?.description ?? "0-0")
                         }
                         resolved.append(id)
-                        answers.append(
-                            Self.resp(DataModel.read([Self.b("xread"), key, id, count], v, nowMs: nowMs), v3))
+                        let answer = DataModel.read([Self.b("xread"), key, id, count], v, nowMs: nowMs)
+                        // Once blocked, a key that became another kind is waited on (Redis serves
+                        // a blocked XREAD only from a stream); the first attempt answers WRONGTYPE.
+                        if ids != nil, case .error = answer {
+                            answers.append(.array(nil))
+                            continue
+                        }
+                        answers.append(Self.resp(answer, v3))
                     }
                     if let done = combine(answers) { return .answer(done) }
                     return .wait(attempt(resolved))
@@ -351,7 +357,10 @@ extension CommandProcessor {
             return .blocking(attempt(nil))
         }
         // XREADGROUP with `>` on every stream: look, then deliver.
-        @Sendable func look() -> BlockingCall {
+        // Once blocked, a stream deleted or turned into another kind ends the wait with Redis's
+        // UNBLOCKED error; at the first attempt it is NOGROUP or WRONGTYPE, as without BLOCK.
+        let gone = RESPValue.error("UNBLOCKED the stream key no longer exists")
+        @Sendable func look(first: Bool = false) -> BlockingCall {
             BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: reads) { replies in
                 var ready: [[UInt8]] = []
                 for (key, reply) in zip(keys, replies) {
@@ -359,6 +368,7 @@ extension CommandProcessor {
                         return .answer(Self.failure(reply, write: false))
                     }
                     switch DataModel.read([Self.b("xready"), key, group], v, nowMs: 0) {
+                    case .error where !first && (v == nil || v?.kind != .stream): return .answer(gone)
                     case .error(let e): return .answer(.error(e))
                     case .integer(1): ready.append(key)
                     default: continue
@@ -383,6 +393,9 @@ extension CommandProcessor {
                         var byKey: [[UInt8]: RESPValue] = [:]
                         for (key, reply) in zip(taking, replies) {
                             switch reply {
+                            case .done(.data(.error(let e)))
+                            where e.hasPrefix("NOGROUP") || e.hasPrefix("WRONGTYPE"):
+                                return .answer(gone)  // changed between the look and the take
                             case .done(.data(let d)): byKey[key] = Self.resp(d, v3)
                             case .done(.previousForgotten): return .answer(Self.forgotten)
                             default: return .answer(Self.failure(reply, write: true))
@@ -394,6 +407,6 @@ extension CommandProcessor {
                     })
             }
         }
-        return .blocking(look())
+        return .blocking(look(first: true))
     }
 }

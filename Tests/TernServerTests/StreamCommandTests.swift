@@ -140,3 +140,52 @@ import Testing
         #expect(await aclRun(p, ["XINFO", "STREAM", "secret"], &s) == denied)
     }
 }
+
+@Suite struct StreamBlockingTests {
+    /// The blocking plan of `args`, its first attempt run on `first`, then (if it waits) the
+    /// next attempt on `then`: the answer, "WAIT" or "AGAIN".
+    func twoAttempts(_ args: [String], first: [NodeReply], then: [NodeReply]) -> String {
+        var s = Session(authenticated: true)
+        let p = CommandProcessor(password: nil, maxValueBytes: 16)
+        guard case .blocking(let call) = p.plan(RESPCommand(args: args.map { Array($0.utf8) }), session: &s),
+            case .wait(let next) = call.step(first)
+        else { return "no wait" }
+        switch next.step(then) {
+        case .answer(.error(let e)): return "-" + e
+        case .answer: return "answer"
+        case .again: return "AGAIN"
+        case .wait: return "WAIT"
+        }
+    }
+
+    func stream(_ lines: [[String]]) -> StoredValue {
+        var v = KeyValue()
+        for (i, line) in lines.enumerated() {
+            v = v.applying(
+                [(.data(bytes(line)), RequestID(client: 1, counter: UInt64(i + 1)))], window: 8,
+                instance: UInt64(i + 1))
+        }
+        return StoredValue(kind: v.kind, deadlineMs: 0, bytes: v.bytes!)
+    }
+
+    @Test(
+        "Once blocked: XREADGROUP's stream deleted or retyped ends with UNBLOCKED; XREAD waits on (Redis's suite)"
+    )
+    func keyChanged() {
+        let grouped = stream([
+            ["xadd", "s", "1", "0", "1-0", "f", "v"], ["xgroup", "s", "1", "0", "create", "g", "$"],
+        ])
+        let text = StoredValue(kind: .set, deadlineMs: 0, bytes: [])
+        let readGroup = ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"]
+        #expect(
+            twoAttempts(readGroup, first: [.typed(grouped)], then: [.value(nil)])
+                == "-UNBLOCKED the stream key no longer exists")
+        #expect(
+            twoAttempts(readGroup, first: [.typed(grouped)], then: [.typed(text)])
+                == "-UNBLOCKED the stream key no longer exists")
+        #expect(twoAttempts(readGroup, first: [.typed(grouped)], then: [.typed(grouped)]) == "WAIT")
+        let read = ["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]
+        #expect(twoAttempts(read, first: [.typed(grouped)], then: [.typed(text)]) == "WAIT")
+        #expect(twoAttempts(read, first: [.typed(grouped)], then: [.value(nil)]) == "WAIT")
+    }
+}
