@@ -13,6 +13,7 @@ public enum ValueKind: UInt8, Sendable, Hashable, CaseIterable {
     case set = 2
     case zset = 3
     case list = 4
+    case stream = 5
 
     /// TYPE's answer.
     public var name: String {
@@ -22,6 +23,7 @@ public enum ValueKind: UInt8, Sendable, Hashable, CaseIterable {
         case .set: "set"
         case .zset: "zset"
         case .list: "list"
+        case .stream: "stream"
         }
     }
 }
@@ -186,6 +188,7 @@ public enum DataModel {
         default:
             if let r = applyZSet(name, args, &v) { return r }
             if let r = applyList(name, args, &v) { return r }
+            if let r = applyStream(name, args, &v) { return r }
             return .err("unknown data command '\(name)'")
         }
     }

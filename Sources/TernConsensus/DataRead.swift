@@ -30,6 +30,7 @@ extension DataModel {
             return .array([.integer(Int64(v.kind.rawValue)), .integer(Int64(v.deadlineMs)), .bulk(v.bytes)])
         default: break
         }
+        if let r = readStream(name, args, v, nowMs: nowMs) { return r }
         guard let v else { return absent(name, args) }
         switch name {
         case "get", "strlen", "getrange", "substr":

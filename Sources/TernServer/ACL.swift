@@ -683,7 +683,9 @@ public final class AccessControl: Sendable {
                 return .error(
                     "NOPERM this user has no permissions to access one of the channels used as arguments")
             }
-            for p in spec.keyPositions(args.count) where !u.permits(key: args[p]) {
+            let positions =
+                CommandProcessor.streamReadKeyPositions(spec.name, args) ?? spec.keyPositions(args.count)
+            for p in positions where !u.permits(key: args[p]) {
                 if log {
                     s.deniedKeys += 1
                     s.log.add(

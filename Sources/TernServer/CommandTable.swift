@@ -426,6 +426,7 @@ public struct CommandTable: Sendable {
         var all = (CommandSpec.redis + [CommandSpec.acl]).map { $0.withRedisTips() }
         let known = Set(all.map(\.name))
         all += CommandProcessor.dataSpecs.filter { !known.contains($0.name) }
+        all += CommandProcessor.streamSpecs.filter { !known.contains($0.name) }
         for m in modules { all += m.commandSpecs }
         commands = all
         var index: [String: CommandSpec] = [:]

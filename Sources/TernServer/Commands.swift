@@ -204,6 +204,8 @@ public struct CommandProcessor: Sendable {
     public private(set) var commandTable = CommandTable(modules: [])
     /// Client connections allowed at once (CONFIG GET maxclients; enforced by the front end).
     public var maxClients = 10_000
+    /// A stream's backlog bound (`stream_max_entries`): XADD beyond it is refused (docs/QUEUE.md).
+    public var streamMaxEntries = ServerConfig.streamMaxEntriesDefault
     /// Per client, reply bytes waiting for the client past which it is disconnected.
     public var clientOutputBytesMax = 64 << 20
     /// All clients' query and output buffers together (Redis 7's maxmemory-clients).
@@ -359,7 +361,10 @@ public struct CommandProcessor: Sendable {
                 inPlace[k] = r
                 continue
             }
-            guard case .call(let c) = dataPlanned(name, args, session) else {
+            // Planned as inside the transaction (a blocking read runs once, without waiting).
+            var inside = session
+            inside.transaction = session.transaction ?? []
+            guard case .call(let c) = dataPlanned(name, args, inside) else {
                 return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
             calls.append(c)

@@ -152,6 +152,7 @@ extension CommandProcessor {
 
     /// The planned form of data command `name`, nil when `name` is not one.
     func dataPlanned(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataPlanned? {
+        if let s = streamPlanned(name, args, session) { return s }
         guard let c = Self.dataCommands[name] else { return nil }
         guard c.arity >= 0 ? args.count == c.arity : args.count >= -c.arity else {
             return .reply(Self.arity(name))
@@ -593,6 +594,7 @@ extension CommandProcessor {
             let items = DataModel.decodeZSet(bytes)
             return items.count <= 128 && items.allSatisfy({ $0.member.count <= 64 }) ? "listpack" : "skiplist"
         case .list: return "quicklist"
+        case .stream: return "stream"
         }
     }
 

@@ -176,6 +176,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_node:\(id.rawValue)\r\ntern_campus:\(me.campus)\r\ntern_cluster:\(map.name)\r\n"
         }
         processor.maxClients = config.maxClients
+        processor.streamMaxEntries = config.streamMaxEntries
         processor.bind = client.host
         processor.dataDirectory = dataDirectory
         processor.hz = max(1, 1000 / config.tickMilliseconds)

@@ -15,6 +15,7 @@ import TOMLKit
 /// forward_timeout_ms = 300    # a forwarded attempt waits this long before another replica
 /// keys_loaded_max = 1000000   # idle keys kept in memory
 /// max_clients = 10000         # client connections at once (Redis's maxclients)
+/// stream_max_entries = 10000  # a stream's backlog bound: XADD beyond it is refused (docs/QUEUE.md)
 /// client_output_buffer_limit = 67108864  # reply bytes a client may leave unread, then it is closed
 /// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
 /// fsync = "thread"            # "thread": one fsync thread hands back per group; "inline": the loop fsyncs
@@ -53,6 +54,11 @@ public struct ServerConfig: Sendable, Hashable {
     public var forwardTimeoutMilliseconds = 300
     public var keysLoadedMax = 1_000_000
     public var maxClients = 10_000
+    /// A stream's backlog bound: XADD that would leave more entries is refused (docs/QUEUE.md).
+    public var streamMaxEntries = Self.streamMaxEntriesDefault
+    /// Every XADD rewrites the whole stream (it is one value): 10 000 entries of ~100 bytes is
+    /// ~1 MiB per write, the most a hot key should carry.
+    public static let streamMaxEntriesDefault = 10_000
     public var clientOutputBufferLimit = 64 << 20
     public var maxMemoryClients = 1 << 30
     /// Where the store's fsyncs run (docs/SERVER.md, "One loop per process").
@@ -119,7 +125,7 @@ public struct ServerConfig: Sendable, Hashable {
 
     static let keys: Set<String> = [
         "secret", "password", "aclfile", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
-        "forward_timeout_ms", "keys_loaded_max", "max_clients",
+        "forward_timeout_ms", "keys_loaded_max", "max_clients", "stream_max_entries",
         "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
         "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall", "protected_mode",
         "admin_token",
@@ -176,6 +182,7 @@ public struct ServerConfig: Sendable, Hashable {
         forwardTimeoutMilliseconds = try int("forward_timeout_ms", 5...60_000) ?? forwardTimeoutMilliseconds
         keysLoadedMax = try int("keys_loaded_max", 16...(1 << 40)) ?? keysLoadedMax
         maxClients = try int("max_clients", 1...1_000_000) ?? maxClients
+        streamMaxEntries = try int("stream_max_entries", 1...10_000_000) ?? streamMaxEntries
         clientOutputBufferLimit =
             try int("client_output_buffer_limit", (1 << 20)...(1 << 40)) ?? clientOutputBufferLimit
         maxMemoryClients = try int("maxmemory_clients", (16 << 20)...(1 << 44)) ?? maxMemoryClients
@@ -361,6 +368,7 @@ public struct ServerConfig: Sendable, Hashable {
         out += "forward_timeout_ms = \(forwardTimeoutMilliseconds)\n"
         out += "keys_loaded_max = \(keysLoadedMax)\n"
         out += "max_clients = \(maxClients)\n"
+        out += "stream_max_entries = \(streamMaxEntries)\n"
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
         if fsyncInline { out += "fsync = \"inline\"\n" }  // the default is left out
