@@ -186,6 +186,7 @@ public enum DataModel {
         default:
             if let r = applyZSet(name, args, &v) { return r }
             if let r = applyList(name, args, &v) { return r }
+            if let r = applyTake(name, args, &v) { return r }
             return .err("unknown data command '\(name)'")
         }
     }
