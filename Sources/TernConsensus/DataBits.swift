@@ -79,7 +79,8 @@ extension DataModel {
             let start = args.count > 3 ? int(args[3]) ?? 0 : 0
             let end = hasEnd ? int(args[4]) ?? -1 : -1
             let bits = args.count > 5 && args[5] == Array("bit".utf8)
-            if s.isEmpty { return .integer(want == 1 ? -1 : 0) }
+            // An empty string holds neither bit (an absent key is answered by `absent`).
+            if s.isEmpty { return .integer(-1) }
             guard let r = bitRange(start, end, bytes: s.count, bits: bits) else { return .integer(-1) }
             for i in r where (s[i >> 3] >> UInt8(7 - (i & 7))) & 1 == want { return .integer(Int64(i)) }
             // Redis: looking for a clear bit without an explicit end, the string is taken as

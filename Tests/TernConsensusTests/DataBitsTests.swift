@@ -70,6 +70,10 @@ private let wrongType = DataReply.error("WRONGTYPE Operation against a key holdi
         apply(&v, cmd("set k") + [[0xff, 0xff]])
         #expect(read(v, "bitpos k 0") == .integer(16))
         #expect(read(v, "bitpos k 0 0 -1") == .integer(-1))
+        // An existing empty string holds no bit at all (an absent key: a clear bit at 0).
+        apply(&v, cmd("set k") + [[]])
+        #expect(read(v, "bitpos k 0") == .integer(-1))
+        #expect(read(v, "bitpos k 1") == .integer(-1))
     }
 
     @Test("BITOP: AND OR XOR pad the shorter inputs with zeros; NOT flips")
