@@ -243,7 +243,9 @@ extension CommandProcessor {
         case "setrange":
             guard let off = KeyValue.strictInteger(args[2]) else { return .reply(Self.notInteger) }
             guard off >= 0 else { return .reply(Self.err("offset is out of range")) }
-            guard off + Int64(args[3].count) <= Int64(maxValueBytes) else {
+            // Overflow-checked: SETRANGE k 9223372036854775807 A trapped here and stopped the node.
+            let (end, overflow) = off.addingReportingOverflow(Int64(args[3].count))
+            guard !overflow, end <= Int64(maxValueBytes) else {
                 return .reply(Self.err("string exceeds maximum allowed size (proto-max-bulk-len)"))
             }
             return write(key, a + [Self.b(String(maxValueBytes))], v3)

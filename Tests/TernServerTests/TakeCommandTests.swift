@@ -83,6 +83,13 @@ private let wrongType = RESPValue.error("WRONGTYPE Operation against a key holdi
         let (text, reqs) = wire(["INCRBYFLOAT", "k", "+inf"], replies: [modelError], session: &s)
         #expect(reqs.count == 1 && text == "-ERR increment would produce NaN or Infinity\r\n")
         #expect(wire(["HINCRBYFLOAT", "h", "f", "+inf"]) == "-ERR value is NaN or Infinity\r\n")
+        // Found by Redis's "SETRANGE with huge offset": the offset plus the value's length overflowed
+        // and stopped the node.
+        for offset in ["9223372036854775807", "2147483647"] {
+            #expect(
+                wire(["SETRANGE", "k", offset, "A"])
+                    == "-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n")
+        }
     }
 
     @Test("Inside MULTI a blocking pop of one key joins as its one-key write; of two keys it cannot")
