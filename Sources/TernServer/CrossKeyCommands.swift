@@ -86,7 +86,8 @@ extension KeyspaceService {
                 }
             }
             let dest = name == "sintercard" ? nil : keys.removeFirst()
-            let op = String(name.prefix(name == "sintercard" ? 5 : name.count - 5))
+            // "sinter" (6 letters) for SINTERCARD: its first 5 ("sinte") fell through to the union.
+            let op = name == "sintercard" ? "sinter" : String(name.dropLast(5))
             let sources = keys
             let limitCount = limit
             return barrier {

@@ -261,6 +261,13 @@ private let wrongType = RESPValue.error("WRONGTYPE Operation against a key holdi
         _ = try await a.send(["RPUSH", "li", "x"])
         #expect(try await a.send(["BITOP", "AND", "bd", "li"]) == wrongType)
 
+        // SINTERCARD intersects (it counted the union: Redis's "SINTERCARD with two sets").
+        _ = try await a.send(["SADD", "s1", "a", "b", "c", "d"])
+        _ = try await a.send(["SADD", "s2", "c", "d", "e"])
+        #expect(try await a.send(["SINTERCARD", "2", "s1", "s2"]) == .integer(2))
+        #expect(try await a.send(["SINTERCARD", "2", "s1", "s2", "LIMIT", "1"]) == .integer(1))
+        #expect(try await a.send(["SINTERCARD", "1", "s1"]) == .integer(4))
+
         // LMOVE/RPOPLPUSH between two keys.
         _ = try await a.send(["RPUSH", "src", "a", "b", "c"])
         #expect(try await a.send(["RPOPLPUSH", "src", "dst"]) == bulk("c"))
