@@ -189,6 +189,7 @@ public enum DataModel {
             if let r = applyZSet(name, args, &v) { return r }
             if let r = applyList(name, args, &v) { return r }
             if let r = applyStream(name, args, &v) { return r }
+            if let r = applyTake(name, args, &v) { return r }
             return .err("unknown data command '\(name)'")
         }
     }

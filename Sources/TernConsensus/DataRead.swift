@@ -46,6 +46,7 @@ extension DataModel {
         default:
             if let r = readZSet(name, args, v) { return r }
             if let r = readList(name, args, v) { return r }
+            if let r = readBits(name, args, v) { return r }
             return .err("unknown data command '\(name)'")
         }
     }
@@ -57,8 +58,9 @@ extension DataModel {
             "getrange" where false:
             return .bulk(nil)
         case "strlen", "hlen", "scard", "zcard", "llen", "hexists", "sismember", "hstrlen", "zcount",
-            "zlexcount":
+            "zlexcount", "getbit", "bitcount":
             return .integer(0)
+        case "bitpos": return .integer(args.count > 2 && args[2] == [UInt8(ascii: "1")] ? -1 : 0)
         case "getrange", "substr": return .bulk([])
         case "hmget", "zmscore": return .array(Array(repeating: .bulk(nil), count: max(0, args.count - 2)))
         case "smismember": return .array(Array(repeating: .integer(0), count: max(0, args.count - 2)))

@@ -322,7 +322,7 @@ public struct CommandProcessor: Sendable {
             let reply: RESPValue
             switch dataPlanned(name, args, session) {
             case .call(let c):
-                let keys = Set((session.transaction ?? []).map { $0[1] } + [c.key])
+                let keys = Set((session.transaction ?? []).compactMap(Self.queuedKey) + [c.key])
                 if keys.count > 1 {
                     reply = Self.crossKey
                 } else {
@@ -345,6 +345,15 @@ public struct CommandProcessor: Sendable {
         }
     }
 
+    /// The key of a queued command (its first key position: LMPOP's is the third argument), nil
+    /// for the keyless ones (PING, ECHO).
+    static func queuedKey(_ args: [[UInt8]]) -> [UInt8]? {
+        let name = String(decoding: args[0], as: UTF8.self).lowercased()
+        guard name != "ping" && name != "echo" else { return nil }
+        let at = dataCommands[name]?.keys.0 ?? 1
+        return at < args.count ? args[at] : nil
+    }
+
     /// EXEC's plan: the queued commands (planned again, now) as one `multi` write on their key.
     func exec(_ queued: [[[UInt8]]], watched: [[UInt8]: String?], _ session: Session) -> CommandPlan {
         var calls: [DataCall] = []
@@ -361,7 +370,8 @@ public struct CommandProcessor: Sendable {
                 inPlace[k] = r
                 continue
             }
-            // Planned as inside the transaction (a blocking read runs once, without waiting).
+            // Planned as inside the transaction (a blocking pop then joins as its one-key write; a
+            // blocking stream read runs once, without waiting).
             var inside = session
             inside.transaction = session.transaction ?? []
             guard case .call(let c) = dataPlanned(name, args, inside) else {

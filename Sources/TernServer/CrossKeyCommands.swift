@@ -65,10 +65,10 @@ extension KeyspaceService {
             var keys = Array(args.dropFirst())
             var limit = 0
             if name == "sintercard" {
-                guard let n = KeyValue.strictInteger(args[1]) else {
-                    return .reply(CommandProcessor.notInteger)
+                // Redis answers a numkeys that is not a number as it answers 0.
+                guard let n = KeyValue.strictInteger(args[1]), n > 0 else {
+                    return .reply(CommandProcessor.err("numkeys should be greater than 0"))
                 }
-                guard n > 0 else { return .reply(CommandProcessor.err("numkeys should be greater than 0")) }
                 guard Int(n) <= args.count - 2 else {
                     return .reply(CommandProcessor.err("Number of keys can't be greater than number of args"))
                 }
@@ -78,15 +78,16 @@ extension KeyspaceService {
                     guard rest.count == 2, CommandProcessor.word(rest[0]) == "limit" else {
                         return .reply(CommandProcessor.syntax)
                     }
-                    guard let l = KeyValue.strictInteger(rest[1]) else {
-                        return .reply(CommandProcessor.notInteger)
+                    // Redis answers a LIMIT that is not a number as it answers a negative one.
+                    guard let l = KeyValue.strictInteger(rest[1]), l >= 0 else {
+                        return .reply(CommandProcessor.err("LIMIT can't be negative"))
                     }
-                    guard l >= 0 else { return .reply(CommandProcessor.err("LIMIT can't be negative")) }
                     limit = Int(l)
                 }
             }
             let dest = name == "sintercard" ? nil : keys.removeFirst()
-            let op = String(name.prefix(name == "sintercard" ? 5 : name.count - 5))
+            // "sinter" (6 letters) for SINTERCARD: its first 5 ("sinte") fell through to the union.
+            let op = name == "sintercard" ? "sinter" : String(name.dropLast(5))
             let sources = keys
             let limitCount = limit
             return barrier {
@@ -146,10 +147,7 @@ extension KeyspaceService {
             let at = storing ? 2 : 1
             guard let n = KeyValue.strictInteger(args[at]) else { return .reply(CommandProcessor.notInteger) }
             guard n > 0 else {
-                return .reply(
-                    name == "zintercard"
-                        ? CommandProcessor.err("numkeys should be greater than 0")
-                        : CommandProcessor.err("at least 1 input key is needed for '\(name)' command"))
+                return .reply(CommandProcessor.err("at least 1 input key is needed for '\(name)' command"))
             }
             guard Int(n) <= args.count - at - 1 else { return .reply(CommandProcessor.syntax) }
             let keys = Array(args[(at + 1)..<(at + 1 + Int(n))])
@@ -179,10 +177,9 @@ extension KeyspaceService {
                     withScores = true
                     i += 1
                 } else if w == "limit" && name == "zintercard" && i + 1 < args.count {
-                    guard let l = KeyValue.strictInteger(args[i + 1]) else {
-                        return .reply(CommandProcessor.notInteger)
+                    guard let l = KeyValue.strictInteger(args[i + 1]), l >= 0 else {
+                        return .reply(CommandProcessor.err("LIMIT can't be negative"))
                     }
-                    guard l >= 0 else { return .reply(CommandProcessor.err("LIMIT can't be negative")) }
                     limit = Int(l)
                     i += 2
                 } else {

@@ -79,13 +79,17 @@ extension CommandProcessor {
             ])
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
         add("list", true, [("blpop", -3), ("brpop", -3)], keys: (1, -2, 1))
+        add("bitmap", true, [("setbit", 4)])
+        add("bitmap", false, [("getbit", 3), ("bitcount", -2), ("bitpos", -3)])
+        add("string", false, [("lcs", -3)], keys: (1, 2, 1))
         add("server", false, [("memory", -2)], keys: (2, 2, 1))
         add("generic", false, [("object", -2)], keys: (2, 2, 1))
+        for (n, c) in takeCommands { t[n] = c }
         return t
     }()
 
     /// The data commands that may block (COMMAND's `blocking` flag, INFO's blocked_clients).
-    static let blockingCommands: Set<String> = ["blpop", "brpop"]
+    static let blockingCommands: Set<String> = Set(["blpop", "brpop"]).union(takeBlocking)
 
     /// COMMAND's entries for the data commands.
     static var dataSpecs: [CommandSpec] {
@@ -176,6 +180,8 @@ extension CommandProcessor {
         if name == "object" {
             return objectPlan(args, v3)
         }
+        if let p = bitPlanned(name, args, v3) { return p }
+        if Self.takeCommands[name] != nil { return takePlanned(name, args, session) }
         var a = args
         a[0] = Self.b(name)
         let key = args[1]
@@ -227,7 +233,9 @@ extension CommandProcessor {
             }
             return write(key, [Self.b("incrby"), key, Self.b(String(d))], v3)
         case "incrbyfloat":
-            guard let d = DataModel.parseDouble(args[2]), d.isFinite else {
+            // An infinite increment parses (Redis's strtold) and fails in the model with Redis's
+            // "increment would produce NaN or Infinity".
+            guard DataModel.parseDouble(args[2]) != nil else {
                 return .reply(Self.err("value is not a valid float"))
             }
             return write(key, a, v3)
@@ -236,7 +244,9 @@ extension CommandProcessor {
         case "setrange":
             guard let off = KeyValue.strictInteger(args[2]) else { return .reply(Self.notInteger) }
             guard off >= 0 else { return .reply(Self.err("offset is out of range")) }
-            guard off + Int64(args[3].count) <= Int64(maxValueBytes) else {
+            // Overflow-checked: SETRANGE k 9223372036854775807 A trapped here and stopped the node.
+            let (end, overflow) = off.addingReportingOverflow(Int64(args[3].count))
+            guard !overflow, end <= Int64(maxValueBytes) else {
                 return .reply(Self.err("string exceeds maximum allowed size (proto-max-bulk-len)"))
             }
             return write(key, a + [Self.b(String(maxValueBytes))], v3)
@@ -336,9 +346,11 @@ extension CommandProcessor {
             guard KeyValue.strictInteger(args[3]) != nil else { return .reply(Self.notInteger) }
             return write(key, a, v3)
         case "hincrbyfloat":
-            guard let d = DataModel.parseDouble(args[3]), d.isFinite else {
+            guard let d = DataModel.parseDouble(args[3]) else {
                 return .reply(Self.err("value is not a valid float"))
             }
+            // Redis's own check of the increment (t_hash.c), before the addition's.
+            guard d.isFinite else { return .reply(Self.err("value is NaN or Infinity")) }
             return write(key, a, v3)
         case "hrandfield", "srandmember", "zrandmember":
             if args.count > 2 {
@@ -478,10 +490,13 @@ extension CommandProcessor {
             return zrangePlan(name, args, v3)
         // MARK: lists
         case "blpop", "brpop":
+            if session.transaction != nil && args.count == 3 {
+                return blockingPopInTransaction(name, args, session)
+            }
             return .plan(blockingPopPlan(name, args, session))
         case "lpop", "rpop":
             if args.count > 2 {
-                guard args.count == 3 else { return .reply(Self.syntax) }
+                guard args.count == 3 else { return .reply(Self.arity(name)) }
                 guard let n = KeyValue.strictInteger(args[2]), n >= 0 else {
                     return .reply(Self.err("value is out of range, must be positive"))
                 }
@@ -518,12 +533,8 @@ extension CommandProcessor {
             }
             return read(key, a, v3)
         case "lmove", "rpoplpush":
-            guard args[1] == args[2] else {
-                return .reply(
-                    .error(
-                        "CROSSSLOT \(name.uppercased()) between two keys is not supported by Tern: each key is its own "
-                            + "Paxos group (docs/DATA.md)"))
-            }
+            // Between two keys: a read, a push and a pop (TakeCommands.swift), not one write.
+            guard args[1] == args[2] else { return takePlanned(name, args, session) }
             if name == "rpoplpush" {
                 return write(key, [Self.b("lmove"), key, key, Self.b("right"), Self.b("left")], v3)
             }

@@ -193,7 +193,9 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
 
     // MARK: - Commands
 
-    public var commandSpecs: [CommandSpec] { Self.specs + Self.crossKeySpecs }
+    public var commandSpecs: [CommandSpec] {
+        Self.specs + Self.crossKeySpecs + Self.crossKeyWriteSpecs
+    }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
         let n = args.count
@@ -280,7 +282,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                 return .integer(count)
             }
         default:
-            return crossKeyPlan(name, args, session)
+            return crossKeyPlan(name, args, session) ?? crossKeyWritePlan(name, args)
         }
     }
 
