@@ -80,6 +80,8 @@ extension CommandProcessor {
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
         add("server", false, [("memory", -2)], keys: (2, 2, 1))
         add("generic", false, [("object", -2)], keys: (2, 2, 1))
+        add("generic", false, [("dump", 2)])
+        add("generic", true, [("restore", -4)])
         return t
     }()
 
@@ -168,6 +170,7 @@ extension CommandProcessor {
         if name == "object" {
             return objectPlan(args, v3)
         }
+        if let p = dumpPlanned(name, args, nowMs: nowMs) { return p }
         var a = args
         a[0] = Self.b(name)
         let key = args[1]
@@ -328,9 +331,11 @@ extension CommandProcessor {
             guard KeyValue.strictInteger(args[3]) != nil else { return .reply(Self.notInteger) }
             return write(key, a, v3)
         case "hincrbyfloat":
-            guard let d = DataModel.parseDouble(args[3]), d.isFinite else {
+            guard let d = DataModel.parseDouble(args[3]) else {
                 return .reply(Self.err("value is not a valid float"))
             }
+            // Redis 7's words for an infinite increment (t_hash.c).
+            guard d.isFinite else { return .reply(Self.err("value is NaN or Infinity")) }
             return write(key, a, v3)
         case "hrandfield", "srandmember", "zrandmember":
             if args.count > 2 {
