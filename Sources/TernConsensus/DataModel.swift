@@ -183,6 +183,8 @@ public enum DataModel {
             return applyHash(name, args, &v)
         case "multi":
             return applyTransaction(args, &v, seed: seed, horizonMs: horizonMs)
+        case "restore":
+            return applyRestore(args, &v)
         case "sadd", "srem", "spop":
             return applySet(name, args, &v, seed: seed)
         default:

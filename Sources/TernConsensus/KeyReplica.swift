@@ -64,6 +64,8 @@ public struct KeyReplica: Sendable {
         var acks: [NodeID] = []
         var deadline: UInt64
         var retransmits = 0
+        /// Keyspace events of `value` (`KeyspaceEvents`), published once it is chosen.
+        var events: [String] = []
     }
     enum Phase: Sendable {
         case idle
@@ -409,21 +411,23 @@ public struct KeyReplica: Sendable {
             if ops[k].acceptedAt == nil { ops[k].acceptedAt = instance }
             ops[k].acceptedLast = instance
         }
+        var events: [String]? = ctx.keyEventsOn ? [] : nil
         let value = state.value.applying(
             ops.map { ($0.op, $0.id) }, window: ctx.config.dedupWindow, instance: instance,
-            horizonMs: ctx.expiryHorizonMs)
+            horizonMs: ctx.expiryHorizonMs, events: &events)
         fx.effects.mergedOps += ops.count
-        sendAccept(ballot: ballot, instance: instance, value: value, ops: ops, &fx, &ctx)
+        sendAccept(
+            ballot: ballot, instance: instance, value: value, ops: ops, events: events ?? [], &fx, &ctx)
     }
 
     private mutating func sendAccept(
-        ballot: Ballot, instance: UInt64, value: KeyValue, ops: [PendingOp], _ fx: inout Fx,
-        _ ctx: inout NodeContext
+        ballot: Ballot, instance: UInt64, value: KeyValue, ops: [PendingOp], events: [String] = [],
+        _ fx: inout Fx, _ ctx: inout NodeContext
     ) {
         phase = .accepting(
             Accepting(
                 ballot: ballot, instance: instance, value: value, ops: ops,
-                deadline: ctx.now + ctx.config.retransmitTicks))
+                deadline: ctx.now + ctx.config.retransmitTicks, events: events))
         for n in [me] + peers { fx.send(n, .accept(instance: instance, ballot: ballot, value: value)) }
     }
 
@@ -481,6 +485,9 @@ public struct KeyReplica: Sendable {
 
     private mutating func acceptQuorum(_ a: Accepting, _ fx: inout Fx, _ ctx: inout NodeContext) {
         learnChosen(a.instance, a.value, &fx, &ctx)
+        // Only the proposer that got the instance chosen publishes its events, once (an instance
+        // finished by another proposer's Phase 1 publishes none: best effort, docs/PUBSUB.md).
+        for e in a.events { fx.effects.keyEvents.append(KeyEvent(key: key, event: e)) }
         for n in peers { fx.send(n, .chosen(instance: a.instance, value: a.value)) }
         // Our promise majority for a.ballot still covers the next instance: the fast path.
         fastBallot = a.ballot

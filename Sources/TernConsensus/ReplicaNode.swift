@@ -382,6 +382,7 @@ public final class ReplicaNode {
         }
         for m in fx.messages { outbox.append((m.to, FrameItem(key: key.bytes, message: m.message))) }
         replies += fx.replies
+        if !fx.keyEvents.isEmpty { keyEvents += fx.keyEvents }
         if busyNow, busySet.insert(key).inserted { busy.append(key) }
     }
 
@@ -511,6 +512,21 @@ public final class ReplicaNode {
 
     /// The expiry horizon (Unix ms: wall clock plus the skew bound), set by the shell before it
     /// steps the node; writes this node proposes remove values whose deadline is at or below it.
+    /// Keyspace events of instances this node got chosen, until the shell takes them.
+    var keyEvents: [KeyEvent] = []
+
+    /// The keyspace events raised since the last call (docs/PUBSUB.md); the shell publishes them.
+    public func takeKeyEvents() -> [KeyEvent] {
+        defer { keyEvents = [] }
+        return keyEvents
+    }
+
+    /// Whether proposers list keyspace events (the shell sets it from `notify-keyspace-events`).
+    public var keyEventsOn: Bool {
+        get { ctx.keyEventsOn }
+        set { ctx.keyEventsOn = newValue }
+    }
+
     public var expiryHorizonMs: UInt64 {
         get { ctx.expiryHorizonMs }
         set { ctx.expiryHorizonMs = newValue }

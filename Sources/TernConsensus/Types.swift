@@ -246,6 +246,16 @@ public struct KeyValue: Sendable, Hashable {
     public func applying(
         _ ops: [(Operation, RequestID)], window: Int, instance: UInt64, horizonMs: UInt64 = 0
     ) -> KeyValue {
+        var none: [String]?
+        return applying(ops, window: window, instance: instance, horizonMs: horizonMs, events: &none)
+    }
+
+    /// `applying`, also listing the keyspace events the instance raises (`KeyspaceEvents`) into
+    /// `events` when it is not nil (the proposer, while notifications are on).
+    public func applying(
+        _ ops: [(Operation, RequestID)], window: Int, instance: UInt64, horizonMs: UInt64,
+        events: inout [String]?
+    ) -> KeyValue {
         var next = self
         // Old values returned by earlier instances are forgotten: keeping up to `window` whole
         // values in every record (and every Accept) would multiply the key's size.
@@ -259,7 +269,10 @@ public struct KeyValue: Sendable, Hashable {
         }
         // Expiry is decided here, through the protocol: the proposer's horizon (its clock plus the
         // skew bound) says the deadline passed, and the instance it proposes removes the value.
-        if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
+        if next.isExpired(horizonMs: horizonMs) {
+            DataModel.clear(&next)
+            events?.append(KeyspaceEvents.expired)
+        }
         for (op, id) in ops {
             if next.result(for: id) != nil { continue }
             // Again before each merged op: one before it may have left a deadline already at or
@@ -267,7 +280,10 @@ public struct KeyValue: Sendable, Hashable {
             // gone, as it would in an instance of its own. Without this a merged `PEXPIREAT`
             // revived such a value, and a read long after its deadline returned it (found by the
             // simulator's data workload, seed 143).
-            if next.isExpired(horizonMs: horizonMs) { DataModel.clear(&next) }
+            if next.isExpired(horizonMs: horizonMs) {
+                DataModel.clear(&next)
+                events?.append(KeyspaceEvents.expired)
+            }
             let result: OperationResult
             switch op {
             case .put(let b):
@@ -333,10 +349,15 @@ public struct KeyValue: Sendable, Hashable {
                 (next.bytes, result) = InboxHead.applySeal(
                     next.bytes, first: first, last: last, retention: retention, nowMs: nowMs)
             case .data(let args):
-                result = .data(
-                    DataModel.apply(
-                        args, to: &next, seed: instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter,
-                        horizonMs: horizonMs))
+                let before = events == nil ? nil : next
+                let seed = instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter
+                let reply = DataModel.apply(args, to: &next, seed: seed, horizonMs: horizonMs)
+                if let before {
+                    events?.append(
+                        contentsOf: KeyspaceEvents.events(
+                            args, reply: reply, before: before, after: next, seed: seed))
+                }
+                result = .data(reply)
             case .envelope(let e): result = EnvelopeState.apply(&next.bytes, e)
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
@@ -464,6 +485,9 @@ public struct Effects: Sendable {
     public var replies: [ClientReply] = []
     /// Client writes merged into an instance this step proposed (0 = none proposed); statistics.
     public var mergedOps = 0
+    /// Keyspace events of the instances this step got chosen (proposer only, while
+    /// `NodeContext.keyEventsOn`); published by the shell (docs/PUBSUB.md).
+    public var keyEvents: [KeyEvent] = []
     public init() {}
     public var isEmpty: Bool { persist == nil && messages.isEmpty && replies.isEmpty }
 }
@@ -531,6 +555,9 @@ public struct NodeContext: Sendable {
     /// a value whose deadline is at or below it is removed by the next instance this node
     /// proposes. 0: no clock, nothing expires (docs/DATA.md, "Expiry").
     public var expiryHorizonMs: UInt64 = 0
+    /// The proposer lists the keyspace events of the instances it gets chosen (set by the shell
+    /// while `notify-keyspace-events` is on).
+    public var keyEventsOn = false
     public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
         self.me = me
         self.now = now

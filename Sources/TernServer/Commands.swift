@@ -221,6 +221,8 @@ public struct CommandProcessor: Sendable {
     public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
     /// ACL users, the log and the wrong-password pacer (ACL.swift), shared by every connection.
     public var access: AccessControl
+    /// `notify-keyspace-events` and the publishing of keyspace events (KeyspaceNotifications.swift).
+    public var notifier = KeyspaceNotifier()
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password

@@ -50,10 +50,14 @@ extension KeyspaceService {
     }
 
     /// Writes `dest` as a whole new value of `kind` (or deletes it when `bytes` is nil).
-    func store(_ dest: [UInt8], _ kind: ValueKind, _ bytes: [UInt8]?) -> EventLoopFuture<Void> {
+    /// `event` is the keyspace event the write raises (`sinterstore`, `zunionstore`, …).
+    func store(_ dest: [UInt8], _ kind: ValueKind, _ bytes: [UInt8]?, event: String) -> EventLoopFuture<Void>
+    {
         guard let bytes else { return write(dest, .data([Array("del".utf8), dest])).map { _ in () } }
-        return place(dest, StoredValue(kind: kind, deadlineMs: 0, bytes: bytes), replace: true).map { _ in ()
-        }
+        return place(dest, StoredValue(kind: kind, deadlineMs: 0, bytes: bytes), replace: true, event: event)
+            .map {
+                _ in ()
+            }
     }
 
     func crossKeyPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
@@ -118,9 +122,10 @@ extension KeyspaceService {
                         return self.node.eventLoop.makeSucceededFuture(
                             .integer(Int64(limitCount > 0 ? min(limitCount, acc.count) : acc.count)))
                     }
-                    return self.store(dest, .set, acc.isEmpty ? nil : DataModel.encodeItems(acc)).map {
-                        .integer(Int64(acc.count))
-                    }
+                    return self.store(dest, .set, acc.isEmpty ? nil : DataModel.encodeItems(acc), event: name)
+                        .map {
+                            .integer(Int64(acc.count))
+                        }
                 }
             }
         case "smove":
@@ -210,9 +215,10 @@ extension KeyspaceService {
                         return self.node.eventLoop.makeSucceededFuture(
                             CommandProcessor.resp(reply, v3, pairs: scores))
                     }
-                    return self.store(dest, .zset, out.isEmpty ? nil : DataModel.zsetBytes(out)).map {
-                        .integer(Int64(out.count))
-                    }
+                    return self.store(dest, .zset, out.isEmpty ? nil : DataModel.zsetBytes(out), event: name)
+                        .map {
+                            .integer(Int64(out.count))
+                        }
                 }
             }
         case "zrangestore":
@@ -252,7 +258,9 @@ extension KeyspaceService {
                         }
                         k += 2
                     }
-                    return self.store(dst, .zset, items.isEmpty ? nil : DataModel.zsetBytes(items)).map {
+                    return self.store(
+                        dst, .zset, items.isEmpty ? nil : DataModel.zsetBytes(items), event: name
+                    ).map {
                         .integer(Int64(items.count))
                     }
                 }

@@ -55,7 +55,7 @@ extension KeyspaceService {
                         inputs.append(v?.bytes ?? [])
                     }
                     let out = DataModel.bitop(op, inputs)
-                    return self.store(dest, .string, out.isEmpty ? nil : out).map {
+                    return self.store(dest, .string, out.isEmpty ? nil : out, event: "set").map {
                         .integer(Int64(out.count))
                     }
                 }

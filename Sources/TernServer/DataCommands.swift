@@ -85,6 +85,8 @@ extension CommandProcessor {
         add("server", false, [("memory", -2)], keys: (2, 2, 1))
         add("generic", false, [("object", -2)], keys: (2, 2, 1))
         for (n, c) in takeCommands { t[n] = c }
+        add("generic", false, [("dump", 2)])
+        add("generic", true, [("restore", -4)])
         return t
     }()
 
@@ -182,6 +184,7 @@ extension CommandProcessor {
         }
         if let p = bitPlanned(name, args, v3) { return p }
         if Self.takeCommands[name] != nil { return takePlanned(name, args, session) }
+        if let p = dumpPlanned(name, args, nowMs: nowMs) { return p }
         var a = args
         a[0] = Self.b(name)
         let key = args[1]

@@ -194,7 +194,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
     // MARK: - Commands
 
     public var commandSpecs: [CommandSpec] {
-        Self.specs + Self.crossKeySpecs + Self.crossKeyWriteSpecs
+        Self.specs + Self.crossKeySpecs + Self.crossKeyWriteSpecs + Self.geoSpecs
     }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
@@ -261,11 +261,13 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
             return barrier { self.copy(from, to, replace: overwrite) }
         case "unlink":
             guard n >= 2 else { return .reply(CommandProcessor.arity(name)) }
-            return .requests(args.dropFirst().map { ($0, .write(.remove)) }) { replies in
+            // The data model's `del` (not `.remove`), so UNLINK raises Redis's `del` event.
+            return .requests(args.dropFirst().map { ($0, .write(.data([Array("del".utf8), $0]))) }) {
+                replies in
                 var count: Int64 = 0
                 for r in replies {
                     guard case .done(let res) = r else { return CommandProcessor.failure(r, write: true) }
-                    if res == .existed(true) { count += 1 }
+                    if res == .data(.integer(1)) { count += 1 }
                 }
                 return .integer(count)
             }
@@ -282,7 +284,8 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                 return .integer(count)
             }
         default:
-            return crossKeyPlan(name, args, session) ?? crossKeyWritePlan(name, args)
+            return geoPlan(name, args, session) ?? crossKeyPlan(name, args, session)
+                ?? crossKeyWritePlan(name, args)
         }
     }
 
@@ -359,13 +362,16 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
 
     /// Writes `v` (kind, deadline and bytes) as `key`'s value, unless `key` exists and not
     /// `replace`; whether it was written.
-    func place(_ key: [UInt8], _ v: StoredValue, replace: Bool) -> EventLoopFuture<Bool> {
+    /// `event` is the keyspace event the write raises (`copy_to` when nil; docs/PUBSUB.md).
+    func place(_ key: [UInt8], _ v: StoredValue, replace: Bool, event: String? = nil) -> EventLoopFuture<Bool>
+    {
         var args: [[UInt8]] = [
             Array("copyvalue".utf8), key, Array(String(v.kind.rawValue).utf8),
             Array(String(v.deadlineMs).utf8),
             v.bytes,
         ]
-        if replace { args.append(Array("replace".utf8)) }
+        if replace || event != nil { args.append(Array((replace ? "replace" : "-").utf8)) }
+        if let event { args.append(Array(event.utf8)) }
         return write(key, .data(args)).map { $0 == .data(.integer(1)) }
     }
 
@@ -389,9 +395,10 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                 return self.node.eventLoop.makeSucceededFuture(CommandProcessor.err("no such key"))
             }
             if from == to { return self.node.eventLoop.makeSucceededFuture(onlyIfAbsent ? .integer(0) : .ok) }
-            return self.place(to, v, replace: !onlyIfAbsent).flatMap { written in
+            return self.place(to, v, replace: !onlyIfAbsent, event: "rename_to").flatMap { written in
                 guard written else { return self.node.eventLoop.makeSucceededFuture(.integer(0)) }
-                return self.write(from, .data([Array("del".utf8), from])).map { _ in
+                return self.write(from, .data([Array("del".utf8), from, Array("rename_from".utf8)])).map {
+                    _ in
                     onlyIfAbsent ? .integer(1) : .ok
                 }
             }

@@ -518,14 +518,24 @@ public final class Node: @unchecked Sendable {
         driving = false
     }
 
+    /// Where keyspace events go (the `KeyspaceNotifier`); nil while notifications are off, and
+    /// then proposers do not compute them.
+    public let keyEventSink = NIOLockedValueBox<(@Sendable ([KeyEvent]) -> Void)?>(nil)
+
     private func driveOnce() {
         let horizon = expiryHorizonMs()
         core.replica.expiryHorizonMs = horizon
+        let sink = keyEventSink.withLockedValue { $0 }
+        core.replica.keyEventsOn = sink != nil
         if let scanner {
             scanner.expiryHorizonMs = horizon
             carryOut(scanner.ready())
         }
         let r = core.ready()
+        if let sink {
+            let events = core.replica.takeKeyEvents()
+            if !events.isEmpty { sink(events) }
+        }
         if r.isEmpty { return checkDrained() }
         if let link {
             for m in r.messages { link.send(ByteBuffer(bytes: m.bytes), to: m.to) }

@@ -192,6 +192,7 @@ public final class TernServerProcess: Service, AdminBackend {
         // `sync:<uid>` channels are published there too.
         let pubsub = PubSubService(node: node)
         processor.modules.append(pubsub)
+        processor.notifier = KeyspaceNotifier(node: node, pubsub: pubsub)
         processor.modules.append(SyncService(node: node, sequences: sequences, pubsub: pubsub.hub))
         // SCAN, KEYS, DBSIZE, FLUSHALL, … (cluster-wide key enumeration, docs/SERVER.md).
         var keyspace = KeyspaceOptions()

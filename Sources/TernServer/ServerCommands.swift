@@ -150,7 +150,7 @@ extension CommandProcessor {
             ("loglevel", logLevel),
             ("latency-tracking", "no"),
             ("cluster-enabled", "no"),
-            ("notify-keyspace-events", ""),
+            ("notify-keyspace-events", notifier.text),
             ("list-max-listpack-size", "-2"),
             ("list-max-ziplist-size", "-2"),
             ("list-compress-depth", "0"),
@@ -213,7 +213,7 @@ extension CommandProcessor {
                         "GET <pattern>",
                         "    Return parameters matching the glob-like <pattern> and their values.",
                         "SET <directive> <value>",
-                        "    Set the configuration <directive> to <value> (maxclients).",
+                        "    Set the configuration <directive> to <value> (maxclients, notify-keyspace-events).",
                         "RESETSTAT", "    Reset statistics reported by the INFO command.", "REWRITE",
                         "    Refused: Tern's settings live in server.toml.",
                     ]))
@@ -227,6 +227,7 @@ extension CommandProcessor {
         var seen: Set<String> = []
         var maxClients: Int?
         var encodings: [String: String] = [:]
+        var notify: Int?
         var i = 2
         while i < args.count {
             let name = String(decoding: args[i], as: UTF8.self).lowercased()
@@ -244,6 +245,14 @@ extension CommandProcessor {
                 guard args[i + 1].isEmpty else {
                     return failed("Tern takes no snapshots: every acknowledged write is already durable")
                 }
+                i += 2
+                continue
+            }
+            if name == "notify-keyspace-events" {
+                guard let f = KeyspaceNotifier.parse(args[i + 1]) else {
+                    return failed(KeyspaceNotifier.invalidFlags)
+                }
+                notify = f
                 i += 2
                 continue
             }
@@ -270,7 +279,9 @@ extension CommandProcessor {
         let value = maxClients
         let box = encodingValues
         let setEncodings = encodings
-        return .frontend { view in
+        let notifier = self.notifier
+        return .frontend { [notify] view in
+            if let notify { notifier.set(notify) }
             box.withLockedValue { $0.merge(setEncodings) { $1 } }
             if let value { view.setMaxClients(value) }
             return view.eventLoop.makeSucceededFuture(.ok)

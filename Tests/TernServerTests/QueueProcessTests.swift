@@ -3,7 +3,9 @@ import TernCore
 import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(3))) struct QueueProcessTests {
-    @Test("A worker pool drains streams while a campus is SIGKILLed and restarted: every added entry acknowledged")
+    @Test(
+        "A worker pool drains streams while a campus is SIGKILLed and restarted: every added entry acknowledged"
+    )
     func drainThroughKill() async throws {
         let cluster = try ProcessCluster(requestTimeoutMs: 3000)
         defer { cluster.killAll() }
