@@ -163,8 +163,10 @@ public struct SimConfig: Sendable, Hashable {
         if faults.partition != d.partition { s += " --partition \(faults.partition)" }
         if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
         if faults.pause != d.pause { s += " --pause \(faults.pause)" }
-        if repair && faults.wipe != d.wipe { s += " --wipe \(faults.wipe)" }
-        if repair && faults.drop != d.drop { s += " --drop \(faults.drop)" }
+        // Always with --repair: the command's defaults for them (SimCommand.repairWipe, .repairDrop)
+        // are not FaultConfig's, so a replay without them ran another mix (seed 33 of the
+        // restoring campaign did not reproduce from its printed line).
+        if repair { s += " --wipe \(faults.wipe) --drop \(faults.drop)" }
         if repair && faults.restore != d.restore { s += " --restore \(faults.restore)" }
         if faults.downTicksMax != d.downTicksMax { s += " --down-ticks \(faults.downTicksMax)" }
         if paxos.dedupWindow != PaxosConfig().dedupWindow { s += " --dedup-window \(paxos.dedupWindow)" }
