@@ -78,7 +78,6 @@ extension CommandProcessor {
                 ("lrem", 4), ("ltrim", 4), ("linsert", 5),
             ])
         add("list", true, [("lmove", 5), ("rpoplpush", 3)], keys: (1, 2, 1))
-        add("list", true, [("blpop", -3), ("brpop", -3)], keys: (1, -2, 1))
         add("bitmap", true, [("setbit", 4)])
         add("bitmap", false, [("getbit", 3), ("bitcount", -2), ("bitpos", -3)])
         add("string", false, [("lcs", -3)], keys: (1, 2, 1))
@@ -91,7 +90,7 @@ extension CommandProcessor {
     }()
 
     /// The data commands that may block (COMMAND's `blocking` flag, INFO's blocked_clients).
-    static let blockingCommands: Set<String> = Set(["blpop", "brpop"]).union(takeBlocking)
+    static let blockingCommands: Set<String> = takeBlocking
 
     /// COMMAND's entries for the data commands.
     static var dataSpecs: [CommandSpec] {
@@ -492,11 +491,6 @@ extension CommandProcessor {
         case "zrange", "zrangebyscore", "zrevrangebyscore", "zrevrange", "zrangebylex", "zrevrangebylex":
             return zrangePlan(name, args, v3)
         // MARK: lists
-        case "blpop", "brpop":
-            if session.transaction != nil && args.count == 3 {
-                return blockingPopInTransaction(name, args, session)
-            }
-            return .plan(blockingPopPlan(name, args, session))
         case "lpop", "rpop":
             if args.count > 2 {
                 guard args.count == 3 else { return .reply(Self.arity(name)) }

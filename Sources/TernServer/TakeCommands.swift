@@ -158,7 +158,7 @@ extension TakeRound {
 
 extension CommandProcessor {
     /// The commands of this file: LMPOP, ZMPOP, LMOVE/RPOPLPUSH between two keys, and the blocking
-    /// BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP.
+    /// BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN, BZPOPMAX, BZMPOP.
     static let takeCommands: [String: DataCommand] = [
         "lmpop": DataCommand(arity: -4, write: true, group: "list", keys: (2, -1, 1)),
         "zmpop": DataCommand(arity: -4, write: true, group: "sorted-set", keys: (2, -1, 1)),
@@ -168,9 +168,11 @@ extension CommandProcessor {
         "brpoplpush": DataCommand(arity: 4, write: true, group: "list", keys: (1, 2, 1)),
         "bzpopmin": DataCommand(arity: -3, write: true, group: "sorted-set", keys: (1, -2, 1)),
         "bzpopmax": DataCommand(arity: -3, write: true, group: "sorted-set", keys: (1, -2, 1)),
+        "blpop": DataCommand(arity: -3, write: true, group: "list", keys: (1, -2, 1)),
+        "brpop": DataCommand(arity: -3, write: true, group: "list", keys: (1, -2, 1)),
     ]
     static let takeBlocking: Set<String> = [
-        "blmpop", "bzmpop", "blmove", "brpoplpush", "bzpopmin", "bzpopmax",
+        "blmpop", "bzmpop", "blmove", "brpoplpush", "bzpopmin", "bzpopmax", "blpop", "brpop",
     ]
 
     /// LMPOP/ZMPOP's arguments from numkeys (`at`: its index): the keys, the end (`left`/`right`,
@@ -277,23 +279,25 @@ extension CommandProcessor {
                     blocking
                         ? round.blocking(a.keys, timeoutMs: timeoutMs, timeout: nullArray, first: round)
                         : round.once(empty: nullArray)))
-        case "bzpopmin", "bzpopmax":
+        case "blpop", "brpop", "bzpopmin", "bzpopmax":
+            // BLPOP/BRPOP key … timeout: [key, element]; BZPOPMIN/BZPOPMAX: [key, member, score].
             let keys = Array(args[1..<(args.count - 1)])
-            let end = name == "bzpopmin" ? "min" : "max"
+            let list = name.hasPrefix("bl") || name.hasPrefix("br")
+            let end = ["blpop": "left", "brpop": "right", "bzpopmin": "min", "bzpopmax": "max"][name]!
             if inTransaction && keys.count == 1 {
                 let key = keys[0]
                 return .call(
                     DataCall(
-                        key: key, args: Self.popArgs(key, list: false, end: end, count: nil), write: true
+                        key: key, args: Self.popArgs(key, list: list, end: end, count: nil), write: true
                     ) {
-                        Self.popAnswer(key, $0, list: false, mpop: false)
+                        Self.popAnswer(key, $0, list: list, mpop: false)
                             ?? (Self.errorReply($0) ?? nullArray)
                     })
             }
-            let round = TakeRound.pop(keys, kind: .zset) { key in
-                Self.popArgs(key, list: false, end: end, count: nil)
+            let round = TakeRound.pop(keys, kind: list ? .list : .zset) { key in
+                Self.popArgs(key, list: list, end: end, count: nil)
             } answer: { key, reply in
-                Self.popAnswer(key, reply, list: false, mpop: false)
+                Self.popAnswer(key, reply, list: list, mpop: false)
             }
             return .plan(
                 .blocking(round.blocking(keys, timeoutMs: timeoutMs, timeout: nullArray, first: round)))
@@ -328,20 +332,6 @@ extension CommandProcessor {
         default:
             return nil
         }
-    }
-
-    /// BLPOP/BRPOP of one key inside MULTI: LPOP/RPOP as the transaction's write, answered as
-    /// BLPOP answers (a null array when the list is empty: no wait inside a transaction).
-    func blockingPopInTransaction(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataPlanned {
-        if case .invalid(let e) = BlockingCall.seconds(args[2]) { return .reply(e) }
-        let key = args[1]
-        let null: RESPValue = session.version == .v3 ? .null : .array(nil)
-        return .call(
-            DataCall(
-                key: key,
-                args: Self.popArgs(key, list: true, end: name == "blpop" ? "left" : "right", count: nil),
-                write: true
-            ) { Self.popAnswer(key, $0, list: true, mpop: false) ?? (Self.errorReply($0) ?? null) })
     }
 
     /// A data reply that is an error, as RESP.
