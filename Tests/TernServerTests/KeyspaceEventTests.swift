@@ -372,37 +372,15 @@ import Testing
 
 /// A loopback cluster (one node per campus) with pub/sub, keyspace notifications and the keyspace
 /// commands on each node's RESP port.
-struct EventCluster {
-    let cluster: LoopbackCluster
-    var fronts: [RESPFrontend] = []
-
-    static func start() async throws -> EventCluster {
-        let c = try await LoopbackCluster.start(perCampus: 1)
-        var k = EventCluster(cluster: c)
-        var logger = Logger(label: "event-test")
-        logger.logLevel = .warning
-        for id in c.nodes.keys.sorted(by: { $0.rawValue < $1.rawValue }) {
-            let node = c.nodes[id]!
+enum EventCluster {
+    static func start() async throws -> KeyspaceCluster {
+        try await KeyspaceCluster.start { _, node in
             var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
             let pubsub = PubSubService(node: node)
             processor.modules.append(pubsub)
             processor.notifier = KeyspaceNotifier(node: node, pubsub: pubsub)
             processor.modules.append(KeyspaceService(node: node, options: KeyspaceOptions()))
-            k.fronts.append(
-                try await RESPFrontend.start(
-                    host: "127.0.0.1", port: 0, node: node, processor: processor, group: c.group,
-                    logger: logger))
+            return processor
         }
-        return k
-    }
-
-    func client(_ i: Int) async throws -> RESPClient {
-        try await RESPClient.connect(
-            host: "127.0.0.1", port: fronts[i].port, group: cluster.group, requestTimeout: .seconds(20))
-    }
-
-    func stop() async {
-        for f in fronts { await f.close() }
-        await cluster.stop()
     }
 }

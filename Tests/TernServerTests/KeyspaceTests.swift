@@ -150,17 +150,26 @@ struct KeyspaceCluster {
     var fronts: [RESPFrontend] = []
 
     static func start(flushAllowed: [Bool] = [true, true, false]) async throws -> KeyspaceCluster {
+        try await start { i, node in
+            var options = KeyspaceOptions()
+            options.flushAllowed = flushAllowed[i]
+            options.stepKeys = 64  // several steps in KEYS/DBSIZE/FLUSHALL
+            var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+            processor.modules.append(KeyspaceService(node: node, options: options))
+            return processor
+        }
+    }
+
+    /// The cluster with each node's command processor made by `processor` (the node's index in id
+    /// order, the node): the keyspace events' tests give it pub/sub and the notifier too.
+    static func start(processor make: (Int, Node) -> CommandProcessor) async throws -> KeyspaceCluster {
         let c = try await LoopbackCluster.start(perCampus: 1)
         var k = KeyspaceCluster(cluster: c)
         var logger = Logger(label: "keyspace-test")
         logger.logLevel = .warning
         for (i, id) in c.nodes.keys.sorted(by: { $0.rawValue < $1.rawValue }).enumerated() {
             let node = c.nodes[id]!
-            var options = KeyspaceOptions()
-            options.flushAllowed = flushAllowed[i]
-            options.stepKeys = 64  // several steps in KEYS/DBSIZE/FLUSHALL
-            var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
-            processor.modules.append(KeyspaceService(node: node, options: options))
+            let processor = make(i, node)
             k.fronts.append(
                 try await RESPFrontend.start(
                     host: "127.0.0.1", port: 0, node: node, processor: processor, group: c.group,
