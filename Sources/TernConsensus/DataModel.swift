@@ -573,3 +573,18 @@ public enum DataModel {
         return reply
     }
 }
+
+extension Array {
+    /// The index of the first element for which `isBefore` is false, by binary search: the array
+    /// is ordered so that every element `isBefore` holds for comes first (sorted sets' items,
+    /// streams' entries, groups, consumers and pending lists).
+    func partitionPoint(_ isBefore: (Element) -> Bool) -> Int {
+        var lo = 0
+        var hi = count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if isBefore(self[mid]) { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+}

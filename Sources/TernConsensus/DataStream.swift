@@ -81,21 +81,11 @@ public struct StreamValue: Sendable, Hashable {
         public var consumers: [Consumer] = []
 
         func pendingIndex(_ id: StreamID) -> (found: Bool, at: Int) {
-            var lo = 0
-            var hi = pending.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if pending[mid].id < id { lo = mid + 1 } else { hi = mid }
-            }
+            let lo = pending.partitionPoint { $0.id < id }
             return (lo < pending.count && pending[lo].id == id, lo)
         }
         func consumerIndex(_ name: [UInt8]) -> (found: Bool, at: Int) {
-            var lo = 0
-            var hi = consumers.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if consumers[mid].name.lexicographicallyPrecedes(name) { lo = mid + 1 } else { hi = mid }
-            }
+            let lo = consumers.partitionPoint { $0.name.lexicographicallyPrecedes(name) }
             return (lo < consumers.count && consumers[lo].name == name, lo)
         }
         /// The consumer `name` (created if absent), its seen time set to `nowMs`.
@@ -124,26 +114,13 @@ public struct StreamValue: Sendable, Hashable {
     public var firstID: StreamID { entries.first?.id ?? .zero }
 
     /// Index of the first entry with id >= `id`.
-    func lowerBound(_ id: StreamID) -> Int {
-        var lo = 0
-        var hi = entries.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if entries[mid].id < id { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
+    func lowerBound(_ id: StreamID) -> Int { entries.partitionPoint { $0.id < id } }
     func entry(_ id: StreamID) -> Entry? {
         let i = lowerBound(id)
         return i < entries.count && entries[i].id == id ? entries[i] : nil
     }
     func groupIndex(_ name: [UInt8]) -> (found: Bool, at: Int) {
-        var lo = 0
-        var hi = groups.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if groups[mid].name.lexicographicallyPrecedes(name) { lo = mid + 1 } else { hi = mid }
-        }
+        let lo = groups.partitionPoint { $0.name.lexicographicallyPrecedes(name) }
         return (lo < groups.count && groups[lo].name == name, lo)
     }
     func group(_ name: [UInt8]) -> Group? {

@@ -21,13 +21,7 @@ extension DataModel {
         }
         /// Index of the first item not before `x`.
         func lowerBound(_ x: (member: [UInt8], score: Double)) -> Int {
-            var lo = 0
-            var hi = items.count
-            while lo < hi {
-                let mid = (lo + hi) / 2
-                if Self.before(items[mid], x) { lo = mid + 1 } else { hi = mid }
-            }
-            return lo
+            items.partitionPoint { Self.before($0, x) }
         }
         func rank(_ m: [UInt8]) -> Int? {
             guard let s = scores[m] else { return nil }
