@@ -36,6 +36,36 @@ public enum IncarnationRecords {
         return Incarnation(number: n, nonce: nonce)
     }
 
+    /// The own record: the latest confirmed start and the unconfirmed ones since
+    /// (`OwnIncarnations`). A record of 16 bytes is the earlier format (one start, taken as
+    /// confirmed, as it was read before).
+    public static func encode(own: OwnIncarnations) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(2)
+        w.u64(own.confirmed)
+        w.u32(UInt32(own.starts.count))
+        for i in own.starts {
+            w.u64(i.number)
+            w.u64(i.nonce)
+        }
+        return w.bytes
+    }
+
+    public static func decodeOwn(_ bytes: [UInt8]) -> OwnIncarnations? {
+        if bytes.count == 16, let i = decode(bytes) {
+            return OwnIncarnations(confirmed: i.number, starts: [])
+        }
+        var r = ByteReader(bytes)
+        guard r.u8() == 2, let confirmed = r.u64(), let n = r.u32(), Int(n) <= OwnIncarnations.limit
+        else { return nil }
+        var starts: [Incarnation] = []
+        for _ in 0..<n {
+            guard let number = r.u64(), let nonce = r.u64() else { return nil }
+            starts.append(Incarnation(number: number, nonce: nonce))
+        }
+        return r.atEnd ? OwnIncarnations(confirmed: confirmed, starts: starts) : nil
+    }
+
     public static func encode(seen: [NodeID: Incarnation]) -> [UInt8] {
         var w = ByteWriter()
         w.u32(UInt32(seen.count))
@@ -59,12 +89,50 @@ public enum IncarnationRecords {
     }
 }
 
+/// What a node's directory remembers of its own starts (`IncarnationRecords.ownKey`): the latest
+/// start that another node is known to have acknowledged (`confirmed`), and every start since,
+/// oldest first, the current one last.
+///
+/// Why the unconfirmed starts are kept: a start that crashed before any node welcomed it leaves a
+/// directory whose latest start no peer has recorded. Were that start's number the baseline of the
+/// next check, a directory restored from a backup, started once (its number now equal to the one
+/// a peer recorded for the lost directory's start) and stopped before the check answered, would
+/// pass the check at its next start. So the check compares a peer's record with the last
+/// *confirmed* start, and a peer's record above it must be one of these starts (same nonce).
+public struct OwnIncarnations: Sendable, Hashable {
+    /// At most this many unconfirmed starts are kept (the oldest go first; a peer that recorded
+    /// one of those then finds the directory stale: a needless rebuild, never a missed one).
+    public static let limit = 8
+    public var confirmed: UInt64
+    public var starts: [Incarnation]
+    public init(confirmed: UInt64 = 0, starts: [Incarnation] = []) {
+        self.confirmed = confirmed
+        self.starts = starts
+    }
+    /// The latest start's number (the next one is one above).
+    public var latest: UInt64 { max(confirmed, starts.last?.number ?? 0) }
+    /// The record of the next start, drawn with `nonce`.
+    public func starting(nonce: UInt64) -> OwnIncarnations {
+        var n = self
+        n.starts.append(Incarnation(number: latest + 1, nonce: nonce))
+        if n.starts.count > Self.limit { n.starts.removeFirst(n.starts.count - Self.limit) }
+        return n
+    }
+    /// The record once `start` was acknowledged by another node.
+    public func confirming(_ start: Incarnation) -> OwnIncarnations {
+        var n = self
+        n.confirmed = max(confirmed, start.number)
+        n.starts.removeAll { $0.number <= n.confirmed }
+        return n
+    }
+}
+
 /// The incarnation check's peer messages, carried on the repair service (kind 3) with their own
 /// first bytes (5 and 6; the scanner's messages use 1–4).
 ///
 /// ```
 ///  N (starting: its directory says `stored`; this start is `current`)     P
-///  ── hello(stored, current) ──────────────────────────────────────────►  seen[N] newer than
+///  ── hello(confirmed, earlier, current) ──────────────────────────────►  seen[N] newer than
 ///                                                                          `stored` (and not
 ///                                                                          `current` itself)?
 ///  ◄──────────────────────────────────────── stale(seen[N]) ───────────  yes: N's directory is
@@ -74,7 +142,9 @@ public enum IncarnationRecords {
 ///                                                                          durably, then answer
 /// ```
 public enum IncarnationMessage: Sendable, Hashable {
-    case hello(stored: UInt64, current: Incarnation)
+    /// `stored`: the sender's last confirmed start; `earlier`: its unconfirmed starts before
+    /// `current` (`OwnIncarnations`).
+    case hello(stored: UInt64, earlier: [Incarnation] = [], current: Incarnation)
     case welcome(current: Incarnation)
     case stale(seen: Incarnation)
 
@@ -89,11 +159,16 @@ public enum IncarnationMessage: Sendable, Hashable {
     public func encode() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .hello(let stored, let current):
+        case .hello(let stored, let earlier, let current):
             w.u8(Self.helloKind)
             w.u64(stored)
             w.u64(current.number)
             w.u64(current.nonce)
+            w.u32(UInt32(earlier.count))
+            for i in earlier {
+                w.u64(i.number)
+                w.u64(i.nonce)
+            }
         case .welcome(let current):
             w.u8(Self.replyKind)
             w.u8(0)
@@ -114,8 +189,15 @@ public enum IncarnationMessage: Sendable, Hashable {
         let m: IncarnationMessage
         switch kind {
         case helloKind:
-            guard let stored = r.u64(), let n = r.u64(), let nonce = r.u64() else { return nil }
-            m = .hello(stored: stored, current: Incarnation(number: n, nonce: nonce))
+            guard let stored = r.u64(), let n = r.u64(), let nonce = r.u64(), let count = r.u32(),
+                Int(count) <= OwnIncarnations.limit
+            else { return nil }
+            var earlier: [Incarnation] = []
+            for _ in 0..<count {
+                guard let en = r.u64(), let enonce = r.u64() else { return nil }
+                earlier.append(Incarnation(number: en, nonce: enonce))
+            }
+            m = .hello(stored: stored, earlier: earlier, current: Incarnation(number: n, nonce: nonce))
         case replyKind:
             guard let flag = r.u8(), flag <= 1, let n = r.u64(), let nonce = r.u64() else { return nil }
             let i = Incarnation(number: n, nonce: nonce)
@@ -147,8 +229,12 @@ public final class IncarnationGuard {
     public let others: [NodeID]
     /// This start.
     public let current: Incarnation
-    /// The incarnation the directory remembered (0: none).
+    /// The last confirmed start the directory remembered (0: none).
     public let stored: UInt64
+    /// The directory's unconfirmed starts before this one (`OwnIncarnations`).
+    public let earlier: [Incarnation]
+    /// True once another node welcomed this start (the own record was then rewritten).
+    var confirmedOnce = false
     /// The latest incarnation of each other node this node acknowledged (durable in the shell).
     public private(set) var seen: [NodeID: Incarnation]
 
@@ -176,7 +262,8 @@ public final class IncarnationGuard {
     ///   - checking: false for a node that rebuilds anyway (learner-only for another reason): it
     ///     still announces `current`, but does not wait for anything.
     public init(
-        me: NodeID, others: [NodeID], stored: UInt64, current: Incarnation, seen: [NodeID: Incarnation],
+        me: NodeID, others: [NodeID], stored: UInt64, earlier: [Incarnation] = [], current: Incarnation,
+        seen: [NodeID: Incarnation],
         checking: Bool, now: UInt64, graceNanos: UInt64 = 5_000_000_000,
         helloIntervalNanos: UInt64 = 1_000_000_000, skipCheck: Bool = false
     ) {
@@ -184,6 +271,7 @@ public final class IncarnationGuard {
         self.me = me
         self.others = others.filter { $0 != me }.sorted()
         self.stored = stored
+        self.earlier = earlier
         self.current = current
         self.seen = seen
         self.startedAt = now
@@ -207,7 +295,8 @@ public final class IncarnationGuard {
         guard !missing.isEmpty, !isStale, !skipCheck else { return }
         lastHelloAt = now
         for n in missing {
-            out.messages.append((n, IncarnationMessage.hello(stored: stored, current: current).encode()))
+            out.messages.append(
+                (n, IncarnationMessage.hello(stored: stored, earlier: earlier, current: current).encode()))
         }
     }
 
@@ -223,10 +312,11 @@ public final class IncarnationGuard {
             return
         }
         switch m {
-        case .hello(let theirStored, let theirs):
-            if let s = seen[peer], s.number > theirStored, s != theirs {
+        case .hello(let theirStored, let theirEarlier, let theirs):
+            if let s = seen[peer], s.number > theirStored, s != theirs, !theirEarlier.contains(s) {
                 // Its directory is older than a start of it we acknowledged (a restored backup),
-                // or than one it reached with another nonce since.
+                // or than one it reached with another nonce since (a restored directory started
+                // again, whether or not that start was confirmed).
                 out.messages.append((peer, IncarnationMessage.stale(seen: s).encode()))
                 return
             }
@@ -241,6 +331,11 @@ public final class IncarnationGuard {
         case .welcome(let c):
             guard c == current, others.contains(peer) else { return }
             welcomed.insert(peer)
+            if !confirmedOnce {
+                // A node recorded this start: later checks compare against it.
+                confirmedOnce = true
+                out.confirmed = current
+            }
             if decision == .checking && welcomed.count == others.count {
                 decision = .passed
                 out.decided = .passed
@@ -264,15 +359,19 @@ public final class IncarnationGuard {
 
 /// What the shell must do for the incarnation check, in this order: write `persistSeen` (the whole
 /// table, `IncarnationRecords.seenKey`) and sync; only then send `afterPersist`; `messages` may go
-/// at once. Then act on `decided`.
+/// at once; write the own record if `confirmed`. Then act on `decided`.
 public struct IncarnationReady: Sendable {
     public var persistSeen: [NodeID: Incarnation]?
+    /// This start was welcomed for the first time: write the own record
+    /// `OwnIncarnations(confirmed: confirmed.number)` (this start is the latest; no sync needed:
+    /// losing the write only keeps the start unconfirmed, which the next check handles).
+    public var confirmed: Incarnation?
     public var afterPersist: [(to: NodeID, bytes: [UInt8])] = []
     public var messages: [(to: NodeID, bytes: [UInt8])] = []
     public var decided: IncarnationGuard.Decision?
     public var badMessages: [(from: NodeID, why: String)] = []
     public var isEmpty: Bool {
-        persistSeen == nil && afterPersist.isEmpty && messages.isEmpty && decided == nil
-            && badMessages.isEmpty
+        persistSeen == nil && confirmed == nil && afterPersist.isEmpty && messages.isEmpty
+            && decided == nil && badMessages.isEmpty
     }
 }

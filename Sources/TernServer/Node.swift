@@ -269,10 +269,10 @@ public final class Node: @unchecked Sendable {
         // directory remembers, durable before any message leaves; a node that may vote with what
         // its directory holds waits until the other nodes confirm that no later start of it is
         // known to them (a directory restored from an older backup).
-        var storedIncarnation: UInt64 = 0
+        var ownBefore = OwnIncarnations()
         do {
             if let b = try await store.get(IncarnationRecords.ownKey) {
-                storedIncarnation = IncarnationRecords.decode(b)?.number ?? 0
+                ownBefore = IncarnationRecords.decodeOwn(b) ?? OwnIncarnations()
             }
         } catch {
             guard case .damaged = error else { throw error }
@@ -285,7 +285,8 @@ public final class Node: @unchecked Sendable {
         } catch {
             guard case .damaged = error else { throw error }
         }
-        let current = Incarnation(number: storedIncarnation + 1, nonce: UInt64.random(in: 1...UInt64.max))
+        let own = ownBefore.starting(nonce: UInt64.random(in: 1...UInt64.max))
+        let current = own.starts[own.starts.count - 1]
         // A directory that has voted before (it has an epoch record) is checked; a new one
         // rebuilds or is trusted empty anyway.
         var votedBefore = true
@@ -293,7 +294,7 @@ public final class Node: @unchecked Sendable {
         let checking = !learnerOnly && votedBefore
         var records: [BatchEntry] = [
             .put(ReplicaNode.epochKey, PaxosCodec.encodeEpoch(epoch)),
-            .put(IncarnationRecords.ownKey, IncarnationRecords.encode(current)),
+            .put(IncarnationRecords.ownKey, IncarnationRecords.encode(own: own)),
         ]
         if learnerOnly { records.append(.put(ReplicaNode.rebuildKey, Array("rebuild".utf8))) }
         try await store.write(records)
@@ -302,7 +303,9 @@ public final class Node: @unchecked Sendable {
             epoch: epoch, options: options, logger: logger)
         try await eventLoop.submit {
             node.incarnation = IncarnationGuard(
-                me: id, others: map.nodes.map(\.id), stored: storedIncarnation, current: current, seen: seen,
+                me: id, others: map.nodes.map(\.id), stored: own.confirmed,
+                earlier: Array(own.starts.dropLast()),
+                current: current, seen: seen,
                 checking: checking, now: Node.clock(),
                 graceNanos: UInt64(max(options.incarnationGrace.nanoseconds, 0)))
             if checking { node.core.votingHeld = true }
@@ -713,6 +716,17 @@ public final class Node: @unchecked Sendable {
     private func carryOut(_ r: IncarnationReady) {
         guard !r.isEmpty else { return }
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
+        if let c = r.confirmed {
+            // Later starts are checked against this one (OwnIncarnations).
+            store.write(
+                [
+                    .put(
+                        IncarnationRecords.ownKey,
+                        IncarnationRecords.encode(own: OwnIncarnations(confirmed: c.number)))
+                ],
+                sync: true
+            ) { _ in }
+        }
         if let seen = r.persistSeen {
             let after = r.afterPersist
             // (safety) A welcome promises the peer that this node remembers its start: durable

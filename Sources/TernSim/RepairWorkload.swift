@@ -450,25 +450,28 @@ extension Simulation {
     /// from the seed's generator).
     func incarnationNodeStarted(_ i: Int, _ n: ReplicaNode, learnerOnly: Bool) {
         let s = storages[i]
-        var stored: UInt64 = 0
+        var before = OwnIncarnations()
         if case .state(let b)? = try? s.load(IncarnationRecords.ownKey) {
-            stored = IncarnationRecords.decode(b)?.number ?? 0
+            before = IncarnationRecords.decodeOwn(b) ?? OwnIncarnations()
         }
         var seen: [NodeID: Incarnation] = [:]
         if case .state(let b)? = try? s.load(IncarnationRecords.seenKey) {
             seen = IncarnationRecords.decodeSeen(b) ?? [:]
         }
-        let current = Incarnation(number: stored + 1, nonce: now << 4 | UInt64(i + 1))
+        let own = before.starting(nonce: now << 4 | UInt64(i + 1))
+        let current = own.starts[own.starts.count - 1]
+        let stored = own.confirmed
         do {
-            try s.write([(IncarnationRecords.ownKey, IncarnationRecords.encode(current))])
+            try s.write([(IncarnationRecords.ownKey, IncarnationRecords.encode(own: own))])
             try s.sync()
         } catch {
             storageFailed(i, error)
             return
         }
         let g = IncarnationGuard(
-            me: ids[i], others: ids, stored: stored, current: current, seen: seen,
-            checking: !learnerOnly && stored > 0, now: repairNow, graceNanos: 100 * Self.seqNanosPerTick,
+            me: ids[i], others: ids, stored: stored, earlier: Array(own.starts.dropLast()), current: current,
+            seen: seen, checking: !learnerOnly && own.latest > 1, now: repairNow,
+            graceNanos: 100 * Self.seqNanosPerTick,
             helloIntervalNanos: 20 * Self.seqNanosPerTick,
             skipCheck: config.repairMutant == .skipIncarnationCheck)
         repair.incarnations[i] = g
@@ -484,6 +487,19 @@ extension Simulation {
         let r = g.ready()
         if r.isEmpty { return }
         for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
+        if let c = r.confirmed {
+            do {
+                try storages[i].write([
+                    (
+                        IncarnationRecords.ownKey,
+                        IncarnationRecords.encode(own: OwnIncarnations(confirmed: c.number))
+                    )
+                ])
+            } catch {
+                storageFailed(i, error)
+                return
+            }
+        }
         if let seen = r.persistSeen {
             do {
                 try storages[i].write([(IncarnationRecords.seenKey, IncarnationRecords.encode(seen: seen))])

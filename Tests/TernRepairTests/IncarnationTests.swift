@@ -71,6 +71,57 @@ import Testing
         }
     }
 
+    /// Seed 33 of the restoring campaign: the restored directory (its last confirmed start 1)
+    /// starts as 2 — the number the peer recorded for the lost directory's start — crashes before
+    /// any answer, and starts again as 3. Compared with "the last start" (2), the peer's record
+    /// (2, another nonce) looked no newer; compared with the last confirmed start, it is.
+    @Test("A restored directory that started once unheard is still stale at its next start")
+    func restoredThenStartedUnheardIsStale() {
+        let n1 = ids[0]
+        let peerSaw = Incarnation(number: 2, nonce: 0xE1)
+        let restored = OwnIncarnations(confirmed: 1)
+        let unheard = restored.starting(nonce: 0xDC1)
+        let next = unheard.starting(nonce: 0xF61)
+        #expect(next.confirmed == 1 && next.starts.map(\.number) == [2, 3])
+        let p2 = peer(ids[1], seen: [n1: peerSaw])
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: next.confirmed, earlier: Array(next.starts.dropLast()),
+            current: next.starts[1], seen: [:], checking: true, now: 0)
+        var persisted: [NodeID: Int] = [:]
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(g.decision == .stale(peer: ids[1], seen: peerSaw))
+    }
+
+    @Test(
+        "A start the peer recorded but whose welcome was lost is not stale at the next start; a welcome confirms"
+    )
+    func unconfirmedStartRecordedByPeer() {
+        let n1 = ids[0]
+        let before = OwnIncarnations(confirmed: 4)
+        let lost = before.starting(nonce: 7)  // 5/7: the peer welcomed it, the node crashed first
+        let next = lost.starting(nonce: 8)  // 6/8
+        let p2 = peer(ids[1], seen: [n1: lost.starts[0]])
+        let p3 = peer(ids[2], seen: [n1: Incarnation(number: 4, nonce: 1)])
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: next.confirmed, earlier: Array(next.starts.dropLast()),
+            current: next.starts[1], seen: [:], checking: true, now: 0)
+        var persisted: [NodeID: Int] = [:]
+        g.tick(now: 0)
+        for m in g.ready().messages {
+            let p = m.to == ids[1] ? p2 : p3
+            p.receive(from: n1, m.bytes)
+            for back in p.ready().afterPersist { g.receive(from: m.to, back.bytes) }
+            persisted[m.to, default: 0] += 1
+        }
+        #expect(g.decision == .passed)
+        #expect(g.ready().confirmed == next.starts[1], "the first welcome asks for the own record")
+        #expect(OwnIncarnations(confirmed: 4).starting(nonce: 1).confirming(next.starts[1]).starts.isEmpty)
+        // Only the latest `limit` unconfirmed starts are kept.
+        var many = OwnIncarnations(confirmed: 1)
+        for n in 0..<20 { many = many.starting(nonce: UInt64(n)) }
+        #expect(many.starts.count == OwnIncarnations.limit && many.latest == 21)
+    }
+
     @Test("A retransmitted hello is welcomed again without another write")
     func retransmittedHello() {
         let n1 = ids[0]
@@ -129,7 +180,16 @@ import Testing
         #expect(IncarnationRecords.decode(IncarnationRecords.encode(i)) == i)
         let table = [NodeID(2): i, NodeID(7): Incarnation(number: 1, nonce: 2)]
         #expect(IncarnationRecords.decodeSeen(IncarnationRecords.encode(seen: table)) == table)
-        for m: IncarnationMessage in [.hello(stored: 8, current: i), .welcome(current: i), .stale(seen: i)] {
+        let own = OwnIncarnations(confirmed: 3, starts: [Incarnation(number: 4, nonce: 1), i])
+        #expect(IncarnationRecords.decodeOwn(IncarnationRecords.encode(own: own)) == own)
+        // The earlier format (one start) reads as that start confirmed.
+        #expect(IncarnationRecords.decodeOwn(IncarnationRecords.encode(i)) == OwnIncarnations(confirmed: 9))
+        #expect(IncarnationRecords.decodeOwn([2, 0, 0]) == nil)
+        for m: IncarnationMessage in [
+            .hello(stored: 8, current: i),
+            .hello(stored: 7, earlier: [Incarnation(number: 8, nonce: 3)], current: i),
+            .welcome(current: i), .stale(seen: i),
+        ] {
             #expect(IncarnationMessage.decode(m.encode()) == m)
             #expect(IncarnationMessage.isIncarnation(m.encode()))
             #expect(IncarnationMessage.decode(Array(m.encode().dropLast())) == nil)

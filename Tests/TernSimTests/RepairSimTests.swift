@@ -278,7 +278,12 @@ extension RepairScenarioTests {
     /// the backup and A is cut off: B and the restored C must not choose another value at
     /// instance 2. With the check, C is told by B that its directory is stale and rebuilds; the
     /// mutant votes with the backup's promises and they choose "y" over "x".
-    func run(_ mutant: RepairMutant) -> (Simulation, ClientOutcome?) {
+    ///
+    /// With `startOnceUnheard`, the restored C first starts cut off from both (its hellos lost),
+    /// crashes again before any node answered, and only then meets B: its directory now
+    /// remembers a start with the number B recorded for the lost disk's start (seed 33 of the
+    /// restoring campaign, docs/REPAIR.md). It must still be found stale.
+    func run(_ mutant: RepairMutant, startOnceUnheard: Bool = false) -> (Simulation, ClientOutcome?) {
         let sim = cluster(mutant: mutant)
         #expect(sim.await(sim.write("k", .put(Array("w".utf8)), at: 0)) == .done(.ok))
         sim.run(ticks: 20)
@@ -288,6 +293,11 @@ extension RepairScenarioTests {
         #expect(sim.await(sim.write("k", .put(Array("x".utf8)), at: 0)) == .done(.ok))
         #expect(sim.inspect("k", at: 1)?.state.chosen == 1, "B did not hear of x")
         sim.crashAndRestoreBackup(node: 2, downTicks: 5)
+        if startOnceUnheard {
+            sim.isolate(2)
+            sim.run(ticks: 10)
+            sim.crash(node: 2, downTicks: 5)
+        }
         sim.isolate(0)
         sim.run(ticks: 10)
         let y = sim.await(sim.write("k", .put(Array("y".utf8)), at: 1), ticksMax: 1500)
@@ -309,6 +319,16 @@ extension RepairScenarioTests {
         }
         #expect(!sim.isLearnerOnly(2), "the rebuild did not finish")
         sim.run(ticks: 200)
+        #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
+    }
+
+    @Test("A restored node that started once unheard and crashed is still found stale at its next start")
+    func restoredNodeStartedOnceUnheardIsFoundStale() {
+        let (sim, y) = run(.none, startOnceUnheard: true)
+        #expect(sim.isLearnerOnly(2), "the restored node should rebuild")
+        #expect(y != .done(.ok), "B and the restored C chose y over x")
+        sim.isolate(nil)
+        sim.run(ticks: 500)
         #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
     }
 
