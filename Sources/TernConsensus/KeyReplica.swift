@@ -93,8 +93,14 @@ public struct KeyReplica: Sendable {
     var highestSeen: Ballot = .zero
     var reads: [ReadWaiter] = []
 
-    /// A replica of `key` at `me`, starting from what storage returned.
-    public init(key: [UInt8], me: NodeID, peers: [NodeID], loaded: LoadedKey, mutant: Mutant = .none) {
+    /// A replica of `key` at `me`, starting from what storage returned. `promisedFloor`: for a
+    /// key loaded `.damaged` whose record was readable but is not trusted (a node rebuilding
+    /// learner-only), the promise that record holds: the recovery's fresh ballot goes above it, so
+    /// the durable promise never goes back (a promise the record kept may still be owed).
+    public init(
+        key: [UInt8], me: NodeID, peers: [NodeID], loaded: LoadedKey, promisedFloor: Ballot = .zero,
+        mutant: Mutant = .none
+    ) {
         precondition(peers.count == 2 && !peers.contains(me), "a key has exactly three replicas")
         self.key = key
         self.me = me
@@ -108,6 +114,7 @@ public struct KeyReplica: Sendable {
             damaged = false
         case .damaged:
             state = KeyState()
+            state.promised = promisedFloor
             // The mutant forgets that it forgot: it votes as if it had never promised anything.
             damaged = mutant != .damagedAnswersFresh
         }

@@ -336,7 +336,9 @@ public final class ReplicaNode {
         case .damaged: loaded = .damaged
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
+        var floor = Ballot.zero
         if learnerOnly && !trusted && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed) {
+            if case .state(let st) = loaded { floor = st.promised }
             loaded = .damaged
         }
         if case .damaged = loaded, ctx.config.mutant != .damagedAnswersFresh { damagedKeys.insert(hashed) }
@@ -345,7 +347,8 @@ public final class ReplicaNode {
         stats.keyLoads += 1
         clock.append(hashed)
         return KeyReplica(
-            key: key, me: id, peers: all.filter { $0 != id }, loaded: loaded, mutant: ctx.config.mutant)
+            key: key, me: id, peers: all.filter { $0 != id }, loaded: loaded, promisedFloor: floor,
+            mutant: ctx.config.mutant)
     }
 
     /// The replica of `key` (loaded from storage on first use).

@@ -102,7 +102,7 @@ public enum IncarnationRecords {
 public struct OwnIncarnations: Sendable, Hashable {
     /// At most this many unconfirmed starts are kept (the oldest go first; a peer that recorded
     /// one of those then finds the directory stale: a needless rebuild, never a missed one).
-    public static let limit = 8
+    public static let limit = 64
     public var confirmed: UInt64
     public var starts: [Incarnation]
     public init(confirmed: UInt64 = 0, starts: [Incarnation] = []) {
@@ -143,8 +143,11 @@ public struct OwnIncarnations: Sendable, Hashable {
 /// ```
 public enum IncarnationMessage: Sendable, Hashable {
     /// `stored`: the sender's last confirmed start; `earlier`: its unconfirmed starts before
-    /// `current` (`OwnIncarnations`).
-    case hello(stored: UInt64, earlier: [Incarnation] = [], current: Incarnation)
+    /// `current` (`OwnIncarnations`); `trusted`: false for a start that does not vote with what its
+    /// directory holds (it rebuilds learner-only, or the directory is new): such a start is not
+    /// checked, only recorded when it is newer than the peer's record (else the peer answers
+    /// `stale` with its record, and the start takes a number above it).
+    case hello(stored: UInt64, earlier: [Incarnation] = [], current: Incarnation, trusted: Bool = true)
     case welcome(current: Incarnation)
     case stale(seen: Incarnation)
 
@@ -159,8 +162,9 @@ public enum IncarnationMessage: Sendable, Hashable {
     public func encode() -> [UInt8] {
         var w = ByteWriter()
         switch self {
-        case .hello(let stored, let earlier, let current):
+        case .hello(let stored, let earlier, let current, let trusted):
             w.u8(Self.helloKind)
+            w.u8(trusted ? 1 : 0)
             w.u64(stored)
             w.u64(current.number)
             w.u64(current.nonce)
@@ -189,15 +193,17 @@ public enum IncarnationMessage: Sendable, Hashable {
         let m: IncarnationMessage
         switch kind {
         case helloKind:
-            guard let stored = r.u64(), let n = r.u64(), let nonce = r.u64(), let count = r.u32(),
-                Int(count) <= OwnIncarnations.limit
+            guard let trusted = r.u8(), trusted <= 1, let stored = r.u64(), let n = r.u64(),
+                let nonce = r.u64(), let count = r.u32(), Int(count) <= OwnIncarnations.limit
             else { return nil }
             var earlier: [Incarnation] = []
             for _ in 0..<count {
                 guard let en = r.u64(), let enonce = r.u64() else { return nil }
                 earlier.append(Incarnation(number: en, nonce: enonce))
             }
-            m = .hello(stored: stored, earlier: earlier, current: Incarnation(number: n, nonce: nonce))
+            m = .hello(
+                stored: stored, earlier: earlier, current: Incarnation(number: n, nonce: nonce),
+                trusted: trusted == 1)
         case replyKind:
             guard let flag = r.u8(), flag <= 1, let n = r.u64(), let nonce = r.u64() else { return nil }
             let i = Incarnation(number: n, nonce: nonce)
@@ -227,12 +233,14 @@ public enum IncarnationMessage: Sendable, Hashable {
 public final class IncarnationGuard {
     public let me: NodeID
     public let others: [NodeID]
-    /// This start.
-    public let current: Incarnation
+    /// This start (an untrusted start renumbers itself above a peer's record: see `hello`).
+    public private(set) var current: Incarnation
+    /// False for a start that does not vote with what its directory holds (`checking: false`).
+    public let trusted: Bool
     /// The last confirmed start the directory remembered (0: none).
     public let stored: UInt64
     /// The directory's unconfirmed starts before this one (`OwnIncarnations`).
-    public let earlier: [Incarnation]
+    public private(set) var earlier: [Incarnation]
     /// True once another node welcomed this start (the own record was then rewritten).
     var confirmedOnce = false
     /// The latest incarnation of each other node this node acknowledged (durable in the shell).
@@ -278,6 +286,7 @@ public final class IncarnationGuard {
         self.graceNanos = graceNanos
         self.helloIntervalNanos = helloIntervalNanos
         self.skipCheck = skipCheck
+        self.trusted = checking
         decision = checking && !skipCheck && !self.others.isEmpty ? .checking : .passed
     }
 
@@ -296,7 +305,13 @@ public final class IncarnationGuard {
         lastHelloAt = now
         for n in missing {
             out.messages.append(
-                (n, IncarnationMessage.hello(stored: stored, earlier: earlier, current: current).encode()))
+                (
+                    n,
+                    IncarnationMessage.hello(
+                        stored: stored, earlier: earlier, current: current, trusted: trusted
+                    )
+                    .encode()
+                ))
         }
     }
 
@@ -312,8 +327,16 @@ public final class IncarnationGuard {
             return
         }
         switch m {
-        case .hello(let theirStored, let theirEarlier, let theirs):
-            if let s = seen[peer], s.number > theirStored, s != theirs, !theirEarlier.contains(s) {
+        case .hello(let theirStored, let theirEarlier, let theirs, let theirTrusted):
+            if !theirTrusted, let s = seen[peer], s != theirs, s.number >= theirs.number {
+                // A start that rebuilds anyway is recorded only above our record (a lower one
+                // would let an older directory of it pass later): it renumbers above `s`.
+                out.messages.append((peer, IncarnationMessage.stale(seen: s).encode()))
+                return
+            }
+            if theirTrusted, let s = seen[peer], s.number > theirStored, s != theirs,
+                !theirEarlier.contains(s)
+            {
                 // Its directory is older than a start of it we acknowledged (a restored backup),
                 // or than one it reached with another nonce since (a restored directory started
                 // again, whether or not that start was confirmed).
@@ -334,7 +357,7 @@ public final class IncarnationGuard {
             if !confirmedOnce {
                 // A node recorded this start: later checks compare against it.
                 confirmedOnce = true
-                out.confirmed = current
+                out.persistOwn = OwnIncarnations(confirmed: current.number)
             }
             if decision == .checking && welcomed.count == others.count {
                 decision = .passed
@@ -342,6 +365,21 @@ public final class IncarnationGuard {
             }
         case .stale(let s):
             guard others.contains(peer), !isStale, !skipCheck else { return }
+            if !trusted {
+                // Not checked, only recorded: take a number above the peer's record, durably, and
+                // announce it again (the nodes that welcomed the old number are asked again).
+                guard s.number >= current.number else { return }
+                earlier.append(current)
+                if earlier.count >= OwnIncarnations.limit {
+                    earlier.removeFirst(earlier.count - OwnIncarnations.limit + 1)
+                }
+                current = Incarnation(number: s.number + 1, nonce: current.nonce)
+                welcomed = []
+                confirmedOnce = false
+                lastHelloAt = nil
+                out.persistOwn = OwnIncarnations(confirmed: stored, starts: earlier + [current])
+                return
+            }
             // Whatever was decided: a node already voting learns late that its directory was
             // old (it welcomed by another node first); it must stop and rebuild all the same.
             decision = .stale(peer: peer, seen: s)
@@ -359,19 +397,21 @@ public final class IncarnationGuard {
 
 /// What the shell must do for the incarnation check, in this order: write `persistSeen` (the whole
 /// table, `IncarnationRecords.seenKey`) and sync; only then send `afterPersist`; `messages` may go
-/// at once; write the own record if `confirmed`. Then act on `decided`.
+/// at once; write the own record if `persistOwn`. Then act on `decided`.
 public struct IncarnationReady: Sendable {
     public var persistSeen: [NodeID: Incarnation]?
-    /// This start was welcomed for the first time: write the own record
-    /// `OwnIncarnations(confirmed: confirmed.number)` (this start is the latest; no sync needed:
-    /// losing the write only keeps the start unconfirmed, which the next check handles).
-    public var confirmed: Incarnation?
+    /// Write the own record (`IncarnationRecords.ownKey`): this start was welcomed for the first
+    /// time (it is now the confirmed one), or an untrusted start took a new number. No ordering
+    /// with the messages is needed: a lost write only leaves a start unconfirmed (checked against
+    /// the older confirmed one, with this start among the unconfirmed) or an untrusted start's
+    /// number lower than a peer's record (answered `stale` again, and renumbered).
+    public var persistOwn: OwnIncarnations?
     public var afterPersist: [(to: NodeID, bytes: [UInt8])] = []
     public var messages: [(to: NodeID, bytes: [UInt8])] = []
     public var decided: IncarnationGuard.Decision?
     public var badMessages: [(from: NodeID, why: String)] = []
     public var isEmpty: Bool {
-        persistSeen == nil && confirmed == nil && afterPersist.isEmpty && messages.isEmpty
+        persistSeen == nil && persistOwn == nil && afterPersist.isEmpty && messages.isEmpty
             && decided == nil && badMessages.isEmpty
     }
 }

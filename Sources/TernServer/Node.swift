@@ -716,13 +716,13 @@ public final class Node: @unchecked Sendable {
     private func carryOut(_ r: IncarnationReady) {
         guard !r.isEmpty else { return }
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
-        if let c = r.confirmed {
+        if let own = r.persistOwn {
             // Later starts are checked against this one (OwnIncarnations).
             store.write(
                 [
                     .put(
                         IncarnationRecords.ownKey,
-                        IncarnationRecords.encode(own: OwnIncarnations(confirmed: c.number)))
+                        IncarnationRecords.encode(own: own))
                 ],
                 sync: true
             ) { _ in }

@@ -487,12 +487,12 @@ extension Simulation {
         let r = g.ready()
         if r.isEmpty { return }
         for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
-        if let c = r.confirmed {
+        if let own = r.persistOwn {
             do {
                 try storages[i].write([
                     (
                         IncarnationRecords.ownKey,
-                        IncarnationRecords.encode(own: OwnIncarnations(confirmed: c.number))
+                        IncarnationRecords.encode(own: own)
                     )
                 ])
             } catch {

@@ -280,6 +280,30 @@ import Testing
         #expect(t.state(n1).chosen == 4 && t.state(n1).value == slot.value)
     }
 
+    /// Seed 215 of the restoring mix: a node rebuilding learner-only had recovered a key and
+    /// promised 39.1@n3 for it; it restarted (still learner-only: every key loads damaged),
+    /// recovered the key again under 38.9@n2 — both peers had forgotten or never heard 39.1 — and
+    /// its durable promise went back. The record it no longer trusts still bounds its recovery.
+    @Test("Damaged key (recovery): a readable but untrusted record's promise bounds the recovery ballot")
+    func damagedRecoveryAboveUntrustedPromise() {
+        var t = Trio(loaded: [n1: .damaged])
+        let owed = Ballot(round: 39 << 32 | 1, node: n3)
+        t.replicas[n1] = KeyReplica(key: key, me: n1, peers: [n2, n3], loaded: .damaged, promisedFloor: owed)
+        t.tick(n1)
+        guard case .recover(let b)? = t.inFlight.first(where: { $0.from == n1 })?.message else {
+            Issue.record("expected recover")
+            return
+        }
+        #expect(b > owed)
+        t.run()
+        for _ in 0..<50 {
+            t.tick(n1)
+            t.run()
+        }
+        #expect(!t.replicas[n1]!.damaged)
+        #expect(t.state(n1).promised > owed)
+    }
+
     @Test("Damaged key (recovery): a peer that promised a higher ballot refuses; a higher ballot wins")
     func damagedRecoveryOutbid() {
         var t = Trio(loaded: [n1: .damaged])

@@ -114,12 +114,57 @@ import Testing
             persisted[m.to, default: 0] += 1
         }
         #expect(g.decision == .passed)
-        #expect(g.ready().confirmed == next.starts[1], "the first welcome asks for the own record")
+        #expect(
+            g.ready().persistOwn == OwnIncarnations(confirmed: next.starts[1].number),
+            "the first welcome asks for the own record")
         #expect(OwnIncarnations(confirmed: 4).starting(nonce: 1).confirming(next.starts[1]).starts.isEmpty)
         // Only the latest `limit` unconfirmed starts are kept.
         var many = OwnIncarnations(confirmed: 1)
-        for n in 0..<20 { many = many.starting(nonce: UInt64(n)) }
-        #expect(many.starts.count == OwnIncarnations.limit && many.latest == 21)
+        for n in 0..<(OwnIncarnations.limit + 12) { many = many.starting(nonce: UInt64(n)) }
+        #expect(
+            many.starts.count == OwnIncarnations.limit && many.latest == UInt64(OwnIncarnations.limit + 13))
+    }
+
+    /// Seed 397 of the restoring mix: a node rebuilding learner-only from a restored directory
+    /// was answered `stale` and never recorded, so when its rebuild was done and it restarted, its
+    /// current directory was found stale again and rebuilt needlessly — beside another node's
+    /// rebuild, which wedged both. An untrusted start is recorded, above the peer's record.
+    @Test("A start that rebuilds anyway is not checked: it renumbers above the peer's record and is recorded")
+    func untrustedStartRenumbersAndIsRecorded() {
+        let n1 = ids[0]
+        let peerSaw = Incarnation(number: 10, nonce: 0x3FF2)
+        let restored = OwnIncarnations(confirmed: 8).starting(nonce: 0x41A2)  // 9/41a2, below 10
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: restored.confirmed, earlier: [], current: restored.starts[0],
+            seen: [:],
+            checking: false, now: 0)
+        #expect(g.decision == .passed)
+        let p2 = peer(ids[1], seen: [n1: peerSaw])
+        var persisted: [NodeID: Int] = [:]
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(g.decision == .passed, "an untrusted start never turns stale")
+        #expect(g.current == Incarnation(number: 11, nonce: 0x41A2))
+        #expect(
+            g.ready().persistOwn == OwnIncarnations(confirmed: 8, starts: [restored.starts[0], g.current]))
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 2_000_000_000)
+        #expect(p2.seen[n1] == g.current, "the renumbered start is recorded")
+        #expect(g.ready().persistOwn == OwnIncarnations(confirmed: 11))
+        // The next start, trusted (the rebuild done), passes against that record.
+        let next = OwnIncarnations(confirmed: 11).starting(nonce: 5)
+        let t = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: next.confirmed, earlier: [], current: next.starts[0],
+            seen: [:],
+            checking: true, now: 0)
+        exchange(t, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(t.decision == .passed)
+        // A trusted start of the directory from before the rebuild is still stale.
+        let before = restored.starting(nonce: 6)
+        let old = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: before.confirmed, earlier: [restored.starts[0]],
+            current: before.starts[1], seen: [:], checking: true, now: 0)
+        let p2b = peer(ids[1], seen: [n1: Incarnation(number: 11, nonce: 0x41A2)])
+        exchange(old, [ids[1]: p2b], persisted: &persisted, now: 0)
+        #expect(old.decision == .stale(peer: ids[1], seen: Incarnation(number: 11, nonce: 0x41A2)))
     }
 
     @Test("A retransmitted hello is welcomed again without another write")
