@@ -237,12 +237,21 @@ public final class IncarnationGuard {
     public private(set) var current: Incarnation
     /// False for a start that does not vote with what its directory holds (`checking: false`).
     public let trusted: Bool
-    /// The last confirmed start the directory remembered (0: none).
-    public let stored: UInt64
+    /// The last confirmed start the directory remembers (0: none).
+    public private(set) var stored: UInt64
     /// The directory's unconfirmed starts before this one (`OwnIncarnations`).
     public private(set) var earlier: [Incarnation]
     /// True once another node welcomed this start (the own record was then rewritten).
     var confirmedOnce = false
+    /// When `tick` first saw this start confirmed (the bump period counts from it).
+    var confirmedAt: UInt64?
+    /// A running node moves to its next incarnation this often once the current one is confirmed
+    /// (0: never), so a hot backup (copied while it ran) restored later is found stale unless it
+    /// was taken within the last period (docs/REPAIR.md).
+    let bumpNanos: UInt64
+    /// A new number (a bump, a renumbered untrusted start) is announced only once the shell has
+    /// made the own record that holds it durable (`ownPersisted`).
+    var ownPending = false
     /// The latest incarnation of each other node this node acknowledged (durable in the shell).
     public private(set) var seen: [NodeID: Incarnation]
 
@@ -273,7 +282,7 @@ public final class IncarnationGuard {
         me: NodeID, others: [NodeID], stored: UInt64, earlier: [Incarnation] = [], current: Incarnation,
         seen: [NodeID: Incarnation],
         checking: Bool, now: UInt64, graceNanos: UInt64 = 5_000_000_000,
-        helloIntervalNanos: UInt64 = 1_000_000_000, skipCheck: Bool = false
+        helloIntervalNanos: UInt64 = 1_000_000_000, bumpNanos: UInt64 = 0, skipCheck: Bool = false
     ) {
         precondition(current.number > stored, "a start's incarnation is above the stored one")
         self.me = me
@@ -285,6 +294,7 @@ public final class IncarnationGuard {
         self.startedAt = now
         self.graceNanos = graceNanos
         self.helloIntervalNanos = helloIntervalNanos
+        self.bumpNanos = bumpNanos
         self.skipCheck = skipCheck
         self.trusted = checking
         decision = checking && !skipCheck && !self.others.isEmpty ? .checking : .passed
@@ -297,6 +307,22 @@ public final class IncarnationGuard {
             decision = .passed
             out.decided = .passed
         }
+        if confirmedOnce && confirmedAt == nil { confirmedAt = now }
+        if bumpNanos > 0, let c = confirmedAt, now >= c + bumpNanos, !isStale, !skipCheck, !ownPending {
+            // The next incarnation while running: recorded by the peers like a start, so a copy of
+            // the directory taken before now is older than what they hold.
+            stored = current.number
+            earlier = []
+            current = Incarnation(number: current.number + 1, nonce: current.nonce)
+            welcomed = []
+            confirmedOnce = false
+            confirmedAt = nil
+            lastHelloAt = nil
+            ownPending = true
+            out.persistOwn = OwnIncarnations(confirmed: stored, starts: [current])
+            out.bumped = current
+        }
+        guard !ownPending else { return }
         guard lastHelloAt.map({ now >= $0 + helloIntervalNanos }) ?? true else { return }
         // Hellos go on after the decision too, until every node has recorded this start: the
         // more witnesses hold it, the smaller the residual risk.
@@ -377,6 +403,7 @@ public final class IncarnationGuard {
                 welcomed = []
                 confirmedOnce = false
                 lastHelloAt = nil
+                ownPending = true
                 out.persistOwn = OwnIncarnations(confirmed: stored, starts: earlier + [current])
                 return
             }
@@ -386,6 +413,9 @@ public final class IncarnationGuard {
             out.decided = decision
         }
     }
+
+    /// The shell made the last `persistOwn` durable: a new number may now be announced.
+    public func ownPersisted() { ownPending = false }
 
     /// Takes what the shell must do now.
     public func ready() -> IncarnationReady {
@@ -400,18 +430,20 @@ public final class IncarnationGuard {
 /// at once; write the own record if `persistOwn`. Then act on `decided`.
 public struct IncarnationReady: Sendable {
     public var persistSeen: [NodeID: Incarnation]?
-    /// Write the own record (`IncarnationRecords.ownKey`): this start was welcomed for the first
-    /// time (it is now the confirmed one), or an untrusted start took a new number. No ordering
-    /// with the messages is needed: a lost write only leaves a start unconfirmed (checked against
-    /// the older confirmed one, with this start among the unconfirmed) or an untrusted start's
-    /// number lower than a peer's record (answered `stale` again, and renumbered).
+    /// Write the own record (`IncarnationRecords.ownKey`), synced, then call
+    /// `IncarnationGuard.ownPersisted()`: this start was welcomed for the first time (it is now the
+    /// confirmed one), an untrusted start took a new number, or a running node bumped its
+    /// incarnation (the guard announces a new number only after `ownPersisted`, so a peer never
+    /// records a number the directory could forget).
     public var persistOwn: OwnIncarnations?
+    /// The running node moved to this incarnation (a bump: for the log and `/status`).
+    public var bumped: Incarnation?
     public var afterPersist: [(to: NodeID, bytes: [UInt8])] = []
     public var messages: [(to: NodeID, bytes: [UInt8])] = []
     public var decided: IncarnationGuard.Decision?
     public var badMessages: [(from: NodeID, why: String)] = []
     public var isEmpty: Bool {
-        persistSeen == nil && persistOwn == nil && afterPersist.isEmpty && messages.isEmpty
+        persistSeen == nil && persistOwn == nil && bumped == nil && afterPersist.isEmpty && messages.isEmpty
             && decided == nil && badMessages.isEmpty
     }
 }

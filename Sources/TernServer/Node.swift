@@ -47,6 +47,10 @@ public struct NodeOptions: Sendable {
     /// votes with the confirmations it has (at least one; docs/REPAIR.md, "A directory restored
     /// from an older backup").
     public var incarnationGrace: TimeAmount = .seconds(5)
+    /// How often a running node moves to its next incarnation once the current one is confirmed
+    /// (0: never): a hot backup restored later is found stale unless it was copied within the last
+    /// period (docs/REPAIR.md).
+    public var incarnationBump: TimeAmount = .seconds(60)
     /// The bound on any node's wall-clock error, in ms: a key with a deadline is treated as
     /// expired this much before its deadline by this node's clock, so that no node serves it after
     /// the deadline (docs/DATA.md, "Expiry": the clock assumption).
@@ -307,7 +311,8 @@ public final class Node: @unchecked Sendable {
                 earlier: Array(own.starts.dropLast()),
                 current: current, seen: seen,
                 checking: checking, now: Node.clock(),
-                graceNanos: UInt64(max(options.incarnationGrace.nanoseconds, 0)))
+                graceNanos: UInt64(max(options.incarnationGrace.nanoseconds, 0)),
+                bumpNanos: UInt64(max(options.incarnationBump.nanoseconds, 0)))
             if checking { node.core.votingHeld = true }
             if learnerOnly { node.enterLearnerOnly(reasons.joined(separator: "; ")) }
             node.startTimer()
@@ -717,15 +722,18 @@ public final class Node: @unchecked Sendable {
         guard !r.isEmpty else { return }
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
         if let own = r.persistOwn {
-            // Later starts are checked against this one (OwnIncarnations).
-            store.write(
-                [
-                    .put(
-                        IncarnationRecords.ownKey,
-                        IncarnationRecords.encode(own: own))
-                ],
-                sync: true
-            ) { _ in }
+            // Later starts are checked against this one (OwnIncarnations); a new number is
+            // announced only once this is durable.
+            store.write([.put(IncarnationRecords.ownKey, IncarnationRecords.encode(own: own))], sync: true) {
+                result in
+                self.onLoop {
+                    guard case .success = result else { return }
+                    self.incarnation?.ownPersisted()
+                }
+            }
+        }
+        if let b = r.bumped {
+            logger.info("incarnation bumped while running", metadata: ["incarnation": "\(b)"])
         }
         if let seen = r.persistSeen {
             let after = r.afterPersist

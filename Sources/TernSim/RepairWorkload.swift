@@ -473,6 +473,7 @@ extension Simulation {
             seen: seen, checking: !learnerOnly && own.latest > 1, now: repairNow,
             graceNanos: 100 * Self.seqNanosPerTick,
             helloIntervalNanos: 20 * Self.seqNanosPerTick,
+            bumpNanos: config.incarnationBumpTicks * Self.seqNanosPerTick,
             skipCheck: config.repairMutant == .skipIncarnationCheck)
         repair.incarnations[i] = g
         n.votingHeld = g.decision == .checking
@@ -489,12 +490,9 @@ extension Simulation {
         for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
         if let own = r.persistOwn {
             do {
-                try storages[i].write([
-                    (
-                        IncarnationRecords.ownKey,
-                        IncarnationRecords.encode(own: own)
-                    )
-                ])
+                try storages[i].write([(IncarnationRecords.ownKey, IncarnationRecords.encode(own: own))])
+                try storages[i].sync()
+                g.ownPersisted()
             } catch {
                 storageFailed(i, error)
                 return
@@ -654,6 +652,12 @@ extension Simulation {
     /// it restarts after `downTicks`.
     public func crashAndBackUp(node i: Int, downTicks: UInt64) {
         crash(node: i, downTicks: downTicks)
+        repair.backups[i] = storages[i].fileSystem.snapshot()
+    }
+
+    /// Scenario: copies `node`'s disk while it runs (a hot backup: what it has written so far,
+    /// synced or not), for `crashAndRestoreBackup`.
+    public func backUpWhileRunning(node i: Int) {
         repair.backups[i] = storages[i].fileSystem.snapshot()
     }
 

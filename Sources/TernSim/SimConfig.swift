@@ -127,6 +127,9 @@ public struct SimConfig: Sendable, Hashable {
     /// With the repair workload: the nodes run the incarnation check (`IncarnationGuard`) even
     /// without `--restore` (scenario tests restore backups by hand).
     public var incarnationCheck = false
+    /// With the incarnation check: a running node bumps its incarnation this many ticks after the
+    /// current one is confirmed (0: never; `NodeOptions.incarnationBump` in the server).
+    public var incarnationBumpTicks: UInt64 = 150
     /// Red-envelope calls per seed (the envelope workload, EnvelopeWorkload.swift; 0 = off).
     public var envelopeOps = 0
     /// Deliberately broken envelope opens (tests only).

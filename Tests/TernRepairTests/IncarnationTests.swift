@@ -146,6 +146,9 @@ import Testing
         #expect(g.current == Incarnation(number: 11, nonce: 0x41A2))
         #expect(
             g.ready().persistOwn == OwnIncarnations(confirmed: 8, starts: [restored.starts[0], g.current]))
+        g.tick(now: 1_000_000_000)
+        #expect(g.ready().messages.isEmpty, "the new number is announced only once it is durable")
+        g.ownPersisted()
         exchange(g, [ids[1]: p2], persisted: &persisted, now: 2_000_000_000)
         #expect(p2.seen[n1] == g.current, "the renumbered start is recorded")
         #expect(g.ready().persistOwn == OwnIncarnations(confirmed: 11))
@@ -165,6 +168,39 @@ import Testing
         let p2b = peer(ids[1], seen: [n1: Incarnation(number: 11, nonce: 0x41A2)])
         exchange(old, [ids[1]: p2b], persisted: &persisted, now: 0)
         #expect(old.decision == .stale(peer: ids[1], seen: Incarnation(number: 11, nonce: 0x41A2)))
+    }
+
+    @Test("A running node bumps its incarnation once confirmed, durably first, and the peers record the bump")
+    func runningNodeBumps() {
+        let n1 = ids[0]
+        let p2 = peer(ids[1], seen: [:])
+        let g = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: 3, current: Incarnation(number: 4, nonce: 9), seen: [:],
+            checking: true, now: 0, bumpNanos: 60)
+        var persisted: [NodeID: Int] = [:]
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(g.decision == .passed && p2.seen[n1] == Incarnation(number: 4, nonce: 9))
+        #expect(g.ready().persistOwn == OwnIncarnations(confirmed: 4))
+        g.tick(now: 10)  // the period counts from here
+        g.tick(now: 69)
+        #expect(g.ready().isEmpty)
+        g.tick(now: 70)
+        let r = g.ready()
+        #expect(r.bumped == Incarnation(number: 5, nonce: 9))
+        #expect(r.persistOwn == OwnIncarnations(confirmed: 4, starts: [Incarnation(number: 5, nonce: 9)]))
+        #expect(r.messages.isEmpty, "announced only once the own record is durable")
+        #expect(g.decision == .passed, "the node keeps voting through a bump")
+        g.ownPersisted()
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 71)
+        #expect(p2.seen[n1] == Incarnation(number: 5, nonce: 9))
+        // A copy of the directory from before the bump (confirmed 4) now starts stale.
+        let copy = OwnIncarnations(confirmed: 4).starting(nonce: 77)
+        let old = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: copy.confirmed, earlier: [], current: copy.starts[0],
+            seen: [:],
+            checking: true, now: 0)
+        exchange(old, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(old.decision == .stale(peer: ids[1], seen: Incarnation(number: 5, nonce: 9)))
     }
 
     @Test("A retransmitted hello is welcomed again without another write")

@@ -322,6 +322,53 @@ extension RepairScenarioTests {
         #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
     }
 
+    /// A hot backup: C's disk copied while it runs (no restart after it). C then bumps its
+    /// incarnation while running (every `incarnationBumpTicks` once confirmed) and the peers record
+    /// the bump; "x" is chosen by A and C alone; C's disk is replaced by the copy. Its directory
+    /// remembers the incarnation of the copy, below the bump the peers hold: stale. Without the
+    /// bump (`incarnationBumpTicks = 0`), nothing tells, and B and the restored C choose "y".
+    func hotBackup(bumpTicks: UInt64) -> (Simulation, ClientOutcome?) {
+        var c = SimConfig(seed: 1)
+        c.scenario = true
+        c.repair = true
+        c.incarnationCheck = true
+        c.incarnationBumpTicks = bumpTicks
+        c.faults = .none
+        c.deriveFaults = false
+        let sim = Simulation(c)
+        #expect(sim.await(sim.write("k", .put(Array("w".utf8)), at: 0)) == .done(.ok))
+        sim.run(ticks: 20)
+        sim.backUpWhileRunning(node: 2)
+        sim.run(ticks: 400)
+        sim.isolate(1)
+        #expect(sim.await(sim.write("k", .put(Array("x".utf8)), at: 0)) == .done(.ok))
+        sim.crashAndRestoreBackup(node: 2, downTicks: 5)
+        sim.isolate(0)
+        sim.run(ticks: 10)
+        let y = sim.await(sim.write("k", .put(Array("y".utf8)), at: 1), ticksMax: 1500)
+        return (sim, y)
+    }
+
+    @Test("A hot backup restored after the running node bumped its incarnation is found stale")
+    func hotBackupAfterABumpIsStale() {
+        let (sim, y) = hotBackup(bumpTicks: 150)
+        #expect(sim.isLearnerOnly(2), "the restored node should rebuild")
+        #expect(y != .done(.ok), "B and the restored C chose y over x")
+        sim.isolate(nil)
+        sim.run(ticks: 500)
+        #expect(sim.currentViolations.isEmpty, "\(sim.currentViolations.map(\.description))")
+    }
+
+    @Test(
+        "Without the bump, the same hot backup passes the check and two values are chosen (why the bump exists)"
+    )
+    func hotBackupWithoutBumpIsCaught() {
+        let (sim, _) = hotBackup(bumpTicks: 0)
+        sim.isolate(nil)
+        sim.run(ticks: 500)
+        #expect(!sim.currentViolations.isEmpty, "the hot backup was not harmful: the scenario tests nothing")
+    }
+
     @Test("A restored node that started once unheard and crashed is still found stale at its next start")
     func restoredNodeStartedOnceUnheardIsFoundStale() {
         let (sim, y) = run(.none, startOnceUnheard: true)
