@@ -174,4 +174,11 @@ for proto in (2, 3):
         check("backlog with maxlen", r.xadd(full_key, {"i": "trimmed"}, maxlen=limit) is not None)
         check("backlog length", r.xlen(full_key) == limit)
 
+# A stream left for the /metrics check of the calling test: 3 entries, group mg, 1 delivered.
+mkey = f"metrics:{time.time_ns()}"
+for i in range(3):
+    r.xadd(mkey, {"i": str(i)})
+r.xgroup_create(mkey, "mg", id="0")
+r.xreadgroup("mg", "m1", {mkey: ">"}, count=1)
+print(f"metrics stream: {mkey}")
 print("streams redis-py: OK")
