@@ -70,3 +70,141 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(StreamValue.summary(StreamValue().encoded) == .init(length: 0, groups: []))
     }
 }
+
+/// XADD's idempotency key (docs/QUEUE.md, "Retries: XADD IDMP"), Redis 8.6's syntax.
+@Suite struct StreamIdempotencyTests {
+    @Test("IDMP: a retry answers the first id and adds nothing; another iid or producer adds")
+    func retryAnswersFirstID() throws {
+        var v = KeyValue()
+        #expect(w(&v, "xadd s idmp p1 pay-1 * amount 100", now: 5) == id("5-0"))
+        // The retry: other fields, a later clock, options in another order — the first id.
+        #expect(w(&v, "xadd s idmp p1 pay-1 * amount 200", now: 9) == id("5-0"))
+        #expect(w(&v, "xadd s maxlen ~ 100 idmp p1 pay-1 * amount 300", now: 9) == id("5-0"))
+        #expect(r(v, "xlen s") == .integer(1))
+        #expect(
+            r(v, "xrange s - +")
+                == .array([.array([id("5-0"), .array([.bulk(b("amount")), .bulk(b("100"))])])]))
+        #expect(w(&v, "xadd s idmp p1 pay-2 * amount 100", now: 9) == id("9-0"))
+        #expect(w(&v, "xadd s idmp p2 pay-1 * amount 100", now: 9) == id("9-1"))
+        #expect(w(&v, "xadd s nomkstream idmp p2 pay-1 * amount 1", now: 9) == id("9-1"))
+        // A plain XADD is untouched by all this.
+        #expect(w(&v, "xadd s * amount 100", now: 9) == id("9-2"))
+        #expect(r(v, "xlen s") == .integer(4))
+        // Remembered through the value's codec, like the rest of the stream.
+        let bytes = try #require(v.bytes)
+        let decoded = try #require(StreamValue(bytes))
+        #expect(decoded.idempotent.count == 3)
+        #expect(decoded.encoded == v.bytes)
+        // Deleting the entry does not make the retry add it again (the id is answered).
+        w(&v, "xdel s 5-0")
+        #expect(w(&v, "xadd s idmp p1 pay-1 * amount 100", now: 10) == id("5-0"))
+        #expect(r(v, "xlen s") == .integer(3))
+        // NOMKSTREAM on an absent stream answers nil whatever the key.
+        var none = KeyValue()
+        #expect(w(&none, "xadd s nomkstream idmp p1 pay-1 * f v") == .bulk(nil))
+        #expect(none.bytes == nil)
+    }
+
+    @Test("IDMPAUTO: the idempotent id is the entry's fields and values")
+    func auto() {
+        var v = KeyValue()
+        #expect(w(&v, "xadd s idmpauto p * a 1 b 2", now: 5) == id("5-0"))
+        #expect(w(&v, "xadd s idmpauto p * a 1 b 2", now: 6) == id("5-0"))
+        #expect(w(&v, "xadd s idmpauto p * a 1 b 3", now: 6) == id("6-0"))
+        // Field boundaries count: "a1" "b" is not "a" "1b".
+        #expect(w(&v, "xadd s idmpauto p * a1 b", now: 6) == id("6-1"))
+        #expect(w(&v, "xadd s idmpauto p * a 1b", now: 6) == id("6-2"))
+        #expect(w(&v, "xadd s idmpauto q * a 1 b 2", now: 7) == id("7-0"))
+        #expect(r(v, "xlen s") == .integer(5))
+    }
+
+    @Test("IDMP's errors are Redis 8.6's; a plain Redis 7 XADD answers as before")
+    func errors() {
+        var v = KeyValue()
+        #expect(
+            w(&v, "xadd s idmp p1 iid1 1-1 f v")
+                == err("IDMP/IDMPAUTO can be used only with auto-generated IDs"))
+        #expect(
+            w(&v, "xadd s idmp p1 iid1 1-* f v")
+                == err("IDMP/IDMPAUTO can be used only with auto-generated IDs"))
+        #expect(
+            w(&v, "xadd s idmp p1 * f v") == err("Invalid stream ID specified as stream command argument"))
+        #expect(w(&v, "xadd s idmp p1 i1 idmp p2 i2 * f v") == err("IDMP/IDMPAUTO specified multiple times"))
+        #expect(w(&v, "xadd s idmpauto p1 idmp p2 i2 * f v") == err("IDMP/IDMPAUTO specified multiple times"))
+        #expect(
+            w(&v, [b("xadd"), b("s"), b("idmp"), [], b("i"), b("*"), b("f"), b("v")])
+                == err("IDMP requires a non-empty producer ID"))
+        #expect(
+            w(&v, [b("xadd"), b("s"), b("idmp"), b("p"), [], b("*"), b("f"), b("v")])
+                == err("IDMP requires a non-empty idempotent ID"))
+        #expect(
+            w(&v, [b("xadd"), b("s"), b("idmpauto"), [], b("*"), b("f"), b("v")])
+                == err("IDMPAUTO requires a non-empty producer ID"))
+        #expect(w(&v, "xadd s idmp p1 i1 * f") == err("wrong number of arguments for 'xadd' command"))
+        // Too few arguments after IDMP: not the option, so the id (as Redis 7 and 8.6 read it).
+        #expect(w(&v, "xadd s idmp p1") == err("Invalid stream ID specified as stream command argument"))
+        #expect(v.bytes == nil)
+        // XTRIM takes no IDMP.
+        #expect(w(&v, "xadd s 1-1 f v") == id("1-1"))
+        #expect(w(&v, "xtrim s idmp p i maxlen 1") == .error("ERR syntax error"))
+    }
+
+    @Test("The window: 100 s, 100 pairs per producer, 1 000 per stream; a refusal is not remembered")
+    func window() {
+        var v = KeyValue()
+        #expect(w(&v, "xadd s idmp p a * f v", now: 1_000) == id("1000-0"))
+        #expect(w(&v, "xadd s idmp p a * f v", now: 100_999) == id("1000-0"))
+        // 100 s after the first add the pair is forgotten: the same call adds again.
+        #expect(w(&v, "xadd s idmp p a * f v", now: 101_000) == id("101000-0"))
+        // 100 newer pairs of the same producer push the oldest out; another producer's do not.
+        var u = KeyValue()
+        w(&u, "xadd s idmp p first * f v", now: 5)
+        w(&u, "xadd s idmp q other * f v", now: 5)
+        for i in 0..<99 { w(&u, "xadd s idmp p k\(i) * f v", now: 6) }
+        #expect(w(&u, "xadd s idmp p first * f v", now: 7) == id("5-0"))
+        w(&u, "xadd s idmp p k99 * f v", now: 7)
+        #expect(w(&u, "xadd s idmp p first * f v", now: 7) != id("5-0"))
+        #expect(w(&u, "xadd s idmp q other * f v", now: 7) == id("5-1"))
+        // At most 1 000 pairs per stream, all producers together.
+        var t = KeyValue()
+        w(&t, "xadd s idmp p0 k * f v", now: 5)
+        // 999 pairs of other producers after it (written straight into the value: 999 XADDs
+        // would rewrite a growing stream 999 times).
+        var filled = StreamValue(t.bytes!)!
+        for i in 1..<1_000 {
+            let key = StreamValue.IdempotencyKey(producer: UInt64(i), producer2: 0, iid: 0, iid2: 0)
+            filled.idempotent.append(.init(key: key, id: StreamID(5, 0), addedMs: 6))
+        }
+        t.bytes = filled.encoded
+        #expect(w(&t, "xadd s idmp p0 k * f v", now: 6) == id("5-0"))
+        w(&t, "xadd s idmp p1000 k * f v", now: 6)
+        #expect(StreamValue(t.bytes!)?.idempotent.count == 1_000)
+        #expect(w(&t, "xadd s idmp p0 k * f v", now: 6) != id("5-0"))
+        // A full stream: a retry of an add it remembers answers the id; a new one is refused and,
+        // once there is room, added (the refusal was not remembered).
+        var f = KeyValue()
+        #expect(w(&f, "xadd s idmp p a * f v", now: 5, limit: 1) == id("5-0"))
+        #expect(w(&f, "xadd s idmp p a * f v", now: 6, limit: 1) == id("5-0"))
+        guard case .error(let e) = w(&f, "xadd s idmp p b * f v", now: 6, limit: 1) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(e.hasPrefix("OVERLOADED"))
+        w(&f, "xdel s 5-0")
+        #expect(w(&f, "xadd s idmp p b * f v", now: 7, limit: 1) == id("7-0"))
+    }
+
+    @Test("Two tries of one pair merged into one instance add one entry and answer the same id")
+    func mergedRetries() {
+        func args(_ fields: String) -> [[UInt8]] {
+            [b("xadd"), b("s"), b("50"), b("0"), b("idmp"), b("p"), b("x"), b("*")] + words(fields)
+        }
+        let v = KeyValue().applying(
+            [
+                (.data(args("f 1")), RequestID(client: 1, counter: 1)),
+                (.data(args("f 2")), RequestID(client: 2, counter: 1)),
+            ], window: 8, instance: 1)
+        #expect(v.recent.map(\.result) == [.data(id("50-0")), .data(id("50-0"))])
+        #expect(r(v, "xlen s") == .integer(1))
+    }
+}
