@@ -73,7 +73,7 @@ extension StreamValue {
     /// … unless its producer made this many newer keyed adds (Redis's default IDMP-MAXSIZE) …
     public static let idempotencyPerProducerMax = 100
     /// … or the stream this many, all producers together (Tern's bound: each write carries the
-    /// whole stream, so its memory is bounded too — 48 bytes a pair, at most 48 KiB).
+    /// whole stream, so its memory is bounded too — 56 bytes a pair, at most 55 KiB).
     public static let idempotencyTotalMax = 1_000
 
     /// Forgets the pairs older than the duration at `nowMs`.
@@ -114,12 +114,12 @@ extension StreamValue {
         }
     }
 
-    /// Reads the section if `r` has one; false when the bytes are malformed.
+    /// Reads the section if `r` has one; false when it is malformed. Bytes after it, or a section
+    /// of another kind (a later version's), are skipped, not refused: a stream that failed to
+    /// decode would be taken for an empty one by the next write.
     mutating func decodeIdempotent(_ r: inout ByteReader) -> Bool {
-        guard !r.atEnd else { return true }
-        guard r.u8() == Self.idempotencySection, let n = r.u32(), Int(n) <= r.remaining / 56 else {
-            return false
-        }
+        guard !r.atEnd, r.u8() == Self.idempotencySection else { return true }
+        guard let n = r.u32(), Int(n) <= r.remaining / 56 else { return false }
         idempotent.reserveCapacity(Int(n))
         for _ in 0..<n {
             var x: [UInt64] = []
@@ -132,6 +132,6 @@ extension StreamValue {
                     key: IdempotencyKey(producer: x[0], producer2: x[1], iid: x[2], iid2: x[3]),
                     id: StreamID(x[4], x[5]), addedMs: x[6]))
         }
-        return r.atEnd
+        return true
     }
 }

@@ -105,6 +105,20 @@ private func err(_ s: String) -> DataReply { .error("ERR " + s) }
         #expect(none.bytes == nil)
     }
 
+    @Test("The memory's section: absent when unused, a later version's section skipped, a torn one refused")
+    func section() throws {
+        var v = KeyValue()
+        w(&v, "xadd s 1-1 f v")
+        let plain = try #require(v.bytes)
+        // Without IDMP the stream encodes as before the section existed: a later kind is skipped.
+        #expect(StreamValue(plain + [2, 9, 9, 9])?.entries.count == 1)
+        w(&v, "xadd s idmp p a * f v", now: 5)
+        let keyed = try #require(v.bytes)
+        #expect(keyed.count == plain.count + 30 + 1 + 4 + 56)  // the entry, the tag, the count, one pair
+        #expect(StreamValue(keyed)?.idempotent.count == 1)
+        #expect(StreamValue(Array(keyed.dropLast(8))) == nil)
+    }
+
     @Test("IDMPAUTO: the idempotent id is the entry's fields and values")
     func auto() {
         var v = KeyValue()
