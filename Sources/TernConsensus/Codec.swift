@@ -226,6 +226,12 @@ public struct ByteReader: Sendable {
         at += 8
         return v
     }
+    /// Skips a blob without copying it (false: the bytes end first).
+    public mutating func skipBlob() -> Bool {
+        guard let n = u32(), at + Int(n) <= bytes.count else { return false }
+        at += Int(n)
+        return true
+    }
     public mutating func blob() -> [UInt8]? {
         guard let n = u32(), at + Int(n) <= bytes.count else { return nil }
         at += Int(n)

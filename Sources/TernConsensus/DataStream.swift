@@ -108,6 +108,8 @@ public struct StreamValue: Sendable, Hashable {
     public var entriesAdded: UInt64 = 0
     /// In name order.
     public var groups: [Group] = []
+    /// XADD IDMP's memory, oldest first (StreamIdempotency.swift).
+    public var idempotent: [IdempotentAdd] = []
 
     public init() {}
 
@@ -147,7 +149,7 @@ public struct StreamValue: Sendable, Hashable {
 
     /// `u32 n | (u64 ms, u64 seq, u32 k, blob…)… | last | maxDeleted | u64 added | u32 groups |
     /// (blob name, last, u64 entriesRead, u32 p, (id, blob consumer, u64 time, u64 count)…,
-    /// u32 c, (blob name, u64 seen)…)…`.
+    /// u32 c, (blob name, u64 seen)…)… [| u8 1 | XADD IDMP's memory]`.
     public var encoded: [UInt8] {
         var w = ByteWriter()
         func id(_ i: StreamID) {
@@ -181,6 +183,7 @@ public struct StreamValue: Sendable, Hashable {
                 w.u64(c.seenMs)
             }
         }
+        encodeIdempotent(&w)
         return w.bytes
     }
 
@@ -220,6 +223,7 @@ public struct StreamValue: Sendable, Hashable {
             }
             groups.append(g)
         }
+        guard decodeIdempotent(&r) else { return nil }
     }
 
     // MARK: Redis's counters (entries_read, lag)
@@ -274,20 +278,38 @@ extension DataModel {
     static func streamWord(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self).lowercased() }
 
     /// Redis's `streamParseAddOrTrimArgsOrReply`: the trim options from `args[from...]` and, for
-    /// XADD, NOMKSTREAM; returns where the id is (XADD) or the end.
+    /// XADD, NOMKSTREAM and Redis 8.6's IDMP/IDMPAUTO; returns where the id is (XADD) or the end.
     public static func parseStreamTrim(_ args: [[UInt8]], from: Int, xadd: Bool)
-        -> StreamParsed<(trim: StreamTrim?, noMkStream: Bool, idAt: Int)>
+        -> StreamParsed<(trim: StreamTrim?, noMkStream: Bool, idAt: Int, idmp: StreamIdempotencyOption?)>
     {
         var trim = StreamTrim()
         var strategy = false
         var limitGiven = false
         var noMk = false
+        var idmp: StreamIdempotencyOption?
         var i = from
         while i < args.count {
             let more = args.count - i - 1
             let o = streamWord(args[i])
             if xadd && o == "nomkstream" {
                 noMk = true
+            } else if xadd && ((o == "idmp" && more >= 2) || (o == "idmpauto" && more >= 1)) {
+                // Redis 8.6's texts (tests/unit/type/stream.tcl, "XADD IDMP with invalid syntax").
+                if idmp != nil { return .failure(.err("IDMP/IDMPAUTO specified multiple times")) }
+                let producer = args[i + 1]
+                if producer.isEmpty {
+                    return .failure(.err("\(o.uppercased()) requires a non-empty producer ID"))
+                }
+                if o == "idmp" {
+                    guard !args[i + 2].isEmpty else {
+                        return .failure(.err("IDMP requires a non-empty idempotent ID"))
+                    }
+                    idmp = .given(producer: producer, iid: args[i + 2])
+                    i += 2
+                } else {
+                    idmp = .auto(producer: producer)
+                    i += 1
+                }
             } else if (o == "maxlen" || o == "minid") && more >= 1 {
                 if strategy {
                     return .failure(
@@ -326,6 +348,9 @@ extension DataModel {
                 {
                     return .failure(badStreamID)
                 }
+                if idmp != nil && a != [UInt8(ascii: "*")] {
+                    return .failure(.err("IDMP/IDMPAUTO can be used only with auto-generated IDs"))
+                }
                 break
             } else {
                 return .failure(.syntax)
@@ -345,7 +370,7 @@ extension DataModel {
             trim.limit = 10_000
         }
         if !xadd && !strategy { return .failure(.syntax) }
-        return .success((strategy ? trim : nil, noMk, i))
+        return .success((strategy ? trim : nil, noMk, i, idmp))
     }
 
     /// Redis's `stream-node-max-entries`: `~` trims whole nodes of this many entries.
@@ -445,16 +470,23 @@ extension DataModel {
             // xadd [nomkstream] [trim] id field value …
             switch parseStreamTrim(rest, from: 0, xadd: true) {
             case .failure(let e): return e
-            case .success(let (trim, noMk, at)):
+            case .success(let (trim, noMk, at, idmp)):
                 let fields = Array(rest[(at + 1)...])
                 guard at < rest.count, fields.count >= 2, fields.count % 2 == 0 else {
                     return .err("wrong number of arguments for 'xadd' command")
                 }
                 if !exists && noMk { return .bulk(nil) }
+                // IDMP: a pair the stream remembers answers its first id; nothing changes.
+                let idmpKey = idmp?.key(fields: fields)
+                if let idmpKey {
+                    s.pruneIdempotent(nowMs: nowMs)
+                    if let first = s.idempotentID(idmpKey) { return .bulk(first.bytes) }
+                }
                 switch streamNextID(s, rest[at], nowMs: nowMs) {
                 case .failure(let e): return e
                 case .success(let id):
                     streamAppend(&s, id, fields)
+                    if let idmpKey { s.rememberIdempotent(idmpKey, id: id, nowMs: nowMs) }
                     if let trim { _ = trimStream(&s, trim) }
                     // At the backlog bound, `~` trims as far as its threshold exactly: a producer
                     // that trims is never refused because whole nodes could not go.
@@ -477,7 +509,7 @@ extension DataModel {
             }
             switch parseStreamTrim(rest, from: 0, xadd: false) {
             case .failure(let e): return e
-            case .success(let (trim, _, _)): reply = .integer(Int64(trimStream(&s, trim!)))
+            case .success(let (trim, _, _, _)): reply = .integer(Int64(trimStream(&s, trim!)))
             }
         case "xdel":
             var ids: [StreamID] = []

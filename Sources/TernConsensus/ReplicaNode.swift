@@ -363,6 +363,13 @@ public final class ReplicaNode {
     /// Read-only view of a loaded key, for observers and tests.
     public func inspect(_ key: [UInt8]) -> KeyReplica? { keys[HashedKey(key)] }
 
+    /// The kind of a loaded key's chosen value; nil when the key is not loaded or absent (the
+    /// shell's list of streams for /metrics asks this of every key it writes).
+    public func chosenKind(of key: [UInt8]) -> ValueKind? {
+        guard let v = keys[HashedKey(key)]?.state.value, v.bytes != nil else { return nil }
+        return v.kind
+    }
+
     private func apply(_ key: HashedKey, _ body: (inout KeyReplica, inout NodeContext) -> Effects) {
         var index = keys.index(forKey: key)
         if index == nil {

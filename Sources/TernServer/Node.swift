@@ -203,6 +203,8 @@ public final class Node: @unchecked Sendable {
     var driveScheduled = false
     /// Expired keys the sweep removed (`NodeStatus.expiredSwept`).
     var expiredSwept = 0
+    /// The streams this node holds, for /metrics (StreamMetrics.swift).
+    var streams = StreamRegistry()
     /// A `drive` is running, and another input arrived during it (a store callback made inline,
     /// a reply's callback that sent the next request): it runs again before returning.
     var driving = false
@@ -578,6 +580,7 @@ public final class Node: @unchecked Sendable {
         if !r.touched.isEmpty {
             scanner?.noteWritten(r.touched)
             blockedKeys.wake(r.touched)
+            noteStreams(r.touched)
         }
         for k in r.loads { load(k) }
         if let p = r.flush { write(p) }
@@ -601,6 +604,7 @@ public final class Node: @unchecked Sendable {
             }
             self.onLoop {
                 self.core.loaded(k, record)
+                self.noteStreams([k])
                 self.drive()
             }
         }

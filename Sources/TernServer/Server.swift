@@ -560,6 +560,7 @@ public final class TernServerProcess: Service, AdminBackend {
                 "Bucket summaries a peer did not answer in time.",
                 Double(r.peerTimeouts))
         }
+        out += await StreamMetrics.text(node: node, labels: labels)
         metric(
             "tern_uptime_seconds", "gauge", "Seconds since this process started.",
             Double((NIODeadline.now() - started).nanoseconds) / 1e9)

@@ -142,6 +142,10 @@ public struct SimConfig: Sendable, Hashable {
     public var clockSkewBoundMs: UInt64 = 50
     /// Deliberately broken expiry (tests only).
     public var dataMutant: DataMutant = .none
+    /// The stream workload (StreamWorkload.swift; 0 = off): calls of the task queue's commands.
+    public var streamOps = 0
+    /// Deliberately broken task completion (tests only).
+    public var streamMutant: StreamMutant = .none
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -159,6 +163,8 @@ public struct SimConfig: Sendable, Hashable {
         if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
         if dataOps > 0 { s += " --data --data-ops \(dataOps) --skew-bound \(clockSkewBoundMs)" }
         if dataMutant != .none { s += " --data-mutant \(dataMutant.rawValue)" }
+        if streamOps > 0 { s += " --stream-ops \(streamOps)" }
+        if streamMutant != .none { s += " --stream-mutant \(streamMutant.rawValue)" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

@@ -44,6 +44,8 @@ public struct SimResult: Sendable {
     public var envelopeCalls: [EnvelopeCall] = []
     /// The data workload: its history and expiry counts (empty when it is off).
     public var data = DataStats()
+    /// The stream workload: its calls and the streams' final counts (empty when it is off).
+    public var streams = StreamStats()
 }
 
 /// A broken invariant, with what is needed to reproduce it.
@@ -127,6 +129,8 @@ public final class Simulation {
     var envelope = EnvelopeWorkload()
     /// The data workload (DataWorkload.swift).
     var data = DataWorkload()
+    /// The stream workload (StreamWorkload.swift).
+    var streams = StreamWorkload()
 
     public init(_ config: SimConfig) {
         self.config = config
@@ -150,6 +154,7 @@ public final class Simulation {
             seqSetUp()
             envelopeSetUp()
             dataSetUp()
+            streamSetUp()
         }
     }
 
@@ -174,7 +179,7 @@ public final class Simulation {
         while now < config.ticksMax {
             step()
             if healed && clients.allSatisfy({ $0.inFlight == nil }) && finalReads.isEmpty && seqDone
-                && repairDone && envelopeFinished && dataDone
+                && repairDone && envelopeFinished && dataDone && streamFinished
             {
                 break
             }
@@ -191,6 +196,7 @@ public final class Simulation {
         if violations.isEmpty { checkBank() }
         if violations.isEmpty { checkLinearizability() }
         if violations.isEmpty { checkData() }
+        if violations.isEmpty { checkStreams() }
         // The partial checks below are implied by linearizability; they still matter on the keys
         // the checker could not decide within its budget, and cross-check the checker elsewhere.
         if violations.isEmpty { checkCounters() }
@@ -225,6 +231,7 @@ public final class Simulation {
         result.repairMessages = repair.messagesSent
         result.envelopeCalls = envelope.calls
         result.data = dataResult()
+        result.streams = streamResult()
         return result
     }
 
@@ -266,6 +273,7 @@ public final class Simulation {
             seqAct()
             envelopeAct()
             dataAct()
+            streamAct()
         }
         // 5. Nodes.
         for i in 0..<3 where pausedUntil[i] == nil {
@@ -531,7 +539,7 @@ public final class Simulation {
         }
         if !healed && opsIssued >= config.ops && clients.allSatisfy({ $0.inFlight == nil }) && seqDone
             && envelopeDone
-            && dataDone
+            && dataDone && streamDone
         {
             heal()
             finalReads = Array(0..<config.counterKeys)
@@ -624,6 +632,7 @@ public final class Simulation {
             return
         }
         if envelopeReply(r) { return }
+        if streamReply(r) { return }
         if let c = data.tags.removeValue(forKey: r.tag) {
             if data.clients[c].inFlight?.tag == r.tag { dataReply(c, r.outcome) }
             return

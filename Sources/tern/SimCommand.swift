@@ -131,6 +131,19 @@ struct SimCommand: ParsableCommand {
     )
     var dataMutant: String = "none"
 
+    @Option(
+        help: """
+            Task-queue calls per seed (the stream workload: XADD with and without IDMP, XREADGROUP, \
+            XACK, XACKADD, XAUTOCLAIM on two streams; 0 = off).
+            """)
+    var streamOps = 0
+
+    @Option(
+        help:
+            "With --stream-ops: broken completions: \(StreamMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
+    )
+    var streamMutant: String = "none"
+
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
@@ -176,6 +189,10 @@ struct SimCommand: ParsableCommand {
             throw ValidationError("unknown data mutant \(dataMutant)")
         }
         if !data && dm != .none { throw ValidationError("--data-mutant needs --data") }
+        guard let sm = StreamMutant(rawValue: streamMutant) else {
+            throw ValidationError("unknown stream mutant \(streamMutant)")
+        }
+        if sm != .none && streamOps == 0 { throw ValidationError("--stream-mutant needs --stream-ops") }
         if repair {
             faults.wipe = wipe ?? Self.repairWipe
             faults.drop = drop ?? Self.repairDrop
@@ -197,6 +214,8 @@ struct SimCommand: ParsableCommand {
             c.repairMutant = rm
             c.envelopeOps = envelopeOps
             c.envelopeMutant = em
+            c.streamOps = max(streamOps, 0)
+            c.streamMutant = sm
             if data {
                 c.dataOps = max(dataOps, 1)
                 c.clockSkewBoundMs = skewBound
@@ -236,6 +255,15 @@ struct SimCommand: ParsableCommand {
                             + "node clock offsets \(d.skewMs) ms, \(d.expireChecks) expirechecks proposed by reads, "
                             + "\(d.expiredReads) reads answered absent by them")
                     if verbose { for op in d.history { print("  \(op)") } }
+                }
+                if streamOps > 0 {
+                    let st = r.streams
+                    print(
+                        "  streams: \(st.calls.count) calls (\(st.calls.filter { $0.ret != nil }.count) answered, "
+                            + "\(st.calls.reduce(0) { $0 + $1.freshRetries }) fresh retries), \(st.entries) entries "
+                            + "(\(st.followUps) follow-ups), \(st.pending) pending at the end, \(st.claimed) claimed"
+                    )
+                    if verbose { for call in st.calls { print("  \(call)") } }
                 }
                 if repair {
                     print(

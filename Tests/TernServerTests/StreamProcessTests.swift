@@ -17,5 +17,26 @@ import Testing
             "/usr/bin/env", ["python3", script, String(cluster.port(n1)), String(cluster.port(n2)), "20"])
         #expect(status == 0, "\(out)")
         #expect(out.contains("streams redis-py: OK"), "\(out)")
+        // /metrics (docs/QUEUE.md, "Metrics"): the stream the script left, on every replica.
+        let key = try #require(
+            out.split(separator: "\n").first { $0.hasPrefix("metrics stream: ") }?.dropFirst(16))
+        for node in [n1, n2] {
+            // A replica learns the last instance chosen a moment after the proposer answered.
+            var metrics = ""
+            for _ in 0..<20 {
+                metrics = try await cluster.http("GET", "/metrics", node: node).body
+                if metrics.contains("stream=\"\(key)\",group=\"mg\"} 1.0") { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            func value(_ name: String, _ labels: String) -> String? {
+                metrics.split(separator: "\n").first { $0.hasPrefix(name + "{") && $0.contains(labels) }
+                    .map { String($0.split(separator: " ").last ?? "") }
+            }
+            #expect(value("tern_stream_length", "stream=\"\(key)\"}") == "3.0", "\(metrics)")
+            #expect(
+                value("tern_stream_group_backlog", "stream=\"\(key)\",group=\"mg\"}") == "2.0", "\(metrics)")
+            #expect(
+                value("tern_stream_group_pending", "stream=\"\(key)\",group=\"mg\"}") == "1.0", "\(metrics)")
+        }
     }
 }

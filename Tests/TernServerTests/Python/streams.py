@@ -174,4 +174,28 @@ for proto in (2, 3):
         check("backlog with maxlen", r.xadd(full_key, {"i": "trimmed"}, maxlen=limit) is not None)
         check("backlog length", r.xlen(full_key) == limit)
 
+    # XADD IDMP / IDMPAUTO (Redis 8.6's idempotency key, redis-py's own arguments): a retry
+    # through the other node answers the first id and adds nothing.
+    if proto == 2:
+        idk = key + ":idmp"
+        first = r.xadd(idk, {"job": "7"}, idmp=("app-1", b"job-7"))
+        again = other.xadd(idk, {"job": "7", "retry": "1"}, idmp=("app-1", b"job-7"))
+        check("xadd idmp retried through another node", again == first and other.xlen(idk) == 1, (first, again))
+        check("xadd idmp another job", r.xadd(idk, {"job": "8"}, idmp=("app-1", b"job-8")) != first)
+        a1 = r.xadd(idk, {"job": "9"}, idmpauto="app-2")
+        a2 = other.xadd(idk, {"job": "9"}, idmpauto="app-2")
+        check("xadd idmpauto retried", a1 == a2 and r.xlen(idk) == 3, (a1, a2))
+        try:
+            r.execute_command("XADD", idk, "IDMP", "p", "i", "9-9", "f", "v")
+            check("xadd idmp explicit id refused", False)
+        except redis.ResponseError as e:
+            check("xadd idmp explicit id refused", "can be used only with auto-generated IDs" in str(e), e)
+
+# A stream left for the /metrics check of the calling test: 3 entries, group mg, 1 delivered.
+mkey = f"metrics:{time.time_ns()}"
+for i in range(3):
+    r.xadd(mkey, {"i": str(i)})
+r.xgroup_create(mkey, "mg", id="0")
+r.xreadgroup("mg", "m1", {mkey: ">"}, count=1)
+print(f"metrics stream: {mkey}")
 print("streams redis-py: OK")

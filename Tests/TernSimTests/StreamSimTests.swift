@@ -1,0 +1,41 @@
+import TernConsensus
+import TernSim
+import Testing
+
+/// The stream workload (StreamWorkload.swift): the task queue's commands under the simulator's
+/// faults, checked against QUEUE.md's guarantees (docs/QUEUE.md, "Simulator workload").
+@Suite struct StreamSimTests {
+    static func config(_ seed: UInt64, mutant: StreamMutant = .none) -> SimConfig {
+        var c = SimConfig(seed: seed)
+        c.ops = 0
+        c.seqOps = 0
+        c.streamOps = 200
+        c.streamMutant = mutant
+        return c
+    }
+
+    @Test("Seeds of the stream workload pass, with follow-ups, claims and fresh retries")
+    func cleanSeedsPass() {
+        for seed in [1, 2] as [UInt64] {
+            let r = simulate(Self.config(seed))
+            #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.map(\.description))")
+            let answered = r.streams.calls.filter { $0.ret != nil }
+            #expect(answered.count > 150, "seed \(seed): most calls answered")
+            for kind in [StreamCall.Kind.add, .read, .ack, .ackAdd, .claim] {
+                #expect(answered.contains { $0.kind == kind }, "seed \(seed): no answered \(kind)")
+            }
+            #expect(
+                r.streams.followUps > 0 && r.streams.claimed > 0,
+                "seed \(seed): \(r.streams.followUps) follow-ups, \(r.streams.claimed) claimed")
+            #expect(r.streams.calls.contains { $0.freshRetries > 0 }, "seed \(seed): no fresh retry")
+        }
+    }
+
+    @Test(
+        "Each broken completion, delivery or idempotency key is caught at seed 1",
+        arguments: StreamMutant.allCases.dropFirst())
+    func mutantIsCaught(_ mutant: StreamMutant) {
+        let r = simulate(Self.config(1, mutant: mutant))
+        #expect(r.violations.contains { $0.check == "stream" }, "\(mutant) survived seed 1")
+    }
+}
