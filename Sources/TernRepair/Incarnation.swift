@@ -354,6 +354,11 @@ public final class IncarnationGuard {
         }
         switch m {
         case .hello(let theirStored, let theirEarlier, let theirs, let theirTrusted):
+            if let s = seen[peer], s.nonce == theirs.nonce, s.number > theirs.number {
+                // A delayed hello of the same run (a bump or renumber keeps the nonce; a start
+                // draws a new one): we already recorded a later number of it. Not evidence.
+                return
+            }
             if !theirTrusted, let s = seen[peer], s != theirs, s.number >= theirs.number {
                 // A start that rebuilds anyway is recorded only above our record (a lower one
                 // would let an older directory of it pass later): it renumbers above `s`.
@@ -391,6 +396,9 @@ public final class IncarnationGuard {
             }
         case .stale(let s):
             guard others.contains(peer), !isStale, !skipCheck else { return }
+            // A record of this very run (a bump or renumber keeps the nonce), answered to a delayed
+            // hello: not evidence that the directory is old.
+            if s.nonce == current.nonce && s.number <= current.number { return }
             if !trusted {
                 // Not checked, only recorded: take a number above the peer's record, durably, and
                 // announce it again (the nodes that welcomed the old number are asked again).

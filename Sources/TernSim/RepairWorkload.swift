@@ -525,6 +525,9 @@ extension Simulation {
                 return
             }
             n.becomeLearnerOnly()
+            // Every key reloads damaged (its chosen state forgotten in memory, as at a
+            // learner-only restart): the observer's per-node "never goes back" starts over.
+            observer.restarted(node: i)
             n.votingHeld = false
             sc.learnerOnly = true
             repair.learnerOnly[i] = true

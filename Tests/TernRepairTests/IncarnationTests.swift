@@ -203,6 +203,26 @@ import Testing
         #expect(old.decision == .stale(peer: ids[1], seen: Incarnation(number: 5, nonce: 9)))
     }
 
+    /// Seed 185 of the restoring mix with bumps: a peer paused for a while resumed with a running
+    /// node's hellos queued, recorded the newest bump first, then answered an older one `stale`
+    /// — and the running node, never restored, rebuilt.
+    @Test("A delayed hello of the same run gets no answer, and a stale naming this run is ignored")
+    func delayedHelloOfTheSameRun() {
+        let n1 = ids[0]
+        let p2 = peer(ids[1], seen: [n1: Incarnation(number: 7, nonce: 5)])
+        p2.receive(
+            from: n1, IncarnationMessage.hello(stored: 5, current: Incarnation(number: 6, nonce: 5)).encode())
+        #expect(p2.ready().isEmpty, "a delayed hello of the run p2 already recorded later")
+        let g = IncarnationGuard(
+            me: n1, others: ids, stored: 6, current: Incarnation(number: 7, nonce: 5), seen: [:],
+            checking: true, now: 0)
+        g.receive(from: ids[1], IncarnationMessage.stale(seen: Incarnation(number: 7, nonce: 5)).encode())
+        g.receive(from: ids[1], IncarnationMessage.stale(seen: Incarnation(number: 6, nonce: 5)).encode())
+        #expect(g.decision == .checking)
+        g.receive(from: ids[1], IncarnationMessage.stale(seen: Incarnation(number: 7, nonce: 6)).encode())
+        #expect(g.decision == .stale(peer: ids[1], seen: Incarnation(number: 7, nonce: 6)))
+    }
+
     @Test("A retransmitted hello is welcomed again without another write")
     func retransmittedHello() {
         let n1 = ids[0]
