@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
+import TernCore
 import TernRESP
 
 /// The connections of one node blocked on keys (BLPOP, XREAD BLOCK, ...). A blocked command is
@@ -18,13 +19,16 @@ public final class BlockedKeys: Sendable {
         var nextID: UInt64 = 0
     }
     private let state = NIOLockedValueBox(State())
+    /// A key's writes land on its Paxos key (its hash-tag group's, docs/DATA.md): wait on that.
+    let layout: KeyLayout
 
-    public init() {}
+    public init(layout: KeyLayout = .perKey) { self.layout = layout }
 
     /// Registers `wake` (called at most once, from the thread that wrote) for `keys`; the id to
     /// remove it with.
     func add(_ keys: [[UInt8]], wake: @escaping @Sendable () -> Void) -> UInt64 {
-        state.withLockedValue { s in
+        let keys = keys.map(layout.paxosKey)
+        return state.withLockedValue { s in
             s.nextID += 1
             let id = s.nextID
             s.waiters[id] = Waiter(keys: keys, wake: wake)

@@ -139,6 +139,9 @@ public struct SimConfig: Sendable, Hashable {
     public var clockSkewBoundMs: UInt64 = 50
     /// Deliberately broken expiry (tests only).
     public var dataMutant: DataMutant = .none
+    /// The data workload's keys carry one hash tag (`h0{g}` …) and run on the key layout
+    /// `hash-tag-groups`: all ten are members of one group key (docs/DATA.md).
+    public var dataGroups = false
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -156,6 +159,7 @@ public struct SimConfig: Sendable, Hashable {
         if repairMutant != .none { s += " --repair-mutant \(repairMutant.rawValue)" }
         if dataOps > 0 { s += " --data --data-ops \(dataOps) --skew-bound \(clockSkewBoundMs)" }
         if dataMutant != .none { s += " --data-mutant \(dataMutant.rawValue)" }
+        if dataGroups { s += " --data-groups" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

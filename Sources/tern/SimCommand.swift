@@ -131,6 +131,10 @@ struct SimCommand: ParsableCommand {
     )
     var dataMutant: String = "none"
 
+    @Flag(
+        help: "With --data: the keys share one hash tag and run as members of one group key (docs/DATA.md).")
+    var dataGroups = false
+
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
@@ -201,6 +205,7 @@ struct SimCommand: ParsableCommand {
                 c.dataOps = max(dataOps, 1)
                 c.clockSkewBoundMs = skewBound
                 c.dataMutant = dm
+                c.dataGroups = dataGroups
             }
             return c
         }
