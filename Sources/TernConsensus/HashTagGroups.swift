@@ -213,8 +213,8 @@ public struct GroupValue: Sendable, Hashable {
         return result
     }
 
-    /// A transaction over members, as one instance: `nowMs | guards n | (key digest)… | (w|r key n
-    /// arg…)…`. A guard (WATCH) whose member's fingerprint (`DataModel.digest`) differs makes the
+    /// A transaction over members, as one instance: `nowMs | guards n | (key digest)… | (w|r|x key
+    /// n arg…)…` (`x`: a command across members, its keys in its arguments; `key` unused). A guard (WATCH) whose member's fingerprint (`DataModel.digest`) differs makes the
     /// whole transaction run nothing and answer a nil array; otherwise each step applies (w) or
     /// answers (r) on its member in order, each seeing the steps before it.
     mutating func applyTransaction(
@@ -233,6 +233,7 @@ public struct GroupValue: Sendable, Hashable {
         var k: UInt64 = 0
         while i + 2 < args.count {
             let write = args[i] == [UInt8(ascii: "w")]
+            let cross = args[i] == [UInt8(ascii: "x")]
             let key = args[i + 1]
             guard let n = DataModel.int(args[i + 2]), n >= 1, i + 3 + Int(n) <= args.count else {
                 return .syntax
@@ -240,6 +241,12 @@ public struct GroupValue: Sendable, Hashable {
             let sub = Array(args[(i + 3)..<(i + 3 + Int(n))])
             i += 3 + Int(n)
             k += 1
+            let seed = (instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter) &+ k
+            if cross {
+                // A command across members (LMOVE, SMOVE, RENAME, …): HashTagGroupCommands.swift.
+                replies.append(applyCross(sub, seed: seed, horizonMs: horizonMs, events: &events))
+                continue
+            }
             var v = keyValue(key)
             // As between merged ops: an earlier step may have left a deadline at or below the horizon.
             if v.isExpired(horizonMs: horizonMs) {
@@ -248,7 +255,6 @@ public struct GroupValue: Sendable, Hashable {
             }
             if write {
                 let before = v
-                let seed = (instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter) &+ k
                 let reply = DataModel.apply(sub, to: &v, seed: seed, horizonMs: horizonMs)
                 if events != nil {
                     for e in KeyspaceEvents.events(sub, reply: reply, before: before, after: v, seed: seed) {

@@ -325,7 +325,11 @@ public struct CommandProcessor: Sendable {
         default:
             guard session.transaction != nil else { return nil }
             let reply: RESPValue
-            switch dataPlanned(name, args, session) {
+            // A command across keys of one hash-tag group joins as one step (GroupTransactions.swift).
+            let planned =
+                crossCall(name, args, session).map { DataPlanned.call($0) }
+                ?? dataPlanned(name, args, session)
+            switch planned {
             case .call(let c):
                 // One Paxos key: one key, or keys of one hash-tag group (GroupTransactions.swift).
                 let keys = Set(
@@ -382,6 +386,10 @@ public struct CommandProcessor: Sendable {
             // blocking stream read runs once, without waiting).
             var inside = session
             inside.transaction = session.transaction ?? []
+            if let c = crossCall(name, args, inside) {
+                calls.append(c)
+                continue
+            }
             guard case .call(let c) = dataPlanned(name, args, inside) else {
                 return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
@@ -507,6 +515,7 @@ public struct CommandProcessor: Sendable {
                             + "RESET are allowed in this context"))
             }
         }
+        if let p = crossPlan(name, args, session) { return p }
         if let p = dataPlan(name, args, session) { return p }
         switch name {
         case "ping":

@@ -21,8 +21,9 @@ extension CommandProcessor {
     func groupExec(_ calls: [DataCall], watched: [[UInt8]: String?], inPlace: [Int: RESPValue])
         -> CommandPlan?
     {
-        let keys = Set(calls.map(\.key) + watched.keys)
-        guard keys.count > 1, let first = keys.first, let group = keyLayout.groupKey(of: first),
+        let keys = Set(calls.flatMap(Self.callKeys) + watched.keys)
+        guard keys.count > 1 || calls.contains(where: Self.isCross), let first = keys.first,
+            let group = keyLayout.groupKey(of: first),
             keys.allSatisfy({ keyLayout.groupKey(of: $0) == group })
         else { return nil }
         var args: [[UInt8]] = [Array(String(max(0, clock() / 1000)).utf8), Array(String(watched.count).utf8)]
@@ -31,14 +32,115 @@ extension CommandProcessor {
             guard let d = digest else { return .reply(.array(nil)) }
             args += [k, Array(d.utf8)]
         }
-        if calls.isEmpty { return .reply(.array([])) }
+        // No command but the guards (WATCH a{t} b{t}; MULTI; PING; EXEC): the write still checks them.
         for c in calls {
-            args.append(c.write ? [UInt8(ascii: "w")] : [UInt8(ascii: "r")])
+            args.append(
+                Self.isCross(c) ? [UInt8(ascii: "x")] : c.write ? [UInt8(ascii: "w")] : [UInt8(ascii: "r")])
             args.append(c.key)
             args.append(Array(String(c.args.count).utf8))
             args += c.args
         }
         let op = Operation.group(GroupOperation(.transaction(args), bytesMax: maxValueBytes))
         return .requests([(group, .write(op))], Self.execAnswer(calls, inPlace))
+    }
+}
+
+// Commands across keys of one group (LMOVE, RPOPLPUSH, SMOVE, RENAME, RENAMENX, COPY, LMPOP):
+// one instance of the group key instead of the rounds of one-key requests they take between
+// unrelated keys (HashTagGroupCommands.swift).
+extension CommandProcessor {
+    static func isCross(_ c: DataCall) -> Bool {
+        GroupValue.crossCommands.contains(String(decoding: c.args[0], as: UTF8.self))
+    }
+
+    /// The keys a call touches.
+    static func callKeys(_ c: DataCall) -> [[UInt8]] { isCross(c) ? GroupValue.crossKeys(c.args) : [c.key] }
+
+    /// `name args` as a command across members of one group, when it is one (well formed, every
+    /// key in the same group; errors are left to the ordinary plan); nil otherwise.
+    func crossCall(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataCall? {
+        guard keyLayout == .hashTagGroups else { return nil }
+        let b = Self.b
+        let v3 = session.version == .v3
+        var cross: [[UInt8]]
+        var convert: @Sendable (DataReply) -> RESPValue = { Self.resp($0, v3) }
+        var name = name
+        var args = args
+        // Inside MULTI a blocking command never waits (Redis): BRPOPLPUSH, BLMOVE and BLMPOP are
+        // their non-blocking forms there.
+        if session.transaction != nil, ["brpoplpush", "blmove", "blmpop"].contains(name), args.count >= 3 {
+            let at = name == "blmpop" ? 1 : args.count - 1
+            guard case .ms = BlockingCall.seconds(args[at]) else { return nil }
+            args.remove(at: at)
+            name = String(name.dropFirst())
+        }
+        switch name {
+        case "lmove", "rpoplpush":
+            if name == "rpoplpush" {
+                guard args.count == 3 else { return nil }
+                cross = [b("lmove"), args[1], args[2], b("right"), b("left")]
+            } else {
+                guard args.count == 5 else { return nil }
+                let (from, to) = (Self.word(args[3]), Self.word(args[4]))
+                guard ["left", "right"].contains(from), ["left", "right"].contains(to) else { return nil }
+                cross = [b("lmove"), args[1], args[2], b(from), b(to)]
+            }
+        case "smove":
+            guard args.count == 4 else { return nil }
+            cross = [b("smove"), args[1], args[2], args[3]]
+        case "rename", "renamenx":
+            guard args.count == 3 else { return nil }
+            cross = [b("rename"), args[1], args[2], b(name == "renamenx" ? "nx" : "-")]
+        case "copy":
+            guard args.count == 3 || (args.count == 4 && Self.word(args[3]) == "replace") else { return nil }
+            cross = [b("copy"), args[1], args[2], b(args.count == 4 ? "replace" : "-")]
+        case "lmpop":
+            // LMPOP numkeys key… LEFT|RIGHT [COUNT n]
+            guard args.count >= 4, let n = KeyValue.strictInteger(args[1]), n >= 1, Int(n) + 3 <= args.count
+            else { return nil }
+            let keys = Array(args[2..<(2 + Int(n))])
+            let rest = Array(args[(2 + Int(n))...])
+            let side = Self.word(rest[0])
+            guard ["left", "right"].contains(side) else { return nil }
+            var count: Int64 = 1
+            if rest.count == 3, Self.word(rest[1]) == "count", let c = KeyValue.strictInteger(rest[2]), c > 0
+            {
+                count = c
+            } else if rest.count != 1 {
+                return nil
+            }
+            cross = [b("lmpop"), b(side), b(String(count))] + keys
+            convert = { r in
+                // [key, [elements]]: a RESP3 client reads a map-like pair as Redis sends it.
+                guard case .array(let pair?) = r, pair.count == 2 else { return Self.resp(r, v3) }
+                return .array([Self.resp(pair[0], v3), Self.resp(pair[1], v3)])
+            }
+        default:
+            return nil
+        }
+        let keys = GroupValue.crossKeys(cross)
+        guard let first = keys.first, let group = keyLayout.groupKey(of: first),
+            keys.allSatisfy({ keyLayout.groupKey(of: $0) == group })
+        else { return nil }
+        return DataCall(key: first, args: cross, write: true, convert: convert)
+    }
+
+    /// The plan of a command across members of one group outside MULTI: one instance.
+    func crossPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
+        guard let c = crossCall(name, args, session), let group = keyLayout.groupKey(of: c.key) else {
+            return nil
+        }
+        let steps: [[UInt8]] =
+            [Array(String(max(0, clock() / 1000)).utf8), Array("0".utf8), [UInt8(ascii: "x")], c.key]
+            + [Array(String(c.args.count).utf8)] + c.args
+        let op = Operation.group(GroupOperation(.transaction(steps), bytesMax: maxValueBytes))
+        return .requests([(group, .write(op))]) { replies in
+            switch replies[0] {
+            case .done(.data(.array(let rs?))) where rs.count == 1: return c.convert(rs[0])
+            case .done(.data(let other)): return Self.resp(other, false)
+            case .done(.previousForgotten): return Self.forgotten
+            default: return Self.failure(replies[0], write: true)
+            }
+        }
     }
 }

@@ -81,11 +81,11 @@ struct DevCommand: AsyncParsableCommand {
             }
         } else {
             let campuses = Dictionary(uniqueKeysWithValues: Campus.allCases.map { ($0, nodesPerCampus) })
-            var planned = try TokenPlanner.plan(
+            var plannedMap = try TokenPlanner.plan(
                 name: "tern-dev", nodesPerCampus: campuses, tokensPerNode: 64,
                 scheme: .init(basePort: basePort))
-            if hashTagGroups { planned.keyLayout = .hashTagGroups }
-            map = planned
+            if hashTagGroups { plannedMap.keyLayout = .hashTagGroups }
+            map = plannedMap
             var settings = ServerConfig(secret: ServerConfig.randomSecret())
             settings.testFaults = testFaults
             // Values (and collections, which are one value: docs/DATA.md) up to 16 MiB on a developer's

@@ -49,7 +49,8 @@ import Testing
         #expect(KeyLayout.perKey.paxosKey(bytes("a{t}")) == bytes("a{t}"))
         #expect(KeyLayout.isGroupKey(Self.t) && !KeyLayout.isGroupKey(bytes("a{t}")))
         // A read goes to the group; a write becomes the member's operation.
-        #expect(Self.groups.route(bytes("a{t}"), .read, groupBytesMax: 0) == (Self.t, .read))
+        let r = Self.groups.route(bytes("a{t}"), .read, groupBytesMax: 0)
+        #expect(r.key == Self.t && r.request == .read)
         let w = Self.groups.route(bytes("a{t}"), .write(.remove), groupBytesMax: 9)
         #expect(w.key == Self.t)
         #expect(w.request == .write(.group(GroupOperation(.member(bytes("a{t}"), .remove), bytesMax: 9))))
@@ -102,7 +103,7 @@ import Testing
         #expect(GroupValue(v.bytes).live(horizonMs: 100).map(\.key) == [bytes("b{t}")])
         // The next instance, with the horizon past a{t}'s deadline: any operation of the group removes it.
         events = []
-        let (w, r) = Self.apply(v, [("b{t}", ["incrby", "c{t}", "1"])], horizonMs: 200, events: &events)
+        let (w, r) = Self.apply(v, [("c{t}", ["incrby", "c{t}", "1"])], horizonMs: 200, events: &events)
         #expect(r == [.data(.integer(1))])
         #expect(GroupValue(w.bytes).member(bytes("a{t}")) == nil)
         #expect(GroupValue(w.bytes).member(bytes("b{t}"))?.bytes == bytes("y"))
@@ -136,6 +137,74 @@ import Testing
         let (same, changed) = tx("other")
         #expect(changed == .data(.array(nil)))
         #expect(same.bytes == v.bytes)
+    }
+
+    /// Runs cross command `args` (one `x` step) on `v`; its reply and the new value.
+    static func cross(_ v: KeyValue, _ args: [String], events: inout [String]?) -> (KeyValue, DataReply?) {
+        let steps = ["0", "0", "x", "-", String(args.count)] + args
+        let op = Operation.group(GroupOperation(.transaction(steps.map(bytes)), bytesMax: 0))
+        let next = v.applying([(op, rid(77))], window: 8, instance: 5, horizonMs: 0, events: &events)
+        guard case .data(.array(let rs?)) = next.result(for: rid(77)), rs.count == 1 else {
+            return (next, nil)
+        }
+        return (next, rs[0])
+    }
+    static func cross(_ v: KeyValue, _ args: [String]) -> (KeyValue, DataReply?) {
+        var none: [String]?
+        return cross(v, args, events: &none)
+    }
+
+    @Test(
+        "LMOVE, SMOVE, RENAME, COPY and LMPOP across members run in one instance, with the one-key commands' replies and events"
+    )
+    func crossCommands() {
+        let (v, _) = Self.apply(
+            KeyValue(),
+            [
+                ("l1{t}", ["rpush", "l1{t}", "a", "b"]), ("s1{t}", ["sadd", "s1{t}", "m"]),
+                ("str{t}", ["set", "str{t}", "x", "pxat", "999999999999999"]),
+            ])
+        var events: [String]? = []
+        let (moved, r) = Self.cross(v, ["lmove", "l1{t}", "l2{t}", "left", "right"], events: &events)
+        #expect(r == .bulk(bytes("a")))
+        let g = GroupValue(moved.bytes)
+        #expect(g.member(bytes("l1{t}"))?.bytes == DataModel.encodeItems([bytes("b")]))
+        #expect(g.member(bytes("l2{t}"))?.bytes == DataModel.encodeItems([bytes("a")]))
+        let named = (events ?? []).map { KeyEventProbe.decode(Self.t, $0) }
+        #expect(
+            named == [
+                KeyEventProbe(key: bytes("l1{t}"), event: "lpop"),
+                KeyEventProbe(key: bytes("l2{t}"), event: "new"),
+                KeyEventProbe(key: bytes("l2{t}"), event: "rpush"),
+            ])
+        // Wrong type at the destination: an error, nothing moved.
+        let (same, wrong) = Self.cross(v, ["lmove", "l1{t}", "str{t}", "left", "right"])
+        #expect(wrong == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(same.bytes == v.bytes)
+        #expect(Self.cross(v, ["lmove", "none{t}", "l2{t}", "left", "right"]).1 == .bulk(nil))
+        // SMOVE.
+        let (smoved, sr) = Self.cross(v, ["smove", "s1{t}", "s2{t}", "m"])
+        #expect(sr == .integer(1))
+        #expect(GroupValue(smoved.bytes).member(bytes("s1{t}")) == nil, "emptied: gone")
+        #expect(GroupValue(smoved.bytes).member(bytes("s2{t}"))?.kind == .set)
+        #expect(Self.cross(v, ["smove", "s1{t}", "s2{t}", "zz"]).1 == .integer(0))
+        // RENAME keeps kind and deadline; RENAMENX onto an existing key does nothing.
+        let (renamed, rr) = Self.cross(v, ["rename", "str{t}", "new{t}", "-"])
+        #expect(rr == .ok)
+        #expect(GroupValue(renamed.bytes).member(bytes("str{t}")) == nil)
+        #expect(GroupValue(renamed.bytes).member(bytes("new{t}"))?.deadlineMs == 999_999_999_999_999)
+        #expect(Self.cross(v, ["rename", "str{t}", "l1{t}", "nx"]).1 == .integer(0))
+        #expect(Self.cross(v, ["rename", "gone{t}", "x{t}", "-"]).1 == .error("ERR no such key"))
+        // COPY.
+        let (copied, cr) = Self.cross(v, ["copy", "l1{t}", "c{t}", "-"])
+        #expect(cr == .integer(1))
+        #expect(
+            GroupValue(copied.bytes).member(bytes("c{t}")) == GroupValue(copied.bytes).member(bytes("l1{t}")))
+        #expect(Self.cross(v, ["copy", "l1{t}", "s1{t}", "-"]).1 == .integer(0))
+        // LMPOP: the first non-empty list.
+        let (_, lr) = Self.cross(v, ["lmpop", "left", "5", "empty{t}", "l1{t}"])
+        #expect(lr == .array([.bulk(bytes("l1{t}")), .array([.bulk(bytes("a")), .bulk(bytes("b"))])]))
+        #expect(Self.cross(v, ["lmpop", "left", "1", "empty{t}"]).1 == .array(nil))
     }
 
     @Test("A group is one value: a write that would pass its bound is refused and changes nothing")

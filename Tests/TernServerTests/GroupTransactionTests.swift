@@ -90,3 +90,78 @@ import Testing
         #expect(Array(args[1...5]) == bytes(["2", "a{t}", one, "b{t}", DataModel.digest(nil)]))
     }
 }
+
+/// Commands across keys of one hash-tag group: one write on the group key.
+@Suite struct GroupCrossCommandTests {
+    @Test(
+        "LMOVE, SMOVE, RENAME, COPY, LMPOP on keys of one tag are one write; across tags they keep their rounds"
+    )
+    func oneWrite() {
+        let p = GroupTransactionTests.processor
+        let g = GroupTransactionTests.group
+        let cases: [([String], DataReply, String, [String])] = [
+            (
+                ["LMOVE", "a{t}", "b{t}", "LEFT", "RIGHT"], .bulk(Array("x".utf8)), "$1\r\nx\r\n",
+                ["lmove", "a{t}", "b{t}", "left", "right"]
+            ),
+            (
+                ["RPOPLPUSH", "a{t}", "b{t}"], .bulk(nil), "$-1\r\n",
+                ["lmove", "a{t}", "b{t}", "right", "left"]
+            ),
+            (["SMOVE", "a{t}", "b{t}", "m"], .integer(1), ":1\r\n", ["smove", "a{t}", "b{t}", "m"]),
+            (["RENAME", "a{t}", "b{t}"], .ok, "+OK\r\n", ["rename", "a{t}", "b{t}", "-"]),
+            (["RENAMENX", "a{t}", "b{t}"], .integer(0), ":0\r\n", ["rename", "a{t}", "b{t}", "nx"]),
+            (
+                ["COPY", "a{t}", "b{t}", "REPLACE"], .integer(1), ":1\r\n",
+                ["copy", "a{t}", "b{t}", "replace"]
+            ),
+            (
+                ["LMPOP", "2", "a{t}", "b{t}", "RIGHT", "COUNT", "2"], .array(nil), "*-1\r\n",
+                ["lmpop", "right", "2", "a{t}", "b{t}"]
+            ),
+        ]
+        for (command, reply, answer, step) in cases {
+            var s = Session(authenticated: true)
+            let (out, reqs) = wire(
+                command, replies: [.done(.data(.array([reply])))], session: &s, processor: p)
+            #expect(out == answer, "\(command)")
+            #expect(reqs.count == 1 && reqs.first?.key == g, "\(command)")
+            guard case .write(.group(let op)) = reqs.first?.request, case .transaction(let args) = op.kind
+            else {
+                Issue.record("\(command) went out as \(reqs)")
+                continue
+            }
+            #expect(Array(args[1...]) == bytes(["0", "x", "a{t}", String(step.count)] + step), "\(command)")
+        }
+        // Keys of two tags: not a group command (LMOVE's rounds read both keys first).
+        var s = Session(authenticated: true)
+        let (_, reqs) = wire(
+            ["LMOVE", "a{t}", "b{u}", "LEFT", "RIGHT"], replies: [.value(nil), .value(nil)], session: &s,
+            processor: p)
+        #expect(reqs.map(\.key) == [Array("a{t}".utf8), Array("b{u}".utf8)])
+    }
+
+    @Test("Inside MULTI they join the group's transaction; BRPOPLPUSH there does not wait")
+    func inMulti() {
+        let p = GroupTransactionTests.processor
+        var s = Session(authenticated: true)
+        _ = wire(["MULTI"], session: &s, processor: p)
+        #expect(wire(["RPUSH", "src{t}", "e"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        #expect(wire(["BRPOPLPUSH", "src{t}", "dst{t}", "0"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        let (exec, reqs) = wire(
+            ["EXEC"], replies: [.done(.data(.array([.integer(1), .bulk(Array("e".utf8))])))], session: &s,
+            processor: p)
+        #expect(exec == "*2\r\n:1\r\n$1\r\ne\r\n")
+        guard case .write(.group(let op)) = reqs.first?.request, case .transaction(let args) = op.kind else {
+            Issue.record("EXEC went out as \(reqs)")
+            return
+        }
+        #expect(
+            Array(args[2...])
+                == bytes([
+                    "w", "src{t}", "3", "rpush", "src{t}", "e", "x", "src{t}", "5", "lmove", "src{t}",
+                    "dst{t}", "right",
+                    "left",
+                ]))
+    }
+}
