@@ -9,12 +9,21 @@ extension GroupValue {
     /// The commands `applyCross` takes (lower-cased): `lmove src dst left|right left|right`,
     /// `smove src dst member`, `rename src dst nx|-`, `copy src dst replace|-`,
     /// `lmpop left|right count key…`.
-    public static let crossCommands: Set<String> = ["lmove", "smove", "rename", "copy", "lmpop"]
+    /// `mdel key…`, `mexists key…`, `mget key…`, `mset key value…` (DEL/UNLINK, EXISTS/TOUCH,
+    /// MGET and MSET on several keys of one tag).
+    public static let crossCommands: Set<String> = [
+        "lmove", "smove", "rename", "copy", "lmpop", "mdel", "mexists", "mget", "mset",
+    ]
 
     /// The member keys a cross command names.
     public static func crossKeys(_ args: [[UInt8]]) -> [[UInt8]] {
         guard let first = args.first else { return [] }
-        if first == Array("lmpop".utf8) { return Array(args.dropFirst(3)) }
+        switch String(decoding: first, as: UTF8.self) {
+        case "lmpop": return Array(args.dropFirst(3))
+        case "mdel", "mexists", "mget": return Array(args.dropFirst())
+        case "mset": return stride(from: 1, to: args.count, by: 2).map { args[$0] }
+        default: break
+        }
         return Array(args.dropFirst().prefix(2))
     }
 
@@ -23,7 +32,7 @@ extension GroupValue {
         _ args: [[UInt8]], seed: UInt64, horizonMs: UInt64, events: inout [([UInt8], String)]?
     ) -> DataReply {
         let b = { (s: String) in Array(s.utf8) }
-        guard let first = args.first, args.count >= 3 else { return .syntax }
+        guard let first = args.first, args.count >= 2 else { return .syntax }
         // One member's write, its events recorded under its name.
         func write(_ key: [UInt8], _ sub: [[UInt8]]) -> DataReply {
             var v = keyValue(key)
@@ -47,8 +56,31 @@ extension GroupValue {
             }
             return v
         }
+        let name = String(decoding: first, as: UTF8.self)
+        switch name {
+        case "mdel":
+            var n: Int64 = 0
+            for k in args.dropFirst() where write(k, [b("del"), k]) == .integer(1) { n += 1 }
+            return .integer(n)
+        case "mexists":
+            return .integer(Int64(args.dropFirst().filter { value($0) != nil }.count))
+        case "mget":
+            return .array(
+                args.dropFirst().map { k in
+                    value(k).map { $0.kind == .string ? .bulk($0.bytes) : .bulk(nil) } ?? .bulk(nil)
+                })
+        case "mset":
+            var i = 1
+            while i + 1 < args.count {
+                _ = write(args[i], [b("set"), args[i], args[i + 1]])
+                i += 2
+            }
+            return .ok
+        default: break
+        }
+        guard args.count >= 3 else { return .syntax }
         let (src, dst) = (args[1], args[2])
-        switch String(decoding: first, as: UTF8.self) {
+        switch name {
         case "lmove":
             guard args.count == 5 else { return .syntax }
             if src == dst { return write(src, [b("lmove"), src, src, args[3], args[4]]) }

@@ -85,6 +85,10 @@ struct BlockedCommand {
     var changed = false
     /// The current poll interval (doubles while nothing changes, up to `pollMax`).
     var poll: TimeAmount = RESPConnectionHandler.pollMin
+    /// The call a wake-up runs, once the command has parked: from then on a key of the wrong
+    /// kind keeps it blocked (Redis answers WRONGTYPE only when the command is first called; a
+    /// blocked BLPOP is not woken by a SET of its key: "LPUSH + DEL + SET should not awake").
+    var parkedCall: BlockingCall?
 }
 
 extension RESPConnectionHandler {
@@ -136,6 +140,8 @@ extension RESPConnectionHandler {
                 }
             }
             switch call.step(replies) {
+            case .answer(CommandProcessor.wrongType) where b.parkedCall != nil:
+                handler.park(b.parkedCall!, context: context)
             case .answer(let v): handler.finishBlocking(v, context: context)
             case .again(let next): handler.attempt(next, context: context)
             case .wait(let next): handler.park(next, context: context)
@@ -156,6 +162,7 @@ extension RESPConnectionHandler {
             blocked = b
             return attempt(call, context: context)
         }
+        b.parkedCall = call
         var wait = b.poll
         b.poll = .nanoseconds(min(b.poll.nanoseconds * 2, Self.pollMax.nanoseconds))
         if let d = b.deadline, d - now < wait { wait = d - now }

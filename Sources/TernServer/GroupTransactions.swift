@@ -85,6 +85,15 @@ extension CommandProcessor {
                 guard ["left", "right"].contains(from), ["left", "right"].contains(to) else { return nil }
                 cross = [b("lmove"), args[1], args[2], b(from), b(to)]
             }
+        case "del", "unlink", "exists", "touch", "mget":
+            // Several keys of one tag: one instance (one key: the ordinary one-key command).
+            guard args.count >= 3 else { return nil }
+            let op =
+                ["del": "mdel", "unlink": "mdel", "exists": "mexists", "touch": "mexists"][name] ?? "mget"
+            cross = [b(op)] + args.dropFirst()
+        case "mset":
+            guard args.count >= 5, args.count % 2 == 1 else { return nil }
+            cross = [b("mset")] + args.dropFirst()
         case "smove":
             guard args.count == 4 else { return nil }
             cross = [b("smove"), args[1], args[2], args[3]]

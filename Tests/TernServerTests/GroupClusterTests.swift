@@ -4,6 +4,7 @@ import NIOPosix
 import TernConsensus
 import TernCore
 import TernPlacement
+import TernRESP
 import TernServer
 import TernStorage
 import Testing
@@ -90,5 +91,102 @@ import Testing
         let again = try await start(.perKey)
         await again.shutdown(grace: .milliseconds(10))
         try? await group.shutdownGracefully()
+    }
+
+    /// Three nodes with the key layout `hash-tag-groups`, their processors knowing it.
+    static func connected() async throws -> KeyspaceCluster {
+        try await KeyspaceCluster.start(layout: .hashTagGroups) { _, node in
+            var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+            processor.keyLayout = .hashTagGroups
+            var options = KeyspaceOptions()
+            options.flushAllowed = true
+            processor.modules.append(KeyspaceService(node: node, options: options))
+            return processor
+        }
+    }
+
+    @Test(
+        "Through connections: MULTI on one tag runs, mixing tags is CROSSSLOT; members are keys to TYPE, SCAN, KEYS, DBSIZE"
+    )
+    func connections() async throws {
+        let k = try await Self.connected()
+        defer { Task { await k.stop() } }
+        let a = try await k.client(0)
+        let b = try await k.client(1)
+        #expect(try await a.send(["MULTI"]) == .simpleString("OK"))
+        #expect(try await a.send(["RPUSH", "blist{t}", "x", "y"]) == .simpleString("QUEUED"))
+        #expect(try await a.send(["SET", "target{t}", "v"]) == .simpleString("QUEUED"))
+        #expect(
+            try await a.send(["LMOVE", "blist{t}", "other{t}", "LEFT", "RIGHT"]) == .simpleString("QUEUED"))
+        #expect(try await a.send(["EXEC"]) == .array([.integer(2), .simpleString("OK"), bulk("x")]))
+        #expect(try await b.send(["LRANGE", "other{t}", "0", "-1"]) == .array([bulk("x")]))
+        #expect(try await b.send(["TYPE", "blist{t}"]) == .simpleString("list"))
+        #expect(try await b.send(["GET", "target{t}"]) == bulk("v"))
+        _ = try await a.send(["SET", "plain", "p"])
+        _ = try await a.send(["MULTI"])
+        _ = try await a.send(["SET", "a{t}", "1"])
+        let mixed = try await a.send(["SET", "b{u}", "1"])
+        guard case .error(let e) = mixed else {
+            Issue.record("mixed tags queued")
+            return
+        }
+        #expect(e.hasPrefix("CROSSSLOT"))
+        #expect(
+            try await a.send(["EXEC"])
+                == .error("EXECABORT Transaction discarded because of previous errors."))
+        #expect(
+            try await b.send(["EXISTS", "a{t}"]) == .integer(0), "nothing of the aborted transaction ran")
+        // The keyspace sees members, never the group key.
+        #expect(try await b.send(["DBSIZE"]) == .integer(4))
+        let listed = try await b.send(["KEYS", "*{t}"])
+        guard case .array(let keys?) = listed else {
+            Issue.record("KEYS")
+            return
+        }
+        #expect(Set(keys) == [bulk("blist{t}"), bulk("target{t}"), bulk("other{t}")])
+        // Several keys of one tag in one command: one instance.
+        #expect(try await a.send(["MSET", "m1{t}", "1", "m2{t}", "2"]) == .simpleString("OK"))
+        #expect(
+            try await b.send(["MGET", "m1{t}", "m2{t}", "blist{t}"])
+                == .array([bulk("1"), bulk("2"), .bulkString(nil)]))
+        #expect(try await b.send(["DEL", "m1{t}", "m2{t}", "nope{t}"]) == .integer(2))
+        #expect(try await b.send(["RENAME", "target{t}", "renamed{t}"]) == .simpleString("OK"))
+        #expect(try await b.send(["GET", "renamed{t}"]) == bulk("v"))
+    }
+
+    @Test("A pop blocked on a member is woken by a push to it through another node")
+    func blockingWake() async throws {
+        let k = try await Self.connected()
+        defer { Task { await k.stop() } }
+        let a = try await k.client(0)
+        let b = try await k.client(1)
+        let clock = ContinuousClock()
+        let t = clock.now
+        async let popped = a.send(["BLPOP", "q{t}", "10"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["RPUSH", "q{t}", "hello"])
+        #expect(try await popped == .array([bulk("q{t}"), bulk("hello")]))
+        #expect(clock.now - t < .seconds(5))
+    }
+
+    @Test(
+        "A blocked pop is not answered WRONGTYPE when its key becomes a string meanwhile (Redis keeps it blocked)"
+    )
+    func blockedThroughWrongType() async throws {
+        let k = try await KeyspaceCluster.start()
+        defer { Task { await k.stop() } }
+        let a = try await k.client(0)
+        let b = try await k.client(1)
+        async let popped = a.send(["BLMPOP", "10", "1", "list", "LEFT", "COUNT", "1"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["MULTI"])
+        _ = try await b.send(["LPUSH", "list", "a"])
+        _ = try await b.send(["DEL", "list"])
+        _ = try await b.send(["SET", "list", "foo"])
+        _ = try await b.send(["EXEC"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["DEL", "list"])
+        _ = try await b.send(["LPUSH", "list", "b"])
+        #expect(try await popped == .array([bulk("list"), .array([bulk("b")])]))
     }
 }
