@@ -134,16 +134,64 @@ extension CommandProcessor {
         return DataCall(key: first, args: cross, write: true, convert: convert)
     }
 
-    /// The plan of a command across members of one group outside MULTI: one instance.
-    func crossPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
-        guard let c = crossCall(name, args, session), let group = keyLayout.groupKey(of: c.key) else {
-            return nil
-        }
+    /// The one write that runs cross call `c` on its group.
+    func crossRequest(_ c: DataCall) -> (key: [UInt8], request: KeyRequest)? {
+        guard let group = keyLayout.groupKey(of: c.key) else { return nil }
         let steps: [[UInt8]] =
             [Array(String(max(0, clock() / 1000)).utf8), Array("0".utf8), [UInt8(ascii: "x")], c.key]
             + [Array(String(c.args.count).utf8)] + c.args
-        let op = Operation.group(GroupOperation(.transaction(steps), bytesMax: maxValueBytes))
-        return .requests([(group, .write(op))]) { replies in
+        return (group, .write(.group(GroupOperation(.transaction(steps), bytesMax: maxValueBytes))))
+    }
+
+    /// BLMOVE, BRPOPLPUSH and BLMPOP on keys of one group, outside MULTI: the blocking rounds of
+    /// TakeCommands.swift (read the keys; park while every one is empty, woken by a write of the
+    /// group), but the take is one instance of the group (`crossRequest`), so the move is atomic.
+    /// A take that finds the keys emptied meanwhile parks again.
+    func crossBlockingPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
+        guard keyLayout == .hashTagGroups, session.transaction == nil,
+            ["blmove", "brpoplpush", "blmpop"].contains(name), args.count >= 4
+        else { return nil }
+        let at = name == "blmpop" ? 1 : args.count - 1
+        guard case .ms(let timeoutMs) = BlockingCall.seconds(args[at]) else { return nil }
+        var plain = args
+        plain.remove(at: at)
+        guard let c = crossCall(String(name.dropFirst()), plain, session), let write = crossRequest(c) else {
+            return nil
+        }
+        let keys = name == "blmpop" ? GroupValue.crossKeys(c.args) : [c.key]
+        let nullArray: RESPValue = session.version == .v3 ? .null : .array(nil)
+        let first = TakeRound(requests: keys.map { ($0, .read) }) { replies in
+            var found = false
+            for r in replies {
+                guard let v = Self.stored(r) else { return .answer(Self.failure(r, write: false)) }
+                guard let v else { continue }
+                guard v.kind == .list else { return .answer(Self.wrongType) }
+                found = true
+                break
+            }
+            guard found else { return .empty }
+            return .again(
+                TakeRound(requests: [write]) { written in
+                    switch written[0] {
+                    case .done(.data(.array(let rs?))) where rs.count == 1:
+                        switch rs[0] {
+                        case .bulk(nil), .array(nil): return .empty  // another taker emptied it first
+                        default: return .answer(c.convert(rs[0]))
+                        }
+                    case .done(.data(let other)): return .answer(Self.resp(other, false))
+                    case .done(.previousForgotten): return .answer(Self.forgotten)
+                    default: return .answer(Self.failure(written[0], write: true))
+                    }
+                })
+        }
+        return .blocking(first.blocking(keys, timeoutMs: timeoutMs, timeout: nullArray, first: first))
+    }
+
+    /// The plan of a command across members of one group outside MULTI: one instance.
+    func crossPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
+        if let blocking = crossBlockingPlan(name, args, session) { return blocking }
+        guard let c = crossCall(name, args, session), let write = crossRequest(c) else { return nil }
+        return .requests([write]) { replies in
             switch replies[0] {
             case .done(.data(.array(let rs?))) where rs.count == 1: return c.convert(rs[0])
             case .done(.data(let other)): return Self.resp(other, false)

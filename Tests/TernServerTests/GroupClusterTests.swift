@@ -167,6 +167,15 @@ import Testing
         _ = try await b.send(["RPUSH", "q{t}", "hello"])
         #expect(try await popped == .array([bulk("q{t}"), bulk("hello")]))
         #expect(clock.now - t < .seconds(5))
+        // BLMOVE between members: parked, then moved in one instance when the source is pushed.
+        async let moved = a.send(["BLMOVE", "src{t}", "dst{t}", "LEFT", "RIGHT", "10"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["RPUSH", "src{t}", "z"])
+        #expect(try await moved == bulk("z"))
+        #expect(try await b.send(["LRANGE", "dst{t}", "0", "-1"]) == .array([bulk("z")]))
+        #expect(try await b.send(["EXISTS", "src{t}"]) == .integer(0))
+        #expect(
+            try await a.send(["BLMPOP", "0.2", "2", "e1{t}", "e2{t}", "LEFT"]) == .array(nil), "the timeout")
     }
 
     @Test(

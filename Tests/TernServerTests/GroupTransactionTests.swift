@@ -141,6 +141,41 @@ import Testing
         #expect(reqs.map(\.key) == [Array("a{t}".utf8), Array("b{u}".utf8)])
     }
 
+    @Test(
+        "BLMOVE on keys of one tag reads its source, then takes with one write on the group key; parks while empty"
+    )
+    func blockingMove() {
+        let p = GroupTransactionTests.processor
+        var s = Session(authenticated: true)
+        let plan = p.plan(
+            RESPCommand(args: bytes(["BLMOVE", "a{t}", "b{t}", "LEFT", "RIGHT", "0"])), session: &s)
+        guard case .blocking(let call) = plan else {
+            Issue.record("BLMOVE planned as \(plan)")
+            return
+        }
+        #expect(call.keys == [Array("a{t}".utf8)])
+        #expect(call.requests.map(\.key) == [Array("a{t}".utf8)])
+        guard case .wait = call.step([.value(nil)]) else {
+            Issue.record("an empty source does not park")
+            return
+        }
+        let list = StoredValue(kind: .list, deadlineMs: 0, bytes: DataModel.encodeItems([Array("x".utf8)]))
+        guard case .again(let take) = call.step([.typed(list)]) else {
+            Issue.record("a non-empty source does not take")
+            return
+        }
+        #expect(take.requests.map(\.key) == [GroupTransactionTests.group])
+        guard case .answer(let v) = take.step([.done(.data(.array([.bulk(Array("x".utf8))])))]) else {
+            Issue.record("the take does not answer")
+            return
+        }
+        #expect(v == .bulkString(Array("x".utf8)))
+        guard case .wait = take.step([.done(.data(.array([.bulk(nil)])))]) else {
+            Issue.record("a lost race does not park again")
+            return
+        }
+    }
+
     @Test("Inside MULTI they join the group's transaction; BRPOPLPUSH there does not wait")
     func inMulti() {
         let p = GroupTransactionTests.processor
