@@ -110,7 +110,10 @@ extension RESPConnectionHandler {
 
     /// Runs one attempt of the blocked command; listens for changes of its keys while it runs, so
     /// a write that lands between the attempt's read and the parking is not missed.
-    func attempt(_ call: BlockingCall, context: ChannelHandlerContext) {
+    /// `woken`: this is the parked call run again (its first round, the reads): a key of another
+    /// kind found there keeps the command blocked, while a later round's WRONGTYPE (BRPOPLPUSH's
+    /// destination) is answered, as Redis serves it.
+    func attempt(_ call: BlockingCall, woken: Bool = false, context: ChannelHandlerContext) {
         guard var b = blocked, !evicted else { return }
         b.generation += 1
         b.changed = false
@@ -140,7 +143,10 @@ extension RESPConnectionHandler {
                 }
             }
             switch call.step(replies) {
-            case .answer(CommandProcessor.wrongType) where b.parkedCall != nil:
+            // Only when every key read is one the command waits on (a pop's keys, a move's
+            // source): BLMOVE's first round also reads the destination, whose kind is an error.
+            case .answer(CommandProcessor.wrongType)
+            where woken && b.parkedCall != nil && call.requests.allSatisfy({ call.keys.contains($0.key) }):
                 handler.park(b.parkedCall!, context: context)
             case .answer(let v): handler.finishBlocking(v, context: context)
             case .again(let next): handler.attempt(next, context: context)
@@ -159,8 +165,9 @@ extension RESPConnectionHandler {
         if b.changed {
             // Something was written while the attempt ran: look again now.
             b.poll = Self.pollMin
+            b.parkedCall = call
             blocked = b
-            return attempt(call, context: context)
+            return attempt(call, woken: true, context: context)
         }
         b.parkedCall = call
         var wait = b.poll
@@ -184,7 +191,7 @@ extension RESPConnectionHandler {
         b.waiterID = nil
         blocked = b
         if let d = b.deadline, NIODeadline.now() >= d { return finishBlocking(b.timeout, context: context) }
-        attempt(call, context: context)
+        attempt(call, woken: true, context: context)
     }
 
     /// Answers the blocked command and runs the commands that waited for it.

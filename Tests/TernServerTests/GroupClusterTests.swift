@@ -176,6 +176,14 @@ import Testing
         #expect(try await b.send(["EXISTS", "src{t}"]) == .integer(0))
         #expect(
             try await a.send(["BLMPOP", "0.2", "2", "e1{t}", "e2{t}", "LEFT"]) == .array(nil), "the timeout")
+        // In a group too: the destination's kind is an error once the move is served.
+        _ = try await b.send(["SET", "target{t}", "nolist"])
+        async let wrong = a.send(["BRPOPLPUSH", "blist{t}", "target{t}", "10"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["RPUSH", "blist{t}", "foo"])
+        #expect(
+            try await wrong == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(try await b.send(["LRANGE", "blist{t}", "0", "-1"]) == .array([bulk("foo")]))
     }
 
     @Test(
@@ -197,5 +205,14 @@ import Testing
         _ = try await b.send(["DEL", "list"])
         _ = try await b.send(["LPUSH", "list", "b"])
         #expect(try await popped == .array([bulk("list"), .array([bulk("b")])]))
+        // A destination of another kind is still an error when the blocked move is served (Redis's
+        // "BRPOPLPUSH with wrong destination type").
+        _ = try await b.send(["SET", "target", "nolist"])
+        async let moved = a.send(["BRPOPLPUSH", "blist", "target", "10"])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await b.send(["RPUSH", "blist", "foo"])
+        #expect(
+            try await moved == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(try await b.send(["LRANGE", "blist", "0", "-1"]) == .array([bulk("foo")]))
     }
 }
