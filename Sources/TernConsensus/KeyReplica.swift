@@ -494,7 +494,7 @@ public struct KeyReplica: Sendable {
         learnChosen(a.instance, a.value, &fx, &ctx)
         // Only the proposer that got the instance chosen publishes its events, once (an instance
         // finished by another proposer's Phase 1 publishes none: best effort, docs/PUBSUB.md).
-        for e in a.events { fx.effects.keyEvents.append(KeyEvent(key: key, event: e)) }
+        for e in a.events { fx.effects.keyEvents.append(KeyEvent.raised(by: key, e)) }
         for n in peers { fx.send(n, .chosen(instance: a.instance, value: a.value)) }
         // Our promise majority for a.ballot still covers the next instance: the fast path.
         fastBallot = a.ballot
@@ -671,11 +671,21 @@ extension Operation {
         case .inboxSeal: 0
         case .data(let args): args.reduce(0) { $0 + $1.count }
         case .envelope: 16
+        case .group(let g):
+            switch g.kind {
+            case .member(let k, let op): k.count + op.payloadBytes
+            case .transaction(let args): args.reduce(0) { $0 + $1.count }
+            case .sweep: 0
+            }
         }
     }
     /// True when the result carries the key's previous value.
     var returnsValue: Bool {
         if case .set(_, _, true) = self { return true }
+        if case .group(let g) = self {
+            guard case .member(_, let op) = g.kind else { return true }
+            return op.returnsValue
+        }
         if case .data(let args) = self, let n = args.first {
             // Writes whose reply carries the key's value (or part of it).
             return ["set", "getdel", "getex", "spop", "multi"].contains(String(decoding: n, as: UTF8.self))

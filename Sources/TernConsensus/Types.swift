@@ -114,6 +114,8 @@ public enum Operation: Sendable, Hashable {
     case data([[UInt8]])
     /// A red-envelope command (`EnvelopeState.apply`, docs/ENVELOPE.md).
     case envelope(EnvelopeOp)
+    /// An operation on the members of a hash-tag group key (`GroupValue.apply`, docs/DATA.md).
+    indirect case group(GroupOperation)
 }
 
 /// When `Operation.set` applies.
@@ -359,6 +361,9 @@ public struct KeyValue: Sendable, Hashable {
                 }
                 result = .data(reply)
             case .envelope(let e): result = EnvelopeState.apply(&next.bytes, e)
+            case .group(let g):
+                result = GroupValue.apply(
+                    g, to: &next, id: id, instance: instance, horizonMs: horizonMs, events: &events)
             }
             next.recent.append(AppliedRequest(id: id, result: result, instance: instance))
         }

@@ -239,6 +239,22 @@ public enum PaxosWire {
             w.u8(60)
             w.u32(UInt32(args.count))
             for a in args { w.blob(a) }
+        // Hash-tag groups (tags from 70 on).
+        case .group(let g):
+            w.u8(70)
+            w.u64(UInt64(max(0, g.bytesMax)))
+            switch g.kind {
+            case .member(let key, let op):
+                w.u8(0)
+                w.blob(key)
+                encode(op, into: &w)
+            case .transaction(let args):
+                w.u8(1)
+                w.u32(UInt32(args.count))
+                for a in args { w.blob(a) }
+            case .sweep:
+                w.u8(2)
+            }
         }
     }
 
@@ -287,6 +303,25 @@ public enum PaxosWire {
                 args.append(a)
             }
             return .data(args)
+        case 70:
+            guard let bound = r.u64(), bound <= UInt64(Int.max), let form = r.u8() else { return nil }
+            switch form {
+            case 0:
+                // A member's operation is never a group's own (no nesting).
+                guard let key = r.blob(), let op = decodeOperation(&r) else { return nil }
+                if case .group = op { return nil }
+                return .group(GroupOperation(.member(key, op), bytesMax: Int(bound)))
+            case 1:
+                guard let n = r.u32(), Int(n) <= r.remaining / 4 else { return nil }
+                var args: [[UInt8]] = []
+                for _ in 0..<n {
+                    guard let a = r.blob() else { return nil }
+                    args.append(a)
+                }
+                return .group(GroupOperation(.transaction(args), bytesMax: Int(bound)))
+            case 2: return .group(GroupOperation(.sweep, bytesMax: Int(bound)))
+            default: return nil
+            }
         default: return nil
         }
     }

@@ -44,6 +44,10 @@ public struct ClusterMap: Sendable, Hashable {
     public private(set) var version: UInt64
     /// All nodes, sorted by id.
     public private(set) var nodes: [NodeEntry]
+    /// How Redis keys map onto Paxos keys (`key_layout`; absent: `per-key`). Fixed when the
+    /// cluster is created: a node refuses to serve a data directory written with the other
+    /// layout, and nodes of the two layouts refuse each other (docs/DATA.md, "Hash-tag groups").
+    public var keyLayout: KeyLayout = .perKey
 
     /// The three campuses, always A, B and C (DESIGN.md section 2: exactly three).
     public var campuses: [Campus] { Campus.allCases }
@@ -66,7 +70,16 @@ public struct ClusterMap: Sendable, Hashable {
     /// A copy with `node` added and the version bumped.
     /// - Throws: `ClusterMapError` when the result would not be a valid map.
     public func adding(_ node: NodeEntry) throws(ClusterMapError) -> ClusterMap {
-        try ClusterMap(name: name, version: version + 1, nodes: nodes + [node])
+        var next = try ClusterMap(name: name, version: version + 1, nodes: nodes + [node])
+        next.keyLayout = keyLayout
+        return next
+    }
+
+    /// The name peers compare in their handshake: the map's name, plus the key layout when it is
+    /// not the default, so that nodes of one cluster configured with different layouts never
+    /// exchange data (each would read the other's values under the wrong keys).
+    public var transportName: String {
+        keyLayout == .perKey ? name : name + " (" + keyLayout.rawValue + ")"
     }
 
     private func validate() throws(ClusterMapError) {

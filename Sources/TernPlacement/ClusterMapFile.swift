@@ -19,7 +19,8 @@ extension ClusterMap {
         } catch {
             throw ClusterMapError(.syntax, "not valid TOML: \(error)")
         }
-        try Self.rejectUnknown(table, allowed: ["name", "version", "campuses", "nodes"], in: "the top level")
+        try Self.rejectUnknown(
+            table, allowed: ["name", "version", "campuses", "nodes", "key_layout"], in: "the top level")
         let name = try Self.string(table, "name", in: "the top level")
         let version = try Self.integer(table, "version", in: "the top level")
         guard let campusesValue = table["campuses"] else {
@@ -76,6 +77,15 @@ extension ClusterMap {
                     tokens: tokens))
         }
         try self.init(name: name, version: version, nodes: nodes)
+        if let layout = table["key_layout"] {
+            guard let text = layout.string, let l = KeyLayout(rawValue: text) else {
+                throw ClusterMapError(
+                    .badValue,
+                    "\"key_layout\" must be one of "
+                        + KeyLayout.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+            }
+            keyLayout = l
+        }
     }
 
     /// The map in the format of docs/PLACEMENT.md; `ClusterMap(toml:)` reads it back equal.
@@ -86,6 +96,10 @@ extension ClusterMap {
         out += "name = \(Self.quoted(name))\n"
         out += "version = \(version)\n"
         out += "campuses = [\"A\", \"B\", \"C\"]\n"
+        if keyLayout != .perKey {
+            // Fixed at creation: changing it would hide the data (docs/DATA.md, "Hash-tag groups").
+            out += "key_layout = \"\(keyLayout.rawValue)\"\n"
+        }
         for node in nodes {
             out += "\n[[nodes]]\n"
             out += "id = \(node.id.rawValue)\n"

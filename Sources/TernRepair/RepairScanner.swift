@@ -382,6 +382,8 @@ public final class RepairScanner {
                 for (key, record) in records where replicas(key).first == me {
                     if case .state(let bytes) = record, let s = PaxosCodec.decode(bytes),
                         s.value.isExpired(horizonMs: expiryHorizonMs)
+                            || (KeyLayout.isGroupKey(key)
+                                && GroupValue(s.value.bytes).hasExpired(horizonMs: expiryHorizonMs))
                     {
                         out.expired.append(key)
                     }

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import TernConsensus
+import TernCore
 import TernRESP
 
 /// The connections of one node blocked on keys (BLPOP, XREAD BLOCK, ...). A blocked command is
@@ -18,13 +19,16 @@ public final class BlockedKeys: Sendable {
         var nextID: UInt64 = 0
     }
     private let state = NIOLockedValueBox(State())
+    /// A key's writes land on its Paxos key (its hash-tag group's, docs/DATA.md): wait on that.
+    let layout: KeyLayout
 
-    public init() {}
+    public init(layout: KeyLayout = .perKey) { self.layout = layout }
 
     /// Registers `wake` (called at most once, from the thread that wrote) for `keys`; the id to
     /// remove it with.
     func add(_ keys: [[UInt8]], wake: @escaping @Sendable () -> Void) -> UInt64 {
-        state.withLockedValue { s in
+        let keys = keys.map(layout.paxosKey)
+        return state.withLockedValue { s in
             s.nextID += 1
             let id = s.nextID
             s.waiters[id] = Waiter(keys: keys, wake: wake)
@@ -81,6 +85,10 @@ struct BlockedCommand {
     var changed = false
     /// The current poll interval (doubles while nothing changes, up to `pollMax`).
     var poll: TimeAmount = RESPConnectionHandler.pollMin
+    /// The call a wake-up runs, once the command has parked: from then on a key of the wrong
+    /// kind keeps it blocked (Redis answers WRONGTYPE only when the command is first called; a
+    /// blocked BLPOP is not woken by a SET of its key: "LPUSH + DEL + SET should not awake").
+    var parkedCall: BlockingCall?
 }
 
 extension RESPConnectionHandler {
@@ -102,7 +110,10 @@ extension RESPConnectionHandler {
 
     /// Runs one attempt of the blocked command; listens for changes of its keys while it runs, so
     /// a write that lands between the attempt's read and the parking is not missed.
-    func attempt(_ call: BlockingCall, context: ChannelHandlerContext) {
+    /// `woken`: this is the parked call run again (its first round, the reads): a key of another
+    /// kind found there keeps the command blocked, while a later round's WRONGTYPE (BRPOPLPUSH's
+    /// destination) is answered, as Redis serves it.
+    func attempt(_ call: BlockingCall, woken: Bool = false, context: ChannelHandlerContext) {
         guard var b = blocked, !evicted else { return }
         b.generation += 1
         b.changed = false
@@ -132,6 +143,11 @@ extension RESPConnectionHandler {
                 }
             }
             switch call.step(replies) {
+            // Only when every key read is one the command waits on (a pop's keys, a move's
+            // source): BLMOVE's first round also reads the destination, whose kind is an error.
+            case .answer(CommandProcessor.wrongType)
+            where woken && b.parkedCall != nil && call.requests.allSatisfy({ call.keys.contains($0.key) }):
+                handler.park(b.parkedCall!, context: context)
             case .answer(let v): handler.finishBlocking(v, context: context)
             case .again(let next): handler.attempt(next, context: context)
             case .wait(let next): handler.park(next, context: context)
@@ -149,9 +165,11 @@ extension RESPConnectionHandler {
         if b.changed {
             // Something was written while the attempt ran: look again now.
             b.poll = Self.pollMin
+            b.parkedCall = call
             blocked = b
-            return attempt(call, context: context)
+            return attempt(call, woken: true, context: context)
         }
+        b.parkedCall = call
         var wait = b.poll
         b.poll = .nanoseconds(min(b.poll.nanoseconds * 2, Self.pollMax.nanoseconds))
         if let d = b.deadline, d - now < wait { wait = d - now }
@@ -173,7 +191,7 @@ extension RESPConnectionHandler {
         b.waiterID = nil
         blocked = b
         if let d = b.deadline, NIODeadline.now() >= d { return finishBlocking(b.timeout, context: context) }
-        attempt(call, context: context)
+        attempt(call, woken: true, context: context)
     }
 
     /// Answers the blocked command and runs the commands that waited for it.

@@ -169,12 +169,8 @@ public struct ClusterCommands: CommandModule {
     /// Redis Cluster's slot of `key`: CRC16 (XMODEM) of the key, or of its `{hash tag}`, mod 16384.
     /// (The protocol's function for clients, not a checksum of Tern's data.)
     static func keySlot(_ key: [UInt8]) -> Int {
-        var part = key[...]
-        if let open = key.firstIndex(of: UInt8(ascii: "{")),
-            let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1
-        {
-            part = key[(open + 1)..<close]
-        }
+        // The same rule decides hash-tag groups (`KeyLayout.groupKey`).
+        let part = HashTag.of(key) ?? key[...]
         var crc: UInt16 = 0
         for byte in part {
             crc ^= UInt16(byte) << 8

@@ -223,6 +223,9 @@ public struct CommandProcessor: Sendable {
     public var access: AccessControl
     /// `notify-keyspace-events` and the publishing of keyspace events (KeyspaceNotifications.swift).
     public var notifier = KeyspaceNotifier()
+    /// How Redis keys map onto Paxos keys (the cluster map's `key_layout`): with hash-tag groups,
+    /// a transaction may take keys of one tag (GroupTransactions.swift).
+    public var keyLayout: KeyLayout = .perKey
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -322,11 +325,18 @@ public struct CommandProcessor: Sendable {
         default:
             guard session.transaction != nil else { return nil }
             let reply: RESPValue
-            switch dataPlanned(name, args, session) {
+            // A command across keys of one hash-tag group joins as one step (GroupTransactions.swift).
+            let planned =
+                crossCall(name, args, session).map { DataPlanned.call($0) }
+                ?? dataPlanned(name, args, session)
+            switch planned {
             case .call(let c):
-                let keys = Set((session.transaction ?? []).compactMap(Self.queuedKey) + [c.key])
+                // One Paxos key: one key, or keys of one hash-tag group (GroupTransactions.swift).
+                let keys = Set(
+                    ((session.transaction ?? []).compactMap(Self.queuedKey) + [c.key]).map(keyLayout.paxosKey)
+                )
                 if keys.count > 1 {
-                    reply = Self.crossKey
+                    reply = crossKeyError
                 } else {
                     session.transaction?.append(args)
                     return .reply(.simpleString("QUEUED"))
@@ -376,6 +386,10 @@ public struct CommandProcessor: Sendable {
             // blocking stream read runs once, without waiting).
             var inside = session
             inside.transaction = session.transaction ?? []
+            if let c = crossCall(name, args, inside) {
+                calls.append(c)
+                continue
+            }
             guard case .call(let c) = dataPlanned(name, args, inside) else {
                 return .reply(.error("EXECABORT Transaction discarded because of previous errors."))
             }
@@ -385,11 +399,12 @@ public struct CommandProcessor: Sendable {
             return .reply(.array((0..<queued.count).map { inPlace[$0] ?? .null }))
         }
         guard let key = calls.first?.key ?? watched.keys.first else { return .reply(.array([])) }
+        if let grouped = groupExec(calls, watched: watched, inPlace: inPlace) { return grouped }
         // WATCH guards the transaction's own key only: another key's change could not be checked
         // in the same instance.
         var guardDigest = "-"
         for (k, digest) in watched {
-            guard k == key || calls.isEmpty else { return .reply(Self.crossKey) }
+            guard k == key || calls.isEmpty else { return .reply(crossKeyError) }
             // WATCH's read had not answered when EXEC came: treat the key as changed.
             guard let d = digest else { return .reply(.array(nil)) }
             guardDigest = d
@@ -403,9 +418,15 @@ public struct CommandProcessor: Sendable {
             a.append(Array(String(c.args.count).utf8))
             a += c.args
         }
-        let planned = calls
-        let fixed = inPlace
-        return .requests([(key, .write(.data(a)))]) { replies in
+        return .requests([(key, .write(.data(a)))], Self.execAnswer(calls, inPlace))
+    }
+
+    /// EXEC's answer from its one write's reply: each command's reply in its place, the keyless
+    /// ones (`fixed`) among them.
+    static func execAnswer(_ planned: [DataCall], _ fixed: [Int: RESPValue])
+        -> @Sendable ([NodeReply]) -> RESPValue
+    {
+        { replies in
             let calls = planned
             switch replies[0] {
             case .done(.data(.array(nil))): return .array(nil)
@@ -494,6 +515,7 @@ public struct CommandProcessor: Sendable {
                             + "RESET are allowed in this context"))
             }
         }
+        if let p = crossPlan(name, args, session) { return p }
         if let p = dataPlan(name, args, session) { return p }
         switch name {
         case "ping":

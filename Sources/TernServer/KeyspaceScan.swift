@@ -58,7 +58,8 @@ public enum KeyspaceScan {
         buckets.reserveCapacity(keys.count)
         var counts = [Int](repeating: 0, count: bucketCount)
         var bytes = [Int](repeating: 0, count: bucketCount)
-        for k in keys where k.first != 0 {
+        // Reserved keys are the services', but for hash-tag groups (their members are listed).
+        for k in keys where k.first != 0 || KeyLayout.isGroupKey(k) {
             let b = bucket(of: k)
             guard b >= from else { continue }
             buckets.append((b, k))

@@ -60,8 +60,10 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
     /// This node's keys of buckets `[from, next)` (one walk of the store's key directory).
     func listLocally(from: Int, want: Int, _ done: @escaping @Sendable (Int, [[UInt8]]) -> Void) {
         node.store.liveKeys(where: { k in
-            // Key records are `1 + key`; reserved keys (`\0…`) are the services'.
-            guard k.count >= 2, k[0] == 1, k[1] != 0 else { return false }
+            // Key records are `1 + key`; reserved keys (`\0…`) are the services', but for
+            // hash-tag groups, whose members are listed by `present`.
+            guard k.count >= 2, k[0] == 1, k[1] != 0 || k.dropFirst().starts(with: KeyLayout.groupPrefix)
+            else { return false }
             let position = k.withUnsafeBytes { XXH64.hash(UnsafeRawBufferPointer(rebasing: $0.dropFirst())) }
             return KeyspaceScan.buckets.bucket(ofPosition: position) >= from
         }) { records in
@@ -150,6 +152,12 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
                 guard let v = CommandProcessor.stored(reply) else {
                     throw KeyspaceError(reply: CommandProcessor.failure(reply, write: false))
                 }
+                if KeyLayout.isGroupKey(k) {
+                    // A hash-tag group: its members are the keys (those not yet due; a due one is
+                    // removed by the group's next instance or the sweep).
+                    out += GroupValue(v?.bytes).live(horizonMs: self.node.expiryHorizonMs())
+                    continue
+                }
                 if let v { out.append((k, v)) }
             }
             return out
@@ -162,9 +170,12 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
         (next: Int, keys: [Found])
     > {
         list(from: from, want: want).flatMap { l in
-            let candidates = match.map { m in l.keys.filter { m.matches($0) } } ?? l.keys
-            return self.present(candidates).map { found in
-                (l.next, type.map { t in found.filter { Self.typeName(of: $0.value) == t } } ?? found)
+            let candidates =
+                match.map { m in l.keys.filter { KeyLayout.isGroupKey($0) || m.matches($0) } } ?? l.keys
+            return self.present(candidates).map { all in
+                // A group's members are matched once it is read.
+                let found = match.map { m in all.filter { m.matches($0.key) } } ?? all
+                return (l.next, type.map { t in found.filter { Self.typeName(of: $0.value) == t } } ?? found)
             }
         }
     }

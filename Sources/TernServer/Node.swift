@@ -55,6 +55,9 @@ public struct NodeOptions: Sendable {
     /// expired this much before its deadline by this node's clock, so that no node serves it after
     /// the deadline (docs/DATA.md, "Expiry": the clock assumption).
     public var clockSkewBoundMs: UInt64 = 50
+    /// A hash-tag group's encoded size bound (the server's `max_value_bytes`): a write that would
+    /// pass it is refused (docs/DATA.md, "Hash-tag groups").
+    public var groupBytesMax = 1 << 20
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -185,7 +188,10 @@ public final class Node: @unchecked Sendable {
     /// The anti-entropy scanner (TernRepair, pure), fed by this shell.
     let scanner: RepairScanner?
     /// Connections blocked on keys (BLPOP, XREAD BLOCK), woken when a record of one is written.
-    public let blockedKeys = BlockedKeys()
+    public let blockedKeys: BlockedKeys
+    /// How Redis keys map onto Paxos keys (the cluster map's `key_layout`): every request goes
+    /// through `KeyLayout.route` in `submit`, the one seam of hash-tag groups.
+    public var layout: KeyLayout { map.keyLayout }
     /// Why the node is learner-only (nil: it is not).
     var learnerReason: String?
     /// The incarnation check (TernRepair, pure), fed by this shell; set by `start`.
@@ -302,6 +308,11 @@ public final class Node: @unchecked Sendable {
             .put(ReplicaNode.epochKey, PaxosCodec.encodeEpoch(epoch)),
             .put(IncarnationRecords.ownKey, IncarnationRecords.encode(own: own)),
         ]
+        if let layoutRecord = try await Node.checkKeyLayout(
+            map.keyLayout, store: store, votedBefore: votedBefore)
+        {
+            records.append(layoutRecord)
+        }
         if learnerOnly { records.append(.put(ReplicaNode.rebuildKey, Array("rebuild".utf8))) }
         try await store.write(records)
         let node = Node(
@@ -327,6 +338,38 @@ public final class Node: @unchecked Sendable {
                 "incarnation-check": "\(checking)",
             ])
         return node
+    }
+
+    /// The record that remembers which key layout a data directory was written with.
+    static let keyLayoutKey: [UInt8] = [0] + Array("keylayout".utf8)
+
+    /// Refuses a data directory written with another key layout than the map's (its data would be
+    /// looked for under other keys: hidden, and new writes would sit beside it). A directory
+    /// without the record is new (no epoch record: it takes the map's layout) or older than
+    /// layouts (it was written per key). Returns the record to write, if any.
+    static func checkKeyLayout(_ layout: KeyLayout, store: Store, votedBefore: Bool) async throws
+        -> BatchEntry?
+    {
+        var recorded: KeyLayout?
+        do {
+            if let b = try await store.get(keyLayoutKey) {
+                recorded = KeyLayout(rawValue: String(decoding: b, as: UTF8.self))
+                guard recorded != nil else {
+                    throw NodeError("refusing to start: the data directory's key layout record is unreadable")
+                }
+            }
+        } catch let e as StorageError {
+            guard case .damaged = e else { throw e }
+            throw NodeError("refusing to start: the data directory's key layout record is damaged")
+        }
+        let found = recorded ?? (votedBefore ? .perKey : layout)
+        guard found == layout else {
+            throw NodeError(
+                "refusing to start: the data directory holds data of key layout \"\(found.rawValue)\" but the "
+                    + "cluster map says \"\(layout.rawValue)\"; the key layout is fixed when a cluster is "
+                    + "created (docs/DATA.md, \"Hash-tag groups\")")
+        }
+        return recorded == nil ? .put(keyLayoutKey, Array(layout.rawValue.utf8)) : nil
     }
 
     /// An epoch from the wall clock (minutes since 2024-01-01), for a node that cannot trust its
@@ -359,6 +402,7 @@ public final class Node: @unchecked Sendable {
         self.id = id
         self.campus = campus
         self.map = map
+        self.blockedKeys = BlockedKeys(layout: map.keyLayout)
         self.ring = Ring(map: map)
         self.store = store
         self.link = link
@@ -446,12 +490,16 @@ public final class Node: @unchecked Sendable {
 
     func submit(key: [UInt8], _ request: KeyRequest, id: RequestID? = nil) -> EventLoopFuture<NodeReply> {
         let promise = eventLoop.makePromise(of: NodeReply.self)
+        // Hash-tag groups: a member's request runs on its group key (`KeyLayout.route`).
+        let routed = layout.route(key, request, groupBytesMax: options.groupBytesMax)
         onLoop {
-            let wid = self.core.request(key: key, request, now: Node.clock(), id: id)
+            let wid = self.core.request(key: routed.key, routed.request, now: Node.clock(), id: id)
             self.promises[wid] = promise
             self.driveLater()
         }
-        return promise.futureResult
+        guard routed.key != key else { return promise.futureResult }
+        let layout = self.layout
+        return promise.futureResult.map { layout.reply(key, $0) }
     }
 
     /// Runs `body` now if on the node's loop, else hops there.
@@ -689,6 +737,11 @@ public final class Node: @unchecked Sendable {
         // The expiry sweep: each expired key found by the scan is removed through the protocol.
         for key in r.expired {
             expiredSwept += 1
+            if KeyLayout.isGroupKey(key) {
+                // A hash-tag group: its instance removes the members past the horizon.
+                _ = submit(key: key, .write(.group(GroupOperation(.sweep, bytesMax: 0))))
+                continue
+            }
             _ = submit(key: key, .write(.data([Array("expirecheck".utf8), key])))
         }
         if !r.candidates.isEmpty {

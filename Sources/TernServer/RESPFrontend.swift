@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import TernConsensus
+import TernCore
 import TernRESP
 import TernTransport
 
@@ -593,8 +594,10 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let loop = context.eventLoop
         let node = self.node
         let future: EventLoopFuture<NodeReply>
+        // Ordered per Paxos key: the members of a hash-tag group run in order, as one key's requests.
+        let tail = node.layout.paxosKey(key)
         let previous: EventLoopFuture<Void>? =
-            switch (keyTail[key], barrierTail) {
+            switch (keyTail[tail], barrierTail) {
             case (nil, nil): nil
             case (let k?, nil): k.done.map { _ in () }
             case (nil, let b?): b.done
@@ -609,11 +612,11 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         } else {
             future = node.execute(key: key, request).hop(to: loop)
         }
-        keyTail[key] = (id, future)
+        keyTail[tail] = (id, future)
         let loopBound = NIOLoopBound(self, eventLoop: loop)
         future.whenComplete { _ in
             let handler = loopBound.value
-            if handler.keyTail[key]?.id == id { handler.keyTail[key] = nil }
+            if handler.keyTail[tail]?.id == id { handler.keyTail[tail] = nil }
         }
         return future
     }

@@ -146,6 +146,7 @@ public final class TernServerProcess: Service, AdminBackend {
         options.keysLoadedMax = config.keysLoadedMax
         options.clockSkewBoundMs = UInt64(config.clockSkewBoundMilliseconds)
         options.trustEmptyDirectory = newCluster
+        options.groupBytesMax = config.maxValueBytes
         if config.repair {
             var repair = RepairOptions()
             repair.keysPerSecond = Double(config.repairKeysPerSecond)
@@ -161,7 +162,7 @@ public final class TernServerProcess: Service, AdminBackend {
         var peers: [NodeID: PeerAddress] = [:]
         for n in map.nodes where n.id != id { peers[n.id] = try address(n.peerAddress) }
         var transportConfig = TransportConfig(
-            clusterName: map.name, me: id, listen: try address(me.peerAddress), peers: peers,
+            clusterName: map.transportName, me: id, listen: try address(me.peerAddress), peers: peers,
             secret: config.secret,
             maxFrameBytes: ServerConfig.peerFrameBytesMax(maxValueBytes: config.maxValueBytes))
         transportConfig.tls = tls.peer
@@ -179,6 +180,7 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.streamMaxEntries = config.streamMaxEntries
         processor.bind = client.host
         processor.dataDirectory = dataDirectory
+        processor.keyLayout = map.keyLayout
         processor.hz = max(1, 1000 / config.tickMilliseconds)
         processor.logLevel = redisLogLevel
         processor.clientOutputBytesMax = config.clientOutputBufferLimit

@@ -165,7 +165,8 @@ extension Simulation {
         let n = data.clients[c].counter
         let node = Int(rng.below(3))
         let kind = rng.below(5)
-        let keyName = ["h", "z", "s", "S", "l"][Int(kind)] + String(rng.below(2))
+        let keyName =
+            ["h", "z", "s", "S", "l"][Int(kind)] + String(rng.below(2)) + (config.dataGroups ? "{g}" : "")
         let k = Self.b(keyName)
         let value = Self.b("v\(c).\(n)")
         let deadline = String(nodeClockMs(node) + 10 + Int64(rng.below(400)))
@@ -292,22 +293,29 @@ extension Simulation {
         data.clients[c].inFlight = f
         guard let n = nodes[f.node] else { return }
         let key = f.key
+        // With --data-groups the key is a member of its group key, as `Node.submit` routes it.
+        let layout: KeyLayout = config.dataGroups ? .hashTagGroups : .perKey
+        let propose = { (op: Operation, rid: RequestID) in
+            let routed = layout.route(key, .write(op), groupBytesMax: 0)
+            guard case .write(let o) = routed.request else { return }
+            self.whenRunning(f.node) { n.propose(key: routed.key, o, id: rid, tag: tag) }
+        }
         switch f.phase {
         case .command where f.write && !f.pieces.isEmpty:
             // The mutant: the transaction's next command as an instance of its own.
             let piece = f.pieces[f.pieceReplies.count]
             var rid = f.rid
             rid.counter += UInt64(f.pieceReplies.count)
-            whenRunning(f.node) { n.propose(key: key, .data(piece), id: rid, tag: tag) }
+            propose(.data(piece), rid)
         case .command where f.write:
-            whenRunning(f.node) { n.propose(key: key, .data(f.args), id: f.rid, tag: tag) }
+            propose(.data(f.args), f.rid)
         case .command:
-            whenRunning(f.node) { n.read(key: key, tag: tag) }
+            whenRunning(f.node) { n.read(key: layout.paxosKey(key), tag: tag) }
         case .expireCheck:
             // The node's own request, as `Node.settleExpiry` submits it.
             data.expireChecks += 1
             let rid = RequestID(client: UInt32(3000 + c), counter: tag)
-            whenRunning(f.node) { n.propose(key: key, DataModel.expireCheck(key), id: rid, tag: tag) }
+            propose(DataModel.expireCheck(key), rid)
         }
     }
 
@@ -328,6 +336,21 @@ extension Simulation {
 
     func dataReply(_ c: Int, _ outcome: ClientOutcome) {
         guard var f = data.clients[c].inFlight else { return }
+        var outcome = outcome
+        if config.dataGroups {
+            // A read of the group answers the member's value (`KeyLayout.reply`, as the server).
+            let member: NodeReply?
+            switch outcome {
+            case .value(let b): member = KeyLayout.hashTagGroups.reply(f.key, .value(b))
+            case .typed(let v): member = KeyLayout.hashTagGroups.reply(f.key, .typed(v))
+            default: member = nil
+            }
+            switch member {
+            case .value(let b)?: outcome = .value(b)
+            case .typed(let v)?: outcome = .typed(v)
+            default: break
+            }
+        }
         switch (f.phase, outcome) {
         case (_, .retryable): dataAttemptFailed(c, unknown: false)
         case (_, .unknown): dataAttemptFailed(c, unknown: true)

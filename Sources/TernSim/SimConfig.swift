@@ -146,6 +146,9 @@ public struct SimConfig: Sendable, Hashable {
     public var streamOps = 0
     /// Deliberately broken task completion (tests only).
     public var streamMutant: StreamMutant = .none
+    /// The data workload's keys carry one hash tag (`h0{g}` …) and run on the key layout
+    /// `hash-tag-groups`: all ten are members of one group key (docs/DATA.md).
+    public var dataGroups = false
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -165,6 +168,7 @@ public struct SimConfig: Sendable, Hashable {
         if dataMutant != .none { s += " --data-mutant \(dataMutant.rawValue)" }
         if streamOps > 0 { s += " --stream-ops \(streamOps)" }
         if streamMutant != .none { s += " --stream-mutant \(streamMutant.rawValue)" }
+        if dataGroups { s += " --data-groups" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

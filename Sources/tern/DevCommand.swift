@@ -51,6 +51,14 @@ struct DevCommand: AsyncParsableCommand {
             """)
     var tls = false
 
+    @Flag(
+        help: """
+            Key layout hash-tag-groups: keys that share a {hash tag} are one Paxos key, so MULTI and \
+            multi-key commands on them are atomic (first run only: fixed when the cluster is planned; \
+            docs/DATA.md).
+            """)
+    var hashTagGroups = false
+
     func run() async throws {
         let root = URL(fileURLWithPath: dir).standardizedFileURL.path
         try FileManager.default.createDirectory(
@@ -63,12 +71,21 @@ struct DevCommand: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: mapPath) {
             map = try ClusterMap(contentsOfFile: mapPath)
             _ = try ServerConfig(contentsOfFile: settingsPath)
-            print("tern dev: reusing the cluster in \(root) (\(map.nodes.count) nodes)")
+            print(
+                "tern dev: reusing the cluster in \(root) (\(map.nodes.count) nodes, key layout \(map.keyLayout.rawValue))"
+            )
+            if hashTagGroups && map.keyLayout != .hashTagGroups {
+                throw ValidationError(
+                    "tern dev: the cluster in \(root) was created with key layout \(map.keyLayout.rawValue); the "
+                        + "layout is fixed when a cluster is created (use a new --dir for hash-tag groups)")
+            }
         } else {
             let campuses = Dictionary(uniqueKeysWithValues: Campus.allCases.map { ($0, nodesPerCampus) })
-            map = try TokenPlanner.plan(
+            var plannedMap = try TokenPlanner.plan(
                 name: "tern-dev", nodesPerCampus: campuses, tokensPerNode: 64,
                 scheme: .init(basePort: basePort))
+            if hashTagGroups { plannedMap.keyLayout = .hashTagGroups }
+            map = plannedMap
             var settings = ServerConfig(secret: ServerConfig.randomSecret())
             settings.testFaults = testFaults
             // Values (and collections, which are one value: docs/DATA.md) up to 16 MiB on a developer's

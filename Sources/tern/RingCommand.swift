@@ -47,6 +47,12 @@ struct RingCommand: ParsableCommand {
         @Flag(help: "Overwrite --out if it exists (new map only).")
         var force = false
 
+        @Option(
+            help:
+                "Key layout of a new map: per-key (default) or hash-tag-groups (fixed for the cluster's life; docs/DATA.md)."
+        )
+        var keyLayout = "per-key"
+
         @Option(help: "Id (number) of the node to add to --map.")
         var add: UInt32?
 
@@ -89,8 +95,12 @@ struct RingCommand: ParsableCommand {
                 throw ValidationError("\(path) exists; pass --force to replace it or --out another file")
             }
             let scheme = TokenPlanner.AddressScheme(basePort: basePort ?? 7379)
-            let map = try TokenPlanner.plan(
+            var map = try TokenPlanner.plan(
                 name: name, nodesPerCampus: counts, tokensPerNode: tokensPerNode, scheme: scheme)
+            guard let layout = KeyLayout(rawValue: keyLayout) else {
+                throw ValidationError("--key-layout must be per-key or hash-tag-groups")
+            }
+            map.keyLayout = layout
             try map.write(toFile: path)
             print("wrote \(path): cluster \"\(map.name)\" version \(map.version), \(map.nodes.count) nodes")
             printShares(map)

@@ -143,6 +143,9 @@ struct SimCommand: ParsableCommand {
             "With --stream-ops: broken completions: \(StreamMutant.allCases.dropFirst().map(\.rawValue).joined(separator: ", "))."
     )
     var streamMutant: String = "none"
+    @Flag(
+        help: "With --data: the keys share one hash tag and run as members of one group key (docs/DATA.md).")
+    var dataGroups = false
 
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
@@ -220,6 +223,7 @@ struct SimCommand: ParsableCommand {
                 c.dataOps = max(dataOps, 1)
                 c.clockSkewBoundMs = skewBound
                 c.dataMutant = dm
+                c.dataGroups = dataGroups
             }
             return c
         }

@@ -21,6 +21,26 @@ private func sampleMap() throws -> ClusterMap {
     #expect(try ClusterMap(contentsOfFile: path) == map)
 }
 
+@Test func keyLayoutRoundTripsAndIsRefusedWhenUnknown() throws {
+    var map = try sampleMap()
+    #expect(!map.toml().contains("key_layout"), "the default is not written")
+    #expect(map.transportName == "test")
+    map.keyLayout = .hashTagGroups
+    let text = map.toml()
+    #expect(text.contains("key_layout = \"hash-tag-groups\""))
+    #expect(try ClusterMap(toml: text).keyLayout == .hashTagGroups)
+    #expect(map.transportName == "test (hash-tag-groups)", "peers of two layouts refuse each other")
+    #expect(
+        try map.adding(
+            NodeEntry(
+                id: NodeID(99), campus: .a, peerAddress: "127.0.0.1:1", clientAddress: "127.0.0.1:2",
+                adminAddress: "127.0.0.1:3", tokens: [12345])
+        ).keyLayout == .hashTagGroups)
+    #expect(throws: ClusterMapError.self) {
+        try ClusterMap(toml: text.replacingOccurrences(of: "hash-tag-groups", with: "groups"))
+    }
+}
+
 @Test func nameWithQuotesRoundTrips() throws {
     let map = try ClusterMap(name: "a \"b\" \\ c", version: 7, nodes: sampleMap().nodes)
     #expect(try ClusterMap(toml: map.toml()) == map)

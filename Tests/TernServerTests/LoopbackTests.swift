@@ -36,11 +36,14 @@ struct LoopbackCluster {
     var nodes: [NodeID: Node] = [:]
     let group: MultiThreadedEventLoopGroup
 
-    static func start(perCampus: Int, options: NodeOptions = LoopbackCluster.options) async throws
+    static func start(
+        perCampus: Int, options: NodeOptions = LoopbackCluster.options, layout: KeyLayout = .perKey
+    ) async throws
         -> LoopbackCluster
     {
-        let map = try TokenPlanner.plan(
+        var map = try TokenPlanner.plan(
             name: "loop", nodesPerCampus: [.a: perCampus, .b: perCampus, .c: perCampus], tokensPerNode: 8)
+        map.keyLayout = layout
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         var c = LoopbackCluster(map: map, group: group)
         var logger = Logger(label: "test")

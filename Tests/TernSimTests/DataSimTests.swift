@@ -68,3 +68,28 @@ import Testing
             r.violations.contains { $0.check == "data-linearizability" }, "multi-piecemeal survived seed 1")
     }
 }
+
+/// The data workload with hash-tag groups (`--data-groups`): its ten keys are members of one
+/// group key, each member's history checked as a key of its own (docs/DATA.md, "Hash-tag groups").
+@Suite struct DataGroupSimTests {
+    @Test("Members of one group keep every key's guarantees under faults, expiry included")
+    func groupSeedsPass() {
+        for seed in [2] as [UInt64] {
+            var c = DataSimTests.config(seed)
+            c.dataGroups = true
+            let r = simulate(c)
+            #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.map(\.description))")
+            #expect(r.uncheckedKeys.isEmpty, "seed \(seed): undecided keys \(r.uncheckedKeys)")
+            #expect(
+                r.data.history.filter { $0.ret != nil }.count > 250, "seed \(seed): most commands answered")
+            #expect(r.data.history.allSatisfy { $0.key.hasSuffix("{g}") })
+        }
+    }
+
+    @Test("A transaction applied piecemeal is still caught when its key is a group member")
+    func piecemealCaught() {
+        var c = DataSimTests.config(1, mutant: .multiPiecemeal)
+        c.dataGroups = true
+        #expect(simulate(c).violations.contains { $0.check == "data-linearizability" })
+    }
+}
