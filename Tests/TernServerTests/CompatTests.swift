@@ -77,4 +77,51 @@ import Testing
         #expect(wire(["GEORADIUS", "g", "13", "38", "100", "km"], replies: [.value(nil)]) == "*0\r\n")
         #expect(wire(["GEOADD", "g", "1", "1"]) == "-ERR wrong number of arguments for 'geoadd' command\r\n")
     }
+
+    /// The events of `commands` applied in order to a fresh key, one list per command.
+    static func events(_ commands: [[String]]) -> [[String]] {
+        var v = KeyValue.absent
+        return commands.map { c in
+            let args = c.map { Array($0.utf8) }
+            let before = v
+            let r = DataModel.apply(args, to: &v, seed: 1)
+            return KeyspaceEvents.events(args, reply: r, before: before, after: v, seed: 1)
+        }
+    }
+
+    @Test("Stream events carry Redis's names (unit/pubsub 'Keyspace notifications: stream events test')")
+    func streamEvents() {
+        // Redis's test, as the server normalises it (`name key nowMs limit arg…`).
+        #expect(
+            Self.events([
+                ["xgroup", "s", "5", "0", "create", "mygroup", "$", "mkstream"],
+                ["xgroup", "s", "5", "0", "createconsumer", "mygroup", "Bob"],
+                ["xadd", "s", "5", "0", "1", "field1", "A"],
+                ["xreadgroup", "s", "5", "0", "mygroup", "Alice", "0", "0", ">"],
+                ["xclaim", "s", "5", "0", "mygroup", "Mike", "0", "1-0", "force"],
+                ["xgroup", "s", "5", "0", "delconsumer", "mygroup", "Lee"],
+                ["xautoclaim", "s", "5", "0", "mygroup", "Bob", "0", "1-0"],
+                ["xgroup", "s", "5", "0", "delconsumer", "mygroup", "Bob"],
+            ])
+                == [
+                    ["new", "xgroup-create"], ["xgroup-createconsumer"], ["xadd"], ["xgroup-createconsumer"],
+                    ["xgroup-createconsumer"], [], [], ["xgroup-delconsumer"],
+                ])
+        // XADD that trims raises xtrim after xadd; XTRIM/XDEL only when they removed something;
+        // XACK none; SETID and DESTROY by name.
+        #expect(
+            Self.events([
+                ["xadd", "t", "5", "0", "1", "f", "v"],
+                ["xadd", "t", "5", "0", "maxlen", "1", "2", "f", "v"],
+                ["xtrim", "t", "5", "0", "maxlen", "5"], ["xdel", "t", "5", "0", "9"],
+                ["xdel", "t", "5", "0", "2"],
+                ["xgroup", "t", "5", "0", "create", "g", "0"], ["xgroup", "t", "5", "0", "setid", "g", "0"],
+                ["xsetid", "t", "5", "0", "10"], ["xack", "t", "5", "0", "g", "2"],
+                ["xgroup", "t", "5", "0", "destroy", "g"], ["xgroup", "t", "5", "0", "destroy", "g"],
+            ])
+                == [
+                    ["new", "xadd"], ["xadd", "xtrim"], [], [], ["xdel"], ["xgroup-create"], ["xgroup-setid"],
+                    ["xsetid"], [], ["xgroup-destroy"], [],
+                ])
+    }
 }
