@@ -267,6 +267,9 @@ public struct StreamTrim: Sendable, Hashable {
     public var approximate = false
     /// At most this many entries removed (0: no limit).
     public var limit: Int64 = 0
+    /// Redis's `stream-node-max-entries` when the command was planned: `~` removes whole nodes of
+    /// this many entries (0: Redis closes nodes by bytes only; Tern then counts nodes of 100).
+    public var nodeEntries = DataModel.streamNodeEntries
 }
 
 extension DataModel {
@@ -275,10 +278,13 @@ extension DataModel {
 
     /// Redis's `streamParseAddOrTrimArgsOrReply`: the trim options from `args[from...]` and, for
     /// XADD, NOMKSTREAM; returns where the id is (XADD) or the end.
-    public static func parseStreamTrim(_ args: [[UInt8]], from: Int, xadd: Bool)
+    public static func parseStreamTrim(
+        _ args: [[UInt8]], from: Int, xadd: Bool, nodeEntries: Int = streamNodeEntries
+    )
         -> StreamParsed<(trim: StreamTrim?, noMkStream: Bool, idAt: Int)>
     {
         var trim = StreamTrim()
+        trim.nodeEntries = nodeEntries
         var strategy = false
         var limitGiven = false
         var noMk = false
@@ -341,19 +347,32 @@ extension DataModel {
                 return .failure(.err("syntax error, LIMIT cannot be used without the special ~ option"))
             }
         } else if trim.approximate {
-            // Redis's default for `~`: 100 × stream-node-max-entries (100).
-            trim.limit = 10_000
+            // Redis's default for `~`: 100 × stream-node-max-entries (10 000 when that is 0).
+            let (product, overflow) = Int64(nodeEntries).multipliedReportingOverflow(by: 100)
+            trim.limit = nodeEntries <= 0 ? 10_000 : (overflow ? 0 : product)
         }
         if !xadd && !strategy { return .failure(.syntax) }
         return .success((strategy ? trim : nil, noMk, i))
     }
 
-    /// Redis's `stream-node-max-entries`: `~` trims whole nodes of this many entries.
-    static let streamNodeEntries = 100
+    /// Redis's default `stream-node-max-entries`: `~` trims whole nodes of this many entries.
+    public static let streamNodeEntries = 100
+
+    /// A stream write's bounds argument: `limit` (the backlog bound, stream_max_entries) or
+    /// `limit:nodeEntries` when CONFIG SET stream-node-max-entries changed the node size from 100.
+    public static func streamBounds(_ b: [UInt8]) -> (limit: Int64, nodeEntries: Int)? {
+        guard let colon = b.firstIndex(of: UInt8(ascii: ":")) else {
+            return int(b).map { ($0, streamNodeEntries) }
+        }
+        guard let limit = int(Array(b[..<colon])), let node = int(Array(b[(colon + 1)...])), node >= 0 else {
+            return nil
+        }
+        return (limit, Int(clamping: node))
+    }
 
     /// Removes entries by `trim`; answers how many were removed. `=` trims exactly (LIMIT is
     /// refused with it). `~` removes only whole nodes as Redis does, counting the entries in
-    /// nodes of 100 from the first (Redis's nodes also close at 4 KiB and keep deleted entries'
+    /// nodes of `stream-node-max-entries` (100 by default) from the first (Redis's nodes also close at 4 KiB and keep deleted entries'
     /// places, so on big or holed streams its count may differ; both keep at least the
     /// threshold), and at most LIMIT entries.
     static func trimStream(_ s: inout StreamValue, _ trim: StreamTrim) -> Int {
@@ -364,7 +383,7 @@ extension DataModel {
             n = s.lowerBound(id)
         }
         if trim.limit > 0 { n = min(n, Int(clamping: trim.limit)) }
-        if trim.approximate { n -= n % streamNodeEntries }
+        if trim.approximate { n -= n % (trim.nodeEntries > 0 ? trim.nodeEntries : streamNodeEntries) }
         if n > 0 { s.entries.removeFirst(n) }
         return n
     }
@@ -421,7 +440,8 @@ extension DataModel {
     // MARK: - Writes
 
     /// The stream writes, normalised by the server as `name key nowMs limit arg…` (`limit`: the
-    /// backlog bound, stream_max_entries; the rest as the client sent them, after the key).
+    /// backlog bound, stream_max_entries, and the node size after a colon when not 100; the rest
+    /// as the client sent them, after the key).
     /// nil when `name` is not a stream write.
     static func applyStream(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
         guard
@@ -431,7 +451,9 @@ extension DataModel {
             ]
             .contains(name)
         else { return nil }
-        guard args.count >= 4, let now = int(args[2]), let limit = int(args[3]) else { return .syntax }
+        guard args.count >= 4, let now = int(args[2]), let (limit, nodeEntries) = streamBounds(args[3]) else {
+            return .syntax
+        }
         if v.bytes != nil && v.kind != .stream { return .wrongType }
         let key = args[1]
         let rest = Array(args[4...])
@@ -443,7 +465,7 @@ extension DataModel {
         switch name {
         case "xadd":
             // xadd [nomkstream] [trim] id field value …
-            switch parseStreamTrim(rest, from: 0, xadd: true) {
+            switch parseStreamTrim(rest, from: 0, xadd: true, nodeEntries: nodeEntries) {
             case .failure(let e): return e
             case .success(let (trim, noMk, at)):
                 let fields = Array(rest[(at + 1)...])
@@ -475,7 +497,7 @@ extension DataModel {
                 if case .failure(let e) = parseStreamTrim(rest, from: 0, xadd: false) { return e }
                 return .integer(0)
             }
-            switch parseStreamTrim(rest, from: 0, xadd: false) {
+            switch parseStreamTrim(rest, from: 0, xadd: false, nodeEntries: nodeEntries) {
             case .failure(let e): return e
             case .success(let (trim, _, _)): reply = .integer(Int64(trimStream(&s, trim!)))
             }

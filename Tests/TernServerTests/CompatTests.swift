@@ -124,4 +124,77 @@ import Testing
                     ["xsetid"], [], ["xgroup-destroy"], [],
                 ])
     }
+
+    /// Applies stream writes (`name key nowMs bounds arg…`) in order; the last reply and the length.
+    static func streamRun(_ v: inout KeyValue, _ commands: [[String]]) -> DataReply {
+        var last = DataReply.ok
+        for c in commands { last = DataModel.apply(c.map { Array($0.utf8) }, to: &v, seed: 1) }
+        return last
+    }
+
+    static func xlen(_ v: KeyValue) -> Int { v.bytes.flatMap { StreamValue($0) }?.entries.count ?? 0 }
+
+    @Test(
+        "CONFIG SET stream-node-max-entries: accepted, shown, and `~` trims by its nodes (Redis's stream tests)"
+    )
+    func streamNodeEntries() {
+        let p = CommandProcessor(password: nil, maxValueBytes: 16)
+        var s = Session(authenticated: true)
+        #expect(
+            wire(["CONFIG", "GET", "stream-node-max-*"], session: &s, processor: p).0
+                == "*4\r\n$23\r\nstream-node-max-entries\r\n$3\r\n100\r\n$21\r\nstream-node-max-bytes\r\n$4\r\n4096\r\n"
+        )
+        // Redis's default: the write carries the bound alone, as before.
+        let added = NodeReply.done(.data(.bulk(Array("1-0".utf8))))
+        let (_, plain) = wire(["XADD", "s", "*", "f", "v"], replies: [added], session: &s, processor: p)
+        if case .write(.data(let a)) = plain.first?.request { #expect(a[3] == Array("10000".utf8)) }
+        #expect(
+            wire(["CONFIG", "SET", "stream-node-max-entries", "10"], session: &s, processor: p).0 == "+OK\r\n"
+        )
+        #expect(
+            wire(["CONFIG", "SET", "stream-node-max-entries", "-1"], session: &s, processor: p).0
+                .hasSuffix("argument must be between 0 and 9223372036854775807 inclusive\r\n"))
+        #expect(
+            wire(["CONFIG", "SET", "stream-node-max-bytes", "8192"], session: &s, processor: p).0 == "+OK\r\n"
+        )
+        #expect(
+            wire(["CONFIG", "GET", "stream-node-max-entries"], session: &s, processor: p).0
+                == "*2\r\n$23\r\nstream-node-max-entries\r\n$2\r\n10\r\n")
+        let (_, sized) = wire(
+            ["XTRIM", "s", "MAXLEN", "~", "5"], replies: [.done(.data(.integer(0)))], session: &s,
+            processor: p)
+        if case .write(.data(let a)) = sized.first?.request {
+            #expect(a[3] == Array("10000:10".utf8))
+        } else {
+            Issue.record("XTRIM went out as \(sized)")
+        }
+
+        // "XADD with LIMIT consecutive calls": nodes of 10, 100 entries.
+        var v = KeyValue.absent
+        _ = Self.streamRun(&v, (1...100).map { ["xadd", "s", "5", "10000:10", "\($0)", "x", "v"] })
+        _ = Self.streamRun(
+            &v, [["xadd", "s", "5", "10000:10", "maxlen", "~", "55", "limit", "30", "101", "x", "v"]])
+        #expect(Self.xlen(v) == 71)
+        _ = Self.streamRun(
+            &v, [["xadd", "s", "5", "10000:10", "maxlen", "~", "55", "limit", "30", "102", "x", "v"]])
+        #expect(Self.xlen(v) == 62)
+        // "XTRIM with ~ is limited": nodes of 1, so the default LIMIT is 100.
+        v = .absent
+        _ = Self.streamRun(&v, (1...102).map { ["xadd", "s", "5", "10000:1", "\($0)", "x", "v"] })
+        #expect(Self.streamRun(&v, [["xtrim", "s", "5", "10000:1", "maxlen", "~", "1"]]) == .integer(100))
+        #expect(Self.xlen(v) == 2)
+        // "XTRIM with LIMIT delete entries no more than limit": nodes of 2.
+        v = .absent
+        _ = Self.streamRun(&v, (1...3).map { ["xadd", "s", "5", "10000:2", "\($0)", "x", "v"] })
+        #expect(
+            Self.streamRun(&v, [["xtrim", "s", "5", "10000:2", "maxlen", "~", "0", "limit", "1"]])
+                == .integer(0))
+        #expect(
+            Self.streamRun(&v, [["xtrim", "s", "5", "10000:2", "maxlen", "~", "0", "limit", "2"]])
+                == .integer(2))
+        // A bad bounds argument is a syntax error, not a crash.
+        #expect(
+            Self.streamRun(&v, [["xtrim", "s", "5", "10000:-1", "maxlen", "0"]]) == .error("ERR syntax error")
+        )
+    }
 }
