@@ -371,8 +371,8 @@ extension DataModel {
     }
 
     /// Removes entries by `trim`; answers how many were removed. `=` trims exactly (LIMIT is
-    /// refused with it). `~` removes only whole nodes as Redis does, counting the entries in
-    /// nodes of `stream-node-max-entries` (100 by default) from the first (Redis's nodes also close at 4 KiB and keep deleted entries'
+    /// refused with it). `~` removes only whole nodes as Redis does, nodes of
+    /// `stream-node-max-entries` (100 by default) in insertion order (Redis's nodes also close at 4 KiB and keep deleted entries'
     /// places, so on big or holed streams its count may differ; both keep at least the
     /// threshold), and at most LIMIT entries.
     static func trimStream(_ s: inout StreamValue, _ trim: StreamTrim) -> Int {
@@ -383,7 +383,15 @@ extension DataModel {
             n = s.lowerBound(id)
         }
         if trim.limit > 0 { n = min(n, Int(clamping: trim.limit)) }
-        if trim.approximate { n -= n % (trim.nodeEntries > 0 ? trim.nodeEntries : streamNodeEntries) }
+        if trim.approximate {
+            // Redis's nodes are filled in insertion order: the first entry's node ends where its
+            // place (entries added before it) reaches a multiple of the node size; only whole
+            // nodes go. (XDEL's holes are not counted here: Redis keeps their places.)
+            let node = trim.nodeEntries > 0 ? trim.nodeEntries : streamNodeEntries
+            let first = max(0, Int(clamping: s.entriesAdded) - s.entries.count)
+            let toBoundary = node - first % node
+            n = n < toBoundary ? 0 : toBoundary + (n - toBoundary) / node * node
+        }
         if n > 0 { s.entries.removeFirst(n) }
         return n
     }

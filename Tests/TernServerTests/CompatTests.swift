@@ -192,6 +192,16 @@ import Testing
         #expect(
             Self.streamRun(&v, [["xtrim", "s", "5", "10000:2", "maxlen", "~", "0", "limit", "2"]])
                 == .integer(2))
+        // "XTRIM with MAXLEN option basic test": nodes follow insertion, so after exact trims the
+        // first node is partial and `~` removes it alone.
+        v = .absent
+        _ = Self.streamRun(&v, (1...1000).map { ["xadd", "s", "5", "10000", "\($0)", "x", "v"] })
+        _ = Self.streamRun(&v, [["xtrim", "s", "5", "10000", "maxlen", "666"]])
+        _ = Self.streamRun(&v, [["xtrim", "s", "5", "10000", "maxlen", "=", "555"]])
+        _ = Self.streamRun(&v, [["xtrim", "s", "5", "10000", "maxlen", "~", "444"]])
+        #expect(Self.xlen(v) == 500)
+        _ = Self.streamRun(&v, [["xtrim", "s", "5", "10000", "maxlen", "~", "400"]])
+        #expect(Self.xlen(v) == 400)
         // A bad bounds argument is a syntax error, not a crash.
         #expect(
             Self.streamRun(&v, [["xtrim", "s", "5", "10000:-1", "maxlen", "0"]]) == .error("ERR syntax error")
