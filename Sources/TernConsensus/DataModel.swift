@@ -218,15 +218,37 @@ public enum DataModel {
         var replies: [DataReply] = []
         var i = 4
         var k: UInt64 = 0
+        // The stream `v` holds while a run of stream writes goes on, encoded into `v.bytes` once,
+        // before anything else reads the value (DataStream.swift, `applyStream`).
+        var stream: StreamValue?
+        func settle() {
+            if let s = stream { v.bytes = s.encoded }
+            stream = nil
+        }
+        defer { settle() }
         while i + 1 < args.count {
             let write = args[i] == [UInt8(ascii: "w")]
-            guard let n = int(args[i + 1]), n >= 1, i + 2 + Int(n) <= args.count else { return .syntax }
+            guard let n = int(args[i + 1]), n >= 1, i + 2 + Int(n) <= args.count else {
+                settle()
+                return .syntax
+            }
             let sub = Array(args[(i + 2)..<(i + 2 + Int(n))])
             i += 2 + Int(n)
             k += 1
             // As between merged ops: a command before this one may have left a deadline already
             // at or below the horizon (`SET … PXAT` in the past); Redis deletes the key there.
-            if v.isExpired(horizonMs: horizonMs) { clear(&v) }
+            if v.isExpired(horizonMs: horizonMs) {
+                stream = nil
+                clear(&v)
+            }
+            if write, KeyspaceEvents.streamWrites.contains(String(decoding: sub[0], as: UTF8.self)) {
+                replies.append(
+                    applyStream(
+                        String(decoding: sub[0], as: UTF8.self), sub, &v, decoded: &stream, encode: false)
+                        ?? .syntax)
+                continue
+            }
+            settle()
             if write {
                 replies.append(apply(sub, to: &v, seed: seed &+ k))
             } else {

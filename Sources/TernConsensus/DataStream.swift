@@ -271,6 +271,9 @@ public struct StreamTrim: Sendable, Hashable {
     public var approximate = false
     /// At most this many entries removed (0: no limit).
     public var limit: Int64 = 0
+    /// Redis's `stream-node-max-entries` when the command was planned: `~` removes whole nodes of
+    /// this many entries (0: Redis closes nodes by bytes only; Tern then counts nodes of 100).
+    public var nodeEntries = DataModel.streamNodeEntries
 }
 
 extension DataModel {
@@ -279,10 +282,13 @@ extension DataModel {
 
     /// Redis's `streamParseAddOrTrimArgsOrReply`: the trim options from `args[from...]` and, for
     /// XADD, NOMKSTREAM and Redis 8.6's IDMP/IDMPAUTO; returns where the id is (XADD) or the end.
-    public static func parseStreamTrim(_ args: [[UInt8]], from: Int, xadd: Bool)
+    public static func parseStreamTrim(
+        _ args: [[UInt8]], from: Int, xadd: Bool, nodeEntries: Int = streamNodeEntries
+    )
         -> StreamParsed<(trim: StreamTrim?, noMkStream: Bool, idAt: Int, idmp: StreamIdempotencyOption?)>
     {
         var trim = StreamTrim()
+        trim.nodeEntries = nodeEntries
         var strategy = false
         var limitGiven = false
         var noMk = false
@@ -366,19 +372,32 @@ extension DataModel {
                 return .failure(.err("syntax error, LIMIT cannot be used without the special ~ option"))
             }
         } else if trim.approximate {
-            // Redis's default for `~`: 100 × stream-node-max-entries (100).
-            trim.limit = 10_000
+            // Redis's default for `~`: 100 × stream-node-max-entries (10 000 when that is 0).
+            let (product, overflow) = Int64(nodeEntries).multipliedReportingOverflow(by: 100)
+            trim.limit = nodeEntries <= 0 ? 10_000 : (overflow ? 0 : product)
         }
         if !xadd && !strategy { return .failure(.syntax) }
         return .success((strategy ? trim : nil, noMk, i, idmp))
     }
 
-    /// Redis's `stream-node-max-entries`: `~` trims whole nodes of this many entries.
-    static let streamNodeEntries = 100
+    /// Redis's default `stream-node-max-entries`: `~` trims whole nodes of this many entries.
+    public static let streamNodeEntries = 100
+
+    /// A stream write's bounds argument: `limit` (the backlog bound, stream_max_entries) or
+    /// `limit:nodeEntries` when CONFIG SET stream-node-max-entries changed the node size from 100.
+    public static func streamBounds(_ b: [UInt8]) -> (limit: Int64, nodeEntries: Int)? {
+        guard let colon = b.firstIndex(of: UInt8(ascii: ":")) else {
+            return int(b).map { ($0, streamNodeEntries) }
+        }
+        guard let limit = int(Array(b[..<colon])), let node = int(Array(b[(colon + 1)...])), node >= 0 else {
+            return nil
+        }
+        return (limit, Int(clamping: node))
+    }
 
     /// Removes entries by `trim`; answers how many were removed. `=` trims exactly (LIMIT is
-    /// refused with it). `~` removes only whole nodes as Redis does, counting the entries in
-    /// nodes of 100 from the first (Redis's nodes also close at 4 KiB and keep deleted entries'
+    /// refused with it). `~` removes only whole nodes as Redis does, nodes of
+    /// `stream-node-max-entries` (100 by default) in insertion order (Redis's nodes also close at 4 KiB and keep deleted entries'
     /// places, so on big or holed streams its count may differ; both keep at least the
     /// threshold), and at most LIMIT entries.
     static func trimStream(_ s: inout StreamValue, _ trim: StreamTrim) -> Int {
@@ -389,7 +408,15 @@ extension DataModel {
             n = s.lowerBound(id)
         }
         if trim.limit > 0 { n = min(n, Int(clamping: trim.limit)) }
-        if trim.approximate { n -= n % streamNodeEntries }
+        if trim.approximate {
+            // Redis's nodes are filled in insertion order: the first entry's node ends where its
+            // place (entries added before it) reaches a multiple of the node size; only whole
+            // nodes go. (XDEL's holes are not counted here: Redis keeps their places.)
+            let node = trim.nodeEntries > 0 ? trim.nodeEntries : streamNodeEntries
+            let first = max(0, Int(clamping: s.entriesAdded) - s.entries.count)
+            let toBoundary = node - first % node
+            n = n < toBoundary ? 0 : toBoundary + (n - toBoundary) / node * node
+        }
         if n > 0 { s.entries.removeFirst(n) }
         return n
     }
@@ -446,9 +473,22 @@ extension DataModel {
     // MARK: - Writes
 
     /// The stream writes, normalised by the server as `name key nowMs limit arg…` (`limit`: the
-    /// backlog bound, stream_max_entries; the rest as the client sent them, after the key).
+    /// backlog bound, stream_max_entries, and the node size after a colon when not 100; the rest
+    /// as the client sent them, after the key).
     /// nil when `name` is not a stream write.
     static func applyStream(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
+        var decoded: StreamValue?
+        return applyStream(name, args, &v, decoded: &decoded, encode: true)
+    }
+
+    /// `applyStream` on a stream already decoded: `decoded` is the stream `v` holds (nil: decode
+    /// `v.bytes`). With `encode` false a change is left in `decoded` and `v.bytes` is not rewritten
+    /// (a new stream's bytes are a placeholder): a transaction encodes once after a run of stream
+    /// writes (`applyTransaction`). Re-encoding at every write made Redis's 10 000 XADDs in one
+    /// MULTI quadratic: the proposer's loop was busy for minutes and the write lost its quorum.
+    static func applyStream(
+        _ name: String, _ args: [[UInt8]], _ v: inout KeyValue, decoded: inout StreamValue?, encode: Bool
+    ) -> DataReply? {
         guard
             [
                 "xadd", "xtrim", "xdel", "xsetid", "xgroup", "xreadgroup", "xack", "xclaim", "xautoclaim",
@@ -456,19 +496,21 @@ extension DataModel {
             ]
             .contains(name)
         else { return nil }
-        guard args.count >= 4, let now = int(args[2]), let limit = int(args[3]) else { return .syntax }
+        guard args.count >= 4, let now = int(args[2]), let (limit, nodeEntries) = streamBounds(args[3]) else {
+            return .syntax
+        }
         if v.bytes != nil && v.kind != .stream { return .wrongType }
         let key = args[1]
         let rest = Array(args[4...])
         let nowMs = UInt64(max(0, now))
-        var s = v.bytes.flatMap { StreamValue($0) } ?? StreamValue()
+        var s = decoded ?? v.bytes.flatMap { StreamValue($0) } ?? StreamValue()
         let exists = v.bytes != nil
         var reply: DataReply
         var changed = true
         switch name {
         case "xadd":
             // xadd [nomkstream] [trim] id field value …
-            switch parseStreamTrim(rest, from: 0, xadd: true) {
+            switch parseStreamTrim(rest, from: 0, xadd: true, nodeEntries: nodeEntries) {
             case .failure(let e): return e
             case .success(let (trim, noMk, at, idmp)):
                 let fields = Array(rest[(at + 1)...])
@@ -507,7 +549,7 @@ extension DataModel {
                 if case .failure(let e) = parseStreamTrim(rest, from: 0, xadd: false) { return e }
                 return .integer(0)
             }
-            switch parseStreamTrim(rest, from: 0, xadd: false) {
+            switch parseStreamTrim(rest, from: 0, xadd: false, nodeEntries: nodeEntries) {
             case .failure(let e): return e
             case .success(let (trim, _, _, _)): reply = .integer(Int64(trimStream(&s, trim!)))
             }
@@ -576,7 +618,12 @@ extension DataModel {
         if changed && (exists || name == "xadd" || name == "xgroup" || name == "xackadd") {
             v.kind = .stream
             if !exists { v.deadlineMs = 0 }
-            v.bytes = s.encoded
+            if encode {
+                v.bytes = s.encoded
+            } else {
+                decoded = s
+                if v.bytes == nil { v.bytes = [] }
+            }
         }
         return reply
     }

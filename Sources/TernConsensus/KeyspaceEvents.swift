@@ -98,6 +98,8 @@ public enum KeyspaceEvents {
                 let to = String(decoding: args[4], as: UTF8.self)
                 own += [from == "left" ? "lpop" : "rpop", to == "left" ? "lpush" : "rpush"]
             }
+        case _ where streamWrites.contains(name):
+            own = streamEvents(name, args, reply: reply, before: before, after: after) ?? []
         default:
             // sadd srem spop zrem zpopmin zpopmax lpop rpop lrem linsert hdel: when they changed
             // something.

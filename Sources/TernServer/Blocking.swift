@@ -8,15 +8,30 @@ import TernRESP
 /// woken when this node writes a record of one of its keys — its own writes, and, on a replica of
 /// the key, a peer's accept or chosen value — and then runs its attempt again (a linearizable
 /// read first), so a wake-up is only a hint and a missed one costs at most a poll interval.
+///
+/// Commands that take what they find (the pops, BLMOVE, XREADGROUP) are served in line, as Redis
+/// serves its blocked clients: a change of a key wakes only the one that has waited longest on
+/// it (its `ticket`, taken when it started waiting and kept across its attempts), which holds the
+/// key's turn until its attempt ends; a change meanwhile is remembered and wakes the next in line
+/// when the turn ends, and an answered command hands the turn on at once (its pop may have left
+/// more). So on one node the longest-waiting client takes first. Between nodes there is no line:
+/// clients blocked on different nodes race for the element (docs/SERVER.md, "Blocking
+/// commands"), and a waiter's poll timer may still let it look out of turn. Readers that take
+/// nothing (XREAD) are all woken.
 public final class BlockedKeys: Sendable {
     struct Waiter {
         let keys: [[UInt8]]
+        /// The blocked command's place in line (nil: not in line, woken with every change).
+        let ticket: UInt64?
         let wake: @Sendable () -> Void
     }
     struct State {
         var byKey: [[UInt8]: Set<UInt64>] = [:]
         var waiters: [UInt64: Waiter] = [:]
         var nextID: UInt64 = 0
+        var nextTicket: UInt64 = 0
+        /// Per key: the ticket of the command whose turn it is, and whether the key changed since.
+        var turns: [[UInt8]: (ticket: UInt64, changed: Bool)] = [:]
     }
     private let state = NIOLockedValueBox(State())
     /// A key's writes land on its Paxos key (its hash-tag group's, docs/DATA.md): wait on that.
@@ -24,14 +39,22 @@ public final class BlockedKeys: Sendable {
 
     public init(layout: KeyLayout = .perKey) { self.layout = layout }
 
+    /// A place in line for a command that starts waiting now.
+    func ticket() -> UInt64 {
+        state.withLockedValue { s in
+            s.nextTicket += 1
+            return s.nextTicket
+        }
+    }
+
     /// Registers `wake` (called at most once, from the thread that wrote) for `keys`; the id to
-    /// remove it with.
-    func add(_ keys: [[UInt8]], wake: @escaping @Sendable () -> Void) -> UInt64 {
+    /// remove it with. With a `ticket` the waiter takes its turn in line (see above).
+    func add(_ keys: [[UInt8]], ticket: UInt64? = nil, wake: @escaping @Sendable () -> Void) -> UInt64 {
         let keys = keys.map(layout.paxosKey)
         return state.withLockedValue { s in
             s.nextID += 1
             let id = s.nextID
-            s.waiters[id] = Waiter(keys: keys, wake: wake)
+            s.waiters[id] = Waiter(keys: keys, ticket: ticket, wake: wake)
             for k in keys { s.byKey[k, default: []].insert(id) }
             return id
         }
@@ -50,14 +73,51 @@ public final class BlockedKeys: Sendable {
         return w
     }
 
-    /// Wakes (and forgets) every waiter on one of `keys`.
+    /// The waiters a change of `key` wakes (taken out): every one not in line, and the first in
+    /// line unless the key's turn is someone's (then the change is remembered for the turn's end).
+    private static func changed(_ key: [UInt8], _ s: inout State, into out: inout [Waiter]) {
+        guard let ids = s.byKey[key] else { return }
+        var first: (id: UInt64, ticket: UInt64)?
+        for id in ids.sorted() {
+            guard let w = s.waiters[id] else { continue }
+            guard let t = w.ticket else {
+                if let w = take(id, &s) { out.append(w) }
+                continue
+            }
+            if first == nil || t < first!.ticket { first = (id, t) }
+        }
+        guard let first else { return }
+        if s.turns[key] != nil {
+            s.turns[key]?.changed = true
+            return
+        }
+        guard let w = take(first.id, &s) else { return }
+        for k in w.keys where s.turns[k] == nil { s.turns[k] = (first.ticket, false) }
+        out.append(w)
+    }
+
+    /// Wakes (and forgets) the waiters a change of `keys` wakes.
     public func wake(_ keys: [[UInt8]]) {
         let woken: [Waiter] = state.withLockedValue { s in
             guard !s.byKey.isEmpty else { return [] }
             var out: [Waiter] = []
-            for k in keys {
-                guard let ids = s.byKey[k] else { continue }
-                for id in ids { if let w = Self.take(id, &s) { out.append(w) } }
+            for k in keys { Self.changed(k, &s, into: &out) }
+            return out
+        }
+        for w in woken { w.wake() }
+    }
+
+    /// The attempt of the command holding `ticket` ended: its turns end. When it `answered` (it
+    /// may have taken something and left more, or failed without taking), the next in line is
+    /// woken at once; when it parked, only if its keys changed during the turn.
+    func turnEnded(_ ticket: UInt64, answered: Bool) {
+        let woken: [Waiter] = state.withLockedValue { s in
+            let mine = s.turns.filter { $0.value.ticket == ticket }
+            guard !mine.isEmpty else { return [] }
+            var out: [Waiter] = []
+            for (k, turn) in mine.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                s.turns[k] = nil
+                if answered || turn.changed { Self.changed(k, &s, into: &out) }
             }
             return out
         }
@@ -76,6 +136,8 @@ struct BlockedCommand {
     /// When the wait ends (nil: never).
     let deadline: NIODeadline?
     let timeout: RESPValue
+    /// Its place in line (`BlockedKeys.ticket`), nil for a command that takes nothing (XREAD).
+    let ticket: UInt64?
     /// Bumped per attempt: a wake-up or timer of an older attempt is ignored.
     var generation: UInt64 = 0
     /// The registration in `BlockedKeys` and the poll timer of the attempt now parked.
@@ -103,7 +165,8 @@ extension RESPConnectionHandler {
     ) {
         let deadline = call.timeoutMs > 0 ? NIODeadline.now() + .milliseconds(call.timeoutMs) : nil
         blocked = BlockedCommand(
-            seq: seq, version: version, shardBound: shardBound, deadline: deadline, timeout: call.timeout)
+            seq: seq, version: version, shardBound: shardBound, deadline: deadline, timeout: call.timeout,
+            ticket: call.takes ? node.blockedKeys.ticket() : nil)
         shard.blocked += 1
         attempt(call, context: context)
     }
@@ -120,7 +183,9 @@ extension RESPConnectionHandler {
         let generation = b.generation
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let loop = context.eventLoop
-        b.waiterID = node.blockedKeys.add(call.keys) {
+        // An attempt that follows another at once (`.again`, a change seen) replaces its waiter.
+        if let old = b.waiterID { node.blockedKeys.remove(old) }
+        b.waiterID = node.blockedKeys.add(call.keys, ticket: b.ticket) {
             loop.execute {
                 let (handler, _) = loopBound.value
                 guard handler.blocked?.generation == generation else { return }
@@ -180,6 +245,8 @@ extension RESPConnectionHandler {
             handler.resume(call, generation, context: context)
         }
         blocked = b
+        // Parked (still registered): the next in line may look if the keys changed meanwhile.
+        if let t = b.ticket { node.blockedKeys.turnEnded(t, answered: false) }
     }
 
     /// A wake-up or the timer: the deadline answers the timeout, anything else tries again.
@@ -213,6 +280,8 @@ extension RESPConnectionHandler {
         if let id = b.waiterID { node.blockedKeys.remove(id) }
         shard.blocked -= 1
         blocked = nil
+        // Answered, unblocked or closed: the next in line looks now.
+        if let t = b.ticket { node.blockedKeys.turnEnded(t, answered: true) }
     }
 
     /// CLIENT UNBLOCK: answers the blocked command with its timeout reply, or with `-UNBLOCKED`.

@@ -108,16 +108,20 @@ public struct BlockingCall: Sendable {
     public var requests: [(key: [UInt8], request: KeyRequest)]
     /// What to do with the attempt's replies, in order.
     public var step: @Sendable ([NodeReply]) -> BlockingStep
+    /// Whether it takes what it finds (pops, XREADGROUP): then blocked clients are served in line,
+    /// longest waiting first (`BlockedKeys`). XREAD takes nothing.
+    public var takes = true
 
     public init(
         keys: [[UInt8]], timeoutMs: Int64, timeout: RESPValue,
-        requests: [(key: [UInt8], request: KeyRequest)],
+        requests: [(key: [UInt8], request: KeyRequest)], takes: Bool = true,
         step: @escaping @Sendable ([NodeReply]) -> BlockingStep
     ) {
         self.keys = keys
         self.timeoutMs = timeoutMs
         self.timeout = timeout
         self.requests = requests
+        self.takes = takes
         self.step = step
     }
 
@@ -126,7 +130,8 @@ public struct BlockingCall: Sendable {
         _ requests: [(key: [UInt8], request: KeyRequest)],
         _ step: @escaping @Sendable ([NodeReply]) -> BlockingStep
     ) -> BlockingCall {
-        BlockingCall(keys: keys, timeoutMs: timeoutMs, timeout: timeout, requests: requests, step: step)
+        BlockingCall(
+            keys: keys, timeoutMs: timeoutMs, timeout: timeout, requests: requests, takes: takes, step: step)
     }
 
     /// A blocking command's timeout argument in seconds (BLPOP, BZPOPMIN, ...) as milliseconds,

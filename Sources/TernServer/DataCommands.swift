@@ -158,7 +158,9 @@ extension CommandProcessor {
     /// The planned form of data command `name`, nil when `name` is not one.
     func dataPlanned(_ name: String, _ args: [[UInt8]], _ session: Session) -> DataPlanned? {
         if let s = streamPlanned(name, args, session) { return s }
-        guard let c = Self.dataCommands[name] else { return nil }
+        guard let c = Self.dataCommands[name] else {
+            return KeyspaceService.geoCall(name, args, v3: session.version == .v3)
+        }
         guard c.arity >= 0 ? args.count == c.arity : args.count >= -c.arity else {
             return .reply(Self.arity(name))
         }

@@ -330,21 +330,42 @@ extension KeyspaceService {
         v3 ? .double(d) : .bulkString(Array(GeoHash.human(d).utf8))
     }
 
-    /// The sorted set a read returned: its items, nil when the key is absent, or the failure.
-    static func zsetOf(_ r: NodeReply) -> Result<[(member: [UInt8], score: Double)]?, GeoFailure> {
-        guard let v = CommandProcessor.stored(r) else {
-            return .failure(GeoFailure(reply: CommandProcessor.failure(r, write: false)))
+    /// The sorted set a `dumpvalue` read answered (kind, deadline, bytes; nil array: absent): its
+    /// items, nil when the key is absent, or the reply to give instead (WRONGTYPE, a failure).
+    static func zsetOf(_ r: DataReply) -> Result<[(member: [UInt8], score: Double)]?, GeoFailure> {
+        switch r {
+        case .array(nil): return .success(nil)
+        case .array(let parts?) where parts.count == 3:
+            guard case .integer(let kind) = parts[0], case .bulk(let bytes?) = parts[2] else { break }
+            guard kind == Int64(ValueKind.zset.rawValue) else {
+                return .failure(GeoFailure(reply: CommandProcessor.wrongType))
+            }
+            return .success(DataModel.decodeZSet(bytes))
+        case .error(let text): return .failure(GeoFailure(reply: .error(text)))
+        default: break
         }
-        guard let value = v else { return .success(nil) }
-        guard value.kind == .zset else { return .failure(GeoFailure(reply: CommandProcessor.wrongType)) }
-        return .success(DataModel.decodeZSet(value.bytes))
+        return .failure(GeoFailure(reply: geoErr("unexpected value")))
     }
 
-    func geoPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
-        guard let spec = Self.geoSpecs.first(where: { $0.name == name }) else { return nil }
+    /// A GEO command on one key as a data call: `GEOADD` is the `ZADD` it stands for, a read is a
+    /// `dumpvalue` read of the sorted set, decoded here. So they run alone or join a transaction
+    /// like any data command (Redis's introspection-2 queues a `GEOADD` in `MULTI`). nil: not a
+    /// GEO command, or a `STORE` form (two keys, not atomic: `geoPlan`, a barrier).
+    static func geoCall(_ name: String, _ args: [[UInt8]], v3: Bool) -> CommandProcessor.DataPlanned? {
+        guard name.hasPrefix("geo"), let spec = geoSpecs.first(where: { $0.name == name }) else { return nil }
         guard spec.accepts(args.count) else { return .reply(CommandProcessor.arity(name)) }
-        let v3 = session.version == .v3
         let key = args[1]
+        func read(_ answer: @escaping @Sendable ([(member: [UInt8], score: Double)]?) -> RESPValue)
+            -> CommandProcessor.DataPlanned
+        {
+            .call(
+                CommandProcessor.DataCall(key: key, args: [Array("dumpvalue".utf8), key], write: false) { r in
+                    switch zsetOf(r) {
+                    case .failure(let f): return f.reply
+                    case .success(let items): return answer(items)
+                    }
+                })
+        }
         switch name {
         case "geoadd":
             var i = 2
@@ -365,27 +386,18 @@ extension KeyspaceService {
             var out: [[UInt8]] = [Array("zadd".utf8), key] + flags
             while i < args.count {
                 do throws(GeoFailure) {
-                    let (lon, lat) = try Self.lonLat(args[i], args[i + 1])
+                    let (lon, lat) = try lonLat(args[i], args[i + 1])
                     out += [Array(String(GeoHash.encode(lon: lon, lat: lat)).utf8), args[i + 2]]
                 } catch {
                     return .reply(error.reply)
                 }
                 i += 3
             }
-            return .requests([(key, .write(.data(out)))]) { replies in
-                guard case .done(.data(let r)) = replies[0] else {
-                    return CommandProcessor.failure(replies[0], write: true)
-                }
-                return CommandProcessor.resp(r, v3)
-            }
+            return .call(
+                CommandProcessor.DataCall(key: key, args: out, write: true) { CommandProcessor.resp($0, v3) })
         case "geopos", "geohash":
             let members = Array(args.dropFirst(2))
-            return .requests([(key, .read)]) { replies in
-                let items: [(member: [UInt8], score: Double)]?
-                switch Self.zsetOf(replies[0]) {
-                case .failure(let f): return f.reply
-                case .success(let z): items = z
-                }
+            return read { items in
                 var scores: [[UInt8]: Double] = [:]
                 for it in items ?? [] { scores[it.member] = it.score }
                 return .array(
@@ -395,25 +407,20 @@ extension KeyspaceService {
                         }
                         if name == "geohash" { return .bulkString(Array(GeoHash.text(s).utf8)) }
                         let p = GeoHash.decode(s)
-                        return .array([Self.coord(p.lon, v3), Self.coord(p.lat, v3)])
+                        return .array([coord(p.lon, v3), coord(p.lat, v3)])
                     })
             }
         case "geodist":
             var conversion = 1.0
             if args.count == 5 {
-                do throws(GeoFailure) { conversion = try Self.unit(args[4]) } catch {
+                do throws(GeoFailure) { conversion = try unit(args[4]) } catch {
                     return .reply(error.reply)
                 }
             } else if args.count > 5 {
                 return .reply(CommandProcessor.syntax)
             }
             let (a, b, unit) = (args[2], args[3], conversion)
-            return .requests([(key, .read)]) { replies in
-                let items: [(member: [UInt8], score: Double)]?
-                switch Self.zsetOf(replies[0]) {
-                case .failure(let f): return f.reply
-                case .success(let z): items = z
-                }
+            return read { items in
                 guard let sa = items?.first(where: { $0.member == a })?.score,
                     let sb = items?.first(where: { $0.member == b })?.score
                 else { return .bulkString(nil) }
@@ -424,35 +431,49 @@ extension KeyspaceService {
             }
         default:
             let q: GeoQuery
+            do throws(GeoFailure) { q = try parseSearch(name, args) } catch {
+                return .reply(error.reply)
+            }
+            guard q.store == nil else { return nil }
+            return read { items in
+                guard let items else { return .array([]) }
+                guard let found = search(items, q) else {
+                    return geoErr("could not decode requested zset member")
+                }
+                return .array(
+                    found.map { p in
+                        var parts: [RESPValue] = [.bulkString(p.member)]
+                        if q.withDist {
+                            parts.append(.bulkString(Array(String(format: "%.4f", p.dist).utf8)))
+                        }
+                        if q.withHash { parts.append(.integer(Int64(p.score))) }
+                        if q.withCoord {
+                            parts.append(.array([coord(p.lon, v3), coord(p.lat, v3)]))
+                        }
+                        return parts.count == 1 ? parts[0] : .array(parts)
+                    })
+            }
+        }
+    }
+
+    /// The `STORE` forms of the searches (GEORADIUS … STORE, GEOSEARCHSTORE): read the source,
+    /// write the destination, as `ZUNIONSTORE` (not atomic with the read). The one-key forms are
+    /// data calls (`geoCall`, planned before the modules), so they never come here.
+    func geoPlan(_ name: String, _ args: [[UInt8]], _ session: Session) -> CommandPlan? {
+        guard name.hasPrefix("geo"), let spec = Self.geoSpecs.first(where: { $0.name == name }) else {
+            return nil
+        }
+        guard spec.accepts(args.count) else { return .reply(CommandProcessor.arity(name)) }
+        switch name {
+        case "geoadd", "geopos", "geohash", "geodist":
+            return nil
+        default:
+            let q: GeoQuery
             do throws(GeoFailure) { q = try Self.parseSearch(name, args) } catch {
                 return .reply(error.reply)
             }
-            let source = name == "geosearchstore" ? args[2] : key
-            guard let dest = q.store else {
-                return .requests([(source, .read)]) { replies in
-                    let items: [(member: [UInt8], score: Double)]?
-                    switch Self.zsetOf(replies[0]) {
-                    case .failure(let f): return f.reply
-                    case .success(let z): items = z
-                    }
-                    guard let items else { return .array([]) }
-                    guard let found = Self.search(items, q) else {
-                        return Self.geoErr("could not decode requested zset member")
-                    }
-                    return .array(
-                        found.map { p in
-                            var parts: [RESPValue] = [.bulkString(p.member)]
-                            if q.withDist {
-                                parts.append(.bulkString(Array(String(format: "%.4f", p.dist).utf8)))
-                            }
-                            if q.withHash { parts.append(.integer(Int64(p.score))) }
-                            if q.withCoord {
-                                parts.append(.array([Self.coord(p.lon, v3), Self.coord(p.lat, v3)]))
-                            }
-                            return parts.count == 1 ? parts[0] : .array(parts)
-                        })
-                }
-            }
+            let source = name == "geosearchstore" ? args[2] : args[1]
+            guard let dest = q.store else { return nil }
             let event = name == "geosearchstore" ? "geosearchstore" : "georadiusstore"
             return barrier {
                 self.readAll([source]).flatMap { values -> EventLoopFuture<RESPValue> in

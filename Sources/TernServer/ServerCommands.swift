@@ -163,7 +163,23 @@ extension CommandProcessor {
             ("zset-max-listpack-value", "64"),
             ("zset-max-ziplist-entries", "128"),
             ("zset-max-ziplist-value", "64"),
+            ("stream-node-max-entries", "\(DataModel.streamNodeEntries)"),
+            ("stream-node-max-bytes", "4096"),
         ]
+    }
+
+    /// Redis's stream node sizes: CONFIG SET keeps them per node (as a Redis server does), and
+    /// `stream-node-max-entries` is the node size `~` trims by in the stream writes this node plans
+    /// (StreamCommands.swift); `stream-node-max-bytes` changes nothing (Tern's nodes are counted in
+    /// entries only, docs/QUEUE.md).
+    static let streamNodeConfig: Set<String> = ["stream-node-max-entries", "stream-node-max-bytes"]
+
+    /// The `stream-node-max-entries` CONFIG SET gave, nil while it is Redis's default.
+    var streamNodeEntriesSet: Int? {
+        guard let text = encodingValues.withLockedValue({ $0["stream-node-max-entries"] }),
+            let n = Int(text), n != DataModel.streamNodeEntries
+        else { return nil }
+        return n
     }
 
     /// What CONFIG SET can change while Tern runs.
@@ -256,9 +272,12 @@ extension CommandProcessor {
                 i += 2
                 continue
             }
-            if Self.encodingConfig.contains(name) {
-                guard KeyValue.strictInteger(args[i + 1]) != nil else {
+            if Self.encodingConfig.contains(name) || Self.streamNodeConfig.contains(name) {
+                guard let n = KeyValue.strictInteger(args[i + 1]) else {
                     return failed("argument couldn't be parsed into an integer")
+                }
+                if Self.streamNodeConfig.contains(name) && n < 0 {
+                    return failed("argument must be between 0 and 9223372036854775807 inclusive")
                 }
                 encodings[name] = String(decoding: args[i + 1], as: UTF8.self)
                 i += 2

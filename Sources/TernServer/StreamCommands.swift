@@ -97,7 +97,8 @@ extension CommandProcessor {
         }
         let v3 = session.version == .v3
         let now = Self.b(String(max(0, clock() / 1000)))
-        let limit = Self.b(String(streamMaxEntries))
+        // The node size rides with the bound when CONFIG SET changed it (DataModel.streamBounds).
+        let limit = Self.b(String(streamMaxEntries) + (streamNodeEntriesSet.map { ":\($0)" } ?? ""))
         func call(_ key: [UInt8], _ a: [[UInt8]], write: Bool) -> DataPlanned {
             .call(DataCall(key: key, args: a, write: write) { Self.resp($0, v3) })
         }
@@ -328,7 +329,8 @@ extension CommandProcessor {
         guard let group = r.group else {
             // XREAD: `ids` nil until the first attempt resolved `$`.
             @Sendable func attempt(_ ids: [[UInt8]]?) -> BlockingCall {
-                BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: reads) { replies in
+                BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: reads, takes: false) {
+                    replies in
                     let nowMs = UInt64(max(0, clock() / 1000))
                     var resolved: [[UInt8]] = []
                     var answers: [RESPValue] = []
