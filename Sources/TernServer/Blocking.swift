@@ -16,7 +16,8 @@ import TernRESP
 /// when the turn ends, and an answered command hands the turn on at once (its pop may have left
 /// more). So on one node the longest-waiting client takes first. Between nodes there is no line:
 /// clients blocked on different nodes race for the element (docs/SERVER.md, "Blocking
-/// commands"), and a waiter's poll timer may still let it look out of turn. Readers that take
+/// commands"); a waiter's poll timer lets it look only when nobody ahead in line waits on its
+/// keys (`mayLook`). Readers that take
 /// nothing (XREAD) are all woken.
 public final class BlockedKeys: Sendable {
     struct Waiter {
@@ -94,6 +95,21 @@ public final class BlockedKeys: Sendable {
         guard let w = take(first.id, &s) else { return }
         for k in w.keys where s.turns[k] == nil { s.turns[k] = (first.ticket, false) }
         out.append(w)
+    }
+
+    /// Whether the command holding `ticket` may look at `keys` on its poll: no other command holds
+    /// the turn of one of them, and none waiting on one of them is ahead in line.
+    func mayLook(_ ticket: UInt64, _ keys: [[UInt8]]) -> Bool {
+        let keys = keys.map(layout.paxosKey)
+        return state.withLockedValue { s in
+            for k in keys {
+                if let turn = s.turns[k], turn.ticket != ticket { return false }
+                for id in s.byKey[k] ?? [] {
+                    if let t = s.waiters[id]?.ticket, t < ticket { return false }
+                }
+            }
+            return true
+        }
     }
 
     /// Wakes (and forgets) the waiters a change of `keys` wakes.
@@ -242,11 +258,31 @@ extension RESPConnectionHandler {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         b.timer = context.eventLoop.scheduleTask(in: wait) {
             let (handler, context) = loopBound.value
-            handler.resume(call, generation, context: context)
+            handler.pollFired(call, generation, context: context)
         }
         blocked = b
         // Parked (still registered): the next in line may look if the keys changed meanwhile.
         if let t = b.ticket { node.blockedKeys.turnEnded(t, answered: false) }
+    }
+
+    /// The poll timer: look again, unless a command ahead in line on one of the keys is waiting
+    /// or holds the turn (then poll later: it is woken first, so a poll cannot take out of turn).
+    func pollFired(_ call: BlockingCall, _ generation: UInt64, context: ChannelHandlerContext) {
+        guard var b = blocked, b.generation == generation else { return }
+        let now = NIODeadline.now()
+        let expired = b.deadline.map { now >= $0 } ?? false
+        if !expired, let t = b.ticket, !node.blockedKeys.mayLook(t, call.keys) {
+            var wait = b.poll
+            if let d = b.deadline, d - now < wait { wait = d - now }
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            b.timer = context.eventLoop.scheduleTask(in: wait) {
+                let (handler, context) = loopBound.value
+                handler.pollFired(call, generation, context: context)
+            }
+            blocked = b
+            return
+        }
+        resume(call, generation, context: context)
     }
 
     /// A wake-up or the timer: the deadline answers the timeout, anything else tries again.
