@@ -193,7 +193,9 @@ func b(_ s: String) -> [UInt8] { Array(s.utf8) }
             #expect(why.contains("campus B") && why.contains("campus C"), "\(why)")
         default: Issue.record("a write without a quorum answered \(r)")
         }
-        #expect(NIODeadline.now() - started < .seconds(2))
+        // The bound guards against a write that hangs (no quorum must not mean no answer), not
+        // the latency: CI's parallel unit run on 2 cores took 2.26 s once against 2 s.
+        #expect(NIODeadline.now() - started < .seconds(5))
         let read = await n.execute(key: b("x"), .read)
         guard case .notApplied(let why) = read else {
             Issue.record("a read without a quorum answered \(read)")
