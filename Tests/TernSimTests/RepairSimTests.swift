@@ -262,11 +262,14 @@ extension RepairScenarioTests {
 /// A directory restored from an older backup, driven by hand (docs/REPAIR.md, "the incarnation
 /// check").
 @Suite struct RestoredBackupScenarioTests {
-    func cluster(mutant: RepairMutant) -> Simulation {
+    func cluster(mutant: RepairMutant, bumpTicks: UInt64 = SimConfig(seed: 1).incarnationBumpTicks)
+        -> Simulation
+    {
         var c = SimConfig(seed: 1)
         c.scenario = true
         c.repair = true
         c.incarnationCheck = true
+        c.incarnationBumpTicks = bumpTicks
         c.repairMutant = mutant
         c.faults = .none
         c.deriveFaults = false
@@ -328,14 +331,7 @@ extension RepairScenarioTests {
     /// remembers the incarnation of the copy, below the bump the peers hold: stale. Without the
     /// bump (`incarnationBumpTicks = 0`), nothing tells, and B and the restored C choose "y".
     func hotBackup(bumpTicks: UInt64) -> (Simulation, ClientOutcome?) {
-        var c = SimConfig(seed: 1)
-        c.scenario = true
-        c.repair = true
-        c.incarnationCheck = true
-        c.incarnationBumpTicks = bumpTicks
-        c.faults = .none
-        c.deriveFaults = false
-        let sim = Simulation(c)
+        let sim = cluster(mutant: .none, bumpTicks: bumpTicks)
         #expect(sim.await(sim.write("k", .put(Array("w".utf8)), at: 0)) == .done(.ok))
         sim.run(ticks: 20)
         sim.backUpWhileRunning(node: 2)
