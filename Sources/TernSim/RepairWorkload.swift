@@ -341,18 +341,7 @@ extension Simulation {
         guard config.repair, repairOthersIntact(i) else { return false }
         let s = storages[i]
         if rng.chance(faults.wipe) {
-            let fresh: BitcaskReplicaStorage
-            do throws(StorageError) {
-                fresh = try BitcaskReplicaStorage(
-                    options: config.storage, writeBufferBytes: s.writeBufferBytes)
-            } catch {
-                storageFailed(i, error)
-                return true
-            }
-            storages[i] = fresh
-            repair.rebuildAtStart[i] = true
-            repair.stats.wipes += 1
-            observer.lostEverything(node: i)
+            guard replaceDisk(i, with: nil) else { return true }
             unrepaired.removeAll { $0.node == i }
             if config.traceKey != nil { print("t=\(now) WIPE n\(i + 1)") }
             mix(0x3193 &+ UInt64(i))
@@ -362,20 +351,8 @@ extension Simulation {
             if let backup = repair.backups[i], rng.chance(faults.restore) {
                 // The disk replaced by an older copy of itself: the node will start as if nothing
                 // happened, with the backup's promises. Only the incarnation check can tell.
-                let restored: BitcaskReplicaStorage
-                do throws(StorageError) {
-                    restored = try BitcaskReplicaStorage(
-                        fileSystem: backup.snapshot(), options: config.storage,
-                        writeBufferBytes: s.writeBufferBytes)
-                } catch {
-                    storageFailed(i, error)
-                    return true
-                }
-                storages[i] = restored
+                guard replaceDisk(i, with: backup) else { return true }
                 repair.backups[i] = nil
-                repair.restoredUnchecked[i] = true
-                repair.stats.restores += 1
-                observer.lostEverything(node: i)
                 unrepaired.removeAll { $0.node == i }
                 if config.traceKey != nil { print("t=\(now) RESTORE n\(i + 1) from an older backup") }
                 mix(0x5E5 &+ UInt64(i))
@@ -638,16 +615,7 @@ extension Simulation {
         precondition(config.repair, "wiping needs the repair workload (its marker and scanners)")
         nodes[i] = nil
         repairNodeStopped(i)
-        do throws(StorageError) {
-            storages[i] = try BitcaskReplicaStorage(
-                options: config.storage, writeBufferBytes: storages[i].writeBufferBytes)
-        } catch {
-            storageFailed(i, error)
-            return
-        }
-        repair.rebuildAtStart[i] = true
-        repair.stats.wipes += 1
-        observer.lostEverything(node: i)
+        guard replaceDisk(i, with: nil) else { return }
         downUntil[i] = now + downTicks
     }
 
@@ -672,18 +640,36 @@ extension Simulation {
         guard let backup = repair.backups[i] else { preconditionFailure("no backup of node \(i + 1)") }
         nodes[i] = nil
         repairNodeStopped(i)
+        guard replaceDisk(i, with: backup) else { return }
+        downUntil[i] = now + downTicks
+    }
+
+    /// Node `i`'s disk replaced (the node is down): by an empty one (`backup` nil: wiped, it
+    /// rebuilds at start) or by a copy of `backup` (restored: only the incarnation check can
+    /// tell). False when the storage could not be opened (`storageFailed` recorded it).
+    func replaceDisk(_ i: Int, with backup: MemoryFileSystem?) -> Bool {
+        let bufferBytes = storages[i].writeBufferBytes
         do throws(StorageError) {
-            storages[i] = try BitcaskReplicaStorage(
-                fileSystem: backup.snapshot(), options: config.storage,
-                writeBufferBytes: storages[i].writeBufferBytes)
+            if let backup {
+                storages[i] = try BitcaskReplicaStorage(
+                    fileSystem: backup.snapshot(), options: config.storage, writeBufferBytes: bufferBytes)
+            } else {
+                storages[i] = try BitcaskReplicaStorage(
+                    options: config.storage, writeBufferBytes: bufferBytes)
+            }
         } catch {
             storageFailed(i, error)
-            return
+            return false
         }
-        repair.restoredUnchecked[i] = true
-        repair.stats.restores += 1
+        if backup == nil {
+            repair.rebuildAtStart[i] = true
+            repair.stats.wipes += 1
+        } else {
+            repair.restoredUnchecked[i] = true
+            repair.stats.restores += 1
+        }
         observer.lostEverything(node: i)
-        downUntil[i] = now + downTicks
+        return true
     }
 
     /// Scenario: whether `node` is learner-only (rebuilding) now.

@@ -81,16 +81,17 @@ import Testing
     /// Caught in 82 of the first 200 storm seeds × 300 ops (release; first: seed 2).
     @Test("A learner-only node that votes anyway is caught within 10 seeds")
     func learnerVotesCaught() {
-        var caughtAt: UInt64?
-        for s: UInt64 in 1...10 {
-            var c = Self.storm(s)
-            c.paxos.mutant = .learnerVotes
-            if !simulate(c).violations.isEmpty {
-                caughtAt = s
-                break
-            }
-        }
-        #expect(caughtAt != nil, "learner-votes survived 10 seeds")
+        #expect(
+            Self.firstCaught(seeds: 1...10) {
+                var c = Self.storm($0)
+                c.paxos.mutant = .learnerVotes
+                return c
+            } != nil, "learner-votes survived 10 seeds")
+    }
+
+    /// The first seed of `seeds` whose run of `config(seed)` has a violation (a mutant caught).
+    static func firstCaught(seeds: ClosedRange<UInt64>, _ config: (UInt64) -> SimConfig) -> UInt64? {
+        seeds.first { !simulate(config($0)).violations.isEmpty }
     }
 
     /// The storm mix with disks restored from older backups instead of wiped (`--wipe 0 --drop 0
@@ -121,31 +122,23 @@ import Testing
     /// chosen at one instance).
     @Test("A restarted node that skips the incarnation check is caught within 20 restoring seeds")
     func skipIncarnationCheckCaught() {
-        var caughtAt: UInt64?
-        for s: UInt64 in 1...20 {
-            var c = Self.restoring(s)
-            c.repairMutant = .skipIncarnationCheck
-            if !simulate(c).violations.isEmpty {
-                caughtAt = s
-                break
-            }
-        }
-        #expect(caughtAt != nil, "skip-incarnation-check survived 20 seeds")
+        #expect(
+            Self.firstCaught(seeds: 1...20) {
+                var c = Self.restoring($0)
+                c.repairMutant = .skipIncarnationCheck
+                return c
+            } != nil, "skip-incarnation-check survived 20 seeds")
     }
 
     /// Caught in 158 of the first 200 storm seeds × 300 ops (release; first: seed 1).
     @Test("A scanner that copies a peer's record bytes is caught within 10 seeds")
     func copyBytesCaught() {
-        var caughtAt: UInt64?
-        for s: UInt64 in 1...10 {
-            var c = Self.storm(s)
-            c.repairMutant = .copyBytes
-            if !simulate(c).violations.isEmpty {
-                caughtAt = s
-                break
-            }
-        }
-        #expect(caughtAt != nil, "copy-bytes survived 10 seeds")
+        #expect(
+            Self.firstCaught(seeds: 1...10) {
+                var c = Self.storm($0)
+                c.repairMutant = .copyBytes
+                return c
+            } != nil, "copy-bytes survived 10 seeds")
     }
 }
 
