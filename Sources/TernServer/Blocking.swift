@@ -251,15 +251,8 @@ extension RESPConnectionHandler {
             return attempt(call, woken: true, context: context)
         }
         b.parkedCall = call
-        var wait = b.poll
+        armPoll(&b, call, now: now, context: context)
         b.poll = .nanoseconds(min(b.poll.nanoseconds * 2, Self.pollMax.nanoseconds))
-        if let d = b.deadline, d - now < wait { wait = d - now }
-        let generation = b.generation
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        b.timer = context.eventLoop.scheduleTask(in: wait) {
-            let (handler, context) = loopBound.value
-            handler.pollFired(call, generation, context: context)
-        }
         blocked = b
         // Parked (still registered): the next in line may look if the keys changed meanwhile.
         if let t = b.ticket { node.blockedKeys.turnEnded(t, answered: false) }
@@ -272,17 +265,25 @@ extension RESPConnectionHandler {
         let now = NIODeadline.now()
         let expired = b.deadline.map { now >= $0 } ?? false
         if !expired, let t = b.ticket, !node.blockedKeys.mayLook(t, call.keys) {
-            var wait = b.poll
-            if let d = b.deadline, d - now < wait { wait = d - now }
-            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            b.timer = context.eventLoop.scheduleTask(in: wait) {
-                let (handler, context) = loopBound.value
-                handler.pollFired(call, generation, context: context)
-            }
+            armPoll(&b, call, now: now, context: context)
             blocked = b
             return
         }
         resume(call, generation, context: context)
+    }
+
+    /// Sets `b`'s poll timer: the current interval, or less if the deadline comes first.
+    private func armPoll(
+        _ b: inout BlockedCommand, _ call: BlockingCall, now: NIODeadline, context: ChannelHandlerContext
+    ) {
+        var wait = b.poll
+        if let d = b.deadline, d - now < wait { wait = d - now }
+        let generation = b.generation
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        b.timer = context.eventLoop.scheduleTask(in: wait) {
+            let (handler, context) = loopBound.value
+            handler.pollFired(call, generation, context: context)
+        }
     }
 
     /// A wake-up or the timer: the deadline answers the timeout, anything else tries again.
