@@ -113,8 +113,12 @@ public struct OwnIncarnations: Sendable, Hashable {
     public var latest: UInt64 { max(confirmed, starts.last?.number ?? 0) }
     /// The record of the next start, drawn with `nonce`.
     public func starting(nonce: UInt64) -> OwnIncarnations {
+        adding(Incarnation(number: latest + 1, nonce: nonce))
+    }
+    /// The record with `start` as the latest (the oldest unconfirmed ones beyond `limit` go).
+    public func adding(_ start: Incarnation) -> OwnIncarnations {
         var n = self
-        n.starts.append(Incarnation(number: latest + 1, nonce: nonce))
+        n.starts.append(start)
         if n.starts.count > Self.limit { n.starts.removeFirst(n.starts.count - Self.limit) }
         return n
     }
@@ -233,14 +237,18 @@ public enum IncarnationMessage: Sendable, Hashable {
 public final class IncarnationGuard {
     public let me: NodeID
     public let others: [NodeID]
-    /// This start (an untrusted start renumbers itself above a peer's record: see `hello`).
-    public private(set) var current: Incarnation
+    /// What the directory's own record says now (`OwnIncarnations`): this start is the latest.
+    /// An untrusted start renumbers itself above a peer's record (see `hello`); a running node
+    /// bumps (`bumpNanos`).
+    public private(set) var own: OwnIncarnations
+    /// This start.
+    public var current: Incarnation { own.starts[own.starts.count - 1] }
+    /// The last confirmed start the directory remembers (0: none).
+    public var stored: UInt64 { own.confirmed }
+    /// The directory's unconfirmed starts before this one.
+    public var earlier: [Incarnation] { Array(own.starts.dropLast()) }
     /// False for a start that does not vote with what its directory holds (`checking: false`).
     public let trusted: Bool
-    /// The last confirmed start the directory remembers (0: none).
-    public private(set) var stored: UInt64
-    /// The directory's unconfirmed starts before this one (`OwnIncarnations`).
-    public private(set) var earlier: [Incarnation]
     /// True once another node welcomed this start (the own record was then rewritten).
     var confirmedOnce = false
     /// When `tick` first saw this start confirmed (the bump period counts from it).
@@ -287,9 +295,7 @@ public final class IncarnationGuard {
         precondition(current.number > stored, "a start's incarnation is above the stored one")
         self.me = me
         self.others = others.filter { $0 != me }.sorted()
-        self.stored = stored
-        self.earlier = earlier
-        self.current = current
+        self.own = OwnIncarnations(confirmed: stored, starts: earlier + [current])
         self.seen = seen
         self.startedAt = now
         self.graceNanos = graceNanos
@@ -311,15 +317,15 @@ public final class IncarnationGuard {
         if bumpNanos > 0, let c = confirmedAt, now >= c + bumpNanos, !isStale, !skipCheck, !ownPending {
             // The next incarnation while running: recorded by the peers like a start, so a copy of
             // the directory taken before now is older than what they hold.
-            stored = current.number
-            earlier = []
-            current = Incarnation(number: current.number + 1, nonce: current.nonce)
+            own = OwnIncarnations(
+                confirmed: current.number,
+                starts: [Incarnation(number: current.number + 1, nonce: current.nonce)])
             welcomed = []
             confirmedOnce = false
             confirmedAt = nil
             lastHelloAt = nil
             ownPending = true
-            out.persistOwn = OwnIncarnations(confirmed: stored, starts: [current])
+            out.persistOwn = own
             out.bumped = current
         }
         guard !ownPending else { return }
@@ -388,7 +394,7 @@ public final class IncarnationGuard {
             if !confirmedOnce {
                 // A node recorded this start: later checks compare against it.
                 confirmedOnce = true
-                out.persistOwn = OwnIncarnations(confirmed: current.number)
+                out.persistOwn = own.confirming(current)
             }
             if decision == .checking && welcomed.count == others.count {
                 decision = .passed
@@ -403,16 +409,12 @@ public final class IncarnationGuard {
                 // Not checked, only recorded: take a number above the peer's record, durably, and
                 // announce it again (the nodes that welcomed the old number are asked again).
                 guard s.number >= current.number else { return }
-                earlier.append(current)
-                if earlier.count >= OwnIncarnations.limit {
-                    earlier.removeFirst(earlier.count - OwnIncarnations.limit + 1)
-                }
-                current = Incarnation(number: s.number + 1, nonce: current.nonce)
+                own = own.adding(Incarnation(number: s.number + 1, nonce: current.nonce))
                 welcomed = []
                 confirmedOnce = false
                 lastHelloAt = nil
                 ownPending = true
-                out.persistOwn = OwnIncarnations(confirmed: stored, starts: earlier + [current])
+                out.persistOwn = own
                 return
             }
             // Whatever was decided: a node already voting learns late that its directory was
