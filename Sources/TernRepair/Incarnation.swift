@@ -247,8 +247,9 @@ public final class IncarnationGuard {
     public var stored: UInt64 { own.confirmed }
     /// The directory's unconfirmed starts before this one.
     public var earlier: [Incarnation] { Array(own.starts.dropLast()) }
-    /// False for a start that does not vote with what its directory holds (`checking: false`).
-    public let trusted: Bool
+    /// False for a start that does not vote with what its directory holds (`checking: false`), and
+    /// from the moment a checked start is found stale (it rebuilds, and is recorded as it is).
+    public private(set) var trusted: Bool
     /// True once another node welcomed this start (the own record was then rewritten).
     var confirmedOnce = false
     /// When `tick` first saw this start confirmed (the bump period counts from it).
@@ -314,7 +315,8 @@ public final class IncarnationGuard {
             out.decided = .passed
         }
         if confirmedOnce && confirmedAt == nil { confirmedAt = now }
-        if bumpNanos > 0, let c = confirmedAt, now >= c + bumpNanos, !isStale, !skipCheck, !ownPending {
+        // (A start found stale is recorded like an untrusted one from then on, and bumps too.)
+        if bumpNanos > 0, let c = confirmedAt, now >= c + bumpNanos, !skipCheck, !ownPending {
             // The next incarnation while running: recorded by the peers like a start, so a copy of
             // the directory taken before now is older than what they hold.
             own = OwnIncarnations(
@@ -333,7 +335,7 @@ public final class IncarnationGuard {
         // Hellos go on after the decision too, until every node has recorded this start: the
         // more witnesses hold it, the smaller the residual risk.
         let missing = others.filter { !welcomed.contains($0) }
-        guard !missing.isEmpty, !isStale, !skipCheck else { return }
+        guard !missing.isEmpty, !skipCheck else { return }
         lastHelloAt = now
         for n in missing {
             out.messages.append(
@@ -345,11 +347,6 @@ public final class IncarnationGuard {
                     .encode()
                 ))
         }
-    }
-
-    var isStale: Bool {
-        if case .stale = decision { return true }
-        return false
     }
 
     /// An incarnation message from `peer`.
@@ -401,26 +398,31 @@ public final class IncarnationGuard {
                 out.decided = .passed
             }
         case .stale(let s):
-            guard others.contains(peer), !isStale, !skipCheck else { return }
+            guard others.contains(peer), !skipCheck else { return }
             // A record of this very run (a bump or renumber keeps the nonce), answered to a delayed
             // hello: not evidence that the directory is old.
             if s.nonce == current.nonce && s.number <= current.number { return }
-            if !trusted {
-                // Not checked, only recorded: take a number above the peer's record, durably, and
-                // announce it again (the nodes that welcomed the old number are asked again).
-                guard s.number >= current.number else { return }
-                own = own.adding(Incarnation(number: s.number + 1, nonce: current.nonce))
-                welcomed = []
-                confirmedOnce = false
-                lastHelloAt = nil
-                ownPending = true
-                out.persistOwn = own
-                return
+            if trusted {
+                // Whatever was decided: a node already voting learns late that its directory was
+                // old (it welcomed by another node first); it must stop and rebuild all the same.
+                decision = .stale(peer: peer, seen: s)
+                out.decided = decision
+                // From now on it rebuilds: recorded like any untrusted start, above the peer's
+                // record. (Left at its old number, its next start would reach the peer's number
+                // with another nonce and be found stale again, after a finished rebuild: the
+                // restoring mix's seed 5151 rebuilt that node a second time beside another
+                // node's rebuild, and the two wedged.)
+                trusted = false
             }
-            // Whatever was decided: a node already voting learns late that its directory was
-            // old (it welcomed by another node first); it must stop and rebuild all the same.
-            decision = .stale(peer: peer, seen: s)
-            out.decided = decision
+            // Not checked, only recorded: take a number above the peer's record, durably, and
+            // announce it again (the nodes that welcomed the old number are asked again).
+            guard s.number >= current.number else { return }
+            own = own.adding(Incarnation(number: s.number + 1, nonce: current.nonce))
+            welcomed = []
+            confirmedOnce = false
+            lastHelloAt = nil
+            ownPending = true
+            out.persistOwn = own
         }
     }
 

@@ -170,6 +170,38 @@ import Testing
         #expect(old.decision == .stale(peer: ids[1], seen: Incarnation(number: 11, nonce: 0x41A2)))
     }
 
+    /// Mixed campaign seed 5151 (`--repair --ops 400 --crash 0.01 --down-ticks 20 --wipe 0.3
+    /// --drop 0.3 --restore 0.3`): a start found stale rebuilt, but kept its number, below the
+    /// peer's record of the start the backup predates; its next start reached that number with
+    /// another nonce and was found stale again — a second rebuild, beside another node's, and the
+    /// two wedged.
+    @Test("A start found stale renumbers above the peer's record, is recorded, and its next start passes")
+    func staleStartRenumbersAndIsRecorded() {
+        let n1 = ids[0]
+        let peerSaw = Incarnation(number: 3, nonce: 0x9A2)
+        let restored = OwnIncarnations(confirmed: 1).starting(nonce: 0xCB2)  // 2/cb2, a restored backup
+        let g = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: restored.confirmed, earlier: [],
+            current: restored.starts[0],
+            seen: [:], checking: true, now: 0)
+        let p2 = peer(ids[1], seen: [n1: peerSaw])
+        var persisted: [NodeID: Int] = [:]
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(g.decision == .stale(peer: ids[1], seen: peerSaw))
+        #expect(g.current == Incarnation(number: 4, nonce: 0xCB2), "renumbered above the peer's record")
+        #expect(!g.trusted)
+        g.ownPersisted()
+        exchange(g, [ids[1]: p2], persisted: &persisted, now: 2_000_000_000)
+        #expect(p2.seen[n1] == g.current, "the rebuilding start is recorded")
+        // Rebuilt, the node restarts: one above what its directory remembers, and passes.
+        let next = g.own.starting(nonce: 0x3C22)
+        let t = IncarnationGuard(
+            me: n1, others: [n1, ids[1]], stored: next.confirmed, earlier: Array(next.starts.dropLast()),
+            current: next.starts[next.starts.count - 1], seen: [:], checking: true, now: 0)
+        exchange(t, [ids[1]: p2], persisted: &persisted, now: 0)
+        #expect(t.decision == .passed)
+    }
+
     @Test("A running node bumps its incarnation once confirmed, durably first, and the peers record the bump")
     func runningNodeBumps() {
         let n1 = ids[0]
