@@ -79,6 +79,24 @@ public enum PaxosCodec {
         return e
     }
 
+    /// Encodes the node's fence record (`ReplicaNode.fenceKey`): the node-wide promise floor.
+    public static func encodeFence(_ b: Ballot) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(epochVersion)
+        w.ballot(b)
+        w.u32(fnv1a(w.bytes))
+        return w.bytes
+    }
+
+    /// Decodes the node's fence record.
+    public static func decodeFence(_ bytes: [UInt8]) -> Ballot? {
+        guard bytes.count == 17, bytes[0] == epochVersion else { return nil }
+        var r = ByteReader(bytes)
+        _ = r.u8()
+        guard let b = r.ballot(), let sum = r.u32(), sum == fnv1a(Array(bytes[..<13])) else { return nil }
+        return b
+    }
+
     /// FNV-1a, 32 bits: cheap, and enough to notice a flipped byte in the simulator.
     public static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
         var h: UInt32 = 0x811C_9DC5

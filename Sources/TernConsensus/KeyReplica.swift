@@ -246,19 +246,19 @@ public struct KeyReplica: Sendable {
         case .prepare(let i, let b):
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
-            if i == state.chosen + 1 && b >= state.promised {
-                raisePromise(b, &fx)
+            if i == state.chosen + 1 && b >= promisedNow(ctx) {
+                raisePromise(b, &fx, &ctx)
                 let slot = state.accepted?.instance == i ? state.accepted : nil
                 fx.send(peer, .promise(instance: i, ballot: b, accepted: slot))
             } else {
                 fx.send(
-                    peer, .reject(instance: i, ballot: b, promised: state.promised, chosen: state.chosen))
+                    peer, .reject(instance: i, ballot: b, promised: promisedNow(ctx), chosen: state.chosen))
             }
         case .accept(let i, let b, let v):
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
-            if i == state.chosen + 1 && b >= state.promised {
-                raisePromise(b, &fx)
+            if i == state.chosen + 1 && b >= promisedNow(ctx) {
+                raisePromise(b, &fx, &ctx)
                 let slot = AcceptedSlot(instance: i, ballot: b, value: v)
                 if state.accepted != slot {
                     precondition(
@@ -271,7 +271,7 @@ public struct KeyReplica: Sendable {
                 fx.send(peer, .accepted(instance: i, ballot: b))
             } else {
                 fx.send(
-                    peer, .reject(instance: i, ballot: b, promised: state.promised, chosen: state.chosen))
+                    peer, .reject(instance: i, ballot: b, promised: promisedNow(ctx), chosen: state.chosen))
             }
         case .promise(let i, let b, let slot):
             // A damaged replica recovers through `recover`/`recovery` only.
@@ -313,8 +313,8 @@ public struct KeyReplica: Sendable {
             // like a Prepare (persist and sync before the answer leaves: `raisePromise`).
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
-            if b >= state.promised {
-                raisePromise(b, &fx)
+            if b >= promisedNow(ctx) {
+                raisePromise(b, &fx, &ctx)
                 fx.send(
                     peer,
                     .recovery(
@@ -323,7 +323,8 @@ public struct KeyReplica: Sendable {
             } else {
                 fx.send(
                     peer,
-                    .recovery(ballot: b, promised: state.promised, chosen: 0, value: .absent, accepted: nil))
+                    .recovery(ballot: b, promised: promisedNow(ctx), chosen: 0, value: .absent, accepted: nil)
+                )
             }
         case .recovery(let b, let promised, let c, let v, let slot):
             highestSeen = max(highestSeen, promised)
@@ -382,12 +383,12 @@ public struct KeyReplica: Sendable {
         let write = !pending.isEmpty && !damaged
         guard write || needBarrier || damaged else { return }
         let i = state.chosen + 1
-        if write, let b = fastBallot, b >= state.promised {
+        if write, let b = fastBallot, b >= promisedNow(ctx) {
             beginAccept(ballot: b, instance: i, &fx, &ctx)
             return
         }
         fastBallot = nil
-        let b = ctx.ballots.next(above: max(highestSeen, state.promised), node: me)
+        let b = ctx.ballots.next(above: max(highestSeen, promisedNow(ctx)), node: me)
         highestSeen = max(highestSeen, b)
         phase = .preparing(Preparing(ballot: b, instance: i, deadline: ctx.now + ctx.config.retransmitTicks))
         if damaged {
@@ -542,7 +543,13 @@ public struct KeyReplica: Sendable {
 
     // MARK: - Acceptor and learner
 
-    private mutating func raisePromise(_ b: Ballot, _ fx: inout Fx) {
+    /// The promise this replica acts on: its own, or the node's fence if higher (a node-wide
+    /// promise floor raised for a rebuilding peer, docs/REPAIR.md "Bulk rebuild").
+    func promisedNow(_ ctx: NodeContext) -> Ballot { max(state.promised, ctx.fence) }
+
+    private mutating func raisePromise(_ b: Ballot, _ fx: inout Fx, _ ctx: inout NodeContext) {
+        // The node's epoch comes to bound every ballot it voted for (persisted with the promise).
+        ctx.ballots.observe(b)
         guard b > state.promised else { return }
         state.promised = b
         fx.dirty = true

@@ -107,11 +107,13 @@ public struct NodeReady: Sendable {
     public var badMessages: [(from: NodeID, why: String)] = []
     /// Keys whose consensus state changed (observers).
     public var touched: [[UInt8]] = []
+    /// `ReplicaNode.raiseFence` tokens whose fence is durable now.
+    public var fencesDurable: [UInt64] = []
     /// More work is queued than one call took.
     public var more = false
     public var isEmpty: Bool {
         messages.isEmpty && replies.isEmpty && services.isEmpty && loads.isEmpty && flush == nil
-            && badMessages.isEmpty && !more
+            && badMessages.isEmpty && !more && fencesDurable.isEmpty
     }
 }
 
@@ -654,6 +656,13 @@ public final class NodeCore {
         }
     }
 
+    /// While learner-only: whether a bulk copy may install `key`'s record now — not in memory, not
+    /// recovered one by one since, and no read of its old record under way (that read would be
+    /// trusted once its bucket is copied).
+    public func mayInstallCopy(_ key: [UInt8]) -> Bool {
+        loading[HashedKey(key)] == nil && replica.mayInstallCopy(key)
+    }
+
     /// Keys loaded and damaged now, waiting for both peers to re-teach them.
     public var damagedKeyCount: Int { replica.damagedKeyCount }
 
@@ -693,6 +702,7 @@ public final class NodeCore {
 
     func dispatch(_ o: NodeOutput) {
         out.touched += o.touched
+        out.fencesDurable += o.fencesDurable
         for f in o.frames {
             var bytes: [UInt8] = [Envelope.paxos.rawValue]
             bytes += PaxosWire.encode(f)

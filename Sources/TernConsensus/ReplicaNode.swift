@@ -46,6 +46,8 @@ public struct NodeOutput: Sendable {
     public var replies: [ClientReply] = []
     /// Keys whose state changed in this flush (for observers).
     public var touched: [[UInt8]] = []
+    /// Tokens of `raiseFence` calls whose fence is durable now (answer the rebuilding peer).
+    public var fencesDurable: [UInt64] = []
     public init() {}
 }
 
@@ -85,6 +87,7 @@ public struct PreparedFlush: Sendable {
     let replies: [ClientReply]
     let selfItems: [FrameItem]
     let keys: [[UInt8]]
+    let fences: [UInt64]
     /// Messages and replies waiting for this batch (statistics, tests).
     public var heldMessages: Int { frames.reduce(0) { $0 + $1.items.count } + selfItems.count }
     /// Client replies waiting for this batch.
@@ -173,8 +176,23 @@ public final class ReplicaNode {
     /// (`KeyReplica.damaged`). Set by the node before traffic, cleared once a full repair pass has
     /// rebuilt every range (TernRepair).
     public var learnerOnly = false {
-        didSet { if !learnerOnly { rebuilt = [] } }
+        didSet {
+            if !learnerOnly {
+                rebuilt = []
+                distrusted = []
+                isCopied = nil
+            }
+        }
     }
+    /// While learner-only: true for a key whose state a bulk copy installed (docs/REPAIR.md,
+    /// "Bulk rebuild"): it loads as it is, unless `distrust` named it. Set by the shell.
+    public var isCopied: (([UInt8]) -> Bool)?
+    /// Keys a bulk copy could not install (a read of the old record was under way, or a peer's
+    /// record was unreadable): they load damaged and recover one by one.
+    var distrusted: Set<HashedKey> = []
+    /// The node-wide promise floor raised since the last batch, and the callers waiting for it.
+    var fenceDirty = false
+    var fenceTokens: [UInt64] = []
     /// The node's incarnation check has not passed yet (docs/REPAIR.md, "A directory restored
     /// from an older backup"): until the other nodes confirmed that its data directory is not older
     /// than a start of it they acknowledged, it answers no Prepare, Accept, ReadCheck or recover
@@ -222,6 +240,8 @@ public final class ReplicaNode {
     /// Storage key of the node's rebuild marker: present (and durable) while the node is
     /// learner-only, so a restart in the middle of a rebuild stays learner-only.
     public static let rebuildKey: [UInt8] = [0] + Array("rebuild".utf8)
+    /// Storage key of the node's fence record: the node-wide promise floor (`raiseFence`).
+    public static let fenceKey: [UInt8] = [0] + Array("fence".utf8)
     /// Storage key of `key`'s Paxos record.
     public static func recordKey(_ key: [UInt8]) -> [UInt8] { [1] + key }
 
@@ -263,6 +283,19 @@ public final class ReplicaNode {
         }
         ctx = NodeContext(
             me: id, now: 0, ballots: BallotClock(epoch: epoch), rng: SplitMix64(seed: seed), config: config)
+        ctx.fence = try Self.storedFence(storage.load(Self.fenceKey))
+    }
+
+    /// The fence in a loaded fence record (`.zero` = none). A damaged one may have forgotten a
+    /// fence: as for the epoch record, the node must rebuild.
+    public static func storedFence(_ loaded: LoadResult) throws(ReplicaNodeError) -> Ballot {
+        switch loaded {
+        case .absent: return .zero
+        case .damaged: throw .epochDamaged
+        case .state(let b):
+            guard let f = PaxosCodec.decodeFence(b) else { throw .epochDamaged }
+            return f
+        }
     }
 
     /// Starts a node whose IO the caller does asynchronously (the server): `epoch` must already be
@@ -302,6 +335,42 @@ public final class ReplicaNode {
 
     /// The epoch this incarnation runs in.
     public var epoch: UInt32 { ctx.ballots.epoch }
+
+    // MARK: - The fence (docs/REPAIR.md, "Bulk rebuild")
+
+    /// The node-wide promise floor: every key acts as if it had promised at least this.
+    public var fence: Ballot { ctx.fence }
+
+    /// Sets the fence read from the fence record at start (before any traffic).
+    public func restoreFence(_ b: Ballot) { ctx.fence = max(ctx.fence, b) }
+
+    /// The floor this node takes when a rebuilding peer asks for `requested`: also above every
+    /// ballot this node ever issued, promised or accepted — its epoch bounds them all, since an
+    /// acceptor joins the epoch of what it votes for (`BallotClock.observe`), durably.
+    public func fenceFloor(requested: Ballot) -> Ballot {
+        let e = UInt64(min(epoch, UInt32.max - 1)) + 1
+        return max(requested, ctx.fence, Ballot(round: e << 32, node: NodeID(0)))
+    }
+
+    /// Raises the fence to `b` at once (no vote below it from now on) and writes it with the next
+    /// batch, synced; `token` comes back in `NodeOutput.fencesDurable` once it is durable.
+    public func raiseFence(_ b: Ballot, token: UInt64) {
+        ctx.fence = max(ctx.fence, b)
+        fenceDirty = true
+        fenceTokens.append(token)
+    }
+
+    /// While learner-only: whether a bulk copy may install `key`'s record now (it is not in memory:
+    /// a key in memory recovers one by one, and its memory may be newer than any copy).
+    public func mayInstallCopy(_ key: [UInt8]) -> Bool {
+        let k = HashedKey(key)
+        return keys[k] == nil && !rebuilt.contains(k)
+    }
+
+    /// Keys a bulk copy did not install: they load damaged (and recover one by one).
+    public func distrust(_ keys: [[UInt8]]) {
+        for k in keys { distrusted.insert(HashedKey(k)) }
+    }
     /// Current tick.
     public var now: UInt64 { ctx.now }
     /// Keys in memory.
@@ -337,7 +406,9 @@ public final class ReplicaNode {
         case .state(let b): loaded = PaxosCodec.decode(b).map { .state($0) } ?? .damaged
         }
         var floor = Ballot.zero
-        if learnerOnly && !trusted && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed) {
+        if learnerOnly && !trusted && ctx.config.mutant != .learnerVotes && !rebuilt.contains(hashed)
+            && !(isCopied?(key) == true && !distrusted.contains(hashed))
+        {
             if case .state(let st) = loaded { floor = st.promised }
             loaded = .damaged
         }
@@ -570,6 +641,15 @@ public final class ReplicaNode {
             ctx.ballots.epochDirty = false
             sync = true
         }
+        let fences = fenceTokens
+        if fenceDirty {
+            // (safety) Announced once durable, and with every vote cast before it durable too (the
+            // batches before this one, and this one's records): the bulk copy reads them after.
+            records.append((Self.fenceKey, PaxosCodec.encodeFence(ctx.fence)))
+            fenceDirty = false
+            fenceTokens = []
+            sync = true
+        }
         records.reserveCapacity(dirty.count + 1)
         for k in dirty { records.append((Self.recordKey(k.bytes), encodedState(k))) }
         let written = dirty.map(\.bytes)
@@ -599,7 +679,7 @@ public final class ReplicaNode {
         }
         return PreparedFlush(
             records: records, mustSync: sync && !records.isEmpty, serial: serial, frames: frames,
-            replies: held, selfItems: selfItems, keys: written)
+            replies: held, selfItems: selfItems, keys: written, fences: fences)
     }
 
     /// Releases a batch whose records are written (and durable, if it said `mustSync`): returns its
@@ -612,6 +692,7 @@ public final class ReplicaNode {
         out.frames = flush.frames
         out.replies = flush.replies
         out.touched = flush.keys
+        out.fencesDurable = flush.fences
         stats.frames += flush.frames.count
         stats.messages += flush.frames.reduce(0) { $0 + $1.items.count }
         if !flush.selfItems.isEmpty { receive(Frame(from: id, to: id, items: flush.selfItems)) }
@@ -651,6 +732,7 @@ public final class ReplicaNode {
             let part = finishFlush(batch)
             out.touched += part.touched
             out.replies += part.replies
+            out.fencesDurable += part.fencesDurable
             for f in part.frames {
                 if perPeer[f.to] == nil { peerOrder.append(f.to) }
                 perPeer[f.to, default: []] += f.items
@@ -663,7 +745,7 @@ public final class ReplicaNode {
 
     /// True when a flush would do something.
     public var hasWork: Bool {
-        !dirty.isEmpty || !outbox.isEmpty || !replies.isEmpty || ctx.ballots.epochDirty
+        !dirty.isEmpty || !outbox.isEmpty || !replies.isEmpty || ctx.ballots.epochDirty || fenceDirty
     }
 
     /// Evicts idle keys (no timers, nothing queued or unwritten, no message of theirs waiting)

@@ -51,6 +51,12 @@ public struct BallotClock: Sendable, Hashable {
         counter += 1
         return Ballot(round: UInt64(epoch) << 32 | UInt64(counter), node: node)
     }
+    /// An acceptor promised or accepted `b`: a later epoch in it is joined (and persisted with the
+    /// promise), so this node's epoch bounds every ballot it ever voted for, not only those it
+    /// issued. A peer's fence for a rebuilding node rests on that (`ReplicaNode.fenceFloor`).
+    public mutating func observe(_ b: Ballot) {
+        if b.epoch > epoch { join(b.epoch) }
+    }
     private mutating func join(_ e: UInt32) {
         epoch = e
         counter = 0
@@ -563,6 +569,9 @@ public struct NodeContext: Sendable {
     /// The proposer lists the keyspace events of the instances it gets chosen (set by the shell
     /// while `notify-keyspace-events` is on).
     public var keyEventsOn = false
+    /// The node-wide promise floor (docs/REPAIR.md, "Bulk rebuild"): every key acts as if it had
+    /// promised at least this ballot. Raised for a rebuilding peer, durable before it is announced.
+    public var fence: Ballot = .zero
     public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
         self.me = me
         self.now = now

@@ -35,6 +35,14 @@ public struct RepairOptions: Sendable, Hashable {
     /// While rebuilding (learner-only), the scan waits while more keys than this are still damaged
     /// (each one is a recovery Phase 1 in flight).
     public var rebuildDamagedMax = 2_048
+    /// A learner-only node rebuilds in bulk (docs/REPAIR.md, "Bulk rebuild"): it fences its peers
+    /// (a node-wide promise floor, durable on each), then copies their whole records bucket by
+    /// bucket, instead of recovering every key under a fresh ballot of its own. False: the
+    /// per-key recovery of every key (the way before 2026-12-07).
+    public var bulkRebuild = true
+    /// Bound of the record bytes of one `records` reply; keys beyond it go without their record
+    /// (the rebuilding node recovers those one by one).
+    public var recordsReplyBytesMax = 1 << 20
     /// Keys under this prefix that the scan reads here, where this node is the key's first
     /// replica (campus A's, so one node per key reports it), are handed to the shell as garbage
     /// candidates (`RepairReady.candidates`); the services decide (an orphaned inbox bucket).
@@ -65,6 +73,15 @@ public enum RepairMutant: String, Sendable, Hashable, CaseIterable {
     /// (`IncarnationGuard`), so a directory restored from an older backup votes with the backup's
     /// promises. The simulator's `--restore` fault must catch it.
     case skipIncarnationCheck = "skip-incarnation-check"
+    /// The bulk rebuild copies each key's chosen value but not the peers' open slots: a value
+    /// chosen by the rebuilding node's lost vote and one peer's (a slot there) can be lost to a
+    /// later Phase 1 of the rebuilt node and the other peer.
+    case copyWithoutSlots = "copy-without-slots"
+    /// The bulk rebuild copies without any fence: no floor on the peers, none on this node, and
+    /// each copied key promises only its copied slot's ballot. A promise this node gave before it
+    /// lost its disk (a Phase 1 whose Accepts come late) is then forgotten: an older ballot gets
+    /// this node's vote, and so does the later one, each with another value.
+    case copyUnfenced = "copy-unfenced"
 }
 
 /// What the scanner found in one bucket that the protocol says cannot happen: two different
@@ -108,6 +125,11 @@ public struct RepairCounters: Sendable, Hashable {
     public var damaged = 0
     /// Keys a learner-only node loaded to rebuild them (each recovered as damaged).
     public var rebuilt = 0
+    /// Keys a learner-only node installed from its peers' records (bulk rebuild), and their bytes.
+    public var copied = 0
+    public var copiedBytes = 0
+    /// Fences raised here for a rebuilding peer.
+    public var fencesRaised = 0
     /// Two values chosen at one instance (must stay 0).
     public var alarms = 0
     /// A peer did not answer a bucket's summary in time.
@@ -144,6 +166,15 @@ public struct RepairReady: Sendable {
     public var actions: [(key: [UInt8], action: NodeCore.RepairAction)] = []
     /// Two values chosen at one instance: log them (both digests and the local record).
     public var alarms: [SafetyAlarm] = []
+    /// A rebuilding peer asks for a fence of at least `floor`: raise this node's
+    /// (`ReplicaNode.fenceFloor`, `raiseFence`) and, once durable, call `fenceRaised`.
+    public var fenceRequests: [(peer: NodeID, floor: Ballot)] = []
+    /// This rebuilding node's own fence: raise it, and call `ownFenceDurable` once durable.
+    public var ownFence: Ballot?
+    /// Records to install (learner-only, bulk rebuild): write each key's record (where
+    /// `ReplicaNode.mayInstallCopy` allows; unsynced is fine, the rebuild marker's removal syncs),
+    /// and `distrust` the keys listed there plus any whose load is under way.
+    public var installs: [(bucket: Int, records: [(key: [UInt8], record: [UInt8])], distrust: [[UInt8]])] = []
     /// Keys under `RepairOptions.candidatePrefix` with a value here: the services check whether
     /// they are garbage (nothing reaches them any more) and delete them through the protocol.
     public var candidates: [[UInt8]] = []
@@ -161,7 +192,7 @@ public struct RepairReady: Sendable {
     public var isEmpty: Bool {
         messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
             && badMessages.isEmpty && passEnded == nil && candidates.isEmpty && rebuildingPeers.isEmpty
-            && expired.isEmpty
+            && expired.isEmpty && fenceRequests.isEmpty && ownFence == nil && installs.isEmpty
     }
 }
 
@@ -191,8 +222,29 @@ public final class RepairScanner {
     let replicas: @Sendable ([UInt8]) -> [NodeID]
 
     public private(set) var counters = RepairCounters()
-    /// Set by the shell: the node is rebuilding.
-    public var learnerOnly = false
+    /// Set by the shell: the node is rebuilding. A new rebuild fences its peers again.
+    public var learnerOnly = false {
+        didSet {
+            if learnerOnly != oldValue {
+                fenceState = .idle
+                copiedBuckets = []
+            }
+        }
+    }
+    /// Set by the shell when the node becomes learner-only: the floor it asks its peers for first
+    /// (its own epoch's first ballot; each peer raises it above every ballot it voted for).
+    public var fenceRequest: Ballot = .zero
+
+    enum FenceState: Equatable {
+        case idle
+        case asking(floor: Ballot, confirmed: [NodeID: Ballot], retryAt: UInt64)
+        case persisting(Ballot)
+        case done(Ballot)
+    }
+    var fenceState = FenceState.idle
+    /// Buckets whose records were installed in this rebuild: never copied again (their keys may
+    /// have voted since), and their keys load as they are (`isCopied`).
+    var copiedBuckets = Set<Int>()
     /// The expiry horizon (Unix ms), set by the shell: the scan reports keys expired by it.
     public var expiryHorizonMs: UInt64 = 0
     var now: UInt64 = 0
@@ -237,6 +289,7 @@ public final class RepairScanner {
     enum ReadPurpose {
         case scan(bucket: Int, writes: UInt64)
         case answer(peer: NodeID, pass: UInt64, bucket: Int, full: Bool, digest: UInt64, writes: UInt64)
+        case fetch(peer: NodeID, pass: UInt64, bucket: Int)
     }
     var reads: [UInt64: ReadPurpose] = [:]
     var nextRead: UInt64 = 0
@@ -245,6 +298,12 @@ public final class RepairScanner {
         /// This node's keys of the bucket: nil = damaged here.
         var mine: [[UInt8]: KeySummary?]
         var awaiting: [NodeID: UInt64]
+        /// A bulk rebuild's fetch: the peers' records so far, and whether one was cut.
+        var fetching = false
+        var records: [NodeID: [RecordEntry]] = [:]
+        var cut = false
+        /// A peer answered that it rebuilds too: nothing of this bucket is copied.
+        var peerRebuilding = false
     }
     var pending: [Int: Pending] = [:]
     var scansReading = 0
@@ -402,6 +461,31 @@ public final class RepairScanner {
             let mineDigest = digest(of: summaries, sharedWith: peer)
             if bucketWrites[b, default: 0] == writes { digests[b, default: [:]][peer] = mineDigest }
             reply(to: peer, pass: pass, bucket: b, full: full, theirDigest: theirs, summaries, mineDigest)
+        case .fetch(let peer, let pass, let b):
+            var entries: [RecordEntry] = []
+            var size = 0
+            var keyBytes = 0
+            var truncated = false
+            for (key, record) in records.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
+                keyBytes += key.count + 9
+                if keyBytes > options.keysReplyBytesMax {
+                    truncated = true
+                    break
+                }
+                switch record {
+                case .absent: continue
+                case .damaged: entries.append(RecordEntry(key: key, record: nil))
+                case .state(let bytes):
+                    size += bytes.count
+                    entries.append(
+                        RecordEntry(key: key, record: size <= options.recordsReplyBytesMax ? bytes : nil))
+                }
+            }
+            send(
+                .records(
+                    pass: pass, bucket: UInt32(b), truncated: truncated, rebuilding: learnerOnly,
+                    entries: entries),
+                to: peer)
         }
         drive()
     }
@@ -416,6 +500,24 @@ public final class RepairScanner {
             let c = chunk(ofBucket: b)
             if listings[c] != nil { listings[c]![b, default: []].insert(k) }
         }
+    }
+
+    /// This node's fence is durable at `floor` (≥ what `peer` asked): tell the peer.
+    public func fenceRaised(for peer: NodeID, floor: Ballot) {
+        counters.fencesRaised += 1
+        send(.fenced(floor: floor), to: peer)
+    }
+
+    /// This rebuilding node's own fence is durable: the copy may begin.
+    public func ownFenceDurable(_ floor: Ballot) {
+        guard case .persisting(let f) = fenceState, f == floor else { return }
+        fenceState = .done(floor)
+        drive()
+    }
+
+    /// True for a key whose bucket this rebuild installed (see `ReplicaNode.isCopied`).
+    public func isCopied(_ key: [UInt8]) -> Bool {
+        !copiedBuckets.isEmpty && copiedBuckets.contains(bucket(of: key))
     }
 
     /// A repair message from `peer`.
@@ -486,6 +588,7 @@ public final class RepairScanner {
             switch phase {
             case .waiting(let until):
                 guard now >= until else { return }
+                if learnerOnly && options.bulkRebuild && !fenced() { return }
                 startPass()
             case .listing:
                 return
@@ -522,6 +625,70 @@ public final class RepairScanner {
         if busy && !fullPace { return false }
         if learnerOnly && damagedNow > options.rebuildDamagedMax { return false }
         return true
+    }
+
+    // MARK: - The fence (bulk rebuild)
+
+    /// Whether the copy may begin: every peer's fence and this node's own are durable. Starts
+    /// asking when nothing was asked yet.
+    func fenced() -> Bool {
+        switch fenceState {
+        case .idle:
+            // The mutant copies at once, with no fence at all.
+            if options.mutant == .copyUnfenced { return true }
+            let floor = fenceRequest
+            for p in others { send(.fence(floor: floor), to: p) }
+            fenceState = .asking(floor: floor, confirmed: [:], retryAt: now + options.peerTimeoutNanos)
+            return false
+        case .asking, .persisting: return false
+        case .done: return true
+        }
+    }
+
+    /// A peer's fence is durable at `floor`.
+    func confirmed(_ peer: NodeID, _ floor: Ballot) {
+        guard case .asking(var target, var confirmed, let retryAt) = fenceState else { return }
+        confirmed[peer] = max(confirmed[peer] ?? .zero, floor)
+        if floor > target {
+            // Some peer voted above what the others were asked: every peer goes above it too.
+            target = floor
+            for p in others where !Self.covers(confirmed[p], target) { send(.fence(floor: target), to: p) }
+        }
+        if others.allSatisfy({ Self.covers(confirmed[$0], target) }) {
+            fenceState = .persisting(target)
+            out.ownFence = target
+        } else {
+            fenceState = .asking(floor: target, confirmed: confirmed, retryAt: retryAt)
+        }
+    }
+
+    /// Asks again the peers that have not confirmed (lost messages, a peer down).
+    func retryFence() {
+        guard case .asking(let target, let confirmed, let retryAt) = fenceState, now >= retryAt else {
+            return
+        }
+        for p in others where !Self.covers(confirmed[p], target) { send(.fence(floor: target), to: p) }
+        fenceState = .asking(floor: target, confirmed: confirmed, retryAt: now + options.peerTimeoutNanos)
+    }
+
+    /// A peer's confirmed fence (nil: none yet) is at or above `target`.
+    static func covers(_ confirmed: Ballot?, _ target: Ballot) -> Bool {
+        confirmed.map { $0 >= target } ?? false
+    }
+
+    var bulkCopying: Bool {
+        guard learnerOnly && options.bulkRebuild else { return false }
+        if case .done = fenceState { return true }
+        return options.mutant == .copyUnfenced
+    }
+
+    var fenceFloor: Ballot {
+        if options.mutant == .copyUnfenced { return .zero }
+        switch fenceState {
+        case .done(let f), .persisting(let f): return f
+        case .asking(let f, _, _): return f
+        case .idle: return fenceRequest
+        }
     }
 
     func startPass() {
@@ -579,6 +746,11 @@ public final class RepairScanner {
     }
 
     func scan(bucket b: Int) {
+        if bulkCopying && copiedBuckets.contains(b) {
+            // Installed earlier in this rebuild: its keys are trusted (and may have voted since).
+            bucketDone(b)
+            return
+        }
         let keys = mine(listings[chunk(ofBucket: b)]?[b])
         if keys.isEmpty && !learnerOnly {
             bucketDone(b)
@@ -599,6 +771,9 @@ public final class RepairScanner {
         if learnerOnly { return others }
         var set = Set<NodeID>()
         for k in summaries.keys { for r in replicas(k) where r != me { set.insert(r) } }
+        // A peer rebuilding in bulk copies every key: comparing with what it holds now would only
+        // teach it keys one by one (each then loaded there, and no longer copied).
+        if options.bulkRebuild { set = set.filter { !isRebuilding($0) } }
         return set.sorted()
     }
 
@@ -618,6 +793,15 @@ public final class RepairScanner {
             return
         }
         var p = Pending(mine: summaries, awaiting: [:])
+        if bulkCopying {
+            p.fetching = true
+            for peer in peers {
+                send(.fetch(pass: pass, bucket: UInt32(b), bits: options.bucketBits), to: peer)
+                p.awaiting[peer] = now + options.peerTimeoutNanos
+            }
+            pending[b] = p
+            return
+        }
         for peer in peers {
             let d = digest(of: summaries, sharedWith: peer)
             // Kept for answering the peer's own summary of this bucket without reading again.
@@ -639,6 +823,7 @@ public final class RepairScanner {
     }
 
     func checkTimeouts() {
+        retryFence()
         for b in pending.keys.sorted() {
             guard var p = pending[b] else { continue }
             let late = p.awaiting.filter { now >= $0.value }.keys.sorted()
@@ -680,6 +865,9 @@ public final class RepairScanner {
             if full {
                 if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
                 rebuilding[peer] = now + Self.rebuildingNanos
+            } else {
+                // It scans as a voting node again: its rebuild is over.
+                rebuilding[peer] = nil
             }
             if !full, let cached = digests[b]?[peer], cached == digest {
                 counters.bucketsMatched += 1
@@ -718,7 +906,48 @@ public final class RepairScanner {
             finishIfAnswered(b, p)
         case .keys(_, let bucket, let truncated, let entries):
             compare(bucket: Int(bucket), from: peer, entries, truncated: truncated)
+        case .fence(let floor):
+            if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
+            rebuilding[peer] = now + Self.rebuildingNanos
+            out.fenceRequests.append((peer, floor))
+        case .fenced(let floor):
+            confirmed(peer, floor)
+        case .fetch(let pass, let bucket, let bits):
+            guard bits == options.bucketBits, Int(bucket) < options.bucketCount else {
+                return bad(peer, "fetch with \(bits) bucket bits (this node uses \(options.bucketBits))")
+            }
+            // A rebuilding node answers too, saying so: its records are not to be copied.
+            if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
+            rebuilding[peer] = now + Self.rebuildingNanos
+            let b = Int(bucket)
+            let c = chunk(ofBucket: b)
+            guard let listing = listings[c] else {
+                waitingForListing[c, default: []].append((peer, m))
+                requestListing(c, forScan: false)
+                return
+            }
+            let keys = mine(listing[b]).filter { replicas($0).contains(peer) }
+            if keys.isEmpty {
+                return send(
+                    .records(
+                        pass: pass, bucket: bucket, truncated: false, rebuilding: learnerOnly, entries: []),
+                    to: peer)
+            }
+            nextRead += 1
+            reads[nextRead] = .fetch(peer: peer, pass: pass, bucket: b)
+            out.reads.append((nextRead, keys))
+        case .records(_, let bucket, let truncated, let rebuilding, let entries):
+            let b = Int(bucket)
+            guard var p = pending[b], p.fetching, p.awaiting.removeValue(forKey: peer) != nil else { return }
+            p.records[peer] = entries
+            if truncated { p.cut = true }
+            if rebuilding { p.peerRebuilding = true }
+            if p.awaiting.isEmpty { install(bucket: b, p) }
+            finishIfAnswered(b, p)
         case .missing(let keys):
+            // A rebuilding node rebuilds every key anyway (a load now would only recover it one by
+            // one instead of copying it).
+            guard !learnerOnly else { return }
             for k in keys
             where replicas(k).contains(me) && replicas(k).contains(peer) && !hasRebuildingReplica(k) {
                 // Loaded from storage first: only a replica that really holds nothing is marked.
@@ -831,6 +1060,96 @@ public final class RepairScanner {
             }
         }
         finishIfAnswered(b, p)
+    }
+
+    /// Every peer answered a bulk rebuild's fetch of bucket `b`: merge their records key by key
+    /// and hand the installs to the shell (docs/REPAIR.md, "Bulk rebuild").
+    ///
+    /// Per key: the highest chosen instance and its value, and above it the open slot with the
+    /// highest ballot — copying a slot this node never accepted is safe (the pair was genuinely
+    /// proposed), and needed (a value chosen by this node's lost vote and one peer's may exist only
+    /// as that peer's slot). The promise is the fence, above every ballot of before it.
+    func install(bucket b: Int, _ p: Pending) {
+        if p.cut || p.peerRebuilding {
+            // A list was cut (what is not in it is unknown: the rest waits for the next pass), or
+            // a peer rebuilds too (its records are not to be copied): recover what was listed one
+            // by one, as the per-key rebuild does. Two replicas of a key rebuilding at once cannot
+            // recover it (docs/REPAIR.md); a new cluster's nodes have no keys.
+            if p.cut { passComplete = false }
+            var seen = Set<[UInt8]>()
+            for (_, entries) in p.records.sorted(by: { $0.key < $1.key }) {
+                for e in entries where seen.insert(e.key).inserted {
+                    counters.rebuilt += 1
+                    damagedNow += 1
+                    out.actions.append((e.key, .load))
+                }
+            }
+            return
+        }
+        let floor = fenceFloor
+        var byKey: [[UInt8]: [RecordEntry]] = [:]
+        for (_, entries) in p.records.sorted(by: { $0.key < $1.key }) {
+            for e in entries { byKey[e.key, default: []].append(e) }
+        }
+        var records: [(key: [UInt8], record: [UInt8])] = []
+        var distrust: [[UInt8]] = []
+        for key in byKey.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard replicas(key).contains(me) else { continue }
+            counters.keysCompared += 1
+            var states: [KeyState] = []
+            var whole = true
+            for e in byKey[key]! {
+                guard let rec = e.record, let s = PaxosCodec.decode(rec) else {
+                    whole = false
+                    break
+                }
+                states.append(s)
+            }
+            var merged = KeyState()
+            if whole {
+                for s in states where s.chosen > merged.chosen {
+                    merged.chosen = s.chosen
+                    merged.value = s.value
+                }
+                if merged.chosen > 0
+                    && states.contains(where: { $0.chosen == merged.chosen && $0.value != merged.value })
+                {
+                    counters.alarms += 1
+                    out.alarms.append(
+                        SafetyAlarm(key: key, instance: merged.chosen, peer: me, mine: 0, theirs: 0))
+                    whole = false
+                }
+            }
+            guard whole else {
+                // Damaged (or too large) at a peer: recovered one by one.
+                distrust.append(key)
+                counters.rebuilt += 1
+                damagedNow += 1
+                out.actions.append((key, .load))
+                continue
+            }
+            if options.mutant != .copyWithoutSlots {
+                for s in states {
+                    guard let slot = s.accepted, slot.instance == merged.chosen + 1 else { continue }
+                    if merged.accepted.map({ slot.ballot > $0.ballot }) ?? true { merged.accepted = slot }
+                }
+            }
+            merged.promised = max(floor, merged.accepted?.ballot ?? .zero)
+            let bytes = PaxosCodec.encode(merged)
+            counters.copied += 1
+            counters.copiedBytes += bytes.count
+            records.append((key, bytes))
+        }
+        // This node's own records that no peer holds: they recover one by one (the peers' absence
+        // settles them, under a fresh ballot).
+        for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where byKey[k] == nil {
+            distrust.append(k)
+            counters.rebuilt += 1
+            damagedNow += 1
+            out.actions.append((k, .load))
+        }
+        copiedBuckets.insert(b)
+        out.installs.append((b, records, distrust))
     }
 
     /// This replica is behind `peer` on `key` (or holds nothing for it).

@@ -54,6 +54,17 @@ public struct KeyEntry: Sendable, Hashable {
     }
 }
 
+/// One key in a `records` reply: the sender's whole stored record (promise, open slot, chosen
+/// instance and value), or nil when it is damaged there or too large for the message.
+public struct RecordEntry: Sendable, Hashable {
+    public var key: [UInt8]
+    public var record: [UInt8]?
+    public init(key: [UInt8], record: [UInt8]?) {
+        self.key = key
+        self.record = record
+    }
+}
+
 /// The scanners' peer messages (service kind 3 on the node's peer links), in the project's byte
 /// codec. Every message names the range (bucket) it is about.
 ///
@@ -77,11 +88,29 @@ public enum RepairMessage: Sendable, Hashable {
     case keys(pass: UInt64, bucket: UInt32, truncated: Bool, entries: [KeyEntry])
     /// N found these keys chosen at N and absent at the receiver.
     case missing(keys: [[UInt8]])
+    /// A rebuilding N asks the receiver to raise its node-wide promise floor to at least `floor`
+    /// (docs/REPAIR.md, "Bulk rebuild").
+    case fence(floor: Ballot)
+    /// The receiver's floor is now `floor` (≥ what was asked), durably.
+    case fenced(floor: Ballot)
+    /// A rebuilding N, fenced, asks for the receiver's whole records of the keys of `bucket` it
+    /// shares with N.
+    case fetch(pass: UInt64, bucket: UInt32, bits: UInt8)
+    /// The receiver's records of the bucket (nil: damaged there, or too large for this message:
+    /// N recovers those keys one by one). `truncated`: the list was cut at the message bound.
+    /// `rebuilding`: the receiver is rebuilding too, so its records are not to be copied (N
+    /// recovers the keys listed one by one; a new cluster's nodes all start so, with no keys).
+    case records(pass: UInt64, bucket: UInt32, truncated: Bool, rebuilding: Bool, entries: [RecordEntry])
 
     static let summaryKind: UInt8 = 1
     static let matchKind: UInt8 = 2
     static let keysKind: UInt8 = 3
     static let missingKind: UInt8 = 4
+    // 5 and 6 are the incarnation check's (`IncarnationMessage`).
+    static let fenceKind: UInt8 = 7
+    static let fencedKind: UInt8 = 8
+    static let fetchKind: UInt8 = 9
+    static let recordsKind: UInt8 = 10
 
     /// The message's bytes.
     public func encode() -> [UInt8] {
@@ -119,6 +148,32 @@ public enum RepairMessage: Sendable, Hashable {
             w.u8(Self.missingKind)
             w.u32(UInt32(keys.count))
             for k in keys { w.blob(k) }
+        case .fence(let floor):
+            w.u8(Self.fenceKind)
+            w.ballot(floor)
+        case .fenced(let floor):
+            w.u8(Self.fencedKind)
+            w.ballot(floor)
+        case .fetch(let pass, let bucket, let bits):
+            w.u8(Self.fetchKind)
+            w.u64(pass)
+            w.u32(bucket)
+            w.u8(bits)
+        case .records(let pass, let bucket, let truncated, let rebuilding, let entries):
+            w.u8(Self.recordsKind)
+            w.u64(pass)
+            w.u32(bucket)
+            w.u8((truncated ? 1 : 0) | (rebuilding ? 2 : 0))
+            w.u32(UInt32(entries.count))
+            for e in entries {
+                w.blob(e.key)
+                if let rec = e.record {
+                    w.u8(1)
+                    w.blob(rec)
+                } else {
+                    w.u8(0)
+                }
+            }
         }
         return w.bytes
     }
@@ -165,6 +220,33 @@ public enum RepairMessage: Sendable, Hashable {
                 keys.append(key)
             }
             message = .missing(keys: keys)
+        case fenceKind, fencedKind:
+            guard let floor = r.ballot() else { return nil }
+            message = kind == fenceKind ? .fence(floor: floor) : .fenced(floor: floor)
+        case fetchKind:
+            guard let pass = r.u64(), let bucket = r.u32(), let bits = r.u8() else { return nil }
+            message = .fetch(pass: pass, bucket: bucket, bits: bits)
+        case recordsKind:
+            guard let pass = r.u64(), let bucket = r.u32(), let flags = r.u8(), flags <= 3,
+                let n = r.u32(), Int(n) <= bytes.count
+            else { return nil }
+            var entries: [RecordEntry] = []
+            entries.reserveCapacity(Int(n))
+            for _ in 0..<n {
+                guard let key = r.blob(), key.count <= ReplicaNode.keyBytesMax, let flag = r.u8() else {
+                    return nil
+                }
+                switch flag {
+                case 0: entries.append(RecordEntry(key: key, record: nil))
+                case 1:
+                    guard let rec = r.blob() else { return nil }
+                    entries.append(RecordEntry(key: key, record: rec))
+                default: return nil
+                }
+            }
+            message = .records(
+                pass: pass, bucket: bucket, truncated: flags & 1 != 0, rebuilding: flags & 2 != 0,
+                entries: entries)
         default:
             return nil
         }

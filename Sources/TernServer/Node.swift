@@ -145,8 +145,13 @@ public struct RepairStatus: Sendable, Hashable, Codable {
     public var repairedMissing: Int
     public var peerMissing: Int
     public var repairedDamaged: Int
-    /// Keys loaded to be rebuilt while learner-only.
+    /// Keys loaded to be rebuilt one by one while learner-only.
     public var rebuilt: Int
+    /// Keys installed from the peers' merged records while learner-only (the bulk rebuild), their
+    /// bytes, and fences raised here for a rebuilding peer.
+    public var copied: Int
+    public var copiedBytes: Int
+    public var fencesRaised: Int
     /// Keys no index reaches any more (orphaned inbox buckets), deleted.
     public var orphansCollected: Int
     public var safetyAlarms: Int
@@ -200,6 +205,10 @@ public final class Node: @unchecked Sendable {
     var rebuildPassDone = false
     /// The marker's removal is under way.
     var leavingLearnerOnly = false
+    /// Fences raised on the replica and not yet durable: for a rebuilding peer, or this node's own
+    /// (peer nil) while it rebuilds (docs/REPAIR.md, "Bulk rebuild").
+    var fencesWaiting: [UInt64: (peer: NodeID?, floor: Ballot)] = [:]
+    var fenceTokens: UInt64 = 0
     var tickTask: RepeatedTask?
     /// Client requests waiting, by the core's request id.
     var promises: [UInt64: EventLoopPromise<NodeReply>] = [:]
@@ -266,6 +275,14 @@ public final class Node: @unchecked Sendable {
             reasons.append("the epoch record is damaged")
             epoch = 1
         }
+        // The node-wide promise floor it gave a rebuilding peer (docs/REPAIR.md, "Bulk rebuild").
+        var fence = Ballot.zero
+        do {
+            fence = try ReplicaNode.storedFence(
+                try await store.get(ReplicaNode.fenceKey).map { .state($0) } ?? .absent)
+        } catch {
+            reasons.append("the fence record is damaged")
+        }
         let learnerOnly = !reasons.isEmpty
         if learnerOnly {
             guard options.repair != nil else {
@@ -327,6 +344,7 @@ public final class Node: @unchecked Sendable {
                 graceNanos: UInt64(max(options.incarnationGrace.nanoseconds, 0)),
                 bumpNanos: UInt64(max(options.incarnationBump.nanoseconds, 0)))
             if checking { node.core.votingHeld = true }
+            node.core.replica.restoreFence(fence)
             if learnerOnly { node.enterLearnerOnly(reasons.joined(separator: "; ")) }
             node.startTimer()
         }.get()
@@ -386,6 +404,10 @@ public final class Node: @unchecked Sendable {
         learnerReason = why
         core.learnerOnly = true
         scanner?.learnerOnly = true
+        // The bulk rebuild (docs/REPAIR.md): the peers are asked for a fence from this epoch up,
+        // and keys of the buckets copied since load as they are.
+        scanner?.fenceRequest = Ballot(round: UInt64(core.replica.epoch) << 32, node: NodeID(0))
+        core.replica.isCopied = { [weak scanner] key in scanner?.isCopied(key) ?? false }
         scanner?.startFullPass()
         logger.warning(
             """
@@ -625,6 +647,17 @@ public final class Node: @unchecked Sendable {
         for b in r.badMessages {
             logger.warning("dropped a bad peer message", metadata: ["peer": "\(b.from)", "why": "\(b.why)"])
         }
+        for token in r.fencesDurable {
+            guard let f = fencesWaiting.removeValue(forKey: token) else { continue }
+            if let peer = f.peer {
+                scanner?.fenceRaised(for: peer, floor: f.floor)
+            } else {
+                logger.info(
+                    "fenced: the copy of the peers' records begins", metadata: ["floor": "\(f.floor)"])
+                scanner?.ownFenceDurable(f.floor)
+            }
+            driveAgain = true
+        }
         if !r.touched.isEmpty {
             scanner?.noteWritten(r.touched)
             blockedKeys.wake(r.touched)
@@ -701,6 +734,21 @@ public final class Node: @unchecked Sendable {
         for m in r.messages { core.sendService(Node.repairServiceKind, m.bytes, to: m.to) }
         for (key, action) in r.actions { core.repair(key: key, action) }
         for p in r.rebuildingPeers { core.peerRebuilding(p) }
+        // The bulk rebuild's fences (docs/REPAIR.md): raised at once, answered once durable.
+        for f in r.fenceRequests {
+            let floor = core.replica.fenceFloor(requested: f.floor)
+            fenceTokens += 1
+            fencesWaiting[fenceTokens] = (f.peer, floor)
+            core.replica.raiseFence(floor, token: fenceTokens)
+            logger.info(
+                "fence raised for a rebuilding peer", metadata: ["peer": "\(f.peer)", "floor": "\(floor)"])
+        }
+        if let own = r.ownFence {
+            fenceTokens += 1
+            fencesWaiting[fenceTokens] = (nil, own)
+            core.replica.raiseFence(own, token: fenceTokens)
+        }
+        for install in r.installs { installCopies(install.records, distrust: install.distrust) }
         let options = scanner.options
         for l in r.listings {
             let range = l.buckets
@@ -772,6 +820,31 @@ public final class Node: @unchecked Sendable {
             if core.learnerOnly && ended.complete { rebuildPassDone = true }
         }
         driveAgain = true
+    }
+
+    /// Writes a bulk rebuild's records (keys not in memory, not recovered one by one, with no read
+    /// of their old record under way; the others are distrusted: they recover one by one). Not
+    /// synced: the rebuild marker's removal syncs them, and a restart before it rebuilds again.
+    private func installCopies(_ records: [(key: [UInt8], record: [UInt8])], distrust: [[UInt8]]) {
+        var batch: [BatchEntry] = []
+        var written: [[UInt8]] = []
+        var untrusted = distrust
+        batch.reserveCapacity(records.count)
+        for (key, record) in records {
+            if core.mayInstallCopy(key) {
+                batch.append(.put(ReplicaNode.recordKey(key), record))
+                written.append(key)
+            } else {
+                untrusted.append(key)
+            }
+        }
+        core.replica.distrust(untrusted)
+        guard !batch.isEmpty else { return }
+        store.write(batch, sync: false) { result in
+            guard case .failure(let e) = result else { return }
+            self.onLoop { self.core.storageFailed("writing rebuilt records: \(e)") }
+        }
+        scanner?.noteWritten(written)
     }
 
     /// Carries out what the incarnation check asked for. On the loop.
@@ -880,6 +953,7 @@ public final class Node: @unchecked Sendable {
             bucketsDiffered: c.bucketsDiffered,
             repairedBehind: c.behind, repairedTaught: c.taught, repairedMissing: c.missing,
             peerMissing: c.peerMissing, repairedDamaged: c.damaged, rebuilt: c.rebuilt,
+            copied: c.copied, copiedBytes: c.copiedBytes, fencesRaised: c.fencesRaised,
             orphansCollected: garbageCollected, safetyAlarms: c.alarms,
             peerTimeouts: c.peerTimeouts,
             keysPerSecond: p.fullPace ? scanner.options.fullPaceKeysPerSecond : scanner.options.keysPerSecond)

@@ -549,10 +549,19 @@ public final class TernServerProcess: Service, AdminBackend {
             for (cause, n) in [
                 ("behind", r.repairedBehind), ("taught", r.repairedTaught), ("missing", r.repairedMissing),
                 ("peer_missing", r.peerMissing), ("damaged", r.repairedDamaged), ("rebuilt", r.rebuilt),
+                ("copied", r.copied),
                 ("orphan", r.orphansCollected),
             ] {
                 out += "tern_repairs_total{\(labels),cause=\"\(cause)\"} \(Double(n))\n"
             }
+            metric(
+                "tern_repair_fences_raised_total", "counter",
+                "Fences (node-wide promise floors) raised here for a rebuilding peer.", Double(r.fencesRaised)
+            )
+            metric(
+                "tern_repair_copied_bytes_total", "counter",
+                "Record bytes a bulk rebuild installed from the peers' merged records.", Double(r.copiedBytes)
+            )
             metric(
                 "tern_repair_safety_alarms_total", "counter",
                 "Two values chosen at one instance (must be 0).",

@@ -20,6 +20,10 @@ public struct RepairStats: Sendable, Hashable {
     public var rebuildLoads = 0
     /// Records the `copy-bytes` mutant copied from a peer's disk.
     public var copies = 0
+    /// Records a bulk rebuild installed from its peers' merged records (docs/REPAIR.md), and
+    /// fences raised for a rebuilding peer.
+    public var installed = 0
+    public var fences = 0
     /// Two values chosen at one instance, seen by a scanner (each one is also a violation).
     public var alarms = 0
     /// Passes ended (complete or not), and how many were complete.
@@ -44,7 +48,7 @@ public struct RepairStats: Sendable, Hashable {
     public init() {}
 
     /// Repairs of every cause.
-    public var repairs: Int { behind + taught + missingMarked + damaged + rebuildLoads + copies }
+    public var repairs: Int { behind + taught + missingMarked + damaged + rebuildLoads + copies + installed }
 
     mutating func add(_ c: RepairCounters) {
         behind += c.behind
@@ -53,12 +57,14 @@ public struct RepairStats: Sendable, Hashable {
         peerMissing += c.peerMissing
         damaged += c.damaged
         alarms += c.alarms
+        fences += c.fencesRaised
     }
 
     /// One line for `tern sim`.
     public var summary: String {
         "repairs \(repairs) (behind \(behind), taught \(taught), missing \(missingMarked) [found \(missing), told \(peerMissing)], "
-            + "damaged \(damaged), rebuild loads \(rebuildLoads)\(copies > 0 ? ", copies \(copies)" : "")), "
+            + "damaged \(damaged), rebuild loads \(rebuildLoads), installed \(installed)"
+            + "\(copies > 0 ? ", copies \(copies)" : "")), \(fences) fences, "
             + "\(wipes) wipes, \(drops) drops, \(restores) restores (\(staleDetected) found stale), "
             + "\(rebuildsDone)/\(rebuildStarts) rebuilds done (\(rebuildsDoneUnderLoad) under load), "
             + "\(completePasses)/\(passes) complete passes, \(keysCompared) keys compared"
@@ -94,6 +100,10 @@ struct RepairWorkload {
     var incarnations: [IncarnationGuard?] = [nil, nil, nil]
     var backups: [MemoryFileSystem?] = [nil, nil, nil]
     var restoredUnchecked = [false, false, false]
+    /// Fences raised on a node and not yet durable (`ReplicaNode.raiseFence` tokens): for a
+    /// rebuilding peer, or the node's own (peer nil). Lost with the node's memory.
+    var fencesWaiting: [[UInt64: (peer: NodeID?, floor: Ballot)]] = [[:], [:], [:]]
+    var fenceTokens: UInt64 = 0
 }
 
 extension Simulation {
@@ -146,9 +156,11 @@ extension Simulation {
         repair.learnerOnly[i] = marked
         repair.rebuildPassDone[i] = false
         if incarnationsOn { incarnationNodeStarted(i, n, learnerOnly: marked) }
+        repair.fencesWaiting[i] = [:]
         if marked {
             n.learnerOnly = true
             scanner.learnerOnly = true
+            bulkRebuildBegins(n, scanner)
             repair.rebuildFromPass[i] = scanner.pass + 1
             repair.stats.rebuildStarts += 1
             if config.traceKey != nil { print("t=\(now) n\(i + 1) starts LEARNER-ONLY") }
@@ -156,9 +168,33 @@ extension Simulation {
         mix(0x4E9A &+ UInt64(i) << 1 &+ (marked ? 1 : 0))
     }
 
+    /// A learner-only node asks its peers for a fence from its epoch up, and loads the keys of the
+    /// buckets it copied as they are (docs/REPAIR.md, "Bulk rebuild").
+    func bulkRebuildBegins(_ n: ReplicaNode, _ s: RepairScanner) {
+        s.fenceRequest = Ballot(round: UInt64(n.epoch) << 32, node: NodeID(0))
+        n.isCopied = { [weak s] key in s?.isCopied(key) ?? false }
+    }
+
+    /// A flush of node `i` made these fences durable: the scanner answers or begins its copy.
+    func repairFencesDurable(_ i: Int, _ tokens: [UInt64]) {
+        guard config.repair, !tokens.isEmpty, let s = repair.scanners[i] else { return }
+        for t in tokens {
+            guard let f = repair.fencesWaiting[i].removeValue(forKey: t) else { continue }
+            if let peer = f.peer {
+                s.fenceRaised(for: peer, floor: f.floor)
+            } else {
+                if config.traceKey != nil { print("t=\(now) n\(i + 1) FENCED at \(f.floor)") }
+                s.ownFenceDurable(f.floor)
+            }
+            mix(0xFE7C &+ UInt64(i) &+ f.floor.round << 8)
+        }
+        repairDrive(i)
+    }
+
     /// Node `i` went down: its scanner is gone with its memory.
     func repairNodeStopped(_ i: Int) {
         repair.incarnations[i] = nil
+        repair.fencesWaiting[i] = [:]
         guard config.repair, let old = repair.scanners[i] else { return }
         repair.stats.add(old.counters)
         repair.scanners[i] = nil
@@ -254,6 +290,21 @@ extension Simulation {
             }
             for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
             for a in r.actions { repairApply(i, n, s, a.key, a.action) }
+            for f in r.fenceRequests {
+                let floor = n.fenceFloor(requested: f.floor)
+                repair.fenceTokens += 1
+                repair.fencesWaiting[i][repair.fenceTokens] = (f.peer, floor)
+                n.raiseFence(floor, token: repair.fenceTokens)
+                if config.traceKey != nil {
+                    print("t=\(now) n\(i + 1) raises its fence to \(floor) for \(f.peer)")
+                }
+            }
+            if let own = r.ownFence {
+                repair.fenceTokens += 1
+                repair.fencesWaiting[i][repair.fenceTokens] = (nil, own)
+                n.raiseFence(own, token: repair.fenceTokens)
+            }
+            for install in r.installs { installCopies(i, n, s, install.records, distrust: install.distrust) }
             for p in r.rebuildingPeers { n.clearSuspicions(sharedWith: p) }
             for alarm in r.alarms {
                 if violations.isEmpty {
@@ -279,6 +330,38 @@ extension Simulation {
                 }
             }
         }
+    }
+
+    /// A bulk rebuild's records, written on node `i` (unsynced: a later sync, at the latest the
+    /// marker's removal, makes them durable; a crash before it rebuilds again).
+    func installCopies(
+        _ i: Int, _ n: ReplicaNode, _ s: RepairScanner, _ records: [(key: [UInt8], record: [UInt8])],
+        distrust: [[UInt8]]
+    ) {
+        var batch: [(key: [UInt8], value: [UInt8])] = []
+        var written: [[UInt8]] = []
+        var untrusted = distrust
+        for (key, record) in records {
+            if n.mayInstallCopy(key) {
+                batch.append((ReplicaNode.recordKey(key), record))
+                written.append(key)
+                if config.traceKey == keyName(key) { print("t=\(now) n\(i + 1) INSTALLS a copy") }
+            } else {
+                untrusted.append(key)
+            }
+        }
+        n.distrust(untrusted)
+        guard !batch.isEmpty else { return }
+        do {
+            try storages[i].write(batch)
+        } catch {
+            storageFailed(i, error)
+            return
+        }
+        s.noteWritten(written)
+        repair.stats.installed += written.count
+        repair.lastActivity = repairNow
+        mix(0xC0B7 &+ UInt64(i) &+ UInt64(written.count) << 8)
     }
 
     /// One repair-service message from node `i` onto the simulated network (loss, cuts and delays
@@ -507,6 +590,7 @@ extension Simulation {
             observer.restarted(node: i)
             n.votingHeld = false
             sc.learnerOnly = true
+            bulkRebuildBegins(n, sc)
             repair.learnerOnly[i] = true
             repair.restoredUnchecked[i] = false
             repair.rebuildFromPass[i] = sc.pass + 1

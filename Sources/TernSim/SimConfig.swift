@@ -39,6 +39,14 @@ public struct FaultConfig: Sendable, Hashable {
     /// restarts as if nothing happened; the incarnation check must find it stale (docs/REPAIR.md).
     /// With this above 0 the nodes run the incarnation check (`IncarnationGuard`).
     public var restore = 0.0
+    /// Per Paxos frame: the frame is stalled, delivered `stallTicksMin…stallTicksMax` ticks later
+    /// (a TCP connection stuck in retransmission, a frame in a paused peer's socket buffer): an
+    /// old ballot's Accept then reaches a replica long after the cluster moved on — after a
+    /// rebuilding node's copy, say, which the fence must make harmless (docs/REPAIR.md). Not
+    /// scaled by the seed.
+    public var stall = 0.0
+    public var stallTicksMin: UInt64 = 50
+    public var stallTicksMax: UInt64 = 400
 
     public init() {}
 
@@ -176,6 +184,7 @@ public struct SimConfig: Sendable, Hashable {
         if faults.partition != d.partition { s += " --partition \(faults.partition)" }
         if faults.corrupt != d.corrupt { s += " --corrupt \(faults.corrupt)" }
         if faults.pause != d.pause { s += " --pause \(faults.pause)" }
+        if faults.stall != d.stall { s += " --stall \(faults.stall)" }
         // Always with --repair: the command's defaults for them (SimCommand.repairWipe, .repairDrop)
         // are not FaultConfig's, so a replay without them ran another mix (seed 33 of the
         // restoring campaign did not reproduce from its printed line).

@@ -132,6 +132,9 @@ public final class Simulation {
     /// The stream workload (StreamWorkload.swift).
     var streams = StreamWorkload()
 
+    /// Frames held by the stall fault, with when they arrive.
+    var stalled: [(at: UInt64, frame: Frame)] = []
+
     public init(_ config: SimConfig) {
         self.config = config
         var r = SplitMix64(seed: config.seed)
@@ -242,8 +245,13 @@ public final class Simulation {
             if let until = pausedUntil[i], now >= until { resume(i) }
         }
         dataClocks()
-        // 1. Messages due now.
-        let due = buckets[Int(now % UInt64(bucketCount))]
+        // 1. Messages due now (stalled ones first: they were sent long before).
+        var due: [Frame] = []
+        if !stalled.isEmpty {
+            due = stalled.filter { $0.at <= now }.map(\.frame)
+            stalled.removeAll { $0.at <= now }
+        }
+        due += buckets[Int(now % UInt64(bucketCount))]
         buckets[Int(now % UInt64(bucketCount))] = []
         for f in due {
             guard let i = ids.firstIndex(of: f.to), let n = nodes[i] else { continue }
@@ -323,6 +331,7 @@ public final class Simulation {
     func route(_ out: NodeOutput, from i: Int) {
         guard let n = nodes[i] else { return }
         repairNoteWritten(i, out.touched)
+        repairFencesDurable(i, out.fencesDurable)
         for k in out.touched {
             if let r = n.inspect(k), !r.damaged, !unrepaired.isEmpty {
                 unrepaired.removeAll { $0.node == i && $0.key == k }
@@ -353,6 +362,12 @@ public final class Simulation {
             mix(UInt64(f.items.count))
             guard let j = ids.firstIndex(of: f.to) else { continue }
             if cut[i][j] || rng.chance(faults.loss) { continue }
+            // Drawn only when on, so seeds recorded before the stall fault replay unchanged.
+            if faults.stall > 0 && rng.chance(faults.stall) {
+                let span = faults.stallTicksMax - min(faults.stallTicksMin, faults.stallTicksMax)
+                stalled.append((now + faults.stallTicksMin + rng.below(span + 1), f))
+                continue
+            }
             let copies = rng.chance(faults.duplicate) ? 2 : 1
             for _ in 0..<copies {
                 let d = 1 + rng.below(faults.delayTicksMax)

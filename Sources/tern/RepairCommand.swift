@@ -45,7 +45,7 @@ struct NodeRepairView: Decodable {
         var s =
             "\(head): \(state); \(last); compared \(r.keysCompared) keys; repaired behind \(r.repairedBehind), "
             + "taught \(r.repairedTaught), missing \(r.repairedMissing), damaged \(r.repairedDamaged), "
-            + "rebuilt \(r.rebuilt), orphans \(r.orphansCollected); "
+            + "rebuilt \(r.rebuilt), copied \(r.copied), orphans \(r.orphansCollected); "
             + "alarms \(r.safetyAlarms)"
         if learner_only == true {
             s += "; LEARNER-ONLY (\(learner_only_reason ?? "rebuilding")), \(damaged_keys ?? 0) keys damaged"

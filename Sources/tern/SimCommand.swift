@@ -63,6 +63,12 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Partition probability per tick (the seed scales it 0–2×).")
     var partition: Double = FaultConfig().partition
 
+    @Option(
+        help:
+            "Per Paxos frame: stalled, delivered 50–400 ticks later (an old ballot's messages arriving long after)."
+    )
+    var stall: Double = 0
+
     @Option(help: "Process-pause probability per tick (the seed scales it 0–2×).")
     var pause: Double = FaultConfig().pause
 
@@ -179,6 +185,7 @@ struct SimCommand: ParsableCommand {
         faults.partition = partition
         faults.corrupt = corrupt
         faults.pause = pause
+        faults.stall = stall
         guard dedupWindow >= 1 else { throw ValidationError("--dedup-window must be at least 1") }
         faults.downTicksMax = max(downTicks, 1)
         guard keys >= 1 else { throw ValidationError("--keys must be at least 1") }
@@ -380,6 +387,8 @@ extension RepairStats {
         damaged += o.damaged
         rebuildLoads += o.rebuildLoads
         copies += o.copies
+        installed += o.installed
+        fences += o.fences
         alarms += o.alarms
         passes += o.passes
         completePasses += o.completePasses

@@ -20,6 +20,14 @@ final class MiniCluster {
     /// Nodes whose incoming messages are dropped (down, or cut off).
     var silent: Set<NodeID> = []
     var now: UInt64 = 0
+    /// The bulk rebuild's fences: each node's floor (raised at once, "durable" at once), the
+    /// epoch floor each node adds to what is asked (its votes' epochs), and the installs.
+    var fences: [NodeID: Ballot] = [:]
+    var epochFloor: [NodeID: Ballot] = [:]
+    var installed: [NodeID: Int] = [:]
+    var distrusted: [NodeID: [[UInt8]]] = [:]
+    /// Fetches each node sent (bulk rebuild).
+    var fetches: [NodeID: Int] = [:]
 
     init(options: RepairOptions = MiniCluster.options) {
         let ids = self.ids
@@ -92,6 +100,9 @@ final class MiniCluster {
         for read in r.reads {
             s.read(id: read.id, records: read.keys.map { ($0, records[id]![$0] ?? .absent) })
         }
+        for m in r.messages {
+            if case .fetch? = RepairMessage.decode(m.bytes) { fetches[id, default: 0] += 1 }
+        }
         for m in r.messages where !silent.contains(m.to) {
             messages += 1
             messageBytes += m.bytes.count
@@ -102,6 +113,21 @@ final class MiniCluster {
             apply(a.action, key: a.key, at: id)
         }
         alarms += r.alarms
+        for f in r.fenceRequests {
+            let floor = max(f.floor, fences[id] ?? .zero, epochFloor[id] ?? .zero)
+            fences[id] = floor
+            s.fenceRaised(for: f.peer, floor: floor)  // its answer leaves with the next `ready`
+        }
+        if let own = r.ownFence {
+            fences[id] = max(own, fences[id] ?? .zero)
+            s.ownFenceDurable(own)
+        }
+        for install in r.installs {
+            for (k, rec) in install.records { records[id]![k] = .state(rec) }
+            installed[id, default: 0] += install.records.count
+            distrusted[id, default: []] += install.distrust
+            s.noteWritten(install.records.map(\.key))
+        }
         rebuildingSeen[id, default: []] += r.rebuildingPeers
         if r.passEnded != nil { passesEnded[id, default: 0] += 1 }
     }
@@ -193,8 +219,15 @@ final class MiniCluster {
         #expect(c.scanners[c.ids[0]]!.counters.damaged >= 1)
     }
 
+    /// The per-key rebuild (`bulkRebuild = false`).
+    static var perKey: RepairOptions {
+        var o = MiniCluster.options
+        o.bulkRebuild = false
+        return o
+    }
+
     @Test func learnerOnlyAsksForEveryListAndLoadsEveryKey() {
-        let c = MiniCluster()
+        let c = MiniCluster(options: Self.perKey)
         for k in 0..<200 { c.put("k\(k)", 2, "v\(k)", at: [0, 1]) }
         // A key only promised at n1 (never chosen): the rebuilding node must hear of it too.
         var promisedOnly = KeyState()
@@ -211,7 +244,7 @@ final class MiniCluster {
     /// Keys the peers hold only as a promise or an accepted slot (nothing chosen yet) may carry a
     /// vote the rebuilding node cast and lost: it must load (and so recover) them too.
     @Test func learnerOnlyLoadsKeysPeersHoldUnchosen() {
-        let c = MiniCluster()
+        let c = MiniCluster(options: Self.perKey)
         for k in 0..<50 { c.put("k\(k)", 0, "", at: [0, 1]) }
         c.scanners[c.ids[2]]!.learnerOnly = true
         c.run()
@@ -313,6 +346,15 @@ final class MiniCluster {
                     KeyEntry(key: Array("b".utf8), summary: nil),
                 ]),
             .missing(keys: [Array("x".utf8), []]),
+            .fence(floor: Ballot(round: 5 << 32, node: NodeID(0))),
+            .fenced(floor: Ballot(round: 6 << 32 | 3, node: NodeID(2))),
+            .fetch(pass: 4, bucket: 99, bits: 12),
+            .records(
+                pass: 4, bucket: 99, truncated: true, rebuilding: true,
+                entries: [
+                    RecordEntry(key: Array("a".utf8), record: [1, 2, 3]),
+                    RecordEntry(key: Array("b".utf8), record: nil),
+                ]),
         ]
         for m in ms {
             let b = m.encode()
@@ -331,5 +373,122 @@ final class MiniCluster {
         #expect(a != KeySummary(MiniCluster.state(2, "v")).entryDigest(keyHash: k))
         #expect(a != KeySummary(MiniCluster.state(1, "w")).entryDigest(keyHash: k))
         #expect(a != KeySummary(MiniCluster.state(1, "v")).entryDigest(keyHash: k ^ 1))
+    }
+}
+
+/// The bulk rebuild (docs/REPAIR.md, "Bulk rebuild"): fence every peer, then copy merged records.
+@Suite struct BulkRebuildTests {
+    static func slot(_ instance: UInt64, _ round: UInt64, _ node: UInt32, _ value: String) -> AcceptedSlot {
+        AcceptedSlot(
+            instance: instance, ballot: Ballot(round: round, node: NodeID(node)),
+            value: KeyValue(bytes: Array(value.utf8)))
+    }
+
+    @Test func copiesTheHighestChosenAndTheOpenSlotAboveItUnderTheFence() throws {
+        let c = MiniCluster()
+        let me = c.ids[2]
+        // k1: chosen 3 at n1, 2 at n2 (behind). k2: chosen nowhere, n2 holds a slot (the lost
+        // vote of n3 and n2's may have chosen it). k3: n1 has chosen 1 and a slot at 2 of a lower
+        // ballot than n2's slot at 2.
+        c.put("k1", 3, "new", at: [0])
+        c.put("k1", 2, "old", at: [1])
+        var s2 = KeyState()
+        s2.promised = Ballot(round: 9 << 32 | 1, node: NodeID(2))
+        s2.accepted = Self.slot(1, 9 << 32 | 1, 2, "slot")
+        c.records[c.ids[1]]![Array("k2".utf8)] = .state(PaxosCodec.encode(s2))
+        var a = MiniCluster.state(1, "one")
+        a.accepted = Self.slot(2, 4 << 32, 1, "low")
+        c.records[c.ids[0]]![Array("k3".utf8)] = .state(PaxosCodec.encode(a))
+        var b = MiniCluster.state(1, "one")
+        b.accepted = Self.slot(2, 7 << 32, 2, "high")
+        c.records[c.ids[1]]![Array("k3".utf8)] = .state(PaxosCodec.encode(b))
+        // n2 voted in epoch 9: its fence goes above that, and so everyone's.
+        c.epochFloor[c.ids[1]] = Ballot(round: 10 << 32, node: NodeID(0))
+        c.scanners[me]!.fenceRequest = Ballot(round: 2 << 32, node: NodeID(0))
+        c.scanners[me]!.learnerOnly = true
+        c.run()
+        let floor = Ballot(round: 10 << 32, node: NodeID(0))
+        #expect(c.fences[c.ids[0]] == floor && c.fences[c.ids[1]] == floor && c.fences[me] == floor)
+        func state(_ k: String) throws -> KeyState {
+            guard case .state(let bytes) = c.records[me]![Array(k.utf8)] else {
+                throw CancellationError()
+            }
+            return try #require(PaxosCodec.decode(bytes))
+        }
+        let k1 = try state("k1")
+        #expect(k1.chosen == 3 && k1.value == KeyValue(bytes: Array("new".utf8)) && k1.promised == floor)
+        let k2 = try state("k2")
+        #expect(k2.chosen == 0 && k2.accepted == Self.slot(1, 9 << 32 | 1, 2, "slot"))
+        #expect(k2.promised == floor)
+        let k3 = try state("k3")
+        #expect(k3.chosen == 1 && k3.accepted == Self.slot(2, 7 << 32, 2, "high"))
+        #expect(c.installed[me] == 3)
+        #expect((c.actions[me] ?? []).isEmpty, "nothing recovered one by one")
+        #expect(c.scanners[me]!.counters.lastPassComplete)
+        #expect(c.scanners[me]!.isCopied(Array("k1".utf8)))
+    }
+
+    @Test func theCopyWaitsForEveryPeersFence() {
+        let c = MiniCluster()
+        let me = c.ids[2]
+        c.put("k", 1, "v", at: [0, 1])
+        c.silent = [c.ids[1]]
+        c.scanners[me]!.learnerOnly = true
+        c.steps(300)
+        #expect(c.fences[me] == nil, "no own fence without n2's")
+        #expect(c.fences[c.ids[0]] != nil, "n1 raised its fence")
+        #expect(c.fetches[me] == nil, "nothing fetched before every fence")
+        #expect(c.installed[me] == nil)
+        c.silent = []
+        c.run()
+        #expect(c.installed[me] == 1)
+        #expect(c.fences[c.ids[1]] != nil)
+    }
+
+    @Test func theMutantsBreakWhatTheyShould() throws {
+        var o = MiniCluster.options
+        o.mutant = .copyWithoutSlots
+        let c = MiniCluster(options: o)
+        let me = c.ids[2]
+        var s2 = KeyState()
+        s2.accepted = Self.slot(1, 9 << 32 | 1, 2, "slot")
+        c.records[c.ids[1]]![Array("k".utf8)] = .state(PaxosCodec.encode(s2))
+        c.scanners[me]!.learnerOnly = true
+        c.run()
+        guard case .state(let bytes) = c.records[me]![Array("k".utf8)] else {
+            Issue.record("not installed")
+            return
+        }
+        #expect(try #require(PaxosCodec.decode(bytes)).accepted == nil)
+
+        o.mutant = .copyUnfenced
+        let d = MiniCluster(options: o)
+        var promised = MiniCluster.state(1, "v")
+        promised.promised = Ballot(round: 3 << 32, node: NodeID(1))
+        d.records[d.ids[0]]![Array("k".utf8)] = .state(PaxosCodec.encode(promised))
+        d.records[d.ids[1]]![Array("k".utf8)] = .state(PaxosCodec.encode(promised))
+        d.scanners[d.ids[2]]!.fenceRequest = Ballot(round: 2 << 32, node: NodeID(0))
+        d.scanners[d.ids[2]]!.learnerOnly = true
+        d.run()
+        // Copied with no fence anywhere, and no promise.
+        #expect(d.fences.isEmpty)
+        guard case .state(let copied) = d.records[d.ids[2]]![Array("k".utf8)] else {
+            Issue.record("not installed")
+            return
+        }
+        #expect(try #require(PaxosCodec.decode(copied)).promised == .zero)
+    }
+
+    @Test func aRecordDamagedAtAPeerIsRecoveredOneByOne() {
+        let c = MiniCluster()
+        let me = c.ids[2]
+        c.put("a", 1, "v", at: [0, 1])
+        c.put("b", 1, "w", at: [0, 1])
+        c.records[c.ids[1]]![Array("b".utf8)] = .damaged
+        c.scanners[me]!.learnerOnly = true
+        c.run()
+        #expect(c.installed[me] == 1)
+        #expect(c.distrusted[me] == [Array("b".utf8)])
+        #expect((c.actions[me] ?? []).contains { $0.key == Array("b".utf8) && $0.action == .load })
     }
 }
