@@ -231,6 +231,8 @@ public struct CommandProcessor: Sendable {
     /// How Redis keys map onto Paxos keys (the cluster map's `key_layout`): with hash-tag groups,
     /// a transaction may take keys of one tag (GroupTransactions.swift).
     public var keyLayout: KeyLayout = .perKey
+    /// `maxmemory` (noeviction) and the node's used memory (MaxMemory.swift).
+    public var memory = MemoryLimit()
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -454,7 +456,8 @@ public struct CommandProcessor: Sendable {
         return text.hasPrefix("ERR wrong number of arguments") || text.hasPrefix("NOAUTH")
             || text.hasPrefix("ERR Can't execute") || text.hasPrefix("ERR unknown subcommand")
             || (text.hasPrefix("ERR '") && text.contains("cannot run inside a Tern transaction"))
-            || text.hasPrefix("CROSSSLOT Tern transactions")
+            || text.hasPrefix("CROSSSLOT Tern transactions") || text.hasPrefix("OOM command not allowed")
+            || text.hasPrefix("EXECABORT Transaction discarded because of: ")
     }
 
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
@@ -501,6 +504,8 @@ public struct CommandProcessor: Sendable {
             }
             return .reply(refusal)
         }
+        // maxmemory: over it, commands that may grow memory are refused (MaxMemory.swift).
+        if let refusal = memoryRefusal(name, args, &session) { return .reply(refusal) }
         if let answer = transaction(name, args, &session) { return answer }
         if let db = session.missingDatabase, !Self.withoutDatabase.contains(name) {
             return .reply(Self.missingDatabase(db))

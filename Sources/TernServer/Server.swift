@@ -185,6 +185,7 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.logLevel = redisLogLevel
         processor.clientOutputBytesMax = config.clientOutputBufferLimit
         processor.clientMemoryBytesMax = config.maxMemoryClients
+        processor.memory = MemoryLimit(limitBytes: config.maxmemoryBytes)
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
         // SequenceSource.
         let sequences = SeqService(node: node)
@@ -233,6 +234,8 @@ public final class TernServerProcess: Service, AdminBackend {
             access: AdminAccess(token: adminToken), group: group, logger: logger)
         process.adminBox.withLockedValue { $0 = admin }
         process.startSampler()
+        processor.memory.startSampling(on: loop)
+        process.memoryBox.withLockedValue { $0 = processor.memory }
         return process
     }
 
@@ -267,6 +270,8 @@ public final class TernServerProcess: Service, AdminBackend {
     }
     let rates = NIOLockedValueBox(Rates())
     let samplerBox = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// `maxmemory` and its used-memory sampler (MaxMemory.swift).
+    let memoryBox = NIOLockedValueBox<MemoryLimit?>(nil)
     let started = NIODeadline.now()
 
     let adminBox = NIOLockedValueBox<AdminServer?>(nil)
@@ -322,6 +327,7 @@ public final class TernServerProcess: Service, AdminBackend {
     public func stop() async {
         logger.info("shutting down")
         samplerBox.withLockedValue { $0?.cancel() }
+        memoryBox.withLockedValue { $0?.stopSampling() }
         await resp.close()
         acl?.1.cancel()
         await node.shutdown()
