@@ -1,3 +1,5 @@
+import NIOConcurrencyHelpers
+import NIOPosix
 import TernConsensus
 import TernCore
 import TernRESP
@@ -202,6 +204,28 @@ import Testing
             checked += 1
         }
         #expect(checked >= 80)
+    }
+
+    @Test("The shell samples used memory every 100 ms until stopped; the default figure is the process's RSS")
+    func sampling() async throws {
+        #expect(MemoryLimit.residentBytes() > 1 << 20)
+        let calls = NIOLockedValueBox<UInt64>(0)
+        let limit = MemoryLimit(
+            limitBytes: 2,
+            measure: {
+                calls.withLockedValue {
+                    $0 += 1
+                    return $0
+                }
+            })
+        #expect(limit.usedBytes == 1 && !limit.exceeded)  // measured once at creation
+        limit.startSampling(on: MultiThreadedEventLoopGroup.singleton.next())
+        try await Task.sleep(for: .milliseconds(350))
+        limit.stopSampling()
+        let sampled = limit.usedBytes
+        #expect(sampled >= 3 && limit.exceeded, "\(sampled) samples")
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(limit.usedBytes == sampled)
     }
 
     @Test("server.toml's maxmemory: bytes or a string with Redis's units; toml() keeps it")
