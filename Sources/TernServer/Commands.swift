@@ -364,12 +364,14 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// The key of a queued command (its first key position: LMPOP's is the third argument), nil
-    /// for the keyless ones (PING, ECHO).
+    /// The key of a queued command (its first key position: LMPOP's is the third argument,
+    /// XREAD's the first stream after STREAMS, XGROUP's and XINFO's the one after the
+    /// subcommand), nil for the keyless ones (PING, ECHO).
     static func queuedKey(_ args: [[UInt8]]) -> [UInt8]? {
         let name = String(decoding: args[0], as: UTF8.self).lowercased()
         guard name != "ping" && name != "echo" else { return nil }
-        let at = dataCommands[name]?.keys.0 ?? 1
+        if let streams = streamReadKeyPositions(name, args) { return streams.first.map { args[$0] } }
+        let at = dataCommands[name]?.keys.0 ?? (name == "xgroup" || name == "xinfo" ? 2 : 1)
         return at < args.count ? args[at] : nil
     }
 

@@ -1,0 +1,33 @@
+import TernConsensus
+import TernCore
+import TernRESP
+import TernServer
+import Testing
+
+/// What Redis's own `unit/multi` found, one test per fix.
+@Suite struct MultiSuiteTests {
+    @Test(
+        "A queued XREAD/XREADGROUP's key is its stream (after STREAMS), so later commands on keys of its tag still join ('Blocking commands ignores the timeout')"
+    )
+    func streamReadsKeepTheirKey() {
+        var p = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+        p.keyLayout = .hashTagGroups
+        var s = Session(authenticated: true)
+        func run(_ args: [String]) -> String { wire(args, session: &s, processor: p).0 }
+        #expect(run(["MULTI"]) == "+OK\r\n")
+        for cmd in [
+            ["BLPOP", "empty_list{t}", "0"], ["XREAD", "BLOCK", "0", "STREAMS", "s{t}", "$"],
+            ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s{t}", ">"],
+            ["XINFO", "STREAM", "s{t}"], ["BZPOPMIN", "empty_zset{t}", "0"],
+        ] {
+            #expect(run(cmd) == "+QUEUED\r\n", "\(cmd)")
+        }
+        #expect(!s.transactionAborted)
+        #expect(run(["DISCARD"]) == "+OK\r\n")
+        // A key of another tag still cannot join.
+        _ = run(["MULTI"])
+        _ = run(["XREAD", "STREAMS", "s{t}", "0"])
+        #expect(run(["GET", "other{u}"]).hasPrefix("-CROSSSLOT"))
+        _ = run(["DISCARD"])
+    }
+}
