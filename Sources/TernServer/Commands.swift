@@ -460,6 +460,7 @@ public struct CommandProcessor: Sendable {
             || (text.hasPrefix("ERR '") && text.contains("cannot run inside a Tern transaction"))
             || text.hasPrefix("CROSSSLOT Tern transactions") || text.hasPrefix("OOM command not allowed")
             || text.hasPrefix("EXECABORT Transaction discarded because of: ")
+            || text.hasPrefix("ERR Command not allowed inside a transaction")
     }
 
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
@@ -498,6 +499,7 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit", "reset"].contains(name) {
             return .reply(Self.noAuth)
         }
+        if let refusal = noMultiRefusal(name, args, &session) { return .reply(refusal) }
         // ACL: the user's command and key permissions (ACL.swift); a refused command inside MULTI
         // fails to queue, so EXEC then runs nothing.
         if let refusal = aclRefusal(name, args, session) {

@@ -30,4 +30,22 @@ import Testing
         #expect(run(["GET", "other{u}"]).hasPrefix("-CROSSSLOT"))
         _ = run(["DISCARD"])
     }
+
+    @Test(
+        "SAVE inside MULTI: Redis's 'Command not allowed inside a transaction', also over maxmemory; EXEC aborts"
+    )
+    func noMulti() {
+        var p = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+        p.memory = MemoryLimit(measure: { 1000 })
+        var s = Session(authenticated: true)
+        func run(_ args: [String]) -> String { wire(args, session: &s, processor: p).0 }
+        #expect(run(["SAVE"]) == "+OK\r\n")
+        _ = run(["MULTI"])
+        #expect(run(["SET", "foo", "bar"]) == "+QUEUED\r\n")
+        p.memory.setLimit(1)
+        #expect(run(["SAVE"]) == "-ERR Command not allowed inside a transaction\r\n")
+        p.memory.setLimit(0)
+        #expect(run(["EXEC"]) == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+        #expect(CommandProcessor.isRejection(.error("ERR Command not allowed inside a transaction")))
+    }
 }
