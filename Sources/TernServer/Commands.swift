@@ -571,7 +571,7 @@ public struct CommandProcessor: Sendable {
                 view.eventLoop.makeSucceededFuture(
                     view.monitor() ? .ok : Self.err("MONITOR: connection closing"))
             }
-        case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
+        case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug", "shutdown":
             return server(name, args)
         default:
             for m in modules {

@@ -603,6 +603,13 @@ extension CommandProcessor {
             // campus) holds it durably: nothing is left to wait for, and WAIT answers 2 at once
             // (docs/SERVER.md).
             return .reply(.integer(2))
+        case "shutdown":
+            // A client must not stop a replica of the cluster: the node's operator does, with
+            // SIGTERM (docs/SERVER.md, "Refused by design").
+            return .reply(
+                Self.err(
+                    "SHUTDOWN is not allowed in Tern: stop a node with SIGTERM (tern server finishes its requests "
+                        + "in flight and closes its store)"))
         default:  // debug
             guard n >= 2 else { return .reply(Self.arity(name)) }
             return .reply(

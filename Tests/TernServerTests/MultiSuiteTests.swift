@@ -47,5 +47,12 @@ import Testing
         p.memory.setLimit(0)
         #expect(run(["EXEC"]) == "-EXECABORT Transaction discarded because of previous errors.\r\n")
         #expect(CommandProcessor.isRejection(.error("ERR Command not allowed inside a transaction")))
+        // SHUTDOWN too ('MULTI with SHUTDOWN'); outside MULTI it is refused: a client does not stop a node.
+        _ = run(["MULTI"])
+        #expect(run(["SHUTDOWN"]) == "-ERR Command not allowed inside a transaction\r\n")
+        #expect(run(["EXEC"]).hasPrefix("-EXECABORT"))
+        #expect(
+            run(["SHUTDOWN", "NOSAVE"]).hasPrefix(
+                "-ERR SHUTDOWN is not allowed in Tern: stop a node with SIGTERM"))
     }
 }
