@@ -387,10 +387,13 @@ public struct ServerConfig: Sendable, Hashable {
         out += "stream_max_entries = \(streamMaxEntries)\n"
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
-        // TOML's integers stop at Int64.max: a larger limit is written as a string.
-        out +=
-            maxmemoryBytes > UInt64(Int64.max)
-            ? "maxmemory = \"\(maxmemoryBytes)\"\n" : "maxmemory = \(maxmemoryBytes)\n"
+        // Left out when 0 (no limit), so an older tern reads the file; TOML's integers stop at
+        // Int64.max, a larger limit is written as a string.
+        if maxmemoryBytes > UInt64(Int64.max) {
+            out += "maxmemory = \"\(maxmemoryBytes)\"\n"
+        } else if maxmemoryBytes != 0 {
+            out += "maxmemory = \(maxmemoryBytes)\n"
+        }
         if fsyncInline { out += "fsync = \"inline\"\n" }  // the default is left out
         out += "repair = \(repair)\n"
         out += "repair_keys_per_second = \(repairKeysPerSecond)\n"

@@ -232,6 +232,7 @@ import Testing
     func serverToml() throws {
         let secret = "[server]\nsecret = \"" + String(repeating: "ab", count: 16) + "\"\n"
         #expect(try ServerConfig(toml: secret).maxmemoryBytes == 0)
+        #expect(try !ServerConfig(toml: secret).toml().contains("maxmemory ="))
         #expect(try ServerConfig(toml: secret + "maxmemory = 1048576\n").maxmemoryBytes == 1 << 20)
         let four = try ServerConfig(toml: secret + "maxmemory = \"4gb\"\n")
         #expect(four.maxmemoryBytes == 4 << 30)
