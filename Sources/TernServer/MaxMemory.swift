@@ -14,6 +14,7 @@ public final class MemoryLimit: Sendable {
     struct State {
         var limitBytes: UInt64
         var usedBytes: UInt64 = 0
+        var refusals: UInt64 = 0
     }
     private let state: NIOLockedValueBox<State>
     /// The node's used memory now, in bytes (injected so tests fix it).
@@ -39,6 +40,11 @@ public final class MemoryLimit: Sendable {
 
     /// The used memory the last sample found.
     public var usedBytes: UInt64 { state.withLockedValue { $0.usedBytes } }
+
+    /// Commands refused with `-OOM` since start (`/metrics`' `tern_oom_rejected_total`).
+    public var refusals: UInt64 { state.withLockedValue { $0.refusals } }
+
+    func noteRefusal() { state.withLockedValue { $0.refusals += 1 } }
 
     /// Sets the limit (CONFIG SET maxmemory) and samples, so the next command sees both.
     public func setLimit(_ bytes: UInt64) {
@@ -172,6 +178,7 @@ extension CommandProcessor {
             refuse = uses || inside
         }
         guard refuse else { return nil }
+        memory.noteRefusal()
         if name == "exec" {
             session.transaction = nil
             session.transactionAborted = false

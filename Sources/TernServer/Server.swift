@@ -482,6 +482,16 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_evicted_clients_memory_total", "counter",
             "Clients disconnected because all clients' buffers passed maxmemory_clients.",
             Double(clients.evictedMemory))
+        if let memory = memoryBox.withLockedValue({ $0 }) {
+            metric(
+                "tern_used_memory_bytes", "gauge",
+                "Resident bytes of the node (INFO's used_memory), last sample.",
+                Double(memory.usedBytes))
+            metric("tern_maxmemory_bytes", "gauge", "maxmemory (0: no limit).", Double(memory.limitBytes))
+            metric(
+                "tern_oom_rejected_total", "counter", "Commands refused with -OOM over maxmemory.",
+                Double(memory.refusals))
+        }
         metric(
             "tern_expired_keys_swept_total", "counter",
             "Expired keys the paced sweep found and removed through the protocol.", Double(s.expiredSwept))

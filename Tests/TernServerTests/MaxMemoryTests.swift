@@ -117,6 +117,7 @@ import Testing
         #expect(run(["SET", "k"]) == "-ERR wrong number of arguments for 'set' command\r\n")
         p.memory.setLimit(0)
         #expect(requests(["SET", "k", "v"]) == 1)
+        #expect(p.memory.refusals == 12)  // /metrics' tern_oom_rejected_total
     }
 
     @Test("OOM inside MULTI: any command but EXEC/DISCARD/QUIT/RESET is refused and EXEC aborts (unit/multi)")
