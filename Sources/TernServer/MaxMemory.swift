@@ -25,11 +25,12 @@ public final class MemoryLimit: Sendable {
     /// what the node grows in this time.
     public static let samplePeriod = TimeAmount.milliseconds(100)
 
-    /// A limit of `limitBytes` (0: none), measured now.
+    /// A limit of `limitBytes` (0: none), measured now when there is one (a processor made for
+    /// one command's parse, as ZRANGESTORE's, reads no file).
     public init(limitBytes: UInt64 = 0, measure: @escaping @Sendable () -> UInt64 = MemoryLimit.residentBytes)
     {
         self.measure = measure
-        state = NIOLockedValueBox(State(limitBytes: limitBytes, usedBytes: measure()))
+        state = NIOLockedValueBox(State(limitBytes: limitBytes, usedBytes: limitBytes == 0 ? 0 : measure()))
     }
 
     /// INFO memory's `used_memory`: the process's resident bytes.

@@ -220,6 +220,7 @@ import Testing
                 }
             })
         #expect(limit.usedBytes == 1 && !limit.exceeded)  // measured once at creation
+        #expect(MemoryLimit(measure: { 5 }).usedBytes == 0)  // without a limit, not at all
         limit.startSampling(on: MultiThreadedEventLoopGroup.singleton.next())
         try await Task.sleep(for: .milliseconds(350))
         limit.stopSampling()
