@@ -270,6 +270,12 @@ extension CommandSpec {
             categories: ["@admin", "@fast", "@dangerous"],
             summary: "Returns the replication role.", since: "2.8.12", group: "server"),
         CommandSpec(
+            "shutdown", arity: -1,
+            flags: ["admin", "noscript", "loading", "stale", "no_multi", "sentinel", "allow_busy"],
+            categories: admin,
+            summary: "Synchronously saves the database(s) to disk and shuts down the Redis server "
+                + "(refused by Tern: stop a node with SIGTERM).", group: "server"),
+        CommandSpec(
             "debug", arity: -2, flags: ["admin", "noscript", "loading", "stale"], categories: admin,
             summary: "A container for debugging commands (refused by Tern).", group: "server"),
         CommandSpec(

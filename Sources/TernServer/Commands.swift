@@ -231,6 +231,8 @@ public struct CommandProcessor: Sendable {
     /// How Redis keys map onto Paxos keys (the cluster map's `key_layout`): with hash-tag groups,
     /// a transaction may take keys of one tag (GroupTransactions.swift).
     public var keyLayout: KeyLayout = .perKey
+    /// `maxmemory` (noeviction) and the node's used memory (MaxMemory.swift).
+    public var memory = MemoryLimit()
 
     public init(password: String?, maxValueBytes: Int, info: @escaping @Sendable () -> String = { "" }) {
         self.password = password
@@ -362,12 +364,14 @@ public struct CommandProcessor: Sendable {
         }
     }
 
-    /// The key of a queued command (its first key position: LMPOP's is the third argument), nil
-    /// for the keyless ones (PING, ECHO).
+    /// The key of a queued command (its first key position: LMPOP's is the third argument,
+    /// XREAD's the first stream after STREAMS, XGROUP's and XINFO's the one after the
+    /// subcommand), nil for the keyless ones (PING, ECHO).
     static func queuedKey(_ args: [[UInt8]]) -> [UInt8]? {
         let name = String(decoding: args[0], as: UTF8.self).lowercased()
         guard name != "ping" && name != "echo" else { return nil }
-        let at = dataCommands[name]?.keys.0 ?? 1
+        if let streams = streamReadKeyPositions(name, args) { return streams.first.map { args[$0] } }
+        let at = dataCommands[name]?.keys.0 ?? (name == "xgroup" || name == "xinfo" ? 2 : 1)
         return at < args.count ? args[at] : nil
     }
 
@@ -454,7 +458,9 @@ public struct CommandProcessor: Sendable {
         return text.hasPrefix("ERR wrong number of arguments") || text.hasPrefix("NOAUTH")
             || text.hasPrefix("ERR Can't execute") || text.hasPrefix("ERR unknown subcommand")
             || (text.hasPrefix("ERR '") && text.contains("cannot run inside a Tern transaction"))
-            || text.hasPrefix("CROSSSLOT Tern transactions")
+            || text.hasPrefix("CROSSSLOT Tern transactions") || text.hasPrefix("OOM command not allowed")
+            || text.hasPrefix("EXECABORT Transaction discarded because of: ")
+            || text.hasPrefix("ERR Command not allowed inside a transaction")
     }
 
     static func unknownCommand(_ args: [[UInt8]]) -> RESPValue {
@@ -493,6 +499,7 @@ public struct CommandProcessor: Sendable {
         if !session.authenticated && !["auth", "hello", "quit", "reset"].contains(name) {
             return .reply(Self.noAuth)
         }
+        if let refusal = noMultiRefusal(name, args, &session) { return .reply(refusal) }
         // ACL: the user's command and key permissions (ACL.swift); a refused command inside MULTI
         // fails to queue, so EXEC then runs nothing.
         if let refusal = aclRefusal(name, args, session) {
@@ -501,6 +508,8 @@ public struct CommandProcessor: Sendable {
             }
             return .reply(refusal)
         }
+        // maxmemory: over it, commands that may grow memory are refused (MaxMemory.swift).
+        if let refusal = memoryRefusal(name, args, &session) { return .reply(refusal) }
         if let answer = transaction(name, args, &session) { return answer }
         if let db = session.missingDatabase, !Self.withoutDatabase.contains(name) {
             return .reply(Self.missingDatabase(db))
@@ -562,7 +571,7 @@ public struct CommandProcessor: Sendable {
                 view.eventLoop.makeSucceededFuture(
                     view.monitor() ? .ok : Self.err("MONITOR: connection closing"))
             }
-        case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug":
+        case "time", "lastsave", "role", "save", "bgrewriteaof", "bgsave", "wait", "debug", "shutdown":
             return server(name, args)
         default:
             for m in modules {

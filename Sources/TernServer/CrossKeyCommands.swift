@@ -11,7 +11,7 @@ extension KeyspaceService {
         func spec(_ n: String, _ arity: Int, write: Bool, keys: (Int, Int, Int), group: String) -> CommandSpec
         {
             CommandSpec(
-                n, arity: arity, flags: write ? ["write", "denyoom"] : ["readonly"], keys: keys,
+                n, arity: arity, flags: write ? CommandSpec.writeFlags(n) : ["readonly"], keys: keys,
                 categories: ["@" + group.filter { $0 != "-" }, write ? "@write" : "@read", "@slow"],
                 keySpec: [write ? "RW" : "RO"],
                 summary: "Redis's \(n.uppercased()), not atomic across keys (docs/DATA.md).",

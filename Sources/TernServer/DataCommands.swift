@@ -99,7 +99,8 @@ extension CommandProcessor {
             let blocking = Self.blockingCommands.contains(name)
             return CommandSpec(
                 name, arity: c.arity,
-                flags: (c.write ? ["write", "denyoom"] : ["readonly"]) + (blocking ? ["blocking"] : []),
+                flags: (c.write ? CommandSpec.writeFlags(name) : ["readonly"])
+                    + (blocking ? ["blocking"] : []),
                 keys: c.keys,
                 categories: [category, c.write ? "@write" : "@read"], keySpec: [c.write ? "RW" : "RO"],
                 summary: "Redis's \(name.uppercased()) (docs/DATA.md).", group: c.group)

@@ -113,7 +113,7 @@ extension KeyspaceService {
     static let geoSpecs: [CommandSpec] = {
         func spec(_ n: String, _ arity: Int, write: Bool, keys: (Int, Int, Int) = (1, 1, 1)) -> CommandSpec {
             CommandSpec(
-                n, arity: arity, flags: write ? ["write", "denyoom"] : ["readonly"], keys: keys,
+                n, arity: arity, flags: write ? CommandSpec.writeFlags(n) : ["readonly"], keys: keys,
                 categories: ["@geo", write ? "@write" : "@read", "@slow"], keySpec: [write ? "RW" : "RO"],
                 summary: "Redis's \(n.uppercased()) (docs/DATA.md, GEO).", group: "geo")
         }

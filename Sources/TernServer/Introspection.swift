@@ -254,7 +254,8 @@ extension CommandProcessor {
                     "used_memory_peak_human:\(Self.human(f.peakRSSBytes))",
                     "total_system_memory:\(f.systemMemoryBytes)",
                     "total_system_memory_human:\(Self.human(f.systemMemoryBytes))",
-                    "maxmemory:0", "maxmemory_human:0B", "maxmemory_policy:noeviction",
+                    "maxmemory:\(memory.limitBytes)", "maxmemory_human:\(maxmemoryHuman)",
+                    "maxmemory_policy:noeviction",
                     "mem_clients_normal:\(f.clientBufferBytes)",
                 ]
             case "persistence":

@@ -518,7 +518,7 @@ extension KeyspaceService {
                 categories: ["@keyspace", "@write", "@fast"], keySpec: ["RW"],
                 summary: "Rename a key, only if the new key does not exist.", group: "generic"),
             CommandSpec(
-                "copy", arity: -3, flags: ["write"], keys: (1, 2, 1),
+                "copy", arity: -3, flags: ["write", "denyoom"], keys: (1, 2, 1),
                 categories: ["@keyspace", "@write", "@slow"],
                 keySpec: ["RW"], summary: "Copy a key.", since: "6.2.0", group: "generic"),
             tipped(

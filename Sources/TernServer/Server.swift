@@ -185,6 +185,7 @@ public final class TernServerProcess: Service, AdminBackend {
         processor.logLevel = redisLogLevel
         processor.clientOutputBytesMax = config.clientOutputBufferLimit
         processor.clientMemoryBytesMax = config.maxMemoryClients
+        processor.memory = MemoryLimit(limitBytes: config.maxmemoryBytes)
         // seq: the sequence service (SEQ.NEXT / SEQ.CUR, docs/SEQ.md), also this node's
         // SequenceSource.
         let sequences = SeqService(node: node)
@@ -233,6 +234,8 @@ public final class TernServerProcess: Service, AdminBackend {
             access: AdminAccess(token: adminToken), group: group, logger: logger)
         process.adminBox.withLockedValue { $0 = admin }
         process.startSampler()
+        processor.memory.startSampling(on: loop)
+        process.memoryBox.withLockedValue { $0 = processor.memory }
         return process
     }
 
@@ -267,6 +270,8 @@ public final class TernServerProcess: Service, AdminBackend {
     }
     let rates = NIOLockedValueBox(Rates())
     let samplerBox = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// `maxmemory` and its used-memory sampler (MaxMemory.swift).
+    let memoryBox = NIOLockedValueBox<MemoryLimit?>(nil)
     let started = NIODeadline.now()
 
     let adminBox = NIOLockedValueBox<AdminServer?>(nil)
@@ -322,6 +327,7 @@ public final class TernServerProcess: Service, AdminBackend {
     public func stop() async {
         logger.info("shutting down")
         samplerBox.withLockedValue { $0?.cancel() }
+        memoryBox.withLockedValue { $0?.stopSampling() }
         await resp.close()
         acl?.1.cancel()
         await node.shutdown()
@@ -476,6 +482,16 @@ public final class TernServerProcess: Service, AdminBackend {
             "tern_evicted_clients_memory_total", "counter",
             "Clients disconnected because all clients' buffers passed maxmemory_clients.",
             Double(clients.evictedMemory))
+        if let memory = memoryBox.withLockedValue({ $0 }) {
+            metric(
+                "tern_used_memory_bytes", "gauge",
+                "Resident bytes of the node (INFO's used_memory), last sample.",
+                Double(memory.usedBytes))
+            metric("tern_maxmemory_bytes", "gauge", "maxmemory (0: no limit).", Double(memory.limitBytes))
+            metric(
+                "tern_oom_rejected_total", "counter", "Commands refused with -OOM over maxmemory.",
+                Double(memory.refusals))
+        }
         metric(
             "tern_expired_keys_swept_total", "counter",
             "Expired keys the paced sweep found and removed through the protocol.", Double(s.expiredSwept))

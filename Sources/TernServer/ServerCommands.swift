@@ -142,7 +142,7 @@ extension CommandProcessor {
             ("protected-mode", "no"),
             ("timeout", "0"),
             ("tcp-keepalive", "0"),
-            ("maxmemory", "0"),
+            ("maxmemory", "\(memory.limitBytes)"),
             ("maxmemory-policy", "noeviction"),
             ("lua-time-limit", "5000"),
             ("busy-reply-threshold", "5000"),
@@ -220,7 +220,7 @@ extension CommandProcessor {
             return .reply(
                 Self.err(
                     "CONFIG REWRITE is not supported by Tern: settings live in server.toml (edit it and restart; "
-                        + "CONFIG SET maxclients lasts until the process stops)"))
+                        + "CONFIG SET maxclients and maxmemory last until the process stops)"))
         default:
             return .reply(
                 Self.help(
@@ -229,7 +229,7 @@ extension CommandProcessor {
                         "GET <pattern>",
                         "    Return parameters matching the glob-like <pattern> and their values.",
                         "SET <directive> <value>",
-                        "    Set the configuration <directive> to <value> (maxclients, notify-keyspace-events).",
+                        "    Set the configuration <directive> to <value> (maxclients, maxmemory, notify-keyspace-events).",
                         "RESETSTAT", "    Reset statistics reported by the INFO command.", "REWRITE",
                         "    Refused: Tern's settings live in server.toml.",
                     ]))
@@ -244,6 +244,7 @@ extension CommandProcessor {
         var maxClients: Int?
         var encodings: [String: String] = [:]
         var notify: Int?
+        var maxmemory: UInt64?
         var i = 2
         while i < args.count {
             let name = String(decoding: args[i], as: UTF8.self).lowercased()
@@ -260,6 +261,14 @@ extension CommandProcessor {
             if name == "save" {
                 guard args[i + 1].isEmpty else {
                     return failed("Tern takes no snapshots: every acknowledged write is already durable")
+                }
+                i += 2
+                continue
+            }
+            if let parsed = Self.memoryConfig(name, args[i + 1]) {
+                switch parsed {
+                case .failure(let why): return failed(why.text)
+                case .success(let v): maxmemory = v ?? maxmemory
                 }
                 i += 2
                 continue
@@ -299,8 +308,10 @@ extension CommandProcessor {
         let box = encodingValues
         let setEncodings = encodings
         let notifier = self.notifier
-        return .frontend { [notify] view in
+        let memory = self.memory
+        return .frontend { [notify, maxmemory] view in
             if let notify { notifier.set(notify) }
+            if let maxmemory { memory.setLimit(maxmemory) }
             box.withLockedValue { $0.merge(setEncodings) { $1 } }
             if let value { view.setMaxClients(value) }
             return view.eventLoop.makeSucceededFuture(.ok)
@@ -592,6 +603,13 @@ extension CommandProcessor {
             // campus) holds it durably: nothing is left to wait for, and WAIT answers 2 at once
             // (docs/SERVER.md).
             return .reply(.integer(2))
+        case "shutdown":
+            // A client must not stop a replica of the cluster: the node's operator does, with
+            // SIGTERM (docs/SERVER.md, "Refused by design").
+            return .reply(
+                Self.err(
+                    "SHUTDOWN is not allowed in Tern: stop a node with SIGTERM (tern server finishes its requests "
+                        + "in flight and closes its store)"))
         default:  // debug
             guard n >= 2 else { return .reply(Self.arity(name)) }
             return .reply(

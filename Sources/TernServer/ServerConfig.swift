@@ -18,6 +18,8 @@ import TOMLKit
 /// stream_max_entries = 10000  # a stream's backlog bound: XADD beyond it is refused (docs/QUEUE.md)
 /// client_output_buffer_limit = 67108864  # reply bytes a client may leave unread, then it is closed
 /// maxmemory_clients = 1073741824         # all clients' query + reply buffers, then the growing one is closed
+/// maxmemory = 0               # bytes ("4gb" and Redis's other units too); over it, writes that
+///                             # grow memory get -OOM (noeviction; 0: no limit; docs/SERVER.md)
 /// fsync = "thread"            # "thread": one fsync thread hands back per group; "inline": the loop fsyncs
 /// repair = true               # the anti-entropy scanner (docs/REPAIR.md); false only in tests
 /// repair_keys_per_second = 1000   # its default pace: records read per second ...
@@ -61,6 +63,8 @@ public struct ServerConfig: Sendable, Hashable {
     public static let streamMaxEntriesDefault = 10_000
     public var clientOutputBufferLimit = 64 << 20
     public var maxMemoryClients = 1 << 30
+    /// Redis's `maxmemory` (noeviction): 0, no limit (MaxMemory.swift).
+    public var maxmemoryBytes: UInt64 = 0
     /// Where the store's fsyncs run (docs/SERVER.md, "One loop per process").
     public var fsyncInline = false
     /// The anti-entropy scanner runs (docs/REPAIR.md).
@@ -126,7 +130,8 @@ public struct ServerConfig: Sendable, Hashable {
     static let keys: Set<String> = [
         "secret", "password", "aclfile", "test_faults", "max_value_bytes", "tick_ms", "request_timeout_ms",
         "forward_timeout_ms", "keys_loaded_max", "max_clients", "stream_max_entries",
-        "client_output_buffer_limit", "maxmemory_clients", "fsync", "repair", "repair_keys_per_second",
+        "client_output_buffer_limit", "maxmemory_clients", "maxmemory", "fsync", "repair",
+        "repair_keys_per_second",
         "repair_mb_per_second", "repair_pass_interval_s", "clock_skew_bound_ms", "flushall", "protected_mode",
         "admin_token",
         "admin_token_file", "port", "tls_port", "tls_cert_file", "tls_key_file", "tls_ca_cert_file",
@@ -186,6 +191,17 @@ public struct ServerConfig: Sendable, Hashable {
         clientOutputBufferLimit =
             try int("client_output_buffer_limit", (1 << 20)...(1 << 40)) ?? clientOutputBufferLimit
         maxMemoryClients = try int("maxmemory_clients", (16 << 20)...(1 << 44)) ?? maxMemoryClients
+        if let v = t["maxmemory"] {
+            let bytes =
+                v.int.flatMap { $0 >= 0 ? UInt64($0) : nil }
+                ?? v.string.flatMap { MemoryLimit.parseBytes(Array($0.utf8)) }
+            guard let bytes else {
+                throw ServerConfigError(
+                    "maxmemory must be a number of bytes, or a string with Redis's units (\"4gb\", \"512mb\"); 0: no limit"
+                )
+            }
+            maxmemoryBytes = bytes
+        }
         if let v = t["repair"] {
             guard let b = v.bool else { throw ServerConfigError("repair must be true or false") }
             repair = b
@@ -371,6 +387,13 @@ public struct ServerConfig: Sendable, Hashable {
         out += "stream_max_entries = \(streamMaxEntries)\n"
         out += "client_output_buffer_limit = \(clientOutputBufferLimit)\n"
         out += "maxmemory_clients = \(maxMemoryClients)\n"
+        // Left out when 0 (no limit), so an older tern reads the file; TOML's integers stop at
+        // Int64.max, a larger limit is written as a string.
+        if maxmemoryBytes > UInt64(Int64.max) {
+            out += "maxmemory = \"\(maxmemoryBytes)\"\n"
+        } else if maxmemoryBytes != 0 {
+            out += "maxmemory = \(maxmemoryBytes)\n"
+        }
         if fsyncInline { out += "fsync = \"inline\"\n" }  // the default is left out
         out += "repair = \(repair)\n"
         out += "repair_keys_per_second = \(repairKeysPerSecond)\n"

@@ -26,7 +26,8 @@ extension CommandProcessor {
                 }
             return CommandSpec(
                 name, arity: c.arity,
-                flags: (c.write ? ["write", "denyoom"] : ["readonly"]) + (keys.0 == 0 ? ["blocking"] : []),
+                flags: (c.write ? CommandSpec.writeFlags(name) : ["readonly"])
+                    + (keys.0 == 0 ? ["blocking"] : []),
                 keys: keys,
                 categories: ["@stream", c.write ? "@write" : "@read"],
                 keySpec: keys.0 == 0 ? [] : [c.write ? "RW" : "RO"],
