@@ -1,5 +1,6 @@
 import NIOCore
 import TernConsensus
+import TernCore
 import TernRESP
 import Testing
 
@@ -210,6 +211,38 @@ import Testing
         #expect(
             wire(["EXEC"], session: &s).0
                 == "-EXECABORT Transaction discarded because of previous errors.\r\n")
+    }
+}
+
+extension SortCommandTests {
+    @Test("Inside MULTI on a hash-tag group: the one-read SORT is a read step of the group's instance")
+    func groupTransaction() {
+        var p = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+        p.keyLayout = .hashTagGroups
+        var s = Session(authenticated: true)
+        #expect(wire(["MULTI"], session: &s, processor: p).0 == "+OK\r\n")
+        #expect(wire(["RPUSH", "l{t}", "2", "1"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        #expect(wire(["SORT", "l{t}", "LIMIT", "0", "1"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        #expect(
+            wire(["SORT", "l{t}", "STORE", "d{t}"], session: &s, processor: p).0.hasPrefix(
+                "-ERR SORT with STORE"))
+        #expect(wire(["DISCARD"], session: &s, processor: p).0 == "+OK\r\n")
+        #expect(wire(["MULTI"], session: &s, processor: p).0 == "+OK\r\n")
+        #expect(wire(["RPUSH", "m{t}", "2", "1"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        #expect(wire(["SORT_RO", "l{t}", "LIMIT", "0", "1"], session: &s, processor: p).0 == "+QUEUED\r\n")
+        let list = DataReply.array([
+            .integer(Int64(ValueKind.list.rawValue)), .integer(0),
+            .bulk(DataModel.encodeItems([b("2"), b("1")])),
+        ])
+        let (exec, reqs) = wire(
+            ["EXEC"], replies: [.done(.data(.array([.integer(2), list])))], session: &s, processor: p)
+        #expect(exec == "*2\r\n:2\r\n*1\r\n$1\r\n1\r\n")
+        #expect(reqs.count == 1 && reqs.first?.key == KeyLayout.groupPrefix + b("t"))
+        guard case .write(.group(let g)) = reqs.first?.request, case .transaction(let args) = g.kind else {
+            Issue.record("EXEC went out as \(reqs)")
+            return
+        }
+        #expect(Array(args.suffix(5)) == bytes(["r", "l{t}", "2", "dumpvalue", "l{t}"]))
     }
 }
 
