@@ -3,7 +3,7 @@ import NIOCore
 import TernConsensus
 import TernRESP
 
-// Redis's SORT and SORT_RO (docs/DATA.md, "SORT"). The sorting itself is pure (`SortQuery`,
+// Redis's SORT and SORT_RO (docs/DATA.md, "SORT and SORT_RO"). The sorting itself is pure (`SortQuery`,
 // `SortEngine`: Redis 7.0's sort.c step by step, checked against redis-server 7.0.15). How it runs:
 //
 //   SORT k [LIMIT] [ASC|DESC] [ALPHA] [BY nosort] [GET #]   one linearizable read of k (a data
@@ -55,10 +55,10 @@ struct SortQuery: Sendable, Equatable {
                 j += 1
             case "by" where left >= 1:
                 q.by = args[j + 1]
+                // As Redis: once a BY without `*` was given, a later BY with one does not sort.
                 if SortEngine.star(in: args[j + 1]) == nil {
                     q.dontSort = true
                 } else {
-                    q.dontSort = false
                     guard fullKeyAccess else {
                         return .failure(
                             SortFailure(

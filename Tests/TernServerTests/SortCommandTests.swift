@@ -116,6 +116,9 @@ import Testing
         #expect(sorted(["SORT", "l", "by", "h_*->f", "alpha", "desc"]) == "3 2 10 1.5")
         #expect(sorted(["SORT", "l", "get", "#", "get", "o_*"]) == "1.5 nil 2 nil 3 three 10 ten")
         #expect(sorted(["SORT", "l", "by", "nosort", "desc", "limit", "1", "2"]) == "2 10")
+        // A BY without `*` anywhere turns sorting off, whatever BY follows (Redis's parse).
+        #expect(sorted(["SORT", "l", "by", "nosort", "by", "w_*"]) == "3 10 2 1.5")
+        #expect(sorted(["SORT", "l", "by", "w_*", "by", "nosort"]) == "3 10 2 1.5")
         #expect(sorted(["SORT", "l", "by", "nosort", "get", "h_*->f"]) == "c a b nil")
         // A pattern ending in `->` is a key name, not a hash field.
         #expect(sorted(["SORT", "l", "get", "x_*->"]) == "nil nil nil nil")
