@@ -319,4 +319,27 @@ extension SortCommandTests {
         for cl in [a, sub, blocker, w] { await cl.close() }
         await c.stop()
     }
+    @Test("Hash-tag groups (Redis's own test's keys): SORT notfoo{t} ALPHA STORE foo{t} wakes BLPOP foo{t}")
+    func groupWake() async throws {
+        let c = try await KeyspaceCluster.start(layout: .hashTagGroups) { _, node in
+            var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
+            processor.keyLayout = .hashTagGroups
+            processor.modules.append(KeyspaceService(node: node, options: KeyspaceOptions()))
+            return processor
+        }
+        let a = try await c.client(0)
+        let blocker = try await c.client(1)
+        async let popped = blocker.send(["BLPOP", "foo{t}", "5"])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(
+            try await a.send(["LPUSH", "notfoo{t}", "hello", "hola", "aguacate", "konichiwa", "zanzibar"])
+                == .integer(5))
+        #expect(try await a.send(["SORT", "notfoo{t}", "ALPHA", "STORE", "foo{t}"]) == .integer(5))
+        #expect(try await popped == .array([bulk("foo{t}"), bulk("aguacate")]))
+        #expect(
+            try await a.send(["LRANGE", "foo{t}", "0", "-1"])
+                == .array(["hello", "hola", "konichiwa", "zanzibar"].map(bulk)))
+        for cl in [a, blocker] { await cl.close() }
+        await c.stop()
+    }
 }
