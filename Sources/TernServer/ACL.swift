@@ -684,7 +684,9 @@ public final class AccessControl: Sendable {
                     "NOPERM this user has no permissions to access one of the channels used as arguments")
             }
             let positions =
-                CommandProcessor.streamReadKeyPositions(spec.name, args) ?? spec.keyPositions(args.count)
+                CommandProcessor.streamReadKeyPositions(spec.name, args) ?? SortEngine.keyPositions(
+                    spec.name, args)
+                ?? spec.keyPositions(args.count)
             for p in positions where !u.permits(key: args[p]) {
                 if log {
                     s.deniedKeys += 1

@@ -25,6 +25,8 @@ public struct CommandSpec: Sendable, Hashable {
     public var subcommands: [CommandSpec]
     /// Redis's command tips (`nondeterministic_output`, `request_policy:…`).
     public var tips: [String] = []
+    /// Key specs after the range one, as COMMAND INFO shows them (SORT's `unknown` ones).
+    public var extraKeySpecs: [RESPValue] = []
 
     public init(
         _ name: String, arity: Int, flags: [String], keys: (Int, Int, Int) = (0, 0, 0),
@@ -80,6 +82,7 @@ public struct CommandSpec: Sendable, Hashable {
                     ]),
                 ]))
         }
+        specs += extraKeySpecs
         return .array([
             .bulkString(name), .integer(Int64(arity)), .set(flags.map { .simpleString($0) }),
             .integer(Int64(firstKey)), .integer(Int64(lastKey)), .integer(Int64(step)),

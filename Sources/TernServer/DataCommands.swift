@@ -161,6 +161,7 @@ extension CommandProcessor {
         if let s = streamPlanned(name, args, session) { return s }
         guard let c = Self.dataCommands[name] else {
             return KeyspaceService.geoCall(name, args, v3: session.version == .v3)
+                ?? sortPlanned(name, args, session)
         }
         guard c.arity >= 0 ? args.count == c.arity : args.count >= -c.arity else {
             return .reply(Self.arity(name))

@@ -101,7 +101,7 @@ public final class KeyspaceNotifier: Sendable {
     static func eventClass(_ event: String) -> Int {
         switch event {
         case "set", "setrange", "incrby", "incrbyfloat", "append": return string
-        case "lpush", "rpush", "lpop", "rpop", "linsert", "lset", "lrem", "ltrim": return list
+        case "lpush", "rpush", "lpop", "rpop", "linsert", "lset", "lrem", "ltrim", "sortstore": return list
         case "sadd", "srem", "spop", "sinterstore", "sunionstore", "sdiffstore": return set
         case "hset", "hincrby", "hincrbyfloat", "hdel": return hash
         case "zadd", "zincr", "zrem", "zrembyscore", "zrembyrank", "zrembylex", "zpopmin", "zpopmax",

@@ -205,7 +205,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
     // MARK: - Commands
 
     public var commandSpecs: [CommandSpec] {
-        Self.specs + Self.crossKeySpecs + Self.crossKeyWriteSpecs + Self.geoSpecs
+        Self.specs + Self.crossKeySpecs + Self.crossKeyWriteSpecs + Self.geoSpecs + Self.sortSpecs
     }
 
     public func plan(name: String, args: [[UInt8]], session: inout Session) -> CommandPlan? {
@@ -296,7 +296,7 @@ public final class KeyspaceService: CommandModule, @unchecked Sendable {
             }
         default:
             return geoPlan(name, args, session) ?? crossKeyPlan(name, args, session)
-                ?? crossKeyWritePlan(name, args)
+                ?? crossKeyWritePlan(name, args) ?? sortPlan(name, args, session)
         }
     }
 

@@ -13,6 +13,8 @@ extension CommandProcessor {
             return Array(args.dropFirst().prefix(2))
         case "exists", "mget", "del", "unlink", "touch":
             return Array(args.dropFirst())
+        case "sort", "sort_ro":
+            return SortEngine.keyPositions(name, args)?.map { args[$0] } ?? []
         case "mset":
             return stride(from: 1, to: args.count, by: 2).map { args[$0] }
         default:
