@@ -17,11 +17,17 @@ import TernRESP
 /// more). So on one node the longest-waiting client takes first. Between nodes there is no line:
 /// clients blocked on different nodes race for the element (docs/SERVER.md, "Blocking
 /// commands"); a waiter's poll timer lets it look only when nobody ahead in line waits on its
-/// keys (`mayLook`). Readers that take
-/// nothing (XREAD) are all woken.
+/// keys (`mayLook`). Readers that take nothing (XREAD) are all woken.
+///
+/// The line is per Paxos key (under hash-tag groups one line holds every member key of a tag):
+/// a waiter woken by a change that finds nothing for it and parks hands the change on to the next
+/// in line that waits on another member key (`BLPOP target{t}` woken by `RPUSH blist{t}` hands
+/// it to `BLMOVE blist{t} …` behind it; both used to wait for ever).
 public final class BlockedKeys: Sendable {
     struct Waiter {
+        /// The Paxos keys its keys' writes land on, and the keys themselves.
         let keys: [[UInt8]]
+        let members: [[UInt8]]
         /// The blocked command's place in line (nil: not in line, woken with every change).
         let ticket: UInt64?
         let wake: @Sendable () -> Void
@@ -31,8 +37,9 @@ public final class BlockedKeys: Sendable {
         var waiters: [UInt64: Waiter] = [:]
         var nextID: UInt64 = 0
         var nextTicket: UInt64 = 0
-        /// Per key: the ticket of the command whose turn it is, and whether the key changed since.
-        var turns: [[UInt8]: (ticket: UInt64, changed: Bool)] = [:]
+        /// Per key: the ticket of the command whose turn it is (and the keys it waits on), and
+        /// whether the key changed since.
+        var turns: [[UInt8]: (ticket: UInt64, changed: Bool, members: [[UInt8]])] = [:]
     }
     private let state = NIOLockedValueBox(State())
     /// A key's writes land on its Paxos key (its hash-tag group's, docs/DATA.md): wait on that.
@@ -51,11 +58,12 @@ public final class BlockedKeys: Sendable {
     /// Registers `wake` (called at most once, from the thread that wrote) for `keys`; the id to
     /// remove it with. With a `ticket` the waiter takes its turn in line (see above).
     func add(_ keys: [[UInt8]], ticket: UInt64? = nil, wake: @escaping @Sendable () -> Void) -> UInt64 {
-        let keys = keys.map(layout.paxosKey)
+        let members = keys
+        let keys = Array(Set(keys.map(layout.paxosKey))).sorted { $0.lexicographicallyPrecedes($1) }
         return state.withLockedValue { s in
             s.nextID += 1
             let id = s.nextID
-            s.waiters[id] = Waiter(keys: keys, ticket: ticket, wake: wake)
+            s.waiters[id] = Waiter(keys: keys, members: members, ticket: ticket, wake: wake)
             for k in keys { s.byKey[k, default: []].insert(id) }
             return id
         }
@@ -92,20 +100,52 @@ public final class BlockedKeys: Sendable {
             s.turns[key]?.changed = true
             return
         }
-        guard let w = take(first.id, &s) else { return }
-        for k in w.keys where s.turns[k] == nil { s.turns[k] = (first.ticket, false) }
+        giveTurn(first.id, first.ticket, &s, into: &out)
+    }
+
+    /// Wakes waiter `id` (taken out), which holds the turn of its keys until its attempt ends.
+    private static func giveTurn(_ id: UInt64, _ ticket: UInt64, _ s: inout State, into out: inout [Waiter]) {
+        guard let w = take(id, &s) else { return }
+        for k in w.keys where s.turns[k] == nil { s.turns[k] = (ticket, false, w.members) }
         out.append(w)
+    }
+
+    /// The turn holder of `key` (waiting on `members`) found nothing and parked: the change that
+    /// woke it goes to the first in line after it that waits on a key it does not (a waiter
+    /// whose keys are all the holder's would find nothing either).
+    private static func handOn(
+        _ key: [UInt8], after ticket: UInt64, members: [[UInt8]], _ s: inout State, into out: inout [Waiter]
+    ) {
+        guard let ids = s.byKey[key] else { return }
+        let mine = Set(members)
+        var next: (id: UInt64, ticket: UInt64)?
+        for id in ids {
+            guard let w = s.waiters[id], let t = w.ticket, t > ticket, !Set(w.members).isSubset(of: mine)
+            else {
+                continue
+            }
+            if next == nil || t < next!.ticket { next = (id, t) }
+        }
+        guard let next else { return }
+        giveTurn(next.id, next.ticket, &s, into: &out)
     }
 
     /// Whether the command holding `ticket` may look at `keys` on its poll: no other command holds
     /// the turn of one of them, and none waiting on one of them is ahead in line.
     func mayLook(_ ticket: UInt64, _ keys: [[UInt8]]) -> Bool {
+        let members = Set(keys)
         let keys = keys.map(layout.paxosKey)
         return state.withLockedValue { s in
             for k in keys {
                 if let turn = s.turns[k], turn.ticket != ticket { return false }
                 for id in s.byKey[k] ?? [] {
-                    if let t = s.waiters[id]?.ticket, t < ticket { return false }
+                    // Ahead in line on one of the same keys (another member of a hash-tag group
+                    // is another key: what it waits for is not what this one waits for).
+                    if let w = s.waiters[id], let t = w.ticket, t < ticket,
+                        !members.isDisjoint(with: w.members)
+                    {
+                        return false
+                    }
                 }
             }
             return true
@@ -133,7 +173,11 @@ public final class BlockedKeys: Sendable {
             var out: [Waiter] = []
             for (k, turn) in mine.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 s.turns[k] = nil
-                if answered || turn.changed { Self.changed(k, &s, into: &out) }
+                if answered || turn.changed {
+                    Self.changed(k, &s, into: &out)
+                } else {
+                    Self.handOn(k, after: ticket, members: turn.members, &s, into: &out)
+                }
             }
             return out
         }

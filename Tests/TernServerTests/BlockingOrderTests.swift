@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import TernCore
 import TernRESP
 import Testing
 
@@ -48,6 +49,42 @@ import Testing
         #expect(woken.withLockedValue { $0 } == ["reader", "1", "2", "2", "2", "3"])
         r.turnEnded(t3, answered: true)
         #expect(r.count == 0)
+    }
+
+    /// Found by Redis's `unit/type/list` ("BLMOVE (left, left) with a client BLPOPing the target
+    /// list") on hash-tag groups: `BLPOP target{t}` then `BLMOVE blist{t} target{t}` wait in one
+    /// line (one Paxos key); `RPUSH blist{t}` woke only the BLPOP, which found nothing and parked,
+    /// and the BLMOVE's poll was refused while the BLPOP waited ahead: both waited for ever.
+    @Test(
+        "Under hash-tag groups, a woken waiter that parks hands the change to one waiting on another member")
+    func groupLineHandsOn() {
+        let r = BlockedKeys(layout: .hashTagGroups)
+        let woken = NIOLockedValueBox<[String]>([])
+        func waiter(_ name: String, _ keys: [String], _ ticket: UInt64?) -> UInt64 {
+            r.add(keys.map(b), ticket: ticket) { woken.withLockedValue { $0.append(name) } }
+        }
+        let t1 = r.ticket()
+        let t2 = r.ticket()
+        let t3 = r.ticket()
+        _ = waiter("blpop", ["target{t}"], t1)
+        _ = waiter("blmove", ["blist{t}"], t2)
+        _ = waiter("blpop2", ["target{t}"], t3)
+        // Another member waits ahead, but not on blist{t}: the BLMOVE's poll may look.
+        #expect(r.mayLook(t2, [b("blist{t}")]))
+        #expect(!r.mayLook(t3, [b("target{t}")]), "the first BLPOP is ahead on target{t}")
+        // The push's write lands on the tag's Paxos key (the group), which is what a write wakes.
+        r.wake([KeyLayout.hashTagGroups.paxosKey(b("blist{t}"))])
+        #expect(woken.withLockedValue { $0 } == ["blpop"])
+        // The BLPOP finds target{t} empty and parks (registered again, same ticket).
+        _ = waiter("blpop", ["target{t}"], t1)
+        r.turnEnded(t1, answered: false)
+        #expect(woken.withLockedValue { $0 } == ["blpop", "blmove"], "handed on to the BLMOVE")
+        // The BLMOVE moved the element: answered, the next in line looks (the first BLPOP).
+        r.turnEnded(t2, answered: true)
+        #expect(woken.withLockedValue { $0 } == ["blpop", "blmove", "blpop"])
+        // The first BLPOP took the element: answered, the one behind it looks.
+        r.turnEnded(t1, answered: true)
+        #expect(woken.withLockedValue { $0 } == ["blpop", "blmove", "blpop", "blpop2"])
     }
 
     @Test("Five BLPOPs on one node get one RPUSH's five elements in the order they blocked")
