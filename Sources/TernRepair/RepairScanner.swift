@@ -618,8 +618,10 @@ public final class RepairScanner {
         // A rebuild keeps few buckets in flight: each answer loads every key of the peers' lists,
         // and too many recoveries at once only retransmit (a 1M-key rebuild livelocked with
         // 31 000 of them, twice: 128 buckets' lists arrive before any load is counted).
+        // A bulk copy starts no recoveries: it keeps as many buckets in flight as a full-pace pass.
         let inFlightMax =
-            fullPace && !learnerOnly ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
+            fullPace && (!learnerOnly || bulkCopying)
+            ? options.fullPaceBucketsInFlightMax : options.bucketsInFlightMax
         if pending.count + scansReading >= inFlightMax { return false }
         if keyCredits <= 0 || byteCredits <= 0 { return false }
         if busy && !fullPace { return false }
