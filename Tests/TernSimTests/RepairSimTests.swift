@@ -53,6 +53,7 @@ import Testing
             total.missingMarked += r.repair.missingMarked
             total.damaged += r.repair.damaged
             total.rebuildLoads += r.repair.rebuildLoads
+            total.installed += r.repair.installed
             total.wipes += r.repair.wipes
             total.drops += r.repair.drops
             total.rebuildsDone += r.repair.rebuildsDone
@@ -63,7 +64,9 @@ import Testing
         #expect(total.taught > 0, "a peer behind was taught")
         #expect(total.missingMarked > 0, "a blank replica was marked missing")
         #expect(total.damaged > 0, "the scan found a damaged record")
-        #expect(total.rebuildLoads > 0, "a learner-only node loaded keys its peers listed")
+        // A learner-only node copies the keys its peers hold (bulk), or loads (recovers) one by one
+        // those already in its memory.
+        #expect(total.rebuildLoads + total.installed > 0, "a learner-only node rebuilt keys its peers hold")
         #expect(
             total.rebuildsDone > 0 && total.rebuildsDoneUnderLoad > 0, "rebuilds finished, one under load")
     }
@@ -89,9 +92,9 @@ import Testing
             } != nil, "learner-votes survived 10 seeds")
     }
 
-    /// Caught in every one of the first 200 seeds of the storm mix with 40 register keys, stalls
-    /// and pauses (`--keys 40 --stall 0.02 --pause 0.01`; release, first: seed 1): a copied key
-    /// that promises nothing forgets the promise its node gave before it lost its disk.
+    /// Caught in 27 of the first 200 seeds of the storm mix with 40 register keys and stalled
+    /// frames (`--keys 40 --stall 0.02`; release, first: seed 1): a copied key that promises
+    /// nothing forgets the promise its node gave before it lost its disk.
     @Test("A bulk copy with no fence is caught within 5 seeds (copy-unfenced)")
     func copyUnfencedCaught() {
         #expect(
@@ -99,7 +102,6 @@ import Testing
                 var c = Self.storm($0)
                 c.registerKeys = 40
                 c.faults.stall = 0.02
-                c.faults.pause = 0.01
                 c.repairMutant = .copyUnfenced
                 return c
             } != nil, "copy-unfenced survived 5 seeds")
