@@ -236,9 +236,13 @@ extension KeyspaceService {
                 }
                 return .reply(CommandProcessor.syntax)
             }
-            // The normalised ZRANGE with scores, answered from the source's value.
+            // The normalised ZRANGE with scores, answered from the source's value. ZRANGE refuses
+            // WITHSCORES with BYLEX (Redis's rule), so a BYLEX range reads the members only and
+            // takes their scores from the source (Redis's "ZRANGESTORE BYLEX" was a syntax error).
+            let byLex = rangeArgs.contains { CommandProcessor.word($0) == "bylex" }
             guard
-                case .call(let call) = probe.dataPlanned("zrange", rangeArgs + [Array("withscores".utf8)], s)
+                case .call(let call) = probe.dataPlanned(
+                    "zrange", byLex ? rangeArgs : rangeArgs + [Array("withscores".utf8)], s)
             else {
                 return .reply(CommandProcessor.syntax)
             }
@@ -251,8 +255,13 @@ extension KeyspaceService {
                         return self.node.eventLoop.makeSucceededFuture(CommandProcessor.syntax)
                     }
                     var items: [(member: [UInt8], score: Double)] = []
+                    if byLex {
+                        var scores: [[UInt8]: Double] = [:]
+                        for item in DataModel.zsetItems(values[0]) ?? [] { scores[item.member] = item.score }
+                        for case .bulk(let m?) in flat { items.append((m, scores[m] ?? 0)) }
+                    }
                     var k = 0
-                    while k + 1 < flat.count {
+                    while !byLex && k + 1 < flat.count {
                         if case .bulk(let m?) = flat[k], case .double(let d) = flat[k + 1] {
                             items.append((m, d))
                         }

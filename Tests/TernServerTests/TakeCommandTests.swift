@@ -268,6 +268,19 @@ private let wrongType = RESPValue.error("WRONGTYPE Operation against a key holdi
         #expect(try await a.send(["SINTERCARD", "2", "s1", "s2", "LIMIT", "1"]) == .integer(1))
         #expect(try await a.send(["SINTERCARD", "1", "s1"]) == .integer(4))
 
+        // ZRANGESTORE BYLEX stores the members with their scores (it was "syntax error": the
+        // normalised ZRANGE added WITHSCORES, which ZRANGE refuses with BYLEX; Redis's
+        // "ZRANGESTORE BYLEX").
+        _ = try await a.send(["ZADD", "zl", "1", "a", "2", "b", "3", "c", "4", "d"])
+        #expect(try await a.send(["ZRANGESTORE", "zl2", "zl", "[b", "[c", "BYLEX"]) == .integer(2))
+        #expect(
+            try await a.send(["ZRANGE", "zl2", "0", "-1", "WITHSCORES"])
+                == .array([bulk("b"), bulk("2"), bulk("c"), bulk("3")]))
+        #expect(
+            try await a.send(["ZRANGESTORE", "zl2", "zl", "[c", "-", "BYLEX", "REV", "LIMIT", "0", "1"])
+                == .integer(1))
+        #expect(try await a.send(["ZRANGE", "zl2", "0", "-1"]) == .array([bulk("c")]))
+
         // LMOVE/RPOPLPUSH between two keys.
         _ = try await a.send(["RPUSH", "src", "a", "b", "c"])
         #expect(try await a.send(["RPOPLPUSH", "src", "dst"]) == bulk("c"))
