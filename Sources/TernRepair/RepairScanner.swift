@@ -319,6 +319,13 @@ public final class RepairScanner {
 
     func isRebuilding(_ peer: NodeID) -> Bool { (rebuilding[peer] ?? 0) > now }
 
+    /// `peer` is rebuilding (it sent a full summary, a fence request or a fetch): newly seen, it is
+    /// reported (`RepairReady.rebuildingPeers`).
+    func markRebuilding(_ peer: NodeID) {
+        if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
+        rebuilding[peer] = now + Self.rebuildingNanos
+    }
+
     /// True when another replica of `key` than this node is rebuilding: a blank replica is then
     /// not marked missing (see `RepairReady.rebuildingPeers`).
     func hasRebuildingReplica(_ key: [UInt8]) -> Bool {
@@ -500,6 +507,13 @@ public final class RepairScanner {
             let c = chunk(ofBucket: b)
             if listings[c] != nil { listings[c]![b, default: []].insert(k) }
         }
+    }
+
+    /// The shell's node became learner-only (after `learnerOnly = true`): its peers are asked for a
+    /// fence from its epoch up, and keys of the buckets copied since load as they are.
+    public func beginBulkRebuild(on replica: ReplicaNode) {
+        fenceRequest = Ballot(round: UInt64(replica.epoch) << 32, node: NodeID(0))
+        replica.isCopied = { [weak self] key in self?.isCopied(key) ?? false }
     }
 
     /// This node's fence is durable at `floor` (≥ what `peer` asked): tell the peer.
@@ -865,8 +879,7 @@ public final class RepairScanner {
             }
             let b = Int(bucket)
             if full {
-                if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
-                rebuilding[peer] = now + Self.rebuildingNanos
+                markRebuilding(peer)
             } else {
                 // It scans as a voting node again: its rebuild is over.
                 rebuilding[peer] = nil
@@ -883,13 +896,7 @@ public final class RepairScanner {
                 if answersWaiting.count < Self.answersWaitingMax { answersWaiting.append((peer, m)) }
                 return
             }
-            let c = chunk(ofBucket: b)
-            guard let listing = listings[c] else {
-                waitingForListing[c, default: []].append((peer, m))
-                requestListing(c, forScan: false)
-                return
-            }
-            let keys = mine(listing[b]).filter { replicas($0).contains(peer) }
+            guard let keys = sharedKeys(b, with: peer, answering: m) else { return }
             if keys.isEmpty {
                 reply(to: peer, pass: pass, bucket: b, full: full, theirDigest: digest, [:], 0)
                 return
@@ -909,8 +916,7 @@ public final class RepairScanner {
         case .keys(_, let bucket, let truncated, let entries):
             compare(bucket: Int(bucket), from: peer, entries, truncated: truncated)
         case .fence(let floor):
-            if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
-            rebuilding[peer] = now + Self.rebuildingNanos
+            markRebuilding(peer)
             out.fenceRequests.append((peer, floor))
         case .fenced(let floor):
             confirmed(peer, floor)
@@ -919,16 +925,9 @@ public final class RepairScanner {
                 return bad(peer, "fetch with \(bits) bucket bits (this node uses \(options.bucketBits))")
             }
             // A rebuilding node answers too, saying so: its records are not to be copied.
-            if !isRebuilding(peer) { out.rebuildingPeers.append(peer) }
-            rebuilding[peer] = now + Self.rebuildingNanos
+            markRebuilding(peer)
             let b = Int(bucket)
-            let c = chunk(ofBucket: b)
-            guard let listing = listings[c] else {
-                waitingForListing[c, default: []].append((peer, m))
-                requestListing(c, forScan: false)
-                return
-            }
-            let keys = mine(listing[b]).filter { replicas($0).contains(peer) }
+            guard let keys = sharedKeys(b, with: peer, answering: m) else { return }
             if keys.isEmpty {
                 return send(
                     .records(
@@ -956,6 +955,18 @@ public final class RepairScanner {
                 out.actions.append((k, .missing))
             }
         }
+    }
+
+    /// This node's keys of bucket `b` that `peer` replicates too, from the chunk's listing; nil
+    /// while the listing is being made (`m` is handled again once it is there).
+    func sharedKeys(_ b: Int, with peer: NodeID, answering m: RepairMessage) -> [[UInt8]]? {
+        let c = chunk(ofBucket: b)
+        guard let listing = listings[c] else {
+            waitingForListing[c, default: []].append((peer, m))
+            requestListing(c, forScan: false)
+            return nil
+        }
+        return mine(listing[b]).filter { replicas($0).contains(peer) }
     }
 
     /// Answers a peer's summary from this node's summaries of the bucket.
@@ -1056,9 +1067,7 @@ public final class RepairScanner {
         }
         if learnerOnly {
             for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !listed.contains(k) {
-                counters.rebuilt += 1
-                damagedNow += 1
-                out.actions.append((k, .load))
+                rebuildOneByOne(k)
             }
         }
         finishIfAnswered(b, p)
@@ -1080,11 +1089,7 @@ public final class RepairScanner {
             if p.cut { passComplete = false }
             var seen = Set<[UInt8]>()
             for (_, entries) in p.records.sorted(by: { $0.key < $1.key }) {
-                for e in entries where seen.insert(e.key).inserted {
-                    counters.rebuilt += 1
-                    damagedNow += 1
-                    out.actions.append((e.key, .load))
-                }
+                for e in entries where seen.insert(e.key).inserted { rebuildOneByOne(e.key) }
             }
             return
         }
@@ -1125,9 +1130,7 @@ public final class RepairScanner {
             guard whole else {
                 // Damaged (or too large) at a peer: recovered one by one.
                 distrust.append(key)
-                counters.rebuilt += 1
-                damagedNow += 1
-                out.actions.append((key, .load))
+                rebuildOneByOne(key)
                 continue
             }
             if options.mutant != .copyWithoutSlots {
@@ -1146,12 +1149,17 @@ public final class RepairScanner {
         // settles them, under a fresh ballot).
         for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where byKey[k] == nil {
             distrust.append(k)
-            counters.rebuilt += 1
-            damagedNow += 1
-            out.actions.append((k, .load))
+            rebuildOneByOne(k)
         }
         copiedBuckets.insert(b)
         out.installs.append((b, records, distrust))
+    }
+
+    /// While learner-only: load `key` (damaged), so that it recovers by the damaged-key rule.
+    func rebuildOneByOne(_ key: [UInt8]) {
+        counters.rebuilt += 1
+        damagedNow += 1  // an estimate until the next tick says how many are still damaged
+        out.actions.append((key, .load))
     }
 
     /// This replica is behind `peer` on `key` (or holds nothing for it).

@@ -404,10 +404,8 @@ public final class Node: @unchecked Sendable {
         learnerReason = why
         core.learnerOnly = true
         scanner?.learnerOnly = true
-        // The bulk rebuild (docs/REPAIR.md): the peers are asked for a fence from this epoch up,
-        // and keys of the buckets copied since load as they are.
-        scanner?.fenceRequest = Ballot(round: UInt64(core.replica.epoch) << 32, node: NodeID(0))
-        core.replica.isCopied = { [weak scanner] key in scanner?.isCopied(key) ?? false }
+        // The bulk rebuild (docs/REPAIR.md).
+        scanner?.beginBulkRebuild(on: core.replica)
         scanner?.startFullPass()
         logger.warning(
             """

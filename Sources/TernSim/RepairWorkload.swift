@@ -160,19 +160,12 @@ extension Simulation {
         if marked {
             n.learnerOnly = true
             scanner.learnerOnly = true
-            bulkRebuildBegins(n, scanner)
+            scanner.beginBulkRebuild(on: n)
             repair.rebuildFromPass[i] = scanner.pass + 1
             repair.stats.rebuildStarts += 1
             if config.traceKey != nil { print("t=\(now) n\(i + 1) starts LEARNER-ONLY") }
         }
         mix(0x4E9A &+ UInt64(i) << 1 &+ (marked ? 1 : 0))
-    }
-
-    /// A learner-only node asks its peers for a fence from its epoch up, and loads the keys of the
-    /// buckets it copied as they are (docs/REPAIR.md, "Bulk rebuild").
-    func bulkRebuildBegins(_ n: ReplicaNode, _ s: RepairScanner) {
-        s.fenceRequest = Ballot(round: UInt64(n.epoch) << 32, node: NodeID(0))
-        n.isCopied = { [weak s] key in s?.isCopied(key) ?? false }
     }
 
     /// A flush of node `i` made these fences durable: the scanner answers or begins its copy.
@@ -590,7 +583,7 @@ extension Simulation {
             observer.restarted(node: i)
             n.votingHeld = false
             sc.learnerOnly = true
-            bulkRebuildBegins(n, sc)
+            sc.beginBulkRebuild(on: n)
             repair.learnerOnly[i] = true
             repair.restoredUnchecked[i] = false
             repair.rebuildFromPass[i] = sc.pass + 1
