@@ -126,29 +126,37 @@ public enum DataModel {
 
     /// A float as Redis's `string2ld`/`strtold` accepts it: no spaces, no NaN; `inf` allowed.
     public static func parseDouble(_ b: [UInt8]) -> Double? {
-        guard !b.isEmpty, b.count < 256, let first = b.first, first != 32, b.last != 32 else { return nil }
+        // Redis's string2d: strtod over the whole argument, no leading space, no overflow to ±inf
+        // and no underflow to 0 (ERANGE), no NaN. Its only length bound is the argument's (the
+        // suite writes the largest double out in full: 309 digits and 17 decimals).
+        guard !b.isEmpty, b.count <= maxDoubleChars, let first = b.first, first != 32, b.last != 32 else {
+            return nil
+        }
         let s = String(decoding: b, as: UTF8.self).lowercased()
         switch s {
         case "inf", "+inf", "infinity", "+infinity": return .infinity
         case "-inf", "-infinity": return -.infinity
         default: break
         }
-        guard s.allSatisfy({ "0123456789.eE+-".contains($0) }), let d = Double(s), !d.isNaN else {
+        guard s.allSatisfy({ "0123456789.eE+-".contains($0) }), let d = Double(s), !d.isNaN, d.isFinite else {
             return nil
+        }
+        if d == 0, s.prefix(while: { $0 != "e" }).contains(where: { "123456789".contains($0) }) {
+            return nil  // underflow: a non-zero text read as 0
         }
         return d
     }
 
-    /// Redis's `%.17g` (scores, RESP2 doubles): "10", "1.5", "inf".
+    /// The longest number text accepted (Redis's MAX_LONG_DOUBLE_CHARS).
+    static let maxDoubleChars = 5 * 1024
+
+    /// Redis 7.0's `%.17g` (scores, RESP2 doubles): "10", "1.5", "0.10000000000000001", "inf".
+    /// (Redis 7.2 prints the shortest form that reads back the same double; Tern follows 7.0.15,
+    /// the version whose test suite it runs, so a score reads back as a 7.0 client sees it.)
     public static func formatScore(_ d: Double) -> String {
         if d.isInfinite { return d > 0 ? "inf" : "-inf" }
         if d == d.rounded(), abs(d) < 1e17 { return String(Int64(d)) }
-        var s = String(format: "%.17g", d)
-        // %.17g shows binary noise ("1.1000000000000001"); the shortest form that reads back
-        // the same double is what Redis 7.2's fpconv prints and what clients compare against.
-        let short = "\(d)"
-        if Double(short) == d, !short.contains("e") { s = short }
-        return s
+        return String(format: "%.17g", d)
     }
 
     /// INCRBYFLOAT's result text (Redis: `%.17Lf` with trailing zeros removed).

@@ -5,7 +5,11 @@ import TernCore
 extension DataModel {
     /// Answers the read command `args` (lower-cased name first, checked by the server) from `v`
     /// (nil: the key is absent). `nowMs` is the serving node's clock (TTL's remaining time only).
-    public static func read(_ args: [[UInt8]], _ v: StoredValue?, nowMs: UInt64) -> DataReply {
+    /// `seed`: where the random picks of HRANDFIELD/SRANDMEMBER/ZRANDMEMBER come from (the shell
+    /// passes a fresh random number per call; without one, `nowMs`, so a replay is exact).
+    public static func read(_ args: [[UInt8]], _ v: StoredValue?, nowMs: UInt64, seed: UInt64? = nil)
+        -> DataReply
+    {
         let name = String(decoding: args[0], as: UTF8.self)
         switch name {
         case "type": return .status(v?.kind.name ?? "none")
@@ -39,12 +43,12 @@ extension DataModel {
         case "hget", "hmget", "hgetall", "hexists", "hlen", "hkeys", "hvals", "hstrlen", "hrandfield",
             "hscan":
             guard v.kind == .hash else { return .wrongType }
-            return readHash(name, args, Hash(v.bytes), seed: nowMs)
+            return readHash(name, args, Hash(v.bytes), seed: seed ?? nowMs)
         case "sismember", "smismember", "smembers", "scard", "srandmember", "sscan":
             guard v.kind == .set else { return .wrongType }
-            return readSet(name, args, MemberSet(v.bytes), seed: nowMs)
+            return readSet(name, args, MemberSet(v.bytes), seed: seed ?? nowMs)
         default:
-            if let r = readZSet(name, args, v) { return r }
+            if let r = readZSet(name, args, v, seed: seed ?? nowMs) { return r }
             if let r = readList(name, args, v) { return r }
             if let r = readBits(name, args, v) { return r }
             return .err("unknown data command '\(name)'")
@@ -70,7 +74,7 @@ extension DataModel {
             "zrangebylex", "zrevrangebylex":
             return .array([])
         case "hscan", "sscan", "zscan": return .array([.bulk(Array("0".utf8)), .array([])])
-        case "srandmember", "hrandfield":
+        case "srandmember", "hrandfield", "zrandmember":
             return args.count >= 3 ? .array([]) : .bulk(nil)
         case "lpos":
             return args.dropFirst(3).contains(where: { $0 == Array("count".utf8) }) ? .array([]) : .bulk(nil)

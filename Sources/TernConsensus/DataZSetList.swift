@@ -193,7 +193,7 @@ extension DataModel {
         return reply
     }
 
-    static func readZSet(_ name: String, _ args: [[UInt8]], _ v: StoredValue) -> DataReply? {
+    static func readZSet(_ name: String, _ args: [[UInt8]], _ v: StoredValue, seed: UInt64) -> DataReply? {
         guard
             [
                 "zscore", "zmscore", "zcard", "zcount", "zlexcount", "zrank", "zrevrank", "zrange", "zscan",
@@ -223,7 +223,7 @@ extension DataModel {
         case "zscan":
             return scan(args, z.items.map { ($0.member, [Array(formatScore($0.score).utf8)]) })
         case "zrandmember":
-            var rng = SplitMix64(seed: UInt64(z.items.count))
+            var rng = SplitMix64(seed: seed)
             if args.count == 2 { return .bulk(z.items[Int(rng.next() % UInt64(z.items.count))].member) }
             let picks = randomPicks(z.items.count, int(args[2]) ?? 0, &rng)
             let ws = args.count > 3

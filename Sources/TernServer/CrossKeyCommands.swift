@@ -224,8 +224,11 @@ extension KeyspaceService {
         case "zrangestore":
             // zrangestore dst src min max [BYSCORE|BYLEX] [REV] [LIMIT o c]: ZRANGE's parse, on src.
             let (dst, src) = (args[1], args[2])
-            var rangeArgs = [Array("zrange".utf8), src] + Array(args[3...])
-            rangeArgs = rangeArgs.filter { CommandProcessor.word($0) != "withscores" }
+            // WITHSCORES is ZRANGE's, not ZRANGESTORE's: Redis answers a syntax error.
+            if args.dropFirst(5).contains(where: { CommandProcessor.word($0) == "withscores" }) {
+                return .reply(CommandProcessor.syntax)
+            }
+            let rangeArgs = [Array("zrange".utf8), src] + Array(args[3...])
             let probe = CommandProcessor(password: nil, maxValueBytes: 0)
             var s = session
             guard case .requests(let reqs, _) = probe.plan(RESPCommand(args: rangeArgs), session: &s),

@@ -152,7 +152,9 @@ extension CommandProcessor {
         }
         return .requests([(c.key, .read)]) { replies in
             guard let v = Self.stored(replies[0]) else { return Self.failure(replies[0], write: false) }
-            return c.convert(DataModel.read(c.args, v, nowMs: UInt64(max(0, clock() / 1000))))
+            return c.convert(
+                DataModel.read(
+                    c.args, v, nowMs: UInt64(max(0, clock() / 1000)), seed: UInt64.random(in: .min ... .max)))
         }
     }
 

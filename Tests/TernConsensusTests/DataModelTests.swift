@@ -233,3 +233,29 @@ private func read(_ v: KeyValue, _ line: String, now: UInt64 = 0) -> DataReply {
         #expect(v.bytes == nil)
     }
 }
+
+@Suite struct ScoreTextTests {
+    @Test("Scores read as Redis's string2d: the largest double written out in full, no overflow or underflow")
+    func parse() {
+        // The suite's "zset score double range": 309 digits and 17 decimals (was refused at 256 bytes).
+        let full = "17976931348623157" + String(repeating: "0", count: 292) + ".00000000000000000"
+        #expect(DataModel.parseDouble(b(full)) == Double.greatestFiniteMagnitude)
+        #expect(DataModel.parseDouble(b("1e400")) == nil)  // ERANGE, HUGE_VAL
+        #expect(DataModel.parseDouble(b("-1e400")) == nil)
+        #expect(DataModel.parseDouble(b("1e-400")) == nil)  // ERANGE, 0
+        #expect(DataModel.parseDouble(b("0e10")) == 0)
+        #expect(DataModel.parseDouble(b("inf")) == .infinity)
+        #expect(DataModel.parseDouble(b(" 1")) == nil)
+        #expect(DataModel.parseDouble(b("1.5")) == 1.5)
+    }
+
+    @Test("Scores print as Redis 7.0's %.17g (what 7.0.15's suite compares against)")
+    func format() {
+        #expect(DataModel.formatScore(10) == "10")
+        #expect(DataModel.formatScore(1.5) == "1.5")
+        #expect(DataModel.formatScore(0.1) == "0.10000000000000001")
+        #expect(DataModel.formatScore(0.042916661148386381) == "0.042916661148386381")
+        #expect(DataModel.formatScore(Double.greatestFiniteMagnitude) == "1.7976931348623157e+308")
+        #expect(DataModel.formatScore(-.infinity) == "-inf")
+    }
+}

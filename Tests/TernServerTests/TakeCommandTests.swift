@@ -280,6 +280,19 @@ private let wrongType = RESPValue.error("WRONGTYPE Operation against a key holdi
             try await a.send(["ZRANGESTORE", "zl2", "zl", "[c", "-", "BYLEX", "REV", "LIMIT", "0", "1"])
                 == .integer(1))
         #expect(try await a.send(["ZRANGE", "zl2", "0", "-1"]) == .array([bulk("c")]))
+        // WITHSCORES is not ZRANGESTORE's (it stored the range: Redis's "ZRANGESTORE invalid syntax").
+        #expect(
+            try await a.send(["ZRANGESTORE", "zl2", "zl", "0", "-1", "WITHSCORES"])
+                == .error("ERR syntax error"))
+        #expect(try await a.send(["ZRANGE", "zl2", "0", "-1"]) == .array([bulk("c")]))
+
+        // ZRANDMEMBER picks at random on every call (it was seeded by the set's size, so it always
+        // answered the same member: Redis's "ZRANDMEMBER - listpack"); a count on a missing key is
+        // an empty array, not a null.
+        var seen = Set<RESPValue>()
+        for _ in 0..<100 { seen.insert(try await a.send(["ZRANDMEMBER", "zl"])) }
+        #expect(seen == [bulk("a"), bulk("b"), bulk("c"), bulk("d")])
+        #expect(try await a.send(["ZRANDMEMBER", "nozset", "3"]) == .array([]))
 
         // LMOVE/RPOPLPUSH between two keys.
         _ = try await a.send(["RPUSH", "src", "a", "b", "c"])
