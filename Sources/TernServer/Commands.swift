@@ -222,6 +222,8 @@ public struct CommandProcessor: Sendable {
     public var hz = 200
     /// The encoding thresholds CONFIG SET was given (shared by every connection of the server).
     public let encodingValues = NIOLockedValueBox<[String: String]>([:])
+    /// OBJECT IDLETIME's per-node access times, shared by every connection (AccessTimes.swift).
+    public let accessTimes = AccessTimes(nowMs: CommandProcessor.unixMicros() / 1000)
     /// Microseconds since the Unix epoch (TIME, LASTSAVE); injected so tests fix it.
     public var clock: @Sendable () -> Int64 = { CommandProcessor.unixMicros() }
     /// ACL users, the log and the wrong-password pacer (ACL.swift), shared by every connection.
@@ -475,6 +477,7 @@ public struct CommandProcessor: Sendable {
     /// The plan for `command` in `session` (which HELLO, AUTH and SELECT may change).
     public func plan(_ command: RESPCommand, session: inout Session) -> CommandPlan {
         let p = unchecked(command, session: &session)
+        noteAccess(command.args, plan: p, session: session)
         // A key too long for the cluster refuses the whole command before any key is written.
         if case .requests(let reqs, _) = p,
             let long = reqs.first(where: { $0.key.count > ReplicaNode.keyBytesMax })
@@ -487,6 +490,17 @@ public struct CommandProcessor: Sendable {
             return .reply(Self.failure(.keyTooLong(long.count), write: false))
         }
         return p
+    }
+
+    /// Records the keys of a command that runs now (not queued in MULTI, not refused) as used.
+    private func noteAccess(_ args: [[UInt8]], plan: CommandPlan, session: Session) {
+        if case .reply(let r) = plan, case .error = r { return }
+        guard session.transaction == nil, let spec = commandTable.spec(for: args),
+            !AccessTimes.noTouch.contains(spec.name.split(separator: "|").first.map(String.init) ?? "")
+        else { return }
+        let positions = spec.keyPositions(args.count)
+        guard !positions.isEmpty else { return }
+        accessTimes.touch(positions.filter { $0 < args.count }.map { args[$0] }, nowMs: clock() / 1000)
     }
 
     private func unchecked(_ command: RESPCommand, session: inout Session) -> CommandPlan {

@@ -554,7 +554,7 @@ extension CommandProcessor {
 
     /// OBJECT ENCODING|REFCOUNT|IDLETIME|FREQ|HELP key: what Redis's object system would say, from
     /// the key's kind and size (Tern keeps one encoding per kind; the names are Redis 7.0's for a
-    /// value of that size). IDLETIME is 0 (not tracked), REFCOUNT 1, FREQ refused as Redis refuses
+    /// value of that size). IDLETIME is this node's (AccessTimes.swift), REFCOUNT 1, FREQ refused as Redis refuses
     /// it without an LFU policy.
     func objectPlan(_ args: [[UInt8]], _ v3: Bool) -> DataPlanned {
         let sub = Self.word(args[1])
@@ -573,6 +573,7 @@ extension CommandProcessor {
                 ))
         }
         guard args.count == 3 else { return .reply(Self.arity("object|\(sub)")) }
+        let idle = accessTimes.idleSeconds(args[2], nowMs: clock() / 1000)
         return .call(
             DataCall(key: args[2], args: [Self.b("dumpvalue"), args[2]], write: false) { r in
                 guard case .array(let parts?) = r, parts.count == 3, case .integer(let k) = parts[0],
@@ -580,7 +581,7 @@ extension CommandProcessor {
                 else { return .bulkString(nil) }
                 switch sub {
                 case "refcount": return .integer(1)
-                case "idletime": return .integer(0)
+                case "idletime": return .integer(idle)
                 case "freq":
                     return Self.err(
                         "An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
