@@ -213,6 +213,24 @@ public struct GroupValue: Sendable, Hashable {
         return result
     }
 
+    /// One command of a script run on a local copy of its keys (`kind`: `w`, `r` or `x` as in a
+    /// transaction), applied by the same steps a transaction's instance applies; its reply.
+    public mutating func applyScriptStep(
+        kind: [UInt8], key: [UInt8], _ args: [[UInt8]], nowMs: UInt64, seed: UInt64
+    )
+        -> DataReply
+    {
+        var events: [([UInt8], String)]? = nil
+        let step: [[UInt8]] = [
+            Array(String(nowMs).utf8), Array("0".utf8), kind, key, Array(String(args.count).utf8),
+        ]
+        let r = applyTransaction(
+            step + args, id: RequestID(client: 0, counter: seed), instance: seed, horizonMs: nowMs,
+            events: &events)
+        guard case .array(let rs?) = r, rs.count == 1 else { return r }
+        return rs[0]
+    }
+
     /// A transaction over members, as one instance: `nowMs | guards n | (key digest)… | (w|r|x key
     /// n arg…)…` (`x`: a command across members, its keys in its arguments; `key` unused). A guard (WATCH) whose member's fingerprint (`DataModel.digest`) differs makes the
     /// whole transaction run nothing and answer a nil array; otherwise each step applies (w) or

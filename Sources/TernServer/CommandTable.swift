@@ -300,16 +300,6 @@ extension CommandSpec {
                     "Deletes all libraries and functions.", since: "7.0.0", group: "scripting"),
             ]),
         CommandSpec(
-            "script", arity: -2, flags: [], categories: ["@slow"],
-            summary: "A container for Lua scripts management commands.",
-            since: "2.6.0", group: "scripting",
-            subcommands: [
-                sub(
-                    "script|flush", -2, ["noscript"], ["@slow", "@scripting"],
-                    "Removes all server-side Lua scripts from the script cache.", since: "2.6.0",
-                    group: "scripting")
-            ]),
-        CommandSpec(
             "multi", arity: 1, flags: ["noscript", "loading", "stale", "fast", "allow_busy"],
             categories: ["@fast", "@transaction"], summary: "Starts a transaction (refused by Tern).",
             since: "1.2.0",

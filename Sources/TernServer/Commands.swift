@@ -572,7 +572,7 @@ public struct CommandProcessor: Sendable {
             return .frontend { view in
                 view.facts().map { .verbatim(self.infoText($0, sections: sections)) }
             }
-        case "command", "config", "client", "function", "script":
+        case "command", "config", "client", "function":
             return container(name, args, &session)
         case "reset":
             guard n == 1 else { return .reply(Self.arity(name)) }

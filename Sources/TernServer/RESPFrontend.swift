@@ -33,6 +33,16 @@ public final class RESPFrontend: Sendable {
             max: processor.maxClients, outputBytesMax: processor.clientOutputBytesMax,
             memoryBytesMax: processor.clientMemoryBytesMax)
         let registry = FrontendRegistry(table: processor.commandTable, gate: gate)
+        // The commands scripts run count in INFO commandstats as Redis counts them.
+        for case let scripts as ScriptService in processor.modules {
+            scripts.countInnerCalls { args, reply in
+                guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return }
+                let shard = registry.shard(loop)
+                if let counter = shard.counter(for: args) {
+                    shard.finished(counter, since: .now(), reply: reply, rejected: false)
+                }
+            }
+        }
         func listen(_ port: Int, tls: ReloadableTLSContext?) async throws -> any Channel {
             try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)

@@ -216,6 +216,8 @@ public final class TernServerProcess: Service, AdminBackend {
         let aclGossip = AccessControl.startSharing(access, node: node, table: processor.commandTable)
         // Red envelopes (docs/ENVELOPE.md).
         processor.modules.append(EnvelopeService(node: node))
+        // Lua scripting (docs/SCRIPTING.md): EVAL on the keys a script declares, one Paxos key.
+        processor.modules.append(ScriptService(node: node, planner: processor))
         // CLUSTER SLOTS/SHARDS/NODES for cluster-mode clients: one shard, this node its master.
         processor.modules.append(ClusterCommands(me: me, nodes: map.nodes, clusterName: map.name))
         let resp = try await RESPFrontend.start(

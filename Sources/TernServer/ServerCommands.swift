@@ -72,7 +72,9 @@ extension CommandProcessor {
             guard spec.accepts(target.count) else {
                 return .reply(Self.err("Invalid number of arguments specified for command"))
             }
-            let positions = SortEngine.keyPositions(spec.name, target) ?? spec.keyPositions(target.count)
+            let positions =
+                SortEngine.keyPositions(spec.name, target) ?? ScriptService.keyPositions(spec.name, target)
+                ?? spec.keyPositions(target.count)
             guard !positions.isEmpty else { return .reply(Self.err("The command has no key arguments")) }
             return .reply(.array(positions.map { .bulkString(target[$0]) }))
         default:  // help
