@@ -63,8 +63,9 @@ public struct ScriptService: CommandModule {
     let cache: ScriptCache
     /// Where the commands a script runs are counted (INFO commandstats), set by the front end.
     let innerCalls: NIOLockedValueBox<(@Sendable ([[UInt8]], RESPValue) -> Void)?>
-    /// How long a script may run (ms): CONFIG's `lua-time-limit` / `busy-reply-threshold`.
-    let timeLimitMs: NIOLockedValueBox<Int>
+    /// How long a script may run (ms), when fixed here (tests); otherwise CONFIG's
+    /// `lua-time-limit` / `busy-reply-threshold` (5000 by default).
+    let timeLimitMs: Int?
 
     public init(
         node: Node, planner: CommandProcessor, cache: ScriptCache = ScriptCache(), timeLimitMs: Int = 5000
@@ -73,7 +74,7 @@ public struct ScriptService: CommandModule {
         self.planner = planner
         self.cache = cache
         innerCalls = NIOLockedValueBox(nil)
-        self.timeLimitMs = NIOLockedValueBox(timeLimitMs)
+        self.timeLimitMs = timeLimitMs
     }
 
     /// Counts the commands scripts run with `sink` (the front end's INFO counters).
@@ -151,8 +152,9 @@ public struct ScriptService: CommandModule {
             guard args.count >= 3 else { return .reply(CommandProcessor.arity("script|exists")) }
             return .reply(.array(args.dropFirst(2).map { .integer(cache.body($0) == nil ? 0 : 1) }))
         case "flush":
-            guard args.count <= 3 else { return .reply(CommandProcessor.arity("script|flush")) }
-            if args.count == 3 && !["sync", "async"].contains(CommandProcessor.word(args[2])) {
+            if args.count > 2
+                && (args.count > 3 || !["sync", "async"].contains(CommandProcessor.word(args[2])))
+            {
                 return .reply(CommandProcessor.err("SCRIPT FLUSH only support SYNC|ASYNC option"))
             }
             cache.flush()
@@ -299,7 +301,7 @@ struct ScriptAttempt: Sendable {
         let nowMs = UInt64(max(0, planner.clock() / 1000))
         var calls: [([[UInt8]], RESPValue)] = []
         var step: UInt64 = 0
-        let limit = service.timeLimitMs.withLockedValue { $0 }
+        let limit = service.timeLimitMs ?? planner.scriptTimeLimitMs
         let (result, stopped) = LuaRun.run(
             api: api, body: body, sha: sha, keys: keys, argv: argv, timeLimitMs: limit
         ) { args in

@@ -146,8 +146,8 @@ extension CommandProcessor {
             ("tcp-keepalive", "0"),
             ("maxmemory", "\(memory.limitBytes)"),
             ("maxmemory-policy", "noeviction"),
-            ("lua-time-limit", "5000"),
-            ("busy-reply-threshold", "5000"),
+            ("lua-time-limit", "\(scriptTimeLimitMs)"),
+            ("busy-reply-threshold", "\(scriptTimeLimitMs)"),
             ("hz", "\(hz)"),
             ("loglevel", logLevel),
             ("latency-tracking", "no"),
@@ -182,6 +182,13 @@ extension CommandProcessor {
             let n = Int(text), n != DataModel.streamNodeEntries
         else { return nil }
         return n
+    }
+
+    /// How long a script may run before Tern stops it (docs/SCRIPTING.md): `lua-time-limit` and its
+    /// Redis 7 name `busy-reply-threshold`, one value, 5000 ms by default.
+    static let scriptConfig: Set<String> = ["lua-time-limit", "busy-reply-threshold"]
+    var scriptTimeLimitMs: Int {
+        encodingValues.withLockedValue { $0["lua-time-limit"] }.flatMap { Int($0) } ?? 5000
     }
 
     /// What CONFIG SET can change while Tern runs.
@@ -280,6 +287,14 @@ extension CommandProcessor {
                     return failed(KeyspaceNotifier.invalidFlags)
                 }
                 notify = f
+                i += 2
+                continue
+            }
+            if Self.scriptConfig.contains(name) {
+                guard let n = KeyValue.strictInteger(args[i + 1]), n >= 0 else {
+                    return failed("argument couldn't be parsed into an integer")
+                }
+                encodings["lua-time-limit"] = String(n)
                 i += 2
                 continue
             }

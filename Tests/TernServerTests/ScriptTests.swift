@@ -87,6 +87,9 @@ import Testing
                 == bulk("da39a3ee5e6b4b0d3255bfef95601890afd80709"))
         #expect(try await a.send(["EVALSHA", s, "0", "hi"]) == bulk("hi!"))
         #expect(try await a.send(["SCRIPT", "EXISTS", s, "0000"]) == .array([.integer(1), .integer(0)]))
+        #expect(
+            try await a.send(["SCRIPT", "FLUSH", "ASYNC", "x"])
+                == .error("ERR SCRIPT FLUSH only support SYNC|ASYNC option"))
         #expect(try await a.send(["SCRIPT", "FLUSH"]) == .ok)
         #expect(
             try await a.send(["EVALSHA", s, "0"]) == .error("NOSCRIPT No matching script. Please use EVAL."))
@@ -98,6 +101,11 @@ import Testing
         ])
         #expect(slow.string?.contains("lua-time-limit") == true)
         #expect(try await b.send(["GET", "foo"]) == bulk("bar"))
+        // The limit is CONFIG's lua-time-limit (busy-reply-threshold: the same value).
+        #expect(try await a.send(["CONFIG", "SET", "lua-time-limit", "150"]) == .ok)
+        #expect(
+            try await a.send(["CONFIG", "GET", "busy-reply-threshold"])
+                == .array([bulk("busy-reply-threshold"), bulk("150")]))
         // The commands a script runs count in INFO commandstats.
         let info = try await a.send(["INFO", "commandstats"]).string ?? ""
         #expect(info.contains("cmdstat_expire:calls=1,"))
