@@ -207,6 +207,10 @@ extension CommandSpec {
                     "command|getkeys", -4, ["loading", "stale"], ["@slow", "@connection"],
                     "Extracts the key names from an arbitrary command.", since: "2.8.13", group: "server"),
                 sub(
+                    "command|getkeysandflags", -4, ["loading", "stale"], ["@slow", "@connection"],
+                    "Extracts the key names and access flags for an arbitrary command.", since: "7.0.0",
+                    group: "server"),
+                sub(
                     "command|info", -2, ["loading", "stale"], ["@slow", "@connection"],
                     "Returns information about one, multiple or all commands.", since: "2.8.13",
                     group: "server"),

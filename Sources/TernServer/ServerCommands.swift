@@ -64,7 +64,7 @@ extension CommandProcessor {
             return .reply(.map(chosen.flatMap { [.bulkString($0.name), $0.docs] }))
         case "list":
             return commandList(args, table)
-        case "getkeys":
+        case "getkeys", "getkeysandflags":
             let target = Array(args.dropFirst(2))
             guard let spec = table.spec(for: target) else {
                 return .reply(Self.err("Invalid command specified"))
@@ -76,6 +76,16 @@ extension CommandProcessor {
                 SortEngine.keyPositions(spec.name, target) ?? ScriptService.keyPositions(spec.name, target)
                 ?? spec.keyPositions(target.count)
             guard !positions.isEmpty else { return .reply(Self.err("The command has no key arguments")) }
+            if sub == "getkeysandflags" {
+                return .reply(
+                    .array(
+                        positions.map { p in
+                            .array([
+                                .bulkString(target[p]),
+                                .array(Self.keyFlags(spec, target, p).map { .simpleString($0) }),
+                            ])
+                        }))
+            }
             return .reply(.array(positions.map { .bulkString(target[$0]) }))
         default:  // help
             return .reply(
@@ -87,7 +97,8 @@ extension CommandProcessor {
                         "    Return a list of all commands in this server.", "INFO [<command-name> ...]",
                         "    Return details about multiple commands.", "DOCS [<command-name> ...]",
                         "    Return documentation details about multiple commands.", "GETKEYS <full-command>",
-                        "    Return the keys from a full command.",
+                        "    Return the keys from a full command.", "GETKEYSANDFLAGS <full-command>",
+                        "    Return the keys and the access flags from a full command.",
                     ]))
         }
     }
@@ -115,6 +126,40 @@ extension CommandProcessor {
             return .reply(Self.syntax)
         }
         return .reply(.array(all.filter(keep).map { .bulkString($0.name) }))
+    }
+
+    /// Redis 7.0's key-spec flags of the key at `position` of `args` (COMMAND GETKEYSANDFLAGS): the
+    /// commands whose keys have different specs, from redis-server 7.0.15's COMMAND INFO (index
+    /// specs: the last one starting at or before the key; STORE/STOREDIST keys: `OW update`), SET's
+    /// variable flags as Redis's setGetKeys gives them, and otherwise the command's one key spec.
+    static func keyFlags(_ spec: CommandSpec, _ args: [[UInt8]], _ position: Int) -> [String] {
+        let name = spec.name
+        if name == "set" {
+            return args.dropFirst(3).contains { word($0) == "get" }
+                ? ["RW", "access", "update"] : ["OW", "update"]
+        }
+        if ["sort", "georadius", "georadiusbymember"].contains(name), position >= 1,
+            ["store", "storedist"].contains(word(args[position - 1]))
+        {
+            return ["OW", "update"]
+        }
+        let move = [(1, ["RW", "access", "delete"]), (2, ["RW", "insert"])]
+        let store = [(1, ["OW", "update"]), (2, ["RO", "access"])]
+        let byIndex: [String: [(Int, [String])]] = [
+            "lmove": move, "blmove": move, "rpoplpush": move, "brpoplpush": move, "smove": move,
+            "rename": [(1, ["RW", "access", "delete"]), (2, ["OW", "update"])],
+            "renamenx": [(1, ["RW", "access", "delete"]), (2, ["OW", "insert"])],
+            "copy": [(1, ["RO", "access"]), (2, ["OW", "update"])],
+            "bitop": [(2, ["OW", "update"]), (3, ["RO", "access"])],
+            "pfmerge": [(1, ["RW", "access", "insert"]), (2, ["RO", "access"])],
+            "sinterstore": [(1, ["RW", "update"]), (2, ["RO", "access"])],
+            "sunionstore": store, "sdiffstore": store, "zunionstore": store, "zinterstore": store,
+            "zdiffstore": store, "zrangestore": store, "geosearchstore": store,
+            "sort": [(1, ["RO", "access"])], "sort_ro": [(1, ["RO", "access"])],
+            "georadius": [(1, ["RO", "access"])], "georadiusbymember": [(1, ["RO", "access"])],
+        ]
+        if let specs = byIndex[name], let hit = specs.last(where: { $0.0 <= position }) { return hit.1 }
+        return spec.keySpecFlags.filter { $0 != "variable_flags" }
     }
 
     // MARK: - CONFIG

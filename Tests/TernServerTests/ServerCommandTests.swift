@@ -60,7 +60,12 @@ struct SpecModule: CommandModule {
             SpecModule(commandSpecs: [
                 CommandSpec(
                     "seq.next", arity: -2, flags: ["write"], categories: ["@write"], summary: "s",
-                    group: "module")
+                    group: "module"),
+                // As the keyspace module's SORT (its keys: SortEngine.keyPositions).
+                CommandSpec(
+                    "sort", arity: -2, flags: ["write"], keys: (1, 1, 1), categories: ["@write"],
+                    summary: "s",
+                    group: "generic"),
             ])
         ]
         var s = Session(authenticated: true)
@@ -97,6 +102,21 @@ struct SpecModule: CommandModule {
         #expect(
             run(["COMMAND", "GETKEYS", "DEL", "x", "y", "z"]) == "*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n")
         #expect(run(["COMMAND", "GETKEYS", "PING", "x"]) == "-ERR The command has no key arguments\r\n")
+        // GETKEYSANDFLAGS: Redis 7.0's per-key flags (introspection-2's "COMMAND GETKEYSANDFLAGS").
+        #expect(
+            run(["COMMAND", "GETKEYSANDFLAGS", "SET", "k1", "v1"])
+                == "*1\r\n*2\r\n$2\r\nk1\r\n*2\r\n+OW\r\n+update\r\n")
+        #expect(
+            run(["COMMAND", "GETKEYSANDFLAGS", "SET", "k1", "v1", "GET"])
+                == "*1\r\n*2\r\n$2\r\nk1\r\n*3\r\n+RW\r\n+access\r\n+update\r\n")
+        #expect(
+            run(["COMMAND", "GETKEYSANDFLAGS", "LMOVE", "k1", "k2", "left", "right"])
+                == "*2\r\n*2\r\n$2\r\nk1\r\n*3\r\n+RW\r\n+access\r\n+delete\r\n"
+                + "*2\r\n$2\r\nk2\r\n*2\r\n+RW\r\n+insert\r\n")
+        #expect(
+            run(["COMMAND", "GETKEYSANDFLAGS", "SORT", "k1", "STORE", "k2"])
+                == "*2\r\n*2\r\n$2\r\nk1\r\n*2\r\n+RO\r\n+access\r\n*2\r\n$2\r\nk2\r\n*2\r\n+OW\r\n+update\r\n"
+        )
         #expect(
             run(["COMMAND", "GETKEYS", "GET", "a", "b"])
                 == "-ERR Invalid number of arguments specified for command\r\n")
