@@ -10,27 +10,33 @@ final class LuaRun {
     let api: LuaAPI
     let call: ([[UInt8]]) -> RESPValue
     let deadline: NIODeadline
+    let kill: ScriptKillSwitch
     var timedOut = false
+    var killed = false
 
-    private init(api: LuaAPI, deadline: NIODeadline, call: @escaping ([[UInt8]]) -> RESPValue) {
+    private init(
+        api: LuaAPI, deadline: NIODeadline, kill: ScriptKillSwitch, call: @escaping ([[UInt8]]) -> RESPValue
+    ) {
         self.api = api
         self.deadline = deadline
+        self.kill = kill
         self.call = call
     }
 
     /// Runs `body` and converts what it returns to a reply, Redis's rules (RESP2); `stopped`: the
-    /// time limit ended it.
+    /// time limit or SCRIPT KILL ended it.
     static func run(
-        api: LuaAPI, body: [UInt8], sha: String, keys: [[UInt8]], argv: [[UInt8]], timeLimitMs: Int,
-        call: @escaping ([[UInt8]]) -> RESPValue
+        api: LuaAPI, body: [UInt8], sha: String, keys: [[UInt8]], argv: [[UInt8]], stopAfterMs: Int,
+        kill: ScriptKillSwitch, call: @escaping ([[UInt8]]) -> RESPValue
     ) -> (reply: RESPValue, stopped: Bool) {
-        let run = LuaRun(api: api, deadline: .now() + .milliseconds(Int64(timeLimitMs)), call: call)
+        let run = LuaRun(
+            api: api, deadline: .now() + .milliseconds(Int64(stopAfterMs)), kill: kill, call: call)
         guard let L = api.newstate() else {
             return (.error("ERR cannot create a Lua state (out of memory)"), false)
         }
         defer { api.close(L) }
         let reply = withExtendedLifetime(run) { run.execute(L, body: body, sha: sha, keys: keys, argv: argv) }
-        return (reply, run.timedOut)
+        return (reply, run.timedOut || run.killed)
     }
 
     private func execute(_ L: LuaAPI.State, body: [UInt8], sha: String, keys: [[UInt8]], argv: [[UInt8]])
@@ -63,13 +69,16 @@ final class LuaRun {
             let why = api.bytes(L, -1).map { String(decoding: $0, as: UTF8.self) } ?? "?"
             return .error("ERR Error compiling script (new function): \(why)")
         }
-        _ = api.sethook(L, luaTernHook, LuaAPI.maskCount, 100_000)
+        _ = api.sethook(L, luaTernHook, LuaAPI.maskCount, 10_000)
         let status = api.pcall(L, 0, 1, 0)
         _ = api.sethook(L, nil, 0, 0)
+        if killed {
+            return .error("ERR Script killed by user with SCRIPT KILL... script: \(sha)")
+        }
         if timedOut {
             return .error(
-                "ERR Tern stopped the script after lua-time-limit: a script runs on its node's event loop "
-                    + "(docs/SCRIPTING.md) script: \(sha)")
+                "ERR Tern stopped the script: it ran past Tern's script time cap (docs/SCRIPTING.md) script: \(sha)"
+            )
         }
         if status != 0 { return errorReply(L, sha: sha) }
         api.settop(L, 1)
@@ -260,17 +269,22 @@ private let luaTernSha1: LuaAPI.CFunction = { L in
     return 1
 }
 
-/// Every 100 000 instructions: past the deadline, the script stops with an error. Nothing
-/// reference-counted is alive in this frame when `lua_error` jumps out of it.
+/// Every 10 000 instructions: killed (SCRIPT KILL) or past its time cap, the script stops with an
+/// error. Nothing reference-counted is alive in this frame when `lua_error` jumps out of it.
 private let luaTernHook: LuaAPI.Hook = { L, _ in
     guard let L, case .success(let api) = LuaAPI.shared else { return }
-    let expired: Bool = {
-        guard let run = LuaRun.current(L, api), NIODeadline.now() > run.deadline else { return false }
+    let stop: Bool = {
+        guard let run = LuaRun.current(L, api) else { return false }
+        if run.kill.isKilled {
+            run.killed = true
+            return true
+        }
+        guard NIODeadline.now() > run.deadline else { return false }
         run.timedOut = true
         return true
     }()
-    if expired {
-        api.push(L, "Script killed: past lua-time-limit")
+    if stop {
+        api.push(L, "Script stopped")
         _ = api.error(L)
     }
 }

@@ -1,6 +1,7 @@
 import Crypto
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import TernConsensus
 import TernCore
 import TernRESP
@@ -38,6 +39,26 @@ public final class ScriptCache: Sendable {
     func flush() { scripts.withLockedValue { $0.removeAll() } }
 }
 
+/// One running script's stop flag (SCRIPT KILL sets it; the script's instruction hook reads it).
+final class ScriptKillSwitch: Sendable {
+    private let killed = NIOLockedValueBox(false)
+    var isKilled: Bool { killed.withLockedValue { $0 } }
+    func kill() { killed.withLockedValue { $0 = true } }
+}
+
+/// The scripts running on this node (SCRIPT KILL's view).
+final class RunningScripts: Sendable {
+    private let running = NIOLockedValueBox<[ObjectIdentifier: ScriptKillSwitch]>([:])
+    func add(_ k: ScriptKillSwitch) { running.withLockedValue { $0[ObjectIdentifier(k)] = k } }
+    func remove(_ k: ScriptKillSwitch) { running.withLockedValue { $0[ObjectIdentifier(k)] = nil } }
+    /// Stops every running script; whether there was one.
+    func killAll() -> Bool {
+        let all = running.withLockedValue { $0.values }
+        for k in all { k.kill() }
+        return !all.isEmpty
+    }
+}
+
 /// Lua scripting (docs/SCRIPTING.md): `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO`, `SCRIPT
 /// LOAD/EXISTS/FLUSH/KILL/HELP`.
 ///
@@ -63,18 +84,24 @@ public struct ScriptService: CommandModule {
     let cache: ScriptCache
     /// Where the commands a script runs are counted (INFO commandstats), set by the front end.
     let innerCalls: NIOLockedValueBox<(@Sendable ([[UInt8]], RESPValue) -> Void)?>
-    /// How long a script may run (ms), when fixed here (tests); otherwise CONFIG's
-    /// `lua-time-limit` / `busy-reply-threshold` (5000 by default).
-    let timeLimitMs: Int?
+    /// How long a script may run before Tern stops it (ms): a cap, not Redis's `lua-time-limit`
+    /// (after which Redis answers BUSY to everyone; a Tern script runs off the event loop and the
+    /// node goes on serving, docs/SCRIPTING.md).
+    let stopAfterMs: Int
+    /// The scripts running now, for SCRIPT KILL.
+    let running = RunningScripts()
+    /// Where scripts run: one thread beside the event loop, so a long script never stops the node.
+    let pool: NIOThreadPool
 
     public init(
-        node: Node, planner: CommandProcessor, cache: ScriptCache = ScriptCache(), timeLimitMs: Int = 5000
+        node: Node, planner: CommandProcessor, cache: ScriptCache = ScriptCache(), stopAfterMs: Int = 60_000
     ) {
         self.node = node
         self.planner = planner
         self.cache = cache
         innerCalls = NIOLockedValueBox(nil)
-        self.timeLimitMs = timeLimitMs
+        self.stopAfterMs = stopAfterMs
+        pool = ScriptService.sharedPool
     }
 
     /// Counts the commands scripts run with `sink` (the front end's INFO counters).
@@ -83,6 +110,13 @@ public struct ScriptService: CommandModule {
     }
 
     static let attemptsMax = 16
+
+    /// One scripting thread per process (every node of a loopback test cluster shares it).
+    static let sharedPool: NIOThreadPool = {
+        let p = NIOThreadPool(numberOfThreads: 1)
+        p.start()
+        return p
+    }()
 
     // MARK: - Commands
 
@@ -160,10 +194,10 @@ public struct ScriptService: CommandModule {
             cache.flush()
             return .reply(.ok)
         case "kill":
-            // A script runs to its end (or its time limit) on the node's event loop before the
-            // node reads another command, so none is ever running when SCRIPT KILL is read.
+            // A script's writes are its commit, after it ends: a running script has written
+            // nothing, so it can always be killed (Redis refuses once a script wrote: UNKILLABLE).
             guard args.count == 2 else { return .reply(CommandProcessor.arity("script|kill")) }
-            return .reply(.error("NOTBUSY No scripts in execution right now."))
+            return .reply(running.killAll() ? .ok : .error("NOTBUSY No scripts in execution right now."))
         case "help":
             return .reply(
                 .array(
@@ -252,35 +286,49 @@ struct ScriptAttempt: Sendable {
                 }
                 snapshot.append(v)
             }
-            let (result, local, calls) = self.run(snapshot)
-            // What changed, as the keys' whole new values.
-            var changed: [[UInt8]] = []
-            for (k, before) in zip(self.keys, snapshot)
-            where DataModel.digest(local.member(k)) != DataModel.digest(before) {
-                changed.append(k)
-            }
-            if changed.isEmpty && Set(self.keys).count <= 1 {
+            // The script runs on the scripting thread; the node's loop goes on meanwhile.
+            let kill = ScriptKillSwitch()
+            self.service.running.add(kill)
+            return self.service.pool.runIfActive(eventLoop: loop) { self.run(snapshot, kill) }
+                .always { _ in self.service.running.remove(kill) }
+                .flatMap { ran in self.finish(n, snapshot, ran) }
+        }
+    }
+
+    func finish(
+        _ n: Int, _ snapshot: [StoredValue?], _ ran: (RESPValue, GroupValue, [([[UInt8]], RESPValue)])
+    )
+        -> EventLoopFuture<RESPValue>
+    {
+        let loop = node.eventLoop
+        let (result, local, calls) = ran
+        // What changed, as the keys' whole new values.
+        var changed: [[UInt8]] = []
+        for (k, before) in zip(self.keys, snapshot)
+        where DataModel.digest(local.member(k)) != DataModel.digest(before) {
+            changed.append(k)
+        }
+        if changed.isEmpty && Set(self.keys).count <= 1 {
+            self.count(calls)
+            return loop.makeSucceededFuture(result)
+        }
+        let (key, op) = self.commit(snapshot, local, changed)
+        return node.execute(key: key, .write(op)).flatMap { r in
+            switch r {
+            case .done(.data(.array(nil))):
+                guard n < ScriptService.attemptsMax else {
+                    return loop.makeSucceededFuture(
+                        CommandProcessor.err(
+                            "the script's keys kept changing while it ran (\(n) attempts): try again"))
+                }
+                return self.attempt(n + 1)
+            case .done(.data(.array(_?))):
                 self.count(calls)
                 return loop.makeSucceededFuture(result)
-            }
-            let (key, op) = self.commit(snapshot, local, changed)
-            return node.execute(key: key, .write(op)).flatMap { r in
-                switch r {
-                case .done(.data(.array(nil))):
-                    guard n < ScriptService.attemptsMax else {
-                        return loop.makeSucceededFuture(
-                            CommandProcessor.err(
-                                "the script's keys kept changing while it ran (\(n) attempts): try again"))
-                    }
-                    return self.attempt(n + 1)
-                case .done(.data(.array(_?))):
-                    self.count(calls)
-                    return loop.makeSucceededFuture(result)
-                case .done(.data(let other)):
-                    return loop.makeSucceededFuture(CommandProcessor.resp(other, false))
-                default:
-                    return loop.makeSucceededFuture(CommandProcessor.failure(r, write: true))
-                }
+            case .done(.data(let other)):
+                return loop.makeSucceededFuture(CommandProcessor.resp(other, false))
+            default:
+                return loop.makeSucceededFuture(CommandProcessor.failure(r, write: true))
             }
         }
     }
@@ -293,7 +341,9 @@ struct ScriptAttempt: Sendable {
 
     /// Runs the script on a local copy of `snapshot`: its reply, the copy after it, and the
     /// commands it ran with their replies.
-    func run(_ snapshot: [StoredValue?]) -> (RESPValue, GroupValue, [([[UInt8]], RESPValue)]) {
+    func run(_ snapshot: [StoredValue?], _ kill: ScriptKillSwitch) -> (
+        RESPValue, GroupValue, [([[UInt8]], RESPValue)]
+    ) {
         var local = GroupValue()
         for (k, v) in zip(keys, snapshot) { local.set(k, v) }
         let declared = Set(keys)
@@ -301,9 +351,9 @@ struct ScriptAttempt: Sendable {
         let nowMs = UInt64(max(0, planner.clock() / 1000))
         var calls: [([[UInt8]], RESPValue)] = []
         var step: UInt64 = 0
-        let limit = service.timeLimitMs ?? planner.scriptTimeLimitMs
         let (result, stopped) = LuaRun.run(
-            api: api, body: body, sha: sha, keys: keys, argv: argv, timeLimitMs: limit
+            api: api, body: body, sha: sha, keys: keys, argv: argv, stopAfterMs: service.stopAfterMs,
+            kill: kill
         ) { args in
             let name = String(decoding: args[0], as: UTF8.self).lowercased()
             var inside = Session(authenticated: true)
@@ -344,7 +394,7 @@ struct ScriptAttempt: Sendable {
             calls.append((args, reply))
             return reply
         }
-        // A script stopped at its time limit changes nothing (one that fails on an error keeps the
+        // A script stopped (its time cap, SCRIPT KILL) changes nothing (one that fails on an error keeps the
         // writes it made before it, as in Redis).
         if stopped {
             local = GroupValue()

@@ -13,7 +13,7 @@ import Testing
             var processor = CommandProcessor(password: nil, maxValueBytes: 1 << 20)
             processor.keyLayout = layout
             processor.modules.append(KeyspaceService(node: node, options: KeyspaceOptions()))
-            processor.modules.append(ScriptService(node: node, planner: processor, timeLimitMs: 200))
+            processor.modules.append(ScriptService(node: node, planner: processor, stopAfterMs: 300))
             return processor
         }
     }
@@ -99,7 +99,18 @@ import Testing
         let slow = try await a.send([
             "EVAL", "redis.call('set', KEYS[1], 'half'); while true do end", "1", "foo",
         ])
-        #expect(slow.string?.contains("lua-time-limit") == true)
+        #expect(slow.string?.contains("time cap") == true)
+        #expect(try await b.send(["GET", "foo"]) == bulk("bar"))
+        // SCRIPT KILL stops a running script, which then changes nothing; the node serves other
+        // commands while it runs (a script runs off the event loop).
+        let c = try await k.client(0)
+        async let killed = c.send([
+            "EVAL", "redis.call('set', KEYS[1], 'half'); while true do end", "1", "foo",
+        ])
+        try await Task.sleep(for: .milliseconds(60))
+        #expect(try await a.send(["GET", "foo"]) == bulk("bar"))
+        #expect(try await a.send(["SCRIPT", "KILL"]) == .ok)
+        #expect(try await killed.string?.hasPrefix("ERR Script killed by user with SCRIPT KILL") == true)
         #expect(try await b.send(["GET", "foo"]) == bulk("bar"))
         // The limit is CONFIG's lua-time-limit (busy-reply-threshold: the same value).
         #expect(try await a.send(["CONFIG", "SET", "lua-time-limit", "150"]) == .ok)
