@@ -72,10 +72,15 @@ extension CommandProcessor {
             guard spec.accepts(target.count) else {
                 return .reply(Self.err("Invalid number of arguments specified for command"))
             }
-            let positions =
+            let movable =
                 SortEngine.keyPositions(spec.name, target) ?? ScriptService.keyPositions(spec.name, target)
-                ?? spec.keyPositions(target.count)
-            guard !positions.isEmpty else { return .reply(Self.err("The command has no key arguments")) }
+                ?? Self.keyNumPositions(spec.name, target)
+            let positions = movable ?? spec.keyPositions(target.count)
+            // Redis: a command with no keys at all is an error; one whose keys depend on its
+            // arguments (EVAL … 0) answers an empty list.
+            guard !positions.isEmpty || movable != nil else {
+                return .reply(Self.err("The command has no key arguments"))
+            }
             if sub == "getkeysandflags" {
                 return .reply(
                     .array(
@@ -126,6 +131,24 @@ extension CommandProcessor {
             return .reply(Self.syntax)
         }
         return .reply(.array(all.filter(keep).map { .bulkString($0.name) }))
+    }
+
+    /// The keys of the commands that count them (`numkeys`), Redis's keynum key specs: ZUNIONSTORE
+    /// dst numkeys k…, ZUNION/ZINTERCARD/SINTERCARD/LMPOP/ZMPOP numkeys k…, BLMPOP/BZMPOP timeout
+    /// numkeys k…; XREAD/XREADGROUP's streams. Nil for other commands.
+    static func keyNumPositions(_ name: String, _ args: [[UInt8]]) -> [Int]? {
+        if let streams = streamReadKeyPositions(name, args) { return streams }
+        let layout: (dest: Bool, numkeys: Int)
+        switch name {
+        case "zunionstore", "zinterstore", "zdiffstore": layout = (true, 2)
+        case "zunion", "zinter", "zdiff", "zintercard", "sintercard", "lmpop", "zmpop": layout = (false, 1)
+        case "blmpop", "bzmpop": layout = (false, 2)
+        default: return nil
+        }
+        guard layout.numkeys < args.count, let n = KeyValue.strictInteger(args[layout.numkeys]), n > 0,
+            layout.numkeys + Int(n) < args.count
+        else { return [] }
+        return (layout.dest ? [1] : []) + Array((layout.numkeys + 1)...(layout.numkeys + Int(n)))
     }
 
     /// Redis 7.0's key-spec flags of the key at `position` of `args` (COMMAND GETKEYSANDFLAGS): the

@@ -117,6 +117,10 @@ import Testing
         #expect(
             try await a.send(["CONFIG", "GET", "busy-reply-threshold"])
                 == .array([bulk("busy-reply-threshold"), bulk("150")]))
+        // COMMAND GETKEYS of EVAL: its declared keys (none: an empty list, as Redis).
+        #expect(
+            try await a.send(["COMMAND", "GETKEYS", "EVAL", "return 1", "1", "key"]) == .array([bulk("key")]))
+        #expect(try await a.send(["COMMAND", "GETKEYS", "EVAL", "return 1", "0"]) == .array([]))
         // The commands a script runs count in INFO commandstats.
         let info = try await a.send(["INFO", "commandstats"]).string ?? ""
         #expect(info.contains("cmdstat_expire:calls=1,"))
