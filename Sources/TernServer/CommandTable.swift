@@ -425,12 +425,24 @@ public struct CommandTable: Sendable {
     public let commands: [CommandSpec]
     let byName: [String: CommandSpec]
 
+    /// The commands Redis 7.0 flags `movablekeys` (their keys are counted or found by keyword).
+    static let movableKeys: Set<String> = [
+        "zunionstore", "zinterstore", "zdiffstore", "zunion", "zinter", "zdiff", "zintercard", "sintercard",
+        "lmpop", "zmpop", "blmpop", "bzmpop", "xread", "xreadgroup", "georadius", "georadiusbymember", "sort",
+        "sort_ro", "eval", "evalsha", "eval_ro", "evalsha_ro",
+    ]
+
     public init(modules: [any CommandModule]) {
         var all = (CommandSpec.redis + [CommandSpec.acl]).map { $0.withRedisTips() }
         let known = Set(all.map(\.name))
         all += CommandProcessor.dataSpecs.filter { !known.contains($0.name) }
         all += CommandProcessor.streamSpecs.filter { !known.contains($0.name) }
         for m in modules { all += m.commandSpecs }
+        // Redis's `movablekeys`: the commands whose key positions depend on their arguments.
+        for i in all.indices
+        where Self.movableKeys.contains(all[i].name) && !all[i].flags.contains("movablekeys") {
+            all[i].flags.append("movablekeys")
+        }
         commands = all
         var index: [String: CommandSpec] = [:]
         for c in all {

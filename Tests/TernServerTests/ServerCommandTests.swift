@@ -102,6 +102,9 @@ struct SpecModule: CommandModule {
         #expect(
             run(["COMMAND", "GETKEYS", "DEL", "x", "y", "z"]) == "*3\r\n$1\r\nx\r\n$1\r\ny\r\n$1\r\nz\r\n")
         #expect(run(["COMMAND", "GETKEYS", "PING", "x"]) == "-ERR The command has no key arguments\r\n")
+        // ... and are flagged movablekeys, as Redis flags them (introspection-2's "… is marked with movablekeys").
+        #expect(run(["COMMAND", "INFO", "LMPOP"]).contains("movablekeys"))
+        #expect(!run(["COMMAND", "INFO", "LPOP"]).contains("movablekeys"))
         // Commands that count their keys: only the keys (Redis's "COMMAND GETKEYS MORE THAN 256 KEYS").
         #expect(
             run(["COMMAND", "GETKEYS", "LMPOP", "2", "a", "b", "LEFT"]) == "*2\r\n$1\r\na\r\n$1\r\nb\r\n")
