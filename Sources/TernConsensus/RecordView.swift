@@ -20,8 +20,9 @@ public struct RecordView: Sendable {
     public init?(_ bytes: [UInt8]) {
         guard bytes.count >= 5 else { return nil }
         let end = bytes.count - 4
-        var tail = ByteReader(Array(bytes[end...]))
-        guard let sum = tail.u32(), sum == PaxosCodec.fnv1a(bytes, upTo: end) else { return nil }
+        var sum: UInt32 = 0
+        for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
+        guard sum == PaxosCodec.fnv1a(bytes, upTo: end) else { return nil }
         var r = ByteReader(bytes)
         guard r.u8() == PaxosCodec.version, let c = r.u64() else { return nil }
         let valueStart = r.at
