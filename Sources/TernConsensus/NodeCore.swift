@@ -660,7 +660,8 @@ public final class NodeCore {
     /// recovered one by one since, and no read of its old record under way (that read would be
     /// trusted once its bucket is copied).
     public func mayInstallCopy(_ key: [UInt8]) -> Bool {
-        loading[HashedKey(key)] == nil && replica.mayInstallCopy(key)
+        let k = HashedKey(key)
+        return loading[k] == nil && replica.mayInstallCopy(k)
     }
 
     /// Keys loaded and damaged now, waiting for both peers to re-teach them.

@@ -362,10 +362,8 @@ public final class ReplicaNode {
 
     /// While learner-only: whether a bulk copy may install `key`'s record now (it is not in memory:
     /// a key in memory recovers one by one, and its memory may be newer than any copy).
-    public func mayInstallCopy(_ key: [UInt8]) -> Bool {
-        let k = HashedKey(key)
-        return keys[k] == nil && !rebuilt.contains(k)
-    }
+    public func mayInstallCopy(_ key: [UInt8]) -> Bool { mayInstallCopy(HashedKey(key)) }
+    func mayInstallCopy(_ k: HashedKey) -> Bool { keys[k] == nil && !rebuilt.contains(k) }
 
     /// Keys a bulk copy did not install: they load damaged (and recover one by one).
     public func distrust(_ keys: [[UInt8]]) {

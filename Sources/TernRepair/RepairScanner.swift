@@ -59,6 +59,14 @@ public struct RepairOptions: Sendable, Hashable {
     public func bucket(ofPosition position: UInt64) -> Int {
         Int(truncatingIfNeeded: position >> (64 - UInt64(bucketBits)))
     }
+
+    /// The bucket of a stored key record (`ReplicaNode.recordKey`: 1, then the key), nil for any
+    /// other record: the storage engine's partition of it (`KeyPartitioning`), so that a listing
+    /// of a chunk's buckets reads only their keys.
+    public func bucket(ofRecordKey record: UnsafeRawBufferPointer) -> Int? {
+        guard record.first == 1 else { return nil }
+        return bucket(ofPosition: XXH64.hash(UnsafeRawBufferPointer(rebasing: record.dropFirst())))
+    }
 }
 
 /// Deliberately broken scanners, each of which the simulator's checks must catch.
@@ -400,13 +408,30 @@ public final class RepairScanner {
 
     /// The keys of `chunk` this node stores (what `listings` asked for).
     public func listed(chunk: Int, keys: [[UInt8]]) {
-        guard listingsAsked.remove(chunk) != nil else { return }
+        guard listingsAsked.contains(chunk) else { return }
         var byBucket: [Int: Set<[UInt8]>] = [:]
         for k in keys {
             let b = bucket(of: k)
             guard chunk == self.chunk(ofBucket: b) else { continue }
             byBucket[b, default: []].insert(k)
         }
+        listed(chunk: chunk, byBucket)
+    }
+
+    /// The keys of `chunk` this node stores, already grouped by bucket: `lists[i]` holds those of
+    /// the chunk's `i`-th bucket (the storage engine's partitions, `bucket(ofRecordKey:)`).
+    public func listed(chunk: Int, buckets lists: [[[UInt8]]]) {
+        guard listingsAsked.contains(chunk) else { return }
+        var byBucket: [Int: Set<[UInt8]>] = [:]
+        let first = buckets(ofChunk: chunk).lowerBound
+        for (i, keys) in lists.enumerated() where !keys.isEmpty && i < options.chunkBuckets {
+            byBucket[first + i] = Set(keys)
+        }
+        listed(chunk: chunk, byBucket)
+    }
+
+    func listed(chunk: Int, _ byBucket: [Int: Set<[UInt8]>]) {
+        guard listingsAsked.remove(chunk) != nil else { return }
         listings[chunk] = byBucket
         listingOrder.removeAll { $0 == chunk }
         listingOrder.append(chunk)
@@ -421,6 +446,11 @@ public final class RepairScanner {
     /// The records read for `reads` entry `id`, in any order.
     public func read(id: UInt64, records: [(key: [UInt8], record: LoadResult)]) {
         guard let purpose = reads.removeValue(forKey: id) else { return }
+        if case .fetch(let peer, let pass, let b) = purpose {
+            answerFetch(peer: peer, pass: pass, bucket: b, records)
+            drive()
+            return
+        }
         var summaries: [[UInt8]: KeySummary?] = [:]
         summaries.reserveCapacity(records.count)
         var bytes = 0
@@ -468,33 +498,73 @@ public final class RepairScanner {
             let mineDigest = digest(of: summaries, sharedWith: peer)
             if bucketWrites[b, default: 0] == writes { digests[b, default: [:]][peer] = mineDigest }
             reply(to: peer, pass: pass, bucket: b, full: full, theirDigest: theirs, summaries, mineDigest)
-        case .fetch(let peer, let pass, let b):
-            var entries: [RecordEntry] = []
-            var size = 0
-            var keyBytes = 0
-            var truncated = false
-            for (key, record) in records.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
-                keyBytes += key.count + 9
-                if keyBytes > options.keysReplyBytesMax {
-                    truncated = true
-                    break
-                }
-                switch record {
-                case .absent: continue
-                case .damaged: entries.append(RecordEntry(key: key, record: nil))
-                case .state(let bytes):
-                    size += bytes.count
-                    entries.append(
-                        RecordEntry(key: key, record: size <= options.recordsReplyBytesMax ? bytes : nil))
-                }
-            }
-            send(
-                .records(
-                    pass: pass, bucket: UInt32(b), truncated: truncated, rebuilding: learnerOnly,
-                    entries: entries),
-                to: peer)
+        case .fetch:
+            break  // answered above
         }
         drive()
+    }
+
+    /// Answers a rebuilding peer's `fetch` with the records as stored: a fetch needs no summary,
+    /// so a record is only checked (`PaxosCodec.isWhole`: what a summary's decode checks, without
+    /// building the state), not decoded.
+    func answerFetch(
+        peer: NodeID, pass: UInt64, bucket b: Int, _ records: [(key: [UInt8], record: LoadResult)]
+    ) {
+        var bytes = 0
+        for (key, record) in records {
+            counters.keysRead += 1
+            switch record {
+            case .absent: continue
+            case .damaged: break
+            case .state(let r):
+                bytes += r.count
+                if PaxosCodec.isWhole(r) { continue }
+            }
+            counters.damaged += 1
+            out.actions.append((key, .load))
+        }
+        counters.bytesRead += bytes
+        // Keys of an answer were charged when it was issued; bytes are known only now.
+        spend(keys: 0, bytes: bytes)
+        var sorted = records
+        if !Self.isSorted(records.lazy.map(\.key)) {
+            sorted.sort { $0.key.lexicographicallyPrecedes($1.key) }
+        }
+        var entries: [RecordEntry] = []
+        entries.reserveCapacity(sorted.count)
+        var size = 0
+        var keyBytes = 0
+        var truncated = false
+        for (key, record) in sorted {
+            keyBytes += key.count + 9
+            if keyBytes > options.keysReplyBytesMax {
+                truncated = true
+                break
+            }
+            switch record {
+            case .absent: continue
+            case .damaged: entries.append(RecordEntry(key: key, record: nil))
+            case .state(let bytes):
+                size += bytes.count
+                entries.append(
+                    RecordEntry(key: key, record: size <= options.recordsReplyBytesMax ? bytes : nil))
+            }
+        }
+        send(
+            .records(
+                pass: pass, bucket: UInt32(b), truncated: truncated, rebuilding: learnerOnly, entries: entries
+            ),
+            to: peer)
+    }
+
+    /// Whether `keys` are in strictly increasing byte order.
+    static func isSorted<C: Sequence>(_ keys: C) -> Bool where C.Element == [UInt8] {
+        var previous: [UInt8]?
+        for k in keys {
+            if let p = previous, !p.lexicographicallyPrecedes(k) { return false }
+            previous = k
+        }
+        return true
     }
 
     /// Keys whose records this node just wrote: their buckets' cached digests are stale, and new
@@ -507,6 +577,15 @@ public final class RepairScanner {
             let c = chunk(ofBucket: b)
             if listings[c] != nil { listings[c]![b, default: []].insert(k) }
         }
+    }
+
+    /// `noteWritten` for keys all of bucket `b` (a bulk rebuild's install): no hashing per key.
+    public func noteWritten(_ keys: [[UInt8]], bucket b: Int) {
+        guard !keys.isEmpty else { return }
+        bucketWrites[b, default: 0] += 1
+        digests[b] = nil
+        let c = chunk(ofBucket: b)
+        if listings[c] != nil { listings[c]![b, default: []].formUnion(keys) }
     }
 
     /// The shell's node became learner-only (after `learnerOnly = true`): its peers are asked for a
@@ -756,9 +835,14 @@ public final class RepairScanner {
         }
     }
 
-    func mine(_ keys: Set<[UInt8]>?) -> [[UInt8]] {
+    /// The keys of `keys` this node replicates (and `peer` too, if given), sorted: one placement
+    /// lookup per key.
+    func mine(_ keys: Set<[UInt8]>?, sharedWith peer: NodeID? = nil) -> [[UInt8]] {
         guard let keys else { return [] }
-        return keys.filter { replicas($0).contains(me) }.sorted { $0.lexicographicallyPrecedes($1) }
+        return keys.filter {
+            let r = replicas($0)
+            return r.contains(me) && (peer.map { r.contains($0) } ?? true)
+        }.sorted { $0.lexicographicallyPrecedes($1) }
     }
 
     func scan(bucket b: Int) {
@@ -966,7 +1050,7 @@ public final class RepairScanner {
             requestListing(c, forScan: false)
             return nil
         }
-        return mine(listing[b]).filter { replicas($0).contains(peer) }
+        return mine(listing[b], sharedWith: peer)
     }
 
     /// Answers a peer's summary from this node's summaries of the bucket.
@@ -1094,65 +1178,118 @@ public final class RepairScanner {
             return
         }
         let floor = fenceFloor
-        var byKey: [[UInt8]: [RecordEntry]] = [:]
-        for (_, entries) in p.records.sorted(by: { $0.key < $1.key }) {
-            for e in entries { byKey[e.key, default: []].append(e) }
+        let withoutSlots = options.mutant == .copyWithoutSlots
+        // Each peer's entries by key (the sender sorts them; an unsorted list is sorted here), so
+        // the peers' lists merge as sorted runs, without a table of every key.
+        let lists = p.records.sorted(by: { $0.key < $1.key }).map { _, entries in
+            Self.isSorted(entries.lazy.map(\.key))
+                ? entries : entries.sorted { $0.key.lexicographicallyPrecedes($1.key) }
         }
+        var heads = [Int](repeating: 0, count: lists.count)
         var records: [(key: [UInt8], record: [UInt8])] = []
+        records.reserveCapacity(lists.first?.count ?? 0)
         var distrust: [[UInt8]] = []
-        for key in byKey.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+        var listed = Set<[UInt8]>()
+        var group: [[UInt8]?] = []
+        while true {
+            // The smallest key at the head of any list, and every peer's entries for it.
+            var key: [UInt8]?
+            for (l, list) in lists.enumerated() where heads[l] < list.count {
+                let k = list[heads[l]].key
+                if key.map({ k.lexicographicallyPrecedes($0) }) ?? true { key = k }
+            }
+            guard let key else { break }
+            group.removeAll(keepingCapacity: true)
+            for (l, list) in lists.enumerated() {
+                while heads[l] < list.count && list[heads[l]].key == key {
+                    group.append(list[heads[l]].record)
+                    heads[l] += 1
+                }
+            }
+            if !p.mine.isEmpty { listed.insert(key) }
             guard replicas(key).contains(me) else { continue }
             counters.keysCompared += 1
-            var states: [KeyState] = []
-            var whole = true
-            for e in byKey[key]! {
-                guard let rec = e.record, let s = PaxosCodec.decode(rec) else {
-                    whole = false
-                    break
-                }
-                states.append(s)
-            }
-            var merged = KeyState()
-            if whole {
-                for s in states where s.chosen > merged.chosen {
-                    merged.chosen = s.chosen
-                    merged.value = s.value
-                }
-                if merged.chosen > 0
-                    && states.contains(where: { $0.chosen == merged.chosen && $0.value != merged.value })
-                {
-                    counters.alarms += 1
-                    out.alarms.append(
-                        SafetyAlarm(key: key, instance: merged.chosen, peer: me, mine: 0, theirs: 0))
-                    whole = false
+            var bytes: [UInt8]?
+            if !group.contains(where: { $0 == nil }) {
+                let whole = group.map { $0! }
+                bytes = RecordView.merge(whole, floor: floor, withoutSlots: withoutSlots)
+                // Debug builds (the simulator's runs) hold the raw merge to the decoded one.
+                assert(
+                    bytes == nil
+                        || PaxosCodec.decode(bytes!)
+                            == Self.decodedMerge(whole, floor: floor, withoutSlots: withoutSlots).state,
+                    "the raw merge differs from the decoded one")
+                if bytes == nil {
+                    switch Self.decodedMerge(whole, floor: floor, withoutSlots: withoutSlots) {
+                    case .state(let merged): bytes = PaxosCodec.encode(merged)
+                    case .unusable: break
+                    case .alarm(let instance):
+                        counters.alarms += 1
+                        out.alarms.append(
+                            SafetyAlarm(key: key, instance: instance, peer: me, mine: 0, theirs: 0))
+                    }
                 }
             }
-            guard whole else {
+            guard let bytes else {
                 // Damaged (or too large) at a peer: recovered one by one.
                 distrust.append(key)
                 rebuildOneByOne(key)
                 continue
             }
-            if options.mutant != .copyWithoutSlots {
-                for s in states {
-                    guard let slot = s.accepted, slot.instance == merged.chosen + 1 else { continue }
-                    if merged.accepted.map({ slot.ballot > $0.ballot }) ?? true { merged.accepted = slot }
-                }
-            }
-            merged.promised = max(floor, merged.accepted?.ballot ?? .zero)
-            let bytes = PaxosCodec.encode(merged)
             counters.copied += 1
             counters.copiedBytes += bytes.count
             records.append((key, bytes))
         }
         // This node's own records that no peer holds: they recover one by one (the peers' absence
         // settles them, under a fresh ballot).
-        for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where byKey[k] == nil {
+        for k in p.mine.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) where !listed.contains(k) {
             distrust.append(k)
             rebuildOneByOne(k)
         }
         copiedBuckets.insert(b)
         out.installs.append((b, records, distrust))
+    }
+
+    /// What the decoded merge of one key's records made.
+    enum Merged: Equatable {
+        case state(KeyState)
+        /// A record does not decode: the key recovers one by one.
+        case unusable
+        /// Two different values chosen at this instance.
+        case alarm(UInt64)
+        var state: KeyState? {
+            if case .state(let s) = self { return s }
+            return nil
+        }
+    }
+
+    /// The bulk rebuild's merge of one key's records, decoded (`RecordView.merge` does the same on
+    /// the bytes, and falls back to this where it cannot decide): the highest chosen instance and
+    /// its value, the highest-ballot open slot at chosen + 1, promise = max(floor, its ballot).
+    static func decodedMerge(_ records: [[UInt8]], floor: Ballot, withoutSlots: Bool) -> Merged {
+        var states: [KeyState] = []
+        for rec in records {
+            guard let s = PaxosCodec.decode(rec) else { return .unusable }
+            states.append(s)
+        }
+        var merged = KeyState()
+        for s in states where s.chosen > merged.chosen {
+            merged.chosen = s.chosen
+            merged.value = s.value
+        }
+        if merged.chosen > 0
+            && states.contains(where: { $0.chosen == merged.chosen && $0.value != merged.value })
+        {
+            return .alarm(merged.chosen)
+        }
+        if !withoutSlots {
+            for s in states {
+                guard let slot = s.accepted, slot.instance == merged.chosen + 1 else { continue }
+                if merged.accepted.map({ slot.ballot > $0.ballot }) ?? true { merged.accepted = slot }
+            }
+        }
+        merged.promised = max(floor, merged.accepted?.ballot ?? .zero)
+        return .state(merged)
     }
 
     /// While learner-only: load `key` (damaged), so that it recovers by the damaged-key rule.

@@ -746,10 +746,23 @@ public final class Node: @unchecked Sendable {
             fencesWaiting[fenceTokens] = (nil, own)
             core.replica.raiseFence(own, token: fenceTokens)
         }
-        for install in r.installs { installCopies(install.records, distrust: install.distrust) }
+        for install in r.installs {
+            installCopies(install.records, bucket: install.bucket, distrust: install.distrust)
+        }
         let options = scanner.options
         for l in r.listings {
             let range = l.buckets
+            if store.partitionCount == options.bucketCount {
+                // The engine keeps the keys per bucket (`RepairOptions.bucket(ofRecordKey:)`): a
+                // listing reads the chunk's buckets only.
+                store.liveKeys(inPartitions: range, droppingPrefix: 1) { lists in
+                    self.onLoop {
+                        self.scanner?.listed(chunk: l.chunk, buckets: lists ?? [])
+                        self.drive()
+                    }
+                }
+                continue
+            }
             store.liveKeys(where: { k in
                 guard k.first == 1 else { return false }
                 let position = k.withUnsafeBytes {
@@ -823,7 +836,8 @@ public final class Node: @unchecked Sendable {
     /// Writes a bulk rebuild's records (keys not in memory, not recovered one by one, with no read
     /// of their old record under way; the others are distrusted: they recover one by one). Not
     /// synced: the rebuild marker's removal syncs them, and a restart before it rebuilds again.
-    private func installCopies(_ records: [(key: [UInt8], record: [UInt8])], distrust: [[UInt8]]) {
+    private func installCopies(_ records: [(key: [UInt8], record: [UInt8])], bucket: Int, distrust: [[UInt8]])
+    {
         var batch: [BatchEntry] = []
         var written: [[UInt8]] = []
         var untrusted = distrust
@@ -842,7 +856,7 @@ public final class Node: @unchecked Sendable {
             guard case .failure(let e) = result else { return }
             self.onLoop { self.core.storageFailed("writing rebuilt records: \(e)") }
         }
-        scanner?.noteWritten(written)
+        scanner?.noteWritten(written, bucket: bucket)
     }
 
     /// Carries out what the incarnation check asked for. On the loop.

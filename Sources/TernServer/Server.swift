@@ -124,6 +124,13 @@ public final class TernServerProcess: Service, AdminBackend {
             // With the scanner on, a directory that lost fsynced bytes is opened and the node
             // rebuilds learner-only (docs/REPAIR.md); without it, such a directory is refused.
             engine.acceptLostDurableBytes = config.repair
+            if config.repair {
+                // The scanner's listings read the keys of a few ring buckets (docs/REPAIR.md).
+                let repair = RepairOptions()
+                engine.partitioning = KeyPartitioning(count: repair.bucketCount) {
+                    repair.bucket(ofRecordKey: $0)
+                }
+            }
             store = try Store(
                 directory: dataDirectory, options: engine, durability: .always,
                 executor: LoopExecutor(loop: loop), fsync: config.fsyncInline ? .inline : .thread)

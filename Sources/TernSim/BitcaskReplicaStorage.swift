@@ -1,6 +1,7 @@
 public import TernConsensus
 public import TernCore
-public import TernStorage
+public import TernRepair
+import TernStorage
 
 /// Tuning of the storage engine under the simulator: small files, so that rotation, hint files
 /// and merge all happen within a few hundred operations.
@@ -13,6 +14,10 @@ public struct SimStorageOptions: Sendable, Hashable {
     public var mergeChance = 0.002
     /// Ticks between a merge's copy and its swap; writes made meanwhile must win over the copies.
     public var mergeSwapDelayTicksMax: UInt64 = 20
+    /// With more than 0, the engine groups key records by the repair scanner's ring buckets of
+    /// this many bits (`RepairOptions.bucket(ofRecordKey:)`), as the server's does, and the
+    /// scanner's listings read them so (`liveKeys(inBuckets:)`).
+    public var listingBucketBits: UInt8 = 0
     public init() {}
 }
 
@@ -63,6 +68,11 @@ public final class BitcaskReplicaStorage: ReplicaStorage {
         o.maxFileSizeBytes = sim.fileSizeBytesMax
         o.mergeMinDeadBytes = sim.mergeDeadBytesMin
         o.writeBufferBytes = writeBufferBytes
+        if sim.listingBucketBits > 0 {
+            var r = RepairOptions()
+            r.bucketBits = sim.listingBucketBits
+            o.partitioning = KeyPartitioning(count: r.bucketCount) { [r] in r.bucket(ofRecordKey: $0) }
+        }
         o.mergeFaultHook = { step throws(StorageError) in
             if fault.stopAt == step { throw .injectedFault(step.rawValue) }
         }
@@ -80,6 +90,28 @@ public final class BitcaskReplicaStorage: ReplicaStorage {
         } catch .damaged {
             return .damaged
         }
+    }
+
+    /// `load` of many keys at once, through the engine's batched read (`Bitcask.get(many:)`).
+    public func load(many keys: [[UInt8]]) -> [LoadResult] {
+        engine.get(many: keys).map { r -> LoadResult in
+            switch r {
+            case .success(let v?): .state(v)
+            case .success(nil): .absent
+            case .failure: .damaged
+            }
+        }
+    }
+
+    /// The keys (record prefix removed) of the key records in `buckets`, per bucket, from the
+    /// engine's partitions (`SimStorageOptions.listingBucketBits`); nil without them.
+    public func liveKeys(inBuckets buckets: Range<Int>) -> [[[UInt8]]]? {
+        guard engine.partitionCount != nil else { return nil }
+        var lists = [[[UInt8]]](repeating: [], count: buckets.count)
+        engine.forEachLive(inPartitions: buckets) { p, key in
+            lists[p - buckets.lowerBound].append(Array(key.dropFirst()))
+        }
+        return lists
     }
 
     public func write(_ batch: [(key: [UInt8], value: [UInt8])]) throws {

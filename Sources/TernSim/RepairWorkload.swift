@@ -113,11 +113,15 @@ extension Simulation {
     /// Ticks the scanners get after the heal to settle before the run counts as stuck.
     static let repairSettleTicksMax: UInt64 = 40_000
 
+    /// The scanners' buckets in the simulator (64), which the simulated engines group key records
+    /// by when the repair workload runs (`SimStorageOptions.listingBucketBits`).
+    static let repairBucketBits: UInt8 = 6
+
     /// The scanners' options in the simulator: a fast pace in simulated time (a pass of the
     /// workload's few keys takes a few dozen ticks), small buckets, short timeouts.
     var repairOptions: RepairOptions {
         var o = RepairOptions()
-        o.bucketBits = 6
+        o.bucketBits = Self.repairBucketBits
         o.chunkBuckets = 16
         o.keysPerSecond = 1_000_000
         o.bytesPerSecond = 1_073_741_824
@@ -271,15 +275,18 @@ extension Simulation {
             let r = s.ready()
             if r.isEmpty { return }
             for l in r.listings {
+                if s.options.bucketBits == config.storage.listingBucketBits,
+                    let lists = storage.liveKeys(inBuckets: l.buckets)
+                {
+                    s.listed(chunk: l.chunk, buckets: lists)
+                    continue
+                }
                 let keys = storage.liveKeys.filter { $0.first == 1 }.map { Array($0.dropFirst()) }
                 s.listed(chunk: l.chunk, keys: keys.filter { l.buckets.contains(s.bucket(of: $0)) })
             }
             for read in r.reads {
-                s.read(
-                    id: read.id,
-                    records: read.keys.map {
-                        ($0, (try? storage.load(ReplicaNode.recordKey($0))) ?? .damaged)
-                    })
+                let loaded = storage.load(many: read.keys.map(ReplicaNode.recordKey))
+                s.read(id: read.id, records: Array(zip(read.keys, loaded)))
             }
             for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
             for a in r.actions { repairApply(i, n, s, a.key, a.action) }
@@ -297,7 +304,9 @@ extension Simulation {
                 repair.fencesWaiting[i][repair.fenceTokens] = (nil, own)
                 n.raiseFence(own, token: repair.fenceTokens)
             }
-            for install in r.installs { installCopies(i, n, s, install.records, distrust: install.distrust) }
+            for install in r.installs {
+                installCopies(i, n, s, install.records, bucket: install.bucket, distrust: install.distrust)
+            }
             for p in r.rebuildingPeers { n.clearSuspicions(sharedWith: p) }
             for alarm in r.alarms {
                 if violations.isEmpty {
@@ -329,7 +338,7 @@ extension Simulation {
     /// marker's removal, makes them durable; a crash before it rebuilds again).
     func installCopies(
         _ i: Int, _ n: ReplicaNode, _ s: RepairScanner, _ records: [(key: [UInt8], record: [UInt8])],
-        distrust: [[UInt8]]
+        bucket: Int, distrust: [[UInt8]]
     ) {
         var batch: [(key: [UInt8], value: [UInt8])] = []
         var written: [[UInt8]] = []
@@ -351,7 +360,7 @@ extension Simulation {
             storageFailed(i, error)
             return
         }
-        s.noteWritten(written)
+        s.noteWritten(written, bucket: bucket)
         repair.stats.installed += written.count
         repair.lastActivity = repairNow
         mix(0xC0B7 &+ UInt64(i) &+ UInt64(written.count) << 8)

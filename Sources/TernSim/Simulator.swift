@@ -136,6 +136,9 @@ public final class Simulation {
     var stalled: [(at: UInt64, frame: Frame)] = []
 
     public init(_ config: SimConfig) {
+        var config = config
+        // The engines group key records by the scanners' buckets, as the server's do.
+        if config.repair { config.storage.listingBucketBits = Self.repairBucketBits }
         self.config = config
         var r = SplitMix64(seed: config.seed)
         faults = config.deriveFaults ? config.faults.derived(from: &r) : config.faults

@@ -31,6 +31,13 @@ struct Keydir {
     }
 
     private(set) var slots: [Slot] = []
+    /// The caller's grouping of keys (`KeyPartitioning`), nil when none: each partition's slot
+    /// indices, and per slot its partition << 32 | its position there (`noPartition`: in none).
+    /// Kept on insert and removal, so a listing of some partitions reads only their keys.
+    private let partitionOf: (@Sendable (UnsafeRawBufferPointer) -> Int?)?
+    private var members: [[UInt32]] = []
+    private var place: [UInt64] = []
+    private static let noPartition = UInt64.max
     /// Open-addressing table: hash << 32 | (slot index + 1); 0 = empty. Keeping the hash here
     /// lets a probe reject a non-matching bucket without touching `slots` (a cache miss each).
     private var index: [UInt64] = [UInt64](repeating: 0, count: 16)
@@ -39,8 +46,74 @@ struct Keydir {
 
     var count: Int { slots.count }
 
+    init(partitioning: KeyPartitioning? = nil) {
+        partitionOf = partitioning?.partition
+        if let partitioning { members = Array(repeating: [], count: partitioning.count) }
+    }
+
+    /// The number of partitions (nil: keys are not partitioned).
+    var partitionCount: Int? { partitionOf == nil ? nil : members.count }
+
+    /// Calls `body` with the bytes of every key in the partitions of `range` (borrowed: valid
+    /// during the call only), partition by partition, in no order within one.
+    func forEachKey(inPartitions range: Range<Int>, _ body: (Int, UnsafeRawBufferPointer) throws -> Void)
+        rethrows
+    {
+        try arena.withUnsafeBytes { a in
+            for p in range.clamped(to: members.indices) {
+                for s in members[p] {
+                    let ref = slots[Int(s)].keyRef
+                    try body(
+                        p,
+                        UnsafeRawBufferPointer(
+                            rebasing: a[Int(ref >> 16)..<Int(ref >> 16) + Int(ref & 0xFFFF)]))
+                }
+            }
+        }
+    }
+
+    /// Files a new slot (the last one) under its key's partition.
+    private mutating func placeNew(_ key: UnsafeRawBufferPointer) {
+        guard let partitionOf else { return }
+        let s = UInt32(slots.count - 1)
+        guard let p = partitionOf(key), members.indices.contains(p) else {
+            place.append(Self.noPartition)
+            return
+        }
+        place.append(UInt64(p) << 32 | UInt64(members[p].count))
+        members[p].append(s)
+    }
+
+    /// Takes slot `i` out of its partition, then moves the last slot's entry to `i` (as `remove`
+    /// moves the slot itself).
+    private mutating func unplace(_ i: Int) {
+        guard partitionOf != nil else { return }
+        let e = place[i]
+        if e != Self.noPartition {
+            let p = Int(e >> 32)
+            let pos = Int(UInt32(truncatingIfNeeded: e))
+            let lastMember = members[p].removeLast()
+            if Int(lastMember) != i {
+                members[p][pos] = lastMember
+                place[Int(lastMember)] = UInt64(p) << 32 | UInt64(pos)
+            }
+        }
+        let last = place.count - 1
+        if i != last {
+            let moved = place[last]
+            if moved != Self.noPartition {
+                members[Int(moved >> 32)][Int(UInt32(truncatingIfNeeded: moved))] = UInt32(i)
+            }
+            place[i] = moved
+        }
+        place.removeLast()
+    }
+
     /// Bytes this structure holds, including spare capacity (what the process pays for it).
-    var memoryBytes: Int { slots.capacity * MemoryLayout<Slot>.stride + index.count * 8 + arena.capacity }
+    var memoryBytes: Int {
+        slots.capacity * MemoryLayout<Slot>.stride + index.count * 8 + arena.capacity + place.capacity * 8
+            + members.reduce(0) { $0 + $1.capacity * 4 }
+    }
     /// The part of `memoryBytes` that is not key bytes: the overhead we publish.
     var overheadBytes: Int { memoryBytes - (arena.count - arenaGarbage) }
 
@@ -139,6 +212,7 @@ struct Keydir {
                     keyRef: keyRef, timestamp: loc.timestamp, file: loc.file, offset: loc.offset,
                     length: loc.length, hash: hash))
             index[b] = UInt64(hash) << 32 | UInt64(slots.count)
+            placeNew(k)
             if slots.count * 4 > index.count * 3 { grow() }
             return nil
         }(key)
@@ -154,6 +228,7 @@ struct Keydir {
             let old = location(of: slots[i])
             arenaGarbage += Int(slots[i].keyRef & 0xFFFF)
             deleteBucket(b)
+            unplace(i)
             // Keep `slots` dense: move the last slot into the hole and repoint its bucket.
             let last = slots.count - 1
             if i != last {
@@ -219,7 +294,23 @@ struct Keydir {
     /// Reserves room for `n` keys of about `keyBytes` bytes each (start-up knows the counts).
     mutating func reserve(keys n: Int, keyBytes: Int) {
         slots.reserveCapacity(n)
+        if partitionOf != nil { place.reserveCapacity(n) }
         arena.reserveCapacity(keyBytes)
         while n * 4 > index.count * 3 { grow() }
+    }
+}
+
+/// A grouping of the keys that the engine keeps up to date (`BitcaskOptions.partitioning`), so
+/// that the keys of a few groups are listed without walking the whole key directory: the repair
+/// scanner lists a node's keys per ring bucket. Each key's partition is computed once, when the
+/// key enters the key directory; it costs 12 bytes per key (a slot's place and its entry).
+public struct KeyPartitioning: Sendable {
+    /// Partitions are numbered 0..<count.
+    public var count: Int
+    /// A key's partition; nil (or a number outside 0..<count): in none, never listed this way.
+    public var partition: @Sendable (UnsafeRawBufferPointer) -> Int?
+    public init(count: Int, partition: @escaping @Sendable (UnsafeRawBufferPointer) -> Int?) {
+        self.count = count
+        self.partition = partition
     }
 }

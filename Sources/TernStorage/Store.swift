@@ -98,6 +98,8 @@ public final class Store: Sendable {
     /// The durability policy writes follow.
     public let durability: Durability
     private let autoMerge: Bool
+    /// How many partitions the engine groups keys into (`BitcaskOptions.partitioning`; nil: none).
+    public let partitionCount: Int?
 
     /// Opens the store (recovery runs here, synchronously: start-up is not on an event loop).
     ///
@@ -122,6 +124,7 @@ public final class Store: Sendable {
         engine = Engine(bitcask: bitcask, fileSystem: fileSystem)
         self.durability = durability
         self.autoMerge = autoMerge
+        partitionCount = options.partitioning?.count
         self.executor = executor ?? QueueExecutor(queue: DispatchQueue(label: "tern.storage.engine"))
         fsyncThread = fsync == .thread ? FsyncThread() : nil
     }
@@ -437,6 +440,25 @@ public final class Store: Sendable {
             }, done: { done((try? $0.get()) ?? []) })
     }
 
+    /// The live keys of the partitions in `range` (`BitcaskOptions.partitioning`), each without
+    /// its first `prefixBytes` bytes, grouped by partition (`range.count` lists), handed to `done`
+    /// on the executor (inline when called there): reads only those keys. Without partitioning,
+    /// `done` gets nil.
+    public func liveKeys(
+        inPartitions range: Range<Int>, droppingPrefix prefixBytes: Int = 0,
+        done: @escaping @Sendable ([[[UInt8]]]?) -> Void
+    ) {
+        run(
+            { engine -> [[[UInt8]]]? in
+                guard engine.bitcask.partitionCount != nil else { return nil }
+                var lists = [[[UInt8]]](repeating: [], count: range.count)
+                engine.bitcask.forEachLive(inPartitions: range) { p, key in
+                    lists[p - range.lowerBound].append(Array(key.dropFirst(min(prefixBytes, key.count))))
+                }
+                return lists
+            }, done: { done((try? $0.get()) ?? nil) })
+    }
+
     /// The values of `keys`, read in one executor turn, each nil if absent or the read's error
     /// (`.damaged` for a record that failed its checksum); `done` runs on the executor.
     public func get(
@@ -444,11 +466,7 @@ public final class Store: Sendable {
     ) {
         run(
             { engine in
-                keys.map { k -> Result<[UInt8]?, StorageError> in
-                    do throws(StorageError) { return .success(try engine.bitcask.get(k)) } catch {
-                        return .failure(error)
-                    }
-                }
+                engine.bitcask.get(many: keys)
             }, done: { done((try? $0.get()) ?? []) })
     }
 

@@ -1,0 +1,143 @@
+/// A key record's fields located in its bytes, without decoding its values: the bulk rebuild
+/// (docs/REPAIR.md) merges the peers' records of a key by copying the chosen value's and the open
+/// slot's encodings as they are, instead of decoding every record and encoding the merge again.
+///
+/// Only the current format (`PaxosCodec.version`): nil for a version 1 record (callers decode
+/// those) and for every record `PaxosCodec.decode` refuses (checksum, layout, trailing bytes). It
+/// checks everything `decode` checks, in the same order; `RecordViewTests` holds the two to the
+/// same answers.
+public struct RecordView: Sendable {
+    public let chosen: UInt64
+    /// The chosen value's encoding (`ByteWriter.keyValue`), as a range of the record's bytes.
+    public let value: Range<Int>
+    public let promised: Ballot
+    /// The open slot, if any: its instance and ballot, and the range of its whole encoding after
+    /// the flag byte (instance, ballot, value).
+    public let slotInstance: UInt64
+    public let slotBallot: Ballot
+    public let slot: Range<Int>?
+
+    public init?(_ bytes: [UInt8]) {
+        guard bytes.count >= 5 else { return nil }
+        let end = bytes.count - 4
+        var sum: UInt32 = 0
+        for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
+        guard sum == PaxosCodec.fnv1a(bytes, upTo: end) else { return nil }
+        var r = ByteReader(bytes)
+        guard r.u8() == PaxosCodec.version, let c = r.u64() else { return nil }
+        let valueStart = r.at
+        guard r.skipKeyValue() else { return nil }
+        let valueEnd = r.at
+        guard let p = r.ballot(), let flag = r.u8() else { return nil }
+        chosen = c
+        value = valueStart..<valueEnd
+        promised = p
+        if flag == 1 {
+            let slotStart = r.at
+            guard let i = r.u64(), let b = r.ballot(), r.skipKeyValue() else { return nil }
+            slotInstance = i
+            slotBallot = b
+            slot = slotStart..<r.at
+        } else if flag == 0 {
+            slotInstance = 0
+            slotBallot = .zero
+            slot = nil
+        } else {
+            return nil
+        }
+        // Every read stayed inside the body: the record ends with its checksum right there.
+        guard r.at == end else { return nil }
+    }
+
+    /// Merges the records of one key from several peers for the bulk rebuild, byte for byte: the
+    /// highest chosen instance and its value (the first record holding it, in the order given),
+    /// the open slot at chosen + 1 with the highest ballot (the first on a tie; none with
+    /// `withoutSlots`, the `copy-without-slots` mutant), promise = max(`floor`, that slot's
+    /// ballot). The rules of `RepairScanner.install`'s decoded merge, which this must equal.
+    ///
+    /// nil when the raw merge cannot decide alone: a record is not in the current format, or two
+    /// records chosen at the highest instance differ in bytes (equal values or a safety alarm:
+    /// the decoded merge tells which).
+    public static func merge(_ records: [[UInt8]], floor: Ballot, withoutSlots: Bool = false) -> [UInt8]? {
+        guard let first = records.first, let v0 = RecordView(first) else { return nil }
+        var views = [v0]
+        if records.count > 1 {
+            views.reserveCapacity(records.count)
+            for r in records.dropFirst() {
+                guard let v = RecordView(r) else { return nil }
+                views.append(v)
+            }
+        }
+        var top = 0
+        for i in views.indices where views[i].chosen > views[top].chosen { top = i }
+        let chosen = views[top].chosen
+        let valueBytes = records[top][views[top].value]
+        for i in views.indices where i != top && views[i].chosen == chosen && chosen > 0 {
+            guard records[i][views[i].value].elementsEqual(valueBytes) else { return nil }
+        }
+        var slotOf: Int?
+        if !withoutSlots {
+            for i in views.indices {
+                guard views[i].slot != nil, views[i].slotInstance == chosen &+ 1 else { continue }
+                if let s = slotOf, views[i].slotBallot <= views[s].slotBallot { continue }
+                slotOf = i
+            }
+        }
+        let promised = max(floor, slotOf.map { views[$0].slotBallot } ?? .zero)
+        var w = ByteWriter()
+        let slotCount = slotOf.flatMap { views[$0].slot?.count } ?? 0
+        w.bytes.reserveCapacity(1 + 8 + valueBytes.count + 12 + 1 + slotCount + 4)
+        w.u8(PaxosCodec.version)
+        w.u64(chosen)
+        // Nothing chosen: the merge's value is the absent one whatever a record holds (as decoded).
+        if chosen == 0 { w.keyValue(.absent) } else { w.bytes += valueBytes }
+        w.ballot(promised)
+        if let s = slotOf, let range = views[s].slot {
+            w.u8(1)
+            w.bytes += records[s][range]
+        } else {
+            w.u8(0)
+        }
+        w.u32(PaxosCodec.fnv1a(w.bytes, upTo: w.bytes.count))
+        return w.bytes
+    }
+}
+
+extension PaxosCodec {
+    /// FNV-1a of `bytes[0..<end]` without copying them.
+    static func fnv1a(_ bytes: [UInt8], upTo end: Int) -> UInt32 {
+        bytes.withUnsafeBufferPointer { b in
+            var h: UInt32 = 0x811C_9DC5
+            for i in 0..<end { h = (h ^ UInt32(b[i])) &* 0x0100_0193 }
+            return h
+        }
+    }
+
+    /// Whether `decode` would accept `bytes`, without building the state for the current format.
+    public static func isWhole(_ bytes: [UInt8]) -> Bool {
+        if bytes.first == version { return RecordView(bytes) != nil }
+        return decode(bytes) != nil
+    }
+}
+
+extension ByteReader {
+    /// Skips a `KeyValue` in the current layout, checking what `keyValue()` checks (false where
+    /// it would return nil).
+    public mutating func skipKeyValue() -> Bool {
+        guard let flag = u8() else { return false }
+        if flag == 1 {
+            guard skipBlob() else { return false }
+        } else if flag == 2 {
+            guard u8().flatMap(ValueKind.init(rawValue:)) != nil, u64() != nil, skipBlob() else {
+                return false
+            }
+        } else if flag != 0 {
+            return false
+        }
+        guard u64() != nil, let n = u32(), n <= 1 << 16 else { return false }
+        for _ in 0..<n {
+            guard u32() != nil, u64() != nil, u64() != nil, result() != nil else { return false }
+        }
+        return true
+    }
+}
