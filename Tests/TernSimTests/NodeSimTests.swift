@@ -54,6 +54,19 @@ struct NodeSimTests {
         #expect(crashes > 0 && pauses > 0 && isolations > 0)
     }
 
+    @Test(
+        "One node per campus: hot keys written through every node are routed to one proposer, and stay clean under faults"
+    )
+    func hotKeysRouted() {
+        var routed = 0
+        for s in UInt64(1)...UInt64(6) {
+            let r = simulateNodes(config(s, perCampus: 1))
+            #expect(r.violations.isEmpty, "seed \(s): \(r.violations.first.map { "\($0)" } ?? "")")
+            routed += r.routed
+        }
+        #expect(routed > 0)
+    }
+
     @Test("Mutant: a write retried with a fresh request id after a silent forward is caught")
     func freshIDMutantCaught() {
         var caught: SimViolation?
