@@ -208,12 +208,15 @@ public final class NodeCore {
         /// Write attempts that have not answered yet (they may still apply).
         var open: Set<UInt64> = []
         /// Some attempt of a write may have been applied.
-        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty }
+        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty || tookBack }
         /// Waiting to try again at this time.
         var retryAt: UInt64?
         /// Instances at which a replica this write was routed to may carry it (`ProposeBound`):
         /// every later attempt here is held until they are decided.
         var routed: (first: UInt64, last: UInt64)?
+        /// A route of it went silent and it was taken back: that route may still apply it (its late
+        /// answer still answers the client), so it is never routed again and never "not applied".
+        var tookBack = false
         /// Tag of the last routed attempt, and when it left.
         var routedTag: UInt64 = 0
         var routedAt: UInt64 = 0
@@ -386,7 +389,7 @@ public final class NodeCore {
         if all.contains(id) && !replica.servesNothing {
             // (safety) Never routed while an earlier attempt may still apply: a second proposer
             // would not know the instances the first may carry it at (`Waiter.routed`).
-            if case .write(let op) = w.request, w.open.isEmpty, !w.sawUnknown,
+            if case .write(let op) = w.request, w.open.isEmpty, !w.sawUnknown, !w.tookBack,
                 let r = route(w.key, among: all)
             {
                 let (to, first, last) = r
@@ -592,6 +595,10 @@ public final class NodeCore {
                         // route's proposer may carry it at is decided (`ProposeBound.heldBy`). Its
                         // late answer, if any, still answers the client (the attempt stays open).
                         counters.routesTakenBack += 1
+                        // Not waited for: once the local attempt settles (even `.unknown`), the
+                        // client is answered.
+                        w.tookBack = true
+                        w.open.remove(w.routedTag)
                         retryLater(&w)
                         w.retryAt = now
                         waiters[wid] = w

@@ -120,6 +120,36 @@ struct HotKeyRoutingTests {
         #expect(chosen(c, at: 1) == 2)
     }
 
+    @Test(
+        "A route whose proposer applied the write, then more writes than the de-dup window remembers: taken back, it ends 'unknown', never applied twice"
+    )
+    func takenBackAfterTheWindowForgot() {
+        var options = NodeCoreOptions()
+        options.paxos.dedupWindow = 1
+        let c = Cluster(options: options)
+        warm(c)
+        let w = c.cores[1].request(key: key, .write(.incr(1)), now: c.now)
+        // Node 1 applies it with node 3 (its answer to node 2 is lost), then three writes of its own.
+        c.settle(dropping: { from, to in from == 0 && to == 1 })
+        for _ in 0..<3 {
+            _ = c.cores[0].request(key: key, .write(.incr(1)), now: c.now)
+            c.settle(dropping: { from, to in from == 0 && to == 1 })
+        }
+        #expect(c.cores[0].replica.inspect(key)?.state.value.bytes == Array("5".utf8))
+        // Taken back: `recent` no longer lists it and `floor` is past the route's first instance, so
+        // its fate cannot be told (proposed as a fresh write it would make the counter 6): answered
+        // at once, not at the request deadline.
+        tick(c, 1, 40)
+        #expect(c.cores[1].counters.routesTakenBack == 1)
+        guard case .unknown = c.replies[1]?.first(where: { $0.0 == w })?.1 else {
+            Issue.record("answered \(String(describing: c.replies[1]?.first { $0.0 == w }))")
+            return
+        }
+        _ = c.cores[2].request(key: key, .read, now: c.now)
+        c.settle()
+        #expect(c.replies[2]?.last?.1 == .value(Array("5".utf8)))
+    }
+
     @Test("A routed write whose last instance is already decided is answered 'not applied' at once")
     func boundPassed() {
         let r = ReplicaNode(
