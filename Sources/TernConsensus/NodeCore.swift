@@ -69,9 +69,10 @@ public struct NodeCoreOptions: Sendable {
     /// the key's chosen instance here; past them it is answered `.retryable` there, and a route
     /// that went silent is taken back and proposed here once they are decided.
     public var routeSlack: UInt64 = 8
-    /// A routed write is taken back (before `forwardTimeout`) once nothing at all arrived from the
-    /// proposer it went to for this long: a proposer busy on a hot key sends this node Accepts
-    /// every few milliseconds, so silence means it stopped, however long its queue is.
+    /// A routed write is taken back once nothing at all arrived from the proposer it went to for
+    /// this long (only then: past `forwardTimeout` with the proposer still heard from, it waits as
+    /// any forward does). A proposer busy on a hot key sends this node Accepts every few
+    /// milliseconds, so silence means it stopped, however long its queue is.
     public var routeSilence: UInt64 = 100_000_000
     /// A deliberately broken variant for the simulator's checks (never in production).
     public var mutant: NodeMutant = .none
@@ -576,7 +577,32 @@ public final class NodeCore {
             let silent =
                 w.routedTag == w.tag && w.target != nil && now >= w.routedAt + options.routeSilence
                 && now >= (w.target.flatMap { lastHeard[$0] } ?? 0) + options.routeSilence
-            if let at = w.attemptDeadline, now >= at || silent, let target = w.target {
+            if case .write = w.request, silent || w.attemptDeadline.map({ now >= $0 }) == true,
+                w.routedTag == w.tag, w.routed != nil, !w.tookBack, let target = w.target,
+                options.mutant != .freshIDAfterSilentForward
+            {
+                guard silent, !replica.servesNothing else {
+                    // Past `forwardTimeout` but its proposer is still heard from (a long queue on
+                    // a hot key): keep waiting, as for any forward; taken back only on silence.
+                    w.attemptDeadline = nil
+                    waiters[wid] = w
+                    continue
+                }
+                // The route went silent: take the write back, held until every instance the
+                // route's proposer may carry it at is decided (`ProposeBound.heldBy`). A late
+                // answer of the route still answers the client if it comes first; otherwise the
+                // local attempt does, even `.unknown`, without waiting for the request deadline.
+                suspectUntil[target] = now + options.suspectFor
+                counters.routesTakenBack += 1
+                w.tookBack = true
+                w.open.remove(w.routedTag)
+                retryLater(&w)
+                w.retryAt = now
+                waiters[wid] = w
+                attempt(wid)
+                continue
+            }
+            if let at = w.attemptDeadline, now >= at, let target = w.target {
                 suspectUntil[target] = now + options.suspectFor
                 if case .write = w.request {
                     if options.mutant == .freshIDAfterSilentForward {
@@ -584,21 +610,6 @@ public final class NodeCore {
                         requestCounter += 1
                         w.rid = RequestID(client: id.rawValue, counter: requestCounter)
                         w.open = []
-                        retryLater(&w)
-                        w.retryAt = now
-                        waiters[wid] = w
-                        attempt(wid)
-                        continue
-                    }
-                    if w.routedTag == w.tag, w.routed != nil, !replica.servesNothing {
-                        // A route went silent: take the write back, held until every instance the
-                        // route's proposer may carry it at is decided (`ProposeBound.heldBy`). Its
-                        // late answer, if any, still answers the client (the attempt stays open).
-                        counters.routesTakenBack += 1
-                        // Not waited for: once the local attempt settles (even `.unknown`), the
-                        // client is answered.
-                        w.tookBack = true
-                        w.open.remove(w.routedTag)
                         retryLater(&w)
                         w.retryAt = now
                         waiters[wid] = w

@@ -58,7 +58,7 @@ struct NodeSimTests {
         "One node per campus: hot keys written through every node are routed to one proposer, routes are taken back, the history stays clean"
     )
     func hotKeysRouted() {
-        // Seed 2 (one isolation): 44 writes routed, 4 routes taken back (`tern sim --nodes
+        // Seed 2 (two pauses): 60 writes routed, 1 route taken back (`tern sim --nodes
         // --nodes-per-campus 1 --seed 2`); more seeds in scripts/test.
         let r = simulateNodes(config(2, perCampus: 1))
         #expect(r.violations.isEmpty, "\(r.violations.first.map { "\($0)" } ?? "")")
