@@ -38,6 +38,11 @@ public struct KeyReplica: Sendable {
         var acceptedAt: UInt64?
         /// The last instance at which an Accept carrying it was sent.
         var acceptedLast: UInt64 = 0
+        /// Routed here by another replica (`ProposeBound.carryUntil`): carried by no Accept above it.
+        var carryUntil: UInt64 = .max
+        /// Taken back from a route that went silent (`ProposeBound.heldBy`): another proposer may
+        /// carry it at instances up to this one, so it is carried here only above it.
+        var heldUntil: UInt64 = 0
     }
     struct Preparing: Sendable {
         var ballot: Ballot
@@ -92,6 +97,14 @@ public struct KeyReplica: Sendable {
     public private(set) var rejections = 0
     var highestSeen: Ballot = .zero
     var reads: [ReadWaiter] = []
+    /// When each of `peers` last sent us a Prepare or Accept of its own ballot (tick + 1; 0 =
+    /// never): the node routes writes of a key another replica is proposing on (`proposing`).
+    var peerProposedAt: (UInt64, UInt64) = (0, 0)
+    /// The chosen instance `pending` was last settled against (nil: settle again). A write queued
+    /// by `propose` is settled as it is queued, so only a new chosen value, or ops put back in the
+    /// queue, need another pass (a hot key queues thousands of writes, and every `propose` while
+    /// backing off used to settle them all again).
+    var settledAt: UInt64?
 
     /// A replica of `key` at `me`, starting from what storage returned. `promisedFloor`: for a
     /// key loaded `.damaged` whose record was readable but is not trusted (a node rebuilding
@@ -141,19 +154,55 @@ public struct KeyReplica: Sendable {
     /// The caller must not send the same request id again once an attempt answered `.unknown`
     /// (or may still be running elsewhere): only the replica that first proposed a request can
     /// tell, from `acceptedAt`, whether the bounded de-dup window still vouches for it.
-    public mutating func propose(_ op: Operation, id: RequestID, tag: UInt64, ctx: inout NodeContext)
-        -> Effects
-    {
+    ///
+    /// `bound`: a write routed here by another replica, or taken back from one (`ProposeBound`).
+    public mutating func propose(
+        _ op: Operation, id: RequestID, tag: UInt64, bound: ProposeBound = .none, ctx: inout NodeContext
+    ) -> Effects {
         var fx = Fx()
         if let r = state.value.result(for: id) {
             fx.effects.replies.append(ClientReply(tag: tag, outcome: .done(r)))
         } else if queuedWrites >= ctx.config.pendingMax {
             fx.effects.replies.append(ClientReply(tag: tag, outcome: .retryable))
+        } else if case .carryUntil(let last) = bound, last <= state.chosen {
+            // Every instance it may be carried at is decided already: certainly not applied here.
+            fx.effects.replies.append(ClientReply(tag: tag, outcome: .retryable))
         } else {
-            pending.append(PendingOp(op: op, id: id, tag: tag))
+            var p = PendingOp(op: op, id: id, tag: tag)
+            switch bound {
+            case .none: break
+            case .carryUntil(let last): p.carryUntil = last
+            case .heldBy(let first, let last):
+                // (safety) As if an Accept of ours had carried it at first...last: `settle` answers
+                // it from the chosen value (or `.unknown`) once last is decided, and only then may
+                // it be carried here (`beginAccept`).
+                p.acceptedAt = first
+                p.acceptedLast = last
+                p.heldUntil = last
+                settledAt = nil
+            }
+            pending.append(p)
             startIfNeeded(&fx, &ctx)
         }
         return finish(fx)
+    }
+
+    /// Peers that sent this replica a Prepare or an Accept of their own ballot in the last `window`
+    /// ticks: other proposers active on the key.
+    public func proposing(within window: UInt64, now: UInt64) -> [NodeID] {
+        var out: [NodeID] = []
+        if peerProposedAt.0 != 0 && peerProposedAt.0 + window > now { out.append(peers[0]) }
+        if peerProposedAt.1 != 0 && peerProposedAt.1 + window > now { out.append(peers[1]) }
+        return out
+    }
+
+    private mutating func notePeerProposing(_ peer: NodeID, _ b: Ballot, _ ctx: NodeContext) {
+        guard peer != me, b.node == peer else { return }
+        if peer == peers[0] {
+            peerProposedAt.0 = ctx.now + 1
+        } else if peer == peers[1] {
+            peerProposedAt.1 = ctx.now + 1
+        }
     }
 
     /// Reads the key: linearizable (ReadCheck to a majority) unless `staleOK`.
@@ -244,6 +293,7 @@ public struct KeyReplica: Sendable {
         var fx = Fx()
         switch message {
         case .prepare(let i, let b):
+            notePeerProposing(peer, b, ctx)
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
             if i == state.chosen + 1 && b >= promisedNow(ctx) {
@@ -255,6 +305,7 @@ public struct KeyReplica: Sendable {
                     peer, .reject(instance: i, ballot: b, promised: promisedNow(ctx), chosen: state.chosen))
             }
         case .accept(let i, let b, let v):
+            notePeerProposing(peer, b, ctx)
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
             if i == state.chosen + 1 && b >= promisedNow(ctx) {
@@ -378,7 +429,11 @@ public struct KeyReplica: Sendable {
         guard case .idle = phase else { return }
         // Requests already applied (a retry, or our own earlier attempt that won) answer at once;
         // those whose fate the chosen value cannot tell are answered `.unknown`, never re-proposed.
-        pending = settle(pending, &fx, ctx.config.mutant)
+        if settledAt != state.chosen {
+            pending = settle(pending, &fx, ctx.config.mutant)
+            settledAt = state.chosen
+        }
+        bounceRouted(above: state.chosen, &fx)
         guard ctx.now >= backoffUntil else { return }
         let write = !pending.isEmpty && !damaged
         guard write || needBarrier || damaged else { return }
@@ -400,21 +455,60 @@ public struct KeyReplica: Sendable {
         for n in [me] + peers { fx.send(n, .prepare(instance: i, ballot: b)) }
     }
 
-    /// Phase 2 with our own queued writes merged into one value.
+    /// Routed writes that may be carried at no instance above `instance` (they were settled just
+    /// before: none of them is applied) are answered `.retryable`: no Accept here will carry them.
+    private mutating func bounceRouted(above instance: UInt64, _ fx: inout Fx) {
+        guard pending.contains(where: { $0.carryUntil <= instance }) else { return }
+        pending.removeAll { op in
+            guard op.carryUntil <= instance else { return false }
+            fx.effects.replies.append(ClientReply(tag: op.tag, outcome: .retryable))
+            return true
+        }
+    }
+
+    /// Phase 2 with our own queued writes merged into one value. Writes held for another proposer
+    /// (`heldUntil` at or above `instance`) stay queued; if only those are queued, the instance
+    /// carries none (it moves the key on towards the instance where they may be carried).
     private mutating func beginAccept(
         ballot: Ballot, instance: UInt64, _ fx: inout Fx, _ ctx: inout NodeContext
     ) {
+        // (safety) Writes queued during a Phase 1 that need settling (taken back from a route) are
+        // settled before any is carried; and none is carried above its bound.
+        if settledAt != state.chosen {
+            pending = settle(pending, &fx, ctx.config.mutant)
+            settledAt = state.chosen
+        }
+        bounceRouted(above: instance - 1, &fx)
         var n = 0
         var bytes = 0
         let current = state.value.bytes?.count ?? 0
-        while n < min(pending.count, ctx.config.mergeMax) {
-            let cost = pending[n].op.payloadBytes + (pending[n].op.returnsValue ? current : 0)
-            if n > 0 && bytes + cost > ctx.config.mergeBytesMax { break }
-            bytes += cost
-            n += 1
+        var ops: [PendingOp]
+        if pending.contains(where: { $0.heldUntil >= instance }) {
+            ops = []
+            var rest: [PendingOp] = []
+            for p in pending {
+                let cost = p.op.payloadBytes + (p.op.returnsValue ? current : 0)
+                if p.heldUntil >= instance || n >= ctx.config.mergeMax
+                    || (n > 0 && bytes + cost > ctx.config.mergeBytesMax)
+                {
+                    rest.append(p)
+                    continue
+                }
+                bytes += cost
+                n += 1
+                ops.append(p)
+            }
+            pending = rest
+        } else {
+            while n < min(pending.count, ctx.config.mergeMax) {
+                let cost = pending[n].op.payloadBytes + (pending[n].op.returnsValue ? current : 0)
+                if n > 0 && bytes + cost > ctx.config.mergeBytesMax { break }
+                bytes += cost
+                n += 1
+            }
+            ops = Array(pending.prefix(n))
+            pending.removeFirst(n)
         }
-        var ops = Array(pending.prefix(n))
-        pending.removeFirst(n)
         for k in ops.indices {
             if ops[k].acceptedAt == nil { ops[k].acceptedAt = instance }
             ops[k].acceptedLast = instance
@@ -485,6 +579,7 @@ public struct KeyReplica: Sendable {
         // Writes queued while damaged: those the learned value shows applied (a retry) answer
         // now, as `startIfNeeded` does before any attempt.
         pending = settle(pending, &fx, ctx.config.mutant)
+        settledAt = nil
         var q = Preparing(ballot: p.ballot, instance: c + 1, deadline: p.deadline)
         q.promises = p.reports.map { ($0.peer, $0.accepted?.instance == c + 1 ? $0.accepted : nil) }
         phase = .preparing(q)
@@ -505,7 +600,10 @@ public struct KeyReplica: Sendable {
 
     /// Gives up the current attempt; with `outbid`, backs off (randomised) and counts a rejection.
     private mutating func abandon(_ fx: inout Fx, _ ctx: inout NodeContext, outbid: Bool) {
-        if case .accepting(let a) = phase { pending.insert(contentsOf: a.ops, at: 0) }
+        if case .accepting(let a) = phase {
+            pending.insert(contentsOf: a.ops, at: 0)
+            settledAt = nil
+        }
         phase = .idle
         fastBallot = nil
         guard outbid else { return }
@@ -575,6 +673,7 @@ public struct KeyReplica: Sendable {
                 // Ops applied by the chosen value are answered; the others go back in the queue
                 // (`startIfNeeded` settles those the value cannot vouch for).
                 pending.insert(contentsOf: a.ops, at: 0)
+                settledAt = nil
                 phase = .idle
             }
         }

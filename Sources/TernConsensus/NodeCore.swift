@@ -50,13 +50,30 @@ public struct NodeCoreOptions: Sendable {
     /// Idle keys kept in memory; beyond it they are evicted (and loaded again on use).
     public var keysLoadedMax = 1_000_000
     /// The consensus core's tunables (in ticks). The server queues more writes per key than the
-    /// core's defaults (hot keys under many pipelined clients) and merges up to 256 per instance.
+    /// core's defaults (hot keys under many pipelined clients) and merges up to 1024 per instance
+    /// (256 until 2026-12-07: a hot envelope under 64 connections × 16 pipelined opens filled
+    /// every instance to that cap, `ops_per_instance` ~240, so the instance rate bounded the
+    /// opens; `mergeBytesMax` still bounds an Accept's size).
     public var paxos: PaxosConfig = {
         var c = PaxosConfig()
         c.pendingMax = 16_384
-        c.mergeMax = 256
+        c.mergeMax = 1024
         return c
     }()
+    /// Routing a hot key to one proposer (docs/PROTOCOL.md, "Routing a hot key to one proposer"):
+    /// a write of a key on which a replica earlier in the key's replica order proposed within the
+    /// last `routeWindowTicks` consensus ticks is forwarded to that replica instead of proposed
+    /// here (0: never route).
+    public var routeWindowTicks: UInt64 = 20
+    /// A routed write may be carried by the proposer it went to at up to this many instances above
+    /// the key's chosen instance here; past them it is answered `.retryable` there, and a route
+    /// that went silent is taken back and proposed here once they are decided.
+    public var routeSlack: UInt64 = 8
+    /// A routed write is taken back once nothing at all arrived from the proposer it went to for
+    /// this long (only then: past `forwardTimeout` with the proposer still heard from, it waits as
+    /// any forward does). A proposer busy on a hot key sends this node Accepts every few
+    /// milliseconds, so silence means it stopped, however long its queue is.
+    public var routeSilence: UInt64 = 100_000_000
     /// A deliberately broken variant for the simulator's checks (never in production).
     public var mutant: NodeMutant = .none
     public init() {}
@@ -80,6 +97,10 @@ public struct NodeCoreCounters: Sendable, Hashable {
     public var forwardedIn = 0
     /// Internal retries (a refused or timed-out attempt tried again).
     public var retries = 0
+    /// Writes of hot keys routed to the replica proposing on them (also in `forwardedOut`), and
+    /// routed writes taken back after the route went silent.
+    public var routed = 0
+    public var routesTakenBack = 0
     /// Peer messages that failed to decode.
     public var badMessages = 0
     /// Key records that were damaged (or unreadable) when loaded.
@@ -188,9 +209,20 @@ public final class NodeCore {
         /// Write attempts that have not answered yet (they may still apply).
         var open: Set<UInt64> = []
         /// Some attempt of a write may have been applied.
-        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty }
+        var mayHaveApplied: Bool { sawUnknown || !open.isEmpty || tookBack }
         /// Waiting to try again at this time.
         var retryAt: UInt64?
+        /// Instances at which a replica this write was routed to may carry it (`ProposeBound`):
+        /// every later attempt here is held until they are decided.
+        var routed: (first: UInt64, last: UInt64)?
+        /// A route of it went silent and it was taken back: that route may still apply it (its late
+        /// answer still answers the client), so it is never routed again and never "not applied".
+        var tookBack = false
+        /// Tag of the last routed attempt, and when it left.
+        var routedTag: UInt64 = 0
+        var routedAt: UInt64 = 0
+        /// What a local attempt of this write proposes under.
+        var bound: ProposeBound { routed.map { .heldBy(first: $0.first, last: $0.last) } ?? .none }
     }
     var waiters: [UInt64: Waiter] = [:]
     /// Waiters in the order they began (ids only grow): deadline checks visit them in a fixed order.
@@ -356,6 +388,34 @@ public final class NodeCore {
         w.attempts += 1
         w.retryAt = nil
         if all.contains(id) && !replica.servesNothing {
+            // (safety) Never routed while an earlier attempt may still apply: a second proposer
+            // would not know the instances the first may carry it at (`Waiter.routed`).
+            if case .write(let op) = w.request, w.open.isEmpty, !w.sawUnknown, !w.tookBack,
+                let r = route(w.key, among: all)
+            {
+                let (to, first, last) = r
+                // A hot key another replica is proposing on: send it there (no duel of proposers).
+                w.target = to
+                w.attemptDeadline = now + options.forwardTimeout
+                w.open.insert(tag)
+                w.routed = (min(w.routed?.first ?? first, first), max(w.routed?.last ?? last, last))
+                w.routedTag = tag
+                w.routedAt = now
+                waiters[wid] = w
+                counters.forwardedOut += 1
+                counters.routed += 1
+                var b = ByteWriter()
+                b.u8(Envelope.forward.rawValue)
+                b.u64(tag)
+                b.u32(w.rid.client)
+                b.u64(w.rid.counter)
+                b.blob(w.key)
+                b.u8(2)
+                PaxosWire.encode(op, into: &b)
+                b.u64(last)
+                send(b.bytes, to: to)
+                return
+            }
             w.target = nil
             w.attemptDeadline = nil
             if case .write = w.request { w.open.insert(tag) }
@@ -363,7 +423,10 @@ public final class NodeCore {
             let key = w.key
             let request = w.request
             let rid = w.rid
-            whenLoaded([HashedKey(key)]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+            let bound = w.bound
+            whenLoaded([HashedKey(key)]) {
+                self.submitLocal(key: key, request, rid: rid, tag: tag, bound: bound)
+            }
             return
         }
         // Own campus first, then the others; a replica that recently failed to answer goes last.
@@ -393,11 +456,29 @@ public final class NodeCore {
         send(b.bytes, to: target)
     }
 
-    func submitLocal(key: [UInt8], _ request: KeyRequest, rid: RequestID, tag: UInt64) {
+    func submitLocal(
+        key: [UInt8], _ request: KeyRequest, rid: RequestID, tag: UInt64, bound: ProposeBound = .none
+    ) {
         switch request {
         case .read: replica.read(key: key, tag: tag)
-        case .write(let op): replica.propose(key: key, op, id: rid, tag: tag)
+        case .write(let op): replica.propose(key: key, op, id: rid, tag: tag, bound: bound)
         }
+    }
+
+    /// Where to route a write of `key` (this node one of its replicas `all`): the first replica in
+    /// the key's order, before this node, that proposed on the key within `routeWindowTicks` and is
+    /// not suspected, with the instances it may carry the write at (above the key's chosen instance
+    /// here, up to `routeSlack` more). Nil: propose here. Deterministic in the inputs (ticks): the
+    /// replica first in the order among those proposing never routes, so routes end at one proposer.
+    func route(_ key: [UInt8], among all: [NodeID]) -> (to: NodeID, first: UInt64, last: UInt64)? {
+        guard options.routeWindowTicks > 0, let mine = all.firstIndex(of: id), mine > 0,
+            let hint = replica.proposalHint(HashedKey(key), within: options.routeWindowTicks),
+            !hint.proposing.isEmpty
+        else { return nil }
+        for p in all[..<mine] where hint.proposing.contains(p) && (suspectUntil[p] ?? 0) <= now {
+            return (p, hint.chosen + 1, hint.chosen + max(options.routeSlack, 1))
+        }
+        return nil
     }
 
     /// An answer for the attempt tagged `tag` (from the local replica or a forwarded reply).
@@ -492,6 +573,35 @@ public final class NodeCore {
                 resolve(wid, w.mayHaveApplied ? .unknown(detail) : .notApplied(detail))
                 continue
             }
+            // A route whose proposer fell silent (`routeSilence`) counts as timed out.
+            let silent =
+                w.routedTag == w.tag && w.target != nil && now >= w.routedAt + options.routeSilence
+                && now >= (w.target.flatMap { lastHeard[$0] } ?? 0) + options.routeSilence
+            if case .write = w.request, silent || w.attemptDeadline.map({ now >= $0 }) == true,
+                w.routedTag == w.tag, w.routed != nil, !w.tookBack, let target = w.target,
+                options.mutant != .freshIDAfterSilentForward
+            {
+                guard silent, !replica.servesNothing else {
+                    // Past `forwardTimeout` but its proposer is still heard from (a long queue on
+                    // a hot key): keep waiting, as for any forward; taken back only on silence.
+                    w.attemptDeadline = nil
+                    waiters[wid] = w
+                    continue
+                }
+                // The route went silent: take the write back, held until every instance the
+                // route's proposer may carry it at is decided (`ProposeBound.heldBy`). A late
+                // answer of the route still answers the client if it comes first; otherwise the
+                // local attempt does, even `.unknown`, without waiting for the request deadline.
+                suspectUntil[target] = now + options.suspectFor
+                counters.routesTakenBack += 1
+                w.tookBack = true
+                w.open.remove(w.routedTag)
+                retryLater(&w)
+                w.retryAt = now
+                waiters[wid] = w
+                attempt(wid)
+                continue
+            }
             if let at = w.attemptDeadline, now >= at, let target = w.target {
                 suspectUntil[target] = now + options.suspectFor
                 if case .write = w.request {
@@ -564,10 +674,15 @@ public final class NodeCore {
                 let k = r.u8()
             else { return bad(peer, "truncated forward") }
             let request: KeyRequest
+            var bound = ProposeBound.none
             if k == 0 {
                 request = .read
             } else if k == 1, let op = PaxosWire.decodeOperation(&r) {
                 request = .write(op)
+            } else if k == 2, let op = PaxosWire.decodeOperation(&r), let last = r.u64() {
+                // A routed write (`route`): carried here at no instance above `last`.
+                request = .write(op)
+                bound = .carryUntil(last)
             } else {
                 return bad(peer, "bad forwarded request")
             }
@@ -586,7 +701,9 @@ public final class NodeCore {
                 return
             }
             let rid = RequestID(client: client, counter: counter)
-            whenLoaded([HashedKey(key)]) { self.submitLocal(key: key, request, rid: rid, tag: tag) }
+            whenLoaded([HashedKey(key)]) {
+                self.submitLocal(key: key, request, rid: rid, tag: tag, bound: bound)
+            }
         case .service:
             guard bytes.count >= 2 else { return bad(peer, "truncated service message") }
             out.services.append((peer, bytes[1], Array(bytes.dropFirst(2))))

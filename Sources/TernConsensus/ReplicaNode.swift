@@ -513,8 +513,18 @@ public final class ReplicaNode {
     }
 
     /// Queues a client write; the reply carries `tag`. This node must be a replica of `key`.
-    public func propose(key: [UInt8], _ op: Operation, id rid: RequestID, tag: UInt64) {
-        apply(HashedKey(key)) { r, c in r.propose(op, id: rid, tag: tag, ctx: &c) }
+    public func propose(
+        key: [UInt8], _ op: Operation, id rid: RequestID, tag: UInt64, bound: ProposeBound = .none
+    ) {
+        apply(HashedKey(key)) { r, c in r.propose(op, id: rid, tag: tag, bound: bound, ctx: &c) }
+    }
+
+    /// For routing a write of a loaded `key`: the other replicas that proposed on it in the last
+    /// `window` ticks (`KeyReplica.proposing`), and its chosen instance. Nil when the key is not
+    /// in memory (then nobody proposed on it here lately).
+    func proposalHint(_ key: HashedKey, within window: UInt64) -> (proposing: [NodeID], chosen: UInt64)? {
+        guard let i = keys.index(forKey: key) else { return nil }
+        return (keys.values[i].proposing(within: window, now: ctx.now), keys.values[i].state.chosen)
     }
 
     /// Queues a client read; the reply carries `tag`. This node must be a replica of `key`.

@@ -457,6 +457,19 @@ public struct Outgoing: Sendable, Hashable {
     }
 }
 
+/// What a proposer may do with a write it did not take from a client itself (`NodeCore`'s
+/// routing of hot keys, docs/PROTOCOL.md "Routing a hot key to one proposer").
+public enum ProposeBound: Sendable, Hashable {
+    /// An ordinary write.
+    case none
+    /// Routed here by another replica of the key: carry it in no Accept above this instance
+    /// (above it, the sender may take it back). Answered `.retryable` if not applied by then.
+    case carryUntil(UInt64)
+    /// Taken back from a route that went silent: the replica it was routed to may have carried it
+    /// at instances first...last (no lower: the sender had seen first - 1 chosen without it).
+    case heldBy(first: UInt64, last: UInt64)
+}
+
 /// The answer to one client call.
 public enum ClientOutcome: Sendable, Hashable {
     /// A write took effect with this result.

@@ -98,6 +98,10 @@ public struct NodeStatus: Sendable, Hashable {
     public var damagedKeyLoads = 0
     /// Expired keys the paced sweep found and removed through the protocol (docs/DATA.md).
     public var expiredSwept = 0
+    /// Writes of hot keys routed to the replica proposing on them, and routes taken back after
+    /// they went silent (`NodeCoreCounters.routed`, docs/PROTOCOL.md).
+    public var routed = 0
+    public var routesTakenBack = 0
     /// The engine's damage counters (records with a bad checksum, damage no key can be found for).
     public var storageDamagedRecords = 0
     public var storageUnattributedDamage = 0
@@ -1024,6 +1028,8 @@ public final class Node: @unchecked Sendable {
                     learnerOnlyReason: self.learnerReason, damagedKeys: self.core.damagedKeyCount,
                     repair: self.repairStatus(), fsyncLatency: syncs.latency, fsyncMicros: syncs.micros)
             status.expiredSwept = self.expiredSwept
+            status.routed = c.routed
+            status.routesTakenBack = c.routesTakenBack
             if let g = self.incarnation {
                 status.incarnation = "\(g.current)"
                 switch g.decision {

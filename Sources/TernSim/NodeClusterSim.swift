@@ -46,6 +46,10 @@ public struct NodeSimResult: Sendable {
     public var ticks: UInt64
     public var messages = 0
     public var forwarded = 0
+    /// Hot-key writes routed to another replica's proposer (part of `forwarded`), and routes taken
+    /// back after they went silent.
+    public var routed = 0
+    public var routesTakenBack = 0
     public var crashes = 0
     public var pauses = 0
     public var isolations = 0
@@ -201,6 +205,8 @@ public final class NodeClusterSimulation {
         result.traceHash = hash
         result.ticks = now
         result.forwarded = cores.compactMap { $0?.counters.forwardedOut }.reduce(0, +)
+        result.routed = cores.compactMap { $0?.counters.routed }.reduce(0, +)
+        result.routesTakenBack = cores.compactMap { $0?.counters.routesTakenBack }.reduce(0, +)
         return result
     }
 

@@ -344,7 +344,7 @@ extension SimCommand {
             if r.longestGapMillis > worst.gap { worst = (r.longestGapMillis, s, r.longestGapAt) }
             if seed != nil {
                 print(
-                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded, "
+                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded (\(r.routed) routed, \(r.routesTakenBack) taken back), "
                         + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.isolations) isolations, longest gap \(r.longestGapMillis) ms at tick \(r.longestGapAt), trace \(String(r.traceHash, radix: 16))"
                 )
                 if verbose {

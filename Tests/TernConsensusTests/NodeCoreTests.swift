@@ -12,13 +12,13 @@ struct NodeCoreTests {
         var disks: [[[UInt8]: [UInt8]]] = Array(repeating: [:], count: 4)
         var replies: [Int: [(UInt64, NodeReply)]] = [:]
         var now: UInt64 = 1
-        init() {
+        init(options: NodeCoreOptions = NodeCoreOptions()) {
             for i in 0..<4 {
                 cores.append(
                     NodeCore(
                         id: NodeID(UInt32(i + 1)), campusIndex: i % 3,
                         placement: FixedPlacement([NodeID(1), NodeID(2), NodeID(3)]), epoch: 1,
-                        options: NodeCoreOptions(), now: now))
+                        options: options, now: now))
             }
         }
         /// Carries out every core's output until nothing is left (storage answers at once).

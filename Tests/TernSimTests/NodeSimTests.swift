@@ -54,6 +54,17 @@ struct NodeSimTests {
         #expect(crashes > 0 && pauses > 0 && isolations > 0)
     }
 
+    @Test(
+        "One node per campus: hot keys written through every node are routed to one proposer, routes are taken back, the history stays clean"
+    )
+    func hotKeysRouted() {
+        // Seed 2 (two pauses): 60 writes routed, 1 route taken back (`tern sim --nodes
+        // --nodes-per-campus 1 --seed 2`); more seeds in scripts/test.
+        let r = simulateNodes(config(2, perCampus: 1))
+        #expect(r.violations.isEmpty, "\(r.violations.first.map { "\($0)" } ?? "")")
+        #expect(r.routed > 0 && r.routesTakenBack > 0)
+    }
+
     @Test("Mutant: a write retried with a fresh request id after a silent forward is caught")
     func freshIDMutantCaught() {
         var caught: SimViolation?
