@@ -404,12 +404,7 @@ public final class NodeCore {
                 waiters[wid] = w
                 counters.forwardedOut += 1
                 counters.routed += 1
-                var b = ByteWriter()
-                b.u8(Envelope.forward.rawValue)
-                b.u64(tag)
-                b.u32(w.rid.client)
-                b.u64(w.rid.counter)
-                b.blob(w.key)
+                var b = forwardHeader(tag, w)
                 b.u8(2)
                 PaxosWire.encode(op, into: &b)
                 b.u64(last)
@@ -441,12 +436,7 @@ public final class NodeCore {
         if case .write = w.request { w.open.insert(tag) }
         waiters[wid] = w
         counters.forwardedOut += 1
-        var b = ByteWriter()
-        b.u8(Envelope.forward.rawValue)
-        b.u64(tag)
-        b.u32(w.rid.client)
-        b.u64(w.rid.counter)
-        b.blob(w.key)
+        var b = forwardHeader(tag, w)
         switch w.request {
         case .read: b.u8(0)
         case .write(let op):
@@ -454,6 +444,18 @@ public final class NodeCore {
             PaxosWire.encode(op, into: &b)
         }
         send(b.bytes, to: target)
+    }
+
+    /// A forward frame up to its request kind: tag, request id, key (a plain forward and a route
+    /// alike; the caller adds the kind and the rest).
+    func forwardHeader(_ tag: UInt64, _ w: Waiter) -> ByteWriter {
+        var b = ByteWriter()
+        b.u8(Envelope.forward.rawValue)
+        b.u64(tag)
+        b.u32(w.rid.client)
+        b.u64(w.rid.counter)
+        b.blob(w.key)
+        return b
     }
 
     func submitLocal(

@@ -152,23 +152,18 @@ func envelopeInfo(_ v: RESPValue) -> [String: RESPValue] {
         #expect(try await c.send(["ENVELOPE.CREATE", "hot", "100000", "400"]) == .simpleString("OK"))
         let clients = [try await s.client(0), try await s.client(1), try await s.client(2)]
         // Each client's answers, by uid (client k opens uids k, k+3, k+6, …).
-        let byClient = await withTaskGroup(of: (Int, [RESPValue]).self) { g in
-            for k in 0..<3 {
-                g.addTask {
-                    let cmds = (0..<200).map {
-                        ["ENVELOPE.OPEN", "hot", String($0 * 3 + k)].map { Array($0.utf8) }
-                    }
-                    do {
-                        return (k, try await clients[k].pipeline(cmds))
-                    } catch {
-                        return (k, [.error("pipeline failed: \(error)")])
-                    }
-                }
+        func open(_ k: Int) async -> [RESPValue] {
+            let cmds = (0..<200).map { ["ENVELOPE.OPEN", "hot", String($0 * 3 + k)].map { Array($0.utf8) } }
+            do {
+                return try await clients[k].pipeline(cmds)
+            } catch {
+                return [.error("pipeline failed: \(error)")]
             }
-            var all: [Int: [RESPValue]] = [:]
-            for await (k, a) in g { all[k] = a }
-            return all
         }
+        async let a0 = open(0)
+        async let a1 = open(1)
+        async let a2 = open(2)
+        let byClient = [0: await a0, 1: await a1, 2: await a2]
         var answers: [RESPValue] = []
         // An open whose outcome is unknown (NOQUORUM "may or may not have been applied": under
         // load a hot key's routed writes can be taken back, docs/PROTOCOL.md §4) is retried, as a
