@@ -35,7 +35,11 @@ extension KeyspaceService {
     }()
 
     /// Reads `keys` (each linearizably, all at once); their values, or the failure as a reply.
-    func readAll(_ keys: [[UInt8]]) -> EventLoopFuture<[StoredValue?]> {
+    func readAll(_ keys: [[UInt8]]) -> EventLoopFuture<[StoredValue?]> { Self.readAll(keys, on: node) }
+
+    /// Reads `keys` through `node` (each linearizably, all at once); their values, or a
+    /// `KeyspaceError` holding the failure as a reply (also EVAL's snapshot, ScriptService.swift).
+    static func readAll(_ keys: [[UInt8]], on node: Node) -> EventLoopFuture<[StoredValue?]> {
         let loop = node.eventLoop
         let reads = keys.map { node.execute(key: $0, .read) }
         return EventLoopFuture.whenAllComplete(reads, on: loop).flatMapThrowing { results in

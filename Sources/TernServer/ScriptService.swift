@@ -276,23 +276,24 @@ struct ScriptAttempt: Sendable {
 
     func attempt(_ n: Int) -> EventLoopFuture<RESPValue> {
         let loop = node.eventLoop
-        let reads = keys.map { node.execute(key: $0, .read) }
-        return EventLoopFuture.whenAllComplete(reads, on: loop).flatMap { results in
-            var snapshot: [StoredValue?] = []
-            for r in results {
-                let reply = (try? r.get()) ?? .unavailable("node stopped")
-                guard let v = CommandProcessor.stored(reply) else {
-                    return loop.makeSucceededFuture(CommandProcessor.failure(reply, write: false))
-                }
-                snapshot.append(v)
-            }
+        return KeyspaceService.readAll(keys, on: node).flatMap { snapshot in
             // The script runs on the scripting thread; the node's loop goes on meanwhile.
             let kill = ScriptKillSwitch()
             self.service.running.add(kill)
             return self.service.pool.runIfActive(eventLoop: loop) { self.run(snapshot, kill) }
                 .always { _ in self.service.running.remove(kill) }
                 .flatMap { ran in self.finish(n, snapshot, ran) }
+        }.flatMapErrorThrowing { error in
+            if let e = error as? KeyspaceError { return e.reply }
+            throw error
         }
+    }
+
+    /// The script's local copy of its keys' values.
+    func localCopy(_ snapshot: [StoredValue?]) -> GroupValue {
+        var local = GroupValue()
+        for (k, v) in zip(keys, snapshot) { local.set(k, v) }
+        return local
     }
 
     func finish(
@@ -344,8 +345,7 @@ struct ScriptAttempt: Sendable {
     func run(_ snapshot: [StoredValue?], _ kill: ScriptKillSwitch) -> (
         RESPValue, GroupValue, [([[UInt8]], RESPValue)]
     ) {
-        var local = GroupValue()
-        for (k, v) in zip(keys, snapshot) { local.set(k, v) }
+        var local = localCopy(snapshot)
         let declared = Set(keys)
         let planner = service.planner
         let nowMs = UInt64(max(0, planner.clock() / 1000))
@@ -356,16 +356,16 @@ struct ScriptAttempt: Sendable {
             kill: kill
         ) { args in
             let name = String(decoding: args[0], as: UTF8.self).lowercased()
+            if let refusal = planner.aclRefusal(name, args, self.session) {
+                calls.append((args, refusal))
+                return refusal
+            }
             var inside = Session(authenticated: true)
             inside.transaction = []
             let planned =
                 planner.crossCall(name, args, inside).map { CommandProcessor.DataPlanned.call($0) }
                 ?? planner.dataPlanned(name, args, inside)
             let reply: RESPValue
-            if let refusal = planner.aclRefusal(name, args, self.session) {
-                calls.append((args, refusal))
-                return refusal
-            }
             switch planned {
             case .call(let c):
                 let touched = CommandProcessor.callKeys(c)
@@ -396,10 +396,7 @@ struct ScriptAttempt: Sendable {
         }
         // A script stopped (its time cap, SCRIPT KILL) changes nothing (one that fails on an error keeps the
         // writes it made before it, as in Redis).
-        if stopped {
-            local = GroupValue()
-            for (k, v) in zip(keys, snapshot) { local.set(k, v) }
-        }
+        if stopped { local = localCopy(snapshot) }
         return (result, local, calls)
     }
 
