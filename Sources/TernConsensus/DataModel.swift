@@ -178,11 +178,21 @@ public enum DataModel {
     /// argument is well formed) to `v`. `seed` makes random choices (SPOP) reproducible. An
     /// expired value was already removed by the caller (`KeyValue.applying`); `horizonMs` (the
     /// proposer's expiry horizon, 0: none) is checked again between a transaction's commands.
-    public static func apply(_ args: [[UInt8]], to v: inout KeyValue, seed: UInt64, horizonMs: UInt64 = 0)
+    ///
+    /// `lists`: `v` is a key of its own (not a hash-tag group's member, not a simulated model),
+    /// so a big list may be kept in buckets (DataListBuckets.swift): a command that cannot run on
+    /// the value as it is then answers a `ListBuckets.Need` and changes nothing.
+    public static func apply(
+        _ args: [[UInt8]], to v: inout KeyValue, seed: UInt64, horizonMs: UInt64 = 0, lists: Bool = false
+    )
         -> DataReply
     {
         guard let first = args.first, args.count >= 2 else { return .syntax }
         let name = String(decoding: first, as: UTF8.self)
+        if lists {
+            if let r = applyListBuckets(name, args, &v) { return r }
+            if let r = plainListNeed(name, v) { return r }
+        }
         switch name {
         case "set", "getdel", "getex", "incrby", "incrbyfloat", "append", "setrange", "pexpireat", "persist",
             "del", "expirecheck", "copyvalue":

@@ -377,6 +377,9 @@ extension DataModel {
     static func readList(_ name: String, _ args: [[UInt8]], _ v: StoredValue) -> DataReply? {
         guard ["lrange", "llen", "lindex", "lpos"].contains(name) else { return nil }
         guard v.kind == .list else { return .wrongType }
+        // A bucketed list is read through its head (`listReadPlan`) or assembled by the shell
+        // first; never decoded as a plain list.
+        guard !ListBuckets.isHead(v.bytes) else { return .err("internal: a bucketed list read as one value") }
         let l = decodeItems(v.bytes)
         switch name {
         case "llen": return .integer(Int64(l.count))

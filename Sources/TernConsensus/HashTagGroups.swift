@@ -21,7 +21,7 @@ extension KeyLayout {
     ) {
         guard let g = groupKey(of: key) else { return (key, request) }
         switch request {
-        case .read: return (g, .read)
+        case .read, .readData: return (g, .read)
         case .write(let op):
             return (g, .write(.group(GroupOperation(.member(key, op), bytesMax: groupBytesMax))))
         }

@@ -98,6 +98,9 @@ public enum KeyspaceEvents {
                 let to = String(decoding: args[4], as: UTF8.self)
                 own += [from == "left" ? "lpop" : "rpop", to == "left" ? "lpush" : "rpush"]
             }
+        case "lsegment", "lseal", "lunseal", "ljoin":
+            // A big list's upkeep (DataListBuckets.swift): its elements do not change.
+            return []
         case _ where streamWrites.contains(name):
             own = streamEvents(name, args, reply: reply, before: before, after: after) ?? []
         default:

@@ -6,6 +6,11 @@ public enum KeyRequest: Sendable, Hashable {
     case read
     /// A write (or read-modify-write).
     case write(Operation)
+    /// A linearizable read of a data value answered where it is served: the node reads the key
+    /// (as `.read`) and answers `DataModel.read` of these arguments, reading a big list's buckets
+    /// only where the answer lies (LRANGE, LINDEX, LLEN; DataListBuckets.swift). The server's shell
+    /// turns it into `.read` before the core sees it; the core treats it as `.read`.
+    case readData([[UInt8]])
 }
 
 /// What a client request came to, after the node's internal retries.
@@ -438,7 +443,7 @@ public final class NodeCore {
         counters.forwardedOut += 1
         var b = forwardHeader(tag, w)
         switch w.request {
-        case .read: b.u8(0)
+        case .read, .readData: b.u8(0)
         case .write(let op):
             b.u8(1)
             PaxosWire.encode(op, into: &b)
@@ -462,7 +467,7 @@ public final class NodeCore {
         key: [UInt8], _ request: KeyRequest, rid: RequestID, tag: UInt64, bound: ProposeBound = .none
     ) {
         switch request {
-        case .read: replica.read(key: key, tag: tag)
+        case .read, .readData: replica.read(key: key, tag: tag)
         case .write(let op): replica.propose(key: key, op, id: rid, tag: tag, bound: bound)
         }
     }

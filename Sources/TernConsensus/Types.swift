@@ -359,7 +359,7 @@ public struct KeyValue: Sendable, Hashable {
             case .data(let args):
                 let before = events == nil ? nil : next
                 let seed = instance &* 0x9E37_79B9_7F4A_7C15 ^ id.counter
-                let reply = DataModel.apply(args, to: &next, seed: seed, horizonMs: horizonMs)
+                let reply = DataModel.apply(args, to: &next, seed: seed, horizonMs: horizonMs, lists: true)
                 if let before {
                     events?.append(
                         contentsOf: KeyspaceEvents.events(

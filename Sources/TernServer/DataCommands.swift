@@ -139,6 +139,10 @@ extension CommandProcessor {
         }
     }
 
+    /// The reads a big list answers from its head and the buckets they name.
+    static let headReads: Set<[UInt8]> = Set(
+        ["lrange", "lindex", "llen", "type", "ttl", "pttl", "expiretime", "pexpiretime"].map(b))
+
     /// A single call's plan.
     static func plan(_ c: DataCall, clock: @escaping @Sendable () -> Int64) -> CommandPlan {
         if c.write {
@@ -147,6 +151,19 @@ extension CommandProcessor {
                 case .done(.data(let r)): return c.convert(r)
                 case .done(.previousForgotten): return Self.forgotten
                 default: return Self.failure(replies[0], write: true)
+                }
+            }
+        }
+        if let name = c.args.first, Self.headReads.contains(name) {
+            // Answered where the key is read, from a big list's head and only the buckets the
+            // answer lies in (Lists.swift).
+            return .requests([(c.key, .readData(c.args))]) { replies in
+                switch replies[0] {
+                case .done(.data(let r)): return c.convert(r)
+                case .value(nil):
+                    return c.convert(
+                        DataModel.read(c.args, nil, nowMs: UInt64(max(0, clock() / 1000)), seed: 0))
+                default: return Self.failure(replies[0], write: false)
                 }
             }
         }

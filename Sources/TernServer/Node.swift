@@ -58,6 +58,10 @@ public struct NodeOptions: Sendable {
     /// A hash-tag group's encoded size bound (the server's `max_value_bytes`): a write that would
     /// pass it is refused (docs/DATA.md, "Hash-tag groups").
     public var groupBytesMax = 1 << 20
+    /// A big list's bucket bounds (docs/DATA.md, "Big lists"): elements, and encoded bytes beyond
+    /// one element, per bucket. Taken by a list when it becomes bucketed and kept in its head.
+    public var listBucketElements = ListBuckets.defaultBucketElements
+    public var listBucketBytes = ListBuckets.defaultBucketBytes
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -228,6 +232,10 @@ public final class Node: @unchecked Sendable {
     /// a reply's callback that sent the next request): it runs again before returning.
     var driving = false
     var driveAgain = false
+    /// Big lists' upkeep under way on this node, by key (Lists.swift): one at a time per key.
+    var listUpkeep: [[UInt8]: EventLoopFuture<Void>] = [:]
+    /// Buckets of big lists read or written here (Lists.swift).
+    var bucketCache = BucketCache()
 
     /// Starts a node: reads and bumps the epoch durably (before anything can be sent), then runs
     /// the tick timer on `eventLoop`.
@@ -351,6 +359,9 @@ public final class Node: @unchecked Sendable {
             node.core.replica.restoreFence(fence)
             if learnerOnly { node.enterLearnerOnly(reasons.joined(separator: "; ")) }
             node.startTimer()
+            node.setGarbageCollector(prefix: ListBuckets.bucketKeyPrefix) { [node] key in
+                node.onLoop { node.collectListBucket(key) }
+            }
         }.get()
         logger.info(
             "node started",
@@ -480,9 +491,20 @@ public final class Node: @unchecked Sendable {
     public func execute(key: [UInt8], _ request: KeyRequest, id: RequestID? = nil) -> EventLoopFuture<
         NodeReply
     > {
-        let reply = submit(key: key, request, id: id)
-        guard case .read = request else { return reply }
-        return reply.flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
+        switch request {
+        case .read:
+            // A big list kept in buckets reads as one plain value (Lists.swift).
+            return submit(key: key, .read, id: id).flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
+                .flatMap { self.assembleList(key, $0, attempts: 4) }
+        case .readData(let args):
+            return submit(key: key, .read, id: id).flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
+                .flatMap { self.answerData(key, args, $0, attempts: 4) }
+        case .write(let op):
+            let reply = submit(key: key, request, id: id)
+            guard case .data = op else { return reply }
+            // A write a big list cannot take as it is: its upkeep first, then the write again.
+            return reply.flatMap { self.afterListWrite(key, op, $0, attempts: 8) }
+        }
     }
 
     /// The expiry horizon: this node's wall clock plus the clock-skew bound (docs/DATA.md).

@@ -357,8 +357,12 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// INFO's keyspace_hits and keyspace_misses: each key read that found a value, or none.
     func countReads(_ reqs: [(key: [UInt8], request: KeyRequest)], _ replies: [NodeReply]) {
         for (r, reply) in zip(reqs, replies) {
-            guard case .read = r.request, case .value(let v) = reply else { continue }
-            if v == nil { shard.keyspaceMisses += 1 } else { shard.keyspaceHits += 1 }
+            switch (r.request, reply) {
+            case (.read, .value(let v)), (.readData, .value(let v)):
+                if v == nil { shard.keyspaceMisses += 1 } else { shard.keyspaceHits += 1 }
+            case (.readData, .done): shard.keyspaceHits += 1
+            default: continue
+            }
         }
     }
 

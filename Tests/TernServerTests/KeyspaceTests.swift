@@ -162,11 +162,14 @@ struct KeyspaceCluster {
 
     /// The cluster with each node's command processor made by `processor` (the node's index in id
     /// order, the node): the keyspace events' tests give it pub/sub and the notifier too.
-    static func start(layout: KeyLayout = .perKey, processor make: (Int, Node) -> CommandProcessor)
+    static func start(
+        layout: KeyLayout = .perKey, options: NodeOptions = LoopbackCluster.options,
+        processor make: (Int, Node) -> CommandProcessor
+    )
         async throws
         -> KeyspaceCluster
     {
-        let c = try await LoopbackCluster.start(perCampus: 1, layout: layout)
+        let c = try await LoopbackCluster.start(perCampus: 1, options: options, layout: layout)
         var k = KeyspaceCluster(cluster: c)
         var logger = Logger(label: "keyspace-test")
         logger.logLevel = .warning

@@ -1,0 +1,542 @@
+// A big list kept in buckets (docs/DATA.md, "Big lists"): the list's key holds a head (the
+// elements near both ends, and an index of sealed buckets); each bucket is an immutable key of
+// its own holding up to `bucketElements` elements. A push or a pop at an end rewrites the head
+// only, so its bytes do not grow with the list. Pure: the server's shell (`Node`, Lists.swift)
+// writes the buckets and proposes the maintenance operations below when an operation answers
+// one of the `ListBuckets.Need` markers; the simulator can do the same.
+import TernCore
+
+/// The head of a list kept in buckets: `front ++ buckets (index order) ++ back`.
+public struct ListBuckets: Sendable, Hashable {
+    /// A bucket as the head lists it.
+    public struct Entry: Sendable, Hashable {
+        /// The head's generation when the bucket was sealed (part of its key).
+        public var gen: UInt32
+        /// XXH64 of the bucket's element encoding (`DataModel.encodeItems`; part of its key).
+        public var hash: UInt64
+        public var count: UInt32
+        public init(gen: UInt32, hash: UInt64, count: UInt32) {
+            self.gen = gen
+            self.hash = hash
+            self.count = count
+        }
+    }
+
+    /// A plain list's encoding starts with its element count: no list has 2^32 - 1 elements (a
+    /// value is bounded far below), so this first word marks a head.
+    static let marker: UInt32 = 0xFFFF_FFFF
+    static let version: UInt8 = 1
+
+    /// Chosen at random by the shell that made the list bucketed (`lsegment`): buckets of an
+    /// earlier incarnation of the key never match a later head.
+    public var nonce: UInt64
+    /// Raised by every seal; a bucket is sealed at the generation it names, so an unreferenced
+    /// bucket below the head's generation can never be referenced again (`isOrphan`).
+    public var gen: UInt32
+    /// A bucket's bounds: at most this many elements and (beyond one element) encoded bytes.
+    public var bucketElements: Int
+    public var bucketBytes: Int
+    public var index: [Entry]
+    public var front: [[UInt8]]
+    public var back: [[UInt8]]
+
+    public init(nonce: UInt64, bucketElements: Int, bucketBytes: Int, items: [[UInt8]]) {
+        self.nonce = nonce
+        self.gen = 0
+        self.bucketElements = max(2, bucketElements)
+        self.bucketBytes = max(64, bucketBytes)
+        self.index = []
+        self.front = items
+        self.back = []
+    }
+
+    /// Defaults (the shell's): 1024 elements or 64 KiB per bucket.
+    public static let defaultBucketElements = 1024
+    public static let defaultBucketBytes = 64 << 10
+
+    /// A plain list becomes bucketed when a push meets it at this size (elements or encoded
+    /// bytes); below it a list stays one value, exactly as before.
+    public static let plainElementsMax = defaultBucketElements + defaultBucketElements / 8
+    public static let plainBytesMax = defaultBucketBytes + defaultBucketBytes / 8
+
+    /// The elements in all.
+    public var count: Int { front.count + back.count + index.reduce(0) { $0 + Int($1.count) } }
+
+    // MARK: - Codec
+
+    public static func isHead(_ bytes: [UInt8]?) -> Bool {
+        guard let b = bytes, b.count >= 5 else { return false }
+        return b[0] == 0xFF && b[1] == 0xFF && b[2] == 0xFF && b[3] == 0xFF
+    }
+
+    public init?(_ bytes: [UInt8]) {
+        guard Self.isHead(bytes) else { return nil }
+        var r = ByteReader(bytes)
+        _ = r.u32()
+        guard r.u8() == Self.version, let nonce = r.u64(), let gen = r.u32(), let be = r.u32(),
+            let bb = r.u32(),
+            let n = r.u32()
+        else { return nil }
+        self.nonce = nonce
+        self.gen = gen
+        self.bucketElements = Int(be)
+        self.bucketBytes = Int(bb)
+        var index: [Entry] = []
+        index.reserveCapacity(Int(min(n, 1 << 16)))
+        for _ in 0..<n {
+            guard let g = r.u32(), let h = r.u64(), let c = r.u32() else { return nil }
+            index.append(Entry(gen: g, hash: h, count: c))
+        }
+        self.index = index
+        func items() -> [[UInt8]]? {
+            guard let k = r.u32() else { return nil }
+            var out: [[UInt8]] = []
+            out.reserveCapacity(Int(min(k, 1 << 16)))
+            for _ in 0..<k {
+                guard let b = r.blob() else { return nil }
+                out.append(b)
+            }
+            return out
+        }
+        guard let f = items(), let k = items(), r.atEnd else { return nil }
+        self.front = f
+        self.back = k
+    }
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(
+            32 + index.count * 16 + front.reduce(0) { $0 + 4 + $1.count }
+                + back.reduce(0) { $0 + 4 + $1.count })
+        w.u32(Self.marker)
+        w.u8(Self.version)
+        w.u64(nonce)
+        w.u32(gen)
+        w.u32(UInt32(bucketElements))
+        w.u32(UInt32(bucketBytes))
+        w.u32(UInt32(index.count))
+        for e in index {
+            w.u32(e.gen)
+            w.u64(e.hash)
+            w.u32(e.count)
+        }
+        w.u32(UInt32(front.count))
+        for b in front { w.blob(b) }
+        w.u32(UInt32(back.count))
+        for b in back { w.blob(b) }
+        return w.bytes
+    }
+
+    // MARK: - Bucket keys and values
+
+    static let bucketPrefix: [UInt8] = Array("\0lb:".utf8)
+    /// The prefix of every bucket key (the repair scan hands these to the list collector).
+    public static var bucketKeyPrefix: [UInt8] { bucketPrefix }
+
+    /// `\0lb:` | XXH64(list key) | nonce | gen | hash (big-endian, fixed size: a list key of any
+    /// length has bucket keys of 32 bytes).
+    public static func bucketKey(list key: [UInt8], nonce: UInt64, entry e: Entry) -> [UInt8] {
+        var out = bucketPrefix
+        func be64(_ v: UInt64) {
+            for k in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+        }
+        be64(XXH64.hash(key))
+        be64(nonce)
+        for k in (0..<4).reversed() { out.append(UInt8(truncatingIfNeeded: e.gen >> (8 * k))) }
+        be64(e.hash)
+        return out
+    }
+
+    /// A bucket key's parts (nil: not a bucket key).
+    public static func parseBucketKey(_ k: [UInt8]) -> (
+        keyHash: UInt64, nonce: UInt64, gen: UInt32, hash: UInt64
+    )? {
+        guard k.count == 32, k.starts(with: bucketPrefix) else { return nil }
+        func be(_ at: Int, _ n: Int) -> UInt64 { k[at..<(at + n)].reduce(0) { $0 << 8 | UInt64($1) } }
+        return (be(4, 8), be(12, 8), UInt32(be(20, 4)), be(24, 8))
+    }
+
+    /// A bucket's stored value: `u8 1 | blob list key | element encoding`. The list key lets the
+    /// collector find the head.
+    public static func bucketValue(list key: [UInt8], encoding: [UInt8]) -> [UInt8] {
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(9 + key.count + encoding.count)
+        w.u8(1)
+        w.blob(key)
+        w.bytes += encoding
+        return w.bytes
+    }
+
+    /// A bucket value's list key and elements, if its elements hash to `hash` (nil otherwise:
+    /// damaged, or not this bucket).
+    public static func parseBucketValue(_ v: [UInt8], hash: UInt64?) -> (list: [UInt8], items: [[UInt8]])? {
+        var r = ByteReader(v)
+        guard r.u8() == 1, let key = r.blob() else { return nil }
+        let encoding = Array(v[r.at...])
+        if let hash, XXH64.hash(encoding) != hash { return nil }
+        return (key, DataModel.decodeItems(encoding))
+    }
+
+    // MARK: - What the shell must do first
+
+    /// An operation that cannot run on the head as it is answers one of these (as an error reply
+    /// the shell never shows a client) and changes nothing; the shell does the work and runs the
+    /// operation again under a fresh request id.
+    public enum Need: Sendable, Hashable {
+        /// The end's segment (or a plain list) is full: write buckets, then `lseal`.
+        case seal(left: Bool)
+        /// A pop needs the elements of the end bucket back in the head (`lunseal`).
+        case unseal(left: Bool)
+        /// The command works on the whole list: make it one value again (`ljoin`).
+        case join
+    }
+    static let needPrefix = "TERNLIST "
+
+    static func reply(_ n: Need) -> DataReply {
+        switch n {
+        case .seal(let left): .error(needPrefix + (left ? "seal left" : "seal right"))
+        case .unseal(let left): .error(needPrefix + (left ? "unseal left" : "unseal right"))
+        case .join: .error(needPrefix + "join")
+        }
+    }
+
+    /// The need an operation's reply names, if it names one.
+    public static func need(_ r: DataReply) -> Need? {
+        guard case .error(let s) = r, s.hasPrefix(needPrefix) else { return nil }
+        switch s.dropFirst(needPrefix.count) {
+        case "seal left": return .seal(left: true)
+        case "seal right": return .seal(left: false)
+        case "unseal left": return .unseal(left: true)
+        case "unseal right": return .unseal(left: false)
+        case "join": return .join
+        default: return nil
+        }
+    }
+
+    // MARK: - Sealing
+
+    static func encodedSize(_ items: ArraySlice<[UInt8]>) -> Int { items.reduce(0) { $0 + 4 + $1.count } }
+
+    /// Whether a segment this size must be sealed before it grows.
+    func full(_ items: [[UInt8]]) -> Bool {
+        items.count >= bucketElements + bucketElements / 8
+            || Self.encodedSize(items[...]) >= bucketBytes + bucketBytes / 8
+    }
+    /// The same for a plain list (the defaults).
+    public static func plainFull(_ items: [[UInt8]]) -> Bool {
+        items.count >= plainElementsMax || encodedSize(items[...]) >= plainBytesMax
+    }
+
+    /// The buckets a seal of one end cuts, innermost first, each in list order: whole buckets
+    /// from the inner side while what stays is still full. Deterministic in the head.
+    public func sealChunks(left: Bool) -> [[[UInt8]]] {
+        var rest = left ? front : back
+        var chunks: [[[UInt8]]] = []
+        while full(rest) {
+            var n = 0
+            var bytes = 0
+            // Count from the inner side: the front's end, the back's start.
+            while n < rest.count && n < bucketElements {
+                let e = left ? rest[rest.count - 1 - n] : rest[n]
+                if n > 0 && bytes + 4 + e.count > bucketBytes { break }
+                bytes += 4 + e.count
+                n += 1
+            }
+            if left {
+                chunks.append(Array(rest.suffix(n)))
+                rest.removeLast(n)
+            } else {
+                chunks.append(Array(rest.prefix(n)))
+                rest.removeFirst(n)
+            }
+        }
+        return chunks
+    }
+
+    /// `lseal`: moves the inner chunks of one end (counts and hashes as the sealer computed them
+    /// from the head at generation `gen`) into the index. Applies only if the head is still at
+    /// that generation and holds those elements there; raises the generation.
+    mutating func seal(left: Bool, gen g: UInt32, chunks: [(count: Int, hash: UInt64)]) -> Bool {
+        guard g == gen, !chunks.isEmpty else { return false }
+        var rest = left ? front : back
+        var entries: [Entry] = []
+        for c in chunks {
+            guard c.count >= 1, c.count <= rest.count else { return false }
+            let items = left ? Array(rest.suffix(c.count)) : Array(rest.prefix(c.count))
+            guard XXH64.hash(DataModel.encodeItems(items)) == c.hash else { return false }
+            if left { rest.removeLast(c.count) } else { rest.removeFirst(c.count) }
+            entries.append(Entry(gen: gen, hash: c.hash, count: UInt32(c.count)))
+        }
+        if left {
+            front = rest
+            index.insert(contentsOf: entries.reversed(), at: 0)
+        } else {
+            back = rest
+            index += entries
+        }
+        gen &+= 1
+        return true
+    }
+
+    /// A bucket key that no head reaches and none ever will: the head is gone, is not this
+    /// incarnation's (another nonce, or a plain value), or is past the bucket's generation and
+    /// does not list it. A bucket at or above the head's generation may be a seal in flight:
+    /// kept.
+    public static func isOrphan(bucketKey: [UInt8], head: StoredValue?) -> Bool {
+        guard let p = parseBucketKey(bucketKey) else { return false }
+        guard let head, head.kind == .list, let h = ListBuckets(head.bytes), h.nonce == p.nonce else {
+            return true
+        }
+        if p.gen >= h.gen { return false }
+        return !h.index.contains { $0.gen == p.gen && $0.hash == p.hash }
+    }
+}
+
+extension DataModel {
+    // MARK: - Lists in buckets (applied by the proposer, like every data command)
+
+    /// Commands a bucketed head serves as it is; every other command that reaches one (LSET,
+    /// LREM, a transaction, a script's copy …) first has it made one value again (`join`).
+    static let headCommands: Set<String> = [
+        "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lsegment", "lseal", "lunseal", "ljoin", "del",
+        "set", "pexpireat", "persist", "expirecheck",
+    ]
+
+    /// `apply` for a key that may hold a bucketed list (top-level keys only: a hash-tag group's
+    /// members stay plain). Nil: not this code's business, apply as usual.
+    static func applyListBuckets(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
+        let isHead = v.kind == .list && ListBuckets.isHead(v.bytes)
+        switch name {
+        case "lsegment":
+            // lsegment k nonce bucketElements bucketBytes
+            guard args.count == 5, let nonce = UInt64(String(decoding: args[2], as: UTF8.self)),
+                let be = int(args[3]), let bb = int(args[4])
+            else { return .syntax }
+            guard v.kind == .list, let b = v.bytes, !isHead else { return .integer(0) }
+            let h = ListBuckets(
+                nonce: nonce, bucketElements: Int(be), bucketBytes: Int(bb), items: decodeItems(b))
+            v.bytes = h.encoded
+            return .integer(1)
+        case "lseal":
+            // lseal k nonce gen left|right (count hash)…
+            guard isHead, var h = ListBuckets(v.bytes!), args.count >= 7, (args.count - 5) % 2 == 0,
+                UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce,
+                let g = UInt32(String(decoding: args[3], as: UTF8.self))
+            else { return .integer(0) }
+            var chunks: [(count: Int, hash: UInt64)] = []
+            var i = 5
+            while i + 1 < args.count {
+                guard let c = Int(String(decoding: args[i], as: UTF8.self)),
+                    let hh = UInt64(String(decoding: args[i + 1], as: UTF8.self))
+                else { return .syntax }
+                chunks.append((c, hh))
+                i += 2
+            }
+            guard h.seal(left: args[4] == Array("left".utf8), gen: g, chunks: chunks) else {
+                return .integer(0)
+            }
+            v.bytes = h.encoded
+            return .integer(1)
+        case "lunseal":
+            // lunseal k nonce left|right hash encoding: the end bucket's elements back into the head.
+            guard isHead, var h = ListBuckets(v.bytes!), args.count == 6,
+                UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce,
+                let hash = UInt64(String(decoding: args[4], as: UTF8.self)), XXH64.hash(args[5]) == hash
+            else { return .integer(0) }
+            let left = args[3] == Array("left".utf8)
+            guard let end = left ? h.index.first : h.index.last, end.hash == hash else { return .integer(0) }
+            let items = decodeItems(args[5])
+            guard items.count == Int(end.count) else { return .integer(0) }
+            if left {
+                h.index.removeFirst()
+                h.front += items
+            } else {
+                h.index.removeLast()
+                h.back = items + h.back
+            }
+            settleHead(h, &v)
+            return .integer(1)
+        case "ljoin":
+            // ljoin k nonce encoding…: every bucket, in index order; the list becomes one value.
+            guard isHead, let h = ListBuckets(v.bytes!), args.count == 3 + h.index.count,
+                UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce
+            else { return .integer(0) }
+            var all = h.front
+            for (k, e) in h.index.enumerated() {
+                let enc = args[3 + k]
+                guard XXH64.hash(enc) == e.hash else { return .integer(0) }
+                let items = decodeItems(enc)
+                guard items.count == Int(e.count) else { return .integer(0) }
+                all += items
+            }
+            all += h.back
+            v.bytes = encodeItems(all)
+            return .integer(1)
+        default:
+            break
+        }
+        guard isHead else { return nil }
+        guard headCommands.contains(name), var h = ListBuckets(v.bytes!) else {
+            return ListBuckets.reply(.join)
+        }
+        switch name {
+        case "lpush", "rpush", "lpushx", "rpushx":
+            let left = name.hasPrefix("l")
+            if h.full(left ? h.front : h.back) { return ListBuckets.reply(.seal(left: left)) }
+            if left {
+                h.front.insert(contentsOf: args.dropFirst(2).reversed(), at: 0)
+            } else {
+                h.back += args.dropFirst(2)
+            }
+            v.bytes = h.encoded
+            return .integer(Int64(h.count))
+        case "lpop", "rpop":
+            let left = name == "lpop"
+            let want = args.count > 2 ? Int(int(args[2]) ?? 0) : 1
+            let n = min(max(0, want), h.count)
+            let side = left ? h.front.count : h.back.count
+            if n > side && !h.index.isEmpty {
+                return ListBuckets.reply(n > h.bucketElements ? .join : .unseal(left: left))
+            }
+            var taken: [[UInt8]] = []
+            taken.reserveCapacity(n)
+            for _ in 0..<n {
+                if left {
+                    taken.append(h.front.isEmpty ? h.back.removeFirst() : h.front.removeFirst())
+                } else {
+                    taken.append(h.back.isEmpty ? h.front.removeLast() : h.back.removeLast())
+                }
+            }
+            settleHead(h, &v)
+            if args.count > 2 { return .array(taken.map { .bulk($0) }) }
+            return .bulk(taken.first)
+        default:
+            // del, set, the deadline commands: the head is an ordinary value to them.
+            return nil
+        }
+    }
+
+    /// Stores a changed head: removes an emptied list (Redis deletes the key), and makes a small
+    /// list without buckets one value again.
+    static func settleHead(_ h: ListBuckets, _ v: inout KeyValue) {
+        if h.count == 0 {
+            clear(&v)
+        } else if h.index.isEmpty && h.count <= h.bucketElements / 4 {
+            v.bytes = encodeItems(h.front + h.back)
+        } else {
+            v.bytes = h.encoded
+        }
+    }
+
+    /// A push to a plain list that is already full answers `seal` (the shell makes it bucketed,
+    /// then pushes again). Only for top-level keys (`apply`'s `lists`).
+    static func plainListNeed(_ name: String, _ v: KeyValue) -> DataReply? {
+        guard ["lpush", "rpush", "lpushx", "rpushx"].contains(name), v.kind == .list, let b = v.bytes,
+            !ListBuckets.isHead(b)
+        else { return nil }
+        // Cheap first: the element count is the encoding's first word.
+        let n = b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0
+        guard n >= ListBuckets.plainElementsMax || b.count >= ListBuckets.plainBytesMax else { return nil }
+        return ListBuckets.reply(.seal(left: name.hasPrefix("l")))
+    }
+
+    // MARK: - Reads of a bucketed head
+
+    /// What a read of a bucketed list needs: its answer now, the buckets (index positions) that
+    /// hold the elements it returns, or the whole list.
+    public enum ListReadPlan: Sendable, Hashable {
+        case answer(DataReply)
+        case buckets([Int])
+        case whole
+    }
+
+    /// The plan for read `args` on head `h` (LLEN, LINDEX, LRANGE from the head; the rest whole).
+    public static func listReadPlan(_ args: [[UInt8]], _ h: ListBuckets) -> ListReadPlan {
+        guard let first = args.first else { return .whole }
+        switch String(decoding: first, as: UTF8.self) {
+        case "llen":
+            return .answer(.integer(Int64(h.count)))
+        case "lindex":
+            guard args.count == 3, var i = int(args[2]) else { return .answer(.notInteger) }
+            if i < 0 { i += Int64(h.count) }
+            guard i >= 0, i < h.count else { return .answer(.bulk(nil)) }
+            let needed = h.buckets(Int(i)...Int(i))
+            if needed.isEmpty { return .answer(.bulk(h.elements(Int(i)...Int(i), [:])[0])) }
+            return .buckets(needed)
+        case "lrange":
+            guard args.count == 4, let s = int(args[2]), let e = int(args[3]) else {
+                return .answer(.notInteger)
+            }
+            guard let r = rankRange(s, e, count: h.count) else { return .answer(.array([])) }
+            let needed = h.buckets(r)
+            if needed.isEmpty { return .answer(.array(h.elements(r, [:]).map { .bulk($0) })) }
+            return .buckets(needed)
+        default:
+            return .whole
+        }
+    }
+
+    /// The answer of read `args` (LINDEX, LRANGE) given the buckets its plan named.
+    public static func listAnswer(_ args: [[UInt8]], _ h: ListBuckets, _ fetched: [Int: [[UInt8]]])
+        -> DataReply
+    {
+        switch listReadPlan(args, h) {
+        case .answer(let r): return r
+        case .whole: return .err("internal: a bucketed list read without its buckets")
+        case .buckets:
+            let name = String(decoding: args[0], as: UTF8.self)
+            if name == "lindex" {
+                var i = int(args[2]) ?? 0
+                if i < 0 { i += Int64(h.count) }
+                return .bulk(h.elements(Int(i)...Int(i), fetched).first)
+            }
+            let r = rankRange(int(args[2]) ?? 0, int(args[3]) ?? 0, count: h.count)!
+            return .array(h.elements(r, fetched).map { .bulk($0) })
+        }
+    }
+}
+
+extension ListBuckets {
+    /// The index positions of the buckets that hold positions `r` of the list.
+    public func buckets(_ r: ClosedRange<Int>) -> [Int] {
+        var out: [Int] = []
+        var at = front.count
+        for (k, e) in index.enumerated() {
+            let span = at..<(at + Int(e.count))
+            if span.overlaps(r) { out.append(k) }
+            at += Int(e.count)
+            if at > r.upperBound { break }
+        }
+        return out
+    }
+
+    /// The elements at positions `r`, from the head and the buckets in `fetched` (which must hold
+    /// every bucket `buckets(r)` names).
+    public func elements(_ r: ClosedRange<Int>, _ fetched: [Int: [[UInt8]]]) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        out.reserveCapacity(r.count)
+        func take(_ items: [[UInt8]], from start: Int) {
+            let lo = max(r.lowerBound, start)
+            let hi = min(r.upperBound, start + items.count - 1)
+            guard lo <= hi else { return }
+            out += items[(lo - start)...(hi - start)]
+        }
+        take(front, from: 0)
+        var at = front.count
+        for (k, e) in index.enumerated() {
+            if at + Int(e.count) > r.lowerBound && at <= r.upperBound, let items = fetched[k] {
+                take(items, from: at)
+            }
+            at += Int(e.count)
+        }
+        take(back, from: at)
+        return out
+    }
+
+    /// The whole list, given every bucket (index order).
+    public func assembled(_ buckets: [[[UInt8]]]) -> [[UInt8]] {
+        var all = front
+        for b in buckets { all += b }
+        return all + back
+    }
+}

@@ -1,0 +1,426 @@
+// The shell's side of big lists kept in buckets (docs/DATA.md, "Big lists";
+// TernConsensus/DataListBuckets.swift holds the pure rules): when a write answers a
+// `ListBuckets.Need`, the node does the work (writes buckets and seals them, brings an end bucket
+// back into the head, or makes the list one value again) and runs the write again under a fresh
+// request id; a read of a bucketed list reads only the buckets its answer lies in (LRANGE,
+// LINDEX, LLEN) or assembles the whole list (every other read sees one plain value). Buckets are
+// immutable and named by their content's hash, so a copy read once is cached here.
+import NIOCore
+import TernConsensus
+import TernCore
+
+/// Decoded buckets this node read or wrote, by bucket key (a bucket never changes: its key names
+/// its content's hash), bounded by bytes, oldest out first. On the node's loop.
+struct BucketCache {
+    var items: [[UInt8]: [[UInt8]]] = [:]
+    var order: [[UInt8]] = []
+    var head = 0
+    var bytes = 0
+    static let budget = 32 << 20
+
+    mutating func put(_ key: [UInt8], _ v: [[UInt8]]) {
+        guard items[key] == nil else { return }
+        items[key] = v
+        order.append(key)
+        bytes += v.reduce(64) { $0 + 32 + $1.count }
+        while bytes > Self.budget, head < order.count {
+            if let gone = items.removeValue(forKey: order[head]) {
+                bytes -= gone.reduce(64) { $0 + 32 + $1.count }
+            }
+            head += 1
+        }
+        if head > 4096 && head * 2 > order.count {
+            order.removeFirst(head)
+            head = 0
+        }
+    }
+    mutating func remove(_ key: [UInt8]) {
+        if let gone = items.removeValue(forKey: key) { bytes -= gone.reduce(64) { $0 + 32 + $1.count } }
+    }
+}
+
+extension Node {
+    /// What reading some of a head's buckets came to.
+    enum BucketFetch {
+        case items([Int: [[UInt8]]])
+        /// A bucket is gone (a concurrent pop or join removed it from the head): read the head again.
+        case missing
+        case failed(NodeReply)
+    }
+
+    var bucketElements: Int { options.listBucketElements }
+    var bucketBytes: Int { options.listBucketBytes }
+
+    static func word(_ s: String) -> [UInt8] { Array(s.utf8) }
+    /// Reads answered from a value's kind and deadline alone.
+    static let metaReads: Set<[UInt8]> = Set(["type", "ttl", "pttl", "expiretime", "pexpiretime"].map(word))
+
+    // MARK: - Reads
+
+    /// A read's reply, with a bucketed list assembled into one plain value (every reader but the
+    /// three that read through the head sees lists as before).
+    func assembleList(_ key: [UInt8], _ r: NodeReply, attempts: Int) -> EventLoopFuture<NodeReply> {
+        guard case .typed(let v) = r, v.kind == .list, let h = ListBuckets(v.bytes) else {
+            return eventLoop.makeSucceededFuture(r)
+        }
+        return fetchBuckets(key, h, Array(h.index.indices)).flatMap { f in
+            switch f {
+            case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
+            case .missing:
+                guard attempts > 0 else {
+                    return self.eventLoop.makeSucceededFuture(
+                        .unknown("the list kept changing while it was read"))
+                }
+                return self.rereadHead(key).flatMap { self.assembleList(key, $0, attempts: attempts - 1) }
+            case .items(let got):
+                let all = h.assembled(h.index.indices.map { got[$0] ?? [] })
+                var plain = v
+                plain.bytes = DataModel.encodeItems(all)
+                return self.eventLoop.makeSucceededFuture(.typed(plain))
+            }
+        }
+    }
+
+    /// `.readData`: the read's answer as `.done(.data(reply))`, or `.value(nil)` when the key is
+    /// absent (the caller answers from nothing), or the read's failure.
+    func answerData(_ key: [UInt8], _ args: [[UInt8]], _ r: NodeReply, attempts: Int) -> EventLoopFuture<
+        NodeReply
+    > {
+        let nowMs = UInt64(max(0, CommandProcessor.unixMicros() / 1000))
+        func answer(_ v: StoredValue) -> NodeReply {
+            .done(.data(DataModel.read(args, v, nowMs: nowMs, seed: UInt64.random(in: .min ... .max))))
+        }
+        switch r {
+        case .value(nil): return eventLoop.makeSucceededFuture(r)
+        case .value(let b?):
+            return eventLoop.makeSucceededFuture(answer(StoredValue(kind: .string, deadlineMs: 0, bytes: b)))
+        case .typed(let v):
+            guard v.kind == .list, let h = ListBuckets(v.bytes) else {
+                return eventLoop.makeSucceededFuture(answer(v))
+            }
+            // TYPE and the TTL family read the kind and the deadline only: the head has them.
+            if let name = args.first, Self.metaReads.contains(name) {
+                return eventLoop.makeSucceededFuture(answer(v))
+            }
+            let needed: [Int]
+            switch DataModel.listReadPlan(args, h) {
+            case .answer(let a): return eventLoop.makeSucceededFuture(.done(.data(a)))
+            case .buckets(let ks): needed = ks
+            case .whole:
+                return assembleList(key, r, attempts: attempts).map { a in
+                    guard case .typed(let plain) = a else { return a }
+                    return answer(plain)
+                }
+            }
+            return fetchBuckets(key, h, needed).flatMap { f in
+                switch f {
+                case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
+                case .missing:
+                    guard attempts > 0 else {
+                        return self.eventLoop.makeSucceededFuture(
+                            .unknown("the list kept changing while it was read"))
+                    }
+                    return self.rereadHead(key).flatMap {
+                        self.answerData(key, args, $0, attempts: attempts - 1)
+                    }
+                case .items(let got):
+                    return self.eventLoop.makeSucceededFuture(
+                        .done(.data(DataModel.listAnswer(args, h, got))))
+                }
+            }
+        default:
+            return eventLoop.makeSucceededFuture(r)
+        }
+    }
+
+    /// The head read again (linearizably, expiry settled).
+    func rereadHead(_ key: [UInt8]) -> EventLoopFuture<NodeReply> {
+        submit(key: key, .read).flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
+    }
+
+    /// Reads the buckets at index positions `positions` of head `h` (from the cache where it has
+    /// them), each checked against the hash the head names.
+    func fetchBuckets(_ key: [UInt8], _ h: ListBuckets, _ positions: [Int]) -> EventLoopFuture<BucketFetch> {
+        var got: [Int: [[UInt8]]] = [:]
+        var reads: [(Int, [UInt8], EventLoopFuture<NodeReply>)] = []
+        for k in positions {
+            let e = h.index[k]
+            let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
+            if let items = bucketCache.items[bk] {
+                got[k] = items
+            } else {
+                reads.append((k, bk, submit(key: bk, .read)))
+            }
+        }
+        guard !reads.isEmpty else { return eventLoop.makeSucceededFuture(.items(got)) }
+        return EventLoopFuture.whenAllSucceed(reads.map(\.2), on: eventLoop).map { replies in
+            var missing = false
+            for ((k, bk, _), reply) in zip(reads, replies) {
+                switch reply {
+                case .value(nil): missing = true
+                case .value(let b?):
+                    guard let (list, items) = ListBuckets.parseBucketValue(b, hash: h.index[k].hash),
+                        list == key
+                    else {
+                        return .failed(.unknown("a bucket of list key failed its check"))
+                    }
+                    self.bucketCache.put(bk, items)
+                    got[k] = items
+                default: return .failed(reply)
+                }
+            }
+            return missing ? .missing : .items(got)
+        }
+    }
+
+    // MARK: - Writes
+
+    /// A data write's reply, after the list upkeep its first answer asked for (and the write run
+    /// again), at most `attempts` times.
+    func afterListWrite(_ key: [UInt8], _ op: Operation, _ r: NodeReply, attempts: Int) -> EventLoopFuture<
+        NodeReply
+    > {
+        guard case .done(.data(let d)) = r, let need = ListBuckets.need(d) else {
+            return eventLoop.makeSucceededFuture(r)
+        }
+        guard attempts > 0 else {
+            return eventLoop.makeSucceededFuture(
+                .notApplied(
+                    "the list kept changing while its buckets were rearranged; not applied, try again"))
+        }
+        return maintain(key, need).flatMap { failure in
+            if let failure { return self.eventLoop.makeSucceededFuture(failure) }
+            return self.submit(key: key, .write(op)).flatMap {
+                self.afterListWrite(key, op, $0, attempts: attempts - 1)
+            }
+        }
+    }
+
+    /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
+    /// the client's command gets (it was not applied). One at a time per key on this node.
+    func maintain(_ key: [UInt8], _ need: ListBuckets.Need) -> EventLoopFuture<NodeReply?> {
+        if let running = listUpkeep[key] { return running.map { _ in nil } }
+        let work: EventLoopFuture<NodeReply?>
+        switch need {
+        case .seal(let left): work = sealList(key, left: left, segmented: false)
+        case .unseal(let left): work = unsealList(key, left: left)
+        case .join: work = joinList(key)
+        }
+        listUpkeep[key] = work.map { _ in () }
+        work.whenComplete { _ in self.listUpkeep[key] = nil }
+        return work
+    }
+
+    /// A failed upkeep step's reply to the client (its command did not run).
+    static func upkeepFailed(_ r: NodeReply) -> NodeReply {
+        switch r {
+        case .notApplied(let s), .unknown(let s), .unavailable(let s), .refused(let s):
+            return .notApplied("a big list's upkeep failed (\(s)); the command was not applied")
+        case .done(.data(.error(let s))):
+            return .done(.data(.error(s)))
+        default:
+            return .notApplied("a big list's upkeep failed; the command was not applied")
+        }
+    }
+
+    /// A maintenance op on `key`: nil for a failure (`failure` set), else whether it applied.
+    func upkeep(_ key: [UInt8], _ args: [[UInt8]]) -> EventLoopFuture<Result<Bool, NodeReplyBox>> {
+        submit(key: key, .write(.data(args))).map { r in
+            guard case .done(.data(let d)) = r else { return .failure(NodeReplyBox(Self.upkeepFailed(r))) }
+            return .success(d == .integer(1))
+        }
+    }
+
+    /// The head as a read finds it (nil: absent, or not a list), or the read's failure.
+    func readListHead(_ key: [UInt8]) -> EventLoopFuture<Result<StoredValue?, NodeReplyBox>> {
+        rereadHead(key).map { r in
+            switch r {
+            case .typed(let v): return .success(v.kind == .list ? v : nil)
+            case .value: return .success(nil)
+            default: return .failure(NodeReplyBox(Self.upkeepFailed(r)))
+            }
+        }
+    }
+
+    /// Writes the buckets a seal of one end cuts, then proposes the seal. A plain list is first
+    /// made a head with no buckets (`lsegment`, under a fresh nonce).
+    func sealList(_ key: [UInt8], left: Bool, segmented: Bool, rounds: Int = 2) -> EventLoopFuture<NodeReply?>
+    {
+        readListHead(key).flatMap { got in
+            guard case .success(let v) = got else {
+                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
+                return self.eventLoop.makeSucceededFuture(nil)
+            }
+            guard let v else { return self.eventLoop.makeSucceededFuture(nil) }
+            guard let h = ListBuckets(v.bytes) else {
+                guard !segmented, ListBuckets.plainFull(DataModel.decodeItems(v.bytes)) else {
+                    return self.eventLoop.makeSucceededFuture(nil)
+                }
+                let nonce = UInt64.random(in: 1 ... .max)
+                let args = [
+                    Self.word("lsegment"), key, Self.word(String(nonce)),
+                    Self.word(String(self.bucketElements)),
+                    Self.word(String(self.bucketBytes)),
+                ]
+                return self.upkeep(key, args).flatMap { r in
+                    if case .failure(let f) = r { return self.eventLoop.makeSucceededFuture(f.reply) }
+                    return self.sealList(key, left: left, segmented: true, rounds: rounds)
+                }
+            }
+            // The end asked for, or else the other (a list just made bucketed holds everything in
+            // its front); each seal cuts one end, the next round the other if it is full too.
+            var left = left
+            var chunks = h.sealChunks(left: left)
+            if chunks.isEmpty {
+                left.toggle()
+                chunks = h.sealChunks(left: left)
+            }
+            guard !chunks.isEmpty, rounds > 0 else { return self.eventLoop.makeSucceededFuture(nil) }
+            var args = [
+                Self.word("lseal"), key, Self.word(String(h.nonce)), Self.word(String(h.gen)),
+                Self.word(left ? "left" : "right"),
+            ]
+            var puts: [EventLoopFuture<NodeReply>] = []
+            for c in chunks {
+                let enc = DataModel.encodeItems(c)
+                let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+                let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
+                puts.append(
+                    self.submit(key: bk, .write(.put(ListBuckets.bucketValue(list: key, encoding: enc)))))
+                self.bucketCache.put(bk, c)
+                args += [Self.word(String(c.count)), Self.word(String(e.hash))]
+            }
+            return EventLoopFuture.whenAllSucceed(puts, on: self.eventLoop).flatMap { replies in
+                for r in replies {
+                    guard case .done = r else {
+                        return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
+                    }
+                }
+                // Every bucket is durable on a quorum before the head stops holding its elements.
+                return self.upkeep(key, args).flatMap { r in
+                    switch r {
+                    case .failure(let f): return self.eventLoop.makeSucceededFuture(f.reply)
+                    case .success(let applied):
+                        guard applied else { return self.eventLoop.makeSucceededFuture(nil) }
+                        return self.sealList(key, left: !left, segmented: true, rounds: rounds - 1)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the end bucket's elements back into the head (a pop needs them), then deletes it.
+    func unsealList(_ key: [UInt8], left: Bool) -> EventLoopFuture<NodeReply?> {
+        readListHead(key).flatMap { got in
+            guard case .success(let v) = got else {
+                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
+                return self.eventLoop.makeSucceededFuture(nil)
+            }
+            guard let v, let h = ListBuckets(v.bytes), !h.index.isEmpty else {
+                return self.eventLoop.makeSucceededFuture(nil)
+            }
+            let k = left ? 0 : h.index.count - 1
+            let e = h.index[k]
+            return self.fetchBuckets(key, h, [k]).flatMap { f in
+                switch f {
+                case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
+                case .missing: return self.eventLoop.makeSucceededFuture(nil)
+                case .items(let got):
+                    let enc = DataModel.encodeItems(got[k] ?? [])
+                    let args = [
+                        Self.word("lunseal"), key, Self.word(String(h.nonce)),
+                        Self.word(left ? "left" : "right"),
+                        Self.word(String(e.hash)), enc,
+                    ]
+                    return self.upkeep(key, args).map { r in
+                        switch r {
+                        case .failure(let f): return f.reply
+                        case .success(let applied):
+                            if applied { self.dropBuckets(key, h.nonce, [e]) }
+                            return nil
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the list one value again (a command that works on the whole list), then deletes
+    /// its buckets. Refused beyond `max_value_bytes`: one value that large could not be written.
+    func joinList(_ key: [UInt8]) -> EventLoopFuture<NodeReply?> {
+        readListHead(key).flatMap { got in
+            guard case .success(let v) = got else {
+                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
+                return self.eventLoop.makeSucceededFuture(nil)
+            }
+            guard let v, let h = ListBuckets(v.bytes) else { return self.eventLoop.makeSucceededFuture(nil) }
+            return self.fetchBuckets(key, h, Array(h.index.indices)).flatMap { f in
+                switch f {
+                case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
+                case .missing: return self.eventLoop.makeSucceededFuture(nil)
+                case .items(let got):
+                    let encs = h.index.indices.map { DataModel.encodeItems(got[$0] ?? []) }
+                    let total = v.bytes.count + encs.reduce(0) { $0 + $1.count }
+                    guard total <= self.options.groupBytesMax else {
+                        return self.eventLoop.makeSucceededFuture(
+                            .done(
+                                .data(
+                                    .error(
+                                        "ERR this command needs the list as one value, and this list (\(h.count) "
+                                            + "elements, \(total) bytes) is larger than max_value_bytes "
+                                            + "(\(self.options.groupBytesMax)); Tern keeps it in buckets, where "
+                                            + "pushes, pops, LLEN, LINDEX, LRANGE and reads of the whole list work"
+                                    ))))
+                    }
+                    let args = [Self.word("ljoin"), key, Self.word(String(h.nonce))] + encs
+                    return self.upkeep(key, args).map { r in
+                        switch r {
+                        case .failure(let f): return f.reply
+                        case .success(let applied):
+                            if applied { self.dropBuckets(key, h.nonce, h.index) }
+                            return nil
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes buckets no head lists any more (their generation is below the head's, so none
+    /// ever will); a failed delete is left to the collector.
+    func dropBuckets(_ key: [UInt8], _ nonce: UInt64, _ entries: [ListBuckets.Entry]) {
+        for e in entries {
+            let bk = ListBuckets.bucketKey(list: key, nonce: nonce, entry: e)
+            bucketCache.remove(bk)
+            _ = submit(key: bk, .write(.delete))
+        }
+    }
+
+    /// The repair scan's collector of bucket keys no head reaches (a seal that lost its race, a
+    /// crash before a delete, a list deleted, overwritten or expired).
+    func collectListBucket(_ bk: [UInt8]) {
+        submit(key: bk, .read).whenSuccess { r in
+            guard case .value(let b?) = r, let (list, _) = ListBuckets.parseBucketValue(b, hash: nil),
+                ListBuckets.parseBucketKey(bk)?.keyHash == XXH64.hash(list)
+            else { return }
+            self.rereadHead(list).whenSuccess { head in
+                let stored: StoredValue?
+                switch head {
+                case .typed(let v): stored = v
+                case .value: stored = nil
+                default: return
+                }
+                guard ListBuckets.isOrphan(bucketKey: bk, head: stored) else { return }
+                self.submit(key: bk, .write(.delete)).whenSuccess { d in
+                    if case .done = d { self.countGarbageCollected() }
+                }
+            }
+        }
+    }
+}
+
+/// A `NodeReply` as an `Error`, for `Result`.
+struct NodeReplyBox: Error {
+    var reply: NodeReply
+    init(_ r: NodeReply) { reply = r }
+}

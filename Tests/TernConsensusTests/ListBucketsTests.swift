@@ -1,0 +1,228 @@
+import TernConsensus
+import TernCore
+import Testing
+
+private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// The pure rules of big lists kept in buckets (DataListBuckets.swift, docs/DATA.md "Big lists"):
+/// a shell's steps played by hand, each checked against a plain array.
+@Suite struct ListBucketsTests {
+    /// Applies data command `args` as the proposer does for a key of its own.
+    @discardableResult
+    func apply(_ v: inout KeyValue, _ args: [[UInt8]]) -> DataReply {
+        DataModel.apply(args, to: &v, seed: 1, lists: true)
+    }
+    func items(_ r: ClosedRange<Int>) -> [[UInt8]] { r.map { w("e\($0)") } }
+
+    /// Seals what `need` asks, as the shell does: the chunks' buckets kept in `store`.
+    func seal(_ v: inout KeyValue, left: Bool, store: inout [[UInt8]: [[UInt8]]], nonce: UInt64 = 7) {
+        if !ListBuckets.isHead(v.bytes) {
+            #expect(apply(&v, [w("lsegment"), w("k"), w(String(nonce)), w("8"), w("4096")]) == .integer(1))
+        }
+        let h = ListBuckets(v.bytes!)!
+        var args = [w("lseal"), w("k"), w(String(h.nonce)), w(String(h.gen)), w(left ? "left" : "right")]
+        for c in h.sealChunks(left: left) {
+            let enc = DataModel.encodeItems(c)
+            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+            store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: e)] = c
+            args += [w(String(c.count)), w(String(e.hash))]
+        }
+        #expect(apply(&v, args) == .integer(1))
+    }
+
+    /// The whole list from the head and the stored buckets.
+    func whole(_ v: KeyValue, _ store: [[UInt8]: [[UInt8]]]) -> [[UInt8]] {
+        guard let h = ListBuckets(v.bytes ?? []) else { return DataModel.decodeItems(v.bytes ?? []) }
+        return h.assembled(
+            h.index.map { store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: $0)]! })
+    }
+
+    @Test("A full plain list asks to be sealed; sealed, it keeps its order, and pushes rewrite the head only")
+    func sealKeepsOrder() {
+        var v = KeyValue()
+        var model = items(0...1199)
+        #expect(apply(&v, [w("rpush"), w("k")] + model) == .integer(1200))
+        // Full now: the next push changes nothing and names the work.
+        let before = v
+        #expect(ListBuckets.need(apply(&v, [w("lpush"), w("k"), w("x")])) == .seal(left: true))
+        #expect(v.bytes == before.bytes)
+        var store: [[UInt8]: [[UInt8]]] = [:]
+        seal(&v, left: true, store: &store)
+        let h = ListBuckets(v.bytes!)!
+        #expect(h.front.count < 9 && !h.index.isEmpty && h.index.allSatisfy { $0.count == 8 })
+        #expect(whole(v, store) == model)
+        #expect(apply(&v, [w("lpush"), w("k"), w("x"), w("y")]) == .integer(1202))
+        model.insert(contentsOf: [w("y"), w("x")], at: 0)
+        #expect(apply(&v, [w("rpush"), w("k"), w("z")]) == .integer(1203))
+        model.append(w("z"))
+        #expect(whole(v, store) == model)
+        // The head stays small: its bytes do not grow with the list.
+        #expect(v.bytes!.count < 150 * 16 + 200)
+    }
+
+    @Test("A seal applies only at its generation and with its elements' hashes")
+    func sealChecks() {
+        var v = KeyValue()
+        apply(&v, [w("rpush"), w("k")] + items(0...99))
+        #expect(apply(&v, [w("lsegment"), w("k"), w("9"), w("8"), w("4096")]) == .integer(1))
+        #expect(apply(&v, [w("lsegment"), w("k"), w("10"), w("8"), w("4096")]) == .integer(0))
+        let h = ListBuckets(v.bytes!)!
+        let c = h.sealChunks(left: true)[0]
+        let hash = XXH64.hash(DataModel.encodeItems(c))
+        #expect(
+            apply(&v, [w("lseal"), w("k"), w("9"), w("1"), w("left"), w("8"), w(String(hash))]) == .integer(0)
+        )
+        #expect(
+            apply(&v, [w("lseal"), w("k"), w("9"), w("0"), w("left"), w("8"), w(String(hash ^ 1))])
+                == .integer(0))
+        #expect(
+            apply(&v, [w("lseal"), w("k"), w("8"), w("0"), w("left"), w("8"), w(String(hash))]) == .integer(0)
+        )
+        #expect(
+            apply(&v, [w("lseal"), w("k"), w("9"), w("0"), w("left"), w("8"), w(String(hash))]) == .integer(1)
+        )
+        // The same seal again: the generation moved on.
+        #expect(
+            apply(&v, [w("lseal"), w("k"), w("9"), w("0"), w("left"), w("8"), w(String(hash))]) == .integer(0)
+        )
+        #expect(ListBuckets(v.bytes!)!.gen == 1)
+    }
+
+    @Test("Pops reach into buckets through unseal; middle commands through join; an emptied list is gone")
+    func popsAndJoin() {
+        var v = KeyValue()
+        var model = items(0...1199)
+        apply(&v, [w("rpush"), w("k")] + model)
+        var store: [[UInt8]: [[UInt8]]] = [:]
+        seal(&v, left: true, store: &store)
+        var h = ListBuckets(v.bytes!)!
+        // Pop the front segment dry, then the next pop asks for the first bucket.
+        for _ in 0..<h.front.count {
+            #expect(apply(&v, [w("lpop"), w("k")]) == .bulk(model.removeFirst()))
+        }
+        #expect(ListBuckets.need(apply(&v, [w("lpop"), w("k")])) == .unseal(left: true))
+        h = ListBuckets(v.bytes!)!
+        let first = h.index[0]
+        let enc = DataModel.encodeItems(
+            store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: first)]!)
+        // A wrong hash or a bucket that is not the end one changes nothing.
+        #expect(
+            apply(&v, [w("lunseal"), w("k"), w(String(h.nonce)), w("right"), w(String(first.hash)), enc])
+                == .integer(0))
+        #expect(
+            apply(&v, [w("lunseal"), w("k"), w(String(h.nonce)), w("left"), w(String(first.hash)), enc])
+                == .integer(1))
+        #expect(apply(&v, [w("lpop"), w("k"), w("3")]) == .array(model.prefix(3).map { .bulk($0) }))
+        model.removeFirst(3)
+        #expect(whole(v, store) == model)
+        // LSET needs the whole list: join first.
+        #expect(ListBuckets.need(apply(&v, [w("lset"), w("k"), w("500"), w("new")])) == .join)
+        h = ListBuckets(v.bytes!)!
+        let encs = h.index.map {
+            DataModel.encodeItems(store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: $0)]!)
+        }
+        #expect(apply(&v, [w("ljoin"), w("k"), w(String(h.nonce))] + encs.dropLast()) == .integer(0))
+        #expect(apply(&v, [w("ljoin"), w("k"), w(String(h.nonce))] + encs) == .integer(1))
+        #expect(!ListBuckets.isHead(v.bytes))
+        #expect(apply(&v, [w("lset"), w("k"), w("500"), w("new")]) == .ok)
+        model[500] = w("new")
+        #expect(DataModel.decodeItems(v.bytes!) == model)
+        // A transaction on a head joins first too.
+        seal(&v, left: true, store: &store, nonce: 8)
+        #expect(
+            ListBuckets.need(apply(&v, [w("multi"), w("k"), w("0"), w("-"), w("w"), w("1"), w("llen")]))
+                == .join)
+        // Popping everything removes the key.
+        let n = model.count
+        var rounds = 0
+        while v.bytes != nil && rounds < 10_000 {
+            rounds += 1
+            let r = apply(&v, [w("rpop"), w("k")])
+            if let need = ListBuckets.need(r) {
+                #expect(need == .unseal(left: false))
+                let hh = ListBuckets(v.bytes!)!
+                let last = hh.index.last!
+                let e = DataModel.encodeItems(
+                    store[ListBuckets.bucketKey(list: w("k"), nonce: hh.nonce, entry: last)]!)
+                #expect(
+                    apply(
+                        &v, [w("lunseal"), w("k"), w(String(hh.nonce)), w("right"), w(String(last.hash)), e])
+                        == .integer(1))
+                continue
+            }
+            #expect(r == .bulk(model.removeLast()))
+        }
+        #expect(model.isEmpty && v.bytes == nil && rounds > n)
+    }
+
+    @Test("Reads from the head name only the buckets their answer lies in")
+    func readPlans() {
+        var v = KeyValue()
+        let model = items(0...1199)
+        apply(&v, [w("rpush"), w("k")] + model)
+        var store: [[UInt8]: [[UInt8]]] = [:]
+        seal(&v, left: true, store: &store)
+        let h = ListBuckets(v.bytes!)!
+        #expect(DataModel.listReadPlan([w("llen"), w("k")], h) == .answer(.integer(1200)))
+        #expect(
+            DataModel.listReadPlan([w("lrange"), w("k"), w("0"), w(String(h.front.count - 1))], h)
+                == .answer(.array(model.prefix(h.front.count).map { .bulk($0) })))
+        #expect(
+            DataModel.listReadPlan([w("lrange"), w("k"), w("0"), w("-1")], h)
+                == .buckets(Array(h.index.indices)))
+        #expect(DataModel.listReadPlan([w("lpos"), w("k"), w("e3")], h) == .whole)
+        let at = h.front.count + 8 * 3 + 2
+        guard case .buckets(let ks) = DataModel.listReadPlan([w("lindex"), w("k"), w(String(at))], h) else {
+            Issue.record("LINDEX inside a bucket needs it")
+            return
+        }
+        #expect(ks == [3])
+        var fetched: [Int: [[UInt8]]] = [:]
+        for k in h.index.indices {
+            fetched[k] = store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: h.index[k])]
+        }
+        #expect(DataModel.listAnswer([w("lindex"), w("k"), w(String(at))], h, fetched) == .bulk(model[at]))
+        #expect(DataModel.listAnswer([w("lindex"), w("k"), w("-1")], h, fetched) == .bulk(model.last))
+        #expect(
+            DataModel.listAnswer([w("lrange"), w("k"), w("-30"), w("-2")], h, fetched)
+                == .array(model[1170...1198].map { .bulk($0) }))
+        #expect(
+            DataModel.listAnswer([w("lrange"), w("k"), w("100"), w("1000")], h, fetched)
+                == .array(model[100...1000].map { .bulk($0) }))
+    }
+
+    @Test("The collector's rule: unreferenced buckets below the head's generation, or of another incarnation")
+    func orphans() {
+        var v = KeyValue()
+        apply(&v, [w("rpush"), w("k")] + items(0...1199))
+        var store: [[UInt8]: [[UInt8]]] = [:]
+        seal(&v, left: true, store: &store)
+        let h = ListBuckets(v.bytes!)!
+        let head = v.stored
+        let live = ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: h.index[0])
+        #expect(!ListBuckets.isOrphan(bucketKey: live, head: head))
+        #expect(ListBuckets.isOrphan(bucketKey: live, head: nil))
+        #expect(
+            ListBuckets.isOrphan(
+                bucketKey: live, head: StoredValue(kind: .list, deadlineMs: 0, bytes: [0, 0, 0, 0])))
+        let lost = ListBuckets.bucketKey(
+            list: w("k"), nonce: h.nonce, entry: .init(gen: 0, hash: 1, count: 8))
+        #expect(ListBuckets.isOrphan(bucketKey: lost, head: head))
+        // At or above the head's generation: a seal may be in flight.
+        let flight = ListBuckets.bucketKey(
+            list: w("k"), nonce: h.nonce, entry: .init(gen: h.gen, hash: 1, count: 8))
+        #expect(!ListBuckets.isOrphan(bucketKey: flight, head: head))
+        let other = ListBuckets.bucketKey(list: w("k"), nonce: h.nonce &+ 1, entry: h.index[0])
+        #expect(ListBuckets.isOrphan(bucketKey: other, head: head))
+        #expect(ListBuckets.parseBucketKey(live)?.gen == h.index[0].gen)
+        #expect(ListBuckets.parseBucketKey(live)?.keyHash == XXH64.hash(w("k")))
+    }
+
+    @Test("A hash-tag group's member (lists: false) stays one value however long")
+    func groupMembersStayPlain() {
+        var v = KeyValue()
+        DataModel.apply([w("rpush"), w("k")] + items(0...1999), to: &v, seed: 1)
+        #expect(DataModel.apply([w("rpush"), w("k"), w("x")], to: &v, seed: 1) == .integer(2001))
+        #expect(!ListBuckets.isHead(v.bytes))
+    }
+}
