@@ -376,6 +376,7 @@ extension DataModel {
             break
         }
         guard isHead else { return nil }
+        if let r = applyHeadEnds(name, args, &v) { return r }
         guard headCommands.contains(name), var h = ListBuckets(v.bytes!) else {
             return ListBuckets.reply(.join)
         }
@@ -538,5 +539,181 @@ extension ListBuckets {
         var all = front
         for b in buckets { all += b }
         return all + back
+    }
+}
+
+// MARK: - Pushes and pops on the encoded bytes
+
+/// Pushes and pops at the ends of a list without decoding it: a plain list (`u32 n | blob…`) or a
+/// bucketed head's end segment is edited in place on its bytes (one copy of the value, no array
+/// per element). The decoded paths (`applyList`, `applyListBuckets`) give the same bytes; these are
+/// what a hot list's merged pushes and pops run (a head's segments hold up to ~1 150 elements, and
+/// decoding them for every op cost most of a push's CPU).
+enum ListBytes {
+    static func u32(_ b: [UInt8], _ at: Int) -> Int {
+        Int(b[at]) | Int(b[at + 1]) << 8 | Int(b[at + 2]) << 16 | Int(b[at + 3]) << 24
+    }
+    static func putU32(_ b: inout [UInt8], _ v: Int) {
+        for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+    }
+    static func setU32(_ b: inout [UInt8], _ at: Int, _ v: Int) {
+        for k in 0..<4 { b[at + k] = UInt8(truncatingIfNeeded: v >> (8 * k)) }
+    }
+    static func blobs(_ b: inout [UInt8], _ items: some Sequence<[UInt8]>) {
+        for i in items {
+            putU32(&b, i.count)
+            b += i
+        }
+    }
+    /// The offset just past `n` blobs starting at `at` (nil: the bytes end first).
+    static func skip(_ b: [UInt8], _ at: Int, _ n: Int) -> Int? {
+        var p = at
+        for _ in 0..<n {
+            guard p + 4 <= b.count else { return nil }
+            p += 4 + u32(b, p)
+        }
+        return p <= b.count ? p : nil
+    }
+    /// The `n` blobs starting at `at`.
+    static func read(_ b: [UInt8], _ at: Int, _ n: Int) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        out.reserveCapacity(n)
+        var p = at
+        for _ in 0..<n {
+            let len = u32(b, p)
+            out.append(Array(b[(p + 4)..<(p + 4 + len)]))
+            p += 4 + len
+        }
+        return out
+    }
+
+    /// A segment (count word at `at`, blobs up to `end`) with `items` pushed at its start (in the
+    /// order given: LPUSH's reversed arguments) or its end.
+    static func pushed(_ b: [UInt8], segment at: Int, end: Int, _ items: [[UInt8]], atStart: Bool) -> [UInt8]
+    {
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count + items.reduce(0) { $0 + 4 + $1.count })
+        out += b[0..<at]
+        putU32(&out, u32(b, at) + items.count)
+        if atStart {
+            blobs(&out, items)
+            out += b[(at + 4)..<b.count]
+        } else {
+            out += b[(at + 4)..<end]
+            blobs(&out, items)
+            out += b[end..<b.count]
+        }
+        return out
+    }
+
+    /// A segment with `n` elements popped from its start or its end: the new bytes and the popped
+    /// elements in pop order (LPOP: first first; RPOP: last first).
+    static func popped(_ b: [UInt8], segment at: Int, end: Int, _ n: Int, fromStart: Bool) -> (
+        [UInt8], [[UInt8]]
+    )? {
+        let count = u32(b, at)
+        guard n <= count else { return nil }
+        let cut = fromStart ? n : count - n
+        guard let mid = skip(b, at + 4, cut) else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(b.count)
+        out += b[0..<at]
+        putU32(&out, count - n)
+        let taken: [[UInt8]]
+        if fromStart {
+            taken = read(b, at + 4, n)
+            out += b[mid..<b.count]
+        } else {
+            taken = read(b, mid, n).reversed()
+            out += b[(at + 4)..<mid]
+            out += b[end..<b.count]
+        }
+        return (out, taken)
+    }
+}
+
+extension DataModel {
+    /// LPUSH/RPUSH(X)/LPOP/RPOP on a plain list (or a push creating one), on its bytes. Nil: not
+    /// one of these (the decoded `applyList` answers).
+    static func applyPlainListEnds(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
+        guard v.bytes == nil || v.kind == .list, !ListBuckets.isHead(v.bytes) else { return nil }
+        switch name {
+        case "lpush", "rpush", "lpushx", "rpushx":
+            guard let b = v.bytes else {
+                if name.hasSuffix("x") { return .integer(0) }
+                let items =
+                    name.hasPrefix("l") ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
+                store(&v, .list, encodeItems(items), empty: false)
+                return .integer(Int64(items.count))
+            }
+            guard b.count >= 4 else { return nil }
+            let left = name.hasPrefix("l")
+            let items = left ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
+            v.bytes = ListBytes.pushed(b, segment: 0, end: b.count, items, atStart: left)
+            return .integer(Int64(ListBytes.u32(b, 0) + items.count))
+        case "lpop", "rpop":
+            guard let b = v.bytes else { return args.count > 2 ? .array(nil) : .bulk(nil) }
+            guard b.count >= 4 else { return nil }
+            let count = ListBytes.u32(b, 0)
+            let n = args.count > 2 ? min(Int(int(args[2]) ?? 0), count) : min(1, count)
+            guard n >= 0,
+                let (out, taken) = ListBytes.popped(b, segment: 0, end: b.count, n, fromStart: name == "lpop")
+            else { return nil }
+            if n == count { clear(&v) } else { v.bytes = out }
+            if args.count > 2 { return .array(taken.map { .bulk($0) }) }
+            return .bulk(taken.first)
+        default:
+            return nil
+        }
+    }
+
+    /// Pushes and pops on a bucketed head's end segments, on its bytes: nil where the decoded path
+    /// must decide (a full segment, a pop reaching past its segment, a head about to become plain
+    /// or empty).
+    static func applyHeadEnds(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
+        guard let b = v.bytes, b.count >= 29 else { return nil }
+        let be = ListBytes.u32(b, 17)
+        let bb = ListBytes.u32(b, 21)
+        let nIndex = ListBytes.u32(b, 25)
+        let frontAt = 29 + 16 * nIndex
+        guard frontAt + 4 <= b.count else { return nil }
+        let nf = ListBytes.u32(b, frontAt)
+        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
+        let nk = ListBytes.u32(b, backAt)
+        var inBuckets = 0
+        for k in 0..<nIndex { inBuckets += ListBytes.u32(b, 29 + 16 * k + 12) }
+        let total = nf + nk + inBuckets
+        func full(_ count: Int, _ bytes: Int) -> Bool { count >= be + be / 8 || bytes >= bb + bb / 8 }
+        switch name {
+        case "lpush", "rpush", "lpushx", "rpushx":
+            let left = name.hasPrefix("l")
+            let full =
+                left ? full(nf, backAt - frontAt - 4) : full(nk, b.count - backAt - 4)
+            if full { return ListBuckets.reply(.seal(left: left)) }
+            let items = left ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
+            v.bytes =
+                left
+                ? ListBytes.pushed(b, segment: frontAt, end: backAt, items, atStart: true)
+                : ListBytes.pushed(b, segment: backAt, end: b.count, items, atStart: false)
+            return .integer(Int64(total + items.count))
+        case "lpop", "rpop":
+            let left = name == "lpop"
+            let want = args.count > 2 ? Int(int(args[2]) ?? 0) : 1
+            let n = min(max(0, want), total)
+            guard n <= (left ? nf : nk), total - n > 0, !(nIndex == 0 && total - n <= be / 4) else {
+                return nil
+            }
+            guard
+                let (out, taken) =
+                    left
+                    ? ListBytes.popped(b, segment: frontAt, end: backAt, n, fromStart: true)
+                    : ListBytes.popped(b, segment: backAt, end: b.count, n, fromStart: false)
+            else { return nil }
+            v.bytes = out
+            if args.count > 2 { return .array(taken.map { .bulk($0) }) }
+            return .bulk(taken.first)
+        default:
+            return nil
+        }
     }
 }

@@ -304,6 +304,7 @@ extension DataModel {
             ]
             .contains(name)
         else { return nil }
+        if let r = applyPlainListEnds(name, args, &v) { return r }
         if v.bytes != nil && v.kind != .list { return .wrongType }
         var l = v.bytes.map(decodeItems) ?? []
         let reply: DataReply

@@ -13,6 +13,10 @@ public enum DataMutant: String, Sendable, Hashable, CaseIterable {
     /// A transaction (MULTI … EXEC on one key) is applied command by command, each its own
     /// instance, instead of as one: the bug a refused MULTI once had (issue 12, "Unsafe today").
     case multiPiecemeal = "multi-piecemeal"
+    /// With `--data-lists`: a seal proposed without its buckets written first (ListBucketSim.swift).
+    case listSealUnwritten = "list-seal-unwritten"
+    /// With `--data-lists`: a read of a bucketed list answered from its head alone.
+    case listReadsSkipBuckets = "list-reads-skip-buckets"
 }
 
 /// One data command as a simulated client saw it. Times are half-ticks, like `HistoryOperation`.
@@ -61,6 +65,17 @@ struct DataWorkload {
         case command
         /// A read met a value past the horizon: the `expirecheck` write is in flight.
         case expireCheck
+        /// A big list's upkeep (`--data-lists`, ListBucketSim.swift): the head read, the bucket
+        /// writes, the maintenance command, the dropped buckets' deletes, bucket reads.
+        case upkeepHead, upkeepPut, upkeepOp, upkeepDelete, upkeepBucket
+        /// A read of a bucketed list reads the buckets its answer needs.
+        case readBuckets
+        var isListStep: Bool {
+            switch self {
+            case .command, .expireCheck: false
+            default: true
+            }
+        }
     }
     struct Flight {
         var history: Int
@@ -81,6 +96,8 @@ struct DataWorkload {
         /// the replies so far.
         var pieces: [[[UInt8]]] = []
         var pieceReplies: [DataReply] = []
+        /// A big list's upkeep or bucket reads (`--data-lists`).
+        var list = ListFlight()
     }
     struct Client {
         var nextAt: UInt64
@@ -96,6 +113,8 @@ struct DataWorkload {
     /// `expirecheck` writes proposed by reads, and reads answered absent by them.
     var expireChecks = 0
     var expiredReads = 0
+    /// Upkeep rounds the clients started by themselves (`--data-lists`).
+    var upkeeps = 0
     var idle: Bool { clients.allSatisfy { $0.inFlight == nil } }
 }
 
@@ -106,6 +125,8 @@ public struct DataStats: Sendable {
     public var expiredReads = 0
     /// Each node's clock offset from true time (ms).
     public var skewMs: [Int64] = []
+    /// Big-list upkeep rounds the clients started by themselves (`--data-lists`).
+    public var listUpkeeps = 0
 }
 
 extension Simulation {
@@ -160,6 +181,11 @@ extension Simulation {
     private static func b(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     func dataIssue(_ c: Int) {
+        if listBucketsOn && rng.chance(0.12) {
+            // A round of big-list upkeep on a hot list, racing the other clients' commands.
+            listIssueUpkeep(c, key: Self.b("l" + String(rng.below(2))))
+            return
+        }
         data.issued += 1
         data.clients[c].counter += 1
         let n = data.clients[c].counter
@@ -311,6 +337,8 @@ extension Simulation {
             propose(.data(f.args), f.rid)
         case .command:
             whenRunning(f.node) { n.read(key: layout.paxosKey(key), tag: tag) }
+        case .upkeepHead, .upkeepPut, .upkeepOp, .upkeepDelete, .upkeepBucket, .readBuckets:
+            listSend(c, f, tag: tag)
         case .expireCheck:
             // The node's own request, as `Node.settleExpiry` submits it.
             data.expireChecks += 1
@@ -323,6 +351,7 @@ extension Simulation {
     /// have been applied: the clients' rule in `attemptFailed`), else give up.
     func dataAttemptFailed(_ c: Int, unknown: Bool) {
         guard var f = data.clients[c].inFlight else { return }
+        if f.phase.isListStep && f.phase != .readBuckets { return listUpkeepFailed(c) }
         if unknown && f.write { f.maybeApplied = true }
         f.phase = .command
         if !(f.write && f.maybeApplied) && f.attempts < 2 {
@@ -351,6 +380,7 @@ extension Simulation {
             default: break
             }
         }
+        if f.phase.isListStep { return listReply(c, outcome) }
         switch (f.phase, outcome) {
         case (_, .retryable): dataAttemptFailed(c, unknown: false)
         case (_, .unknown): dataAttemptFailed(c, unknown: true)
@@ -362,7 +392,9 @@ extension Simulation {
             } else {
                 dataFinish(c, .array(f.pieceReplies))
             }
-        case (.command, .done(.data(let r))) where f.write: dataFinish(c, r)
+        case (.command, .done(.data(let r))) where f.write:
+            if listBucketsOn, let need = ListBuckets.need(r) { return listStartUpkeep(c, need) }
+            dataFinish(c, r)
         case (.command, .done) where f.write:
             // A large reply forgotten by a retry's time: applied, answer unknown.
             f.maybeApplied = true
@@ -403,6 +435,7 @@ extension Simulation {
             ? .answer(v) : DataModel.settle(v, horizonMs: horizonMs(f.node))
         switch decision {
         case .answer(let v):
+            if let v, listRead(c, v) { return }
             dataFinish(c, DataModel.read(f.args, v, nowMs: UInt64(nodeClockMs(f.node))))
         case .expire:
             f.phase = .expireCheck
@@ -460,7 +493,7 @@ extension Simulation {
     func dataResult() -> DataStats {
         DataStats(
             history: data.history, expireChecks: data.expireChecks, expiredReads: data.expiredReads,
-            skewMs: data.skewMs)
+            skewMs: data.skewMs, listUpkeeps: data.upkeeps)
     }
 }
 

@@ -157,6 +157,9 @@ public struct SimConfig: Sendable, Hashable {
     /// The data workload's keys carry one hash tag (`h0{g}` …) and run on the key layout
     /// `hash-tag-groups`: all ten are members of one group key (docs/DATA.md).
     public var dataGroups = false
+    /// The data workload's lists become bucketed (buckets of 3) and clients do the big-list upkeep
+    /// (ListBucketSim.swift, docs/DATA.md "Big lists").
+    public var dataLists = false
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -177,6 +180,7 @@ public struct SimConfig: Sendable, Hashable {
         if streamOps > 0 { s += " --stream-ops \(streamOps)" }
         if streamMutant != .none { s += " --stream-mutant \(streamMutant.rawValue)" }
         if dataGroups { s += " --data-groups" }
+        if dataLists { s += " --data-lists" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

@@ -153,6 +153,13 @@ struct SimCommand: ParsableCommand {
         help: "With --data: the keys share one hash tag and run as members of one group key (docs/DATA.md).")
     var dataGroups = false
 
+    @Flag(
+        help: """
+            With --data: the lists become bucketed (buckets of 3 elements) and the clients do the \
+            big-list upkeep, racing each other (docs/DATA.md, "Big lists").
+            """)
+    var dataLists = false
+
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
@@ -231,6 +238,7 @@ struct SimCommand: ParsableCommand {
                 c.clockSkewBoundMs = skewBound
                 c.dataMutant = dm
                 c.dataGroups = dataGroups
+                c.dataLists = dataLists
             }
             return c
         }

@@ -226,3 +226,135 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(!ListBuckets.isHead(v.bytes))
     }
 }
+
+/// The pushes and pops done on the encoded bytes (`ListBytes`) against an array, on plain lists and
+/// on bucketed heads, with and without counts.
+@Suite struct ListBytesTests {
+    @Test("Random pushes and pops on the bytes keep a plain list and a head equal to an array")
+    func randomEnds() {
+        var rng = SplitMix64(seed: 42)
+        for bucketed in [false, true] {
+            var v = KeyValue()
+            var model: [[UInt8]] = []
+            var store: [[UInt8]: [[UInt8]]] = [:]
+            for step in 0..<3000 {
+                let roll = rng.below(10)
+                var args: [[UInt8]]
+                let n = Int(rng.below(4)) + 1
+                let items = (0..<n).map { Array("s\(step)-\($0)".utf8) }
+                switch roll {
+                case 0..<3: args = [Array("lpush".utf8), Array("k".utf8)] + items
+                case 3..<6: args = [Array("rpush".utf8), Array("k".utf8)] + items
+                case 6, 7: args = [Array((roll == 6 ? "lpop" : "rpop").utf8), Array("k".utf8)]
+                default:
+                    args = [
+                        Array((roll == 8 ? "lpop" : "rpop").utf8), Array("k".utf8),
+                        Array(String(rng.below(5)).utf8),
+                    ]
+                }
+                var r = DataModel.apply(args, to: &v, seed: 1, lists: true)
+                // The upkeep a need asks for, done here as the shell would, then the command again.
+                var rounds = 0
+                while let need = ListBuckets.need(r), rounds < 4 {
+                    rounds += 1
+                    if !ListBuckets.isHead(v.bytes) {
+                        _ = DataModel.apply(
+                            [
+                                Array("lsegment".utf8), Array("k".utf8), Array("5".utf8), Array("4".utf8),
+                                Array("4096".utf8),
+                            ],
+                            to: &v, seed: 1, lists: true)
+                    }
+                    let h = ListBuckets(v.bytes!)!
+                    switch need {
+                    case .seal(let left):
+                        for side in [left, !left] {
+                            let hh = ListBuckets(v.bytes!)!
+                            let chunks = hh.sealChunks(left: side)
+                            guard !chunks.isEmpty else { continue }
+                            var a = [Array("lseal".utf8), Array("k".utf8), Array(String(hh.nonce).utf8)]
+                            a += [Array(String(hh.gen).utf8), Array((side ? "left" : "right").utf8)]
+                            for c in chunks {
+                                let enc = DataModel.encodeItems(c)
+                                let e = ListBuckets.Entry(
+                                    gen: hh.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+                                store[
+                                    ListBuckets.bucketKey(list: Array("k".utf8), nonce: hh.nonce, entry: e)] =
+                                    c
+                                a += [Array(String(c.count).utf8), Array(String(e.hash).utf8)]
+                            }
+                            #expect(DataModel.apply(a, to: &v, seed: 1, lists: true) == .integer(1))
+                        }
+                    case .unseal(let left):
+                        let e = left ? h.index.first! : h.index.last!
+                        let enc = DataModel.encodeItems(
+                            store[ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: e)]!)
+                        let a = [
+                            Array("lunseal".utf8), Array("k".utf8), Array(String(h.nonce).utf8),
+                            Array((left ? "left" : "right").utf8), Array(String(e.hash).utf8), enc,
+                        ]
+                        #expect(DataModel.apply(a, to: &v, seed: 1, lists: true) == .integer(1))
+                    case .join:
+                        let encs = h.index.map {
+                            DataModel.encodeItems(
+                                store[
+                                    ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: $0)]!)
+                        }
+                        #expect(
+                            DataModel.apply(
+                                [Array("ljoin".utf8), Array("k".utf8), Array(String(h.nonce).utf8)] + encs,
+                                to: &v, seed: 1,
+                                lists: true) == .integer(1))
+                    }
+                    r = DataModel.apply(args, to: &v, seed: 1, lists: true)
+                }
+                // The same command on an array, as Redis's list does it.
+                let name = String(decoding: args[0], as: UTF8.self)
+                let want: DataReply
+                switch name {
+                case "lpush":
+                    model.insert(contentsOf: items.reversed(), at: 0)
+                    want = .integer(Int64(model.count))
+                case "rpush":
+                    model += items
+                    want = .integer(Int64(model.count))
+                default:
+                    let left = name == "lpop"
+                    if model.isEmpty {
+                        want = args.count > 2 ? .array(nil) : .bulk(nil)
+                    } else if args.count > 2 {
+                        let k = min(Int(String(decoding: args[2], as: UTF8.self))!, model.count)
+                        want = .array(
+                            (left ? Array(model.prefix(k)) : Array(model.suffix(k).reversed())).map {
+                                .bulk($0)
+                            })
+                        if left { model.removeFirst(k) } else { model.removeLast(k) }
+                    } else {
+                        want = .bulk(left ? model.removeFirst() : model.removeLast())
+                    }
+                }
+                #expect(r == want, "step \(step) \(name)")
+                // Small heads become bucketed on the next round when the test asks for it.
+                if bucketed && !ListBuckets.isHead(v.bytes) && model.count > 8 {
+                    _ = DataModel.apply(
+                        [
+                            Array("lsegment".utf8), Array("k".utf8), Array("5".utf8), Array("4".utf8),
+                            Array("4096".utf8),
+                        ],
+                        to: &v, seed: 1, lists: true)
+                }
+                let whole: [[UInt8]]
+                if let h = ListBuckets(v.bytes ?? []) {
+                    whole = h.assembled(
+                        h.index.map {
+                            store[ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: $0)]!
+                        })
+                } else {
+                    whole = DataModel.decodeItems(v.bytes ?? [])
+                }
+                #expect(whole == model, "step \(step)")
+                if whole != model { return }
+            }
+        }
+    }
+}
