@@ -452,7 +452,7 @@ extension DataModel {
     }
 
     /// The plan for read `args` on head `h` (LLEN, LINDEX, LRANGE from the head; the rest whole).
-    public static func listReadPlan(_ args: [[UInt8]], _ h: ListBuckets) -> ListReadPlan {
+    public static func listReadPlan(_ args: [[UInt8]], _ h: some ListHeadReading) -> ListReadPlan {
         guard let first = args.first else { return .whole }
         switch String(decoding: first, as: UTF8.self) {
         case "llen":
@@ -478,7 +478,7 @@ extension DataModel {
     }
 
     /// The answer of read `args` (LINDEX, LRANGE) given the buckets its plan named.
-    public static func listAnswer(_ args: [[UInt8]], _ h: ListBuckets, _ fetched: [Int: [[UInt8]]])
+    public static func listAnswer(_ args: [[UInt8]], _ h: some ListHeadReading, _ fetched: [Int: [[UInt8]]])
         -> DataReply
     {
         switch listReadPlan(args, h) {
@@ -497,11 +497,24 @@ extension DataModel {
     }
 }
 
-extension ListBuckets {
+/// What a read needs of a head: its length, its index, and the elements at some positions.
+public protocol ListHeadReading {
+    var count: Int { get }
+    /// The incarnation's nonce (part of its buckets' keys).
+    var headNonce: UInt64 { get }
+    /// Elements before the first bucket.
+    var frontCount: Int { get }
+    var index: [ListBuckets.Entry] { get }
     /// The index positions of the buckets that hold positions `r` of the list.
+    func buckets(_ r: ClosedRange<Int>) -> [Int]
+    /// The elements at positions `r`, from the head and the buckets in `fetched`.
+    func elements(_ r: ClosedRange<Int>, _ fetched: [Int: [[UInt8]]]) -> [[UInt8]]
+}
+
+extension ListHeadReading {
     public func buckets(_ r: ClosedRange<Int>) -> [Int] {
         var out: [Int] = []
-        var at = front.count
+        var at = frontCount
         for (k, e) in index.enumerated() {
             let span = at..<(at + Int(e.count))
             if span.overlaps(r) { out.append(k) }
@@ -510,6 +523,78 @@ extension ListBuckets {
         }
         return out
     }
+}
+
+/// A bucketed head read without decoding its end segments: reads pick the elements they return
+/// straight from the bytes (an LRANGE of 100 on a head whose segments hold ~1 000 elements each).
+public struct ListHeadView: ListHeadReading, Sendable {
+    public let nonce: UInt64
+    public let index: [ListBuckets.Entry]
+    let bytes: [UInt8]
+    let frontAt: Int
+    let nf: Int
+    let backAt: Int
+    let nk: Int
+    public let count: Int
+    public var frontCount: Int { nf }
+    public var headNonce: UInt64 { nonce }
+
+    public init?(_ b: [UInt8]) {
+        guard ListBuckets.isHead(b), b.count >= 29, b[4] == ListBuckets.version else { return nil }
+        var r = ByteReader(b)
+        _ = r.u32()
+        _ = r.u8()
+        guard let nonce = r.u64() else { return nil }
+        self.nonce = nonce
+        let n = ListBytes.u32(b, 25)
+        guard 29 + 16 * n + 4 <= b.count else { return nil }
+        var index: [ListBuckets.Entry] = []
+        index.reserveCapacity(n)
+        var inBuckets = 0
+        for k in 0..<n {
+            var e = ByteReader(Array(b[(29 + 16 * k)..<(29 + 16 * k + 16)]))
+            guard let g = e.u32(), let h = e.u64(), let c = e.u32() else { return nil }
+            index.append(ListBuckets.Entry(gen: g, hash: h, count: c))
+            inBuckets += Int(c)
+        }
+        self.index = index
+        frontAt = 29 + 16 * n
+        nf = ListBytes.u32(b, frontAt)
+        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
+        self.backAt = backAt
+        nk = ListBytes.u32(b, backAt)
+        guard ListBytes.skip(b, backAt + 4, nk) == b.count else { return nil }
+        bytes = b
+        count = nf + nk + inBuckets
+    }
+
+    public func elements(_ r: ClosedRange<Int>, _ fetched: [Int: [[UInt8]]]) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        out.reserveCapacity(r.count)
+        func segment(_ at: Int, _ n: Int, from start: Int) {
+            let lo = max(r.lowerBound, start)
+            let hi = min(r.upperBound, start + n - 1)
+            guard lo <= hi, let first = ListBytes.skip(bytes, at + 4, lo - start) else { return }
+            out += ListBytes.read(bytes, first, hi - lo + 1)
+        }
+        segment(frontAt, nf, from: 0)
+        var at = nf
+        for (k, e) in index.enumerated() {
+            if at + Int(e.count) > r.lowerBound && at <= r.upperBound, let items = fetched[k] {
+                let lo = max(r.lowerBound, at)
+                let hi = min(r.upperBound, at + items.count - 1)
+                if lo <= hi { out += items[(lo - at)...(hi - at)] }
+            }
+            at += Int(e.count)
+        }
+        segment(backAt, nk, from: at)
+        return out
+    }
+}
+
+extension ListBuckets: ListHeadReading {
+    public var frontCount: Int { front.count }
+    public var headNonce: UInt64 { nonce }
 
     /// The elements at positions `r`, from the head and the buckets in `fetched` (which must hold
     /// every bucket `buckets(r)` names).

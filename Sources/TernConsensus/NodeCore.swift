@@ -565,7 +565,7 @@ public final class NodeCore {
     func resolve(_ wid: UInt64, _ reply: NodeReply) {
         guard waiters.removeValue(forKey: wid) != nil else { return }
         switch reply {
-        case .done, .value: break
+        case .done, .value, .typed: break
         default: counters.failed += 1
         }
         out.replies.append((wid, reply))

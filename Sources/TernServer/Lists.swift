@@ -95,7 +95,7 @@ extension Node {
         case .value(let b?):
             return eventLoop.makeSucceededFuture(answer(StoredValue(kind: .string, deadlineMs: 0, bytes: b)))
         case .typed(let v):
-            guard v.kind == .list, let h = ListBuckets(v.bytes) else {
+            guard v.kind == .list, let h = ListHeadView(v.bytes) else {
                 return eventLoop.makeSucceededFuture(answer(v))
             }
             // TYPE and the TTL family read the kind and the deadline only: the head has them.
@@ -140,12 +140,14 @@ extension Node {
 
     /// Reads the buckets at index positions `positions` of head `h` (from the cache where it has
     /// them), each checked against the hash the head names.
-    func fetchBuckets(_ key: [UInt8], _ h: ListBuckets, _ positions: [Int]) -> EventLoopFuture<BucketFetch> {
+    func fetchBuckets(_ key: [UInt8], _ h: some ListHeadReading, _ positions: [Int]) -> EventLoopFuture<
+        BucketFetch
+    > {
         var got: [Int: [[UInt8]]] = [:]
         var reads: [(Int, [UInt8], EventLoopFuture<NodeReply>)] = []
         for k in positions {
             let e = h.index[k]
-            let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
+            let bk = ListBuckets.bucketKey(list: key, nonce: h.headNonce, entry: e)
             if let items = bucketCache.items[bk] {
                 got[k] = items
             } else {

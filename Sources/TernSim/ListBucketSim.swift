@@ -17,6 +17,8 @@ struct ListFlight {
     /// An upkeep round the client started by itself: no command of the history waits for it.
     var proactive = false
     var head: ListBuckets?
+    /// The same head as a read sees it (the server's read path, `ListHeadView`).
+    var view: ListHeadView?
     /// Bucket writes (key, value) still to send, in order.
     var puts: [([UInt8], [UInt8])] = []
     /// The maintenance command to propose once the buckets are read or written.
@@ -329,7 +331,9 @@ extension Simulation {
         let name = String(decoding: f.args[0], as: UTF8.self)
         if ["type", "ttl", "pttl", "expiretime", "pexpiretime"].contains(name) { return false }
         f.list.head = h
-        switch DataModel.listReadPlan(f.args, h) {
+        guard let view = ListHeadView(v.bytes) else { return false }
+        f.list.view = view
+        switch DataModel.listReadPlan(f.args, view) {
         case .answer(let r):
             data.clients[c].inFlight = f
             dataFinish(c, r)
@@ -353,11 +357,11 @@ extension Simulation {
 
     /// Every bucket the read needs is here: its answer.
     func listAnswer(_ c: Int, _ f: DataWorkload.Flight) {
-        guard let h = f.list.head else { return }
+        guard let h = f.list.head, let view = f.list.view else { return }
         let reply: DataReply
-        switch DataModel.listReadPlan(f.args, h) {
+        switch DataModel.listReadPlan(f.args, view) {
         case .answer(let r): reply = r
-        case .buckets: reply = DataModel.listAnswer(f.args, h, f.list.fetched)
+        case .buckets: reply = DataModel.listAnswer(f.args, view, f.list.fetched)
         case .whole:
             let all = h.assembled(h.index.indices.map { f.list.fetched[$0] ?? [] })
             let v = StoredValue(kind: .list, deadlineMs: 0, bytes: DataModel.encodeItems(all))

@@ -182,6 +182,14 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             fetched[k] = store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: h.index[k])]
         }
         #expect(DataModel.listAnswer([w("lindex"), w("k"), w(String(at))], h, fetched) == .bulk(model[at]))
+        // The server's view of the same head (segments read from the bytes) answers the same.
+        let view = ListHeadView(v.bytes!)!
+        #expect(view.count == h.count && view.frontCount == h.front.count && view.index == h.index)
+        for (s, e) in [(0, 5), (-30, -2), (100, 1000), (0, -1), (1190, 1300), (3, 3)] {
+            let args = [w("lrange"), w("k"), w(String(s)), w(String(e))]
+            #expect(DataModel.listReadPlan(args, view) == DataModel.listReadPlan(args, h))
+            #expect(DataModel.listAnswer(args, view, fetched) == DataModel.listAnswer(args, h, fetched))
+        }
         #expect(DataModel.listAnswer([w("lindex"), w("k"), w("-1")], h, fetched) == .bulk(model.last))
         #expect(
             DataModel.listAnswer([w("lrange"), w("k"), w("-30"), w("-2")], h, fetched)

@@ -47,6 +47,23 @@ struct NodeCoreTests {
         }
     }
 
+    @Test("A read of a typed value (a list) is a success, not a failed request (tern_requests_failed_total)")
+    func typedReadIsNoFailure() {
+        let c = Cluster()
+        _ = c.cores[0].request(
+            key: Array("l".utf8), .write(.data([Array("rpush".utf8), Array("l".utf8), Array("a".utf8)])),
+            now: c.now)
+        c.settle()
+        let r = c.cores[0].request(key: Array("l".utf8), .read, now: c.now)
+        c.settle()
+        guard case .typed(let v)? = c.replies[0]?.first(where: { $0.0 == r })?.1 else {
+            Issue.record("the read answered no typed value")
+            return
+        }
+        #expect(v.kind == .list)
+        #expect(c.cores[0].counters.failed == 0)
+    }
+
     @Test("A node that replicates nothing forwards to its campus's replica and answers")
     func forwards() {
         let c = Cluster()
