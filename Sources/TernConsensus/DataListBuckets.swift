@@ -217,25 +217,78 @@ public struct ListBuckets: Sendable, Hashable {
 
     static func encodedSize(_ items: ArraySlice<[UInt8]>) -> Int { items.reduce(0) { $0 + 4 + $1.count } }
 
-    /// Whether a segment this size must be sealed before it grows.
-    func full(_ items: [[UInt8]]) -> Bool {
-        items.count >= bucketElements + bucketElements / 8
-            || Self.encodedSize(items[...]) >= bucketBytes + bucketBytes / 8
+    /// A segment at this size (a quarter of a bucket, in elements or bytes) is full: a push to it
+    /// asks for a seal first. Small end segments keep the head, which every push and pop rewrites,
+    /// small; buckets still fill up to their bounds through merges (`sealPlan`).
+    static func segmentFull(count: Int, bytes: Int, bucketElements be: Int, bucketBytes bb: Int) -> Bool {
+        count >= max(2, be / 4) || bytes >= bb / 4
+    }
+    /// A segment at this size (a bucket and an eighth) refuses pushes until it is sealed: the
+    /// bound on a head's size when the shell's own seals (after every few dozen pushes, at the
+    /// quarter above) fall behind.
+    static func segmentHardFull(count: Int, bytes: Int, bucketElements be: Int, bucketBytes bb: Int) -> Bool {
+        count >= be + be / 8 || bytes >= bb + bb / 8
+    }
+    /// Whether an end segment is low enough that the shell brings its end bucket back before pops
+    /// empty it (a sixteenth of a bucket).
+    public func endLow(left: Bool) -> Bool {
+        !index.isEmpty && (left ? front : back).count < max(1, bucketElements / 16)
+    }
+    public func full(_ items: [[UInt8]]) -> Bool {
+        Self.segmentFull(
+            count: items.count, bytes: Self.encodedSize(items[...]), bucketElements: bucketElements,
+            bucketBytes: bucketBytes)
     }
     /// The same for a plain list (the defaults).
     public static func plainFull(_ items: [[UInt8]]) -> Bool {
         items.count >= plainElementsMax || encodedSize(items[...]) >= plainBytesMax
     }
 
-    /// The buckets a seal of one end cuts, innermost first, each in list order: whole buckets
-    /// from the inner side while what stays is still full. Deterministic in the head.
-    public func sealChunks(left: Bool) -> [[[UInt8]]] {
-        var rest = left ? front : back
+    /// What a seal of one end does.
+    public enum SealPlan: Sendable, Hashable {
+        /// Nothing: the end is not full.
+        case none
+        /// New buckets, cut from the end segment's inner elements, innermost first, each in list
+        /// order (`lseal`).
+        case seal([[[UInt8]]])
+        /// The end segment's inner elements joined to the end bucket `old` (whose elements are
+        /// `oldItems`): one new bucket, `items`, replaces it (`lmerge`).
+        case merge(old: Entry, oldItems: [[UInt8]], items: [[UInt8]])
+    }
+
+    /// Whether `sealPlan` of this end needs the end bucket's elements (it may merge into it).
+    public func sealNeedsEndBucket(left: Bool) -> Bool {
+        full(left ? front : back) && !index.isEmpty
+    }
+
+    /// The seal of one end: its segment keeps its outer sixteenth of a bucket (elements and bytes);
+    /// the inner rest joins the end bucket when both fit in one bucket, else becomes new buckets.
+    /// `endItems`: the end bucket's elements (nil: no end bucket, or not read). Deterministic.
+    public func sealPlan(left: Bool, endItems: [[UInt8]]?) -> SealPlan {
+        let seg = left ? front : back
+        guard full(seg) else { return .none }
+        // The outer elements that stay: the front's start, the back's end.
+        var keep = 0
+        var keptBytes = 0
+        while keep < seg.count - 1 && keep < bucketElements / 16 {
+            let e = left ? seg[keep] : seg[seg.count - 1 - keep]
+            if keptBytes + 4 + e.count > bucketBytes / 16 { break }
+            keptBytes += 4 + e.count
+            keep += 1
+        }
+        let inner = left ? Array(seg.suffix(seg.count - keep)) : Array(seg.prefix(seg.count - keep))
+        if let endItems, let old = left ? index.first : index.last,
+            Int(old.count) + inner.count <= bucketElements,
+            Self.encodedSize(endItems[...]) + Self.encodedSize(inner[...]) <= bucketBytes
+        {
+            return .merge(old: old, oldItems: endItems, items: left ? inner + endItems : endItems + inner)
+        }
+        // New buckets from the inner side: the front's end, the back's start.
+        var rest = inner
         var chunks: [[[UInt8]]] = []
-        while full(rest) {
+        while !rest.isEmpty {
             var n = 0
             var bytes = 0
-            // Count from the inner side: the front's end, the back's start.
             while n < rest.count && n < bucketElements {
                 let e = left ? rest[rest.count - 1 - n] : rest[n]
                 if n > 0 && bytes + 4 + e.count > bucketBytes { break }
@@ -250,7 +303,35 @@ public struct ListBuckets: Sendable, Hashable {
                 rest.removeFirst(n)
             }
         }
-        return chunks
+        return .seal(chunks)
+    }
+
+    /// `lmerge`: replaces the end bucket `oldHash` (whose elements `oldItems` the op carries) with
+    /// the bucket `newHash` of `newCount` elements: the segment's inner `newCount - old count`
+    /// elements joined to it. Applies only at generation `gen`, if the end bucket is still that
+    /// one and every hash matches; raises the generation.
+    mutating func merge(
+        left: Bool, gen g: UInt32, oldHash: UInt64, oldItems: [[UInt8]], newCount: Int, newHash: UInt64
+    ) -> Bool {
+        guard g == gen, let old = left ? index.first : index.last, old.hash == oldHash,
+            Int(old.count) == oldItems.count, newCount > oldItems.count
+        else { return false }
+        let k = newCount - oldItems.count
+        let seg = left ? front : back
+        guard k <= seg.count else { return false }
+        let inner = left ? Array(seg.suffix(k)) : Array(seg.prefix(k))
+        let items = left ? inner + oldItems : oldItems + inner
+        guard XXH64.hash(DataModel.encodeItems(items)) == newHash else { return false }
+        let e = Entry(gen: gen, hash: newHash, count: UInt32(newCount))
+        if left {
+            front.removeLast(k)
+            index[0] = e
+        } else {
+            back.removeFirst(k)
+            index[index.count - 1] = e
+        }
+        gen &+= 1
+        return true
     }
 
     /// `lseal`: moves the inner chunks of one end (counts and hashes as the sealer computed them
@@ -298,7 +379,8 @@ extension DataModel {
     /// Commands a bucketed head serves as it is; every other command that reaches one (LSET,
     /// LREM, a transaction, a script's copy …) first has it made one value again (`join`).
     static let headCommands: Set<String> = [
-        "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lsegment", "lseal", "lunseal", "ljoin", "del",
+        "lpush", "rpush", "lpushx", "rpushx", "lpop", "rpop", "lsegment", "lseal", "lmerge", "lunseal",
+        "ljoin", "del",
         "set", "pexpireat", "persist", "expirecheck",
     ]
 
@@ -335,6 +417,23 @@ extension DataModel {
             guard h.seal(left: args[4] == Array("left".utf8), gen: g, chunks: chunks) else {
                 return .integer(0)
             }
+            v.bytes = h.encoded
+            return .integer(1)
+        case "lmerge":
+            // lmerge k nonce gen left|right newCount newHash oldHash oldEncoding
+            guard isHead, var h = ListBuckets(v.bytes!), args.count == 9,
+                UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce,
+                let g = UInt32(String(decoding: args[3], as: UTF8.self)),
+                let newCount = Int(String(decoding: args[5], as: UTF8.self)),
+                let newHash = UInt64(String(decoding: args[6], as: UTF8.self)),
+                let oldHash = UInt64(String(decoding: args[7], as: UTF8.self)), XXH64.hash(args[8]) == oldHash
+            else { return .integer(0) }
+            guard
+                h.merge(
+                    left: args[4] == Array("left".utf8), gen: g, oldHash: oldHash,
+                    oldItems: decodeItems(args[8]),
+                    newCount: newCount, newHash: newHash)
+            else { return .integer(0) }
             v.bytes = h.encoded
             return .integer(1)
         case "lunseal":
@@ -383,7 +482,13 @@ extension DataModel {
         switch name {
         case "lpush", "rpush", "lpushx", "rpushx":
             let left = name.hasPrefix("l")
-            if h.full(left ? h.front : h.back) { return ListBuckets.reply(.seal(left: left)) }
+            let seg = left ? h.front : h.back
+            if ListBuckets.segmentHardFull(
+                count: seg.count, bytes: ListBuckets.encodedSize(seg[...]), bucketElements: h.bucketElements,
+                bucketBytes: h.bucketBytes)
+            {
+                return ListBuckets.reply(.seal(left: left))
+            }
             if left {
                 h.front.insert(contentsOf: args.dropFirst(2).reversed(), at: 0)
             } else {
@@ -768,7 +873,9 @@ extension DataModel {
         var inBuckets = 0
         for k in 0..<nIndex { inBuckets += ListBytes.u32(b, 29 + 16 * k + 12) }
         let total = nf + nk + inBuckets
-        func full(_ count: Int, _ bytes: Int) -> Bool { count >= be + be / 8 || bytes >= bb + bb / 8 }
+        func full(_ count: Int, _ bytes: Int) -> Bool {
+            ListBuckets.segmentHardFull(count: count, bytes: bytes, bucketElements: be, bucketBytes: bb)
+        }
         switch name {
         case "lpush", "rpush", "lpushx", "rpushx":
             let left = name.hasPrefix("l")

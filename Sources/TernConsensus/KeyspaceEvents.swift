@@ -98,7 +98,7 @@ public enum KeyspaceEvents {
                 let to = String(decoding: args[4], as: UTF8.self)
                 own += [from == "left" ? "lpop" : "rpop", to == "left" ? "lpush" : "rpush"]
             }
-        case "lsegment", "lseal", "lunseal", "ljoin":
+        case "lsegment", "lseal", "lmerge", "lunseal", "ljoin":
             // A big list's upkeep (DataListBuckets.swift): its elements do not change.
             return []
         case _ where streamWrites.contains(name):

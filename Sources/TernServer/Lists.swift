@@ -183,6 +183,7 @@ extension Node {
         NodeReply
     > {
         guard case .done(.data(let d)) = r, let need = ListBuckets.need(d) else {
+            if case .done(.data(let d)) = r { noteListOp(key, op, d) }
             return eventLoop.makeSucceededFuture(r)
         }
         guard attempts > 0 else {
@@ -198,14 +199,41 @@ extension Node {
         }
     }
 
+    /// Counts a push or pop this node served on a list that may be bucketed; every 64, the list's
+    /// upkeep runs by itself, off the client's path: a seal when an end segment reached a quarter
+    /// bucket, an unseal when one fell below a sixteenth. So pushes and pops rarely meet a full or
+    /// empty segment, which would make every write merged into that instance wait for the upkeep.
+    func noteListOp(_ key: [UInt8], _ op: Operation, _ reply: DataReply) {
+        guard case .data(let args) = op, let first = args.first, (4...6).contains(first.count) else { return }
+        let name = String(decoding: first, as: UTF8.self)
+        let push = ["lpush", "rpush", "lpushx", "rpushx"].contains(name)
+        guard push || name == "lpop" || name == "rpop" else { return }
+        if push {
+            guard case .integer(let len) = reply, len >= Int64(max(2, bucketElements / 4)) else { return }
+        }
+        let slot = Int(XXH64.hash(key) & 4095)
+        let n = Int(listOpCounts[slot]) + (push ? max(1, args.count - 2) : 1)
+        guard n >= 64 else {
+            listOpCounts[slot] = UInt8(n)
+            return
+        }
+        listOpCounts[slot] = 0
+        guard listUpkeep[key] == nil else { return }
+        let left = first[0] == UInt8(ascii: "l")
+        _ = maintain(key, push ? .seal(left: left) : .unseal(left: left), onlyIfLow: !push)
+    }
+
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
     /// the client's command gets (it was not applied). One at a time per key on this node.
-    func maintain(_ key: [UInt8], _ need: ListBuckets.Need) -> EventLoopFuture<NodeReply?> {
+    /// `onlyIfLow`: an unseal only if the end segment is low (the node's own upkeep).
+    func maintain(_ key: [UInt8], _ need: ListBuckets.Need, onlyIfLow: Bool = false) -> EventLoopFuture<
+        NodeReply?
+    > {
         if let running = listUpkeep[key] { return running.map { _ in nil } }
         let work: EventLoopFuture<NodeReply?>
         switch need {
         case .seal(let left): work = sealList(key, left: left, segmented: false)
-        case .unseal(let left): work = unsealList(key, left: left)
+        case .unseal(let left): work = unsealList(key, left: left, onlyIfLow: onlyIfLow)
         case .join: work = joinList(key)
         }
         listUpkeep[key] = work.map { _ in () }
@@ -270,55 +298,88 @@ extension Node {
                 }
             }
             // The end asked for, or else the other (a list just made bucketed holds everything in
-            // its front); each seal cuts one end, the next round the other if it is full too.
+            // its front); each round seals one end, the next round the other if it is full too.
             var left = left
-            var chunks = h.sealChunks(left: left)
-            if chunks.isEmpty {
-                left.toggle()
-                chunks = h.sealChunks(left: left)
+            if !h.full(left ? h.front : h.back) { left.toggle() }
+            guard h.full(left ? h.front : h.back), rounds > 0 else {
+                return self.eventLoop.makeSucceededFuture(nil)
             }
-            guard !chunks.isEmpty, rounds > 0 else { return self.eventLoop.makeSucceededFuture(nil) }
-            var args = [
-                Self.word("lseal"), key, Self.word(String(h.nonce)), Self.word(String(h.gen)),
-                Self.word(left ? "left" : "right"),
-            ]
-            var puts: [EventLoopFuture<NodeReply>] = []
-            for c in chunks {
-                let enc = DataModel.encodeItems(c)
-                let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
-                let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
-                puts.append(
-                    self.submit(key: bk, .write(.put(ListBuckets.bucketValue(list: key, encoding: enc)))))
-                self.bucketCache.put(bk, c)
-                args += [Self.word(String(c.count)), Self.word(String(e.hash))]
-            }
-            return EventLoopFuture.whenAllSucceed(puts, on: self.eventLoop).flatMap { replies in
-                for r in replies {
-                    guard case .done = r else {
-                        return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
-                    }
+            let end = left ? 0 : h.index.count - 1
+            let endRead: EventLoopFuture<BucketFetch> =
+                h.sealNeedsEndBucket(left: left)
+                ? self.fetchBuckets(key, h, [end]) : self.eventLoop.makeSucceededFuture(.items([:]))
+            return endRead.flatMap { f in
+                switch f {
+                case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
+                case .missing: return self.eventLoop.makeSucceededFuture(nil)
+                case .items(let got):
+                    return self.seal(
+                        key, h, left: left, h.sealPlan(left: left, endItems: got[end]), rounds: rounds)
                 }
-                // Every bucket is durable on a quorum before the head stops holding its elements.
-                return self.upkeep(key, args).flatMap { r in
-                    switch r {
-                    case .failure(let f): return self.eventLoop.makeSucceededFuture(f.reply)
-                    case .success(let applied):
-                        guard applied else { return self.eventLoop.makeSucceededFuture(nil) }
-                        return self.sealList(key, left: !left, segmented: true, rounds: rounds - 1)
-                    }
+            }
+        }
+    }
+
+    /// Carries out a seal plan of head `h`: writes the new buckets (each durable on a quorum
+    /// before the head stops holding its elements), then proposes `lseal` or `lmerge`; a merged
+    /// end bucket is then deleted. Then the other end, if it is full too.
+    func seal(_ key: [UInt8], _ h: ListBuckets, left: Bool, _ plan: ListBuckets.SealPlan, rounds: Int)
+        -> EventLoopFuture<NodeReply?>
+    {
+        var chunks: [[[UInt8]]]
+        var args = [
+            Self.word("lseal"), key, Self.word(String(h.nonce)), Self.word(String(h.gen)),
+            Self.word(left ? "left" : "right"),
+        ]
+        var dropped: [ListBuckets.Entry] = []
+        switch plan {
+        case .none: return eventLoop.makeSucceededFuture(nil)
+        case .seal(let c): chunks = c
+        case .merge(let old, let oldItems, let items):
+            chunks = [items]
+            let enc = DataModel.encodeItems(items)
+            args[0] = Self.word("lmerge")
+            args += [
+                Self.word(String(items.count)), Self.word(String(XXH64.hash(enc))),
+                Self.word(String(old.hash)),
+                DataModel.encodeItems(oldItems),
+            ]
+            dropped = [old]
+        }
+        var puts: [EventLoopFuture<NodeReply>] = []
+        for c in chunks {
+            let enc = DataModel.encodeItems(c)
+            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+            let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
+            puts.append(submit(key: bk, .write(.put(ListBuckets.bucketValue(list: key, encoding: enc)))))
+            bucketCache.put(bk, c)
+            if dropped.isEmpty { args += [Self.word(String(c.count)), Self.word(String(e.hash))] }
+        }
+        return EventLoopFuture.whenAllSucceed(puts, on: eventLoop).flatMap { replies in
+            for r in replies {
+                guard case .done = r else { return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r)) }
+            }
+            return self.upkeep(key, args).flatMap { r in
+                switch r {
+                case .failure(let f): return self.eventLoop.makeSucceededFuture(f.reply)
+                case .success(let applied):
+                    guard applied else { return self.eventLoop.makeSucceededFuture(nil) }
+                    if !dropped.isEmpty { self.dropBuckets(key, h.nonce, dropped) }
+                    return self.sealList(key, left: !left, segmented: true, rounds: rounds - 1)
                 }
             }
         }
     }
 
     /// Brings the end bucket's elements back into the head (a pop needs them), then deletes it.
-    func unsealList(_ key: [UInt8], left: Bool) -> EventLoopFuture<NodeReply?> {
+    func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false) -> EventLoopFuture<NodeReply?> {
         readListHead(key).flatMap { got in
             guard case .success(let v) = got else {
                 if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
                 return self.eventLoop.makeSucceededFuture(nil)
             }
-            guard let v, let h = ListBuckets(v.bytes), !h.index.isEmpty else {
+            guard let v, let h = ListBuckets(v.bytes), !h.index.isEmpty, !onlyIfLow || h.endLow(left: left)
+            else {
                 return self.eventLoop.makeSucceededFuture(nil)
             }
             let k = left ? 0 : h.index.count - 1

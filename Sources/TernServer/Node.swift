@@ -236,6 +236,8 @@ public final class Node: @unchecked Sendable {
     var listUpkeep: [[UInt8]: EventLoopFuture<Void>] = [:]
     /// Buckets of big lists read or written here (Lists.swift).
     var bucketCache = BucketCache()
+    /// Pushes and pops served per slot of list keys since the slot's last upkeep check (Lists.swift).
+    var listOpCounts = [UInt8](repeating: 0, count: 4096)
 
     /// Starts a node: reads and bumps the epoch durably (before anything can be sent), then runs
     /// the tick timer on `eventLoop`.

@@ -245,32 +245,18 @@ extension Simulation {
         f.list.head = h
         switch need {
         case .seal(let left):
+            // The end asked for, or else the other; the end bucket read first when the seal
+            // may merge into it (as `Node.sealList`).
             var side = left
-            var chunks = h.sealChunks(left: side)
-            if chunks.isEmpty {
-                side.toggle()
-                chunks = h.sealChunks(left: side)
+            if !h.full(side ? h.front : h.back) { side.toggle() }
+            guard h.full(side ? h.front : h.back) else { return listUpkeepDone(c) }
+            f.list.need = .seal(left: side)
+            if h.sealNeedsEndBucket(left: side) {
+                f.list.wanted = [side ? 0 : h.index.count - 1]
+                f.phase = .upkeepBucket
+            } else {
+                guard listSealSteps(&f, h, left: side, endItems: nil) else { return listUpkeepDone(c) }
             }
-            guard !chunks.isEmpty else { return listUpkeepDone(c) }
-            var op = [
-                Self.w("lseal"), f.key, Self.w(String(h.nonce)), Self.w(String(h.gen)),
-                Self.w(side ? "left" : "right"),
-            ]
-            var puts: [([UInt8], [UInt8])] = []
-            for ch in chunks {
-                let enc = DataModel.encodeItems(ch)
-                let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(ch.count))
-                puts.append(
-                    (
-                        ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: e),
-                        ListBuckets.bucketValue(list: f.key, encoding: enc)
-                    ))
-                op += [Self.w(String(ch.count)), Self.w(String(e.hash))]
-            }
-            f.list.op = op
-            // The mutant: the seal proposed without its buckets written.
-            f.list.puts = config.dataMutant == .listSealUnwritten ? [] : puts
-            f.phase = f.list.puts.isEmpty ? .upkeepOp : .upkeepPut
         case .unseal(let left):
             guard !h.index.isEmpty else { return listUpkeepDone(c) }
             f.list.wanted = [left ? 0 : h.index.count - 1]
@@ -282,6 +268,47 @@ extension Simulation {
         }
         data.clients[c].inFlight = f
         dataSend(c)
+    }
+
+    /// The steps of a seal of head `h`'s end (`ListBuckets.sealPlan`): the buckets to write, then
+    /// `lseal` or `lmerge`, then the merged bucket to delete. False: nothing to seal.
+    func listSealSteps(_ f: inout DataWorkload.Flight, _ h: ListBuckets, left: Bool, endItems: [[UInt8]]?)
+        -> Bool
+    {
+        var op = [
+            Self.w("lseal"), f.key, Self.w(String(h.nonce)), Self.w(String(h.gen)),
+            Self.w(left ? "left" : "right"),
+        ]
+        let chunks: [[[UInt8]]]
+        f.list.drops = []
+        switch h.sealPlan(left: left, endItems: endItems) {
+        case .none: return false
+        case .seal(let cs): chunks = cs
+        case .merge(let old, let oldItems, let items):
+            chunks = [items]
+            op[0] = Self.w("lmerge")
+            op += [
+                Self.w(String(items.count)), Self.w(String(XXH64.hash(DataModel.encodeItems(items)))),
+                Self.w(String(old.hash)), DataModel.encodeItems(oldItems),
+            ]
+            f.list.drops = [ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: old)]
+        }
+        var puts: [([UInt8], [UInt8])] = []
+        for ch in chunks {
+            let enc = DataModel.encodeItems(ch)
+            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(ch.count))
+            puts.append(
+                (
+                    ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: e),
+                    ListBuckets.bucketValue(list: f.key, encoding: enc)
+                ))
+            if f.list.drops.isEmpty { op += [Self.w(String(ch.count)), Self.w(String(e.hash))] }
+        }
+        f.list.op = op
+        // The mutant: the seal proposed without its buckets written.
+        f.list.puts = config.dataMutant == .listSealUnwritten ? [] : puts
+        f.phase = f.list.puts.isEmpty ? .upkeepOp : .upkeepPut
+        return true
     }
 
     /// The buckets an unseal or a join needs are read: propose it.
@@ -300,8 +327,13 @@ extension Simulation {
         case .join:
             f.list.op = [Self.w("ljoin"), f.key, Self.w(String(h.nonce))] + encs
             f.list.drops = h.index.map { ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: $0) }
-        case .seal:
-            return listUpkeepDone(c)
+        case .seal(let left):
+            guard listSealSteps(&f, h, left: left, endItems: f.list.fetched[left ? 0 : h.index.count - 1])
+            else {
+                return listUpkeepDone(c)
+            }
+            data.clients[c].inFlight = f
+            return dataSend(c)
         }
         f.phase = .upkeepOp
         data.clients[c].inFlight = f

@@ -19,15 +19,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         if !ListBuckets.isHead(v.bytes) {
             #expect(apply(&v, [w("lsegment"), w("k"), w(String(nonce)), w("8"), w("4096")]) == .integer(1))
         }
-        let h = ListBuckets(v.bytes!)!
-        var args = [w("lseal"), w("k"), w(String(h.nonce)), w(String(h.gen)), w(left ? "left" : "right")]
-        for c in h.sealChunks(left: left) {
-            let enc = DataModel.encodeItems(c)
-            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
-            store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: e)] = c
-            args += [w(String(c.count)), w(String(e.hash))]
-        }
-        #expect(apply(&v, args) == .integer(1))
+        #expect(sealEnd(&v, left: left, store: &store))
     }
 
     /// The whole list from the head and the stored buckets.
@@ -67,7 +59,11 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(apply(&v, [w("lsegment"), w("k"), w("9"), w("8"), w("4096")]) == .integer(1))
         #expect(apply(&v, [w("lsegment"), w("k"), w("10"), w("8"), w("4096")]) == .integer(0))
         let h = ListBuckets(v.bytes!)!
-        let c = h.sealChunks(left: true)[0]
+        guard case .seal(let chunks) = h.sealPlan(left: true, endItems: nil) else {
+            Issue.record("a full front with no bucket seals new buckets")
+            return
+        }
+        let c = chunks[0]
         let hash = XXH64.hash(DataModel.encodeItems(c))
         #expect(
             apply(&v, [w("lseal"), w("k"), w("9"), w("1"), w("left"), w("8"), w(String(hash))]) == .integer(0)
@@ -158,12 +154,15 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test("Reads from the head name only the buckets their answer lies in")
     func readPlans() {
         var v = KeyValue()
-        let model = items(0...1199)
+        var model = items(0...1199)
         apply(&v, [w("rpush"), w("k")] + model)
         var store: [[UInt8]: [[UInt8]]] = [:]
         seal(&v, left: true, store: &store)
+        // One element in the front segment, before the buckets.
+        #expect(apply(&v, [w("lpush"), w("k"), w("first")]) == .integer(1201))
+        model.insert(w("first"), at: 0)
         let h = ListBuckets(v.bytes!)!
-        #expect(DataModel.listReadPlan([w("llen"), w("k")], h) == .answer(.integer(1200)))
+        #expect(DataModel.listReadPlan([w("llen"), w("k")], h) == .answer(.integer(1201)))
         #expect(
             DataModel.listReadPlan([w("lrange"), w("k"), w("0"), w(String(h.front.count - 1))], h)
                 == .answer(.array(model.prefix(h.front.count).map { .bulk($0) })))
@@ -193,7 +192,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(DataModel.listAnswer([w("lindex"), w("k"), w("-1")], h, fetched) == .bulk(model.last))
         #expect(
             DataModel.listAnswer([w("lrange"), w("k"), w("-30"), w("-2")], h, fetched)
-                == .array(model[1170...1198].map { .bulk($0) }))
+                == .array(model[1171...1199].map { .bulk($0) }))
         #expect(
             DataModel.listAnswer([w("lrange"), w("k"), w("100"), w("1000")], h, fetched)
                 == .array(model[100...1000].map { .bulk($0) }))
@@ -276,23 +275,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
                     let h = ListBuckets(v.bytes!)!
                     switch need {
                     case .seal(let left):
-                        for side in [left, !left] {
-                            let hh = ListBuckets(v.bytes!)!
-                            let chunks = hh.sealChunks(left: side)
-                            guard !chunks.isEmpty else { continue }
-                            var a = [Array("lseal".utf8), Array("k".utf8), Array(String(hh.nonce).utf8)]
-                            a += [Array(String(hh.gen).utf8), Array((side ? "left" : "right").utf8)]
-                            for c in chunks {
-                                let enc = DataModel.encodeItems(c)
-                                let e = ListBuckets.Entry(
-                                    gen: hh.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
-                                store[
-                                    ListBuckets.bucketKey(list: Array("k".utf8), nonce: hh.nonce, entry: e)] =
-                                    c
-                                a += [Array(String(c.count).utf8), Array(String(e.hash).utf8)]
-                            }
-                            #expect(DataModel.apply(a, to: &v, seed: 1, lists: true) == .integer(1))
-                        }
+                        for side in [left, !left] { _ = sealEnd(&v, left: side, store: &store) }
                     case .unseal(let left):
                         let e = left ? h.index.first! : h.index.last!
                         let enc = DataModel.encodeItems(
@@ -365,4 +348,40 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             }
         }
     }
+}
+
+/// One end sealed as the shell does (`ListBuckets.sealPlan`, then `lseal` or `lmerge` with the
+/// buckets kept in `store`, a merged bucket removed from it); false when the end is not full.
+@discardableResult
+func sealEnd(
+    _ v: inout KeyValue, left: Bool, store: inout [[UInt8]: [[UInt8]]], key: [UInt8] = Array("k".utf8)
+)
+    -> Bool
+{
+    func w(_ s: String) -> [UInt8] { Array(s.utf8) }
+    let h = ListBuckets(v.bytes!)!
+    let end = left ? h.index.first : h.index.last
+    let endItems = end.map { store[ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: $0)]! }
+    var args = [w("lseal"), key, w(String(h.nonce)), w(String(h.gen)), w(left ? "left" : "right")]
+    switch h.sealPlan(left: left, endItems: endItems) {
+    case .none: return false
+    case .seal(let chunks):
+        for c in chunks {
+            let enc = DataModel.encodeItems(c)
+            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+            store[ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)] = c
+            args += [w(String(c.count)), w(String(e.hash))]
+        }
+    case .merge(let old, let oldItems, let items):
+        let hash = XXH64.hash(DataModel.encodeItems(items))
+        let e = ListBuckets.Entry(gen: h.gen, hash: hash, count: UInt32(items.count))
+        store[ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)] = items
+        args[0] = w("lmerge")
+        args += [
+            w(String(items.count)), w(String(hash)), w(String(old.hash)), DataModel.encodeItems(oldItems),
+        ]
+    }
+    let applied = DataModel.apply(args, to: &v, seed: 1, lists: true) == .integer(1)
+    #expect(applied)
+    return applied
 }
