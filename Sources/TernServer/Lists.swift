@@ -201,7 +201,7 @@ extension Node {
 
     /// Counts a push or pop this node served on a list that may be bucketed; every 64, the list's
     /// upkeep runs by itself, off the client's path: a seal when an end segment reached a quarter
-    /// bucket, an unseal when one fell below a sixteenth. So pushes and pops rarely meet a full or
+    /// bucket, else an unseal when the end popped fell below a sixteenth. So pushes and pops rarely meet a full or
     /// empty segment, which would make every write merged into that instance wait for the upkeep.
     func noteListOp(_ key: [UInt8], _ op: Operation, _ reply: DataReply) {
         guard case .data(let args) = op, let first = args.first, (4...6).contains(first.count) else { return }
@@ -219,21 +219,26 @@ extension Node {
         }
         listOpCounts[slot] = 0
         guard listUpkeep[key] == nil else { return }
+        // Seal a full end (either: a bulk push may have filled the other), else bring back the
+        // end bucket of a low end.
         let left = first[0] == UInt8(ascii: "l")
-        _ = maintain(key, push ? .seal(left: left) : .unseal(left: left), onlyIfLow: !push)
+        let work = sealList(key, left: left, segmented: false).flatMap { failed in
+            failed != nil
+                ? self.eventLoop.makeSucceededFuture(failed)
+                : self.unsealList(key, left: left, onlyIfLow: true)
+        }
+        listUpkeep[key] = work.map { _ in () }
+        work.whenComplete { _ in self.listUpkeep[key] = nil }
     }
 
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
     /// the client's command gets (it was not applied). One at a time per key on this node.
-    /// `onlyIfLow`: an unseal only if the end segment is low (the node's own upkeep).
-    func maintain(_ key: [UInt8], _ need: ListBuckets.Need, onlyIfLow: Bool = false) -> EventLoopFuture<
-        NodeReply?
-    > {
+    func maintain(_ key: [UInt8], _ need: ListBuckets.Need) -> EventLoopFuture<NodeReply?> {
         if let running = listUpkeep[key] { return running.map { _ in nil } }
         let work: EventLoopFuture<NodeReply?>
         switch need {
         case .seal(let left): work = sealList(key, left: left, segmented: false)
-        case .unseal(let left): work = unsealList(key, left: left, onlyIfLow: onlyIfLow)
+        case .unseal(let left): work = unsealList(key, left: left)
         case .join: work = joinList(key)
         }
         listUpkeep[key] = work.map { _ in () }
