@@ -150,80 +150,12 @@ public struct StreamValue: Sendable, Hashable {
     /// `u32 n | (u64 ms, u64 seq, u32 k, blob…)… | last | maxDeleted | u64 added | u32 groups |
     /// (blob name, last, u64 entriesRead, u32 p, (id, blob consumer, u64 time, u64 count)…,
     /// u32 c, (blob name, u64 seen)…)… [| u8 1 | XADD IDMP's memory]`.
-    public var encoded: [UInt8] {
-        var w = ByteWriter()
-        func id(_ i: StreamID) {
-            w.u64(i.ms)
-            w.u64(i.seq)
-        }
-        w.u32(UInt32(entries.count))
-        for e in entries {
-            id(e.id)
-            w.u32(UInt32(e.fields.count))
-            for f in e.fields { w.blob(f) }
-        }
-        id(lastID)
-        id(maxDeletedID)
-        w.u64(entriesAdded)
-        w.u32(UInt32(groups.count))
-        for g in groups {
-            w.blob(g.name)
-            id(g.lastID)
-            w.u64(UInt64(bitPattern: g.entriesRead))
-            w.u32(UInt32(g.pending.count))
-            for p in g.pending {
-                id(p.id)
-                w.blob(p.consumer)
-                w.u64(p.deliveryMs)
-                w.u64(p.deliveries)
-            }
-            w.u32(UInt32(g.consumers.count))
-            for c in g.consumers {
-                w.blob(c.name)
-                w.u64(c.seenMs)
-            }
-        }
-        encodeIdempotent(&w)
-        return w.bytes
-    }
+    public var encoded: [UInt8] { StreamCodec.encode(self, reusing: nil).bytes }
 
     /// Decodes `encoded`; nil when the bytes are not a stream's.
     public init?(_ bytes: [UInt8]) {
-        var r = ByteReader(bytes)
-        func id() -> StreamID? {
-            guard let ms = r.u64(), let seq = r.u64() else { return nil }
-            return StreamID(ms, seq)
-        }
-        guard let n = r.u32() else { return nil }
-        entries.reserveCapacity(Int(Swift.min(n, 1 << 16)))
-        for _ in 0..<n {
-            guard let i = id(), let k = r.u32() else { return nil }
-            var fields: [[UInt8]] = []
-            for _ in 0..<k {
-                guard let f = r.blob() else { return nil }
-                fields.append(f)
-            }
-            entries.append(Entry(id: i, fields: fields))
-        }
-        guard let last = id(), let del = id(), let added = r.u64(), let gn = r.u32() else { return nil }
-        lastID = last
-        maxDeletedID = del
-        entriesAdded = added
-        for _ in 0..<gn {
-            guard let name = r.blob(), let gl = id(), let er = r.u64(), let pn = r.u32() else { return nil }
-            var g = Group(name: name, lastID: gl, entriesRead: Int64(bitPattern: er))
-            for _ in 0..<pn {
-                guard let i = id(), let c = r.blob(), let t = r.u64(), let d = r.u64() else { return nil }
-                g.pending.append(Pending(id: i, consumer: c, deliveryMs: t, deliveries: d))
-            }
-            guard let cn = r.u32() else { return nil }
-            for _ in 0..<cn {
-                guard let name = r.blob(), let seen = r.u64() else { return nil }
-                g.consumers.append(Consumer(name: name, seenMs: seen))
-            }
-            groups.append(g)
-        }
-        guard decodeIdempotent(&r) else { return nil }
+        guard let d = StreamCodec.decode(bytes) else { return nil }
+        self = d.value
     }
 
     // MARK: Redis's counters (entries_read, lag)
@@ -503,7 +435,10 @@ extension DataModel {
         let key = args[1]
         let rest = Array(args[4...])
         let nowMs = UInt64(max(0, now))
-        var s = decoded ?? v.bytes.flatMap { StreamValue($0) } ?? StreamValue()
+        // The stream as it is encoded now (from the cache when the previous write or instance
+        // left it there: StreamCodec.swift), to start from and to copy unchanged entries from.
+        let base = decoded == nil ? v.bytes.flatMap { StreamCodec.indexed($0) } : nil
+        var s = decoded ?? base?.value ?? StreamValue()
         let exists = v.bytes != nil
         var reply: DataReply
         var changed = true
@@ -585,6 +520,9 @@ extension DataModel {
             reply = streamReadGroup(
                 &s, group: rest[0], consumer: rest[1], count: Int(int(rest[2]) ?? 0), noAck: rest[3] == [49],
                 idSpec: rest[4], nowMs: nowMs)
+            // `>` with nothing new changes nothing (no consumer is created): the value is kept
+            // as it is, not encoded again (a blocked worker's empty takes are frequent).
+            if rest[4] == [UInt8(ascii: ">")], case .array(nil) = reply { changed = false }
         case "xack":
             var ids: [StreamID] = []
             for b in rest.dropFirst() {
@@ -619,7 +557,9 @@ extension DataModel {
             v.kind = .stream
             if !exists { v.deadlineMs = 0 }
             if encode {
-                v.bytes = s.encoded
+                let e = StreamCodec.encode(s, reusing: base)
+                v.bytes = e.bytes
+                StreamCodecCache.shared.store(e)
             } else {
                 decoded = s
                 if v.bytes == nil { v.bytes = [] }
@@ -1028,7 +968,7 @@ extension DataModel {
             return nil
         }
         if let v, v.kind != .stream { return .wrongType }
-        let s = v.flatMap { StreamValue($0.bytes) }
+        let s = v.flatMap { StreamCodec.value($0.bytes) }
         let key = args[1]
         let now = Int64(clamping: nowMs)
         switch name {
@@ -1089,7 +1029,7 @@ extension DataModel {
     /// The last id of the stream in `v` (nil: absent or not a stream): XREAD's `$`.
     public static func streamLastID(_ v: StoredValue?) -> StreamID? {
         guard let v, v.kind == .stream else { return nil }
-        return StreamValue(v.bytes)?.lastID
+        return StreamCodec.value(v.bytes)?.lastID
     }
 
     /// XPENDING key group [[IDLE min] start end count [consumer]].

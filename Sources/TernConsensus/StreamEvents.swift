@@ -21,7 +21,7 @@ extension KeyspaceEvents {
     {
         guard streamWrites.contains(name) else { return nil }
         func stream(_ v: KeyValue) -> StreamValue? {
-            v.kind == .stream ? v.bytes.flatMap { StreamValue($0) } : nil
+            v.kind == .stream ? v.bytes.flatMap { StreamCodec.value($0) } : nil
         }
         let was = stream(before)
         let now = stream(after)

@@ -410,6 +410,30 @@ extension CommandProcessor {
                     })
             }
         }
-        return .blocking(look(first: true))
+        guard keys.count == 1 else { return .blocking(look(first: true)) }
+        // One stream: the first attempt takes at once (the write XREADGROUP without BLOCK is), and
+        // only if it finds nothing does the command wait, looking before each later take. A busy
+        // queue almost always has something to take, and the look (a linearizable read of the
+        // stream) cost each worker's call a round of the key's replicas before its take. Its
+        // errors are the look's: NOGROUP and WRONGTYPE with Redis's texts, as without BLOCK.
+        let take = [
+            (
+                keys[0],
+                KeyRequest.write(
+                    .data([
+                        Self.b("xreadgroup"), keys[0], now, limit, group, r.consumer, count,
+                        Self.b(r.noAck ? "1" : "0"), [UInt8(ascii: ">")],
+                    ]))
+            )
+        ]
+        return .blocking(
+            BlockingCall(keys: keys, timeoutMs: ms, timeout: timeout, requests: take) { replies in
+                switch replies.first {
+                case .done(.data(.array(nil))): return .wait(look())
+                case .done(.data(let d)): return .answer(combine([Self.resp(d, v3)]) ?? timeout)
+                case .done(.previousForgotten): return .answer(Self.forgotten)
+                case let other: return .answer(Self.failure(other ?? .unavailable("no reply"), write: true))
+                }
+            })
     }
 }

@@ -120,6 +120,8 @@ struct DemoQueueCommand: AsyncParsableCommand {
     @Option(help: "Chance a worker crashes holding a batch.") var crashRatio = 0.01
     @Option(help: "Idle milliseconds before a crashed worker's entries are claimed.") var claimIdleMs = 1000
     @Option(help: "Seed of the crashes.") var seed: UInt64 = 1
+    @Flag(help: "Acknowledge a batch with one XACK of all its ids (default: one XACK per entry).")
+    var ackTogether = false
 
     func run() async throws {
         var o = QueueDemoOptions()
@@ -141,9 +143,11 @@ struct DemoQueueCommand: AsyncParsableCommand {
         o.crashRatio = crashRatio
         o.claimIdleMs = claimIdleMs
         o.seed = seed
+        o.ackTogether = ackTogether
         o.prefix = "demoq\(UInt64(Date().timeIntervalSince1970 * 1000)):"
         print(
             "tern demo queue: \(streams) streams, \(producers) producers x \(pipeline) pipelined, \(workers) workers, \(seconds) s, crash ratio \(crashRatio)"
+                + (ackTogether ? ", one XACK per batch" : "")
         )
         let report = try await QueueDemo.run(o) { print($0) }
         print(report.text, terminator: "")

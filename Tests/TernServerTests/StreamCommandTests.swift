@@ -82,21 +82,33 @@ import Testing
         #expect(answer == "*-1\r\n")
     }
 
-    @Test("XREAD BLOCK and XREADGROUP BLOCK: the first attempt reads and waits when there is nothing")
+    @Test(
+        "XREAD BLOCK reads first; XREADGROUP BLOCK on one stream takes at once, and waits when it took nothing"
+    )
     func blocking() {
         var s = Session(authenticated: true)
         // XREAD BLOCK on an absent stream: wait.
         #expect(
             wire(["XREAD", "BLOCK", "100", "STREAMS", "s", "$"], replies: [.value(nil)], session: &s).0
                 == "+WAIT\r\n")
-        // XREADGROUP BLOCK with no such group: NOGROUP at once.
+        /// XREADGROUP BLOCK's first attempt on `v`: the take it sends, applied to `v` as the
+        /// proposer applies it, and the command's answer (or WAIT).
+        func first(_ v: KeyValue) -> (String, [[UInt8]]) {
+            let args = ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"]
+            let (_, requests) = wire(args, replies: [.done(.data(.array(nil)))], session: &s)
+            guard requests.count == 1, case .write(.data(let take)) = requests[0].request else {
+                Issue.record("no take")
+                return ("", [])
+            }
+            let after = v.applying([(.data(take), RequestID(client: 9, counter: 9))], window: 8, instance: 9)
+            guard let result = after.result(for: RequestID(client: 9, counter: 9)) else { return ("", take) }
+            return (wire(args, replies: [.done(result)], session: &s).0, take)
+        }
+        // No such group: NOGROUP at once, Redis's text.
         #expect(
-            wire(
-                ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], replies: [.value(nil)],
-                session: &s
-            )
-            .0 == "-NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option\r\n")
-        // A stream whose group has a new entry: take it (a write) right away.
+            first(KeyValue()).0
+                == "-NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option\r\n")
+        // A stream whose group has a new entry: taken (a write) by the first attempt.
         var v = KeyValue()
         for line in [
             ["xadd", "s", "1", "0", "1-0", "f", "v"], ["xgroup", "s", "1", "0", "create", "g", "0"],
@@ -105,16 +117,18 @@ import Testing
                 [(.data(bytes(line)), RequestID(client: 1, counter: UInt64(line[4].count)))], window: 8,
                 instance: 1)
         }
+        let (taken, take) = first(v)
+        #expect(take.first == bytes(["xreadgroup"])[0] && take.last == [UInt8(ascii: ">")])
+        #expect(taken == "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n")
+        // Nothing new: wait (and look before the next take).
+        v = v.applying([(.data(take), RequestID(client: 2, counter: 1))], window: 8, instance: 2)
+        #expect(first(v).0 == "+WAIT\r\n")
+        // Two streams: look first, then take what is there.
         let stored = StoredValue(kind: v.kind, deadlineMs: 0, bytes: v.bytes!)
         let (again, requests) = wire(
-            ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">"], replies: [.typed(stored)],
-            session: &s)
-        #expect(again == "+AGAIN\r\n")
-        guard case .write(.data(let take)) = requests.last?.request else {
-            Issue.record("no take")
-            return
-        }
-        #expect(take.first == bytes(["xreadgroup"])[0] && take.last == [UInt8(ascii: ">")])
+            ["XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", "s2", ">", ">"],
+            replies: [.typed(stored), .value(nil)], session: &s)
+        #expect(again.hasPrefix("-NOGROUP") && requests.allSatisfy { $0.request == .read })
         // Inside MULTI, a blocking read is queued as a plain one-key call.
         #expect(wire(["MULTI"], session: &s).0 == "+OK\r\n")
         #expect(wire(["XREAD", "BLOCK", "0", "STREAMS", "s", "$"], session: &s).0 == "+QUEUED\r\n")
@@ -142,13 +156,15 @@ import Testing
 }
 
 @Suite struct StreamBlockingTests {
-    /// The blocking plan of `args`, its first attempt run on `first`, then (if it waits) the
-    /// next attempt on `then`: the answer, "WAIT" or "AGAIN".
+    /// The blocking plan of `args`, its first attempt run on `first` (XREADGROUP on one stream:
+    /// a take that found nothing), then (if it waits) the next attempt on `then`: the answer,
+    /// "WAIT" or "AGAIN".
     func twoAttempts(_ args: [String], first: [NodeReply], then: [NodeReply]) -> String {
         var s = Session(authenticated: true)
         let p = CommandProcessor(password: nil, maxValueBytes: 16)
         guard case .blocking(let call) = p.plan(RESPCommand(args: args.map { Array($0.utf8) }), session: &s),
-            case .wait(let next) = call.step(first)
+            case .wait(let next) = call.step(
+                call.requests.first?.request == .read ? first : [.done(.data(.array(nil)))])
         else { return "no wait" }
         switch next.step(then) {
         case .answer(.error(let e)): return "-" + e
