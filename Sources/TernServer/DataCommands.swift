@@ -160,10 +160,14 @@ extension CommandProcessor {
             return .requests([(c.key, .readData(c.args))]) { replies in
                 switch replies[0] {
                 case .done(.data(let r)): return c.convert(r)
-                case .value(nil):
+                default:
+                    // Absent (`.value(nil)`), or a value a plain read returned (an executor that
+                    // treats `.readData` as `.read`): answered here.
+                    guard let v = Self.stored(replies[0]) else {
+                        return Self.failure(replies[0], write: false)
+                    }
                     return c.convert(
-                        DataModel.read(c.args, nil, nowMs: UInt64(max(0, clock() / 1000)), seed: 0))
-                default: return Self.failure(replies[0], write: false)
+                        DataModel.read(c.args, v, nowMs: UInt64(max(0, clock() / 1000)), seed: 0))
                 }
             }
         }
