@@ -207,7 +207,8 @@ extension Node {
         guard case .data(let args) = op, let first = args.first, (4...6).contains(first.count) else { return }
         let name = String(decoding: first, as: UTF8.self)
         let push = ["lpush", "rpush", "lpushx", "rpushx"].contains(name)
-        guard push || name == "lpop" || name == "rpop" else { return }
+        // A hash-tag group's member lists stay one value (the group is one value anyway).
+        guard push || name == "lpop" || name == "rpop", layout.groupKey(of: key) == nil else { return }
         if push {
             guard case .integer(let len) = reply, len >= Int64(max(2, bucketElements / 4)) else { return }
         }
