@@ -63,7 +63,25 @@ extension Node {
         guard case .typed(let v) = r, v.kind == .list, let h = ListBuckets(v.bytes) else {
             return eventLoop.makeSucceededFuture(r)
         }
-        return fetchBuckets(key, h, Array(h.index.indices)).flatMap { f in
+        return readBuckets(key, h, Array(h.index.indices), attempts: attempts) { r, left in
+            self.assembleList(key, r, attempts: left)
+        } answer: { got in
+            let all = h.assembled(h.index.indices.map { got[$0] ?? [] })
+            var plain = v
+            plain.bytes = DataModel.encodeItems(all)
+            return .typed(plain)
+        }
+    }
+
+    /// Reads buckets `positions` of head `h` and answers from them (`answer`); when one is gone
+    /// (a concurrent pop or join dropped it), reads the head again and starts over (`again`, with
+    /// the attempts left), at most `attempts` times.
+    func readBuckets(
+        _ key: [UInt8], _ h: some ListHeadReading, _ positions: [Int], attempts: Int,
+        again: @escaping (NodeReply, Int) -> EventLoopFuture<NodeReply>,
+        answer: @escaping ([Int: [[UInt8]]]) -> NodeReply
+    ) -> EventLoopFuture<NodeReply> {
+        fetchBuckets(key, h, positions).flatMap { f in
             switch f {
             case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
             case .missing:
@@ -71,12 +89,8 @@ extension Node {
                     return self.eventLoop.makeSucceededFuture(
                         .unknown("the list kept changing while it was read"))
                 }
-                return self.rereadHead(key).flatMap { self.assembleList(key, $0, attempts: attempts - 1) }
-            case .items(let got):
-                let all = h.assembled(h.index.indices.map { got[$0] ?? [] })
-                var plain = v
-                plain.bytes = DataModel.encodeItems(all)
-                return self.eventLoop.makeSucceededFuture(.typed(plain))
+                return self.rereadHead(key).flatMap { again($0, attempts - 1) }
+            case .items(let got): return self.eventLoop.makeSucceededFuture(answer(got))
             }
         }
     }
@@ -112,21 +126,10 @@ extension Node {
                     return answer(plain)
                 }
             }
-            return fetchBuckets(key, h, needed).flatMap { f in
-                switch f {
-                case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
-                case .missing:
-                    guard attempts > 0 else {
-                        return self.eventLoop.makeSucceededFuture(
-                            .unknown("the list kept changing while it was read"))
-                    }
-                    return self.rereadHead(key).flatMap {
-                        self.answerData(key, args, $0, attempts: attempts - 1)
-                    }
-                case .items(let got):
-                    return self.eventLoop.makeSucceededFuture(
-                        .done(.data(DataModel.listAnswer(args, h, got))))
-                }
+            return readBuckets(key, h, needed, attempts: attempts) { r, left in
+                self.answerData(key, args, r, attempts: left)
+            } answer: { got in
+                .done(.data(DataModel.listAnswer(args, h, got)))
             }
         default:
             return eventLoop.makeSucceededFuture(r)
