@@ -40,7 +40,10 @@ import Testing
                     .integer(3),
                     .integer(1),
                 ]))
-        #expect(try await b.send(["TTL", "n"]) == .integer(100))
+        // TTL rounds the time left to seconds: 99 once more than half a second passed since the
+        // script's EXPIRE (CI's parallel tests made it so: the check was exact and failed once).
+        let ttl = try await b.send(["TTL", "n"])
+        #expect(ttl == .integer(100) || ttl == .integer(99), "\(ttl)")
         #expect(try await a.send(["EVAL", "return redis.error_reply('MY oops')", "0"]) == .error("MY oops"))
         #expect(
             try await a.send(["EVAL", "return redis.call('get', KEYS[1])", "1", "none"]) == .bulkString(nil))
