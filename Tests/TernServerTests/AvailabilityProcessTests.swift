@@ -55,7 +55,8 @@ final class Completions: @unchecked Sendable {
         // 25 times the budget one key of 20 stayed undecided after 7.5 min. With the pause the
         // history is ~100 000 operations and 1 800 a second keep the gap measured to a few ms.
         let thinkNanos =
-            UInt64(ProcessInfo.processInfo.environment["TERN_AVAIL_THINK_US"].flatMap { UInt64($0) } ?? 10_000)
+            UInt64(
+                ProcessInfo.processInfo.environment["TERN_AVAIL_THINK_US"].flatMap { UInt64($0) } ?? 10_000)
             * 1000
         func worker(_ id: Int, node: NodeID) async {
             var rng = SystemRandomNumberGenerator()
