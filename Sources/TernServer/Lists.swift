@@ -231,8 +231,7 @@ extension Node {
                 ? self.eventLoop.makeSucceededFuture(failed)
                 : self.unsealList(key, left: left, onlyIfLow: true)
         }
-        listUpkeep[key] = work.map { _ in () }
-        work.whenComplete { _ in self.listUpkeep[key] = nil }
+        track(key, work)
     }
 
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
@@ -245,9 +244,14 @@ extension Node {
         case .unseal(let left): work = unsealList(key, left: left)
         case .join: work = joinList(key)
         }
+        track(key, work)
+        return work
+    }
+
+    /// Registers `work` as key's upkeep under way on this node until it ends.
+    func track(_ key: [UInt8], _ work: EventLoopFuture<NodeReply?>) {
         listUpkeep[key] = work.map { _ in () }
         work.whenComplete { _ in self.listUpkeep[key] = nil }
-        return work
     }
 
     /// A failed upkeep step's reply to the client (its command did not run).
@@ -262,7 +266,7 @@ extension Node {
         }
     }
 
-    /// A maintenance op on `key`: nil for a failure (`failure` set), else whether it applied.
+    /// A maintenance op on `key`: whether it applied, or the client's reply when it failed.
     func upkeep(_ key: [UInt8], _ args: [[UInt8]]) -> EventLoopFuture<Result<Bool, NodeReplyBox>> {
         submit(key: key, .write(.data(args))).map { r in
             guard case .done(.data(let d)) = r else { return .failure(NodeReplyBox(Self.upkeepFailed(r))) }
@@ -270,13 +274,16 @@ extension Node {
         }
     }
 
-    /// The head as a read finds it (nil: absent, or not a list), or the read's failure.
-    func readListHead(_ key: [UInt8]) -> EventLoopFuture<Result<StoredValue?, NodeReplyBox>> {
-        rereadHead(key).map { r in
+    /// Reads list `key`'s head and continues with it (nil: absent, or not a list); a failed read
+    /// ends the upkeep with the client's "not applied" reply instead.
+    func withListHead(_ key: [UInt8], _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>)
+        -> EventLoopFuture<NodeReply?>
+    {
+        rereadHead(key).flatMap { r in
             switch r {
-            case .typed(let v): return .success(v.kind == .list ? v : nil)
-            case .value: return .success(nil)
-            default: return .failure(NodeReplyBox(Self.upkeepFailed(r)))
+            case .typed(let v): return next(v.kind == .list ? v : nil)
+            case .value: return next(nil)
+            default: return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
             }
         }
     }
@@ -285,11 +292,7 @@ extension Node {
     /// made a head with no buckets (`lsegment`, under a fresh nonce).
     func sealList(_ key: [UInt8], left: Bool, segmented: Bool, rounds: Int = 2) -> EventLoopFuture<NodeReply?>
     {
-        readListHead(key).flatMap { got in
-            guard case .success(let v) = got else {
-                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
-                return self.eventLoop.makeSucceededFuture(nil)
-            }
+        withListHead(key) { v in
             guard let v else { return self.eventLoop.makeSucceededFuture(nil) }
             guard let h = ListBuckets(v.bytes) else {
                 guard !segmented, ListBuckets.plainFull(DataModel.decodeItems(v.bytes)) else {
@@ -382,11 +385,7 @@ extension Node {
 
     /// Brings the end bucket's elements back into the head (a pop needs them), then deletes it.
     func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false) -> EventLoopFuture<NodeReply?> {
-        readListHead(key).flatMap { got in
-            guard case .success(let v) = got else {
-                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
-                return self.eventLoop.makeSucceededFuture(nil)
-            }
+        withListHead(key) { v in
             guard let v, let h = ListBuckets(v.bytes), !h.index.isEmpty, !onlyIfLow || h.endLow(left: left)
             else {
                 return self.eventLoop.makeSucceededFuture(nil)
@@ -420,11 +419,7 @@ extension Node {
     /// Makes the list one value again (a command that works on the whole list), then deletes
     /// its buckets. Refused beyond `max_value_bytes`: one value that large could not be written.
     func joinList(_ key: [UInt8]) -> EventLoopFuture<NodeReply?> {
-        readListHead(key).flatMap { got in
-            guard case .success(let v) = got else {
-                if case .failure(let f) = got { return self.eventLoop.makeSucceededFuture(f.reply) }
-                return self.eventLoop.makeSucceededFuture(nil)
-            }
+        withListHead(key) { v in
             guard let v, let h = ListBuckets(v.bytes) else { return self.eventLoop.makeSucceededFuture(nil) }
             return self.fetchBuckets(key, h, Array(h.index.indices)).flatMap { f in
                 switch f {
