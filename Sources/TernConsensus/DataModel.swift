@@ -192,6 +192,7 @@ public enum DataModel {
         if lists {
             if let r = applyListBuckets(name, args, &v) { return r }
             if let r = plainListNeed(name, v) { return r }
+            if let r = applyKeyedBuckets(name, args, &v, seed: seed) { return r }
         }
         switch name {
         case "set", "getdel", "getex", "incrby", "incrbyfloat", "append", "setrange", "pexpireat", "persist",

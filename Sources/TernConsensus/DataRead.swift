@@ -36,6 +36,9 @@ extension DataModel {
         }
         if let r = readStream(name, args, v, nowMs: nowMs) { return r }
         guard let v else { return absent(name, args) }
+        if (v.kind == .set || v.kind == .hash) && KeyedBuckets.isHead(v.bytes) {
+            return .err("internal: a bucketed \(v.kind.name) read as one value")
+        }
         switch name {
         case "get", "strlen", "getrange", "substr":
             guard v.kind == .string else { return .wrongType }

@@ -30,6 +30,11 @@ public enum KeyspaceEvents {
         if case .error = reply { return [] }
         let name = String(decoding: first, as: UTF8.self)
         if name == "multi" { return transaction(args, reply: reply, before: before, seed: seed) }
+        // A set or hash write on a bucketed head, with the facts its proposer read
+        // (DataKeyedBuckets.swift): the write's own events.
+        if name == "kf", args.count >= 3 {
+            return events(Array(args[2...]), reply: reply, before: before, after: after, seed: seed)
+        }
         let existed = before.bytes != nil
         let exists = after.bytes != nil
         let changed =
@@ -98,7 +103,7 @@ public enum KeyspaceEvents {
                 let to = String(decoding: args[4], as: UTF8.self)
                 own += [from == "left" ? "lpop" : "rpop", to == "left" ? "lpush" : "rpush"]
             }
-        case "lsegment", "lseal", "lmerge", "lunseal", "ljoin":
+        case "lsegment", "lseal", "lmerge", "lunseal", "ljoin", "ksplit", "kflush", "kjoin":
             // A big list's upkeep (DataListBuckets.swift): its elements do not change.
             return []
         case _ where streamWrites.contains(name):

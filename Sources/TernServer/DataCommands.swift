@@ -141,7 +141,11 @@ extension CommandProcessor {
 
     /// The reads a big list answers from its head and the buckets they name.
     static let headReads: Set<[UInt8]> = Set(
-        ["lrange", "lindex", "llen", "type", "ttl", "pttl", "expiretime", "pexpiretime"].map(b))
+        [
+            "lrange", "lindex", "llen", "type", "ttl", "pttl", "expiretime", "pexpiretime",
+            // … and a big set or hash from its head and the buckets of the members named.
+            "scard", "sismember", "smismember", "hget", "hmget", "hexists", "hlen", "hstrlen",
+        ].map(b))
 
     /// A single call's plan.
     static func plan(_ c: DataCall, clock: @escaping @Sendable () -> Int64) -> CommandPlan {

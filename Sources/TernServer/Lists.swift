@@ -109,6 +109,7 @@ extension Node {
         case .value(let b?):
             return eventLoop.makeSucceededFuture(answer(StoredValue(kind: .string, deadlineMs: 0, bytes: b)))
         case .typed(let v):
+            if let keyed = answerKeyed(key, args, v, attempts: attempts) { return keyed }
             guard v.kind == .list, let h = ListHeadView(v.bytes) else {
                 return eventLoop.makeSucceededFuture(answer(v))
             }

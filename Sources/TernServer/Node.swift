@@ -62,6 +62,9 @@ public struct NodeOptions: Sendable {
     /// one element, per bucket. Taken by a list when it becomes bucketed and kept in its head.
     public var listBucketElements = ListBuckets.defaultBucketElements
     public var listBucketBytes = ListBuckets.defaultBucketBytes
+    /// The size of a big set's or hash's buckets (docs/DATA.md, "Big sets and hashes").
+    public var keyedBucketMembers = KeyedBuckets.defaultBucketMembers
+    public var keyedBucketBytes = KeyedBuckets.defaultBucketBytes
     public init() {}
 
     /// The request layer's options (the core counts time in nanoseconds).
@@ -238,6 +241,12 @@ public final class Node: @unchecked Sendable {
     var bucketCache = BucketCache()
     /// Pushes and pops served per slot of list keys since the slot's last upkeep check (Lists.swift).
     var listOpCounts = [UInt8](repeating: 0, count: 4096)
+    /// Big sets' and hashes' heads last seen here, their buckets, their upkeep under way and their
+    /// writes served per slot since the last flush check (KeyedCollections.swift).
+    var keyedHeads: [[UInt8]: KeyedHeadInfo] = [:]
+    var keyedCache = KeyedBucketCache()
+    var keyedUpkeep: [[UInt8]: EventLoopFuture<Void>] = [:]
+    var keyedOpCounts = [UInt8](repeating: 0, count: 4096)
 
     /// Starts a node: reads and bumps the epoch durably (before anything can be sent), then runs
     /// the tick timer on `eventLoop`.
@@ -363,6 +372,9 @@ public final class Node: @unchecked Sendable {
             node.startTimer()
             node.setGarbageCollector(prefix: ListBuckets.bucketKeyPrefix) { [node] key in
                 node.onLoop { node.collectListBucket(key) }
+            }
+            node.setGarbageCollector(prefix: KeyedBuckets.bucketKeyPrefix) { [node] key in
+                node.onLoop { node.collectKeyedBucket(key) }
             }
         }.get()
         logger.info(
@@ -498,10 +510,15 @@ public final class Node: @unchecked Sendable {
             // A big list kept in buckets reads as one plain value (Lists.swift).
             return submit(key: key, .read, id: id).flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
                 .flatMap { self.assembleList(key, $0, attempts: 4) }
+                .flatMap { self.assembleKeyed(key, $0, attempts: 4) }
         case .readData(let args):
             return submit(key: key, .read, id: id).flatMap { self.settleExpiry(key: key, $0, attempts: 3) }
                 .flatMap { self.answerData(key, args, $0, attempts: 4) }
         case .write(let op):
+            // A set or hash write: facts for a big one's head, and its upkeep (KeyedCollections.swift).
+            if case .data(let args) = op, Self.isKeyedWrite(args), layout.groupKey(of: key) == nil {
+                return keyedWrite(key, args, id: id, attempts: 8)
+            }
             let reply = submit(key: key, request, id: id)
             guard case .data = op else { return reply }
             // A write a big list cannot take as it is: its upkeep first, then the write again.

@@ -1,0 +1,727 @@
+// A big set or hash kept in buckets (docs/DATA.md, "Big sets and hashes"): the key holds a head
+// (the member count, an index of immutable buckets that each hold the members whose XXH64 lies in
+// one range, and an overlay of the members changed since their bucket was written); each bucket
+// is an immutable key of its own. A change to one member rewrites the head only (a few KB), so its
+// bytes do not grow with the collection. The head is still one Paxos key: every command on the
+// collection stays linearizable with no cross-key transaction.
+//
+// A write must know the current state of the members it touches (SADD answers how many were new,
+// HINCRBY adds to the old value). The overlay has the members changed lately; for the rest, the
+// shell that proposes the write reads their buckets and attaches *facts* ("member m is / is not in
+// the bucket whose content hashes to h, with value v"). A bucket never changes (its key names its
+// content's hash), so a fact about it stays true; the apply uses a fact only while the head still
+// lists that bucket, and otherwise answers a need and changes nothing. Pure: the server's shell
+// (KeyedCollections.swift) reads buckets, writes them and proposes the upkeep below.
+import TernCore
+
+/// The head of a set or hash kept in buckets.
+public struct KeyedBuckets: Sendable, Hashable {
+    /// A bucket as the head lists it: the members whose XXH64 lies in `low ..< next.low`.
+    public struct Entry: Sendable, Hashable {
+        /// The head's generation when the bucket was written (part of its key).
+        public var gen: UInt32
+        /// XXH64 of the bucket's encoding (`DataModel.encodeItems`; part of its key).
+        public var hash: UInt64
+        public var count: UInt32
+        public var low: UInt64
+        public init(gen: UInt32, hash: UInt64, count: UInt32, low: UInt64) {
+            self.gen = gen
+            self.hash = hash
+            self.count = count
+            self.low = low
+        }
+    }
+
+    /// As a bucketed list's head, the first word (a plain collection's element count) is all
+    /// ones; the version byte tells the two heads apart.
+    static let marker: UInt32 = 0xFFFF_FFFF
+    static let version: UInt8 = 2
+
+    /// Chosen at random by the shell that made the collection bucketed (`ksplit`).
+    public var nonce: UInt64
+    /// Raised by every flush; a bucket is written at the generation it names, so an unreferenced
+    /// bucket below the head's generation can never be referenced again (`isOrphan`).
+    public var gen: UInt32
+    /// The members (set) or fields (hash) in all.
+    public var count: UInt64
+    /// A bucket's target size when a flush rewrites it: beyond twice this it is cut in two.
+    public var bucketMembers: Int
+    public var bucketBytes: Int
+    /// Ordered by `low`; the first starts at 0.
+    public var index: [Entry]
+    /// Members changed since their bucket was written: the value (a set member's is empty), or
+    /// nil when removed. Overrides the bucket.
+    public var overlay: [[UInt8]: [UInt8]?]
+
+    public init(nonce: UInt64, bucketMembers: Int, bucketBytes: Int, index: [Entry], count: UInt64) {
+        self.nonce = nonce
+        self.gen = 0
+        self.count = count
+        self.bucketMembers = max(2, bucketMembers)
+        self.bucketBytes = max(64, bucketBytes)
+        self.index = index
+        self.overlay = [:]
+    }
+
+    /// Defaults (the shell's): buckets of about 512 members or 32 KiB.
+    public static let defaultBucketMembers = 512
+    public static let defaultBucketBytes = 32 << 10
+    /// A plain set or hash whose encoding reaches this many items (members, or fields and values)
+    /// or bytes is made bucketed before a write changes it again.
+    public static let plainItemsMax = 1152
+    public static let plainBytesMax = 72 << 10
+    /// The overlay at which the shell flushes it into buckets by itself, and the one at which
+    /// writes wait for a flush (the bound on the head's size).
+    public static let overlaySoftMax = 128
+    public static let overlaySoftBytes = 8 << 10
+    public static let overlayHardMax = 1024
+    public static let overlayHardBytes = 64 << 10
+
+    // MARK: - Codec
+
+    public static func isHead(_ bytes: [UInt8]?) -> Bool {
+        guard let b = bytes, b.count >= 5 else { return false }
+        return b[0] == 0xFF && b[1] == 0xFF && b[2] == 0xFF && b[3] == 0xFF && b[4] == version
+    }
+
+    public init?(_ bytes: [UInt8]?) {
+        guard let bytes, Self.isHead(bytes) else { return nil }
+        var r = ByteReader(bytes)
+        _ = r.u32()
+        guard r.u8() == Self.version, let nonce = r.u64(), let gen = r.u32(), let count = r.u64(),
+            let bm = r.u32(), let bb = r.u32(), let n = r.u32()
+        else { return nil }
+        self.nonce = nonce
+        self.gen = gen
+        self.count = count
+        self.bucketMembers = Int(bm)
+        self.bucketBytes = Int(bb)
+        var index: [Entry] = []
+        index.reserveCapacity(Int(min(n, 1 << 16)))
+        for _ in 0..<n {
+            guard let g = r.u32(), let h = r.u64(), let c = r.u32(), let low = r.u64() else { return nil }
+            index.append(Entry(gen: g, hash: h, count: c, low: low))
+        }
+        self.index = index
+        guard let m = r.u32() else { return nil }
+        var overlay: [[UInt8]: [UInt8]?] = [:]
+        overlay.reserveCapacity(Int(min(m, 1 << 16)))
+        for _ in 0..<m {
+            guard let member = r.blob(), let present = r.u8() else { return nil }
+            if present == 1 {
+                guard let value = r.blob() else { return nil }
+                overlay[member] = .some(value)
+            } else {
+                overlay[member] = .some(nil)
+            }
+        }
+        guard r.atEnd, !index.isEmpty else { return nil }
+        self.overlay = overlay
+    }
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(48 + index.count * 24 + overlayBytes)
+        w.u32(Self.marker)
+        w.u8(Self.version)
+        w.u64(nonce)
+        w.u32(gen)
+        w.u64(count)
+        w.u32(UInt32(bucketMembers))
+        w.u32(UInt32(bucketBytes))
+        w.u32(UInt32(index.count))
+        for e in index {
+            w.u32(e.gen)
+            w.u64(e.hash)
+            w.u32(e.count)
+            w.u64(e.low)
+        }
+        w.u32(UInt32(overlay.count))
+        // In member order, so every replica encodes the same head.
+        for m in overlay.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            w.blob(m)
+            if case .some(.some(let value)) = overlay[m] {
+                w.u8(1)
+                w.blob(value)
+            } else {
+                w.u8(0)
+            }
+        }
+        return w.bytes
+    }
+
+    /// The overlay's encoded size.
+    public var overlayBytes: Int {
+        overlay.reduce(0) { $0 + 9 + $1.key.count + ($1.value?.count ?? 0) }
+    }
+    /// Whether the shell should flush the overlay now (off the client's path).
+    public var overlayFull: Bool {
+        overlay.count >= Self.overlaySoftMax || overlayBytes >= Self.overlaySoftBytes
+    }
+    /// Whether writes must wait for a flush.
+    var overlayHardFull: Bool {
+        overlay.count >= Self.overlayHardMax || overlayBytes >= Self.overlayHardBytes
+    }
+
+    // MARK: - Members and buckets
+
+    public static func memberHash(_ m: [UInt8]) -> UInt64 { XXH64.hash(m) }
+
+    /// The index position of the bucket that holds member hash `h`.
+    public func position(_ h: UInt64) -> Int { Self.position(in: index, h) }
+    /// The position in `index` (ordered by `low`, the first at 0) of the bucket for hash `h`.
+    public static func position(in index: [Entry], _ h: UInt64) -> Int {
+        index.partitionPoint { $0.low <= h } - 1
+    }
+    public func position(of member: [UInt8]) -> Int { position(Self.memberHash(member)) }
+
+    /// A bucket's members (a set) or fields and values (a hash), from its encoding.
+    public static func pairs(_ items: [[UInt8]], hash: Bool) -> [([UInt8], [UInt8])] {
+        guard hash else { return items.map { ($0, []) } }
+        var out: [([UInt8], [UInt8])] = []
+        out.reserveCapacity(items.count / 2)
+        var k = 0
+        while k + 1 < items.count {
+            out.append((items[k], items[k + 1]))
+            k += 2
+        }
+        return out
+    }
+    public static func items(_ pairs: [([UInt8], [UInt8])], hash: Bool) -> [[UInt8]] {
+        hash ? pairs.flatMap { [$0.0, $0.1] } : pairs.map(\.0)
+    }
+
+    /// The whole collection as a plain value's items: the buckets' members (`buckets[k]`: the
+    /// items of index position k) with the overlay applied.
+    public func assembled(_ buckets: [[[UInt8]]], hash: Bool) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        out.reserveCapacity(Int(min(count, 1 << 20)) * (hash ? 2 : 1))
+        for b in buckets {
+            for (m, v) in Self.pairs(b, hash: hash) where overlay[m] == nil {
+                out.append(m)
+                if hash { out.append(v) }
+            }
+        }
+        for m in overlay.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            guard case .some(.some(let v)) = overlay[m] else { continue }
+            out.append(m)
+            if hash { out.append(v) }
+        }
+        return out
+    }
+
+    /// Cuts members (with their values) into buckets of about `target` members or `targetBytes`
+    /// bytes, in member-hash order; the first bucket starts at `low`. Members with one hash stay
+    /// in one bucket.
+    public static func cut(
+        _ pairs: [([UInt8], [UInt8])], low: UInt64, target: Int, targetBytes: Int
+    ) -> [(low: UInt64, pairs: [([UInt8], [UInt8])])] {
+        let sorted = pairs.map { (memberHash($0.0), $0) }.sorted {
+            $0.0 != $1.0 ? $0.0 < $1.0 : $0.1.0.lexicographicallyPrecedes($1.1.0)
+        }
+        var out: [(low: UInt64, pairs: [([UInt8], [UInt8])])] = [(low, [])]
+        var bytes = 0
+        for (k, (h, p)) in sorted.enumerated() {
+            let size = 8 + p.0.count + p.1.count
+            let cur = out.count - 1
+            if !out[cur].pairs.isEmpty, out[cur].pairs.count >= target || bytes + size > targetBytes,
+                h != sorted[k - 1].0
+            {
+                out.append((h, []))
+                bytes = 0
+            }
+            out[out.count - 1].pairs.append(p)
+            bytes += size
+        }
+        return out
+    }
+
+    // MARK: - Bucket keys and values
+
+    static let bucketPrefix: [UInt8] = Array("\0kb:".utf8)
+    /// The prefix of every bucket key (the repair scan hands these to the collector).
+    public static var bucketKeyPrefix: [UInt8] { bucketPrefix }
+
+    /// `\0kb:` | XXH64(key) | nonce | gen | hash (big-endian, 32 bytes).
+    public static func bucketKey(of key: [UInt8], nonce: UInt64, entry e: Entry) -> [UInt8] {
+        var out = bucketPrefix
+        out.reserveCapacity(32)
+        func be64(_ v: UInt64) {
+            for k in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+        }
+        be64(XXH64.hash(key))
+        be64(nonce)
+        for k in (0..<4).reversed() { out.append(UInt8(truncatingIfNeeded: e.gen >> (8 * k))) }
+        be64(e.hash)
+        return out
+    }
+
+    public static func parseBucketKey(_ k: [UInt8]) -> (
+        keyHash: UInt64, nonce: UInt64, gen: UInt32, hash: UInt64
+    )? {
+        guard k.count == 32, k.starts(with: bucketPrefix) else { return nil }
+        func be(_ at: Int, _ n: Int) -> UInt64 { k[at..<(at + n)].reduce(0) { $0 << 8 | UInt64($1) } }
+        return (be(4, 8), be(12, 8), UInt32(be(20, 4)), be(24, 8))
+    }
+
+    /// A bucket key that no head reaches and none ever will (the rule of `ListBuckets.isOrphan`).
+    public static func isOrphan(bucketKey: [UInt8], head: StoredValue?) -> Bool {
+        guard let p = parseBucketKey(bucketKey) else { return false }
+        guard let head, head.kind == .set || head.kind == .hash, let h = KeyedBuckets(head.bytes),
+            h.nonce == p.nonce
+        else { return true }
+        if p.gen >= h.gen { return false }
+        return !h.index.contains { $0.gen == p.gen && $0.hash == p.hash }
+    }
+
+    // MARK: - Facts
+
+    /// What the proposer read about a member in a bucket: present (with its value) or not.
+    public struct Fact: Sendable, Hashable {
+        public var bucket: UInt64
+        public var value: [UInt8]?
+        public init(bucket: UInt64, value: [UInt8]?) {
+            self.bucket = bucket
+            self.value = value
+        }
+    }
+
+    public static func encodeFacts(_ facts: [[UInt8]: Fact]) -> [UInt8] {
+        var w = ByteWriter()
+        w.u32(UInt32(facts.count))
+        for m in facts.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let f = facts[m]!
+            w.blob(m)
+            w.u64(f.bucket)
+            if let v = f.value {
+                w.u8(1)
+                w.blob(v)
+            } else {
+                w.u8(0)
+            }
+        }
+        return w.bytes
+    }
+    public static func decodeFacts(_ b: [UInt8]) -> [[UInt8]: Fact]? {
+        var r = ByteReader(b)
+        guard let n = r.u32() else { return nil }
+        var out: [[UInt8]: Fact] = [:]
+        for _ in 0..<n {
+            guard let m = r.blob(), let h = r.u64(), let p = r.u8() else { return nil }
+            var v: [UInt8]?
+            if p == 1 {
+                guard let x = r.blob() else { return nil }
+                v = x
+            }
+            out[m] = Fact(bucket: h, value: v)
+        }
+        return r.atEnd ? out : nil
+    }
+
+    /// A member's state: `.some(value)` present, `.some(nil)` absent, nil when the head cannot
+    /// tell without a fact (or the fact is about a bucket the head no longer lists).
+    func state(_ m: [UInt8], _ facts: [[UInt8]: Fact], mutant: KeyedMutant? = nil) -> [UInt8]?? {
+        if let o = overlay[m], mutant != .factsOverOverlay { return .some(o) }
+        guard let f = facts[m], index[position(of: m)].hash == f.bucket || mutant == .staleFacts else {
+            return nil
+        }
+        return .some(f.value)
+    }
+
+    // MARK: - What the shell must do first
+
+    /// An operation that cannot run on the head as it is answers one of these (an error reply the
+    /// shell never shows a client) and changes nothing; the shell does the work and runs the
+    /// operation again under a fresh request id.
+    public enum Need: Sendable, Hashable {
+        /// Facts about these members' buckets (read the head again, then their buckets).
+        case facts
+        /// A plain collection is full: make it bucketed (`ksplit`).
+        case split
+        /// The overlay is full: fold it into buckets (`kflush`).
+        case flush
+        /// The command works on the whole collection: make it one value again (`kjoin`).
+        case join
+    }
+    static let needPrefix = "TERNKEYED "
+
+    static func reply(_ n: Need) -> DataReply {
+        switch n {
+        case .facts: .error(needPrefix + "facts")
+        case .split: .error(needPrefix + "split")
+        case .flush: .error(needPrefix + "flush")
+        case .join: .error(needPrefix + "join")
+        }
+    }
+
+    public static func need(_ r: DataReply) -> Need? {
+        guard case .error(let s) = r, s.hasPrefix(needPrefix) else { return nil }
+        switch s.dropFirst(needPrefix.count) {
+        case "facts": return .facts
+        case "split": return .split
+        case "flush": return .flush
+        case "join": return .join
+        default: return nil
+        }
+    }
+
+    // MARK: - Commands
+
+    /// The writes that run on a head (with facts); the names of their kind.
+    public static let setWrites: Set<String> = ["sadd", "srem", "spop"]
+    public static let hashWrites: Set<String> = ["hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat"]
+    /// Writes that replace, remove or re-time the whole value: they run on a head as on any value.
+    static let wholeWrites: Set<String> = [
+        "del", "set", "pexpireat", "persist", "expirecheck", "getdel", "getex", "copyvalue", "restore",
+    ]
+
+    /// The members write `args` (a set or hash write) names; SPOP names none (its candidates are
+    /// the facts it carries and the overlay).
+    public static func members(_ args: [[UInt8]]) -> [[UInt8]] {
+        guard let first = args.first, args.count >= 3 else { return [] }
+        switch String(decoding: first, as: UTF8.self) {
+        case "sadd", "srem", "hdel": return Array(args[2...])
+        case "hset": return stride(from: 2, to: args.count, by: 2).map { args[$0] }
+        case "hsetnx", "hincrby", "hincrbyfloat": return [args[2]]
+        default: return []
+        }
+    }
+
+    /// The reads a head answers from itself and the buckets of the members they name.
+    public static let memberReads: Set<String> = [
+        "sismember", "smismember", "hget", "hmget", "hexists", "hstrlen",
+    ]
+    public static let countReads: Set<String> = ["scard", "hlen"]
+    static let setReads: Set<String> = ["sismember", "smismember", "scard"]
+
+    /// What a read of a head needs: its answer now, the members whose buckets it reads, or the
+    /// whole collection.
+    public enum ReadPlan: Sendable, Hashable {
+        case answer(DataReply)
+        case members([[UInt8]])
+        case whole
+    }
+
+    public func readPlan(_ args: [[UInt8]], kind: ValueKind) -> ReadPlan {
+        guard let first = args.first else { return .whole }
+        let name = String(decoding: first, as: UTF8.self)
+        let isSetRead = Self.setReads.contains(name)
+        if Self.countReads.contains(name) || Self.memberReads.contains(name) {
+            guard (kind == .set) == isSetRead else { return .answer(DataReply.wrongType) }
+        }
+        if Self.countReads.contains(name) { return .answer(.integer(Int64(count))) }
+        if Self.memberReads.contains(name), args.count >= 3 {
+            return .members(name == "smismember" || name == "hmget" ? Array(args[2...]) : [args[2]])
+        }
+        return .whole
+    }
+
+    /// Read `args`'s answer from the members' states (every member it names is in the overlay or
+    /// in `buckets`, the items of the index positions read).
+    public func answer(
+        _ args: [[UInt8]], kind: ValueKind, deadlineMs: UInt64, buckets: [Int: [[UInt8]]], nowMs: UInt64
+    ) -> DataReply {
+        let hash = kind == .hash
+        var mini: [([UInt8], [UInt8])] = []
+        var seen: Set<[UInt8]> = []
+        for m in args.dropFirst(2) where seen.insert(m).inserted {
+            if let o = overlay[m] {
+                if let v = o { mini.append((m, v)) }
+                continue
+            }
+            let k = position(of: m)
+            if let b = buckets[k], let p = Self.pairs(b, hash: hash).first(where: { $0.0 == m }) {
+                mini.append(p)
+            }
+        }
+        let v = StoredValue(
+            kind: kind, deadlineMs: deadlineMs, bytes: DataModel.encodeItems(Self.items(mini, hash: hash)))
+        return DataModel.read(args, v, nowMs: nowMs, seed: 0)
+    }
+}
+
+/// Deliberately broken rules, for the tests that must catch them (KeyedBucketsTests).
+enum KeyedMutant: Sendable, Hashable {
+    /// A fact is used although the head no longer lists the bucket it is about.
+    case staleFacts
+    /// A fact wins over the overlay (which holds the newer state).
+    case factsOverOverlay
+    /// A flush drops every folded overlay entry, also those changed since it read the head.
+    case flushDropsAll
+}
+
+extension DataModel {
+    // MARK: - Sets and hashes in buckets (applied by the proposer, like every data command)
+
+    /// Whether a plain set or hash is full (`KeyedBuckets.plainItemsMax`, `plainBytesMax`).
+    public static func plainKeyedFull(_ b: [UInt8]) -> Bool {
+        let n = b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0
+        return n >= KeyedBuckets.plainItemsMax || b.count >= KeyedBuckets.plainBytesMax
+    }
+
+    /// `apply` for a top-level key that may hold a bucketed set or hash. Nil: not this code's
+    /// business, apply as usual.
+    static func applyKeyedBuckets(
+        _ name: String, _ args: [[UInt8]], _ v: inout KeyValue, seed: UInt64, mutant: KeyedMutant? = nil
+    ) -> DataReply? {
+        let keyedKind = v.kind == .set || v.kind == .hash
+        let isHead = keyedKind && KeyedBuckets.isHead(v.bytes)
+        let isWrite = KeyedBuckets.setWrites.contains(name) || KeyedBuckets.hashWrites.contains(name)
+        switch name {
+        case "kf":
+            // kf facts write…: a set or hash write with the facts its proposer read.
+            guard args.count >= 4, let facts = KeyedBuckets.decodeFacts(args[1]) else { return .syntax }
+            let inner = Array(args[2...])
+            let innerName = String(decoding: inner[0], as: UTF8.self)
+            guard isHead, var h = KeyedBuckets(v.bytes) else {
+                return apply(inner, to: &v, seed: seed, lists: true)
+            }
+            return applyOnHead(innerName, inner, &v, &h, facts: facts, seed: seed, mutant: mutant)
+        case "ksplit":
+            return applySplit(args, &v)
+        case "kflush":
+            return applyFlush(args, &v, mutant: mutant)
+        case "kjoin":
+            return applyJoin(args, &v)
+        default:
+            break
+        }
+        if isHead {
+            if isWrite {
+                var h = KeyedBuckets(v.bytes)!
+                return applyOnHead(name, args, &v, &h, facts: [:], seed: seed)
+            }
+            if KeyedBuckets.wholeWrites.contains(name) { return nil }
+            return KeyedBuckets.reply(.join)
+        }
+        if isWrite, keyedKind, let b = v.bytes, plainKeyedFull(b) {
+            // A write of the right kind makes it bucketed first; another kind's answers as usual
+            // (WRONGTYPE).
+            let right =
+                v.kind == .set
+                ? KeyedBuckets.setWrites.contains(name) : KeyedBuckets.hashWrites.contains(name)
+            if right { return KeyedBuckets.reply(.split) }
+        }
+        return nil
+    }
+
+    /// Runs set or hash write `args` on head `h`: on a small plain value made of the members it
+    /// touches (so every reply and error is the plain command's), then writes the members that
+    /// changed into the overlay.
+    static func applyOnHead(
+        _ name: String, _ args: [[UInt8]], _ v: inout KeyValue, _ h: inout KeyedBuckets,
+        facts: [[UInt8]: KeyedBuckets.Fact], seed: UInt64, mutant: KeyedMutant? = nil
+    ) -> DataReply {
+        let hash = v.kind == .hash
+        guard (hash ? KeyedBuckets.hashWrites : KeyedBuckets.setWrites).contains(name) else {
+            return .wrongType
+        }
+        if h.overlayHardFull { return KeyedBuckets.reply(.flush) }
+        var touched: [[UInt8]]
+        if name == "spop" {
+            let want = args.count > 2 ? Int(int(args[2]) ?? 0) : 1
+            if want <= 0 { return .set([]) }
+            // Popping everything answers every member: the whole set, as one value.
+            if UInt64(want) >= h.count { return KeyedBuckets.reply(.join) }
+            touched =
+                h.overlay.keys.filter { h.overlay[$0]! != nil } + facts.keys.filter { h.overlay[$0] == nil }
+            touched.sort { $0.lexicographicallyPrecedes($1) }
+        } else {
+            touched = KeyedBuckets.members(args)
+        }
+        var before: [[UInt8]: [UInt8]?] = [:]
+        var present: [([UInt8], [UInt8])] = []
+        for m in touched where before[m] == nil {
+            guard let s = h.state(m, facts, mutant: mutant) else { return KeyedBuckets.reply(.facts) }
+            before[m] = .some(s)
+            if let value = s { present.append((m, value)) }
+        }
+        if name == "spop" {
+            let want = args.count > 2 ? Int(int(args[2]) ?? 0) : 1
+            if present.count < want { return KeyedBuckets.reply(.facts) }
+        }
+        var mini = KeyValue(
+            bytes: encodeItems(KeyedBuckets.items(present, hash: hash)), kind: v.kind,
+            deadlineMs: v.deadlineMs)
+        let reply = apply(args, to: &mini, seed: seed)
+        if case .error = reply { return reply }
+        var after: [[UInt8]: [UInt8]] = [:]
+        if let b = mini.bytes {
+            for (m, value) in KeyedBuckets.pairs(decodeItems(b), hash: hash) { after[m] = value }
+        }
+        var delta: Int64 = 0
+        for (m, old) in before {
+            let new = after[m]
+            guard new != old else { continue }
+            h.overlay[m] = .some(new)
+            delta += (new != nil ? 1 : 0) - (old != nil ? 1 : 0)
+        }
+        let total = Int64(h.count) + delta
+        if total <= 0 {
+            clear(&v)
+        } else {
+            h.count = UInt64(total)
+            v.bytes = h.encoded
+        }
+        return reply
+    }
+
+    /// `ksplit k nonce valueHash bucketMembers bucketBytes (count hash low)…`: the plain value
+    /// (unchanged since the shell read it: its hash) becomes a head over the buckets the shell
+    /// wrote. 1: done, 0: the value changed (nothing done).
+    static func applySplit(_ args: [[UInt8]], _ v: inout KeyValue) -> DataReply {
+        guard args.count >= 9, (args.count - 6) % 3 == 0,
+            let nonce = UInt64(String(decoding: args[2], as: UTF8.self)),
+            let valueHash = UInt64(String(decoding: args[3], as: UTF8.self)),
+            let bm = int(args[4]), let bb = int(args[5])
+        else { return .syntax }
+        guard v.kind == .set || v.kind == .hash, let b = v.bytes, !KeyedBuckets.isHead(b),
+            XXH64.hash(b) == valueHash
+        else { return .integer(0) }
+        var index: [KeyedBuckets.Entry] = []
+        var i = 6
+        var total: UInt64 = 0
+        while i + 2 < args.count {
+            guard let c = UInt32(String(decoding: args[i], as: UTF8.self)),
+                let hh = UInt64(String(decoding: args[i + 1], as: UTF8.self)),
+                let low = UInt64(String(decoding: args[i + 2], as: UTF8.self))
+            else { return .syntax }
+            guard index.isEmpty ? low == 0 : low > index[index.count - 1].low else { return .syntax }
+            index.append(KeyedBuckets.Entry(gen: 0, hash: hh, count: c, low: low))
+            total += UInt64(c)
+            i += 3
+        }
+        let n = b.count >= 4 ? UInt64(b[0]) | UInt64(b[1]) << 8 | UInt64(b[2]) << 16 | UInt64(b[3]) << 24 : 0
+        let members = v.kind == .hash ? n / 2 : n
+        guard total == members else { return .integer(0) }
+        v.bytes =
+            KeyedBuckets(
+                nonce: nonce, bucketMembers: Int(bm), bucketBytes: Int(bb), index: index, count: total
+            )
+            .encoded
+        return .integer(1)
+    }
+
+    /// The body of a flush: which buckets it replaces, by which, and the overlay entries folded.
+    public struct KeyedFlush: Sendable, Hashable {
+        public struct Group: Sendable, Hashable {
+            public var old: KeyedBuckets.Entry
+            public var new: [KeyedBuckets.Entry]
+            public init(old: KeyedBuckets.Entry, new: [KeyedBuckets.Entry]) {
+                self.old = old
+                self.new = new
+            }
+        }
+        public var groups: [Group]
+        public var folded: [[UInt8]: [UInt8]?]
+        public init(groups: [Group], folded: [[UInt8]: [UInt8]?]) {
+            self.groups = groups
+            self.folded = folded
+        }
+
+        public var encoded: [UInt8] {
+            var w = ByteWriter()
+            func entry(_ e: KeyedBuckets.Entry) {
+                w.u32(e.gen)
+                w.u64(e.hash)
+                w.u32(e.count)
+                w.u64(e.low)
+            }
+            w.u32(UInt32(groups.count))
+            for g in groups {
+                entry(g.old)
+                w.u32(UInt32(g.new.count))
+                for e in g.new { entry(e) }
+            }
+            w.u32(UInt32(folded.count))
+            for m in folded.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+                w.blob(m)
+                if case .some(.some(let value)) = folded[m] {
+                    w.u8(1)
+                    w.blob(value)
+                } else {
+                    w.u8(0)
+                }
+            }
+            return w.bytes
+        }
+
+        public init?(_ b: [UInt8]) {
+            var r = ByteReader(b)
+            func entry() -> KeyedBuckets.Entry? {
+                guard let g = r.u32(), let h = r.u64(), let c = r.u32(), let low = r.u64() else { return nil }
+                return KeyedBuckets.Entry(gen: g, hash: h, count: c, low: low)
+            }
+            guard let n = r.u32() else { return nil }
+            var groups: [Group] = []
+            for _ in 0..<n {
+                guard let old = entry(), let k = r.u32() else { return nil }
+                var new: [KeyedBuckets.Entry] = []
+                for _ in 0..<k {
+                    guard let e = entry() else { return nil }
+                    new.append(e)
+                }
+                groups.append(Group(old: old, new: new))
+            }
+            guard let m = r.u32() else { return nil }
+            var folded: [[UInt8]: [UInt8]?] = [:]
+            for _ in 0..<m {
+                guard let member = r.blob(), let p = r.u8() else { return nil }
+                if p == 1 {
+                    guard let value = r.blob() else { return nil }
+                    folded[member] = .some(value)
+                } else {
+                    folded[member] = .some(nil)
+                }
+            }
+            guard r.atEnd else { return nil }
+            self.groups = groups
+            self.folded = folded
+        }
+    }
+
+    /// `kflush k nonce gen body`: replaces each named bucket by the buckets the shell wrote (its
+    /// members with the folded overlay entries applied), at the generation the shell read, and
+    /// drops the folded entries the overlay still holds as folded (a member changed since keeps
+    /// its entry, which overrides the new bucket as it overrode the old). 1: done, 0: the head
+    /// moved on (another flush, a delete): nothing done.
+    static func applyFlush(_ args: [[UInt8]], _ v: inout KeyValue, mutant: KeyedMutant? = nil) -> DataReply {
+        guard args.count == 5, let nonce = UInt64(String(decoding: args[2], as: UTF8.self)),
+            let gen = UInt32(String(decoding: args[3], as: UTF8.self)), let body = KeyedFlush(args[4])
+        else { return .syntax }
+        guard v.kind == .set || v.kind == .hash, var h = KeyedBuckets(v.bytes), h.nonce == nonce, h.gen == gen
+        else { return .integer(0) }
+        var index = h.index
+        for g in body.groups {
+            guard let k = index.firstIndex(of: g.old), let first = g.new.first, first.low == g.old.low,
+                zip(g.new, g.new.dropFirst()).allSatisfy({ $0.low < $1.low }),
+                k + 1 == index.count || g.new.last!.low < index[k + 1].low,
+                g.new.reduce(0, { $0 + UInt64($1.count) }) <= UInt64(g.old.count) + UInt64(body.folded.count)
+            else { return .integer(0) }
+            index.replaceSubrange(k...k, with: g.new)
+        }
+        h.index = index
+        for (m, s) in body.folded where h.overlay[m] == s || mutant == .flushDropsAll { h.overlay[m] = nil }
+        h.gen &+= 1
+        v.bytes = h.encoded
+        return .integer(1)
+    }
+
+    /// `kjoin k nonce encoding…` (one per index position, in order): the collection becomes one
+    /// plain value again. 1: done, 0: the head moved on.
+    static func applyJoin(_ args: [[UInt8]], _ v: inout KeyValue) -> DataReply {
+        guard args.count >= 3, let nonce = UInt64(String(decoding: args[2], as: UTF8.self)) else {
+            return .syntax
+        }
+        guard v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes), h.nonce == nonce,
+            args.count - 3 == h.index.count
+        else { return .integer(0) }
+        var buckets: [[[UInt8]]] = []
+        for (k, e) in h.index.enumerated() {
+            guard XXH64.hash(args[3 + k]) == e.hash else { return .integer(0) }
+            buckets.append(decodeItems(args[3 + k]))
+        }
+        v.bytes = encodeItems(h.assembled(buckets, hash: v.kind == .hash))
+        return .integer(1)
+    }
+}
