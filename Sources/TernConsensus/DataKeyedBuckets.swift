@@ -242,10 +242,12 @@ public struct KeyedBuckets: Sendable, Hashable {
     /// The prefix of every bucket key (the repair scan hands these to the collector).
     public static var bucketKeyPrefix: [UInt8] { bucketPrefix }
 
-    /// `\0kb:` | XXH64(key) | nonce | gen | hash (big-endian, 32 bytes).
+    /// `\0kb:` | XXH64(key) | nonce | gen | hash | low (big-endian, 40 bytes). The range's start
+    /// makes the key unique among a head's buckets: two buckets of one generation may hold the
+    /// same content (both empty, say), and deleting one must not delete the other.
     public static func bucketKey(of key: [UInt8], nonce: UInt64, entry e: Entry) -> [UInt8] {
         var out = bucketPrefix
-        out.reserveCapacity(32)
+        out.reserveCapacity(40)
         func be64(_ v: UInt64) {
             for k in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
         }
@@ -253,15 +255,16 @@ public struct KeyedBuckets: Sendable, Hashable {
         be64(nonce)
         for k in (0..<4).reversed() { out.append(UInt8(truncatingIfNeeded: e.gen >> (8 * k))) }
         be64(e.hash)
+        be64(e.low)
         return out
     }
 
     public static func parseBucketKey(_ k: [UInt8]) -> (
-        keyHash: UInt64, nonce: UInt64, gen: UInt32, hash: UInt64
+        keyHash: UInt64, nonce: UInt64, gen: UInt32, hash: UInt64, low: UInt64
     )? {
-        guard k.count == 32, k.starts(with: bucketPrefix) else { return nil }
+        guard k.count == 40, k.starts(with: bucketPrefix) else { return nil }
         func be(_ at: Int, _ n: Int) -> UInt64 { k[at..<(at + n)].reduce(0) { $0 << 8 | UInt64($1) } }
-        return (be(4, 8), be(12, 8), UInt32(be(20, 4)), be(24, 8))
+        return (be(4, 8), be(12, 8), UInt32(be(20, 4)), be(24, 8), be(32, 8))
     }
 
     /// A bucket key that no head reaches and none ever will (the rule of `ListBuckets.isOrphan`).
@@ -271,7 +274,7 @@ public struct KeyedBuckets: Sendable, Hashable {
             h.nonce == p.nonce
         else { return true }
         if p.gen >= h.gen { return false }
-        return !h.index.contains { $0.gen == p.gen && $0.hash == p.hash }
+        return !h.index.contains { $0.gen == p.gen && $0.hash == p.hash && $0.low == p.low }
     }
 
     // MARK: - Facts
@@ -594,11 +597,12 @@ extension DataModel {
         let n = b.count >= 4 ? UInt64(b[0]) | UInt64(b[1]) << 8 | UInt64(b[2]) << 16 | UInt64(b[3]) << 24 : 0
         let members = v.kind == .hash ? n / 2 : n
         guard total == members else { return .integer(0) }
-        v.bytes =
-            KeyedBuckets(
-                nonce: nonce, bucketMembers: Int(bm), bucketBytes: Int(bb), index: index, count: total
-            )
-            .encoded
+        var h = KeyedBuckets(
+            nonce: nonce, bucketMembers: Int(bm), bucketBytes: Int(bb), index: index, count: total)
+        // Its buckets were written at generation 0; a flush writes at the head's generation, so
+        // a flushed bucket never has the key of the one it replaces.
+        h.gen = 1
+        v.bytes = h.encoded
         return .integer(1)
     }
 

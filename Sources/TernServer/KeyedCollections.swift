@@ -496,12 +496,9 @@ extension Node {
                             switch r {
                             case .failure(let f): return self.eventLoop.makeSucceededFuture(f.reply)
                             case .success(let applied):
-                                if applied {
-                                    self.dropKeyedBuckets(key, h.nonce, groups.map(\.old))
-                                } else {
-                                    // Lost to another flush: this one's buckets are orphans now.
-                                    self.dropKeyedBuckets(key, h.nonce, groups.flatMap(\.new))
-                                }
+                                // (A flush that lost its race leaves its buckets to the collector:
+                                // the winner may have written the same bytes under the same keys.)
+                                if applied { self.dropKeyedBuckets(key, h.nonce, groups.map(\.old)) }
                                 return self.refreshKeyedHead(key)
                             }
                         }

@@ -17,6 +17,10 @@ public enum DataMutant: String, Sendable, Hashable, CaseIterable {
     case listSealUnwritten = "list-seal-unwritten"
     /// With `--data-lists`: a read of a bucketed list answered from its head alone.
     case listReadsSkipBuckets = "list-reads-skip-buckets"
+    /// With `--data-keyed`: a flush proposed without its buckets written first (KeyedBucketSim.swift).
+    case keyedFlushUnwritten = "keyed-flush-unwritten"
+    /// With `--data-keyed`: a read of a bucketed set or hash that ignores its overlay.
+    case keyedReadsSkipOverlay = "keyed-reads-skip-overlay"
 }
 
 /// One data command as a simulated client saw it. Times are half-ticks, like `HistoryOperation`.
@@ -98,6 +102,8 @@ struct DataWorkload {
         var pieceReplies: [DataReply] = []
         /// A big list's upkeep or bucket reads (`--data-lists`).
         var list = ListFlight()
+        /// A big set's or hash's upkeep, facts or bucket reads (`--data-keyed`).
+        var keyed = KeyedFlight()
     }
     struct Client {
         var nextAt: UInt64
@@ -184,6 +190,11 @@ extension Simulation {
         if listBucketsOn && rng.chance(0.12) {
             // A round of big-list upkeep on a hot list, racing the other clients' commands.
             listIssueUpkeep(c, key: Self.b("l" + String(rng.below(2))))
+            return
+        }
+        if keyedBucketsOn && rng.chance(0.12) {
+            // A round of big-set or big-hash upkeep (split, flush, join), racing the commands.
+            keyedIssueUpkeep(c, key: Self.b(["S0", "S1", "h0", "h1"][Int(rng.below(4))]))
             return
         }
         data.issued += 1
@@ -334,11 +345,11 @@ extension Simulation {
             rid.counter += UInt64(f.pieceReplies.count)
             propose(.data(piece), rid)
         case .command where f.write:
-            propose(.data(f.args), f.rid)
+            propose(.data(f.keyed.wrapped ?? f.args), f.rid)
         case .command:
             whenRunning(f.node) { n.read(key: layout.paxosKey(key), tag: tag) }
         case .upkeepHead, .upkeepPut, .upkeepOp, .upkeepDelete, .upkeepBucket, .readBuckets:
-            listSend(c, f, tag: tag)
+            if f.keyed.on { keyedSend(c, f, tag: tag) } else { listSend(c, f, tag: tag) }
         case .expireCheck:
             // The node's own request, as `Node.settleExpiry` submits it.
             data.expireChecks += 1
@@ -351,7 +362,9 @@ extension Simulation {
     /// have been applied: the clients' rule in `attemptFailed`), else give up.
     func dataAttemptFailed(_ c: Int, unknown: Bool) {
         guard var f = data.clients[c].inFlight else { return }
-        if f.phase.isListStep && f.phase != .readBuckets { return listUpkeepFailed(c) }
+        if f.phase.isListStep && f.phase != .readBuckets {
+            return f.keyed.on ? keyedUpkeepFailed(c) : listUpkeepFailed(c)
+        }
         if unknown && f.write { f.maybeApplied = true }
         f.phase = .command
         if !(f.write && f.maybeApplied) && f.attempts < 2 {
@@ -380,7 +393,7 @@ extension Simulation {
             default: break
             }
         }
-        if f.phase.isListStep { return listReply(c, outcome) }
+        if f.phase.isListStep { return f.keyed.on ? keyedReply(c, outcome) : listReply(c, outcome) }
         switch (f.phase, outcome) {
         case (_, .retryable): dataAttemptFailed(c, unknown: false)
         case (_, .unknown): dataAttemptFailed(c, unknown: true)
@@ -394,6 +407,7 @@ extension Simulation {
             }
         case (.command, .done(.data(let r))) where f.write:
             if listBucketsOn, let need = ListBuckets.need(r) { return listStartUpkeep(c, need) }
+            if keyedBucketsOn, let need = KeyedBuckets.need(r) { return keyedStartUpkeep(c, need) }
             dataFinish(c, r)
         case (.command, .done) where f.write:
             // A large reply forgotten by a retry's time: applied, answer unknown.
@@ -436,6 +450,7 @@ extension Simulation {
         switch decision {
         case .answer(let v):
             if let v, listRead(c, v) { return }
+            if let v, keyedRead(c, v) { return }
             dataFinish(c, DataModel.read(f.args, v, nowMs: UInt64(nodeClockMs(f.node))))
         case .expire:
             f.phase = .expireCheck
@@ -546,11 +561,29 @@ struct DataSpec: TimedSpec {
         return out
     }
 
+    /// A reply whose order Redis does not promise (SMEMBERS' set, HGETALL's map) in one canonical
+    /// order: a big set or hash kept in buckets (`--data-keyed`) lists its members in bucket order.
+    static func unordered(_ r: DataReply) -> DataReply {
+        switch r {
+        case .set(let a): return .set(a.sorted { DataOperation.render($0) < DataOperation.render($1) })
+        case .map(let a):
+            var pairs: [(DataReply, DataReply)] = []
+            var k = 0
+            while k + 1 < a.count {
+                pairs.append((a[k], a[k + 1]))
+                k += 2
+            }
+            pairs.sort { DataOperation.render($0.0) < DataOperation.render($1.0) }
+            return .map(pairs.flatMap { [$0.0, $0.1] })
+        default: return r
+        }
+    }
+
     /// PTTL is computed from the serving node's clock when the answer left it, some time in
     /// [t, return] and off by at most the bound: any remaining time in that window is right.
     func readMatches(_ op: Op, _ s: StoredValue?, at t: Int64, returnTime: Int64) -> Bool {
         guard op.args.first == Array("pttl".utf8), let v = s, v.deadlineMs != 0 else {
-            return DataModel.read(op.args, s, nowMs: 0) == op.reply
+            return op.reply.map(Self.unordered) == Self.unordered(DataModel.read(op.args, s, nowMs: 0))
         }
         guard case .integer(let p)? = op.reply else { return false }
         let d = Int64(v.deadlineMs)

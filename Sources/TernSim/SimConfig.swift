@@ -160,6 +160,9 @@ public struct SimConfig: Sendable, Hashable {
     /// The data workload's lists become bucketed (buckets of 3) and clients do the big-list upkeep
     /// (ListBucketSim.swift, docs/DATA.md "Big lists").
     public var dataLists = false
+    /// The data workload's sets and hashes become bucketed (buckets of one or two members) and
+    /// clients do the upkeep (KeyedBucketSim.swift, docs/DATA.md "Big sets and hashes").
+    public var dataKeyed = false
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000
     public init(seed: UInt64) { self.seed = seed }
@@ -181,6 +184,7 @@ public struct SimConfig: Sendable, Hashable {
         if streamMutant != .none { s += " --stream-mutant \(streamMutant.rawValue)" }
         if dataGroups { s += " --data-groups" }
         if dataLists { s += " --data-lists" }
+        if dataKeyed { s += " --data-keyed" }
         if !deriveFaults && faults == .none { return s + " --no-faults" }
         let d = FaultConfig()
         if faults.loss != d.loss { s += " --loss \(faults.loss)" }

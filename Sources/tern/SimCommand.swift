@@ -160,6 +160,13 @@ struct SimCommand: ParsableCommand {
             """)
     var dataLists = false
 
+    @Flag(
+        help: """
+            With --data: the sets and hashes become bucketed (buckets of one or two members) and the \
+            clients do the upkeep, racing each other (docs/DATA.md, "Big sets and hashes").
+            """)
+    var dataKeyed = false
+
     @Option(help: "A crashed node stays down 5 + U(0, N) ticks; this sets N.")
     var downTicks: UInt64 = FaultConfig().downTicksMax
 
@@ -239,6 +246,7 @@ struct SimCommand: ParsableCommand {
                 c.dataMutant = dm
                 c.dataGroups = dataGroups
                 c.dataLists = dataLists
+                c.dataKeyed = dataKeyed
             }
             return c
         }

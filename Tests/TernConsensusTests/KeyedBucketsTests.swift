@@ -289,6 +289,30 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(DataModel.KeyedFlush(f.encoded) == f)
     }
 
+    @Test("Buckets of one head with the same content have different keys (found by the simulator)")
+    func bucketKeysUnique() {
+        // Two empty buckets of one generation: deleting the one a flush replaced must not delete
+        // the other (`tern sim --data --data-keyed` found the head listing a deleted bucket).
+        let empty = XXH64.hash(DataModel.encodeItems([]))
+        let a = KeyedBuckets.Entry(gen: 1, hash: empty, count: 0, low: 0)
+        let b = KeyedBuckets.Entry(gen: 1, hash: empty, count: 0, low: 1 << 63)
+        #expect(
+            KeyedBuckets.bucketKey(of: w("k"), nonce: 5, entry: a)
+                != KeyedBuckets.bucketKey(of: w("k"), nonce: 5, entry: b))
+        // A flush writes at the head's generation, which a split starts above its buckets' (0): a
+        // flushed bucket with unchanged content never takes the key of the one it replaces.
+        let plain = DataModel.encodeItems([w("x"), w("y")])
+        var v = KeyValue(bytes: plain, kind: .set)
+        let enc = DataModel.encodeItems([w("x"), w("y")])
+        let args = [
+            w("ksplit"), w("k"), w("5"), w(String(XXH64.hash(plain))), w("8"), w("4096"), w("2"),
+            w(String(XXH64.hash(enc))), w("0"),
+        ]
+        #expect(DataModel.apply(args, to: &v, seed: 1, lists: true) == .integer(1))
+        #expect(KeyedBuckets(v.bytes)?.gen == 1)
+        #expect(KeyedBuckets(v.bytes)?.index.first?.gen == 0)
+    }
+
     @Test("The collector's rule: a bucket no head lists below the head's generation is an orphan")
     func orphans() {
         var h = KeyedBuckets(

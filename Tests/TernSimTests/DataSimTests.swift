@@ -136,3 +136,45 @@ import Testing
         #expect(caught, "list-reads-skip-buckets survived seeds 1–5")
     }
 }
+
+/// Big sets and hashes kept in buckets under the simulator (`--data-keyed`, KeyedBucketSim.swift):
+/// the sets and hashes are bucketed with buckets of one or two members, the clients read facts,
+/// flush and join racing each other's commands, and every key's history is still checked against
+/// the data model (docs/DATA.md, "Big sets and hashes").
+@Suite struct DataKeyedSimTests {
+    static func config(_ seed: UInt64, mutant: DataMutant = .none) -> SimConfig {
+        var c = DataSimTests.config(seed, mutant: mutant)
+        c.dataKeyed = true
+        return c
+    }
+
+    @Test("Seeds pass with the sets and hashes bucketed, flushed and joined under faults")
+    func cleanSeedsPass() {
+        var upkeeps = 0
+        for seed in [1, 2, 3] as [UInt64] {
+            let r = simulate(Self.config(seed))
+            #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.map(\.description))")
+            #expect(r.uncheckedKeys.isEmpty, "seed \(seed): undecided keys \(r.uncheckedKeys)")
+            #expect(
+                r.data.history.filter { $0.ret != nil }.count > 250, "seed \(seed): most commands answered")
+            upkeeps += r.data.listUpkeeps
+        }
+        #expect(upkeeps > 20, "the clients ran upkeep rounds")
+    }
+
+    @Test("A flush proposed before its buckets are written is caught within a few seeds")
+    func flushUnwrittenIsCaught() {
+        let caught = (1...6 as ClosedRange<UInt64>).contains { seed in
+            !simulate(Self.config(seed, mutant: .keyedFlushUnwritten)).violations.isEmpty
+        }
+        #expect(caught, "keyed-flush-unwritten survived seeds 1–6")
+    }
+
+    @Test("A read of a bucketed set or hash that ignores its overlay is caught within a few seeds")
+    func readsSkipOverlayIsCaught() {
+        let caught = (1...6 as ClosedRange<UInt64>).contains { seed in
+            !simulate(Self.config(seed, mutant: .keyedReadsSkipOverlay)).violations.isEmpty
+        }
+        #expect(caught, "keyed-reads-skip-overlay survived seeds 1–6")
+    }
+}
