@@ -341,12 +341,14 @@ public struct ListBuckets: Sendable, Hashable {
         guard g == gen, !chunks.isEmpty else { return false }
         var rest = left ? front : back
         var entries: [Entry] = []
-        for c in chunks {
+        for (i, c) in chunks.enumerated() {
             guard c.count >= 1, c.count <= rest.count else { return false }
             let items = left ? Array(rest.suffix(c.count)) : Array(rest.prefix(c.count))
             guard XXH64.hash(DataModel.encodeItems(items)) == c.hash else { return false }
             if left { rest.removeLast(c.count) } else { rest.removeFirst(c.count) }
-            entries.append(Entry(gen: gen, hash: c.hash, count: UInt32(c.count)))
+            // Chunk i at generation `gen + i`: chunks with the same elements (a run of one
+            // repeated element) must not share a key, or deleting one deletes the others.
+            entries.append(Entry(gen: gen &+ UInt32(i), hash: c.hash, count: UInt32(c.count)))
         }
         if left {
             front = rest
@@ -355,7 +357,7 @@ public struct ListBuckets: Sendable, Hashable {
             back = rest
             index += entries
         }
-        gen &+= 1
+        gen &+= UInt32(chunks.count)
         return true
     }
 

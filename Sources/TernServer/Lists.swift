@@ -360,9 +360,10 @@ extension Node {
             dropped = [old]
         }
         var puts: [EventLoopFuture<NodeReply>] = []
-        for c in chunks {
+        for (i, c) in chunks.enumerated() {
             let enc = DataModel.encodeItems(c)
-            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+            // Chunk i of a seal is written at generation gen + i (`ListBuckets.seal`).
+            let e = ListBuckets.Entry(gen: h.gen &+ UInt32(i), hash: XXH64.hash(enc), count: UInt32(c.count))
             let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
             puts.append(submit(key: bk, .write(.put(ListBuckets.bucketValue(list: key, encoding: enc)))))
             bucketCache.put(bk, c)

@@ -276,7 +276,13 @@ extension Simulation {
             case (3, _):
                 args = [Self.b("sismember"), k, member]
                 write = false
-            case (4, 0): args = [Self.b("rpush"), k, value]
+            case (4, 0):
+                // Sometimes one repeated element: bucketed lists then seal chunks with equal
+                // content, which must still be distinct bucket keys.
+                args = [
+                    Self.b("rpush"), k, rng.chance(0.3) ? Self.b("r") : value,
+                    rng.chance(0.3) ? Self.b("r") : value,
+                ]
             case (4, 1): args = [Self.b("lpush"), k, value, Self.b("w\(c).\(n)")]
             case (4, 2): args = [Self.b(rng.chance(0.5) ? "lpop" : "rpop"), k]
             case (4, 3):

@@ -294,9 +294,9 @@ extension Simulation {
             f.list.drops = [ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: old)]
         }
         var puts: [([UInt8], [UInt8])] = []
-        for ch in chunks {
+        for (i, ch) in chunks.enumerated() {
             let enc = DataModel.encodeItems(ch)
-            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(ch.count))
+            let e = ListBuckets.Entry(gen: h.gen &+ UInt32(i), hash: XXH64.hash(enc), count: UInt32(ch.count))
             puts.append(
                 (
                     ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: e),

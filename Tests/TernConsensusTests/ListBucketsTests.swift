@@ -84,6 +84,29 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(ListBuckets(v.bytes!)!.gen == 1)
     }
 
+    @Test("Chunks of one seal with the same elements get distinct bucket keys")
+    func repeatedChunksDistinct() {
+        // A run of one repeated element sealed as two chunks: same content hash. They once shared
+        // a key, so the unseal that deleted one deleted the other (ListBucketsClusterTests
+        // .repeatedElements shows it through three nodes).
+        var v = KeyValue()
+        apply(&v, [w("rpush"), w("k")] + Array(repeating: w("x"), count: 40))
+        #expect(apply(&v, [w("lsegment"), w("k"), w("9"), w("8"), w("4096")]) == .integer(1))
+        let hash = XXH64.hash(DataModel.encodeItems(Array(repeating: w("x"), count: 8)))
+        #expect(
+            apply(
+                &v,
+                [
+                    w("lseal"), w("k"), w("9"), w("0"), w("left"), w("8"), w(String(hash)), w("8"),
+                    w(String(hash)),
+                ])
+                == .integer(1))
+        let h = ListBuckets(v.bytes!)!
+        #expect(h.index.count == 2 && h.gen == 2)
+        let keys = Set(h.index.map { ListBuckets.bucketKey(list: w("k"), nonce: 9, entry: $0) })
+        #expect(keys.count == 2)
+    }
+
     @Test("Pops reach into buckets through unseal; middle commands through join; an emptied list is gone")
     func popsAndJoin() {
         var v = KeyValue()
@@ -366,9 +389,9 @@ func sealEnd(
     switch h.sealPlan(left: left, endItems: endItems) {
     case .none: return false
     case .seal(let chunks):
-        for c in chunks {
+        for (i, c) in chunks.enumerated() {
             let enc = DataModel.encodeItems(c)
-            let e = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(c.count))
+            let e = ListBuckets.Entry(gen: h.gen &+ UInt32(i), hash: XXH64.hash(enc), count: UInt32(c.count))
             store[ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)] = c
             args += [w(String(c.count)), w(String(e.hash))]
         }

@@ -129,6 +129,37 @@ import Testing
         await c.stop()
     }
 
+    @Test("A list of repeated elements: buckets with the same content stay distinct keys")
+    func repeatedElements() async throws {
+        // A seal cuts a run of identical elements into buckets with identical content; they once
+        // shared one key (nonce, generation, content hash), so the unseal that deleted one end
+        // bucket deleted the others the head still listed (found from the set buckets' bug).
+        let c = try await Self.start()
+        let a = try await c.client(0)
+        #expect(try await a.send(["RPUSH", "same"] + Array(repeating: "x", count: 1300)) == .integer(1300))
+        #expect(try await a.send(["LPUSH", "same", "x"]) == .integer(1301))
+        guard let h = await head(c, "same") else {
+            Issue.record("not bucketed")
+            await c.stop()
+            return
+        }
+        #expect(h.index.count > 20)
+        let b = try await c.client(1)
+        var left = 1301
+        for _ in 0..<12 {
+            #expect(
+                try await b.send(["LPOP", "same", "50"]) == .array(Array(repeating: bulk("x"), count: 50)))
+            left -= 50
+        }
+        #expect(try await a.send(["LLEN", "same"]) == .integer(Int64(left)))
+        #expect(
+            try await a.send(["LRANGE", "same", "0", "-1"])
+                == .array(Array(repeating: bulk("x"), count: left)))
+        await a.close()
+        await b.close()
+        await c.stop()
+    }
+
     @Test("Buckets nothing reaches are collected after DEL; the live list's buckets are kept")
     func collector() async throws {
         let c = try await Self.start()
