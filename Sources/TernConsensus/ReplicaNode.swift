@@ -104,6 +104,8 @@ public struct ReplicaNodeStats: Sendable, Hashable {
     public var syncs = 0
     /// Records written.
     public var records = 0
+    /// Their keys' and values' bytes (what a change costs the disk, before framing).
+    public var recordBytes = 0
     /// Frames released to peers, and the messages in them.
     public var frames = 0
     public var messages = 0
@@ -684,6 +686,7 @@ public final class ReplicaNode {
             if !records.isEmpty { stats.writes += 1 }
             if sync && !records.isEmpty { stats.syncs += 1 }
             stats.records += records.count
+            for r in records { stats.recordBytes += r.key.count + r.value.count }
         }
         return PreparedFlush(
             records: records, mustSync: sync && !records.isEmpty, serial: serial, frames: frames,

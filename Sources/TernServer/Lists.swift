@@ -186,6 +186,21 @@ extension Node {
     func afterListWrite(_ key: [UInt8], _ op: Operation, _ r: NodeReply, attempts: Int) -> EventLoopFuture<
         NodeReply
     > {
+        if case .done(.data(let d)) = r, let need = KeyedBuckets.need(d) {
+            // A command other than a set's or hash's own writes (MULTI, …) met a bucketed set or
+            // hash: its upkeep (a join), then the command again (KeyedCollections.swift).
+            guard attempts > 0 else {
+                return eventLoop.makeSucceededFuture(
+                    .notApplied(
+                        "the set or hash kept changing while it was made one value; not applied, try again"))
+            }
+            return maintainKeyed(key, need).flatMap { failure in
+                if let failure { return self.eventLoop.makeSucceededFuture(failure) }
+                return self.submit(key: key, .write(op)).flatMap {
+                    self.afterListWrite(key, op, $0, attempts: attempts - 1)
+                }
+            }
+        }
         guard case .done(.data(let d)) = r, let need = ListBuckets.need(d) else {
             if case .done(.data(let d)) = r { noteListOp(key, op, d) }
             return eventLoop.makeSucceededFuture(r)

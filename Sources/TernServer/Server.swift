@@ -366,7 +366,7 @@ public final class TernServerProcess: Service, AdminBackend {
             {"node":\(s.node.rawValue),"campus":"\(s.campus)","epoch":\(s.epoch),"peers":[\(peers.joined(separator: ","))],\
             "peers_connected":\(t.peers.values.filter(\.connected).count),"keys_loaded":\(s.keysLoaded),\
             "keys_evicted":\(c.keysEvicted),"key_loads":\(c.keyLoads),"flushes":\(c.flushes),"writes":\(c.writes),\
-            "fsyncs":\(s.fsyncs),"records_written":\(c.records),"peer_messages_sent":\(c.messages),\
+            "fsyncs":\(s.fsyncs),"records_written":\(c.records),"record_bytes_written":\(c.recordBytes),"peer_messages_sent":\(c.messages),\
             "peer_frames_sent":\(c.frames),"messages_per_write":\(messagesPerWrite),\
             "instances_proposed":\(c.instancesProposed),"ops_merged":\(c.opsMerged),"ops_per_instance":\(opsPerInstance),\
             "requests":\(s.requests),"requests_failed":\(s.requestsFailed),"forwarded_out":\(s.forwardedOut),\
@@ -456,6 +456,9 @@ public final class TernServerProcess: Service, AdminBackend {
         metric("tern_storage_writes_total", "counter", "Batches written to storage.", Double(c.writes))
         metric("tern_fsyncs_total", "counter", "Storage fsyncs.", Double(s.fsyncs))
         metric("tern_records_written_total", "counter", "Paxos records written.", Double(c.records))
+        metric(
+            "tern_record_bytes_written_total", "counter", "Bytes of the Paxos records written (keys and values).",
+            Double(c.recordBytes))
         metric(
             "tern_peer_messages_sent_total", "counter", "Paxos messages sent to peers.", Double(c.messages))
         metric(

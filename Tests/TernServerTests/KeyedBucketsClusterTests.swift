@@ -166,6 +166,25 @@ import Testing
         await c.stop()
     }
 
+    @Test("MULTI on a bucketed hash makes it one value first, then runs (the need never reaches the client)")
+    func transactionJoins() async throws {
+        // Found by the redis-py process test: EXEC answered "TERNKEYED join".
+        let c = try await Self.start()
+        let a = try await c.client(0)
+        var args = ["HSET", "tx"]
+        for i in 0..<700 { args += ["f\(i)", "\(i)"] }
+        #expect(try await a.send(args) == .integer(700))
+        #expect(try await a.send(["HSET", "tx", "a", "1"]) == .integer(1))
+        #expect(await head(c, "tx") != nil)
+        #expect(try await a.send(["MULTI"]) == .ok)
+        #expect(try await a.send(["HSET", "tx", "b", "2"]) == .simpleString("QUEUED"))
+        #expect(try await a.send(["HLEN", "tx"]) == .simpleString("QUEUED"))
+        #expect(try await a.send(["EXEC"]) == .array([.integer(1), .integer(702)]))
+        #expect(try await a.send(["HGET", "tx", "f7"]) == bulk("7"))
+        await a.close()
+        await c.stop()
+    }
+
     @Test("Buckets nothing reaches are collected after DEL; the live set's buckets are kept")
     func collector() async throws {
         let c = try await Self.start()

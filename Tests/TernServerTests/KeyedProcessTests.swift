@@ -1,0 +1,25 @@
+import Foundation
+import TernCore
+import TernServer
+import Testing
+
+/// A big set and a big hash (docs/DATA.md, "Big sets and hashes") through redis-py and three real
+/// server processes: every answer checked against a Python set and dict while the nodes split,
+/// flush and join them (`Python/big_set_hash.py`).
+@Suite(.serialized, .timeLimit(.minutes(3))) struct KeyedProcessTests {
+    @Test(
+        "A big set and a big hash through three real processes answer as plain ones, whichever node serves them"
+    )
+    func bigSetAndHash() async throws {
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Python/big_set_hash.py").path
+        let (status, out) = try run(
+            "/usr/bin/env",
+            ["python3", script, "7"] + [n1, n2, n3].map { String(cluster.port($0)) })
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("big set and hash redis-py: OK"), "\(out)")
+    }
+}
