@@ -457,8 +457,8 @@ public final class TernServerProcess: Service, AdminBackend {
         metric("tern_fsyncs_total", "counter", "Storage fsyncs.", Double(s.fsyncs))
         metric("tern_records_written_total", "counter", "Paxos records written.", Double(c.records))
         metric(
-            "tern_record_bytes_written_total", "counter", "Bytes of the Paxos records written (keys and values).",
-            Double(c.recordBytes))
+            "tern_record_bytes_written_total", "counter",
+            "Bytes of the Paxos records written (keys and values).", Double(c.recordBytes))
         metric(
             "tern_peer_messages_sent_total", "counter", "Paxos messages sent to peers.", Double(c.messages))
         metric(
