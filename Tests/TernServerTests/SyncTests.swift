@@ -238,7 +238,9 @@ func bulk(_ s: String) -> RESPValue { .bulkString(Array(s.utf8)) }
         let waited = NIODeadline.now() - started
         #expect(syncReply(empty)?.messages.isEmpty == true)
         #expect(syncReply(empty)?.key == 0)
-        #expect(waited >= .milliseconds(290) && waited < .seconds(3))
+        // The upper bound only tells "timed out" from "waited for a message" (or read 300 as
+        // seconds): 3 s failed once with the machine loaded by two builds (load average 8).
+        #expect(waited >= .milliseconds(290) && waited < .seconds(30))
         let blocked = Task {
             let start = NIODeadline.now()
             let r = try await reader.send(["SYNC", "9", "0", "BLOCK", "10000"])
