@@ -51,7 +51,7 @@ public struct KeyedBuckets: Sendable, Hashable {
     public var index: [Entry]
     /// Members changed since their bucket was written: the value (a set member's is empty), or
     /// nil when removed. Overrides the bucket.
-    public var overlay: [[UInt8]: [UInt8]?]
+    public var overlay: Overlay
 
     public init(nonce: UInt64, bucketMembers: Int, bucketBytes: Int, index: [Entry], count: UInt64) {
         self.nonce = nonce
@@ -72,9 +72,9 @@ public struct KeyedBuckets: Sendable, Hashable {
     public static let plainBytesMax = 72 << 10
     /// The overlay at which the shell flushes it into buckets by itself, and the one at which
     /// writes wait for a flush (the bound on the head's size).
-    public static let overlaySoftMax = 128
-    public static let overlaySoftBytes = 8 << 10
-    public static let overlayHardMax = 1024
+    public static let overlaySoftMax = 512
+    public static let overlaySoftBytes = 16 << 10
+    public static let overlayHardMax = 2048
     public static let overlayHardBytes = 64 << 10
 
     // MARK: - Codec
@@ -104,16 +104,18 @@ public struct KeyedBuckets: Sendable, Hashable {
         }
         self.index = index
         guard let m = r.u32() else { return nil }
-        var overlay: [[UInt8]: [UInt8]?] = [:]
-        overlay.reserveCapacity(Int(min(m, 1 << 16)))
+        var overlay = Overlay()
+        overlay.entries.reserveCapacity(Int(min(m, 1 << 16)))
         for _ in 0..<m {
             guard let member = r.blob(), let present = r.u8() else { return nil }
+            var state: [UInt8]?
             if present == 1 {
                 guard let value = r.blob() else { return nil }
-                overlay[member] = .some(value)
-            } else {
-                overlay[member] = .some(nil)
+                state = value
             }
+            // Written in member order: a head out of order is not one of ours.
+            if let last = overlay.entries.last, !last.member.lexicographicallyPrecedes(member) { return nil }
+            overlay.entries.append(.init(member: member, state: state))
         }
         guard r.atEnd, !index.isEmpty else { return nil }
         self.overlay = overlay
@@ -137,10 +139,10 @@ public struct KeyedBuckets: Sendable, Hashable {
             w.u64(e.low)
         }
         w.u32(UInt32(overlay.count))
-        // In member order, so every replica encodes the same head.
-        for m in overlay.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            w.blob(m)
-            if case .some(.some(let value)) = overlay[m] {
+        // In member order (the overlay keeps it), so every replica encodes the same head.
+        for e in overlay.entries {
+            w.blob(e.member)
+            if let value = e.state {
                 w.u8(1)
                 w.blob(value)
             } else {
@@ -152,7 +154,7 @@ public struct KeyedBuckets: Sendable, Hashable {
 
     /// The overlay's encoded size.
     public var overlayBytes: Int {
-        overlay.reduce(0) { $0 + 9 + $1.key.count + ($1.value?.count ?? 0) }
+        overlay.entries.reduce(0) { $0 + 9 + $1.member.count + ($1.state?.count ?? 0) }
     }
     /// Whether the shell should flush the overlay now (off the client's path).
     public var overlayFull: Bool {
@@ -202,9 +204,9 @@ public struct KeyedBuckets: Sendable, Hashable {
                 if hash { out.append(v) }
             }
         }
-        for m in overlay.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-            guard case .some(.some(let v)) = overlay[m] else { continue }
-            out.append(m)
+        for e in overlay.entries {
+            guard let v = e.state else { continue }
+            out.append(e.member)
             if hash { out.append(v) }
         }
         return out
@@ -443,6 +445,54 @@ public struct KeyedBuckets: Sendable, Hashable {
     }
 }
 
+/// A head's overlay: members with their value (nil: removed), kept in member order, so lookups
+/// are binary searches and the encoding needs no sort (a head is decoded and encoded by every
+/// write: a dictionary's hashing and the sort were a sixth of a big set's write, measured).
+public struct Overlay: Sendable, Hashable, ExpressibleByDictionaryLiteral {
+    public struct Entry: Sendable, Hashable {
+        public var member: [UInt8]
+        public var state: [UInt8]?
+    }
+    public var entries: [Entry] = []
+
+    public init() {}
+    public init(dictionaryLiteral elements: ([UInt8], [UInt8]?)...) {
+        for (m, v) in elements { self[m] = .some(v) }
+    }
+
+    /// The position of `m`, or where it would go.
+    func find(_ m: [UInt8]) -> (Int, Bool) {
+        var lo = 0
+        var hi = entries.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if entries[mid].member.lexicographicallyPrecedes(m) { lo = mid + 1 } else { hi = mid }
+        }
+        return (lo, lo < entries.count && entries[lo].member == m)
+    }
+
+    /// `.some(value)` or `.some(nil)` (removed) when `m` is in the overlay; nil when it is not.
+    /// Setting nil takes `m` out of the overlay.
+    public subscript(_ m: [UInt8]) -> [UInt8]?? {
+        get {
+            let (i, found) = find(m)
+            return found ? .some(entries[i].state) : nil
+        }
+        set {
+            let (i, found) = find(m)
+            switch (newValue, found) {
+            case (.some(let s), true): entries[i].state = s
+            case (.some(let s), false): entries.insert(Entry(member: m, state: s), at: i)
+            case (nil, true): entries.remove(at: i)
+            case (nil, false): break
+            }
+        }
+    }
+    public var keys: [[UInt8]] { entries.map(\.member) }
+    public var count: Int { entries.count }
+    public var isEmpty: Bool { entries.isEmpty }
+}
+
 /// Deliberately broken rules, for the tests that must catch them (KeyedBucketsTests).
 enum KeyedMutant: Sendable, Hashable {
     /// A fact is used although the head no longer lists the bucket it is about.
@@ -527,7 +577,8 @@ extension DataModel {
             // Popping everything answers every member: the whole set, as one value.
             if UInt64(want) >= h.count { return KeyedBuckets.reply(.join) }
             touched =
-                h.overlay.keys.filter { h.overlay[$0]! != nil } + facts.keys.filter { h.overlay[$0] == nil }
+                h.overlay.entries.filter { $0.state != nil }.map(\.member)
+                + facts.keys.filter { h.overlay[$0] == nil }
             touched.sort { $0.lexicographicallyPrecedes($1) }
         } else {
             touched = KeyedBuckets.members(args)
