@@ -27,38 +27,6 @@ struct KeyedHeadInfo {
     }
 }
 
-/// Decoded buckets of sets and hashes, member → value, by bucket key (immutable: the key names the
-/// content's hash), bounded by bytes, oldest out first. On the node's loop.
-struct KeyedBucketCache {
-    var items: [[UInt8]: [[UInt8]: [UInt8]]] = [:]
-    var order: [[UInt8]] = []
-    var head = 0
-    var bytes = 0
-    static let budget = 48 << 20
-
-    static func size(_ d: [[UInt8]: [UInt8]]) -> Int {
-        d.reduce(64) { $0 + 48 + $1.key.count + $1.value.count }
-    }
-
-    mutating func put(_ key: [UInt8], _ d: [[UInt8]: [UInt8]]) {
-        guard items[key] == nil else { return }
-        items[key] = d
-        order.append(key)
-        bytes += Self.size(d)
-        while bytes > Self.budget, head < order.count {
-            if let gone = items.removeValue(forKey: order[head]) { bytes -= Self.size(gone) }
-            head += 1
-        }
-        if head > 4096 && head * 2 > order.count {
-            order.removeFirst(head)
-            head = 0
-        }
-    }
-    mutating func remove(_ key: [UInt8]) {
-        if let gone = items.removeValue(forKey: key) { bytes -= Self.size(gone) }
-    }
-}
-
 extension Node {
     enum KeyedFetch {
         case got([Int: [[UInt8]: [UInt8]]])
@@ -331,14 +299,14 @@ extension Node {
             return
         }
         keyedOpCounts[slot] = 0
-        guard keyedUpkeep[key] == nil else { return }
-        trackKeyed(key, flushKeyed(key, force: false))
+        guard upkeepUnderWay[key] == nil else { return }
+        track(key, flushKeyed(key, force: false))
     }
 
     /// Does what `need` says for `key`: nil when done (or found unnecessary), else the reply the
     /// client's command gets (it was not applied). One at a time per key on this node.
     func maintainKeyed(_ key: [UInt8], _ need: KeyedBuckets.Need) -> EventLoopFuture<NodeReply?> {
-        if let running = keyedUpkeep[key] { return running.map { _ in nil } }
+        if let running = upkeepUnderWay[key] { return running.map { _ in nil } }
         let work: EventLoopFuture<NodeReply?>
         switch need {
         case .facts: work = refreshKeyedHead(key)
@@ -346,51 +314,21 @@ extension Node {
         case .flush: work = flushKeyed(key, force: true)
         case .join: work = joinKeyed(key)
         }
-        trackKeyed(key, work)
+        track(key, work)
         return work
     }
 
-    func trackKeyed(_ key: [UInt8], _ work: EventLoopFuture<NodeReply?>) {
-        keyedUpkeep[key] = work.map { _ in () }
-        work.whenComplete { _ in self.keyedUpkeep[key] = nil }
-    }
+    static let keyedWhat = "a big set's or hash's"
+    static func keyedUpkeepFailed(_ r: NodeReply) -> NodeReply { upkeepFailed(r, keyedWhat) }
 
-    static func keyedUpkeepFailed(_ r: NodeReply) -> NodeReply {
-        switch r {
-        case .notApplied(let s), .unknown(let s), .unavailable(let s), .refused(let s):
-            return .notApplied("a big set's or hash's upkeep failed (\(s)); the command was not applied")
-        case .done(.data(.error(let s))):
-            return .done(.data(.error(s)))
-        default:
-            return .notApplied("a big set's or hash's upkeep failed; the command was not applied")
-        }
-    }
-
-    /// An upkeep op on `key`: whether it applied, or the client's reply when it failed.
-    func keyedUpkeepOp(_ key: [UInt8], _ args: [[UInt8]]) -> EventLoopFuture<Result<Bool, NodeReplyBox>> {
-        submit(key: key, .write(.data(args))).map { r in
-            guard case .done(.data(let d)) = r else {
-                return .failure(NodeReplyBox(Self.keyedUpkeepFailed(r)))
-            }
-            return .success(d == .integer(1))
-        }
-    }
-
-    /// Reads `key` (raw: a head stays a head) and continues with its set or hash value (nil:
-    /// absent or another kind).
+    /// Reads `key`'s head and continues with its set or hash value (nil: absent or another kind),
+    /// noting what it saw.
     func withKeyedValue(_ key: [UInt8], _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>)
         -> EventLoopFuture<NodeReply?>
     {
-        rereadHead(key).flatMap { r in
-            switch r {
-            case .typed(let v):
-                self.noteKeyedHead(key, v)
-                return next(v.kind == .set || v.kind == .hash ? v : nil)
-            case .value:
-                self.noteKeyedHead(key, nil)
-                return next(nil)
-            default: return self.eventLoop.makeSucceededFuture(Self.keyedUpkeepFailed(r))
-            }
+        withHead(key, kinds: [.set, .hash], Self.keyedWhat) { v in
+            self.noteKeyedHead(key, v)
+            return next(v)
         }
     }
 
@@ -429,7 +367,7 @@ extension Node {
             }
             return self.allDone(puts).flatMap { failed in
                 if let failed { return self.eventLoop.makeSucceededFuture(failed) }
-                return self.keyedUpkeepOp(key, args).flatMap { r in
+                return self.upkeep(key, args, Self.keyedWhat).flatMap { r in
                     if case .failure(let f) = r { return self.eventLoop.makeSucceededFuture(f.reply) }
                     return self.refreshKeyedHead(key)
                 }
@@ -492,7 +430,7 @@ extension Node {
                     ]
                     return self.allDone(puts).flatMap { failed in
                         if let failed { return self.eventLoop.makeSucceededFuture(failed) }
-                        return self.keyedUpkeepOp(key, args).flatMap { r in
+                        return self.upkeep(key, args, Self.keyedWhat).flatMap { r in
                             switch r {
                             case .failure(let f): return self.eventLoop.makeSucceededFuture(f.reply)
                             case .success(let applied):
@@ -528,7 +466,7 @@ extension Node {
                                         + "the whole \(v.kind.name) work"))))
                 }
                 let args = [Self.word("kjoin"), key, Self.word(String(h.nonce))] + encs
-                return self.keyedUpkeepOp(key, args).map { r in
+                return self.upkeep(key, args, Self.keyedWhat).map { r in
                     switch r {
                     case .failure(let f): return f.reply
                     case .success(let applied):
@@ -564,22 +502,8 @@ extension Node {
 
     /// The repair scan's collector of set and hash bucket keys no head reaches.
     func collectKeyedBucket(_ bk: [UInt8]) {
-        submit(key: bk, .read).whenSuccess { r in
-            guard case .value(let b?) = r, let (owner, _) = ListBuckets.parseBucketValue(b, hash: nil),
-                KeyedBuckets.parseBucketKey(bk)?.keyHash == XXH64.hash(owner)
-            else { return }
-            self.rereadHead(owner).whenSuccess { head in
-                let stored: StoredValue?
-                switch head {
-                case .typed(let v): stored = v
-                case .value: stored = nil
-                default: return
-                }
-                guard KeyedBuckets.isOrphan(bucketKey: bk, head: stored) else { return }
-                self.submit(key: bk, .write(.delete)).whenSuccess { d in
-                    if case .done = d { self.countGarbageCollected() }
-                }
-            }
+        collectBucket(bk, keyHash: KeyedBuckets.parseBucketKey(bk)?.keyHash) {
+            KeyedBuckets.isOrphan(bucketKey: bk, head: $0)
         }
     }
 }

@@ -9,24 +9,24 @@ import NIOCore
 import TernConsensus
 import TernCore
 
-/// Decoded buckets this node read or wrote, by bucket key (a bucket never changes: its key names
-/// its content's hash), bounded by bytes, oldest out first. On the node's loop.
-struct BucketCache {
-    var items: [[UInt8]: [[UInt8]]] = [:]
+/// Decoded buckets this node read or wrote (a big list's elements, a big set's or hash's members),
+/// by bucket key (a bucket never changes: its key names its content's hash), bounded by bytes
+/// (`size` estimates an entry's), oldest out first. On the node's loop.
+struct BucketCache<Value> {
+    var items: [[UInt8]: Value] = [:]
     var order: [[UInt8]] = []
     var head = 0
     var bytes = 0
-    static let budget = 32 << 20
+    let budget: Int
+    let size: (Value) -> Int
 
-    mutating func put(_ key: [UInt8], _ v: [[UInt8]]) {
+    mutating func put(_ key: [UInt8], _ v: Value) {
         guard items[key] == nil else { return }
         items[key] = v
         order.append(key)
-        bytes += v.reduce(64) { $0 + 32 + $1.count }
-        while bytes > Self.budget, head < order.count {
-            if let gone = items.removeValue(forKey: order[head]) {
-                bytes -= gone.reduce(64) { $0 + 32 + $1.count }
-            }
+        bytes += size(v)
+        while bytes > budget, head < order.count {
+            if let gone = items.removeValue(forKey: order[head]) { bytes -= size(gone) }
             head += 1
         }
         if head > 4096 && head * 2 > order.count {
@@ -35,7 +35,19 @@ struct BucketCache {
         }
     }
     mutating func remove(_ key: [UInt8]) {
-        if let gone = items.removeValue(forKey: key) { bytes -= gone.reduce(64) { $0 + 32 + $1.count } }
+        if let gone = items.removeValue(forKey: key) { bytes -= size(gone) }
+    }
+}
+
+extension BucketCache where Value == [[UInt8]] {
+    /// A list's buckets: 32 MiB.
+    static func lists() -> Self { Self(budget: 32 << 20, size: { $0.reduce(64) { $0 + 32 + $1.count } }) }
+}
+
+extension BucketCache where Value == [[UInt8]: [UInt8]] {
+    /// Sets' and hashes' buckets, member → value: 48 MiB.
+    static func keyed() -> Self {
+        Self(budget: 48 << 20, size: { $0.reduce(64) { $0 + 48 + $1.key.count + $1.value.count } })
     }
 }
 
@@ -238,7 +250,7 @@ extension Node {
             return
         }
         listOpCounts[slot] = 0
-        guard listUpkeep[key] == nil else { return }
+        guard upkeepUnderWay[key] == nil else { return }
         // Seal a full end (either: a bulk push may have filled the other), else bring back the
         // end bucket of a low end.
         let left = first[0] == UInt8(ascii: "l")
@@ -253,7 +265,7 @@ extension Node {
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
     /// the client's command gets (it was not applied). One at a time per key on this node.
     func maintain(_ key: [UInt8], _ need: ListBuckets.Need) -> EventLoopFuture<NodeReply?> {
-        if let running = listUpkeep[key] { return running.map { _ in nil } }
+        if let running = upkeepUnderWay[key] { return running.map { _ in nil } }
         let work: EventLoopFuture<NodeReply?>
         switch need {
         case .seal(let left): work = sealList(key, left: left, segmented: false)
@@ -264,44 +276,58 @@ extension Node {
         return work
     }
 
-    /// Registers `work` as key's upkeep under way on this node until it ends.
+    /// Registers `work` as key's upkeep under way on this node until it ends (a big list's, set's
+    /// or hash's: one at a time per key).
     func track(_ key: [UInt8], _ work: EventLoopFuture<NodeReply?>) {
-        listUpkeep[key] = work.map { _ in () }
-        work.whenComplete { _ in self.listUpkeep[key] = nil }
+        upkeepUnderWay[key] = work.map { _ in () }
+        work.whenComplete { _ in self.upkeepUnderWay[key] = nil }
     }
 
-    /// A failed upkeep step's reply to the client (its command did not run).
-    static func upkeepFailed(_ r: NodeReply) -> NodeReply {
+    /// A failed upkeep step's reply to the client (its command did not run); `what`: whose.
+    static func upkeepFailed(_ r: NodeReply, _ what: String = "a big list's") -> NodeReply {
         switch r {
         case .notApplied(let s), .unknown(let s), .unavailable(let s), .refused(let s):
-            return .notApplied("a big list's upkeep failed (\(s)); the command was not applied")
+            return .notApplied("\(what) upkeep failed (\(s)); the command was not applied")
         case .done(.data(.error(let s))):
             return .done(.data(.error(s)))
         default:
-            return .notApplied("a big list's upkeep failed; the command was not applied")
+            return .notApplied("\(what) upkeep failed; the command was not applied")
         }
     }
 
     /// A maintenance op on `key`: whether it applied, or the client's reply when it failed.
-    func upkeep(_ key: [UInt8], _ args: [[UInt8]]) -> EventLoopFuture<Result<Bool, NodeReplyBox>> {
+    func upkeep(_ key: [UInt8], _ args: [[UInt8]], _ what: String = "a big list's") -> EventLoopFuture<
+        Result<Bool, NodeReplyBox>
+    > {
         submit(key: key, .write(.data(args))).map { r in
-            guard case .done(.data(let d)) = r else { return .failure(NodeReplyBox(Self.upkeepFailed(r))) }
+            guard case .done(.data(let d)) = r else {
+                return .failure(NodeReplyBox(Self.upkeepFailed(r, what)))
+            }
             return .success(d == .integer(1))
         }
     }
 
-    /// Reads list `key`'s head and continues with it (nil: absent, or not a list); a failed read
-    /// ends the upkeep with the client's "not applied" reply instead.
+    /// Reads `key`'s head (raw: a head stays a head) and continues with it when it is one of
+    /// `kinds` (nil: absent, or another kind); a failed read ends the upkeep with the client's
+    /// "not applied" reply instead.
+    func withHead(
+        _ key: [UInt8], kinds: Set<ValueKind>, _ what: String,
+        _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>
+    ) -> EventLoopFuture<NodeReply?> {
+        rereadHead(key).flatMap { r in
+            switch r {
+            case .typed(let v): return next(kinds.contains(v.kind) ? v : nil)
+            case .value: return next(nil)
+            default: return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r, what))
+            }
+        }
+    }
+
+    /// Reads list `key`'s head and continues with it (nil: absent, or not a list).
     func withListHead(_ key: [UInt8], _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>)
         -> EventLoopFuture<NodeReply?>
     {
-        rereadHead(key).flatMap { r in
-            switch r {
-            case .typed(let v): return next(v.kind == .list ? v : nil)
-            case .value: return next(nil)
-            default: return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
-            }
-        }
+        withHead(key, kinds: [.list], "a big list's", next)
     }
 
     /// Writes the buckets a seal of one end cuts, then proposes the seal. A plain list is first
@@ -480,21 +506,29 @@ extension Node {
         }
     }
 
-    /// The repair scan's collector of bucket keys no head reaches (a seal that lost its race, a
-    /// crash before a delete, a list deleted, overwritten or expired).
+    /// The repair scan's collector of big lists' bucket keys no head reaches (a seal that lost its
+    /// race, a crash before a delete, a list deleted, overwritten or expired).
     func collectListBucket(_ bk: [UInt8]) {
+        collectBucket(bk, keyHash: ListBuckets.parseBucketKey(bk)?.keyHash) {
+            ListBuckets.isOrphan(bucketKey: bk, head: $0)
+        }
+    }
+
+    /// Deletes bucket `bk` (whose key names its owner's hash, `keyHash`) when `isOrphan` says
+    /// so of its owner's head, read linearizably; counted as a collected orphan.
+    func collectBucket(_ bk: [UInt8], keyHash: UInt64?, isOrphan: @escaping (StoredValue?) -> Bool) {
         submit(key: bk, .read).whenSuccess { r in
-            guard case .value(let b?) = r, let (list, _) = ListBuckets.parseBucketValue(b, hash: nil),
-                ListBuckets.parseBucketKey(bk)?.keyHash == XXH64.hash(list)
+            guard case .value(let b?) = r, let (owner, _) = ListBuckets.parseBucketValue(b, hash: nil),
+                keyHash == XXH64.hash(owner)
             else { return }
-            self.rereadHead(list).whenSuccess { head in
+            self.rereadHead(owner).whenSuccess { head in
                 let stored: StoredValue?
                 switch head {
                 case .typed(let v): stored = v
                 case .value: stored = nil
                 default: return
                 }
-                guard ListBuckets.isOrphan(bucketKey: bk, head: stored) else { return }
+                guard isOrphan(stored) else { return }
                 self.submit(key: bk, .write(.delete)).whenSuccess { d in
                     if case .done = d { self.countGarbageCollected() }
                 }

@@ -235,17 +235,17 @@ public final class Node: @unchecked Sendable {
     /// a reply's callback that sent the next request): it runs again before returning.
     var driving = false
     var driveAgain = false
-    /// Big lists' upkeep under way on this node, by key (Lists.swift): one at a time per key.
-    var listUpkeep: [[UInt8]: EventLoopFuture<Void>] = [:]
+    /// Big lists', sets' and hashes' upkeep under way on this node, by key (Lists.swift,
+    /// KeyedCollections.swift): one at a time per key.
+    var upkeepUnderWay: [[UInt8]: EventLoopFuture<Void>] = [:]
     /// Buckets of big lists read or written here (Lists.swift).
-    var bucketCache = BucketCache()
+    var bucketCache = BucketCache<[[UInt8]]>.lists()
     /// Pushes and pops served per slot of list keys since the slot's last upkeep check (Lists.swift).
     var listOpCounts = [UInt8](repeating: 0, count: 4096)
     /// Big sets' and hashes' heads last seen here, their buckets, their upkeep under way and their
     /// writes served per slot since the last flush check (KeyedCollections.swift).
     var keyedHeads: [[UInt8]: KeyedHeadInfo] = [:]
-    var keyedCache = KeyedBucketCache()
-    var keyedUpkeep: [[UInt8]: EventLoopFuture<Void>] = [:]
+    var keyedCache = BucketCache<[[UInt8]: [UInt8]]>.keyed()
     var keyedOpCounts = [UInt8](repeating: 0, count: 4096)
 
     /// Starts a node: reads and bumps the epoch durably (before anything can be sent), then runs
