@@ -560,14 +560,15 @@ public struct KeyReplica: Sendable {
             deadline: ctx.now + ctx.config.retransmitTicks, events: events)
         var to = [me] + peers
         let slot = AcceptedSlot(instance: instance, ballot: ballot, value: value)
-        if ballot.round == 0 && instance == state.chosen + 1 && ballot >= promisedNow(ctx)
+        if ballot.round == 0 && instance == state.chosen + 1 && ballot >= promisedNow(ctx) && !ctx.votesHeld
             && takesRoundZero(slot, ctx)
         {
             // (safety) A round-0 proposer votes for its own value in this step: the vote is in the
             // synced batch that releases the Accepts, so after a crash this replica finds the slot,
             // is no longer fresh, and never sends another value with (0, me) at this instance.
             // (Through a message to itself, the vote would be written one batch after the peers
-            // got the Accept, and a crash in between forgets it.)
+            // got the Accept, and a crash in between forgets it.) Otherwise (votes held, or its
+            // own acceptor would refuse) it goes as a message to itself, like any Accept.
             raisePromise(ballot, &fx, &ctx)
             if state.accepted != slot {
                 state.accepted = slot
