@@ -14,6 +14,10 @@ public import TernCore
 ///  P ◄──Accepted──────── A
 ///  P ──Chosen(c+1,v)───► A
 /// ```
+///
+/// A fresh key's first instance skips Phase 1 at the key's `owner` (round 0, docs/PROTOCOL.md
+/// "Fresh keys: round 0 at the owner"): the owner votes for its value in the same step, durably
+/// before its Accepts leave, and the write takes one round trip like the fast path.
 public struct KeyReplica: Sendable {
     /// The key this replica is about.
     public let key: [UInt8]
@@ -21,6 +25,10 @@ public struct KeyReplica: Sendable {
     public let me: NodeID
     /// The key's two other replicas.
     public let peers: [NodeID]
+    /// The one replica that may ever propose with a round-0 ballot (0, owner) on this key, the same
+    /// at every replica for the key's whole life (`ReplicaPlacement.fastAcceptOwner`); nil: no
+    /// round 0 on this key (refused as an acceptor too).
+    public let owner: NodeID?
     /// The durable part: chosen instance and value, promise, open slot.
     public private(set) var state: KeyState
     /// True while the persisted state is known to be lost or corrupt: the replica refuses to vote
@@ -67,6 +75,9 @@ public struct KeyReplica: Sendable {
         var value: KeyValue
         var ops: [PendingOp]
         var acks: [NodeID] = []
+        /// Peers that refused this round-0 Accept without a higher promise (they take no round 0
+        /// from us on this key): once both did, Phase 1 at once rather than after the timeouts.
+        var refusedRoundZero: [NodeID] = []
         var deadline: UInt64
         var retransmits = 0
         /// Keyspace events of `value` (`KeyspaceEvents`), published once it is chosen.
@@ -110,14 +121,17 @@ public struct KeyReplica: Sendable {
     /// key loaded `.damaged` whose record was readable but is not trusted (a node rebuilding
     /// learner-only), the promise that record holds: the recovery's fresh ballot goes above it, so
     /// the durable promise never goes back (a promise the record kept may still be owed).
+    /// `owner`: the key's round-0 owner (`owner`), one of the three replicas, or nil.
     public init(
         key: [UInt8], me: NodeID, peers: [NodeID], loaded: LoadedKey, promisedFloor: Ballot = .zero,
-        mutant: Mutant = .none
+        owner: NodeID? = nil, mutant: Mutant = .none
     ) {
         precondition(peers.count == 2 && !peers.contains(me), "a key has exactly three replicas")
+        precondition(owner.map { $0 == me || peers.contains($0) } ?? true, "the owner is a replica")
         self.key = key
         self.me = me
         self.peers = peers
+        self.owner = owner
         switch loaded {
         case .absent:
             state = KeyState()
@@ -308,12 +322,13 @@ public struct KeyReplica: Sendable {
             notePeerProposing(peer, b, ctx)
             guard !damaged else { break }
             highestSeen = max(highestSeen, b)
-            if i == state.chosen + 1 && b >= promisedNow(ctx) {
+            let slot = AcceptedSlot(instance: i, ballot: b, value: v)
+            let overwrite = b.round == 0 && ctx.config.mutant == .fastAcceptOverwrites
+            if i == state.chosen + 1 && (b >= promisedNow(ctx) || overwrite) && takesRoundZero(slot, ctx) {
                 raisePromise(b, &fx, &ctx)
-                let slot = AcceptedSlot(instance: i, ballot: b, value: v)
                 if state.accepted != slot {
                     precondition(
-                        state.accepted.map { $0.ballot != b || $0.value == v } ?? true,
+                        overwrite || (state.accepted.map { $0.ballot != b || $0.value == v } ?? true),
                         "two values with one ballot at one instance")
                     state.accepted = slot
                     fx.dirty = true
@@ -352,6 +367,16 @@ public struct KeyReplica: Sendable {
                 resend(to: peer, &fx)
             } else if promised > b {
                 abandon(&fx, &ctx, outbid: true)
+            } else if b.round == 0, case .accepting(var a) = phase, peers.contains(peer) {
+                // A peer that takes no round 0 from us on this key (its placement or configuration
+                // names no owner, or another): with both refusing, Phase 1 at once (it finds our
+                // own round-0 vote and finishes that value first).
+                if !a.refusedRoundZero.contains(peer) { a.refusedRoundZero.append(peer) }
+                phase = .accepting(a)
+                if a.refusedRoundZero.count == peers.count {
+                    abandon(&fx, &ctx, outbid: false)
+                    startIfNeeded(&fx, &ctx)
+                }
             }
         case .chosen(let i, let v), .learnReply(let i, let v):
             if i > state.chosen { learnChosen(i, v, &fx, &ctx) }
@@ -442,6 +467,10 @@ public struct KeyReplica: Sendable {
             beginAccept(ballot: b, instance: i, &fx, &ctx)
             return
         }
+        if write && !needBarrier && mayUseRoundZero(ctx) {
+            beginAccept(ballot: Ballot(round: 0, node: me), instance: i, &fx, &ctx)
+            return
+        }
         fastBallot = nil
         let b = ctx.ballots.next(above: max(highestSeen, promisedNow(ctx)), node: me)
         highestSeen = max(highestSeen, b)
@@ -526,11 +555,31 @@ public struct KeyReplica: Sendable {
         ballot: Ballot, instance: UInt64, value: KeyValue, ops: [PendingOp], events: [String] = [],
         _ fx: inout Fx, _ ctx: inout NodeContext
     ) {
-        phase = .accepting(
-            Accepting(
-                ballot: ballot, instance: instance, value: value, ops: ops,
-                deadline: ctx.now + ctx.config.retransmitTicks, events: events))
-        for n in [me] + peers { fx.send(n, .accept(instance: instance, ballot: ballot, value: value)) }
+        var a = Accepting(
+            ballot: ballot, instance: instance, value: value, ops: ops,
+            deadline: ctx.now + ctx.config.retransmitTicks, events: events)
+        var to = [me] + peers
+        let slot = AcceptedSlot(instance: instance, ballot: ballot, value: value)
+        if ballot.round == 0 && instance == state.chosen + 1 && ballot >= promisedNow(ctx) && !ctx.votesHeld
+            && takesRoundZero(slot, ctx)
+        {
+            // (safety) A round-0 proposer votes for its own value in this step: the vote is in the
+            // synced batch that releases the Accepts, so after a crash this replica finds the slot,
+            // is no longer fresh, and never sends another value with (0, me) at this instance.
+            // (Through a message to itself, the vote would be written one batch after the peers
+            // got the Accept, and a crash in between forgets it.) Otherwise (votes held, or its
+            // own acceptor would refuse) it goes as a message to itself, like any Accept.
+            raisePromise(ballot, &fx, &ctx)
+            if state.accepted != slot {
+                state.accepted = slot
+                fx.dirty = true
+                fx.effects.mustSync = true
+            }
+            a.acks = [me]
+            to = peers
+        }
+        phase = .accepting(a)
+        for n in to { fx.send(n, .accept(instance: instance, ballot: ballot, value: value)) }
     }
 
     private mutating func promiseQuorum(_ p: Preparing, _ fx: inout Fx, _ ctx: inout NodeContext) {
@@ -640,6 +689,41 @@ public struct KeyReplica: Sendable {
     }
 
     // MARK: - Acceptor and learner
+
+    /// Whether this replica may propose its fresh key's first instance with the round-0 ballot
+    /// (0, me), skipping Phase 1 (docs/PROTOCOL.md, "Fresh keys: round 0 at the owner").
+    ///
+    /// (safety) Only the key's owner (one node per key, ever: two nodes' round-0 values at one
+    /// instance could not be told apart by a later Phase 1, which takes the higher ballot); only
+    /// while this replica holds nothing for the key — no chosen instance, no slot (its own earlier
+    /// round-0 vote would show here: it is durable before its Accepts leave), no promise, no node
+    /// fence, no ballot seen — so no lower ballot than (0, me) exists for Phase 1 to have missed;
+    /// never while damaged or while the node's votes are held.
+    private func mayUseRoundZero(_ ctx: NodeContext) -> Bool {
+        guard ctx.config.fastAccept, !ctx.votesHeld, !damaged, let o = owner,
+            o == me || ctx.config.mutant == .fastAcceptAnyNode
+        else { return false }
+        return state.chosen == 0 && state.accepted == nil && promisedNow(ctx) == .zero
+            && highestSeen == .zero
+    }
+
+    /// The acceptor's extra rule for a round-0 Accept (`slot.ballot.round == 0`; other ballots
+    /// pass): taken only from the key's owner, and only when nothing else is accepted at its
+    /// instance here (the same slot again — a retransmission — is answered again). With the usual
+    /// `ballot >= promise` rule this means: nothing promised above round 0.
+    ///
+    /// (safety) Even if the owner forgot an Accept it sent (a crash before its own vote was
+    /// durable, which `sendAccept` rules out), an acceptor holds at most one round-0 value per
+    /// instance, so at most one value can gain a round-0 majority.
+    func takesRoundZero(_ slot: AcceptedSlot, _ ctx: NodeContext) -> Bool {
+        guard slot.ballot.round == 0 else { return true }
+        if ctx.config.mutant == .fastAcceptOverwrites { return true }
+        guard let o = owner, slot.ballot.node == o || ctx.config.mutant == .fastAcceptAnyNode,
+            slot.ballot != .zero
+        else { return false }
+        if let a = state.accepted, a.instance == slot.instance { return a == slot }
+        return true
+    }
 
     /// The promise this replica acts on: its own, or the node's fence if higher (a node-wide
     /// promise floor raised for a rebuilding peer, docs/REPAIR.md "Bulk rebuild").

@@ -58,6 +58,15 @@ public struct NodeOutput: Sendable {
 public protocol ReplicaPlacement: Sendable {
     /// The three replicas of `key`, distinct, one per campus.
     func replicas(for key: [UInt8]) -> [NodeID]
+    /// The one replica of `key` that may open the key's first instance with the round-0 ballot
+    /// (0, owner) and no Phase 1 (docs/PROTOCOL.md, "Fresh keys: round 0 at the owner"), or nil
+    /// for none. (safety) It must name the same node at every node and for the key's whole life:
+    /// a placement whose replicas of a key can change answers nil (the default).
+    func fastAcceptOwner(for key: [UInt8]) -> NodeID?
+}
+
+extension ReplicaPlacement {
+    public func fastAcceptOwner(for key: [UInt8]) -> NodeID? { nil }
 }
 
 /// The same three replicas for every key.
@@ -69,6 +78,9 @@ public struct FixedPlacement: ReplicaPlacement {
         self.nodes = nodes
     }
     public func replicas(for key: [UInt8]) -> [NodeID] { nodes }
+    /// One of the three by a hash of the key (the same nodes hold every key; the simulator's fresh
+    /// keys then have owners on every node).
+    public func fastAcceptOwner(for key: [UInt8]) -> NodeID? { nodes[Int(XXH64.hash(key, seed: 0x0A) % 3)] }
 }
 
 /// One group-commit batch, taken by `ReplicaNode.beginFlush()`.
@@ -179,6 +191,7 @@ public final class ReplicaNode {
     /// rebuilt every range (TernRepair).
     public var learnerOnly = false {
         didSet {
+            ctx.votesHeld = servesNothing
             if !learnerOnly {
                 rebuilt = []
                 distrusted = []
@@ -200,7 +213,9 @@ public final class ReplicaNode {
     /// than a start of it they acknowledged, it answers no Prepare, Accept, ReadCheck or recover
     /// (they are dropped; their senders retransmit or go on with the other replica), and
     /// `NodeCore` serves no client from it. Unlike `learnerOnly`, its keys load as they are.
-    public var votingHeld = false
+    public var votingHeld = false {
+        didSet { ctx.votesHeld = servesNothing }
+    }
     /// Learner-only or held: client requests go to the other replicas.
     public var servesNothing: Bool { learnerOnly || votingHeld }
     /// Vote requests dropped while `votingHeld`.
@@ -417,9 +432,10 @@ public final class ReplicaNode {
         precondition(all.count == 3 && all.contains(id), "this node is not a replica of the key")
         stats.keyLoads += 1
         clock.append(hashed)
+        let owner = ctx.config.fastAccept ? placement.fastAcceptOwner(for: key) : nil
         return KeyReplica(
             key: key, me: id, peers: all.filter { $0 != id }, loaded: loaded, promisedFloor: floor,
-            mutant: ctx.config.mutant)
+            owner: owner.flatMap { all.contains($0) ? $0 : nil }, mutant: ctx.config.mutant)
     }
 
     /// The replica of `key` (loaded from storage on first use).

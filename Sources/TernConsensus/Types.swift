@@ -536,6 +536,13 @@ public enum Mutant: String, Sendable, Hashable, CaseIterable {
     /// A learner-only node (rebuilding after it lost what it promised) loads its keys as if its
     /// storage were intact, and so votes with forgotten promises.
     case learnerVotes
+    /// Every replica of a fresh key may skip Phase 1 with its own round-0 ballot (0, itself), not
+    /// only the key's owner, and acceptors take a round-0 Accept from any of them: a value
+    /// accepted at (0, n3) by a minority then outranks one chosen at (0, n1) in a later Phase 1.
+    case fastAcceptAnyNode
+    /// An acceptor takes a round-0 Accept whatever it promised or accepted (as if round 0 could
+    /// not be outbid): a late round-0 Accept overwrites a value a Phase 1 ballot got chosen.
+    case fastAcceptOverwrites
 }
 
 /// Tunables of the core, in ticks and counts.
@@ -561,6 +568,9 @@ public struct PaxosConfig: Sendable, Hashable {
     public var dedupWindow = 32
     /// Read attempts (ReadCheck rounds) before a read fails.
     public var readAttemptsMax = 6
+    /// The first instance of a fresh key skips Phase 1 at the key's owner, with the round-0 ballot
+    /// (0, owner) (docs/PROTOCOL.md, "Fresh keys: round 0 at the owner"; `KeyReplica.owner`).
+    public var fastAccept = true
     /// Deliberately broken protocol (tests only).
     public var mutant: Mutant = .none
     public init() {}
@@ -585,6 +595,9 @@ public struct NodeContext: Sendable {
     /// The node-wide promise floor (docs/REPAIR.md, "Bulk rebuild"): every key acts as if it had
     /// promised at least this ballot. Raised for a rebuilding peer, durable before it is announced.
     public var fence: Ballot = .zero
+    /// The node casts no vote of its own now (learner-only or its incarnation check pending): no
+    /// round-0 attempt, whose proposer votes for itself in the same step (`KeyReplica.owner`).
+    public var votesHeld = false
     public init(me: NodeID, now: UInt64, ballots: BallotClock, rng: SplitMix64, config: PaxosConfig) {
         self.me = me
         self.now = now

@@ -1125,6 +1125,15 @@ struct RingPlacement: ReplicaPlacement {
         let r = ring.replicas(for: key)
         return [r.a, r.b, r.c]
     }
+    /// The key's campus-A replica (first in the key's order, where `NodeCore.route` sends hot
+    /// writes too), while the map is still the one the cluster was planned with (version 1).
+    /// (safety) A key's owner must never change: a map change can move a key to another node of a
+    /// campus, so after one (version > 1) no key has an owner. (Membership changes are not built;
+    /// a node joining starts learner-only, and its rebuild's fences stop round 0 on every node as
+    /// well: `KeyReplica.mayUseRoundZero` needs fence zero.)
+    func fastAcceptOwner(for key: [UInt8]) -> NodeID? {
+        ring.map.version == 1 ? ring.replica(for: key, in: .a) : nil
+    }
 }
 
 /// A node could not start or serve.

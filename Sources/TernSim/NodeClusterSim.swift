@@ -72,6 +72,8 @@ struct HashPlacement: ReplicaPlacement {
             return NodeID(UInt32(c + 3 * i + 1))
         }
     }
+    /// The campus-A replica, as on the ring (`RingPlacement`).
+    func fastAcceptOwner(for key: [UInt8]) -> NodeID? { replicas(for: key).first }
 }
 
 /// A node's disk: what was synced, and batches appended since (lost, from some batch on, in a crash).

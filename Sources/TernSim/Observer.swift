@@ -42,6 +42,10 @@ struct Observer {
         case .recovery(let b, let promised, _, _, _) where promised == b:
             // A granted recovery is a promise of b.
             if b > announced[node][key] ?? .zero { announced[node][key] = b }
+        case .accept(_, let b, _) where b.round == 0:
+            // A round-0 proposer's Accept stands for its own vote, cast in the same step (it sends
+            // none to itself): that vote must be durable before the Accept left.
+            if b > announced[node][key] ?? .zero { announced[node][key] = b }
         default: break
         }
     }

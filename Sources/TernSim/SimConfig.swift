@@ -171,6 +171,7 @@ public struct SimConfig: Sendable, Hashable {
     public var replayCommand: String {
         var s = "swift run -c release tern sim --seed \(seed) --ops \(ops)"
         if paxos.mutant != .none { s += " --mutant \(paxos.mutant.rawValue)" }
+        if !paxos.fastAccept { s += " --no-fast-accept" }
         if seqMutant != .none { s += " --mutant \(seqMutant.rawValue)" }
         if seqOps != SimConfig(seed: 0).seqOps { s += " --seq-ops \(seqOps)" }
         if registerKeys != SimConfig(seed: 0).registerKeys { s += " --keys \(registerKeys)" }

@@ -84,6 +84,9 @@ struct SimCommand: ParsableCommand {
     @Flag(help: "Disable every fault.")
     var noFaults = false
 
+    @Flag(help: "No round 0 on fresh keys: every first write runs Phase 1 (as before 2026-12-07).")
+    var noFastAccept = false
+
     @Flag(help: "Print the history of a replayed seed.")
     var verbose = false
 
@@ -229,6 +232,7 @@ struct SimCommand: ParsableCommand {
             c.faults = faults
             c.deriveFaults = !noFaults
             c.paxos.mutant = m
+            c.paxos.fastAccept = !noFastAccept
             c.paxos.dedupWindow = dedupWindow
             c.seqMutant = seqMutant
             c.seqOps = seqOps

@@ -16,11 +16,13 @@ struct Trio {
     /// Every Effects produced, in order (for persistence assertions).
     var log: [(NodeID, Effects)] = []
 
-    init(loaded: [NodeID: LoadedKey] = [:], config: PaxosConfig = PaxosConfig()) {
+    /// `owner`: the key's round-0 owner (`KeyReplica.owner`); nil, the default: every write runs
+    /// Phase 1 first, as before round 0 existed.
+    init(loaded: [NodeID: LoadedKey] = [:], config: PaxosConfig = PaxosConfig(), owner: NodeID? = nil) {
         for n in [n1, n2, n3] {
             replicas[n] = KeyReplica(
                 key: key, me: n, peers: [n1, n2, n3].filter { $0 != n }, loaded: loaded[n] ?? .absent,
-                mutant: config.mutant)
+                owner: owner, mutant: config.mutant)
             ctx[n] = NodeContext(
                 me: n, now: 0, ballots: BallotClock(epoch: 1), rng: SplitMix64(seed: UInt64(n.rawValue)),
                 config: config)

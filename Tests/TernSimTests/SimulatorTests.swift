@@ -163,7 +163,7 @@ import Testing
         "Every mutant is caught within 60 seeds",
         arguments: [
             (Mutant.replyBeforePersist, false), (.ignoreAcceptedValue, false), (.damagedAnswersFresh, true),
-            (.staleReads, false),
+            (.staleReads, false), (.fastAcceptOverwrites, false),
         ])
     func mutantCaught(mutant: Mutant, storm: Bool) {
         let caught = firstViolation(seeds: 60) { c in
@@ -172,6 +172,18 @@ import Testing
         }
         #expect(caught != nil, "mutant \(mutant) survived 60 seeds")
         #expect(caught?.replay.contains("--mutant \(mutant.rawValue)") ?? false)
+    }
+
+    /// Every replica of a fresh key opening it with round 0 needs a lost Chosen to show (docs/PROTOCOL.md
+    /// §5, "Why one owner per key"): under loss 0.3, seed 22 is the first of the campaign's.
+    @Test("Mutant fastAcceptAnyNode (round 0 at every replica) is caught under heavy loss")
+    func fastAcceptAnyNodeCaught() {
+        let caught = firstViolation(seeds: 60) { c in
+            c.faults.loss = 0.3
+            c.paxos.mutant = .fastAcceptAnyNode
+        }
+        #expect(caught != nil, "fastAcceptAnyNode survived 60 seeds")
+        #expect(caught?.replay.contains("--mutant fastAcceptAnyNode") ?? false)
     }
 
     /// The first violation over seeds 1...`seeds` (200 ops each, `configure` applied), if any.
