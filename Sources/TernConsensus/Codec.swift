@@ -221,37 +221,55 @@ public struct ByteWriter: Sendable {
 public struct ByteReader: Sendable {
     public let bytes: [UInt8]
     public private(set) var at = 0
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-    public var atEnd: Bool { at == bytes.count }
+    /// Where reading stops: the end of `bytes`, or of the range given.
+    public let end: Int
+    public init(_ bytes: [UInt8]) {
+        self.bytes = bytes
+        end = bytes.count
+    }
+    /// A reader of `bytes[range]` only (a record inside a larger message), without copying it.
+    public init(_ bytes: [UInt8], range: Range<Int>) {
+        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count)
+        self.bytes = bytes
+        at = range.lowerBound
+        end = range.upperBound
+    }
+    public var atEnd: Bool { at == end }
     /// Bytes not yet read.
-    public var remaining: Int { bytes.count - at }
+    public var remaining: Int { end - at }
     public mutating func u8() -> UInt8? {
-        guard at < bytes.count else { return nil }
+        guard at < end else { return nil }
         at += 1
         return bytes[at - 1]
     }
     public mutating func u32() -> UInt32? {
-        guard at + 4 <= bytes.count else { return nil }
+        guard at + 4 <= end else { return nil }
         var v: UInt32 = 0
         for k in 0..<4 { v |= UInt32(bytes[at + k]) << (8 * k) }
         at += 4
         return v
     }
     public mutating func u64() -> UInt64? {
-        guard at + 8 <= bytes.count else { return nil }
+        guard at + 8 <= end else { return nil }
         var v: UInt64 = 0
         for k in 0..<8 { v |= UInt64(bytes[at + k]) << (8 * k) }
         at += 8
         return v
     }
+    /// Skips `n` bytes (false, not moving: fewer remain).
+    public mutating func skip(_ n: Int) -> Bool {
+        guard n >= 0, at + n <= end else { return false }
+        at += n
+        return true
+    }
     /// Skips a blob without copying it (false: the bytes end first).
     public mutating func skipBlob() -> Bool {
-        guard let n = u32(), at + Int(n) <= bytes.count else { return false }
+        guard let n = u32(), at + Int(n) <= end else { return false }
         at += Int(n)
         return true
     }
     public mutating func blob() -> [UInt8]? {
-        guard let n = u32(), at + Int(n) <= bytes.count else { return nil }
+        guard let n = u32(), at + Int(n) <= end else { return nil }
         at += Int(n)
         return Array(bytes[(at - Int(n))..<at])
     }

@@ -17,13 +17,17 @@ public struct RecordView: Sendable {
     public let slotBallot: Ballot
     public let slot: Range<Int>?
 
-    public init?(_ bytes: [UInt8]) {
-        guard bytes.count >= 5 else { return nil }
-        let end = bytes.count - 4
+    public init?(_ bytes: [UInt8]) { self.init(bytes, in: 0..<bytes.count) }
+
+    /// The view of the record `bytes[range]` (a record inside a larger message, not copied); the
+    /// ranges it holds are of `bytes`.
+    public init?(_ bytes: [UInt8], in range: Range<Int>) {
+        guard range.count >= 5 else { return nil }
+        let end = range.upperBound - 4
         var sum: UInt32 = 0
         for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
-        guard sum == PaxosCodec.fnv1a(bytes, upTo: end) else { return nil }
-        var r = ByteReader(bytes)
+        guard sum == PaxosCodec.fnv1a(bytes, from: range.lowerBound, upTo: end) else { return nil }
+        var r = ByteReader(bytes, range: range.lowerBound..<end)
         guard r.u8() == PaxosCodec.version, let c = r.u64() else { return nil }
         let valueStart = r.at
         guard r.skipKeyValue() else { return nil }
@@ -46,7 +50,7 @@ public struct RecordView: Sendable {
             return nil
         }
         // Every read stayed inside the body: the record ends with its checksum right there.
-        guard r.at == end else { return nil }
+        guard r.atEnd else { return nil }
     }
 
     /// Merges the records of one key from several peers for the bulk rebuild, byte for byte: the
@@ -59,21 +63,45 @@ public struct RecordView: Sendable {
     /// records chosen at the highest instance differ in bytes (equal values or a safety alarm:
     /// the decoded merge tells which).
     public static func merge(_ records: [[UInt8]], floor: Ballot, withoutSlots: Bool = false) -> [UInt8]? {
-        guard let first = records.first, let v0 = RecordView(first) else { return nil }
+        var out: [UInt8] = []
+        let parts = records.map { Part(bytes: $0, range: 0..<$0.count) }
+        guard merge(parts, floor: floor, withoutSlots: withoutSlots, into: &out) else { return nil }
+        return out
+    }
+
+    /// One record of `merge(_:floor:withoutSlots:into:)`: `bytes[range]`.
+    public struct Part: Sendable {
+        public var bytes: [UInt8]
+        public var range: Range<Int>
+        public init(bytes: [UInt8], range: Range<Int>) {
+            self.bytes = bytes
+            self.range = range
+        }
+    }
+
+    /// `merge` of records lying inside larger buffers (a peer's `records` message), the merged
+    /// record appended to `out` (a bucket's records, one buffer): false, with `out` unchanged,
+    /// where `merge` answers nil.
+    public static func merge(
+        _ parts: [Part], floor: Ballot, withoutSlots: Bool = false, into out: inout [UInt8]
+    )
+        -> Bool
+    {
+        guard let first = parts.first, let v0 = RecordView(first.bytes, in: first.range) else { return false }
         var views = [v0]
-        if records.count > 1 {
-            views.reserveCapacity(records.count)
-            for r in records.dropFirst() {
-                guard let v = RecordView(r) else { return nil }
+        if parts.count > 1 {
+            views.reserveCapacity(parts.count)
+            for r in parts.dropFirst() {
+                guard let v = RecordView(r.bytes, in: r.range) else { return false }
                 views.append(v)
             }
         }
         var top = 0
         for i in views.indices where views[i].chosen > views[top].chosen { top = i }
         let chosen = views[top].chosen
-        let valueBytes = records[top][views[top].value]
+        let valueBytes = parts[top].bytes[views[top].value]
         for i in views.indices where i != top && views[i].chosen == chosen && chosen > 0 {
-            guard records[i][views[i].value].elementsEqual(valueBytes) else { return nil }
+            guard parts[i].bytes[views[i].value].elementsEqual(valueBytes) else { return false }
         }
         var slotOf: Int?
         if !withoutSlots {
@@ -84,9 +112,12 @@ public struct RecordView: Sendable {
             }
         }
         let promised = max(floor, slotOf.map { views[$0].slotBallot } ?? .zero)
-        var w = ByteWriter()
         let slotCount = slotOf.flatMap { views[$0].slot?.count } ?? 0
-        w.bytes.reserveCapacity(1 + 8 + valueBytes.count + 12 + 1 + slotCount + 4)
+        let start = out.count
+        var w = ByteWriter()
+        swap(&w.bytes, &out)
+        defer { swap(&w.bytes, &out) }
+        w.bytes.reserveCapacity(start + 1 + 8 + valueBytes.count + 12 + 1 + slotCount + 4)
         w.u8(PaxosCodec.version)
         w.u64(chosen)
         // Nothing chosen: the merge's value is the absent one whatever a record holds (as decoded).
@@ -94,21 +125,24 @@ public struct RecordView: Sendable {
         w.ballot(promised)
         if let s = slotOf, let range = views[s].slot {
             w.u8(1)
-            w.bytes += records[s][range]
+            w.bytes += parts[s].bytes[range]
         } else {
             w.u8(0)
         }
-        w.u32(PaxosCodec.fnv1a(w.bytes, upTo: w.bytes.count))
-        return w.bytes
+        w.u32(PaxosCodec.fnv1a(w.bytes, from: start, upTo: w.bytes.count))
+        return true
     }
 }
 
 extension PaxosCodec {
     /// FNV-1a of `bytes[0..<end]` without copying them.
-    static func fnv1a(_ bytes: [UInt8], upTo end: Int) -> UInt32 {
+    static func fnv1a(_ bytes: [UInt8], upTo end: Int) -> UInt32 { fnv1a(bytes, from: 0, upTo: end) }
+
+    /// FNV-1a of `bytes[start..<end]` without copying them.
+    static func fnv1a(_ bytes: [UInt8], from start: Int, upTo end: Int) -> UInt32 {
         bytes.withUnsafeBufferPointer { b in
             var h: UInt32 = 0x811C_9DC5
-            for i in 0..<end { h = (h ^ UInt32(b[i])) &* 0x0100_0193 }
+            for i in start..<end { h = (h ^ UInt32(b[i])) &* 0x0100_0193 }
             return h
         }
     }
@@ -117,6 +151,14 @@ extension PaxosCodec {
     public static func isWhole(_ bytes: [UInt8]) -> Bool {
         if bytes.first == version { return RecordView(bytes) != nil }
         return decode(bytes) != nil
+    }
+
+    /// `isWhole` of the record `bytes[range]` (inside a larger buffer; copied only when it is in
+    /// an older format).
+    public static func isWhole(_ bytes: [UInt8], in range: Range<Int>) -> Bool {
+        guard !range.isEmpty else { return decode([]) != nil }
+        if bytes[range.lowerBound] == version { return RecordView(bytes, in: range) != nil }
+        return decode(Array(bytes[range])) != nil
     }
 }
 

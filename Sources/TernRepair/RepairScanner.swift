@@ -161,6 +161,26 @@ public struct RepairProgress: Sendable, Hashable {
     public var learnerOnly: Bool
 }
 
+/// A bulk rebuild's records of one bucket, to install (`RepairReady.installs`): `records` holds
+/// `keys[i]`'s merged record at span `i` (one buffer for the bucket, no array per record).
+public struct RepairInstall: Sendable {
+    public var bucket: Int
+    public var keys: [[UInt8]]
+    public var records: PackedBytes
+    /// Keys to distrust (they recover one by one), besides any whose load is under way.
+    public var distrust: [[UInt8]]
+    public init(bucket: Int, keys: [[UInt8]], records: PackedBytes, distrust: [[UInt8]]) {
+        self.bucket = bucket
+        self.keys = keys
+        self.records = records
+        self.distrust = distrust
+    }
+    /// The records as pairs, each its own arrays (tests).
+    public var pairs: [(key: [UInt8], record: [UInt8])] {
+        keys.indices.map { (keys[$0], Array(records[$0]!)) }
+    }
+}
+
 /// What the shell must do after feeding the scanner its inputs.
 public struct RepairReady: Sendable {
     /// Peer messages (service kind 3), in order, per destination.
@@ -170,6 +190,9 @@ public struct RepairReady: Sendable {
     public var listings: [(chunk: Int, buckets: Range<Int>)] = []
     /// Records to read (the key records of these keys); answer each with `RepairScanner.read`.
     public var reads: [(id: UInt64, keys: [[UInt8]])] = []
+    /// Whole buckets to read (with `RepairScanner.readsBuckets`): every key record this node
+    /// stores in the bucket; answer each with `RepairScanner.read(id:keys:values:)`.
+    public var bucketReads: [(id: UInt64, bucket: Int)] = []
     /// What to do to keys (`NodeCore.repair`).
     public var actions: [(key: [UInt8], action: NodeCore.RepairAction)] = []
     /// Two values chosen at one instance: log them (both digests and the local record).
@@ -182,7 +205,7 @@ public struct RepairReady: Sendable {
     /// Records to install (learner-only, bulk rebuild): write each key's record (where
     /// `ReplicaNode.mayInstallCopy` allows; unsynced is fine, the rebuild marker's removal syncs),
     /// and `distrust` the keys listed there plus any whose load is under way.
-    public var installs: [(bucket: Int, records: [(key: [UInt8], record: [UInt8])], distrust: [[UInt8]])] = []
+    public var installs: [RepairInstall] = []
     /// Keys under `RepairOptions.candidatePrefix` with a value here: the services check whether
     /// they are garbage (nothing reaches them any more) and delete them through the protocol.
     public var candidates: [[UInt8]] = []
@@ -198,7 +221,8 @@ public struct RepairReady: Sendable {
     /// A pass ended (`complete`: every bucket compared with every peer).
     public var passEnded: (pass: UInt64, complete: Bool)?
     public var isEmpty: Bool {
-        messages.isEmpty && listings.isEmpty && reads.isEmpty && actions.isEmpty && alarms.isEmpty
+        messages.isEmpty && listings.isEmpty && reads.isEmpty && bucketReads.isEmpty && actions.isEmpty
+            && alarms.isEmpty
             && badMessages.isEmpty && passEnded == nil && candidates.isEmpty && rebuildingPeers.isEmpty
             && expired.isEmpty && fenceRequests.isEmpty && ownFence == nil && installs.isEmpty
     }
@@ -253,6 +277,11 @@ public final class RepairScanner {
     /// Buckets whose records were installed in this rebuild: never copied again (their keys may
     /// have voted since), and their keys load as they are (`isCopied`).
     var copiedBuckets = Set<Int>()
+    /// Set by the shell when its storage reads a whole bucket's records at once (its key records
+    /// are grouped by bucket, `RepairOptions.bucket(ofRecordKey:)`): a rebuilding peer's fetch is
+    /// then answered from one such read (`RepairReady.bucketReads`), with no listing and no
+    /// lookup per key.
+    public var readsBuckets = false
     /// The expiry horizon (Unix ms), set by the shell: the scan reports keys expired by it.
     public var expiryHorizonMs: UInt64 = 0
     var now: UInt64 = 0
@@ -308,7 +337,7 @@ public final class RepairScanner {
         var awaiting: [NodeID: UInt64]
         /// A bulk rebuild's fetch: the peers' records so far, and whether one was cut.
         var fetching = false
-        var records: [NodeID: [RecordEntry]] = [:]
+        var records: [NodeID: RecordList] = [:]
         var cut = false
         /// A peer answered that it rebuilds too: nothing of this bucket is copied.
         var peerRebuilding = false
@@ -445,12 +474,18 @@ public final class RepairScanner {
 
     /// The records read for `reads` entry `id`, in any order.
     public func read(id: UInt64, records: [(key: [UInt8], record: LoadResult)]) {
-        guard let purpose = reads.removeValue(forKey: id) else { return }
-        if case .fetch(let peer, let pass, let b) = purpose {
-            answerFetch(peer: peer, pass: pass, bucket: b, records)
-            drive()
-            return
+        if case .fetch? = reads[id] {
+            var packed = PackedBytes()
+            for (_, record) in records {
+                switch record {
+                case .absent: packed.appendMissing(.absent)
+                case .damaged: packed.appendMissing(.damaged)
+                case .state(let bytes): packed.append(bytes)
+                }
+            }
+            return read(id: id, keys: records.map(\.key), packed: packed)
         }
+        guard let purpose = reads.removeValue(forKey: id) else { return }
         var summaries: [[UInt8]: KeySummary?] = [:]
         summaries.reserveCapacity(records.count)
         var bytes = 0
@@ -504,21 +539,73 @@ public final class RepairScanner {
         drive()
     }
 
+    /// The records read for `reads` entry `id` (`keys` as asked), in one buffer
+    /// (`Store.get(many:prefix:)`): span `i` is `keys[i]`'s record, `Span.absent` or
+    /// `Span.damaged`. A fetch is answered from the buffer as it is (no array per record); the
+    /// other reads take each record as its own array.
+    public func read(id: UInt64, keys: [[UInt8]], packed: PackedBytes) {
+        guard let purpose = reads[id] else { return }
+        guard case .fetch(let peer, let pass, let b) = purpose else {
+            var records: [(key: [UInt8], record: LoadResult)] = []
+            records.reserveCapacity(keys.count)
+            for (i, key) in keys.enumerated() {
+                let span = packed.spans[i]
+                if span.isPresent {
+                    records.append((key, .state(Array(packed.buffer[span.range]))))
+                } else {
+                    records.append((key, span == .absent ? .absent : .damaged))
+                }
+            }
+            return read(id: id, records: records)
+        }
+        reads[id] = nil
+        answerFetch(peer: peer, pass: pass, bucket: b, keys: keys, packed)
+        drive()
+    }
+
+    /// A whole bucket read for `bucketReads` entry `id`: `keys[i]`'s record at span `i` of
+    /// `values` (`Span.damaged`: it fails its checksum). Only the keys this node and the asking
+    /// peer both replicate are answered, as from a listing.
+    public func read(id: UInt64, keys: PackedBytes, values: PackedBytes) {
+        guard case .fetch(let peer, let pass, let b)? = reads[id] else { return }
+        reads[id] = nil
+        var shared: [[UInt8]] = []
+        var records = PackedBytes()
+        shared.reserveCapacity(keys.count)
+        records.spans.reserveCapacity(keys.count)
+        records.buffer.reserveCapacity(values.buffer.count)
+        keys.buffer.withUnsafeBytes { k in
+            values.buffer.withUnsafeBytes { v in
+                for i in 0..<keys.count {
+                    let key = Array(UnsafeRawBufferPointer(rebasing: k[keys.spans[i].range]))
+                    let r = replicas(key)
+                    guard r.contains(me) && r.contains(peer) else { continue }
+                    shared.append(key)
+                    let span = values.spans[i]
+                    if span.isPresent {
+                        records.append(UnsafeRawBufferPointer(rebasing: v[span.range]))
+                    } else {
+                        records.appendMissing(span)
+                    }
+                }
+            }
+        }
+        answerFetch(peer: peer, pass: pass, bucket: b, keys: shared, records)
+        drive()
+    }
+
     /// Answers a rebuilding peer's `fetch` with the records as stored: a fetch needs no summary,
     /// so a record is only checked (`PaxosCodec.isWhole`: what a summary's decode checks, without
-    /// building the state), not decoded.
-    func answerFetch(
-        peer: NodeID, pass: UInt64, bucket b: Int, _ records: [(key: [UInt8], record: LoadResult)]
-    ) {
+    /// building the state), not decoded, and the message is written from the read's buffer.
+    func answerFetch(peer: NodeID, pass: UInt64, bucket b: Int, keys: [[UInt8]], _ packed: PackedBytes) {
         var bytes = 0
-        for (key, record) in records {
+        for (i, key) in keys.enumerated() {
             counters.keysRead += 1
-            switch record {
-            case .absent: continue
-            case .damaged: break
-            case .state(let r):
-                bytes += r.count
-                if PaxosCodec.isWhole(r) { continue }
+            let span = packed.spans[i]
+            if span == .absent { continue }
+            if span.isPresent {
+                bytes += span.length
+                if PaxosCodec.isWhole(packed.buffer, in: span.range) { continue }
             }
             counters.damaged += 1
             out.actions.append((key, .load))
@@ -526,35 +613,16 @@ public final class RepairScanner {
         counters.bytesRead += bytes
         // Keys of an answer were charged when it was issued; bytes are known only now.
         spend(keys: 0, bytes: bytes)
-        var sorted = records
-        if !Self.isSorted(records.lazy.map(\.key)) {
-            sorted.sort { $0.key.lexicographicallyPrecedes($1.key) }
-        }
-        var entries: [RecordEntry] = []
-        entries.reserveCapacity(sorted.count)
-        var size = 0
-        var keyBytes = 0
-        var truncated = false
-        for (key, record) in sorted {
-            keyBytes += key.count + 9
-            if keyBytes > options.keysReplyBytesMax {
-                truncated = true
-                break
-            }
-            switch record {
-            case .absent: continue
-            case .damaged: entries.append(RecordEntry(key: key, record: nil))
-            case .state(let bytes):
-                size += bytes.count
-                entries.append(
-                    RecordEntry(key: key, record: size <= options.recordsReplyBytesMax ? bytes : nil))
-            }
-        }
-        send(
-            .records(
-                pass: pass, bucket: UInt32(b), truncated: truncated, rebuilding: learnerOnly, entries: entries
-            ),
-            to: peer)
+        var order = Array(keys.indices)
+        if !Self.isSorted(keys) { order.sort { keys[$0].lexicographicallyPrecedes(keys[$1]) } }
+        out.messages.append(
+            (
+                peer,
+                RepairMessage.encodeRecords(
+                    pass: pass, bucket: UInt32(b), rebuilding: learnerOnly, keys: keys, records: packed,
+                    indices: order, keyBytesMax: options.keysReplyBytesMax,
+                    recordBytesMax: options.recordsReplyBytesMax)
+            ))
     }
 
     /// Whether `keys` are in strictly increasing byte order.
@@ -615,6 +683,15 @@ public final class RepairScanner {
 
     /// A repair message from `peer`.
     public func receive(from peer: NodeID, _ bytes: [UInt8]) {
+        if bytes.first == RepairMessage.recordsKind {
+            // A bucket's records: left where they lie in the message (no array per record).
+            guard let r = RepairMessage.decodeRecords(bytes) else {
+                return bad(peer, "malformed repair message")
+            }
+            received(from: peer, bucket: r.bucket, truncated: r.truncated, rebuilding: r.rebuilding, r.list)
+            drive()
+            return
+        }
         guard let m = RepairMessage.decode(bytes) else { return bad(peer, "malformed repair message") }
         handle(from: peer, m)
         drive()
@@ -1011,6 +1088,12 @@ public final class RepairScanner {
             // A rebuilding node answers too, saying so: its records are not to be copied.
             markRebuilding(peer)
             let b = Int(bucket)
+            if readsBuckets {
+                nextRead += 1
+                reads[nextRead] = .fetch(peer: peer, pass: pass, bucket: b)
+                out.bucketReads.append((nextRead, b))
+                return
+            }
             guard let keys = sharedKeys(b, with: peer, answering: m) else { return }
             if keys.isEmpty {
                 return send(
@@ -1022,13 +1105,8 @@ public final class RepairScanner {
             reads[nextRead] = .fetch(peer: peer, pass: pass, bucket: b)
             out.reads.append((nextRead, keys))
         case .records(_, let bucket, let truncated, let rebuilding, let entries):
-            let b = Int(bucket)
-            guard var p = pending[b], p.fetching, p.awaiting.removeValue(forKey: peer) != nil else { return }
-            p.records[peer] = entries
-            if truncated { p.cut = true }
-            if rebuilding { p.peerRebuilding = true }
-            if p.awaiting.isEmpty { install(bucket: b, p) }
-            finishIfAnswered(b, p)
+            received(
+                from: peer, bucket: bucket, truncated: truncated, rebuilding: rebuilding, RecordList(entries))
         case .missing(let keys):
             // A rebuilding node rebuilds every key anyway (a load now would only recover it one by
             // one instead of copying it).
@@ -1039,6 +1117,17 @@ public final class RepairScanner {
                 out.actions.append((k, .missing))
             }
         }
+    }
+
+    /// A peer's records of a bucket this node fetched.
+    func received(from peer: NodeID, bucket: UInt32, truncated: Bool, rebuilding: Bool, _ list: RecordList) {
+        let b = Int(bucket)
+        guard var p = pending[b], p.fetching, p.awaiting.removeValue(forKey: peer) != nil else { return }
+        p.records[peer] = list
+        if truncated { p.cut = true }
+        if rebuilding { p.peerRebuilding = true }
+        if p.awaiting.isEmpty { install(bucket: b, p) }
+        finishIfAnswered(b, p)
     }
 
     /// This node's keys of bucket `b` that `peer` replicates too, from the chunk's listing; nil
@@ -1172,56 +1261,79 @@ public final class RepairScanner {
             // recover it (docs/REPAIR.md); a new cluster's nodes have no keys.
             if p.cut { passComplete = false }
             var seen = Set<[UInt8]>()
-            for (_, entries) in p.records.sorted(by: { $0.key < $1.key }) {
-                for e in entries where seen.insert(e.key).inserted { rebuildOneByOne(e.key) }
+            for (_, list) in p.records.sorted(by: { $0.key < $1.key }) {
+                for i in 0..<list.count {
+                    let key = list.key(i)
+                    if seen.insert(key).inserted { rebuildOneByOne(key) }
+                }
             }
             return
         }
         let floor = fenceFloor
         let withoutSlots = options.mutant == .copyWithoutSlots
-        // Each peer's entries by key (the sender sorts them; an unsorted list is sorted here), so
-        // the peers' lists merge as sorted runs, without a table of every key.
-        let lists = p.records.sorted(by: { $0.key < $1.key }).map { _, entries in
-            Self.isSorted(entries.lazy.map(\.key))
-                ? entries : entries.sorted { $0.key.lexicographicallyPrecedes($1.key) }
-        }
+        // Each peer's entries in key order (the sender sorts them; an unsorted list is ordered
+        // here), so the peers' lists merge as sorted runs, without a table of every key; every
+        // key and record stays where it lies in its message until the merge writes the bucket's
+        // records into one buffer.
+        let lists = p.records.sorted(by: { $0.key < $1.key }).map(\.value)
+        let orders = lists.map(\.order)
         var heads = [Int](repeating: 0, count: lists.count)
-        var records: [(key: [UInt8], record: [UInt8])] = []
-        records.reserveCapacity(lists.first?.count ?? 0)
+        var keys: [[UInt8]] = []
+        var merged = PackedBytes()
+        keys.reserveCapacity(lists.first?.count ?? 0)
+        merged.spans.reserveCapacity(lists.first?.count ?? 0)
+        merged.buffer.reserveCapacity(lists.first.map { $0.bytes.count } ?? 0)
         var distrust: [[UInt8]] = []
         var listed = Set<[UInt8]>()
-        var group: [[UInt8]?] = []
+        var parts: [RecordView.Part] = []
         while true {
             // The smallest key at the head of any list, and every peer's entries for it.
-            var key: [UInt8]?
-            for (l, list) in lists.enumerated() where heads[l] < list.count {
-                let k = list[heads[l]].key
-                if key.map({ k.lexicographicallyPrecedes($0) }) ?? true { key = k }
+            var low: (list: Int, entry: Int)?
+            for l in lists.indices where heads[l] < orders[l].count {
+                let e = orders[l][heads[l]]
+                if let m = low, !RecordList.precedes(lists[l], e, lists[m.list], m.entry) { continue }
+                low = (l, e)
             }
-            guard let key else { break }
-            group.removeAll(keepingCapacity: true)
-            for (l, list) in lists.enumerated() {
-                while heads[l] < list.count && list[heads[l]].key == key {
-                    group.append(list[heads[l]].record)
+            guard let low else { break }
+            parts.removeAll(keepingCapacity: true)
+            var whole = true
+            for l in lists.indices {
+                while heads[l] < orders[l].count,
+                    RecordList.compare(lists[l], orders[l][heads[l]], lists[low.list], low.entry) == 0
+                {
+                    if let range = lists[l].records[orders[l][heads[l]]] {
+                        parts.append(RecordView.Part(bytes: lists[l].bytes, range: range))
+                    } else {
+                        whole = false
+                    }
                     heads[l] += 1
                 }
             }
+            let key = lists[low.list].key(low.entry)
             if !p.mine.isEmpty { listed.insert(key) }
             guard replicas(key).contains(me) else { continue }
             counters.keysCompared += 1
-            var bytes: [UInt8]?
-            if !group.contains(where: { $0 == nil }) {
-                let whole = group.map { $0! }
-                bytes = RecordView.merge(whole, floor: floor, withoutSlots: withoutSlots)
+            var done = false
+            if whole {
+                let start = merged.buffer.count
+                done = RecordView.merge(parts, floor: floor, withoutSlots: withoutSlots, into: &merged.buffer)
                 // Debug builds (the simulator's runs) hold the raw merge to the decoded one.
                 assert(
-                    bytes == nil
-                        || PaxosCodec.decode(bytes!)
-                            == Self.decodedMerge(whole, floor: floor, withoutSlots: withoutSlots).state,
+                    !done
+                        || PaxosCodec.decode(Array(merged.buffer[start...]))
+                            == Self.decodedMerge(
+                                parts.map { Array($0.bytes[$0.range]) }, floor: floor,
+                                withoutSlots: withoutSlots
+                            ).state,
                     "the raw merge differs from the decoded one")
-                if bytes == nil {
-                    switch Self.decodedMerge(whole, floor: floor, withoutSlots: withoutSlots) {
-                    case .state(let merged): bytes = PaxosCodec.encode(merged)
+                if done {
+                    merged.spans.append(PackedBytes.Span(start: start, length: merged.buffer.count - start))
+                } else {
+                    let records = parts.map { Array($0.bytes[$0.range]) }
+                    switch Self.decodedMerge(records, floor: floor, withoutSlots: withoutSlots) {
+                    case .state(let m):
+                        merged.append(PaxosCodec.encode(m))
+                        done = true
                     case .unusable: break
                     case .alarm(let instance):
                         counters.alarms += 1
@@ -1230,15 +1342,15 @@ public final class RepairScanner {
                     }
                 }
             }
-            guard let bytes else {
+            guard done else {
                 // Damaged (or too large) at a peer: recovered one by one.
                 distrust.append(key)
                 rebuildOneByOne(key)
                 continue
             }
             counters.copied += 1
-            counters.copiedBytes += bytes.count
-            records.append((key, bytes))
+            counters.copiedBytes += merged.spans[merged.spans.count - 1].length
+            keys.append(key)
         }
         // This node's own records that no peer holds: they recover one by one (the peers' absence
         // settles them, under a fresh ballot).
@@ -1247,7 +1359,7 @@ public final class RepairScanner {
             rebuildOneByOne(k)
         }
         copiedBuckets.insert(b)
-        out.installs.append((b, records, distrust))
+        out.installs.append(RepairInstall(bucket: b, keys: keys, records: merged, distrust: distrust))
     }
 
     /// What the decoded merge of one key's records made.

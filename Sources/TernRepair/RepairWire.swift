@@ -65,6 +65,91 @@ public struct RecordEntry: Sendable, Hashable {
     }
 }
 
+/// A `records` reply as it arrived: the message's bytes and, per entry, where its key and its
+/// record lie in them (nil record: damaged at the sender, or too large for the message). Nothing
+/// is copied per key (`RepairMessage.decodeRecords`): the rebuilding node merges the records where
+/// they lie (docs/REPAIR.md, "What a copied key costs").
+public struct RecordList: Sendable {
+    public var bytes: [UInt8]
+    public var keys: [Range<Int>]
+    public var records: [Range<Int>?]
+
+    /// The number of entries.
+    public var count: Int { keys.count }
+
+    /// Entry `i`'s key.
+    public func key(_ i: Int) -> [UInt8] { Array(bytes[keys[i]]) }
+
+    /// The entries, each its own arrays.
+    public var entries: [RecordEntry] {
+        (0..<count).map { RecordEntry(key: key($0), record: records[$0].map { Array(bytes[$0]) }) }
+    }
+
+    /// `entries` packed into one buffer.
+    public init(_ entries: [RecordEntry]) {
+        bytes = []
+        keys = []
+        records = []
+        keys.reserveCapacity(entries.count)
+        records.reserveCapacity(entries.count)
+        for e in entries {
+            keys.append(bytes.count..<bytes.count + e.key.count)
+            bytes += e.key
+            if let r = e.record {
+                records.append(bytes.count..<bytes.count + r.count)
+                bytes += r
+            } else {
+                records.append(nil)
+            }
+        }
+    }
+
+    init(bytes: [UInt8], keys: [Range<Int>], records: [Range<Int>?]) {
+        self.bytes = bytes
+        self.keys = keys
+        self.records = records
+    }
+
+    /// Whether entry `i`'s key sorts before entry `j`'s of `other` (byte order).
+    static func precedes(_ a: RecordList, _ i: Int, _ b: RecordList, _ j: Int) -> Bool {
+        compare(a, i, b, j) < 0
+    }
+
+    /// Byte order of entry `i`'s key of `a` and entry `j`'s of `b`: negative, 0 or positive.
+    static func compare(_ a: RecordList, _ i: Int, _ b: RecordList, _ j: Int) -> Int {
+        let ka = a.keys[i]
+        let kb = b.keys[j]
+        return a.bytes.withUnsafeBytes { pa in
+            b.bytes.withUnsafeBytes { pb in
+                let n = min(ka.count, kb.count)
+                var k = 0
+                while k < n {
+                    let x = pa[ka.lowerBound + k]
+                    let y = pb[kb.lowerBound + k]
+                    if x != y { return Int(x) - Int(y) }
+                    k += 1
+                }
+                return ka.count - kb.count
+            }
+        }
+    }
+
+    /// The entries' order by key: `0..<count` when the sender sorted them (it does), else sorted.
+    var order: [Int] {
+        var sorted = true
+        var i = 1
+        while i < count {
+            if Self.compare(self, i - 1, self, i) >= 0 {
+                sorted = false
+                break
+            }
+            i += 1
+        }
+        if sorted { return Array(0..<count) }
+        return (0..<count).sorted { Self.precedes(self, $0, self, $1) }
+    }
+}
+
 /// The scanners' peer messages (service kind 3 on the node's peer links), in the project's byte
 /// codec. Every message names the range (bucket) it is about.
 ///
@@ -176,6 +261,93 @@ public enum RepairMessage: Sendable, Hashable {
             }
         }
         return w.bytes
+    }
+
+    /// A `records` message (as `encode` writes it) from the entries given by index: the keys
+    /// `keys[i]` and their records in `records` (`Span.absent`: left out; `Span.damaged`: sent
+    /// without a record), in the order of `indices`, cut where the keys pass `keyBytesMax` (then
+    /// `truncated`); a record beyond `recordBytesMax` of record bytes goes without its record.
+    /// What a peer answers a fetch with, straight from its batched read (no array per record).
+    public static func encodeRecords(
+        pass: UInt64, bucket: UInt32, rebuilding: Bool, keys: [[UInt8]], records: PackedBytes,
+        indices: [Int], keyBytesMax: Int, recordBytesMax: Int
+    ) -> [UInt8] {
+        var w = ByteWriter()
+        var total = 18
+        for i in indices { total += 9 + keys[i].count + max(records.spans[i].length, 0) }
+        w.bytes.reserveCapacity(total)
+        w.u8(Self.recordsKind)
+        w.u64(pass)
+        w.u32(bucket)
+        let flagsAt = w.bytes.count
+        w.u8(0)
+        let countAt = w.bytes.count
+        w.u32(0)
+        var keyBytes = 0
+        var size = 0
+        var truncated = false
+        var count: UInt32 = 0
+        records.buffer.withUnsafeBytes { buffer in
+            for i in indices {
+                let span = records.spans[i]
+                keyBytes += keys[i].count + 9
+                if keyBytes > keyBytesMax {
+                    truncated = true
+                    break
+                }
+                if span == .absent { continue }
+                w.blob(keys[i])
+                if span.isPresent {
+                    size += span.length
+                }
+                if span.isPresent && size <= recordBytesMax {
+                    w.u8(1)
+                    w.u32(UInt32(span.length))
+                    w.bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[span.range]))
+                } else {
+                    w.u8(0)
+                }
+                count += 1
+            }
+        }
+        w.bytes[flagsAt] = (truncated ? 1 : 0) | (rebuilding ? 2 : 0)
+        for k in 0..<4 { w.bytes[countAt + k] = UInt8(truncatingIfNeeded: count >> (8 * k)) }
+        return w.bytes
+    }
+
+    /// `decode` of a `records` message, its entries left where they lie (`RecordList`): accepts
+    /// and refuses exactly what `decode` does. nil: malformed, or another kind of message.
+    public static func decodeRecords(_ bytes: [UInt8]) -> (
+        pass: UInt64, bucket: UInt32, truncated: Bool, rebuilding: Bool, list: RecordList
+    )? {
+        var r = ByteReader(bytes)
+        guard r.u8() == recordsKind, let pass = r.u64(), let bucket = r.u32(), let flags = r.u8(), flags <= 3,
+            let n = r.u32(), Int(n) <= bytes.count
+        else { return nil }
+        var keys: [Range<Int>] = []
+        var records: [Range<Int>?] = []
+        keys.reserveCapacity(Int(n))
+        records.reserveCapacity(Int(n))
+        for _ in 0..<n {
+            guard let kn = r.u32(), Int(kn) <= ReplicaNode.keyBytesMax else { return nil }
+            let k = r.at
+            guard r.skip(Int(kn)), let flag = r.u8() else { return nil }
+            keys.append(k..<k + Int(kn))
+            switch flag {
+            case 0: records.append(nil)
+            case 1:
+                guard let rn = r.u32() else { return nil }
+                let at = r.at
+                guard r.skip(Int(rn)) else { return nil }
+                records.append(at..<at + Int(rn))
+            default: return nil
+            }
+        }
+        guard r.atEnd else { return nil }
+        return (
+            pass, bucket, flags & 1 != 0, flags & 2 != 0,
+            RecordList(bytes: bytes, keys: keys, records: records)
+        )
     }
 
     /// Decodes a message; nil if it is malformed (the caller counts it as a bad peer message).

@@ -468,6 +468,9 @@ public final class Node: @unchecked Sendable {
                 me: id, others: map.nodes.map(\.id), options: $0, now: Node.clock(),
                 replicas: { placement.replicas(for: $0) })
         }
+        // The engine keeps the key records per bucket (`RepairOptions.bucket(ofRecordKey:)`): a
+        // fetch reads its bucket whole.
+        scanner?.readsBuckets = store.partitionCount == scanner?.options.bucketCount
     }
 
     /// The shell's monotonic clock, in nanoseconds (what the core's deadlines are measured in).
@@ -791,9 +794,7 @@ public final class Node: @unchecked Sendable {
             fencesWaiting[fenceTokens] = (nil, own)
             core.replica.raiseFence(own, token: fenceTokens)
         }
-        for install in r.installs {
-            installCopies(install.records, bucket: install.bucket, distrust: install.distrust)
-        }
+        for install in r.installs { installCopies(install) }
         let options = scanner.options
         for l in r.listings {
             let range = l.buckets
@@ -821,19 +822,24 @@ public final class Node: @unchecked Sendable {
                 }
             }
         }
+        for read in r.bucketReads {
+            // A rebuilding peer's fetch: the bucket's key records (`ReplicaNode.recordKey`: 1,
+            // then the key) straight from the engine's partition. Closed: no answer at all.
+            store.records(inPartition: read.bucket, prefix: 1) { found in
+                guard let found else { return }
+                self.onLoop {
+                    self.scanner?.read(id: read.id, keys: found.keys, values: found.values)
+                    self.drive()
+                }
+            }
+        }
         for read in r.reads {
             let keys = read.keys
-            store.get(many: keys.map(ReplicaNode.recordKey)) { results in
+            // The key records (`ReplicaNode.recordKey`: 1, then the key), read into one buffer,
+            // from the mapped data files: no array and no system call per record.
+            store.get(many: keys, prefix: 1) { packed in
                 self.onLoop {
-                    var records: [(key: [UInt8], record: LoadResult)] = []
-                    records.reserveCapacity(keys.count)
-                    for (k, result) in zip(keys, results) {
-                        switch result {
-                        case .success(let bytes): records.append((k, bytes.map { .state($0) } ?? .absent))
-                        case .failure: records.append((k, .damaged))
-                        }
-                    }
-                    self.scanner?.read(id: read.id, records: records)
+                    self.scanner?.read(id: read.id, keys: keys, packed: packed)
                     self.drive()
                 }
             }
@@ -881,27 +887,28 @@ public final class Node: @unchecked Sendable {
     /// Writes a bulk rebuild's records (keys not in memory, not recovered one by one, with no read
     /// of their old record under way; the others are distrusted: they recover one by one). Not
     /// synced: the rebuild marker's removal syncs them, and a restart before it rebuilds again.
-    private func installCopies(_ records: [(key: [UInt8], record: [UInt8])], bucket: Int, distrust: [[UInt8]])
-    {
-        var batch: [BatchEntry] = []
+    private func installCopies(_ install: RepairInstall) {
+        var indices: [Int] = []
         var written: [[UInt8]] = []
-        var untrusted = distrust
-        batch.reserveCapacity(records.count)
-        for (key, record) in records {
+        var untrusted = install.distrust
+        indices.reserveCapacity(install.keys.count)
+        written.reserveCapacity(install.keys.count)
+        for (i, key) in install.keys.enumerated() {
             if core.mayInstallCopy(key) {
-                batch.append(.put(ReplicaNode.recordKey(key), record))
+                indices.append(i)
                 written.append(key)
             } else {
                 untrusted.append(key)
             }
         }
         core.replica.distrust(untrusted)
-        guard !batch.isEmpty else { return }
-        store.write(batch, sync: false) { result in
+        guard !indices.isEmpty else { return }
+        // One batch written from the bucket's buffer (`ReplicaNode.recordKey`: 1, then the key).
+        store.write(prefix: 1, keys: install.keys, values: install.records, indices: indices) { result in
             guard case .failure(let e) = result else { return }
             self.onLoop { self.core.storageFailed("writing rebuilt records: \(e)") }
         }
-        scanner?.noteWritten(written, bucket: bucket)
+        scanner?.noteWritten(written, bucket: install.bucket)
     }
 
     /// Carries out what the incarnation check asked for. On the loop.

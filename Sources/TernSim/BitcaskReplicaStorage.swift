@@ -103,6 +103,39 @@ public final class BitcaskReplicaStorage: ReplicaStorage {
         }
     }
 
+    /// `load(many:)` of the keys `prefix` + each key into one buffer, as the server's repair reads
+    /// them (`Bitcask.get(many:prefix:into:)`; the memory file system does not map, so runs of
+    /// records are read).
+    public func load(many keys: [[UInt8]], prefix: UInt8) -> PackedBytes {
+        var out = PackedBytes()
+        engine.get(many: keys, prefix: prefix, into: &out)
+        return out
+    }
+
+    /// The key records of one bucket, read whole as the server answers a fetch
+    /// (`Bitcask.records(inPartition:prefix:keys:values:)`); nil without partitions or once closed.
+    public func records(inBucket bucket: Int, prefix: UInt8) -> (keys: PackedBytes, values: PackedBytes)? {
+        guard engine.partitionCount != nil else { return nil }
+        var keys = PackedBytes()
+        var values = PackedBytes()
+        guard engine.records(inPartition: bucket, prefix: prefix, keys: &keys, values: &values) else {
+            return nil
+        }
+        return (keys, values)
+    }
+
+    /// `write` of `values[i]` under `prefix` + `keys[i]` for each `i` in `indices`, as the server
+    /// installs a bulk rebuild's records (`Bitcask.write(prefix:keys:values:indices:)`).
+    public func write(prefix: UInt8, keys: [[UInt8]], values: PackedBytes, indices: [Int]) throws {
+        try engine.write(prefix: prefix, keys: keys, values: values, indices: indices)
+        for i in indices {
+            let key = [prefix] + keys[i]
+            recent.removeAll { $0 == key }
+            recent.append(key)
+        }
+        if recent.count > 8 { recent.removeFirst(recent.count - 8) }
+    }
+
     /// The keys (record prefix removed) of the key records in `buckets`, per bucket, from the
     /// engine's partitions (`SimStorageOptions.listingBucketBits`); nil without them.
     public func liveKeys(inBuckets buckets: Range<Int>) -> [[[UInt8]]]? {

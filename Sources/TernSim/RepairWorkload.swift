@@ -156,6 +156,9 @@ extension Simulation {
         let scanner = RepairScanner(me: ids[i], others: ids, options: repairOptions, now: repairNow) { _ in
             ids
         }
+        // The engine groups the key records by the scanner's buckets: fetches read a bucket whole.
+        scanner.readsBuckets =
+            repairOptions.bucketBits == config.storage.listingBucketBits && s.engine.partitionCount != nil
         repair.scanners[i] = scanner
         repair.learnerOnly[i] = marked
         repair.rebuildPassDone[i] = false
@@ -285,8 +288,11 @@ extension Simulation {
                 s.listed(chunk: l.chunk, keys: keys.filter { l.buckets.contains(s.bucket(of: $0)) })
             }
             for read in r.reads {
-                let loaded = storage.load(many: read.keys.map(ReplicaNode.recordKey))
-                s.read(id: read.id, records: Array(zip(read.keys, loaded)))
+                s.read(id: read.id, keys: read.keys, packed: storage.load(many: read.keys, prefix: 1))
+            }
+            for read in r.bucketReads {
+                guard let found = storage.records(inBucket: read.bucket, prefix: 1) else { continue }
+                s.read(id: read.id, keys: found.keys, values: found.values)
             }
             for m in r.messages { repairSend(from: i, to: m.to, m.bytes) }
             for a in r.actions { repairApply(i, n, s, a.key, a.action) }
@@ -304,9 +310,7 @@ extension Simulation {
                 repair.fencesWaiting[i][repair.fenceTokens] = (nil, own)
                 n.raiseFence(own, token: repair.fenceTokens)
             }
-            for install in r.installs {
-                installCopies(i, n, s, install.records, bucket: install.bucket, distrust: install.distrust)
-            }
+            for install in r.installs { installCopies(i, n, s, install) }
             for p in r.rebuildingPeers { n.clearSuspicions(sharedWith: p) }
             for alarm in r.alarms {
                 if violations.isEmpty {
@@ -336,16 +340,13 @@ extension Simulation {
 
     /// A bulk rebuild's records, written on node `i` (unsynced: a later sync, at the latest the
     /// marker's removal, makes them durable; a crash before it rebuilds again).
-    func installCopies(
-        _ i: Int, _ n: ReplicaNode, _ s: RepairScanner, _ records: [(key: [UInt8], record: [UInt8])],
-        bucket: Int, distrust: [[UInt8]]
-    ) {
-        var batch: [(key: [UInt8], value: [UInt8])] = []
+    func installCopies(_ i: Int, _ n: ReplicaNode, _ s: RepairScanner, _ install: RepairInstall) {
+        var indices: [Int] = []
         var written: [[UInt8]] = []
-        var untrusted = distrust
-        for (key, record) in records {
+        var untrusted = install.distrust
+        for (index, key) in install.keys.enumerated() {
             if n.mayInstallCopy(key) {
-                batch.append((ReplicaNode.recordKey(key), record))
+                indices.append(index)
                 written.append(key)
                 if config.traceKey == keyName(key) { print("t=\(now) n\(i + 1) INSTALLS a copy") }
             } else {
@@ -353,14 +354,14 @@ extension Simulation {
             }
         }
         n.distrust(untrusted)
-        guard !batch.isEmpty else { return }
+        guard !indices.isEmpty else { return }
         do {
-            try storages[i].write(batch)
+            try storages[i].write(prefix: 1, keys: install.keys, values: install.records, indices: indices)
         } catch {
             storageFailed(i, error)
             return
         }
-        s.noteWritten(written, bucket: bucket)
+        s.noteWritten(written, bucket: install.bucket)
         repair.stats.installed += written.count
         repair.lastActivity = repairNow
         mix(0xC0B7 &+ UInt64(i) &+ UInt64(written.count) << 8)

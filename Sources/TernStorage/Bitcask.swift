@@ -1,3 +1,6 @@
+import Foundation
+import TernCore
+
 /// One operation of an atomic batch (`Bitcask.write(_:)`).
 public enum BatchEntry: Sendable, Equatable {
     /// Sets a key to a value.
@@ -260,6 +263,180 @@ public final class Bitcask {
         return results
     }
 
+    /// `get(many:)` into one buffer, for keys that share a leading byte `prefix` the caller does
+    /// not repeat (the repair scanner's key records, `1` + key): `out` gets one span per key, in
+    /// order — the value's bytes, `Span.absent`, or `Span.damaged` (a record that fails its
+    /// checksum, marked damaged as `get` does; also a read that failed). No array per key or per
+    /// record. Where the file layer can map a data file (`StorageFile.mapped`), its records are
+    /// read from the mapping, with no system call per record (a bucket's records lie far apart
+    /// in files written in client order); otherwise as `get(many:)` reads, run by run.
+    public func get(
+        many keys: [[UInt8]], prefix: UInt8, into out: inout PackedBytes, gapBytesMax: Int = 4096,
+        runBytesMax: Int = 1 << 20
+    ) {
+        out.spans.removeAll(keepingCapacity: true)
+        out.buffer.removeAll(keepingCapacity: true)
+        guard !isClosed else {
+            out.spans = Array(repeating: .damaged, count: keys.count)
+            return
+        }
+        out.spans = Array(repeating: .absent, count: keys.count)
+        var wanted: [(index: Int, loc: RecordLocation)] = []
+        wanted.reserveCapacity(keys.count)
+        var scratch: [UInt8] = [prefix]
+        var packedKeys = PackedBytes()
+        packedKeys.spans.reserveCapacity(keys.count)
+        for (i, key) in keys.enumerated() {
+            packedKeys.append(key)
+            scratch.removeSubrange(1...)
+            scratch.append(contentsOf: key)
+            guard let loc = keydir.lookup(scratch) else { continue }
+            if !damaged.isEmpty && damaged.contains(scratch) {
+                out.spans[i] = .damaged
+                continue
+            }
+            wanted.append((i, loc))
+        }
+        readValues(
+            &wanted, keys: packedKeys, prefix: prefix, into: &out, gapBytesMax: gapBytesMax,
+            runBytesMax: runBytesMax)
+    }
+
+    /// Every live record of partition `partition` (`BitcaskOptions.partitioning`) whose key
+    /// starts with `prefix`: the keys, without the prefix, into `keys`, and their values into
+    /// `values` at the same index (`Span.damaged` for a record that fails its checksum, marked
+    /// damaged as `get` does). The repair scanner's answer to a fetch of a bucket: one walk of the
+    /// partition's entries, with no key-directory lookup and no array per key; the records are
+    /// read as `get(many:prefix:into:)` reads them (mapped, or in runs). False, with nothing
+    /// listed, once closed (nothing must then be taken for "no records").
+    @discardableResult
+    public func records(
+        inPartition partition: Int, prefix: UInt8, keys: inout PackedBytes, values: inout PackedBytes
+    ) -> Bool {
+        keys.spans.removeAll(keepingCapacity: true)
+        keys.buffer.removeAll(keepingCapacity: true)
+        values.spans.removeAll(keepingCapacity: true)
+        values.buffer.removeAll(keepingCapacity: true)
+        guard !isClosed else { return false }
+        var wanted: [(index: Int, loc: RecordLocation)] = []
+        keydir.forEachEntry(inPartition: partition) { key, loc in
+            guard key.first == prefix else { return }
+            let i = keys.count
+            keys.append(UnsafeRawBufferPointer(rebasing: key.dropFirst()))
+            if !damaged.isEmpty && damaged.contains(Array(key)) {
+                values.spans.append(.damaged)
+                return
+            }
+            values.spans.append(.absent)
+            wanted.append((i, loc))
+        }
+        readValues(
+            &wanted, keys: keys, prefix: prefix, into: &values, gapBytesMax: 4096, runBytesMax: 1 << 20)
+        return true
+    }
+
+    /// Reads the records of `wanted` (entry `index`: the record of `prefix` + key `index` of
+    /// `keys`, at `loc`), sorted here into file order, checks each and files its value, or the
+    /// damage, at span `index` of `out` (whose spans are already there).
+    private func readValues(
+        _ wanted: inout [(index: Int, loc: RecordLocation)], keys: PackedBytes, prefix: UInt8,
+        into out: inout PackedBytes, gapBytesMax: Int, runBytesMax: Int
+    ) {
+        out.buffer.reserveCapacity(out.buffer.count + wanted.reduce(0) { $0 + Int($1.loc.length) })
+        wanted.sort { ($0.loc.file, $0.loc.offset) < ($1.loc.file, $1.loc.offset) }
+        var at = 0
+        while at < wanted.count {
+            let number = wanted[at].loc.file
+            var next = at + 1
+            while next < wanted.count && wanted[next].loc.file == number { next += 1 }
+            let group = wanted[at..<next]
+            at = next
+            guard let file = files[number] else { preconditionFailure("keydir points at an unknown file") }
+            let end = group.reduce(0) { max($0, UInt64($1.loc.offset) + UInt64($1.loc.length)) }
+            if file === active, end > file.size {
+                do throws(StorageError) { try flush() } catch {
+                    for w in group { out.spans[w.index] = .damaged }
+                    continue
+                }
+            }
+            let reserve = max(Int(options.maxFileSizeBytes), Int(file.size))
+            if end <= file.size, let map = file.handle.mapped(count: Int(end), reserve: reserve) {
+                // The mapped file: no system call per record.
+                for w in group {
+                    let from = Int(w.loc.offset)
+                    take(
+                        w.index, keys, prefix,
+                        UnsafeRawBufferPointer(rebasing: map[from..<from + Int(w.loc.length)]),
+                        &out)
+                }
+                continue
+            }
+            // No mapping: runs of nearby records, one read each (as `get(many:)`).
+            var r = group.startIndex
+            while r < group.endIndex {
+                let start = UInt64(group[r].loc.offset)
+                var runEnd = start + UInt64(group[r].loc.length)
+                var n = r + 1
+                while n < group.endIndex {
+                    let o = UInt64(group[n].loc.offset)
+                    let e = max(runEnd, o + UInt64(group[n].loc.length))
+                    guard o <= runEnd + UInt64(gapBytesMax), e - start <= UInt64(runBytesMax) else { break }
+                    runEnd = e
+                    n += 1
+                }
+                let run = group[r..<n]
+                r = n
+                let bytes: [UInt8]
+                do throws(StorageError) {
+                    bytes = try readRange(file: number, offset: start, count: Int(runEnd - start))
+                } catch {
+                    for w in run { out.spans[w.index] = .damaged }
+                    continue
+                }
+                bytes.withUnsafeBytes { buf in
+                    for w in run {
+                        let from = Int(UInt64(w.loc.offset) - start)
+                        let to = from + Int(w.loc.length)
+                        // A short read leaves the record incomplete: damaged, as `get(many:)` says.
+                        let record =
+                            to <= buf.count
+                            ? UnsafeRawBufferPointer(rebasing: buf[from..<to]) : .init(start: nil, count: 0)
+                        take(w.index, keys, prefix, record, &out)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks one record read for `readValues` and files its value (or the damage).
+    private func take(
+        _ index: Int, _ keys: PackedBytes, _ prefix: UInt8, _ record: UnsafeRawBufferPointer,
+        _ out: inout PackedBytes
+    ) {
+        let value = keys.withBytes(index) { key in Self.verifiedValue(record, prefix: prefix, key: key!) }
+        if let value {
+            out.spans[index] = PackedBytes.Span(start: out.buffer.count, length: value.count)
+            out.buffer.append(contentsOf: value)
+        } else {
+            markDamaged([prefix] + Array(keys[index]!))
+            out.spans[index] = .damaged
+        }
+    }
+
+    /// `verify` for a record whose key is `prefix` then `key`: the value's bytes (borrowed), or nil.
+    static func verifiedValue(
+        _ buf: UnsafeRawBufferPointer, prefix: UInt8, key: UnsafeRawBufferPointer
+    ) -> UnsafeRawBufferPointer? {
+        guard let h = Record.decodeHeader(buf, at: 0), h.recordLength == buf.count,
+            !h.flags.contains(.damaged), !h.flags.contains(.tombstone),
+            h.keyLength == key.count + 1, buf[Record.headerSize] == prefix,
+            key.isEmpty || memcmp(buf.baseAddress! + Record.headerSize + 1, key.baseAddress!, key.count) == 0
+        else { return nil }
+        let value = UnsafeRawBufferPointer(rebasing: buf[(Record.headerSize + h.keyLength)...])
+        guard CRC32C.update(0, value) == h.valueCRC else { return nil }
+        return value
+    }
+
     /// Bytes `offset..<offset + count` of data file `number` (flushing first if they are still in
     /// the write buffer).
     func readRange(file number: UInt32, offset: UInt64, count: Int) throws(StorageError) -> [UInt8] {
@@ -415,6 +592,59 @@ public final class Bitcask {
                 file: file.number, offset: UInt32(base + UInt64(p.offset)), length: UInt32(p.length),
                 timestamp: timestamp)
             apply(key: p.key, loc: loc, tombstone: p.tombstone, damagedRecord: false)
+        }
+        if writeBuffer.count >= options.writeBufferBytes { try flush() }
+    }
+
+    /// `write` of puts only, `values[i]` under `prefix` + `keys[i]` for each `i` in `indices`, in
+    /// that order, as one batch: the records are encoded straight from the shared buffer, with no
+    /// array per record (a bulk rebuild's install, docs/REPAIR.md). A missing value is an error.
+    public func write(prefix: UInt8, keys: [[UInt8]], values: PackedBytes, indices: [Int])
+        throws(StorageError)
+    {
+        guard !isClosed else { throw .closed }
+        guard !indices.isEmpty else { return }
+        let timestamp = options.clock()
+        var size = 0
+        for i in indices {
+            let span = values.spans[i]
+            guard span.isPresent else { throw .io("a batch's value is missing") }
+            guard keys[i].count + 1 <= options.maxKeySizeBytes, keys[i].count + 1 <= 0xFFFF else {
+                throw .keyTooLarge
+            }
+            guard span.length <= options.maxValueSizeBytes else { throw .valueTooLarge }
+            size += Record.headerSize + 1 + keys[i].count + span.length
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(size)
+        var placed: [(offset: Int, length: Int, keyLength: Int)] = []
+        placed.reserveCapacity(indices.count)
+        values.buffer.withUnsafeBytes { buffer in
+            for (n, i) in indices.enumerated() {
+                var flags: Record.Flags = indices.count > 1 ? .batch : []
+                if indices.count > 1 && n == indices.count - 1 { flags.insert(.batchEnd) }
+                let start = bytes.count
+                Record.encode(
+                    prefix: prefix, key: keys[i],
+                    value: UnsafeRawBufferPointer(rebasing: buffer[values.spans[i].range]), flags: flags,
+                    timestamp: timestamp, into: &bytes)
+                placed.append((start, bytes.count - start, 1 + keys[i].count))
+            }
+        }
+        let file = try activeFile(forAppending: bytes.count)
+        let base = file.size + UInt64(writeBuffer.count)
+        writeBuffer += bytes
+        totalBytes += UInt64(bytes.count)
+        bytes.withUnsafeBytes { buf in
+            for p in placed {
+                let loc = RecordLocation(
+                    file: file.number, offset: UInt32(base + UInt64(p.offset)), length: UInt32(p.length),
+                    timestamp: timestamp)
+                let key = p.offset + Record.headerSize
+                apply(
+                    rawKey: UnsafeRawBufferPointer(rebasing: buf[key..<key + p.keyLength]), loc: loc,
+                    tombstone: false, damagedRecord: false)
+            }
         }
         if writeBuffer.count >= options.writeBufferBytes { try flush() }
     }

@@ -35,4 +35,14 @@ public protocol StorageFile: AnyObject {
     func truncate(to size: UInt64) throws(StorageError)
     /// Releases the handle; later calls fail with `.closed`.
     func close()
+    /// The file's first `count` bytes mapped read-only (the mapping may reach `reserve` bytes, past
+    /// the end, so a growing file needs no new one), or nil where this file layer does not map
+    /// (the caller reads instead). The caller reads only bytes the file holds (touching a mapped
+    /// page past the end of the file is a SIGBUS), and only until its next call on this handle.
+    func mapped(count: Int, reserve: Int) -> UnsafeRawBufferPointer?
+}
+
+extension StorageFile {
+    /// No mapping: the caller reads.
+    public func mapped(count: Int, reserve: Int) -> UnsafeRawBufferPointer? { nil }
 }

@@ -72,6 +72,21 @@ struct Keydir {
         }
     }
 
+    /// Calls `body` with the bytes (borrowed) and the location of every key of partition `p`, in
+    /// no order.
+    func forEachEntry(inPartition p: Int, _ body: (UnsafeRawBufferPointer, RecordLocation) -> Void) {
+        guard members.indices.contains(p) else { return }
+        arena.withUnsafeBytes { a in
+            for s in members[p] {
+                let slot = slots[Int(s)]
+                let ref = slot.keyRef
+                body(
+                    UnsafeRawBufferPointer(rebasing: a[Int(ref >> 16)..<Int(ref >> 16) + Int(ref & 0xFFFF)]),
+                    location(of: slot))
+            }
+        }
+    }
+
     /// Files a new slot (the last one) under its key's partition.
     private mutating func placeNew(_ key: UnsafeRawBufferPointer) {
         guard let partitionOf else { return }

@@ -133,7 +133,31 @@ final class PosixFile: StorageFile {
         guard ftruncate(fd, off_t(size)) == 0 else { throw posixError("ftruncate \(path)") }
     }
 
+    /// The read-only shared mapping of the file (nil: none yet), and its length.
+    private var map: UnsafeMutableRawPointer?
+    private var mapLength = 0
+
+    func mapped(count: Int, reserve: Int) -> UnsafeRawBufferPointer? {
+        guard fd >= 0, count > 0 else { return nil }
+        if let map, mapLength >= count { return UnsafeRawBufferPointer(start: map, count: count) }
+        unmap()
+        // Mapped beyond the end of the file, so that appends do not need a new mapping: the pages
+        // past the end are never touched (the caller reads only bytes the file holds).
+        let length = max(count, reserve)
+        guard let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { return nil }
+        map = p
+        mapLength = length
+        return UnsafeRawBufferPointer(start: p, count: count)
+    }
+
+    private func unmap() {
+        if let map { munmap(map, mapLength) }
+        map = nil
+        mapLength = 0
+    }
+
     func close() {
+        unmap()
         if fd >= 0 {
             Glibc.close(fd)
             fd = -1

@@ -61,6 +61,30 @@ enum Record {
         out.append(contentsOf: value)
     }
 
+    /// `encode` of a record whose key is `prefix` then `key`, its value borrowed.
+    static func encode(
+        prefix: UInt8, key: [UInt8], value: UnsafeRawBufferPointer, flags: Flags, timestamp: UInt64,
+        into out: inout [UInt8]
+    ) {
+        let start = out.count
+        putLE(magic, &out)
+        out.append(flags.rawValue)
+        out.append(0)
+        putLE(CRC32C.update(0, value), &out)
+        putLE(timestamp, &out)
+        putLE(UInt32(1 + key.count), &out)
+        putLE(UInt32(value.count), &out)
+        let headerCRC = out.withUnsafeBytes { buf in
+            var c = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: buf[start..<start + 24]))
+            c = withUnsafeBytes(of: prefix) { CRC32C.update(c, $0) }
+            return CRC32C.update(c, key)
+        }
+        putLE(headerCRC, &out)
+        out.append(prefix)
+        out.append(contentsOf: key)
+        out.append(contentsOf: value)
+    }
+
     /// Decodes and checks the header at `offset` of `bytes`; nil if the magic, lengths or header
     /// checksum are wrong or the key does not fit in `bytes`.
     static func decodeHeader(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Header? {

@@ -470,6 +470,63 @@ public final class Store: Sendable {
             }, done: { done((try? $0.get()) ?? []) })
     }
 
+    /// `get(many:)` of the keys `prefix` + each key, into one buffer (`Bitcask.get(many:prefix:into:)`:
+    /// no array per record, and no system call per record where the data files can be mapped);
+    /// `done` runs on the executor. After a failure every key reads `Span.damaged`.
+    public func get(many keys: [[UInt8]], prefix: UInt8, done: @escaping @Sendable (PackedBytes) -> Void) {
+        run(
+            { engine in
+                var out = PackedBytes()
+                engine.bitcask.get(many: keys, prefix: prefix, into: &out)
+                return out
+            },
+            done: {
+                done((try? $0.get()) ?? PackedBytes(spans: Array(repeating: .damaged, count: keys.count)))
+            })
+    }
+
+    /// The live records of partition `partition` whose keys start with `prefix`
+    /// (`Bitcask.records(inPartition:prefix:keys:values:)`): `done` gets the keys (without the
+    /// prefix) and their values at the same index, on the executor; nil once the store is closed
+    /// (never an empty list for one that could not be read).
+    public func records(
+        inPartition partition: Int, prefix: UInt8,
+        done: @escaping @Sendable ((keys: PackedBytes, values: PackedBytes)?) -> Void
+    ) {
+        run(
+            { engine -> (keys: PackedBytes, values: PackedBytes)? in
+                var keys = PackedBytes()
+                var values = PackedBytes()
+                guard
+                    engine.bitcask.records(
+                        inPartition: partition, prefix: prefix, keys: &keys, values: &values)
+                else { return nil }
+                return (keys, values)
+            },
+            done: { r in done((try? r.get()) ?? nil) })
+    }
+
+    /// Writes `values[i]` under `prefix` + `keys[i]` for each `i` in `indices` as one batch
+    /// (`Bitcask.write(prefix:keys:values:indices:)`: no array per record); `done` as for
+    /// `write(_:sync:done:)`, unsynced.
+    public func write(
+        prefix: UInt8, keys: [[UInt8]], values: PackedBytes, indices: [Int],
+        done: @escaping @Sendable (Result<Void, StorageError>) -> Void
+    ) {
+        let engine = self.engine
+        onEngine {
+            do throws(StorageError) {
+                try engine.bitcask.write(prefix: prefix, keys: keys, values: values, indices: indices)
+            } catch {
+                done(.failure(error))
+                return
+            }
+            done(.success(()))
+            self.writePendingHints()
+            self.maybeStartMerge()
+        }
+    }
+
     /// What recovery found lost of the fsynced bytes (`BitcaskOptions.acceptLostDurableBytes`).
     public func lostDurableBytes() async throws(StorageError) -> [String] {
         try await run { engine in engine.bitcask.lostDurableBytes }

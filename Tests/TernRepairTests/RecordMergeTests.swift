@@ -123,6 +123,56 @@ import Testing
         #expect(raw > 1300)
     }
 
+    /// Records inside a larger buffer (a peer's `records` message, `RecordList`) are viewed,
+    /// checked and merged exactly as the same records on their own arrays; the view's ranges are
+    /// of the buffer, and the merge appends to what its output holds.
+    @Test func recordsInsideABufferAsOnTheirOwn() {
+        var rng = SplitMix64(seed: 21)
+        var merged = 0
+        for _ in 0..<400 {
+            let vs = Self.values(&rng)
+            var records: [[UInt8]] = []
+            for _ in 0..<(1 + rng.below(3)) {
+                var bytes = PaxosCodec.encode(Self.state(&rng, values: vs))
+                // Now and then a damaged one.
+                if rng.below(10) == 0 { bytes[Int(rng.below(UInt64(bytes.count)))] ^= 4 }
+                records.append(bytes)
+            }
+            // One buffer: junk, and the records with junk between them.
+            var buffer = [UInt8](repeating: 0xAB, count: Int(rng.below(9)))
+            var ranges: [Range<Int>] = []
+            for r in records {
+                ranges.append(buffer.count..<buffer.count + r.count)
+                buffer += r
+                buffer += [UInt8](repeating: 0xCD, count: Int(rng.below(5)))
+            }
+            for (r, range) in zip(records, ranges) {
+                let alone = RecordView(r)
+                let inside = RecordView(buffer, in: range)
+                #expect((alone == nil) == (inside == nil))
+                #expect(PaxosCodec.isWhole(buffer, in: range) == PaxosCodec.isWhole(r))
+                guard let alone, let inside else { continue }
+                let shift = range.lowerBound
+                #expect(inside.chosen == alone.chosen && inside.promised == alone.promised)
+                #expect(inside.value == alone.value.lowerBound + shift..<alone.value.upperBound + shift)
+                #expect(inside.slotInstance == alone.slotInstance && inside.slotBallot == alone.slotBallot)
+                #expect(inside.slot == alone.slot.map { $0.lowerBound + shift..<$0.upperBound + shift })
+            }
+            let floor = Self.ballot(&rng)
+            for withoutSlots in [false, true] {
+                var out: [UInt8] = [7, 7]
+                let ok = RecordView.merge(
+                    ranges.map { RecordView.Part(bytes: buffer, range: $0) }, floor: floor,
+                    withoutSlots: withoutSlots, into: &out)
+                let alone = RecordView.merge(records, floor: floor, withoutSlots: withoutSlots)
+                #expect(ok == (alone != nil))
+                #expect(out == [7, 7] + (alone ?? []))
+                if ok { merged += 1 }
+            }
+        }
+        #expect(merged > 300)
+    }
+
     /// A damaged record stops the raw merge (the decoded one then says `unusable`).
     @Test func damagedRecordIsNotMerged() {
         var s = KeyState()

@@ -123,10 +123,10 @@ final class MiniCluster {
             s.ownFenceDurable(own)
         }
         for install in r.installs {
-            for (k, rec) in install.records { records[id]![k] = .state(rec) }
-            installed[id, default: 0] += install.records.count
+            for (k, rec) in install.pairs { records[id]![k] = .state(rec) }
+            installed[id, default: 0] += install.keys.count
             distrusted[id, default: []] += install.distrust
-            s.noteWritten(install.records.map(\.key))
+            s.noteWritten(install.keys)
         }
         rebuildingSeen[id, default: []] += r.rebuildingPeers
         if r.passEnded != nil { passesEnded[id, default: 0] += 1 }
