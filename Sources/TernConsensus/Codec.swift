@@ -121,6 +121,15 @@ public struct ByteWriter: Sendable {
         u32(UInt32(b.count))
         bytes += b
     }
+    /// `u8 1 | blob` for a value, `u8 0` for none.
+    public mutating func optionalBlob(_ b: [UInt8]?) {
+        if let b {
+            u8(1)
+            blob(b)
+        } else {
+            u8(0)
+        }
+    }
     public mutating func ballot(_ b: Ballot) {
         u64(b.round)
         u32(b.node.rawValue)
@@ -272,6 +281,14 @@ public struct ByteReader: Sendable {
         guard let n = u32(), at + Int(n) <= end else { return nil }
         at += Int(n)
         return Array(bytes[(at - Int(n))..<at])
+    }
+    /// What `ByteWriter.optionalBlob` wrote: `.some(value)` or `.some(nil)`; nil when malformed.
+    public mutating func optionalBlob() -> [UInt8]?? {
+        switch u8() {
+        case 1: return blob().map { .some($0) }
+        case 0: return .some(nil)
+        default: return nil
+        }
     }
     public mutating func ballot() -> Ballot? {
         guard let r = u64(), let n = u32() else { return nil }

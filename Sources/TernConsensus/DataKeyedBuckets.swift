@@ -30,6 +30,17 @@ public struct KeyedBuckets: Sendable, Hashable {
             self.count = count
             self.low = low
         }
+        /// `u32 gen | u64 hash | u32 count | u64 low` (the head's index, a flush's body).
+        func write(to w: inout ByteWriter) {
+            w.u32(gen)
+            w.u64(hash)
+            w.u32(count)
+            w.u64(low)
+        }
+        init?(from r: inout ByteReader) {
+            guard let g = r.u32(), let h = r.u64(), let c = r.u32(), let low = r.u64() else { return nil }
+            self.init(gen: g, hash: h, count: c, low: low)
+        }
     }
 
     /// As a bucketed list's head, the first word (a plain collection's element count) is all
@@ -99,25 +110,11 @@ public struct KeyedBuckets: Sendable, Hashable {
         var index: [Entry] = []
         index.reserveCapacity(Int(min(n, 1 << 16)))
         for _ in 0..<n {
-            guard let g = r.u32(), let h = r.u64(), let c = r.u32(), let low = r.u64() else { return nil }
-            index.append(Entry(gen: g, hash: h, count: c, low: low))
+            guard let e = Entry(from: &r) else { return nil }
+            index.append(e)
         }
         self.index = index
-        guard let m = r.u32() else { return nil }
-        var overlay = Overlay()
-        overlay.entries.reserveCapacity(Int(min(m, 1 << 16)))
-        for _ in 0..<m {
-            guard let member = r.blob(), let present = r.u8() else { return nil }
-            var state: [UInt8]?
-            if present == 1 {
-                guard let value = r.blob() else { return nil }
-                state = value
-            }
-            // Written in member order: a head out of order is not one of ours.
-            if let last = overlay.entries.last, !last.member.lexicographicallyPrecedes(member) { return nil }
-            overlay.entries.append(.init(member: member, state: state))
-        }
-        guard r.atEnd, !index.isEmpty else { return nil }
+        guard let overlay = Overlay(from: &r), r.atEnd, !index.isEmpty else { return nil }
         self.overlay = overlay
     }
 
@@ -132,23 +129,8 @@ public struct KeyedBuckets: Sendable, Hashable {
         w.u32(UInt32(bucketMembers))
         w.u32(UInt32(bucketBytes))
         w.u32(UInt32(index.count))
-        for e in index {
-            w.u32(e.gen)
-            w.u64(e.hash)
-            w.u32(e.count)
-            w.u64(e.low)
-        }
-        w.u32(UInt32(overlay.count))
-        // In member order (the overlay keeps it), so every replica encodes the same head.
-        for e in overlay.entries {
-            w.blob(e.member)
-            if let value = e.state {
-                w.u8(1)
-                w.blob(value)
-            } else {
-                w.u8(0)
-            }
-        }
+        for e in index { e.write(to: &w) }
+        overlay.write(to: &w)
         return w.bytes
     }
 
@@ -298,12 +280,7 @@ public struct KeyedBuckets: Sendable, Hashable {
             let f = facts[m]!
             w.blob(m)
             w.u64(f.bucket)
-            if let v = f.value {
-                w.u8(1)
-                w.blob(v)
-            } else {
-                w.u8(0)
-            }
+            w.optionalBlob(f.value)
         }
         return w.bytes
     }
@@ -312,12 +289,7 @@ public struct KeyedBuckets: Sendable, Hashable {
         guard let n = r.u32() else { return nil }
         var out: [[UInt8]: Fact] = [:]
         for _ in 0..<n {
-            guard let m = r.blob(), let h = r.u64(), let p = r.u8() else { return nil }
-            var v: [UInt8]?
-            if p == 1 {
-                guard let x = r.blob() else { return nil }
-                v = x
-            }
+            guard let m = r.blob(), let h = r.u64(), let v = r.optionalBlob() else { return nil }
             out[m] = Fact(bucket: h, value: v)
         }
         return r.atEnd ? out : nil
@@ -489,6 +461,26 @@ public struct Overlay: Sendable, Hashable, ExpressibleByDictionaryLiteral {
         }
     }
     public var keys: [[UInt8]] { entries.map(\.member) }
+
+    /// `u32 m | (blob member, optional blob value)*m`, in member order (which the overlay keeps,
+    /// so every replica encodes the same bytes).
+    func write(to w: inout ByteWriter) {
+        w.u32(UInt32(entries.count))
+        for e in entries {
+            w.blob(e.member)
+            w.optionalBlob(e.state)
+        }
+    }
+    /// Refuses entries out of member order: no encoder of ours writes them.
+    init?(from r: inout ByteReader) {
+        guard let m = r.u32() else { return nil }
+        entries.reserveCapacity(Int(min(m, 1 << 16)))
+        for _ in 0..<m {
+            guard let member = r.blob(), let state = r.optionalBlob() else { return nil }
+            if let last = entries.last, !last.member.lexicographicallyPrecedes(member) { return nil }
+            entries.append(Entry(member: member, state: state))
+        }
+    }
     public var count: Int { entries.count }
     public var isEmpty: Bool { entries.isEmpty }
 }
@@ -668,68 +660,39 @@ extension DataModel {
             }
         }
         public var groups: [Group]
-        public var folded: [[UInt8]: [UInt8]?]
-        public init(groups: [Group], folded: [[UInt8]: [UInt8]?]) {
+        /// The overlay entries folded, as the flush read them.
+        public var folded: Overlay
+        public init(groups: [Group], folded: Overlay) {
             self.groups = groups
             self.folded = folded
         }
 
         public var encoded: [UInt8] {
             var w = ByteWriter()
-            func entry(_ e: KeyedBuckets.Entry) {
-                w.u32(e.gen)
-                w.u64(e.hash)
-                w.u32(e.count)
-                w.u64(e.low)
-            }
             w.u32(UInt32(groups.count))
             for g in groups {
-                entry(g.old)
+                g.old.write(to: &w)
                 w.u32(UInt32(g.new.count))
-                for e in g.new { entry(e) }
+                for e in g.new { e.write(to: &w) }
             }
-            w.u32(UInt32(folded.count))
-            for m in folded.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-                w.blob(m)
-                if case .some(.some(let value)) = folded[m] {
-                    w.u8(1)
-                    w.blob(value)
-                } else {
-                    w.u8(0)
-                }
-            }
+            folded.write(to: &w)
             return w.bytes
         }
 
         public init?(_ b: [UInt8]) {
             var r = ByteReader(b)
-            func entry() -> KeyedBuckets.Entry? {
-                guard let g = r.u32(), let h = r.u64(), let c = r.u32(), let low = r.u64() else { return nil }
-                return KeyedBuckets.Entry(gen: g, hash: h, count: c, low: low)
-            }
             guard let n = r.u32() else { return nil }
             var groups: [Group] = []
             for _ in 0..<n {
-                guard let old = entry(), let k = r.u32() else { return nil }
+                guard let old = KeyedBuckets.Entry(from: &r), let k = r.u32() else { return nil }
                 var new: [KeyedBuckets.Entry] = []
                 for _ in 0..<k {
-                    guard let e = entry() else { return nil }
+                    guard let e = KeyedBuckets.Entry(from: &r) else { return nil }
                     new.append(e)
                 }
                 groups.append(Group(old: old, new: new))
             }
-            guard let m = r.u32() else { return nil }
-            var folded: [[UInt8]: [UInt8]?] = [:]
-            for _ in 0..<m {
-                guard let member = r.blob(), let p = r.u8() else { return nil }
-                if p == 1 {
-                    guard let value = r.blob() else { return nil }
-                    folded[member] = .some(value)
-                } else {
-                    folded[member] = .some(nil)
-                }
-            }
-            guard r.atEnd else { return nil }
+            guard let folded = Overlay(from: &r), r.atEnd else { return nil }
             self.groups = groups
             self.folded = folded
         }
@@ -756,7 +719,9 @@ extension DataModel {
             index.replaceSubrange(k...k, with: g.new)
         }
         h.index = index
-        for (m, s) in body.folded where h.overlay[m] == s || mutant == .flushDropsAll { h.overlay[m] = nil }
+        for e in body.folded.entries where h.overlay[e.member] == .some(e.state) || mutant == .flushDropsAll {
+            h.overlay[e.member] = nil
+        }
         h.gen &+= 1
         v.bytes = h.encoded
         return .integer(1)

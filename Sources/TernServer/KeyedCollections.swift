@@ -28,12 +28,7 @@ struct KeyedHeadInfo {
 }
 
 extension Node {
-    enum KeyedFetch {
-        case got([Int: [[UInt8]: [UInt8]]])
-        /// A bucket is gone (a flush or join replaced it): read the head again.
-        case missing
-        case failed(NodeReply)
-    }
+    typealias KeyedFetch = BucketsRead<[[UInt8]: [UInt8]]>
 
     static func isKeyedWrite(_ args: [[UInt8]]) -> Bool {
         guard let first = args.first, (4...12).contains(first.count) else { return false }
@@ -60,37 +55,20 @@ extension Node {
     )
         -> EventLoopFuture<KeyedFetch>
     {
-        var got: [Int: [[UInt8]: [UInt8]]] = [:]
-        var reads: [(Int, [UInt8], EventLoopFuture<NodeReply>)] = []
-        for k in positions {
-            let bk = KeyedBuckets.bucketKey(of: key, nonce: nonce, entry: index[k])
-            if let d = keyedCache.items[bk] {
-                got[k] = d
-            } else {
-                reads.append((k, bk, submit(key: bk, .read)))
-            }
-        }
-        guard !reads.isEmpty else { return eventLoop.makeSucceededFuture(.got(got)) }
-        return EventLoopFuture.whenAllSucceed(reads.map(\.2), on: eventLoop).map { replies in
-            var missing = false
-            for ((k, bk, _), reply) in zip(reads, replies) {
-                switch reply {
-                case .value(nil): missing = true
-                case .value(let b?):
-                    guard let (owner, items) = ListBuckets.parseBucketValue(b, hash: index[k].hash),
-                        owner == key
-                    else {
-                        return .failed(.unknown("a bucket of a set or hash failed its check"))
-                    }
-                    var d: [[UInt8]: [UInt8]] = [:]
-                    d.reserveCapacity(items.count)
-                    for (m, v) in KeyedBuckets.pairs(items, hash: hash) { d[m] = v }
-                    self.keyedCache.put(bk, d)
-                    got[k] = d
-                default: return .failed(reply)
-                }
-            }
-            return missing ? .missing : .got(got)
+        loadBuckets(
+            key,
+            positions.map {
+                (
+                    position: $0, key: KeyedBuckets.bucketKey(of: key, nonce: nonce, entry: index[$0]),
+                    hash: index[$0].hash
+                )
+            },
+            cache: \.keyedCache, what: "a set or hash"
+        ) { items in
+            var d: [[UInt8]: [UInt8]] = [:]
+            d.reserveCapacity(items.count)
+            for (m, v) in KeyedBuckets.pairs(items, hash: hash) { d[m] = v }
+            return d
         }
     }
 
@@ -133,7 +111,7 @@ extension Node {
                         .unknown("the set or hash kept changing while it was read"))
                 }
                 return self.rereadHead(key).flatMap { self.assembleKeyed(key, $0, attempts: attempts - 1) }
-            case .got(let got):
+            case .items(let got):
                 let buckets = h.index.indices.map { k in
                     KeyedBuckets.items((got[k] ?? [:]).map { ($0.key, $0.value) }, hash: hash)
                 }
@@ -177,7 +155,7 @@ extension Node {
                     return self.rereadHead(key).flatMap {
                         self.answerData(key, args, $0, attempts: attempts - 1)
                     }
-                case .got(let got):
+                case .items(let got):
                     let buckets = got.mapValues { d in
                         KeyedBuckets.items(d.map { ($0.key, $0.value) }, hash: hash)
                     }
@@ -270,7 +248,7 @@ extension Node {
             positions = Array(Set(members.map { info.position(of: $0) }))
         }
         return fetchKeyed(key, nonce: info.nonce, info.index, positions, hash: hash).map { f in
-            guard case .got(let got) = f else { return nil }
+            guard case .items(let got) = f else { return nil }
             var facts: [[UInt8]: KeyedBuckets.Fact] = [:]
             if name == "spop" {
                 var pool: [([UInt8], [UInt8], UInt64)] = []
@@ -395,9 +373,9 @@ extension Node {
                 switch f {
                 case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.keyedUpkeepFailed(r))
                 case .missing: return self.eventLoop.makeSucceededFuture(nil)
-                case .got(let got):
+                case .items(let got):
                     var groups: [DataModel.KeyedFlush.Group] = []
-                    var folded: [[UInt8]: [UInt8]?] = [:]
+                    var folded = Overlay()
                     var puts: [EventLoopFuture<NodeReply>] = []
                     for k in positions {
                         var d = got[k] ?? [:]

@@ -53,12 +53,14 @@ extension BucketCache where Value == [[UInt8]: [UInt8]] {
 
 extension Node {
     /// What reading some of a head's buckets came to.
-    enum BucketFetch {
-        case items([Int: [[UInt8]]])
-        /// A bucket is gone (a concurrent pop or join removed it from the head): read the head again.
+    enum BucketsRead<Value> {
+        case items([Int: Value])
+        /// A bucket is gone (a concurrent pop, flush or join removed it from the head): read the
+        /// head again.
         case missing
         case failed(NodeReply)
     }
+    typealias BucketFetch = BucketsRead<[[UInt8]]>
 
     var bucketElements: Int { options.listBucketElements }
     var bucketBytes: Int { options.listBucketBytes }
@@ -159,31 +161,49 @@ extension Node {
     func fetchBuckets(_ key: [UInt8], _ h: some ListHeadReading, _ positions: [Int]) -> EventLoopFuture<
         BucketFetch
     > {
-        var got: [Int: [[UInt8]]] = [:]
-        var reads: [(Int, [UInt8], EventLoopFuture<NodeReply>)] = []
-        for k in positions {
-            let e = h.index[k]
-            let bk = ListBuckets.bucketKey(list: key, nonce: h.headNonce, entry: e)
-            if let items = bucketCache.items[bk] {
-                got[k] = items
+        loadBuckets(
+            key,
+            positions.map {
+                (
+                    position: $0,
+                    key: ListBuckets.bucketKey(list: key, nonce: h.headNonce, entry: h.index[$0]),
+                    hash: h.index[$0].hash
+                )
+            },
+            cache: \.bucketCache, what: "list key"
+        ) { $0 }
+    }
+
+    /// Reads buckets `wanted` of `owner`'s head (from `cache` where it has them), each checked
+    /// against its hash and its owner, decoded by `decode` and cached; one bucket absent makes
+    /// the whole read `.missing`.
+    func loadBuckets<Value>(
+        _ owner: [UInt8], _ wanted: [(position: Int, key: [UInt8], hash: UInt64)],
+        cache: ReferenceWritableKeyPath<Node, BucketCache<Value>>, what: String,
+        decode: @escaping ([[UInt8]]) -> Value
+    ) -> EventLoopFuture<BucketsRead<Value>> {
+        var got: [Int: Value] = [:]
+        var reads: [(Int, [UInt8], UInt64, EventLoopFuture<NodeReply>)] = []
+        for w in wanted {
+            if let v = self[keyPath: cache].items[w.key] {
+                got[w.position] = v
             } else {
-                reads.append((k, bk, submit(key: bk, .read)))
+                reads.append((w.position, w.key, w.hash, submit(key: w.key, .read)))
             }
         }
         guard !reads.isEmpty else { return eventLoop.makeSucceededFuture(.items(got)) }
-        return EventLoopFuture.whenAllSucceed(reads.map(\.2), on: eventLoop).map { replies in
+        return EventLoopFuture.whenAllSucceed(reads.map(\.3), on: eventLoop).map { replies in
             var missing = false
-            for ((k, bk, _), reply) in zip(reads, replies) {
+            for ((k, bk, hash, _), reply) in zip(reads, replies) {
                 switch reply {
                 case .value(nil): missing = true
                 case .value(let b?):
-                    guard let (list, items) = ListBuckets.parseBucketValue(b, hash: h.index[k].hash),
-                        list == key
-                    else {
-                        return .failed(.unknown("a bucket of list key failed its check"))
+                    guard let (o, items) = ListBuckets.parseBucketValue(b, hash: hash), o == owner else {
+                        return .failed(.unknown("a bucket of \(what) failed its check"))
                     }
-                    self.bucketCache.put(bk, items)
-                    got[k] = items
+                    let v = decode(items)
+                    self[keyPath: cache].put(bk, v)
+                    got[k] = v
                 default: return .failed(reply)
                 }
             }

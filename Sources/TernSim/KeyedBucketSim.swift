@@ -285,7 +285,7 @@ extension Simulation {
             return keyedUpkeepDone(c)
         case .flush:
             var groups: [DataModel.KeyedFlush.Group] = []
-            var folded: [[UInt8]: [UInt8]?] = [:]
+            var folded = Overlay()
             var puts: [([UInt8], [UInt8])] = []
             for k in f.keyed.wanted.isEmpty ? Array(f.keyed.fetched.keys).sorted() : [] {
                 var d: [[UInt8]: [UInt8]] = [:]

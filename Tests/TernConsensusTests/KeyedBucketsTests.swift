@@ -100,7 +100,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             var byPosition: [Int: [[UInt8]]] = [:]
             for m in h.overlay.keys { byPosition[h.position(of: m), default: []].append(m) }
             var groups: [DataModel.KeyedFlush.Group] = []
-            var folded: [[UInt8]: [UInt8]?] = [:]
+            var folded = Overlay()
             for k in byPosition.keys.sorted() {
                 var d: [[UInt8]: [UInt8]] = [:]
                 for (m, x) in bucket(h, k) { d[m] = x }
