@@ -1,4 +1,4 @@
-// A big set or hash kept in buckets (docs/DATA.md, "Big sets and hashes"): the key holds a head
+// A big set, hash or sorted set kept in buckets (docs/DATA.md, "Big sets, hashes and sorted sets"): the key holds a head
 // (the member count, an index of immutable buckets that each hold the members whose XXH64 lies in
 // one range, and an overlay of the members changed since their bucket was written); each bucket
 // is an immutable key of its own. A change to one member rewrites the head only (a few KB), so its
@@ -14,8 +14,39 @@
 // (KeyedCollections.swift) reads buckets, writes them and proposes the upkeep below.
 import TernCore
 
-/// The head of a set or hash kept in buckets.
+/// The head of a set, hash or sorted set kept in buckets.
 public struct KeyedBuckets: Sendable, Hashable {
+    /// The kinds kept in buckets once big.
+    public static func isKeyedKind(_ k: ValueKind) -> Bool { k == .set || k == .hash || k == .zset }
+    /// Whether a bucket's items are pairs (a hash's field and value; a sorted set's member and
+    /// score, `scoreBytes`) or members alone (a set's).
+    public static func paired(_ k: ValueKind) -> Bool { k != .set }
+
+    /// A sorted-set member's value in a bucket or the overlay: its score's bits (`u64`).
+    public static func scoreBytes(_ s: Double) -> [UInt8] {
+        var w = ByteWriter()
+        w.u64(s.bitPattern)
+        return w.bytes
+    }
+    public static func score(_ b: [UInt8]) -> Double {
+        var r = ByteReader(b)
+        return Double(bitPattern: r.u64() ?? 0)
+    }
+
+    /// A plain value's members with their values (a set's are empty, a sorted set's its score).
+    public static func plainPairs(_ bytes: [UInt8]?, kind: ValueKind) -> [([UInt8], [UInt8])] {
+        guard let bytes else { return [] }
+        if kind == .zset { return DataModel.decodeZSet(bytes).map { ($0.member, scoreBytes($0.score)) } }
+        return pairs(DataModel.decodeItems(bytes), hash: kind == .hash)
+    }
+    /// The plain value of `pairs` (a sorted set's ordered by score, then member, as its encoding
+    /// must be).
+    public static func plainBytes(_ pairs: [([UInt8], [UInt8])], kind: ValueKind) -> [UInt8] {
+        guard kind == .zset else { return DataModel.encodeItems(items(pairs, hash: kind == .hash)) }
+        let scored = pairs.map { (member: $0.0, score: score($0.1)) }
+        return DataModel.zsetBytes(scored)
+    }
+
     /// A bucket as the head lists it: the members whose XXH64 lies in `low ..< next.low`.
     public struct Entry: Sendable, Hashable {
         /// The head's generation when the bucket was written (part of its key).
@@ -194,6 +225,13 @@ public struct KeyedBuckets: Sendable, Hashable {
         return out
     }
 
+    /// The whole collection as one plain value (`buckets[k]`: the stored items of index position k).
+    public func assembledPlain(_ buckets: [[[UInt8]]], kind: ValueKind) -> [UInt8] {
+        let paired = Self.paired(kind)
+        if kind != .zset { return DataModel.encodeItems(assembled(buckets, hash: paired)) }
+        return Self.plainBytes(Self.pairs(assembled(buckets, hash: paired), hash: paired), kind: kind)
+    }
+
     /// Cuts members (with their values) into buckets of about `target` members or `targetBytes`
     /// bytes, in member-hash order; the first bucket starts at `low`. Members with one hash stay
     /// in one bucket.
@@ -254,7 +292,7 @@ public struct KeyedBuckets: Sendable, Hashable {
     /// A bucket key that no head reaches and none ever will (the rule of `ListBuckets.isOrphan`).
     public static func isOrphan(bucketKey: [UInt8], head: StoredValue?) -> Bool {
         guard let p = parseBucketKey(bucketKey) else { return false }
-        guard let head, head.kind == .set || head.kind == .hash, let h = KeyedBuckets(head.bytes),
+        guard let head, isKeyedKind(head.kind), let h = KeyedBuckets(head.bytes),
             h.nonce == p.nonce
         else { return true }
         if p.gen >= h.gen { return false }
@@ -347,29 +385,51 @@ public struct KeyedBuckets: Sendable, Hashable {
     /// The writes that run on a head (with facts); the names of their kind.
     public static let setWrites: Set<String> = ["sadd", "srem", "spop"]
     public static let hashWrites: Set<String> = ["hset", "hsetnx", "hdel", "hincrby", "hincrbyfloat"]
+    public static let zsetWrites: Set<String> = ["zadd", "zrem", "zincrby"]
+    public static let allWrites = setWrites.union(hashWrites).union(zsetWrites)
+    /// The writes that run on a head of kind `k` (with facts).
+    public static func writes(of k: ValueKind) -> Set<String> {
+        switch k {
+        case .set: setWrites
+        case .hash: hashWrites
+        case .zset: zsetWrites
+        default: []
+        }
+    }
     /// Writes that replace, remove or re-time the whole value: they run on a head as on any value.
     static let wholeWrites: Set<String> = [
         "del", "set", "pexpireat", "persist", "expirecheck", "getdel", "getex", "copyvalue", "restore",
     ]
 
-    /// The members write `args` (a set or hash write) names; SPOP names none (its candidates are
-    /// the facts it carries and the overlay).
+    /// The members write `args` (a set, hash or sorted-set write) names; SPOP names none (its
+    /// candidates are the facts it carries and the overlay).
     public static func members(_ args: [[UInt8]]) -> [[UInt8]] {
         guard let first = args.first, args.count >= 3 else { return [] }
         switch String(decoding: first, as: UTF8.self) {
-        case "sadd", "srem", "hdel": return Array(args[2...])
+        case "sadd", "srem", "hdel", "zrem": return Array(args[2...])
         case "hset": return stride(from: 2, to: args.count, by: 2).map { args[$0] }
         case "hsetnx", "hincrby", "hincrbyfloat": return [args[2]]
+        case "zincrby": return args.count >= 4 ? [args[3]] : []
+        case "zadd":
+            // zadd k [nx|xx|gt|lt|ch|incr]… score member … (options lower-cased by the server)
+            var i = 2
+            while i < args.count, zaddFlags.contains(args[i]) { i += 1 }
+            return stride(from: i + 1, to: args.count, by: 2).map { args[$0] }
         default: return []
         }
     }
+    static let zaddFlags: Set<[UInt8]> = Set(["nx", "xx", "gt", "lt", "ch", "incr"].map { Array($0.utf8) })
 
     /// The reads a head answers from itself and the buckets of the members they name.
     public static let memberReads: Set<String> = [
-        "sismember", "smismember", "hget", "hmget", "hexists", "hstrlen",
+        "sismember", "smismember", "hget", "hmget", "hexists", "hstrlen", "zscore", "zmscore",
     ]
-    public static let countReads: Set<String> = ["scard", "hlen"]
-    static let setReads: Set<String> = ["sismember", "smismember", "scard"]
+    public static let countReads: Set<String> = ["scard", "hlen", "zcard"]
+    /// The kind each of those reads is for (another kind answers WRONGTYPE).
+    static let readKinds: [String: ValueKind] = [
+        "sismember": .set, "smismember": .set, "scard": .set, "hget": .hash, "hmget": .hash,
+        "hexists": .hash, "hstrlen": .hash, "hlen": .hash, "zscore": .zset, "zmscore": .zset, "zcard": .zset,
+    ]
 
     /// What a read of a head needs: its answer now, the members whose buckets it reads, or the
     /// whole collection.
@@ -382,13 +442,11 @@ public struct KeyedBuckets: Sendable, Hashable {
     public func readPlan(_ args: [[UInt8]], kind: ValueKind) -> ReadPlan {
         guard let first = args.first else { return .whole }
         let name = String(decoding: first, as: UTF8.self)
-        let isSetRead = Self.setReads.contains(name)
-        if Self.countReads.contains(name) || Self.memberReads.contains(name) {
-            guard (kind == .set) == isSetRead else { return .answer(DataReply.wrongType) }
-        }
+        if let want = Self.readKinds[name], want != kind { return .answer(DataReply.wrongType) }
         if Self.countReads.contains(name) { return .answer(.integer(Int64(count))) }
         if Self.memberReads.contains(name), args.count >= 3 {
-            return .members(name == "smismember" || name == "hmget" ? Array(args[2...]) : [args[2]])
+            let many = name == "smismember" || name == "hmget" || name == "zmscore"
+            return .members(many ? Array(args[2...]) : [args[2]])
         }
         return .whole
     }
@@ -398,7 +456,7 @@ public struct KeyedBuckets: Sendable, Hashable {
     public func answer(
         _ args: [[UInt8]], kind: ValueKind, deadlineMs: UInt64, buckets: [Int: [[UInt8]]], nowMs: UInt64
     ) -> DataReply {
-        let hash = kind == .hash
+        let paired = Self.paired(kind)
         var mini: [([UInt8], [UInt8])] = []
         var seen: Set<[UInt8]> = []
         for m in args.dropFirst(2) where seen.insert(m).inserted {
@@ -407,12 +465,11 @@ public struct KeyedBuckets: Sendable, Hashable {
                 continue
             }
             let k = position(of: m)
-            if let b = buckets[k], let p = Self.pairs(b, hash: hash).first(where: { $0.0 == m }) {
+            if let b = buckets[k], let p = Self.pairs(b, hash: paired).first(where: { $0.0 == m }) {
                 mini.append(p)
             }
         }
-        let v = StoredValue(
-            kind: kind, deadlineMs: deadlineMs, bytes: DataModel.encodeItems(Self.items(mini, hash: hash)))
+        let v = StoredValue(kind: kind, deadlineMs: deadlineMs, bytes: Self.plainBytes(mini, kind: kind))
         return DataModel.read(args, v, nowMs: nowMs, seed: 0)
     }
 }
@@ -509,16 +566,17 @@ extension DataModel {
     static func applyKeyedBuckets(
         _ name: String, _ args: [[UInt8]], _ v: inout KeyValue, seed: UInt64, mutant: KeyedMutant? = nil
     ) -> DataReply? {
-        let keyedKind = v.kind == .set || v.kind == .hash
+        let keyedKind = KeyedBuckets.isKeyedKind(v.kind)
         let isHead = keyedKind && KeyedBuckets.isHead(v.bytes)
-        let isWrite = KeyedBuckets.setWrites.contains(name) || KeyedBuckets.hashWrites.contains(name)
+        let isWrite = KeyedBuckets.allWrites.contains(name)
         switch name {
         case "kf":
             // kf facts write…: a set or hash write with the facts its proposer read.
             guard args.count >= 4, let facts = KeyedBuckets.decodeFacts(args[1]) else { return .syntax }
             let inner = Array(args[2...])
             let innerName = String(decoding: inner[0], as: UTF8.self)
-            guard isHead, var h = KeyedBuckets(v.bytes) else {
+            // Facts only matter to the writes that run on a head; any other command runs as sent.
+            guard isHead, KeyedBuckets.allWrites.contains(innerName), var h = KeyedBuckets(v.bytes) else {
                 return apply(inner, to: &v, seed: seed, lists: true)
             }
             return applyOnHead(innerName, inner, &v, &h, facts: facts, seed: seed, mutant: mutant)
@@ -542,10 +600,7 @@ extension DataModel {
         if isWrite, keyedKind, let b = v.bytes, plainKeyedFull(b) {
             // A write of the right kind makes it bucketed first; another kind's answers as usual
             // (WRONGTYPE).
-            let right =
-                v.kind == .set
-                ? KeyedBuckets.setWrites.contains(name) : KeyedBuckets.hashWrites.contains(name)
-            if right { return KeyedBuckets.reply(.split) }
+            if KeyedBuckets.writes(of: v.kind).contains(name) { return KeyedBuckets.reply(.split) }
         }
         return nil
     }
@@ -557,10 +612,7 @@ extension DataModel {
         _ name: String, _ args: [[UInt8]], _ v: inout KeyValue, _ h: inout KeyedBuckets,
         facts: [[UInt8]: KeyedBuckets.Fact], seed: UInt64, mutant: KeyedMutant? = nil
     ) -> DataReply {
-        let hash = v.kind == .hash
-        guard (hash ? KeyedBuckets.hashWrites : KeyedBuckets.setWrites).contains(name) else {
-            return .wrongType
-        }
+        guard KeyedBuckets.writes(of: v.kind).contains(name) else { return .wrongType }
         if h.overlayHardFull { return KeyedBuckets.reply(.flush) }
         var touched: [[UInt8]]
         if name == "spop" {
@@ -587,14 +639,11 @@ extension DataModel {
             if present.count < want { return KeyedBuckets.reply(.facts) }
         }
         var mini = KeyValue(
-            bytes: encodeItems(KeyedBuckets.items(present, hash: hash)), kind: v.kind,
-            deadlineMs: v.deadlineMs)
+            bytes: KeyedBuckets.plainBytes(present, kind: v.kind), kind: v.kind, deadlineMs: v.deadlineMs)
         let reply = apply(args, to: &mini, seed: seed)
         if case .error = reply { return reply }
         var after: [[UInt8]: [UInt8]] = [:]
-        if let b = mini.bytes {
-            for (m, value) in KeyedBuckets.pairs(decodeItems(b), hash: hash) { after[m] = value }
-        }
+        for (m, value) in KeyedBuckets.plainPairs(mini.bytes, kind: v.kind) { after[m] = value }
         var delta: Int64 = 0
         for (m, old) in before {
             let new = after[m]
@@ -621,7 +670,7 @@ extension DataModel {
             let valueHash = UInt64(String(decoding: args[3], as: UTF8.self)),
             let bm = int(args[4]), let bb = int(args[5])
         else { return .syntax }
-        guard v.kind == .set || v.kind == .hash, let b = v.bytes, !KeyedBuckets.isHead(b),
+        guard KeyedBuckets.isKeyedKind(v.kind), let b = v.bytes, !KeyedBuckets.isHead(b),
             XXH64.hash(b) == valueHash
         else { return .integer(0) }
         var index: [KeyedBuckets.Entry] = []
@@ -707,7 +756,7 @@ extension DataModel {
         guard args.count == 5, let nonce = UInt64(String(decoding: args[2], as: UTF8.self)),
             let gen = UInt32(String(decoding: args[3], as: UTF8.self)), let body = KeyedFlush(args[4])
         else { return .syntax }
-        guard v.kind == .set || v.kind == .hash, var h = KeyedBuckets(v.bytes), h.nonce == nonce, h.gen == gen
+        guard KeyedBuckets.isKeyedKind(v.kind), var h = KeyedBuckets(v.bytes), h.nonce == nonce, h.gen == gen
         else { return .integer(0) }
         var index = h.index
         for g in body.groups {
@@ -733,7 +782,7 @@ extension DataModel {
         guard args.count >= 3, let nonce = UInt64(String(decoding: args[2], as: UTF8.self)) else {
             return .syntax
         }
-        guard v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes), h.nonce == nonce,
+        guard KeyedBuckets.isKeyedKind(v.kind), let h = KeyedBuckets(v.bytes), h.nonce == nonce,
             args.count - 3 == h.index.count
         else { return .integer(0) }
         var buckets: [[[UInt8]]] = []
@@ -741,7 +790,7 @@ extension DataModel {
             guard XXH64.hash(args[3 + k]) == e.hash else { return .integer(0) }
             buckets.append(decodeItems(args[3 + k]))
         }
-        v.bytes = encodeItems(h.assembled(buckets, hash: v.kind == .hash))
+        v.bytes = h.assembledPlain(buckets, kind: v.kind)
         return .integer(1)
     }
 }

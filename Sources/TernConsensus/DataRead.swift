@@ -36,7 +36,7 @@ extension DataModel {
         }
         if let r = readStream(name, args, v, nowMs: nowMs) { return r }
         guard let v else { return absent(name, args) }
-        if (v.kind == .set || v.kind == .hash) && KeyedBuckets.isHead(v.bytes) {
+        if KeyedBuckets.isKeyedKind(v.kind) && KeyedBuckets.isHead(v.bytes) {
             return .err("internal: a bucketed \(v.kind.name) read as one value")
         }
         switch name {

@@ -1,4 +1,4 @@
-// The shell's side of big sets and hashes kept in buckets (docs/DATA.md, "Big sets and hashes";
+// The shell's side of big sets, hashes and sorted sets kept in buckets (docs/DATA.md, "Big sets, hashes and sorted sets";
 // TernConsensus/DataKeyedBuckets.swift holds the pure rules): a set or hash write on a bucketed
 // head carries facts about the members it touches, read here from their buckets; when a write
 // answers a `KeyedBuckets.Need`, the node does the work (reads the head again, makes a full plain
@@ -17,7 +17,7 @@ struct KeyedHeadInfo {
     var index: [KeyedBuckets.Entry]
 
     init?(_ v: StoredValue) {
-        guard v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes) else { return nil }
+        guard KeyedBuckets.isKeyedKind(v.kind), let h = KeyedBuckets(v.bytes) else { return nil }
         kind = v.kind
         nonce = h.nonce
         index = h.index
@@ -32,8 +32,7 @@ extension Node {
 
     static func isKeyedWrite(_ args: [[UInt8]]) -> Bool {
         guard let first = args.first, (4...12).contains(first.count) else { return false }
-        let name = String(decoding: first, as: UTF8.self)
-        return KeyedBuckets.setWrites.contains(name) || KeyedBuckets.hashWrites.contains(name)
+        return KeyedBuckets.allWrites.contains(String(decoding: first, as: UTF8.self))
     }
 
     /// Notes what a read or write saw of `key`'s value: a bucketed head's index, or nothing.
@@ -51,7 +50,7 @@ extension Node {
     /// Reads the buckets at index positions `positions` (from the cache where it has them), each
     /// checked against the hash the index names.
     func fetchKeyed(
-        _ key: [UInt8], nonce: UInt64, _ index: [KeyedBuckets.Entry], _ positions: [Int], hash: Bool
+        _ key: [UInt8], nonce: UInt64, _ index: [KeyedBuckets.Entry], _ positions: [Int], paired: Bool
     )
         -> EventLoopFuture<KeyedFetch>
     {
@@ -63,20 +62,20 @@ extension Node {
                     hash: index[$0].hash
                 )
             },
-            cache: \.keyedCache, what: "a set or hash"
+            cache: \.keyedCache, what: "a set, hash or sorted set"
         ) { items in
             var d: [[UInt8]: [UInt8]] = [:]
             d.reserveCapacity(items.count)
-            for (m, v) in KeyedBuckets.pairs(items, hash: hash) { d[m] = v }
+            for (m, v) in KeyedBuckets.pairs(items, hash: paired) { d[m] = v }
             return d
         }
     }
 
     /// Writes one bucket (durable on a quorum when the future succeeds with `.done`).
     func putKeyedBucket(
-        _ key: [UInt8], nonce: UInt64, gen: UInt32, low: UInt64, _ pairs: [([UInt8], [UInt8])], hash: Bool
+        _ key: [UInt8], nonce: UInt64, gen: UInt32, low: UInt64, _ pairs: [([UInt8], [UInt8])], paired: Bool
     ) -> (KeyedBuckets.Entry, EventLoopFuture<NodeReply>) {
-        let enc = DataModel.encodeItems(KeyedBuckets.items(pairs, hash: hash))
+        let enc = DataModel.encodeItems(KeyedBuckets.items(pairs, hash: paired))
         let e = KeyedBuckets.Entry(gen: gen, hash: XXH64.hash(enc), count: UInt32(pairs.count), low: low)
         let bk = KeyedBuckets.bucketKey(of: key, nonce: nonce, entry: e)
         var d: [[UInt8]: [UInt8]] = [:]
@@ -97,26 +96,26 @@ extension Node {
 
     /// A read's reply, with a bucketed set or hash assembled into one plain value.
     func assembleKeyed(_ key: [UInt8], _ r: NodeReply, attempts: Int) -> EventLoopFuture<NodeReply> {
-        guard case .typed(let v) = r, v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes) else {
+        guard case .typed(let v) = r, KeyedBuckets.isKeyedKind(v.kind), let h = KeyedBuckets(v.bytes) else {
             return eventLoop.makeSucceededFuture(r)
         }
         noteKeyedHead(key, v)
-        let hash = v.kind == .hash
-        return fetchKeyed(key, nonce: h.nonce, h.index, Array(h.index.indices), hash: hash).flatMap { f in
+        let paired = KeyedBuckets.paired(v.kind)
+        return fetchKeyed(key, nonce: h.nonce, h.index, Array(h.index.indices), paired: paired).flatMap { f in
             switch f {
             case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
             case .missing:
                 guard attempts > 0 else {
                     return self.eventLoop.makeSucceededFuture(
-                        .unknown("the set or hash kept changing while it was read"))
+                        .unknown("the \(v.kind.name) kept changing while it was read"))
                 }
                 return self.rereadHead(key).flatMap { self.assembleKeyed(key, $0, attempts: attempts - 1) }
             case .items(let got):
                 let buckets = h.index.indices.map { k in
-                    KeyedBuckets.items((got[k] ?? [:]).map { ($0.key, $0.value) }, hash: hash)
+                    KeyedBuckets.items((got[k] ?? [:]).map { ($0.key, $0.value) }, hash: paired)
                 }
                 var plain = v
-                plain.bytes = DataModel.encodeItems(h.assembled(buckets, hash: hash))
+                plain.bytes = h.assembledPlain(buckets, kind: v.kind)
                 return self.eventLoop.makeSucceededFuture(.typed(plain))
             }
         }
@@ -127,7 +126,7 @@ extension Node {
     func answerKeyed(_ key: [UInt8], _ args: [[UInt8]], _ v: StoredValue, attempts: Int) -> EventLoopFuture<
         NodeReply
     >? {
-        guard v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes) else { return nil }
+        guard KeyedBuckets.isKeyedKind(v.kind), let h = KeyedBuckets(v.bytes) else { return nil }
         noteKeyedHead(key, v)
         let nowMs = UInt64(max(0, CommandProcessor.unixMicros() / 1000))
         if let name = args.first, Self.metaReads.contains(name) {
@@ -143,21 +142,21 @@ extension Node {
             }
         case .members(let ms):
             let positions = Array(Set(ms.filter { h.overlay[$0] == nil }.map { h.position(of: $0) }))
-            let hash = v.kind == .hash
-            return fetchKeyed(key, nonce: h.nonce, h.index, positions, hash: hash).flatMap { f in
+            let paired = KeyedBuckets.paired(v.kind)
+            return fetchKeyed(key, nonce: h.nonce, h.index, positions, paired: paired).flatMap { f in
                 switch f {
                 case .failed(let why): return self.eventLoop.makeSucceededFuture(why)
                 case .missing:
                     guard attempts > 0 else {
                         return self.eventLoop.makeSucceededFuture(
-                            .unknown("the set or hash kept changing while it was read"))
+                            .unknown("the \(v.kind.name) kept changing while it was read"))
                     }
                     return self.rereadHead(key).flatMap {
                         self.answerData(key, args, $0, attempts: attempts - 1)
                     }
                 case .items(let got):
                     let buckets = got.mapValues { d in
-                        KeyedBuckets.items(d.map { ($0.key, $0.value) }, hash: hash)
+                        KeyedBuckets.items(d.map { ($0.key, $0.value) }, hash: paired)
                     }
                     return self.eventLoop.makeSucceededFuture(
                         .done(
@@ -194,7 +193,7 @@ extension Node {
             guard attempts > 0 else {
                 return self.eventLoop.makeSucceededFuture(
                     .notApplied(
-                        "the set or hash kept changing while its buckets were rearranged; not applied, try again"
+                        "the collection kept changing while its buckets were rearranged; not applied, try again"
                     ))
             }
             let work: EventLoopFuture<NodeReply?>
@@ -228,8 +227,8 @@ extension Node {
     /// buckets; nil when they could not be read (the write then goes plain and asks again).
     func withFacts(_ key: [UInt8], _ args: [[UInt8]], _ info: KeyedHeadInfo) -> EventLoopFuture<[[UInt8]]?> {
         let name = String(decoding: args[0], as: UTF8.self)
-        let hash = info.kind == .hash
-        guard (hash ? KeyedBuckets.hashWrites : KeyedBuckets.setWrites).contains(name) else {
+        let paired = KeyedBuckets.paired(info.kind)
+        guard KeyedBuckets.writes(of: info.kind).contains(name) else {
             return eventLoop.makeSucceededFuture(nil)
         }
         let members = KeyedBuckets.members(args)
@@ -247,7 +246,7 @@ extension Node {
         } else {
             positions = Array(Set(members.map { info.position(of: $0) }))
         }
-        return fetchKeyed(key, nonce: info.nonce, info.index, positions, hash: hash).map { f in
+        return fetchKeyed(key, nonce: info.nonce, info.index, positions, paired: paired).map { f in
             guard case .items(let got) = f else { return nil }
             var facts: [[UInt8]: KeyedBuckets.Fact] = [:]
             if name == "spop" {
@@ -296,7 +295,7 @@ extension Node {
         return work
     }
 
-    static let keyedWhat = "a big set's or hash's"
+    static let keyedWhat = "a big set's, hash's or sorted set's"
     static func keyedUpkeepFailed(_ r: NodeReply) -> NodeReply { upkeepFailed(r, keyedWhat) }
 
     /// Reads `key`'s head and continues with its set or hash value (nil: absent or another kind),
@@ -304,7 +303,7 @@ extension Node {
     func withKeyedValue(_ key: [UInt8], _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>)
         -> EventLoopFuture<NodeReply?>
     {
-        withHead(key, kinds: [.set, .hash], Self.keyedWhat) { v in
+        withHead(key, kinds: [.set, .hash, .zset], Self.keyedWhat) { v in
             self.noteKeyedHead(key, v)
             return next(v)
         }
@@ -327,10 +326,10 @@ extension Node {
             guard let v, !KeyedBuckets.isHead(v.bytes), DataModel.plainKeyedFull(v.bytes) else {
                 return self.eventLoop.makeSucceededFuture(nil)
             }
-            let hash = v.kind == .hash
+            let paired = KeyedBuckets.paired(v.kind)
             let nonce = UInt64.random(in: 1 ... .max)
             let chunks = KeyedBuckets.cut(
-                KeyedBuckets.pairs(DataModel.decodeItems(v.bytes), hash: hash), low: 0,
+                KeyedBuckets.plainPairs(v.bytes, kind: v.kind), low: 0,
                 target: self.options.keyedBucketMembers, targetBytes: self.options.keyedBucketBytes)
             var args = [
                 Self.word("ksplit"), key, Self.word(String(nonce)), Self.word(String(XXH64.hash(v.bytes))),
@@ -339,7 +338,8 @@ extension Node {
             ]
             var puts: [EventLoopFuture<NodeReply>] = []
             for c in chunks {
-                let (e, put) = self.putKeyedBucket(key, nonce: nonce, gen: 0, low: c.low, c.pairs, hash: hash)
+                let (e, put) = self.putKeyedBucket(
+                    key, nonce: nonce, gen: 0, low: c.low, c.pairs, paired: paired)
                 puts.append(put)
                 args += [Self.word(String(e.count)), Self.word(String(e.hash)), Self.word(String(e.low))]
             }
@@ -361,7 +361,7 @@ extension Node {
             guard let v, let h = KeyedBuckets(v.bytes), !h.overlay.isEmpty, force || h.overlayFull else {
                 return self.eventLoop.makeSucceededFuture(nil)
             }
-            let hash = v.kind == .hash
+            let paired = KeyedBuckets.paired(v.kind)
             var byPosition: [Int: [[UInt8]]] = [:]
             for m in h.overlay.keys { byPosition[h.position(of: m), default: []].append(m) }
             // The buckets with the most overlay members first; at most 64 per flush.
@@ -369,7 +369,8 @@ extension Node {
                 (byPosition[$0]!.count, $1) > (byPosition[$1]!.count, $0)
             }
             .prefix(64)
-            return self.fetchKeyed(key, nonce: h.nonce, h.index, Array(positions), hash: hash).flatMap { f in
+            return self.fetchKeyed(key, nonce: h.nonce, h.index, Array(positions), paired: paired).flatMap {
+                f in
                 switch f {
                 case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.keyedUpkeepFailed(r))
                 case .missing: return self.eventLoop.makeSucceededFuture(nil)
@@ -395,7 +396,7 @@ extension Node {
                         var new: [KeyedBuckets.Entry] = []
                         for c in chunks {
                             let (e, put) = self.putKeyedBucket(
-                                key, nonce: h.nonce, gen: h.gen, low: c.low, c.pairs, hash: hash)
+                                key, nonce: h.nonce, gen: h.gen, low: c.low, c.pairs, paired: paired)
                             new.append(e)
                             puts.append(put)
                         }

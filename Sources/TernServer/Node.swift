@@ -62,7 +62,7 @@ public struct NodeOptions: Sendable {
     /// one element, per bucket. Taken by a list when it becomes bucketed and kept in its head.
     public var listBucketElements = ListBuckets.defaultBucketElements
     public var listBucketBytes = ListBuckets.defaultBucketBytes
-    /// The size of a big set's or hash's buckets (docs/DATA.md, "Big sets and hashes").
+    /// The size of a big set's or hash's buckets (docs/DATA.md, "Big sets, hashes and sorted sets").
     public var keyedBucketMembers = KeyedBuckets.defaultBucketMembers
     public var keyedBucketBytes = KeyedBuckets.defaultBucketBytes
     public init() {}

@@ -193,8 +193,9 @@ extension Simulation {
             return
         }
         if keyedBucketsOn && rng.chance(0.12) {
-            // A round of big-set or big-hash upkeep (split, flush, join), racing the commands.
-            keyedIssueUpkeep(c, key: Self.b(["S0", "S1", "h0", "h1"][Int(rng.below(4))]))
+            // A round of big-set, big-hash or big-sorted-set upkeep (split, flush, join), racing
+            // the commands.
+            keyedIssueUpkeep(c, key: Self.b(["S0", "S1", "h0", "h1", "z0", "z1"][Int(rng.below(6))]))
             return
         }
         data.issued += 1
@@ -263,8 +264,15 @@ extension Simulation {
                 args = [Self.b("zrange"), k, Self.b("0"), Self.b("-1"), Self.b("withscores")]
                 write = false
             case (1, _):
-                args = [Self.b("zscore"), k, member]
-                write = false
+                switch rng.below(5) {
+                case 0: args = [Self.b("zmscore"), k, member, Self.b("m\(rng.below(4))")]
+                case 1: args = [Self.b("zcard"), k]
+                case 2:
+                    // Pops need the whole sorted set (a bucketed one is joined first).
+                    args = [Self.b("zpopmin"), k]
+                default: args = [Self.b("zscore"), k, member]
+                }
+                write = args[0] == Self.b("zpopmin")
             case (3, 0), (3, 1): args = [Self.b("sadd"), k, member, Self.b("m\(rng.below(4))")]
             case (3, 2): args = [Self.b("srem"), k, member]
             case (3, 3):

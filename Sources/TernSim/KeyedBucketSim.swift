@@ -2,8 +2,8 @@ import TernCheck
 import TernConsensus
 import TernCore
 
-/// Big sets and hashes kept in buckets under the simulator (docs/DATA.md, "Big sets and hashes";
-/// `--data-keyed`): the data workload's set and hash keys become bucketed (buckets of one or two
+/// Big sets, hashes and sorted sets kept in buckets under the simulator (docs/DATA.md, "Big sets, hashes and
+/// sorted sets"; `--data-keyed`): the data workload's set, hash and sorted-set keys become bucketed (buckets of one or two
 /// members, so that splits, flushes and joins happen all the time), the clients do the upkeep a
 /// write's answer asks for (facts read from the members' buckets, a flush, a join) and run the
 /// write again, as `Node` does (TernServer/KeyedCollections.swift), and also start upkeep rounds of
@@ -203,11 +203,11 @@ extension Simulation {
 
     /// A head read found `v`: decide the upkeep's steps.
     func keyedPlan(_ c: Int, _ f: inout DataWorkload.Flight, _ v: StoredValue?) {
-        guard let need = f.keyed.need, let v, v.kind == .set || v.kind == .hash else {
+        guard let need = f.keyed.need, let v, KeyedBuckets.isKeyedKind(v.kind) else {
             return keyedUpkeepDone(c)
         }
         f.keyed.kind = v.kind
-        let hash = v.kind == .hash
+        let hash = KeyedBuckets.paired(v.kind)
         guard let h = KeyedBuckets(v.bytes) else {
             // A plain set or hash: make it bucketed (buckets of one or two members).
             guard need == .split, !v.bytes.isEmpty, !KeyedBuckets.isHead(v.bytes) else {
@@ -221,7 +221,7 @@ extension Simulation {
             let shape = KeyedBuckets(nonce: nonce, bucketMembers: 2, bucketBytes: 4096, index: [], count: 0)
             var puts: [([UInt8], [UInt8])] = []
             for chunk in KeyedBuckets.cut(
-                KeyedBuckets.pairs(DataModel.decodeItems(v.bytes), hash: hash), low: 0, target: 1,
+                KeyedBuckets.plainPairs(v.bytes, kind: v.kind), low: 0, target: 1,
                 targetBytes: 4096)
             {
                 let (e, put) = keyedBucketPut(f.key, shape, gen: 0, low: chunk.low, chunk.pairs, hash: hash)
@@ -271,7 +271,7 @@ extension Simulation {
     /// The buckets the upkeep needs are read: the facts, or the flush or join to propose.
     func keyedOp(_ c: Int, _ f: inout DataWorkload.Flight) {
         guard let h = f.keyed.head, let need = f.keyed.need else { return keyedUpkeepDone(c) }
-        let hash = f.keyed.kind == .hash
+        let hash = KeyedBuckets.paired(f.keyed.kind)
         switch need {
         case .facts:
             var facts: [[UInt8]: KeyedBuckets.Fact] = [:]
@@ -343,7 +343,7 @@ extension Simulation {
     /// A read met a bucketed head `v`: answer from the head, or read its buckets first. True when
     /// it took the read over.
     func keyedRead(_ c: Int, _ v: StoredValue) -> Bool {
-        guard keyedBucketsOn, v.kind == .set || v.kind == .hash, let h = KeyedBuckets(v.bytes),
+        guard keyedBucketsOn, KeyedBuckets.isKeyedKind(v.kind), let h = KeyedBuckets(v.bytes),
             var f = data.clients[c].inFlight
         else { return false }
         keyedCheckMissing(f, v)
@@ -381,7 +381,6 @@ extension Simulation {
         guard var h = f.keyed.head else { return }
         // The mutant: the overlay (the newest changes) ignored.
         if config.dataMutant == .keyedReadsSkipOverlay { h.overlay = [:] }
-        let hash = f.keyed.kind == .hash
         let reply: DataReply
         switch h.readPlan(f.args, kind: f.keyed.kind) {
         case .answer(let r): reply = r
@@ -390,9 +389,9 @@ extension Simulation {
                 f.args, kind: f.keyed.kind, deadlineMs: f.keyed.deadlineMs, buckets: f.keyed.fetched,
                 nowMs: UInt64(nodeClockMs(f.node)))
         case .whole:
-            let items = h.assembled(h.index.indices.map { f.keyed.fetched[$0] ?? [] }, hash: hash)
-            let v = StoredValue(
-                kind: f.keyed.kind, deadlineMs: f.keyed.deadlineMs, bytes: DataModel.encodeItems(items))
+            let plain = h.assembledPlain(
+                h.index.indices.map { f.keyed.fetched[$0] ?? [] }, kind: f.keyed.kind)
+            let v = StoredValue(kind: f.keyed.kind, deadlineMs: f.keyed.deadlineMs, bytes: plain)
             reply = DataModel.read(f.args, v, nowMs: UInt64(nodeClockMs(f.node)))
         }
         dataFinish(c, reply)

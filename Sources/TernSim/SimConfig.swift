@@ -161,7 +161,7 @@ public struct SimConfig: Sendable, Hashable {
     /// (ListBucketSim.swift, docs/DATA.md "Big lists").
     public var dataLists = false
     /// The data workload's sets and hashes become bucketed (buckets of one or two members) and
-    /// clients do the upkeep (KeyedBucketSim.swift, docs/DATA.md "Big sets and hashes").
+    /// clients do the upkeep (KeyedBucketSim.swift, docs/DATA.md "Big sets, hashes and sorted sets").
     public var dataKeyed = false
     /// Hard bound on simulated time.
     public var ticksMax: UInt64 = 2_000_000

@@ -166,7 +166,7 @@ struct SimCommand: ParsableCommand {
     @Flag(
         help: """
             With --data: the sets and hashes become bucketed (buckets of one or two members) and the \
-            clients do the upkeep, racing each other (docs/DATA.md, "Big sets and hashes").
+            clients do the upkeep, racing each other (docs/DATA.md, "Big sets, hashes and sorted sets").
             """)
     var dataKeyed = false
 

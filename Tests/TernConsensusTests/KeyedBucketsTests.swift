@@ -6,7 +6,7 @@ import Testing
 private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
 
 /// The pure rules of big sets and hashes kept in buckets (DataKeyedBuckets.swift, docs/DATA.md
-/// "Big sets and hashes"): a shell played by hand — facts read from an older head, flushes planned
+/// "Big sets, hashes and sorted sets"): a shell played by hand — facts read from an older head, flushes planned
 /// on one head and proposed after other writes — every reply and the whole collection checked
 /// against the same commands on a plain value; and the deliberately broken rules caught.
 @Suite struct KeyedBucketsTests {
@@ -27,7 +27,9 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             self.mutant = mutant
         }
 
-        var hash: Bool { v.kind == .hash }
+        /// The kind being played (the value's own once it exists).
+        var kind: ValueKind = .set
+        var hash: Bool { KeyedBuckets.paired(kind) }
 
         mutating func apply(_ args: [[UInt8]]) -> DataReply {
             let name = String(decoding: args[0], as: UTF8.self)
@@ -58,7 +60,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
                     h.index.indices.map { k in KeyedBuckets.items(bucket(h, k), hash: hash) }, hash: hash)
                 for (m, x) in KeyedBuckets.pairs(items, hash: hash) { out[m] = x }
             } else {
-                for (m, x) in KeyedBuckets.pairs(DataModel.decodeItems(b), hash: hash) { out[m] = x }
+                for (m, x) in KeyedBuckets.plainPairs(b, kind: kind) { out[m] = x }
             }
             return out
         }
@@ -87,7 +89,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             let shape = KeyedBuckets(nonce: 9, bucketMembers: 8, bucketBytes: 1 << 12, index: [], count: 0)
             var args = [w("ksplit"), key, w("9"), w(String(XXH64.hash(b))), w("8"), w("4096")]
             for c in KeyedBuckets.cut(
-                KeyedBuckets.pairs(DataModel.decodeItems(b), hash: hash), low: 0, target: 8, targetBytes: 4096
+                KeyedBuckets.plainPairs(b, kind: kind), low: 0, target: 8, targetBytes: 4096
             ) {
                 let e = put(shape, gen: 0, low: c.low, c.pairs)
                 args += [w(String(e.count)), w(String(e.hash)), w(String(e.low))]
@@ -169,17 +171,21 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         }
     }
 
-    /// Plays `steps` random writes on a set (or hash) grown past the plain bound; returns the
-    /// first mismatch with the plain model (nil: none).
-    func play(hash: Bool, seed: UInt64, steps: Int, mutant: KeyedMutant? = nil) -> String? {
+    /// Plays `steps` random writes on a set, hash or sorted set grown past the plain bound;
+    /// returns the first mismatch with the plain model (nil: none).
+    func play(kind: ValueKind, seed: UInt64, steps: Int, mutant: KeyedMutant? = nil) -> String? {
         var s = Shell(seed: seed, mutant: mutant)
+        s.kind = kind
+        let hash = kind == .hash
         var model = KeyValue()
         var rng = SplitMix64(seed: seed ^ 0xABCD)
         func member() -> [UInt8] { w("m\(rng.next() % 1600)") }
+        func score() -> [UInt8] { w(String(Int(rng.next() % 9) - 4)) }
         // Grow it plain first, past the bound.
         for chunk in 0..<13 {
-            var args = [w(hash ? "hset" : "sadd"), w("k")]
+            var args = [w(["sadd", "hset", "zadd"][kind == .set ? 0 : hash ? 1 : 2]), w("k")]
             for i in (chunk * 100)..<(chunk * 100 + 100) {
+                if kind == .zset { args.append(w("\(i % 17)")) }
                 args.append(w("m\(i)"))
                 if hash { args.append(w("\(i)")) }
             }
@@ -191,7 +197,19 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         for step in 0..<steps {
             var args: [[UInt8]]
             let roll = rng.next() % 100
-            if hash {
+            if kind == .zset {
+                switch roll {
+                case 0..<30: args = [w("zadd"), w("k"), score(), member(), score(), member()]
+                case 30..<40:
+                    let flags = [["nx"], ["xx", "ch"], ["gt"], ["lt", "ch"], ["gt", "ch"]][
+                        Int(rng.next() % 5)]
+                    args = [w("zadd"), w("k")] + flags.map(w) + [score(), member()]
+                case 40..<47: args = [w("zadd"), w("k"), w("incr"), score(), member()]
+                case 47..<65: args = [w("zincrby"), w("k"), score(), member()]
+                case 65..<98: args = [w("zrem"), w("k"), member(), member(), member()]
+                default: args = [w("zpopmin"), w("k"), w("2")]
+                }
+            } else if hash {
                 switch roll {
                 case 0..<35: args = [w("hset"), w("k"), member(), w("\(rng.next() % 100)"), member(), w("x")]
                 case 35..<55: args = [w("hdel"), w("k"), member(), member()]
@@ -224,9 +242,7 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             }
             s.upkeep()
             var plain: [[UInt8]: [UInt8]] = [:]
-            for (m, x) in KeyedBuckets.pairs(DataModel.decodeItems(model.bytes ?? []), hash: hash) {
-                plain[m] = x
-            }
+            for (m, x) in KeyedBuckets.plainPairs(model.bytes, kind: kind) { plain[m] = x }
             if s.whole() != plain { return "step \(step): the collection differs from the model" }
             if let h = KeyedBuckets(s.v.bytes) {
                 if h.count != UInt64(plain.count) {
@@ -234,10 +250,10 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
                 }
                 // A member read through the head matches the plain read.
                 let m = member()
-                let read = [w(hash ? "hget" : "sismember"), w("k"), m]
+                let read = [w(["sismember", "hget", "zscore"][kind == .set ? 0 : hash ? 1 : 2]), w("k"), m]
                 var buckets: [Int: [[UInt8]]] = [:]
                 let k = h.position(of: m)
-                buckets[k] = KeyedBuckets.items(s.bucket(h, k), hash: hash)
+                buckets[k] = KeyedBuckets.items(s.bucket(h, k), hash: s.hash)
                 let got = h.answer(read, kind: s.v.kind, deadlineMs: 0, buckets: buckets, nowMs: 0)
                 let want = DataModel.read(
                     read, StoredValue(kind: model.kind, deadlineMs: 0, bytes: model.bytes!), nowMs: 0)
@@ -251,24 +267,38 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         "A bucketed set matches a plain one under stale facts and racing flushes",
         arguments: [1, 2, 3] as [UInt64])
     func setAgainstModel(seed: UInt64) {
-        #expect(play(hash: false, seed: seed, steps: 800) == nil)
+        #expect(play(kind: .set, seed: seed, steps: 800) == nil)
     }
 
     @Test(
         "A bucketed hash matches a plain one under stale facts and racing flushes",
         arguments: [1, 2, 3] as [UInt64])
     func hashAgainstModel(seed: UInt64) {
-        #expect(play(hash: true, seed: seed, steps: 800) == nil)
+        #expect(play(kind: .hash, seed: seed, steps: 800) == nil)
+    }
+
+    @Test(
+        "A bucketed sorted set matches a plain one under stale facts and racing flushes",
+        arguments: [1, 2, 3] as [UInt64])
+    func zsetAgainstModel(seed: UInt64) {
+        #expect(play(kind: .zset, seed: seed, steps: 800) == nil)
     }
 
     @Test(
         "Each broken rule is caught", arguments: [KeyedMutant.staleFacts, .factsOverOverlay, .flushDropsAll])
     func mutantsCaught(mutant: KeyedMutant) {
         let caught = (1...6).contains { seed in
-            play(hash: false, seed: seed, steps: 800, mutant: mutant) != nil
-                || play(hash: true, seed: seed, steps: 800, mutant: mutant) != nil
+            play(kind: .set, seed: seed, steps: 800, mutant: mutant) != nil
+                || play(kind: .hash, seed: seed, steps: 800, mutant: mutant) != nil
         }
         #expect(caught)
+    }
+
+    @Test(
+        "Each broken rule is caught on a sorted set",
+        arguments: [KeyedMutant.staleFacts, .factsOverOverlay, .flushDropsAll])
+    func zsetMutantsCaught(mutant: KeyedMutant) {
+        #expect((1...6).contains { play(kind: .zset, seed: $0, steps: 800, mutant: mutant) != nil })
     }
 
     @Test("Head and flush bodies read back as written")

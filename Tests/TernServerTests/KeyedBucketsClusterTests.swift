@@ -6,8 +6,8 @@ import Testing
 
 @testable import TernServer
 
-/// Big sets and hashes kept in buckets, through three loopback nodes (docs/DATA.md, "Big sets and
-/// hashes"): every command checked against a plain model while the overlay is flushed, and the
+/// Big sets and hashes kept in buckets, through three loopback nodes (docs/DATA.md, "Big sets, hashes and
+/// sorted sets"): every command checked against a plain model while the overlay is flushed, and the
 /// collector keeping the live buckets and deleting the dead ones.
 @Suite(.timeLimit(.minutes(3))) struct KeyedBucketsClusterTests {
     static func start() async throws -> KeyspaceCluster {
@@ -176,6 +176,125 @@ import Testing
                 #expect(got == model, "step \(step)")
             }
         }
+        for cl in clients { await cl.close() }
+        await c.stop()
+    }
+
+    @Test(
+        "ZADD, ZINCRBY, ZREM, ZPOPMIN and the sorted set's reads on a bucketed sorted set match a plain model"
+    )
+    func zsetAgainstModel() async throws {
+        let c = try await Self.start()
+        let clients = [try await c.client(0), try await c.client(1), try await c.client(2)]
+        var model: [String: Int] = [:]
+        var args = ["ZADD", "big"]
+        for i in 0..<1300 {
+            args += [String(i % 23), "m\(i)"]
+            model["m\(i)"] = i % 23
+        }
+        #expect(try await clients[0].send(args) == .integer(1300))
+        #expect(try await clients[1].send(["ZADD", "big", "5", "a"]) == .integer(1))
+        model["a"] = 5
+        guard let h = await head(c, "big") else {
+            Issue.record("the sorted set was not made bucketed")
+            await c.stop()
+            return
+        }
+        #expect(h.index.count > 20)
+        func ordered() -> [(String, Int)] {
+            model.sorted { $0.value != $1.value ? $0.value < $1.value : $0.key < $1.key }.map {
+                ($0.key, $0.value)
+            }
+        }
+        var rng = SystemRandomNumberGenerator()
+        func member() -> String { "m\(Int.random(in: 0..<1600, using: &rng))" }
+        func score() -> Int { Int.random(in: -4...4, using: &rng) }
+        for step in 0..<400 {
+            let cl = clients[step % 3]
+            switch Int.random(in: 0..<100, using: &rng) {
+            case 0..<25:
+                let (a, b) = (member(), member())
+                let (sa, sb) = (score(), score())
+                var added = 0
+                var changed = 0
+                for (m, s) in [(a, sa), (b, sb)] {
+                    if let old = model[m] { if old != s { changed += 1 } } else { added += 1 }
+                    model[m] = s
+                }
+                if a == b, model[a] != nil { added = min(added, 1) }
+                let r = try await cl.send(["ZADD", "big", "CH", String(sa), a, String(sb), b])
+                if a != b { #expect(r == .integer(Int64(added + changed)), "step \(step)") }
+            case 25..<35:
+                let m = member()
+                let by = score()
+                let new = (model[m] ?? 0) + by
+                model[m] = new
+                #expect(
+                    try await cl.send(["ZINCRBY", "big", String(by), m])
+                        == .bulkString(Array(String(new).utf8)),
+                    "step \(step)")
+            case 35..<40:
+                let m = member()
+                let s = score()
+                let old = model[m]
+                let applies = old.map { s > $0 } ?? true
+                if applies { model[m] = s }
+                #expect(
+                    try await cl.send(["ZADD", "big", "GT", "CH", String(s), m])
+                        == .integer(applies && old != s ? 1 : 0), "step \(step)")
+            case 40..<60:
+                let ms = Set([member(), member(), member()])
+                let gone = ms.filter { model[$0] != nil }.count
+                #expect(
+                    try await cl.send(["ZREM", "big"] + ms.sorted()) == .integer(Int64(gone)), "step \(step)")
+                for m in ms { model[m] = nil }
+            case 60..<62:
+                // A pop needs the whole sorted set: it is made one value, and split again by the
+                // next write.
+                let first = ordered()[0]
+                #expect(
+                    strings(try await cl.send(["ZPOPMIN", "big"])) == [first.0, String(first.1)],
+                    "step \(step)")
+                model[first.0] = nil
+            case 62..<75:
+                let m = member()
+                #expect(
+                    try await cl.send(["ZSCORE", "big", m])
+                        == .bulkString(model[m].map { Array(String($0).utf8) }), "step \(step)")
+            case 75..<82:
+                let ms = [member(), member(), member()]
+                #expect(
+                    try await cl.send(["ZMSCORE", "big"] + ms)
+                        == .array(ms.map { .bulkString(model[$0].map { Array(String($0).utf8) }) }),
+                    "step \(step)")
+            case 82..<88:
+                #expect(try await cl.send(["ZCARD", "big"]) == .integer(Int64(model.count)), "step \(step)")
+            case 88..<94:
+                let m = member()
+                let rank = ordered().firstIndex { $0.0 == m }
+                #expect(
+                    try await cl.send(["ZRANK", "big", m])
+                        == (rank.map { .integer(Int64($0)) } ?? .bulkString(nil)),
+                    "step \(step)")
+            default:
+                let want = ordered().prefix(10).flatMap { [$0.0, String($0.1)] }
+                #expect(
+                    strings(try await cl.send(["ZRANGE", "big", "0", "9", "WITHSCORES"])) == want,
+                    "step \(step)")
+            }
+        }
+        let all = ordered().flatMap { [$0.0, String($0.1)] }
+        #expect(strings(try await clients[1].send(["ZRANGE", "big", "0", "-1", "WITHSCORES"])) == all)
+        #expect(try await clients[2].send(["TYPE", "big"]) == .simpleString("zset"))
+        #expect(
+            try await clients[2].send(["SADD", "big", "x"])
+                == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(
+            try await clients[2].send(["HGET", "big", "f"])
+                == .error("WRONGTYPE Operation against a key holding the wrong kind of value"))
+        #expect(
+            try await clients[0].send(["ZADD", "big", "nan", "x"])
+                == .error("ERR value is not a valid float"))
         for cl in clients { await cl.close() }
         await c.stop()
     }

@@ -3,7 +3,7 @@ import TernCore
 import TernServer
 import Testing
 
-/// A big set and a big hash (docs/DATA.md, "Big sets and hashes") through redis-py and three real
+/// A big set and a big hash (docs/DATA.md, "Big sets, hashes and sorted sets") through redis-py and three real
 /// server processes: every answer checked against a Python set and dict while the nodes split,
 /// flush and join them (`Python/big_set_hash.py`).
 @Suite(.serialized, .timeLimit(.minutes(3))) struct KeyedProcessTests {
@@ -20,6 +20,6 @@ import Testing
             "/usr/bin/env",
             ["python3", script, "7"] + [n1, n2, n3].map { String(cluster.port($0)) })
         #expect(status == 0, "\(out)")
-        #expect(out.contains("big set and hash redis-py: OK"), "\(out)")
+        #expect(out.contains("big set, hash and sorted set redis-py: OK"), "\(out)")
     }
 }

@@ -140,7 +140,7 @@ import Testing
 /// Big sets and hashes kept in buckets under the simulator (`--data-keyed`, KeyedBucketSim.swift):
 /// the sets and hashes are bucketed with buckets of one or two members, the clients read facts,
 /// flush and join racing each other's commands, and every key's history is still checked against
-/// the data model (docs/DATA.md, "Big sets and hashes").
+/// the data model (docs/DATA.md, "Big sets, hashes and sorted sets").
 @Suite struct DataKeyedSimTests {
     static func config(_ seed: UInt64, mutant: DataMutant = .none) -> SimConfig {
         var c = DataSimTests.config(seed, mutant: mutant)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""A big set and a big hash through redis-py against three real Tern processes (docs/DATA.md,
-"Big sets and hashes"): SADD, SREM, SPOP, SISMEMBER, SMISMEMBER, SCARD, SMEMBERS, SSCAN, HSET,
-HDEL, HINCRBY, HSETNX, HGET, HMGET, HLEN, HGETALL, HEXISTS and a transaction from random nodes,
-each answer checked against a Python set and dict while the nodes split the collections into
+"""A big set, a big hash and a big sorted set through redis-py against three real Tern processes (docs/DATA.md,
+"Big sets, hashes and sorted sets"): SADD, SREM, SPOP, SISMEMBER, SMISMEMBER, SCARD, SMEMBERS, SSCAN, HSET,
+HDEL, HINCRBY, HSETNX, HGET, HMGET, HLEN, HGETALL, HEXISTS, a transaction, ZADD, ZINCRBY, ZREM,
+ZSCORE, ZMSCORE, ZCARD, ZRANK, ZREVRANGE and ZPOPMAX from random nodes, each answer checked against
+a Python set and dicts while the nodes split the collections into
 buckets, fold their overlays and join them. Usage: big_set_hash.py SEED PORT... Prints
 "big set and hash redis-py: OK" at the end; exits 1 on the first mismatch."""
 import random
@@ -114,8 +115,69 @@ for step in range(1, 1201):
         got = p.execute()
         check(step, "multi", got, [0 if f in fields else 1, len(fields) + (0 if f in fields else 1)])
         fields[f] = "tx"
+
+# A conversation list: a big sorted set whose scores move (docs/DATA.md, "Big sets, hashes and
+# sorted sets").
+zkey = f"bigzset:{seed}"
+scores = {f"c{i}": float(i % 97) for i in range(2000)}
+nodes[0].delete(zkey)
+check(0, "zadd", pick().zadd(zkey, scores), 2000)
+
+
+def ordered():
+    return sorted(scores.items(), key=lambda x: (x[1], x[0]))
+
+
+def conv():
+    return f"c{rng.randrange(2500)}"
+
+
+for step in range(1, 601):
+    k = rng.randrange(100)
+    if k < 30:
+        c, s = conv(), float(rng.randrange(200))
+        check(step, "zadd", pick().zadd(zkey, {c: s}), 0 if c in scores else 1)
+        scores[c] = s
+    elif k < 38:
+        c, s = conv(), float(rng.randrange(200))
+        changed = c not in scores or s > scores[c]
+        check(step, "zadd gt ch", pick().zadd(zkey, {c: s}, gt=True, ch=True), 1 if changed and scores.get(c) != s else 0)
+        if changed:
+            scores[c] = s
+    elif k < 46:
+        c = conv()
+        new = scores.get(c, 0.0) + 2
+        check(step, "zincrby", pick().zincrby(zkey, 2, c), new)
+        scores[c] = new
+    elif k < 58:
+        cs = list({conv() for _ in range(3)})
+        check(step, "zrem", pick().zrem(zkey, *cs), len([c for c in cs if c in scores]))
+        for c in cs:
+            scores.pop(c, None)
+    elif k < 70:
+        c = conv()
+        check(step, "zscore", pick().zscore(zkey, c), scores.get(c))
+    elif k < 76:
+        cs = [conv() for _ in range(3)]
+        check(step, "zmscore", pick().zmscore(zkey, cs), [scores.get(c) for c in cs])
+    elif k < 82:
+        check(step, "zcard", pick().zcard(zkey), len(scores))
+    elif k < 88:
+        c = conv()
+        rank = next((i for i, (m, _) in enumerate(ordered()) if m == c), None)
+        check(step, "zrank", pick().zrank(zkey, c), rank)
+    elif k < 98:
+        got = pick().zrevrange(zkey, 0, 9, withscores=True)
+        # Equal scores list members in reverse order: compare as Redis orders them.
+        check(step, "zrevrange", got, sorted(scores.items(), key=lambda x: (x[1], x[0]), reverse=True)[:10])
+    else:
+        # A pop needs the whole sorted set: the nodes make it one value, the next write splits it.
+        m, s = ordered()[-1]
+        check(step, "zpopmax", pick().zpopmax(zkey), [(m, s)])
+        scores.pop(m)
 for i, r in enumerate(nodes):
     check(9999, f"whole set through node {i + 1}", r.smembers(skey), members)
     check(9999, f"whole hash through node {i + 1}", r.hgetall(hkey), fields)
-print(f"big set: {len(members)} members, big hash: {len(fields)} fields at the end")
-print("big set and hash redis-py: OK")
+    check(9999, f"whole sorted set through node {i + 1}", r.zrange(zkey, 0, -1, withscores=True), ordered())
+print(f"big set: {len(members)} members, big hash: {len(fields)} fields, big sorted set: {len(scores)} members at the end")
+print("big set, hash and sorted set redis-py: OK")
