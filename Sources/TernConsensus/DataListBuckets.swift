@@ -229,11 +229,34 @@ public struct ListBuckets: Sendable, Hashable {
     static func segmentHardFull(count: Int, bytes: Int, bucketElements be: Int, bucketBytes bb: Int) -> Bool {
         count >= be + be / 8 || bytes >= bb + bb / 8
     }
-    /// Whether an end segment is low enough that the shell brings its end bucket back before pops
-    /// empty it (a sixteenth of a bucket).
+    /// Whether an end segment is low enough that the shell, after pops, brings back part of its
+    /// end bucket before they empty it (an eighth of a bucket: the upkeep takes a few round trips,
+    /// and a pop that finds the end empty waits for it).
     public func endLow(left: Bool) -> Bool {
-        !index.isEmpty && (left ? front : back).count < max(1, bucketElements / 16)
+        !index.isEmpty && (left ? front : back).count < max(1, bucketElements / 8)
     }
+    /// A partial unseal of the end bucket (its elements `items`): the outer eighth of a bucket
+    /// (elements and bytes) moves into the head, the inner rest stays a bucket, which the shell
+    /// writes at the head's generation before it proposes `lunseal … gen keptCount keptHash`. Nil:
+    /// the bucket is small enough to come back whole. Pops that run the end low then carry a
+    /// head of at most a quarter bucket, not a whole bucket's worth (the whole bucket back, a pop
+    /// run rewrote up to a bucket of elements with every pop: `LPOP` ran at 0.55× SET).
+    public func unsealSplit(left: Bool, items: [[UInt8]]) -> (moved: [[UInt8]], kept: [[UInt8]])? {
+        let target = max(1, bucketElements / 4)
+        guard items.count > target else { return nil }
+        var n = 0
+        var bytes = 0
+        while n < target {
+            let e = left ? items[n] : items[items.count - 1 - n]
+            if n > 0 && bytes + 4 + e.count > bucketBytes / 4 { break }
+            bytes += 4 + e.count
+            n += 1
+        }
+        return left
+            ? (Array(items.prefix(n)), Array(items.suffix(items.count - n)))
+            : (Array(items.suffix(n)), Array(items.prefix(items.count - n)))
+    }
+
     public func full(_ items: [[UInt8]]) -> Bool {
         Self.segmentFull(
             count: items.count, bytes: Self.encodedSize(items[...]), bucketElements: bucketElements,
@@ -439,8 +462,11 @@ extension DataModel {
             v.bytes = h.encoded
             return .integer(1)
         case "lunseal":
-            // lunseal k nonce left|right hash encoding: the end bucket's elements back into the head.
-            guard isHead, var h = ListBuckets(v.bytes!), args.count == 6,
+            // lunseal k nonce left|right hash encoding [gen keptCount keptHash]: the end bucket's
+            // elements back into the head; with the last three, only its outer elements, the
+            // inner `keptCount` staying as the bucket `keptHash` the shell wrote at generation
+            // `gen` (`ListBuckets.unsealSplit`).
+            guard isHead, var h = ListBuckets(v.bytes!), args.count == 6 || args.count == 9,
                 UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce,
                 let hash = UInt64(String(decoding: args[4], as: UTF8.self)), XXH64.hash(args[5]) == hash
             else { return .integer(0) }
@@ -448,7 +474,23 @@ extension DataModel {
             guard let end = left ? h.index.first : h.index.last, end.hash == hash else { return .integer(0) }
             let items = decodeItems(args[5])
             guard items.count == Int(end.count) else { return .integer(0) }
-            if left {
+            if args.count == 9 {
+                guard let g = UInt32(String(decoding: args[6], as: UTF8.self)), g == h.gen,
+                    let kc = Int(String(decoding: args[7], as: UTF8.self)), kc >= 1, kc < items.count,
+                    let kh = UInt64(String(decoding: args[8], as: UTF8.self))
+                else { return .integer(0) }
+                let kept = left ? Array(items.suffix(kc)) : Array(items.prefix(kc))
+                guard XXH64.hash(encodeItems(kept)) == kh else { return .integer(0) }
+                let e = ListBuckets.Entry(gen: g, hash: kh, count: UInt32(kc))
+                if left {
+                    h.index[0] = e
+                    h.front += items.prefix(items.count - kc)
+                } else {
+                    h.index[h.index.count - 1] = e
+                    h.back = Array(items.suffix(items.count - kc)) + h.back
+                }
+                h.gen &+= 1
+            } else if left {
                 h.index.removeFirst()
                 h.front += items
             } else {

@@ -15,6 +15,8 @@ public enum DataMutant: String, Sendable, Hashable, CaseIterable {
     case multiPiecemeal = "multi-piecemeal"
     /// With `--data-lists`: a seal proposed without its buckets written first (ListBucketSim.swift).
     case listSealUnwritten = "list-seal-unwritten"
+    /// With `--data-lists`: a partial unseal proposed without its kept bucket written first.
+    case listUnsealKeptUnwritten = "list-unseal-kept-unwritten"
     /// With `--data-lists`: a read of a bucketed list answered from its head alone.
     case listReadsSkipBuckets = "list-reads-skip-buckets"
     /// With `--data-keyed`: a flush proposed without its buckets written first (KeyedBucketSim.swift).

@@ -174,6 +174,81 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
         #expect(model.isEmpty && v.bytes == nil && rounds > n)
     }
 
+    @Test(
+        "A partial unseal brings back the end bucket's outer quarter; the rest stays a bucket at the head's generation"
+    )
+    func partialUnseal() {
+        var v = KeyValue()
+        var model = items(0...1199)
+        apply(&v, [w("rpush"), w("k")] + model)
+        #expect(apply(&v, [w("lsegment"), w("k"), w("9"), w("64"), w("65536")]) == .integer(1))
+        var store: [[UInt8]: [[UInt8]]] = [:]
+        #expect(sealEnd(&v, left: true, store: &store))
+        #expect(ListBuckets(v.bytes!)!.index.count > 10)
+        /// One partial unseal of `left`'s end bucket, as the node's upkeep does it.
+        func partial(left: Bool) -> Bool {
+            let h = ListBuckets(v.bytes!)!
+            let end = left ? h.index.first! : h.index.last!
+            let items = store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: end)]!
+            guard let split = h.unsealSplit(left: left, items: items) else { return false }
+            #expect(split.moved.count <= 16 && split.moved.count + split.kept.count == items.count)
+            let enc = DataModel.encodeItems(split.kept)
+            let kept = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(split.kept.count))
+            store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: kept)] = split.kept
+            let base = [
+                w("lunseal"), w("k"), w(String(h.nonce)), w(left ? "left" : "right"), w(String(end.hash)),
+                DataModel.encodeItems(items),
+            ]
+            // The wrong generation, a kept part whose hash does not match, or one that keeps it all
+            // change nothing.
+            let before = v.bytes
+            #expect(
+                apply(&v, base + [w(String(h.gen + 1)), w(String(kept.count)), w(String(kept.hash))])
+                    == .integer(0))
+            #expect(
+                apply(&v, base + [w(String(h.gen)), w(String(kept.count)), w(String(kept.hash ^ 1))])
+                    == .integer(0))
+            #expect(
+                apply(&v, base + [w(String(h.gen)), w(String(items.count)), w(String(end.hash))])
+                    == .integer(0))
+            #expect(v.bytes == before)
+            #expect(
+                apply(&v, base + [w(String(h.gen)), w(String(kept.count)), w(String(kept.hash))])
+                    == .integer(1))
+            let after = ListBuckets(v.bytes!)!
+            #expect(after.gen == h.gen + 1 && after.index.count == h.index.count)
+            return true
+        }
+        #expect(partial(left: true))
+        #expect(whole(v, store) == model)
+        #expect(partial(left: false))
+        #expect(whole(v, store) == model)
+        // Pop everything from the left, bringing buckets back in parts whenever the front runs dry.
+        var rounds = 0
+        while v.bytes != nil && rounds < 20_000 {
+            rounds += 1
+            let r = apply(&v, [w("lpop"), w("k")])
+            if let need = ListBuckets.need(r) {
+                #expect(need == .unseal(left: true))
+                if !partial(left: true) {
+                    let h = ListBuckets(v.bytes!)!
+                    let first = h.index[0]
+                    let e = DataModel.encodeItems(
+                        store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: first)]!)
+                    #expect(
+                        apply(
+                            &v,
+                            [w("lunseal"), w("k"), w(String(h.nonce)), w("left"), w(String(first.hash)), e])
+                            == .integer(1))
+                }
+                continue
+            }
+            #expect(r == .bulk(model.removeFirst()))
+            if rounds % 97 == 0 { #expect(whole(v, store) == model) }
+        }
+        #expect(model.isEmpty && v.bytes == nil)
+    }
+
     @Test("Reads from the head name only the buckets their answer lies in")
     func readPlans() {
         var v = KeyValue()

@@ -126,6 +126,14 @@ import Testing
         #expect(caught, "list-seal-unwritten survived seeds 1–5")
     }
 
+    @Test("A partial unseal proposed before its kept bucket is written is caught within a few seeds")
+    func unsealKeptUnwrittenIsCaught() {
+        let caught = (1...8 as ClosedRange<UInt64>).contains { seed in
+            !simulate(Self.config(seed, mutant: .listUnsealKeptUnwritten)).violations.isEmpty
+        }
+        #expect(caught, "list-unseal-kept-unwritten survived seeds 1–8")
+    }
+
     @Test("A read of a bucketed list answered from its head alone is caught within a few seeds")
     func readsSkipBucketsIsCaught() {
         let caught = (1...5 as ClosedRange<UInt64>).contains { seed in
