@@ -2,13 +2,24 @@ import TernCore
 
 /// Compact, versioned binary encoding of what a replica persists.
 ///
-/// Layout of a key record: `version u8 | payload | fnv1a32(payload) u32`. The checksum is ours as
-/// well as the storage engine's: a record that decodes wrongly is treated as damaged, never as
-/// absent, because "absent" would let the replica vote as if it had promised nothing.
+/// Layout of a key record: `version u8 | payload | crc32c(version u8 | payload) u32`. The checksum
+/// is ours as well as the storage engine's: a record that decodes wrongly is treated as damaged,
+/// never as absent, because "absent" would let the replica vote as if it had promised nothing.
 public enum PaxosCodec {
-    /// The record format written today. Version 2 added the de-dup window's `floor` and each
-    /// remembered request's instance; version 1 records still decode (see `decode`).
-    public static let version: UInt8 = 2
+    /// The record format written today. Version 3 checksums with CRC-32C (the project's one
+    /// checksum, `TernCore.CRC32C`) instead of FNV-1a; version 2 added the de-dup window's `floor`
+    /// and each remembered request's instance. Versions 1 and 2 still decode (see `decode`).
+    public static let version: UInt8 = 3
+
+    /// The checksum a record of format `format` carries: CRC-32C from version 3, FNV-1a before.
+    static func checksum(_ format: UInt8, _ bytes: [UInt8], from start: Int, upTo end: Int) -> UInt32 {
+        guard format < 3 else {
+            return bytes.withUnsafeBytes {
+                CRC32C.update(0, UnsafeRawBufferPointer(rebasing: $0[start..<end]))
+            }
+        }
+        return fnv1a(bytes, from: start, upTo: end)
+    }
 
     /// Encodes a key's whole Paxos state.
     public static func encode(_ s: KeyState) -> [UInt8] {
@@ -26,18 +37,19 @@ public enum PaxosCodec {
         } else {
             w.u8(0)
         }
-        w.u32(fnv1a(w.bytes))
+        w.u32(checksum(version, w.bytes, from: 0, upTo: w.bytes.count))
         return w.bytes
     }
 
     /// Decodes a key record; `nil` if it is malformed or fails its checksum.
     public static func decode(_ bytes: [UInt8]) -> KeyState? {
-        guard bytes.count >= 5 else { return nil }
-        let body = Array(bytes[..<(bytes.count - 4)])
-        var tail = ByteReader(Array(bytes[(bytes.count - 4)...]))
-        guard let sum = tail.u32(), sum == fnv1a(body) else { return nil }
+        guard bytes.count >= 5, (1...version).contains(bytes[0]) else { return nil }
+        let end = bytes.count - 4
+        var tail = ByteReader(Array(bytes[end...]))
+        guard let sum = tail.u32(), sum == checksum(bytes[0], bytes, from: 0, upTo: end) else { return nil }
+        let body = Array(bytes[..<end])
         var r = ByteReader(body)
-        guard let format = r.u8(), format == version || format == 1 else { return nil }
+        guard let format = r.u8() else { return nil }
         // A version 1 value did not say what its window forgot: assume everything up to the
         // instance it belongs to (so no request older than the record is ever re-proposed).
         var s = KeyState()
@@ -58,24 +70,32 @@ public enum PaxosCodec {
         return r.atEnd ? s : nil
     }
 
-    /// The epoch record's format (unchanged since version 1 of the key records).
-    public static let epochVersion: UInt8 = 1
+    /// The epoch and fence records' format: version 2 checksums with CRC-32C, version 1 (still
+    /// read) with FNV-1a.
+    public static let epochVersion: UInt8 = 2
+
+    /// The checksum of an epoch or fence record of format `format`.
+    static func epochChecksum(_ format: UInt8, _ bytes: [UInt8], upTo end: Int) -> UInt32 {
+        checksum(format == 1 ? 2 : 3, bytes, from: 0, upTo: end)
+    }
 
     /// Encodes the node's epoch record.
     public static func encodeEpoch(_ e: UInt32) -> [UInt8] {
         var w = ByteWriter()
         w.u8(epochVersion)
         w.u32(e)
-        w.u32(fnv1a(w.bytes))
+        w.u32(epochChecksum(epochVersion, w.bytes, upTo: w.bytes.count))
         return w.bytes
     }
 
     /// Decodes the node's epoch record.
     public static func decodeEpoch(_ bytes: [UInt8]) -> UInt32? {
-        guard bytes.count == 9, bytes[0] == epochVersion else { return nil }
+        guard bytes.count == 9, bytes[0] == 1 || bytes[0] == epochVersion else { return nil }
         var r = ByteReader(bytes)
         _ = r.u8()
-        guard let e = r.u32(), let sum = r.u32(), sum == fnv1a(Array(bytes[..<5])) else { return nil }
+        guard let e = r.u32(), let sum = r.u32(), sum == epochChecksum(bytes[0], bytes, upTo: 5) else {
+            return nil
+        }
         return e
     }
 
@@ -84,25 +104,24 @@ public enum PaxosCodec {
         var w = ByteWriter()
         w.u8(epochVersion)
         w.ballot(b)
-        w.u32(fnv1a(w.bytes))
+        w.u32(epochChecksum(epochVersion, w.bytes, upTo: w.bytes.count))
         return w.bytes
     }
 
     /// Decodes the node's fence record.
     public static func decodeFence(_ bytes: [UInt8]) -> Ballot? {
-        guard bytes.count == 17, bytes[0] == epochVersion else { return nil }
+        guard bytes.count == 17, bytes[0] == 1 || bytes[0] == epochVersion else { return nil }
         var r = ByteReader(bytes)
         _ = r.u8()
-        guard let b = r.ballot(), let sum = r.u32(), sum == fnv1a(Array(bytes[..<13])) else { return nil }
+        guard let b = r.ballot(), let sum = r.u32(), sum == epochChecksum(bytes[0], bytes, upTo: 13) else {
+            return nil
+        }
         return b
     }
 
-    /// FNV-1a, 32 bits: cheap, and enough to notice a flipped byte in the simulator.
-    public static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
-        var h: UInt32 = 0x811C_9DC5
-        for b in bytes { h = (h ^ UInt32(b)) &* 0x0100_0193 }
-        return h
-    }
+    /// FNV-1a, 32 bits: the checksum of records written before version 3 (epoch and fence records
+    /// before version 2), still read.
+    public static func fnv1a(_ bytes: [UInt8]) -> UInt32 { fnv1a(bytes, from: 0, upTo: bytes.count) }
 }
 
 /// Little-endian writer of the codecs' primitive fields (records, peer frames, the server's

@@ -2,7 +2,7 @@
 /// (docs/REPAIR.md) merges the peers' records of a key by copying the chosen value's and the open
 /// slot's encodings as they are, instead of decoding every record and encoding the merge again.
 ///
-/// Only the current format (`PaxosCodec.version`): nil for a version 1 record (callers decode
+/// Only the current format (`PaxosCodec.version`): nil for an older record (callers decode
 /// those) and for every record `PaxosCodec.decode` refuses (checksum, layout, trailing bytes). It
 /// checks everything `decode` checks, in the same order; `RecordViewTests` holds the two to the
 /// same answers.
@@ -22,11 +22,13 @@ public struct RecordView: Sendable {
     /// The view of the record `bytes[range]` (a record inside a larger message, not copied); the
     /// ranges it holds are of `bytes`.
     public init?(_ bytes: [UInt8], in range: Range<Int>) {
-        guard range.count >= 5 else { return nil }
+        guard range.count >= 5, bytes[range.lowerBound] == PaxosCodec.version else { return nil }
         let end = range.upperBound - 4
         var sum: UInt32 = 0
         for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
-        guard sum == PaxosCodec.fnv1a(bytes, from: range.lowerBound, upTo: end) else { return nil }
+        guard sum == PaxosCodec.checksum(PaxosCodec.version, bytes, from: range.lowerBound, upTo: end) else {
+            return nil
+        }
         var r = ByteReader(bytes, range: range.lowerBound..<end)
         guard r.u8() == PaxosCodec.version, let c = r.u64() else { return nil }
         let valueStart = r.at
@@ -129,16 +131,13 @@ public struct RecordView: Sendable {
         } else {
             w.u8(0)
         }
-        w.u32(PaxosCodec.fnv1a(w.bytes, from: start, upTo: w.bytes.count))
+        w.u32(PaxosCodec.checksum(PaxosCodec.version, w.bytes, from: start, upTo: w.bytes.count))
         return true
     }
 }
 
 extension PaxosCodec {
-    /// FNV-1a of `bytes[0..<end]` without copying them.
-    static func fnv1a(_ bytes: [UInt8], upTo end: Int) -> UInt32 { fnv1a(bytes, from: 0, upTo: end) }
-
-    /// FNV-1a of `bytes[start..<end]` without copying them.
+    /// FNV-1a of `bytes[start..<end]` without copying them (records before version 3).
     static func fnv1a(_ bytes: [UInt8], from start: Int, upTo end: Int) -> UInt32 {
         bytes.withUnsafeBufferPointer { b in
             var h: UInt32 = 0x811C_9DC5

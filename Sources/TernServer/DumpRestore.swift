@@ -1,4 +1,5 @@
 import TernConsensus
+import TernCore
 import TernRESP
 import TernStorage
 

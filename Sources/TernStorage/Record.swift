@@ -1,3 +1,5 @@
+import TernCore
+
 /// The on-disk record format (see docs/STORAGE.md):
 ///
 /// ```

@@ -1,3 +1,5 @@
+import TernCore
+
 extension Bitcask {
     /// What a scan of one data file found.
     struct ScanResult {

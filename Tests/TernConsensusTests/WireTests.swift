@@ -142,6 +142,43 @@ import Testing
         st.accepted = Self.slot
         #expect(PaxosCodec.decode(PaxosCodec.encode(st)) == st)
     }
+
+    @Test("Records checksum with CRC-32C from version 3; version 2 records (FNV-1a) still decode")
+    func recordChecksums() {
+        var st = KeyState()
+        st.chosen = 3
+        st.value = Self.value
+        st.accepted = Self.slot
+        let v3 = PaxosCodec.encode(st)
+        #expect(v3[0] == 3)
+        let body = Array(v3.dropLast(4))
+        var crc = ByteWriter()
+        crc.u32(CRC32C.checksum(body))
+        #expect(Array(v3.suffix(4)) == crc.bytes)
+        // The same record as version 2 wrote it: FNV-1a over the same layout.
+        var v2body = body
+        v2body[0] = 2
+        var v2 = ByteWriter()
+        v2.bytes = v2body
+        v2.u32(PaxosCodec.fnv1a(v2body))
+        #expect(PaxosCodec.decode(v2.bytes) == st)
+        #expect(PaxosCodec.isWhole(v2.bytes) && RecordView(v2.bytes) == nil)
+        // A version 2 record with a CRC trailer, or the reverse, is damaged; so is a flipped byte.
+        #expect(PaxosCodec.decode(v2body + crc.bytes) == nil)
+        var flipped = v3
+        flipped[9] ^= 1
+        #expect(PaxosCodec.decode(flipped) == nil && RecordView(flipped) == nil)
+        // Epoch and fence records: CRC-32C from their version 2, version 1 (FNV-1a) still read.
+        let epoch = PaxosCodec.encodeEpoch(7)
+        #expect(epoch[0] == 2 && PaxosCodec.decodeEpoch(epoch) == 7)
+        var e1 = ByteWriter()
+        e1.u8(1)
+        e1.u32(7)
+        e1.u32(PaxosCodec.fnv1a(e1.bytes))
+        #expect(PaxosCodec.decodeEpoch(e1.bytes) == 7)
+        let fence = Ballot(round: 5, node: NodeID(2))
+        #expect(PaxosCodec.decodeFence(PaxosCodec.encodeFence(fence)) == fence)
+    }
 }
 
 @Suite struct RedisOperationTests {
