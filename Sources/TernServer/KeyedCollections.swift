@@ -277,6 +277,13 @@ extension Node {
         }
         keyedOpCounts[slot] = 0
         guard upkeepUnderWay[key] == nil else { return }
+        // This node's own copy of the head says the overlay is below its soft bound: no read.
+        if let local = localValue(key), KeyedBuckets.isKeyedKind(local.kind),
+            let h = KeyedBuckets(local.bytes),
+            !h.overlayFull
+        {
+            return
+        }
         track(key, flushKeyed(key, force: false))
     }
 

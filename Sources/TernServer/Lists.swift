@@ -276,10 +276,28 @@ extension Node {
         // other: a seal after pops put back what the unseal the pops had needed brought, every 64
         // pops — measured, LPOP on a bucketed list ran at 0.55× SET.)
         let left = first[0] == UInt8(ascii: "l")
+        // This node's own copy says there is nothing to do: no linearizable read of the head (two
+        // checks in three found nothing after pushes).
+        if let local = localValue(key), local.kind == .list, let b = local.bytes {
+            if let h = ListBuckets(b) {
+                if push ? !(h.full(h.front) || h.full(h.back)) : !h.endLow(left: left) { return }
+            } else if push, b.count < ListBuckets.plainBytesMax,
+                (b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0)
+                    < ListBuckets.plainElementsMax
+            {
+                return
+            }
+        }
         track(
             key,
             push ? sealList(key, left: left, segmented: false) : unsealList(key, left: left, onlyIfLow: true))
     }
+
+    /// This node's replica's chosen value of `key` (nil: not loaded here): what the upkeep's own
+    /// triggers look at before they read the head linearizably. Advisory only — a stale copy
+    /// delays a seal or a flush by a few dozen writes at most; the upkeep itself reads the head
+    /// and applies only at the generation it read.
+    func localValue(_ key: [UInt8]) -> KeyValue? { core.replica.inspect(key)?.state.value }
 
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
     /// the client's command gets (it was not applied). One at a time per key on this node.
