@@ -235,13 +235,16 @@ public struct ListBuckets: Sendable, Hashable {
     public func endLow(left: Bool) -> Bool {
         !index.isEmpty && (left ? front : back).count < max(1, bucketElements / 8)
     }
-    /// A partial unseal of the end bucket (its elements `items`): the outer eighth of a bucket
-    /// (elements and bytes) moves into the head, the inner rest stays a bucket, which the shell
-    /// writes at the head's generation before it proposes `lunseal … gen keptCount keptHash`. Nil:
-    /// the bucket is small enough to come back whole. Pops that run the end low then carry a
-    /// head of at most a quarter bucket, not a whole bucket's worth (the whole bucket back, a pop
-    /// run rewrote up to a bucket of elements with every pop: `LPOP` ran at 0.55× SET).
-    public func unsealSplit(left: Bool, items: [[UInt8]]) -> (moved: [[UInt8]], kept: [[UInt8]])? {
+    /// A partial unseal of the end bucket (its elements `items`): the outer quarter of a bucket
+    /// (elements and bytes) moves into the head, the inner rest stays a bucket — `kept`, encoded
+    /// as `encoding`, listed as `entry` (at the head's generation) — which the shell writes before
+    /// it proposes `lunseal … gen keptCount keptHash`. Nil: the bucket is small enough to come
+    /// back whole. Pops that run the end low then carry a head of a few hundred elements, not a
+    /// whole bucket's worth (the whole bucket back, a pop run rewrote up to a bucket of elements
+    /// with every pop: `LPOP` ran at 0.55× SET).
+    public func unsealSplit(left: Bool, items: [[UInt8]]) -> (
+        moved: [[UInt8]], kept: [[UInt8]], encoding: [UInt8], entry: Entry
+    )? {
         let target = max(1, bucketElements / 4)
         guard items.count > target else { return nil }
         var n = 0
@@ -252,9 +255,10 @@ public struct ListBuckets: Sendable, Hashable {
             bytes += 4 + e.count
             n += 1
         }
-        return left
-            ? (Array(items.prefix(n)), Array(items.suffix(items.count - n)))
-            : (Array(items.suffix(n)), Array(items.prefix(items.count - n)))
+        let moved = left ? Array(items.prefix(n)) : Array(items.suffix(n))
+        let kept = left ? Array(items.suffix(items.count - n)) : Array(items.prefix(items.count - n))
+        let encoding = DataModel.encodeItems(kept)
+        return (moved, kept, encoding, Entry(gen: gen, hash: XXH64.hash(encoding), count: UInt32(kept.count)))
     }
 
     public func full(_ items: [[UInt8]]) -> Bool {
@@ -582,12 +586,16 @@ extension DataModel {
     /// then pushes again). Only for top-level keys (`apply`'s `lists`).
     static func plainListNeed(_ name: String, _ v: KeyValue) -> DataReply? {
         guard ["lpush", "rpush", "lpushx", "rpushx"].contains(name), v.kind == .list, let b = v.bytes,
-            !ListBuckets.isHead(b)
+            !ListBuckets.isHead(b), plainListFull(b)
         else { return nil }
-        // Cheap first: the element count is the encoding's first word.
-        let n = b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0
-        guard n >= ListBuckets.plainElementsMax || b.count >= ListBuckets.plainBytesMax else { return nil }
         return ListBuckets.reply(.seal(left: name.hasPrefix("l")))
+    }
+
+    /// Whether a plain list's encoding `b` is full (`ListBuckets.plainElementsMax`,
+    /// `plainBytesMax`), read cheaply: the element count is the encoding's first word.
+    public static func plainListFull(_ b: [UInt8]) -> Bool {
+        let n = b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0
+        return n >= ListBuckets.plainElementsMax || b.count >= ListBuckets.plainBytesMax
     }
 
     // MARK: - Reads of a bucketed head

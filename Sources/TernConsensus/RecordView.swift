@@ -30,7 +30,8 @@ public struct RecordView: Sendable {
             return nil
         }
         var r = ByteReader(bytes, range: range.lowerBound..<end)
-        guard r.u8() == PaxosCodec.version, let c = r.u64() else { return nil }
+        _ = r.u8()  // the version, checked above
+        guard let c = r.u64() else { return nil }
         let valueStart = r.at
         guard r.skipKeyValue() else { return nil }
         let valueEnd = r.at

@@ -281,10 +281,7 @@ extension Node {
         if let local = localValue(key), local.kind == .list, let b = local.bytes {
             if let h = ListBuckets(b) {
                 if push ? !(h.full(h.front) || h.full(h.back)) : !h.endLow(left: left) { return }
-            } else if push, b.count < ListBuckets.plainBytesMax,
-                (b.count >= 4 ? Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24 : 0)
-                    < ListBuckets.plainElementsMax
-            {
+            } else if push, !DataModel.plainListFull(b) {
                 return
             }
         }
@@ -470,7 +467,7 @@ extension Node {
 
     /// Brings the end bucket's elements back into the head (a pop needs them), then deletes it.
     /// `onlyIfLow` (the node's own upkeep, ahead of the pops): only when the end segment is low,
-    /// and only the bucket's outer eighth when it holds more (`ListBuckets.unsealSplit`: the rest
+    /// and only the bucket's outer quarter when it holds more (`ListBuckets.unsealSplit`: the rest
     /// is written as a new bucket first), so a run of pops carries a small head.
     func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false) -> EventLoopFuture<NodeReply?> {
         withListHead(key) { v in
@@ -495,12 +492,11 @@ extension Node {
                     if onlyIfLow, let split = h.unsealSplit(left: left, items: items) {
                         // The inner rest stays a bucket, at the head's generation (durable on a
                         // quorum before the head stops listing the old one).
-                        let enc = DataModel.encodeItems(split.kept)
-                        let kept = ListBuckets.Entry(
-                            gen: h.gen, hash: XXH64.hash(enc), count: UInt32(split.kept.count))
+                        let kept = split.entry
                         let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: kept)
                         written = self.submit(
-                            key: bk, .write(.put(ListBuckets.bucketValue(list: key, encoding: enc))))
+                            key: bk,
+                            .write(.put(ListBuckets.bucketValue(list: key, encoding: split.encoding))))
                         self.bucketCache.put(bk, split.kept)
                         args += [
                             Self.word(String(h.gen)), Self.word(String(kept.count)),

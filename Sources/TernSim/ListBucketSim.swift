@@ -327,16 +327,14 @@ extension Simulation {
             // Half the time only the bucket's outer part comes back, the rest written first as a
             // bucket of its own (as the node's own upkeep does, `Node.unsealList`).
             if rng.chance(0.5), let split = h.unsealSplit(left: left, items: items) {
-                let enc = DataModel.encodeItems(split.kept)
-                let kept = ListBuckets.Entry(
-                    gen: h.gen, hash: XXH64.hash(enc), count: UInt32(split.kept.count))
+                let kept = split.entry
                 f.list.op += [Self.w(String(h.gen)), Self.w(String(kept.count)), Self.w(String(kept.hash))]
                 // The mutant: the partial unseal proposed without the kept bucket written.
                 if config.dataMutant != .listUnsealKeptUnwritten {
                     f.list.puts = [
                         (
                             ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: kept),
-                            ListBuckets.bucketValue(list: f.key, encoding: enc)
+                            ListBuckets.bucketValue(list: f.key, encoding: split.encoding)
                         )
                     ]
                     f.phase = .upkeepPut

@@ -192,8 +192,8 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             let items = store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: end)]!
             guard let split = h.unsealSplit(left: left, items: items) else { return false }
             #expect(split.moved.count <= 16 && split.moved.count + split.kept.count == items.count)
-            let enc = DataModel.encodeItems(split.kept)
-            let kept = ListBuckets.Entry(gen: h.gen, hash: XXH64.hash(enc), count: UInt32(split.kept.count))
+            let kept = split.entry
+            #expect(kept.gen == h.gen && kept.hash == XXH64.hash(DataModel.encodeItems(split.kept)))
             store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: kept)] = split.kept
             let base = [
                 w("lunseal"), w("k"), w(String(h.nonce)), w(left ? "left" : "right"), w(String(end.hash)),
