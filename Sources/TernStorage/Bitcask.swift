@@ -741,8 +741,9 @@ public final class Bitcask {
         return (file.handle, DurableMark(file: file.id, bytes: file.size))
     }
 
-    /// Seals the active file: sync it, write its hint file; the next write opens a new one.
-    func rotate() throws(StorageError) {
+    /// Seals the active file: sync it, write its hint file (unless `hint` is false: a merge about
+    /// to consume the file would delete the hint with it); the next write opens a new one.
+    func rotate(hint: Bool = true) throws(StorageError) {
         guard let file = active else { return }
         try sync()
         try? markHandle?.sync()  // the sealed file's whole size, durable before its hint exists
@@ -751,6 +752,7 @@ public final class Bitcask {
             try removeFile(file)
             return
         }
+        guard hint else { return }
         if !options.writeHintsInline {
             pendingHints.append(HintJob(directory: directory, id: file.id))
             return

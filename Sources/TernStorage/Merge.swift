@@ -65,7 +65,11 @@ extension Bitcask {
     public func prepareMerge() throws(StorageError) -> MergePlan? {
         guard !isClosed else { throw .closed }
         guard !mergeRunning else { throw .mergeInProgress }
-        try rotate()
+        // The sealed file is one of this merge's inputs: no hint for it (its re-read and checksum
+        // of up to `maxFileSizeBytes` was the largest cost of writing a busy key's big values). A
+        // merge that fails or a crash before `finishMerge` leaves it without one, which costs a
+        // scan of the file at the next start-up, as a missing hint always does.
+        try rotate(hint: false)
         let inputs = files.values.sorted { $0.id < $1.id }
         guard !inputs.isEmpty else { return nil }
         try options.mergeFaultHook?(.planned)

@@ -45,6 +45,38 @@ import Testing
         #expect(again.stats.deadBytes == 0)
     }
 
+    /// The active file a merge seals is one of its inputs: no hint is written for it (the re-read
+    /// and checksum of a whole data file, thrown away by the merge), inline or queued; a file
+    /// sealed because it is full still gets its hint.
+    @Test(arguments: [true, false])
+    func mergeWritesNoHintForTheFileItSeals(inline: Bool) throws {
+        let fs = MemoryFileSystem()
+        var options = smallOptions(fileBytes: 1 << 20)
+        options.writeHintsInline = inline
+        let db = try Bitcask(directory: dir, fileSystem: fs, options: options)
+        let model = try Self.fill(db, seed: 7)
+        func hints() throws -> Int { try fs.list(dir).filter { $0.hasSuffix(".hint") }.count }
+        #expect(try hints() == 0 && db.takePendingHints().isEmpty, "one active file, never sealed")
+        let plan = try #require(try db.prepareMerge())
+        #expect(plan.inputs.count == 1)
+        #expect(try hints() == 0, "no hint written for the merge's input")
+        #expect(db.takePendingHints().isEmpty, "no hint queued for the merge's input")
+        try db.finishMerge(try Bitcask.runMerge(plan, fileSystem: fs))
+        #expect(try contents(db) == model)
+        // A file sealed because it is full still gets its hint.
+        let full = try Bitcask(
+            directory: dir + "-full", fileSystem: fs,
+            options: {
+                var o = smallOptions()
+                o.writeHintsInline = inline
+                return o
+            }())
+        _ = try Self.fill(full, seed: 8)
+        let queued = full.takePendingHints().count
+        let written = try fs.list(dir + "-full").filter { $0.hasSuffix(".hint") }.count
+        #expect(inline ? written > 0 : queued > 0)
+    }
+
     /// Writes and deletes between plan and swap win over the merged copies, and deleted keys
     /// stay deleted after reopen.
     @Test func writesDuringMergeWin() throws {
