@@ -251,8 +251,13 @@ extension RESPConnectionHandler {
                 guard handler.blocked?.generation == generation else { return }
                 handler.blocked?.waiterID = nil
                 handler.blocked?.changed = true
-                if handler.blocked?.timer != nil {
-                    handler.resume(call, generation, context: loopBound.value.1)
+                // Parked meanwhile (the notice comes through the loop, so it may come after the
+                // attempt's answer): run the call it parked with, not this attempt's. Running this
+                // one again made an XREADGROUP whose first take met a key turned into another kind
+                // take again and again, each take a write that woke it once more: the key was
+                // written without end and no read of it was served.
+                if let b = handler.blocked, b.timer != nil {
+                    handler.resume(b.parkedCall ?? call, generation, context: loopBound.value.1)
                 }
             }
         }

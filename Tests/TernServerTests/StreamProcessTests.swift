@@ -5,6 +5,23 @@ import Testing
 
 @Suite(.serialized, .timeLimit(.minutes(3))) struct StreamProcessTests {
     @Test(
+        "A blocked XREADGROUP whose stream is retyped as it parks is answered, and the key stays served (real processes)"
+    )
+    func blockedRetypeRace() async throws {
+        // Redis's "Blocking XREADGROUP: key type changed with transaction" hung the suite: the
+        // wake-up ran the first take again rather than the parked look, and each take (a write)
+        // woke it once more. Caught within 3 rounds of 40 before the fix (Blocking.swift).
+        let cluster = try ProcessCluster()
+        defer { cluster.killAll() }
+        try await cluster.startAll()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Python/stream_block_race.py").path
+        let (status, out) = try run("/usr/bin/env", ["python3", script, String(cluster.port(n1)), "40"])
+        #expect(status == 0, "\(out)")
+        #expect(out.contains("stream block race: OK"), "\(out)")
+    }
+
+    @Test(
         "redis-py drives the Streams commands against three real server processes (RESP2 and RESP3), XACKADD and the backlog bound"
     )
     func redisPy() async throws {
