@@ -189,7 +189,10 @@ public enum DataModel {
     {
         guard let first = args.first, args.count >= 2 else { return .syntax }
         let name = String(decoding: first, as: UTF8.self)
-        if lists {
+        // A run of stream writes (a connection's pipelined ones: RESPFrontend.swift) answers
+        // WRONGTYPE on a big list's or set's head like each write alone, instead of having the
+        // head made one value first as a transaction of its commands would.
+        if lists && !(name == "multi" && isStreamRun(args)) {
             if let r = applyListBuckets(name, args, &v) { return r }
             if let r = plainListNeed(name, v) { return r }
             if let r = applyKeyedBuckets(name, args, &v, seed: seed) { return r }
@@ -213,6 +216,43 @@ public enum DataModel {
             if let r = applyTake(name, args, &v) { return r }
             return .err("unknown data command '\(name)'")
         }
+    }
+
+    /// Whether `args` is a stream write (`name key nowMs limit arg…`): the writes a connection's
+    /// pipeline on one key sends as one `multi` (RESPFrontend.swift).
+    public static func isStreamWrite(_ args: [[UInt8]]) -> Bool {
+        guard let n = args.first, args.count >= 4 else { return false }
+        return isStreamWrite(name: n)
+    }
+    static func isStreamWrite(name n: [UInt8]) -> Bool {
+        (3...10).contains(n.count) && KeyspaceEvents.streamWrites.contains(String(decoding: n, as: UTF8.self))
+    }
+
+    /// A `multi` of stream writes: `multi key nowMs - (w n write…)…`, every one a stream write.
+    /// (Nil-guarded: any other shape is not one.)
+    static func isStreamRun(_ args: [[UInt8]]) -> Bool {
+        guard args.count >= 7, args[3] == [UInt8(ascii: "-")] else { return false }
+        var i = 4
+        while i + 1 < args.count {
+            guard args[i] == [UInt8(ascii: "w")], let n = int(args[i + 1]), n >= 4,
+                i + 2 + Int(n) <= args.count,
+                isStreamWrite(name: args[i + 2])
+            else { return false }
+            i += 2 + Int(n)
+        }
+        return i == args.count
+    }
+
+    /// The `multi` write that applies stream writes `writes` (each `name key nowMs limit arg…`, on
+    /// one key) in order as one instance; its reply is an array of their replies, in order.
+    public static func streamRun(_ writes: [[[UInt8]]]) -> [[UInt8]] {
+        var a: [[UInt8]] = [Array("multi".utf8), writes[0][1], writes[0][2], [UInt8(ascii: "-")]]
+        for w in writes {
+            a.append([UInt8(ascii: "w")])
+            a.append(Array(String(w.count).utf8))
+            a += w
+        }
+        return a
     }
 
     /// A transaction on one key (MULTI … EXEC): `multi key nowMs guard (w|r n arg…)…`, applied as

@@ -877,8 +877,11 @@ extension Operation {
             return op.returnsValue
         }
         if case .data(let args) = self, let n = args.first {
-            // Writes whose reply carries the key's value (or part of it).
-            return ["set", "getdel", "getex", "spop", "multi"].contains(String(decoding: n, as: UTF8.self))
+            // Writes whose reply carries the key's value (or part of it). A run of stream writes
+            // (RESPFrontend.swift) carries what its writes carry alone, which are not counted.
+            let name = String(decoding: n, as: UTF8.self)
+            if name == "multi" { return !DataModel.isStreamRun(args) }
+            return ["set", "getdel", "getex", "spop"].contains(name)
         }
         return false
     }

@@ -275,6 +275,14 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     /// The last `.barrier` command still running (its id and completion): key requests read after
     /// it wait for it.
     var barrierTail: (id: UInt64, done: EventLoopFuture<Void>)?
+    /// Per Paxos key, the stream writes waiting for this connection's request before them on that
+    /// key (or, with none, for the end of the bytes read now), still open to more: then they go as
+    /// one `multi` write (one Paxos instance, applied in order, each answered with its own reply)
+    /// instead of one instance each. A worker's pipelined `XACK`s and `XDEL` took a round of the
+    /// stream apiece.
+    var openRuns: [[UInt8]: StreamRun] = [:]
+    /// What a run of the commands read now waits for (`burstEnd`).
+    var burst: EventLoopPromise<Void>?
     var requestIDs: UInt64 = 0
     /// Where sync notices reach this connection (made by the first `.connection` plan).
     var pushOutlet: ConnectionOutlet?
@@ -522,6 +530,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        endBurst()
         checkMemory(context: context, output: outputBytes(context: context))
         context.fireChannelReadComplete()
     }
@@ -610,6 +619,33 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let future: EventLoopFuture<NodeReply>
         // Ordered per Paxos key: the members of a hash-tag group run in order, as one key's requests.
         let tail = node.layout.paxosKey(key)
+        if case .write(.data(let args)) = request, DataModel.isStreamWrite(args), barrierTail == nil,
+            tail == key
+        {
+            if let run = openRuns[tail], run.takes(args) { return run.add(args, on: loop) }
+            // A run opens behind the request before it on the key, or else behind the end of the
+            // bytes read now, and closes when that one answers (or those are all handled).
+            let previous: EventLoopFuture<Void> =
+                keyTail[tail].map { $0.done.map { _ in () } } ?? burstEnd(loop)
+            let run = StreamRun()
+            openRuns[tail] = run
+            let reply = run.add(args, on: loop)
+            let done = loop.makePromise(of: NodeReply.self)
+            let loopBound = NIOLoopBound(self, eventLoop: loop)
+            previous.whenComplete { _ in
+                let handler = loopBound.value
+                if handler.openRuns[tail] === run { handler.openRuns[tail] = nil }
+                run.send(key, node: node, on: loop).whenComplete { done.completeWith($0) }
+            }
+            keyTail[tail] = (id, done.futureResult)
+            done.futureResult.whenComplete { _ in
+                let handler = loopBound.value
+                if handler.keyTail[tail]?.id == id { handler.keyTail[tail] = nil }
+            }
+            return reply
+        }
+        // Anything else on the key goes after an open run, which takes no more.
+        openRuns[tail] = nil
         let previous: EventLoopFuture<Void>? =
             switch (keyTail[tail], barrierTail) {
             case (nil, nil): nil
@@ -635,6 +671,24 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         return future
     }
 
+    /// Completed once the commands read with the current bytes have all been handled: at
+    /// `channelReadComplete`, or by a task on this loop, which runs after the loop's reads of this
+    /// turn (for commands handled outside a read: those held behind a blocking command).
+    func burstEnd(_ loop: any EventLoop) -> EventLoopFuture<Void> {
+        if let b = burst { return b.futureResult }
+        let p = loop.makePromise(of: Void.self)
+        burst = p
+        let loopBound = NIOLoopBound(self, eventLoop: loop)
+        loop.execute { loopBound.value.endBurst() }
+        return p.futureResult
+    }
+
+    func endBurst() {
+        let b = burst
+        burst = nil
+        b?.succeed(())
+    }
+
     /// A `.barrier` plan: runs once the connection's earlier key requests (and barrier) are done;
     /// key requests read meanwhile wait for it (`execute`).
     func runBarrier(
@@ -644,6 +698,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         let loop = context.eventLoop
         var before: [EventLoopFuture<Void>] = keyTail.values.map { $0.done.map { _ in () } }
         if let b = barrierTail { before.append(b.done) }
+        openRuns.removeAll()
         requestIDs += 1
         let id = requestIDs
         let result = EventLoopFuture.whenAllComplete(before, on: loop).flatMap { _ in make().hop(to: loop) }
@@ -748,5 +803,58 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         } else {
             context.close(promise: nil)
         }
+    }
+}
+
+/// Stream writes of one connection on one key, sent as one `multi` write (`DataModel.streamRun`)
+/// once the connection's request before them on the key has answered: one Paxos instance, the
+/// writes applied in the order sent, each answered with its own reply. Atomic together, which
+/// each pipelined command alone already was; a run whose outcome is unknown answers every one of
+/// its writes with that outcome. One write alone is sent as itself. Used on its channel's loop only.
+final class StreamRun {
+    /// A run takes at most this many writes and argument bytes (a write beyond them opens the
+    /// next run, behind this one): the `multi` travels to the key's proposer in one peer frame.
+    static let writesMax = 256
+    static let bytesMax = 256 << 10
+    var writes: [[[UInt8]]] = []
+    var bytes = 0
+    var replies: [EventLoopPromise<NodeReply>] = []
+
+    static func size(_ args: [[UInt8]]) -> Int { args.reduce(8) { $0 + 8 + $1.count } }
+
+    /// Whether `args` may join this run.
+    func takes(_ args: [[UInt8]]) -> Bool {
+        writes.count < Self.writesMax && bytes + Self.size(args) <= Self.bytesMax
+    }
+
+    func add(_ args: [[UInt8]], on loop: any EventLoop) -> EventLoopFuture<NodeReply> {
+        let p = loop.makePromise(of: NodeReply.self)
+        bytes += Self.size(args)
+        writes.append(args)
+        replies.append(p)
+        return p.futureResult
+    }
+
+    /// Sends the run; completes each write's reply, and the returned future when all are.
+    func send(_ key: [UInt8], node: Node, on loop: any EventLoop) -> EventLoopFuture<NodeReply> {
+        let writes = self.writes
+        let replies = self.replies
+        if writes.count == 1 {
+            let f = node.execute(key: key, .write(.data(writes[0]))).hop(to: loop)
+            f.whenComplete { replies[0].completeWith($0) }
+            return f
+        }
+        let f = node.execute(key: key, .write(.data(DataModel.streamRun(writes)))).hop(to: loop)
+        f.whenComplete { r in
+            switch r {
+            case .success(.done(.data(.array(let each?)))) where each.count == writes.count:
+                for (p, one) in zip(replies, each) { p.succeed(.done(.data(one))) }
+            case .success(let whole):
+                for p in replies { p.succeed(whole) }
+            case .failure(let e):
+                for p in replies { p.fail(e) }
+            }
+        }
+        return f
     }
 }
