@@ -255,6 +255,17 @@ public enum DataModel {
         return a
     }
 
+    /// Each write's reply in the reply of a run of `count` stream writes (`streamRun`), in the order
+    /// sent; nil when the run did not answer with one reply per write (then each write gets the
+    /// run's own outcome). `reversed`: the simulator's mutant `run-replies-reversed`, a shell that
+    /// hands the replies out in the wrong order.
+    public static func streamRunReplies(_ reply: DataReply, count: Int, reversed: Bool = false)
+        -> [DataReply]?
+    {
+        guard case .array(let each?) = reply, each.count == count else { return nil }
+        return reversed ? Array(each.reversed()) : each
+    }
+
     /// A transaction on one key (MULTI … EXEC): `multi key nowMs guard (w|r n arg…)…`, applied as
     /// one instance. `guard` is the WATCHed value's `digest` ("-": none): if the value differs,
     /// nothing runs and the answer is a nil array, as Redis answers a transaction whose watched

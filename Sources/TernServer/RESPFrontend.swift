@@ -847,7 +847,11 @@ final class StreamRun {
         let f = node.execute(key: key, .write(.data(DataModel.streamRun(writes)))).hop(to: loop)
         f.whenComplete { r in
             switch r {
-            case .success(.done(.data(.array(let each?)))) where each.count == writes.count:
+            case .success(.done(.data(let d))):
+                guard let each = DataModel.streamRunReplies(d, count: writes.count) else {
+                    for p in replies { p.succeed(.done(.data(d))) }
+                    return
+                }
                 for (p, one) in zip(replies, each) { p.succeed(.done(.data(one))) }
             case .success(let whole):
                 for p in replies { p.succeed(whole) }

@@ -14,12 +14,18 @@ public enum StreamMutant: String, Sendable, Hashable, CaseIterable {
     /// XREADGROUP delivers without recording the entries as pending (as if NOACK): a worker that
     /// dies holding them loses them.
     case deliverUnrecorded = "deliver-unrecorded"
+    /// A run of pipelined XADDs (one instance, as the front end sends a connection's pipelined
+    /// stream writes) answered with its replies handed out in the wrong order
+    /// (`DataModel.streamRunReplies`): a producer is told another task's id.
+    case runRepliesReversed = "run-replies-reversed"
 }
 
 /// One call of the stream workload as a simulated client saw it (after its fresh retries).
 public struct StreamCall: Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Sendable, Hashable {
         case create, add, read, ack, ackAdd = "ackadd", claim
+        /// Two or three XADDs pipelined on one connection: one run (`DataModel.streamRun`).
+        case addRun = "addrun"
     }
     public var client: Int
     public var stream: Int
@@ -36,6 +42,8 @@ public struct StreamCall: Sendable, Hashable, CustomStringConvertible {
     public var target: StreamID?
     /// An add's token (field `t`), unique per add call.
     public var token: String?
+    /// A run's adds' tokens, in the order sent (its reply: their ids, in that order).
+    public var tokens: [String] = []
     /// Attempts under a fresh request id after an unknown outcome (a client's own retry).
     public var freshRetries = 0
     public var description: String {
@@ -149,6 +157,11 @@ extension Simulation {
             call.stream = stream
             call.kind = .create
             fresh = 2
+        } else if roll < 10 {
+            // A producer's pipelined adds on one stream: one run, answered id by id. Not retried
+            // as a new request (no idempotency key): an unknown outcome is given up.
+            call.kind = .addRun
+            call.tokens = (0..<(2 + Int(rng.below(2)))).map { "p\(c).\(n).\($0)" }
         } else if roll < 35 {
             call.kind = .add
             call.token = "p\(c).\(n)"
@@ -211,7 +224,17 @@ extension Simulation {
             case .ack: "xack"
             case .ackAdd: "xackadd"
             case .claim: "xautoclaim"
+            case .addRun: "multi"
             }
+        if call.kind == .addRun {
+            return DataModel.streamRun(
+                call.tokens.map { t in
+                    [
+                        Self.b("xadd"), key, now, Self.b("0"), Self.b("*"), Self.b("t"), Self.b(t),
+                        Self.b("k"), Self.b("a"),
+                    ]
+                })
+        }
         var rest = call.rest
         if call.kind == .add && config.streamMutant == .idmpIgnored && rest.first == Self.b("idmp") {
             rest.removeFirst(3)
@@ -314,6 +337,15 @@ extension Simulation {
         {
             // The mutant's transaction answered [acked, new id]: XACKADD's shape.
             d = .array([parts[0], .array([parts[1]])])
+        }
+        if call.kind == .addRun {
+            // Each add's reply, as the front end hands them out (a reply that is not one per add
+            // is the run's outcome, kept whole).
+            if let each = DataModel.streamRunReplies(
+                d, count: call.tokens.count, reversed: config.streamMutant == .runRepliesReversed)
+            {
+                d = .array(each)
+            }
         }
         if call.kind == .read || call.kind == .claim {
             for (id, fields) in Self.streamDelivered(d, claim: call.kind == .claim) {
@@ -431,6 +463,23 @@ extension Simulation {
                 if fields.count < 2 || String(decoding: fields[1], as: UTF8.self) != call.token {
                     fail("XADD answered \(id), which holds another task", [call])
                     return
+                }
+            }
+            // 1, for the adds of runs: each answered id holds that add's task.
+            for call in calls where call.kind == .addRun {
+                guard case .array(let each?)? = call.reply, each.count == call.tokens.count else { continue }
+                for (t, r) in zip(call.tokens, each) {
+                    guard case .bulk(let idBytes?) = r else { continue }
+                    guard let id = StreamID.parse(idBytes, strict: true), let fields = byID[id] else {
+                        fail(
+                            "a run's XADD answered \(String(decoding: idBytes, as: UTF8.self)), the stream lacks it",
+                            [call])
+                        return
+                    }
+                    if fields.count < 2 || String(decoding: fields[1], as: UTF8.self) != t {
+                        fail("a run's XADD of \(t) answered \(id), which holds another task", [call])
+                        return
+                    }
                 }
             }
             // 2–4, per entry.

@@ -21,7 +21,7 @@ import Testing
             #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.map(\.description))")
             let answered = r.streams.calls.filter { $0.ret != nil }
             #expect(answered.count > 150, "seed \(seed): most calls answered")
-            for kind in [StreamCall.Kind.add, .read, .ack, .ackAdd, .claim] {
+            for kind in [StreamCall.Kind.add, .read, .ack, .ackAdd, .claim, .addRun] {
                 #expect(answered.contains { $0.kind == kind }, "seed \(seed): no answered \(kind)")
             }
             #expect(
