@@ -6,10 +6,12 @@ import TernCore
 /// is ours as well as the storage engine's: a record that decodes wrongly is treated as damaged,
 /// never as absent, because "absent" would let the replica vote as if it had promised nothing.
 public enum PaxosCodec {
-    /// The record format written today. Version 3 checksums with CRC-32C (the project's one
-    /// checksum, `TernCore.CRC32C`) instead of FNV-1a; version 2 added the de-dup window's `floor`
-    /// and each remembered request's instance. Versions 1 and 2 still decode (see `decode`).
-    public static let version: UInt8 = 3
+    /// The record format written today. Version 4 may write the open slot's value as a change of
+    /// the chosen value (slot flag 2, RecordDelta.swift); version 3 checksums with CRC-32C (the
+    /// project's one checksum, `TernCore.CRC32C`) instead of FNV-1a; version 2 added the de-dup
+    /// window's `floor` and each remembered request's instance. Versions 1 to 3 still decode (see
+    /// `decode`).
+    public static let version: UInt8 = 4
 
     /// The checksum a record of format `format` carries: CRC-32C from version 3, FNV-1a before.
     static func checksum(_ format: UInt8, _ bytes: [UInt8], from start: Int, upTo end: Int) -> UInt32 {
@@ -30,10 +32,17 @@ public enum PaxosCodec {
         w.keyValue(s.value)
         w.ballot(s.promised)
         if let a = s.accepted {
-            w.u8(1)
-            w.u64(a.instance)
-            w.ballot(a.ballot)
-            w.keyValue(a.value)
+            if s.chosen > 0, let d = RecordDelta.worth(a.value, base: s.value) {
+                w.u8(2)
+                w.u64(a.instance)
+                w.ballot(a.ballot)
+                w.keyValueDelta(a.value, base: s.value, prefix: d.prefix, suffix: d.suffix, drop: d.drop)
+            } else {
+                w.u8(1)
+                w.u64(a.instance)
+                w.ballot(a.ballot)
+                w.keyValue(a.value)
+            }
         } else {
             w.u8(0)
         }
@@ -63,6 +72,9 @@ public enum PaxosCodec {
             guard let i = r.u64(), let b = r.ballot(),
                 let av = r.keyValue(legacyInstance: format == 1 ? i : nil)
             else { return nil }
+            s.accepted = AcceptedSlot(instance: i, ballot: b, value: av)
+        } else if flag == 2 && format >= 4 && c > 0 {
+            guard let i = r.u64(), let b = r.ballot(), let av = r.keyValueDelta(base: v) else { return nil }
             s.accepted = AcceptedSlot(instance: i, ballot: b, value: av)
         } else if flag != 0 {
             return nil

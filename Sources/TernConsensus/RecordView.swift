@@ -2,10 +2,10 @@
 /// (docs/REPAIR.md) merges the peers' records of a key by copying the chosen value's and the open
 /// slot's encodings as they are, instead of decoding every record and encoding the merge again.
 ///
-/// Only the current format (`PaxosCodec.version`): nil for an older record (callers decode
-/// those) and for every record `PaxosCodec.decode` refuses (checksum, layout, trailing bytes). It
-/// checks everything `decode` checks, in the same order; `RecordViewTests` holds the two to the
-/// same answers.
+/// Versions 3 and 4 (the same layout but for version 4's delta slot): nil for an older record
+/// (callers decode those) and for every record `PaxosCodec.decode` refuses (checksum, layout,
+/// trailing bytes). It checks everything `decode` checks, in the same order; `RecordViewTests`
+/// holds the two to the same answers.
 public struct RecordView: Sendable {
     public let chosen: UInt64
     /// The chosen value's encoding (`ByteWriter.keyValue`), as a range of the record's bytes.
@@ -16,17 +16,21 @@ public struct RecordView: Sendable {
     public let slotInstance: UInt64
     public let slotBallot: Ballot
     public let slot: Range<Int>?
+    /// The slot's value is written as a change of the chosen value (record version 4, flag 2).
+    public let slotIsDelta: Bool
 
     public init?(_ bytes: [UInt8]) { self.init(bytes, in: 0..<bytes.count) }
 
     /// The view of the record `bytes[range]` (a record inside a larger message, not copied); the
     /// ranges it holds are of `bytes`.
     public init?(_ bytes: [UInt8], in range: Range<Int>) {
-        guard range.count >= 5, bytes[range.lowerBound] == PaxosCodec.version else { return nil }
+        guard range.count >= 5 else { return nil }
+        let format = bytes[range.lowerBound]
+        guard format == 3 || format == 4 else { return nil }
         let end = range.upperBound - 4
         var sum: UInt32 = 0
         for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
-        guard sum == PaxosCodec.checksum(PaxosCodec.version, bytes, from: range.lowerBound, upTo: end) else {
+        guard sum == PaxosCodec.checksum(format, bytes, from: range.lowerBound, upTo: end) else {
             return nil
         }
         var r = ByteReader(bytes, range: range.lowerBound..<end)
@@ -45,10 +49,23 @@ public struct RecordView: Sendable {
             slotInstance = i
             slotBallot = b
             slot = slotStart..<r.at
+            slotIsDelta = false
+        } else if flag == 2 && format >= 4 && c > 0 {
+            var base = ByteReader(bytes, range: valueStart..<valueEnd)
+            guard let sizes = base.keyValueSizes() else { return nil }
+            let slotStart = r.at
+            guard let i = r.u64(), let b = r.ballot(),
+                r.skipKeyValueDelta(baseBytes: sizes.bytes, baseRequests: sizes.requests)
+            else { return nil }
+            slotInstance = i
+            slotBallot = b
+            slot = slotStart..<r.at
+            slotIsDelta = true
         } else if flag == 0 {
             slotInstance = 0
             slotBallot = .zero
             slot = nil
+            slotIsDelta = false
         } else {
             return nil
         }
@@ -114,6 +131,11 @@ public struct RecordView: Sendable {
                 slotOf = i
             }
         }
+        // A slot is copied only from a record at this merge's instance (whose value was found
+        // equal above): a delta slot is a change of its own record's chosen value, and a whole one
+        // from a record elsewhere may be a delta against this one when encoded. (A record's slot
+        // is at its chosen + 1, so this takes the decoded merge only for records that break it.)
+        if let s = slotOf, views[s].chosen != chosen { return false }
         let promised = max(floor, slotOf.map { views[$0].slotBallot } ?? .zero)
         let slotCount = slotOf.flatMap { views[$0].slot?.count } ?? 0
         let start = out.count
@@ -127,7 +149,7 @@ public struct RecordView: Sendable {
         if chosen == 0 { w.keyValue(.absent) } else { w.bytes += valueBytes }
         w.ballot(promised)
         if let s = slotOf, let range = views[s].slot {
-            w.u8(1)
+            w.u8(views[s].slotIsDelta ? 2 : 1)
             w.bytes += parts[s].bytes[range]
         } else {
             w.u8(0)
@@ -149,7 +171,7 @@ extension PaxosCodec {
 
     /// Whether `decode` would accept `bytes`, without building the state for the current format.
     public static func isWhole(_ bytes: [UInt8]) -> Bool {
-        if bytes.first == version { return RecordView(bytes) != nil }
+        if bytes.first == 3 || bytes.first == version { return RecordView(bytes) != nil }
         return decode(bytes) != nil
     }
 
@@ -157,7 +179,9 @@ extension PaxosCodec {
     /// an older format).
     public static func isWhole(_ bytes: [UInt8], in range: Range<Int>) -> Bool {
         guard !range.isEmpty else { return decode([]) != nil }
-        if bytes[range.lowerBound] == version { return RecordView(bytes, in: range) != nil }
+        if bytes[range.lowerBound] == 3 || bytes[range.lowerBound] == version {
+            return RecordView(bytes, in: range) != nil
+        }
         return decode(Array(bytes[range])) != nil
     }
 }

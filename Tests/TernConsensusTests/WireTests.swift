@@ -1,6 +1,7 @@
-import TernConsensus
 import TernCore
 import Testing
+
+@testable import TernConsensus
 
 @Suite struct WireTests {
     static let slot = AcceptedSlot(
@@ -149,12 +150,17 @@ import Testing
         st.chosen = 3
         st.value = Self.value
         st.accepted = Self.slot
-        let v3 = PaxosCodec.encode(st)
-        #expect(v3[0] == 3)
-        let body = Array(v3.dropLast(4))
+        let v4 = PaxosCodec.encode(st)
+        #expect(v4[0] == 4)
+        // Small values: the slot is written whole, so the layout is version 3's too.
+        var v3 = v4
+        v3[0] = 3
+        var body = Array(v3.dropLast(4))
         var crc = ByteWriter()
         crc.u32(CRC32C.checksum(body))
-        #expect(Array(v3.suffix(4)) == crc.bytes)
+        v3.replaceSubrange((v3.count - 4)..., with: crc.bytes)
+        #expect(PaxosCodec.decode(v3) == st && RecordView(v3) != nil)
+        body = Array(v3.dropLast(4))
         // The same record as version 2 wrote it: FNV-1a over the same layout.
         var v2body = body
         v2body[0] = 2
@@ -165,7 +171,7 @@ import Testing
         #expect(PaxosCodec.isWhole(v2.bytes) && RecordView(v2.bytes) == nil)
         // A version 2 record with a CRC trailer, or the reverse, is damaged; so is a flipped byte.
         #expect(PaxosCodec.decode(v2body + crc.bytes) == nil)
-        var flipped = v3
+        var flipped = v4
         flipped[9] ^= 1
         #expect(PaxosCodec.decode(flipped) == nil && RecordView(flipped) == nil)
         // Epoch and fence records: CRC-32C from their version 2, version 1 (FNV-1a) still read.
@@ -178,6 +184,88 @@ import Testing
         #expect(PaxosCodec.decodeEpoch(e1.bytes) == 7)
         let fence = Ballot(round: 5, node: NodeID(2))
         #expect(PaxosCodec.decodeFence(PaxosCodec.encodeFence(fence)) == fence)
+    }
+
+    /// A busy key's record: the open slot's value is the chosen value after a few writes (a big
+    /// list's head, here), and its de-dup window continues the chosen one's. Version 4 writes the
+    /// slot as a change (RecordDelta.swift): the record holds the value's bytes once, decodes to
+    /// the same state, and the view agrees with the decoder on every damaged byte and cut.
+    @Test("A busy key's open slot is written as a change of the chosen value, and reads back the same")
+    func deltaSlot() {
+        var rng = SplitMix64(seed: 4)
+        for round in 0..<40 {
+            let base = (0..<(200 + Int(rng.below(3000)))).map { _ in UInt8(truncatingIfNeeded: rng.below(256))
+            }
+            var changed = base
+            let at = Int(rng.below(UInt64(base.count)))
+            let cut = min(base.count - at, Int(rng.below(40)))
+            changed.replaceSubrange(at..<(at + cut), with: (0..<Int(rng.below(60))).map { UInt8($0) })
+            var recent: [AppliedRequest] = (0..<Int(rng.below(32))).map {
+                AppliedRequest(id: rid(UInt64(10 + $0)), result: .number(Int64($0)), instance: 7)
+            }
+            var st = KeyState()
+            st.chosen = 7
+            st.value = KeyValue(bytes: base, recent: recent, floor: 3, kind: .list)
+            // The slot: up to 32 remembered, the oldest dropped as new ones come.
+            let added = Int(rng.below(25))
+            recent += (0..<added).map { AppliedRequest(id: rid(UInt64(100 + $0)), result: .ok, instance: 8) }
+            let kept = Array(recent.suffix(32))
+            let slotValue =
+                round % 5 == 0
+                ? KeyValue(recent: kept, floor: 4)  // a delete
+                : KeyValue(
+                    bytes: changed, recent: kept, floor: 4, kind: .list, deadlineMs: round % 3 == 0 ? 99 : 0)
+            st.accepted = AcceptedSlot(instance: 8, ballot: Ballot(round: 2, node: n1), value: slotValue)
+            st.promised = Ballot(round: 2, node: n1)
+            let bytes = PaxosCodec.encode(st)
+            #expect(PaxosCodec.decode(bytes) == st, "round \(round)")
+            let view = RecordView(bytes)
+            #expect(
+                view?.slotIsDelta
+                    == (round % 5 != 0
+                        || st.value.recent.count - RecordDelta.dropped(st.value.recent, kept) >= 4))
+            if round % 5 != 0 {
+                // The value's bytes once, plus what changed (not twice).
+                #expect(
+                    bytes.count < base.count + 160 + 29 * (st.value.recent.count + added) + 64,
+                    "round \(round): \(bytes.count)")
+            }
+            for i in stride(from: 1, to: bytes.count, by: max(1, bytes.count / 200)) {
+                var bad = bytes
+                bad[i] ^= UInt8(1 << (i % 8))
+                #expect((RecordView(bad) != nil) == (PaxosCodec.decode(bad) != nil), "byte \(i)")
+                #expect(PaxosCodec.decode(bad) == nil)
+                #expect(RecordView(Array(bytes[..<i])) == nil && PaxosCodec.decode(Array(bytes[..<i])) == nil)
+            }
+        }
+        // A delta that does not fit its base (a prefix and suffix longer than the base's bytes) is
+        // refused by both, even with a good checksum.
+        var w = ByteWriter()
+        w.u8(4)
+        w.u64(7)
+        w.keyValue(KeyValue(bytes: bytes("abc")))
+        w.ballot(.zero)
+        w.u8(2)
+        w.u64(8)
+        w.ballot(.zero)
+        w.u8(1)
+        w.u32(2)
+        w.u32(2)
+        w.blob([])
+        w.u64(0)
+        w.u32(0)
+        w.u32(0)
+        w.u32(CRC32C.checksum(w.bytes))
+        #expect(PaxosCodec.decode(w.bytes) == nil && RecordView(w.bytes) == nil)
+        // The same with a prefix of 1 and the suffix of 2, which fit: "a" + "" + "bc".
+        var ok = Array(w.bytes.dropLast(4))
+        let p = ok.count - 4 - 4 - 4 - 8 - 4 - 4
+        ok.replaceSubrange(p..<(p + 4), with: [1, 0, 0, 0])
+        var tail = ByteWriter()
+        tail.u32(CRC32C.checksum(ok))
+        ok += tail.bytes
+        #expect(PaxosCodec.decode(ok)?.accepted?.value.bytes == bytes("abc"))
+        #expect(RecordView(ok) != nil)
     }
 }
 
