@@ -278,16 +278,24 @@ extension Node {
         let left = first[0] == UInt8(ascii: "l")
         // This node's own copy says there is nothing to do: no linearizable read of the head (two
         // checks in three found nothing after pushes).
+        // When it shows a head to work on, the upkeep starts from it without a linearizable read
+        // of the head (four peer messages a seal): its operations apply only at the generation
+        // and on the elements they name, so a stale copy costs a seal that does not apply (and a
+        // bucket for the collector), never a wrong list.
+        var head: StoredValue?
         if let local = localValue(key), local.kind == .list, let b = local.bytes {
             if let h = ListBuckets(b) {
                 if push ? !(h.full(h.front) || h.full(h.back)) : !h.endLow(left: left) { return }
+                head = StoredValue(kind: .list, deadlineMs: local.deadlineMs, bytes: b)
             } else if push, !DataModel.plainListFull(b) {
                 return
             }
         }
         track(
             key,
-            push ? sealList(key, left: left, segmented: false) : unsealList(key, left: left, onlyIfLow: true))
+            push
+                ? sealList(key, left: left, segmented: false, head: head)
+                : unsealList(key, left: left, onlyIfLow: true, head: head))
     }
 
     /// This node's replica's chosen value of `key` (nil: not loaded here): what the upkeep's own
@@ -358,17 +366,23 @@ extension Node {
     }
 
     /// Reads list `key`'s head and continues with it (nil: absent, or not a list).
-    func withListHead(_ key: [UInt8], _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>)
+    func withListHead(
+        _ key: [UInt8], given: StoredValue? = nil,
+        _ next: @escaping (StoredValue?) -> EventLoopFuture<NodeReply?>
+    )
         -> EventLoopFuture<NodeReply?>
     {
-        withHead(key, kinds: [.list], "a big list's", next)
+        if let given { return next(given) }
+        return withHead(key, kinds: [.list], "a big list's", next)
     }
 
     /// Writes the buckets a seal of one end cuts, then proposes the seal. A plain list is first
-    /// made a head with no buckets (`lsegment`, under a fresh nonce).
-    func sealList(_ key: [UInt8], left: Bool, segmented: Bool, rounds: Int = 2) -> EventLoopFuture<NodeReply?>
+    /// made a head with no buckets (`lsegment`, under a fresh nonce). `head`: this node's own copy
+    /// of the head to start from (`noteListOp`), instead of a linearizable read.
+    func sealList(_ key: [UInt8], left: Bool, segmented: Bool, rounds: Int = 2, head: StoredValue? = nil)
+        -> EventLoopFuture<NodeReply?>
     {
-        withListHead(key) { v in
+        withListHead(key, given: head) { v in
             guard let v else { return self.eventLoop.makeSucceededFuture(nil) }
             guard let h = ListBuckets(v.bytes) else {
                 guard !segmented, ListBuckets.plainFull(DataModel.decodeItems(v.bytes)) else {
@@ -469,8 +483,10 @@ extension Node {
     /// `onlyIfLow` (the node's own upkeep, ahead of the pops): only when the end segment is low,
     /// and only the bucket's outer quarter when it holds more (`ListBuckets.unsealSplit`: the rest
     /// is written as a new bucket first), so a run of pops carries a small head.
-    func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false) -> EventLoopFuture<NodeReply?> {
-        withListHead(key) { v in
+    func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false, head: StoredValue? = nil)
+        -> EventLoopFuture<NodeReply?>
+    {
+        withListHead(key, given: head) { v in
             guard let v, let h = ListBuckets(v.bytes), !h.index.isEmpty, !onlyIfLow || h.endLow(left: left)
             else {
                 return self.eventLoop.makeSucceededFuture(nil)

@@ -86,6 +86,18 @@ extension Simulation {
         let rid = RequestID(client: UInt32(4000 + c), counter: tag)
         switch f.phase {
         case .upkeepHead:
+            if f.list.proactive && f.list.missing == nil && rng.chance(0.5) {
+                // As the server's own upkeep starts (`Node.noteListOp`): from the node's copy of
+                // the head, not a linearizable read — possibly stale; the upkeep's operations must
+                // then fail to apply, never change the list.
+                whenRunning(f.node) {
+                    let v = n.inspect(f.key)?.state.value
+                    let outcome: ClientOutcome =
+                        v?.stored.map { .typed($0) } ?? .value(v?.bytes)
+                    self.pendingReplies.append((self.now + 1, ClientReply(tag: tag, outcome: outcome)))
+                }
+                return
+            }
             whenRunning(f.node) { n.read(key: f.key, tag: tag) }
         case .upkeepPut:
             let (k, v) = f.list.puts[0]

@@ -45,20 +45,25 @@ import Testing
     @Test("The largest record a key can have at max_value_bytes fits the storage engine's record bound")
     func largestRecordFitsStorage() {
         let v = ServerConfig.maxValueBytesLimit
-        let big = [UInt8](repeating: 7, count: v)
-        func value() -> KeyValue {
+        // The open slot shares nothing with the chosen value (other bytes, other requests), so it
+        // is written whole (record version 4 writes a slot that shares bytes as a change).
+        func value(_ fill: UInt8, client: UInt32) -> KeyValue {
+            let big = [UInt8](repeating: fill, count: v)
             var recent = (0..<31).map {
-                AppliedRequest(id: RequestID(client: 1, counter: UInt64($0)), result: .number(1), instance: 9)
+                AppliedRequest(
+                    id: RequestID(client: client, counter: UInt64($0)), result: .number(1), instance: 9)
             }
             recent.append(
-                AppliedRequest(id: RequestID(client: 2, counter: 1), result: .previous(big), instance: 10))
+                AppliedRequest(
+                    id: RequestID(client: client + 1, counter: 1), result: .previous(big), instance: 10))
             return KeyValue(bytes: big, recent: recent, floor: 3)
         }
         var state = KeyState()
         state.chosen = 10
-        state.value = value()
+        state.value = value(7, client: 1)
         state.promised = Ballot(round: 5, node: NodeID(1))
-        state.accepted = AcceptedSlot(instance: 11, ballot: Ballot(round: 5, node: NodeID(1)), value: value())
+        state.accepted = AcceptedSlot(
+            instance: 11, ballot: Ballot(round: 5, node: NodeID(1)), value: value(8, client: 3))
         let record = PaxosCodec.encode(state)
         #expect(record.count > 4 * v, "the record holds four values")
         #expect(record.count <= ServerConfig.storageRecordBytesMax(maxValueBytes: v))
