@@ -166,26 +166,30 @@ public struct ByteWriter: Sendable {
         u32(b.node.rawValue)
     }
     public mutating func keyValue(_ v: KeyValue) {
-        if let b = v.bytes, v.kind != .string || v.deadlineMs != 0 {
-            // A typed or expiring value (docs/DATA.md); plain strings keep the older layout.
+        valueForm(v)
+        if let b = v.bytes { blob(b) }
+        u64(v.floor)
+        u32(UInt32(v.recent.count))
+        for r in v.recent { appliedRequest(r) }
+    }
+    /// A value's form, which its encodings (`keyValue`, `keyValueDelta`) start with: `u8 0` absent,
+    /// `u8 1` plain bytes, `u8 2 | u8 kind | u64 deadline` a typed or expiring value (docs/DATA.md;
+    /// plain strings keep the older layout).
+    mutating func valueForm(_ v: KeyValue) {
+        if v.bytes != nil, v.kind != .string || v.deadlineMs != 0 {
             u8(2)
             u8(v.kind.rawValue)
             u64(v.deadlineMs)
-            blob(b)
-        } else if let b = v.bytes {
-            u8(1)
-            blob(b)
         } else {
-            u8(0)
+            u8(v.bytes != nil ? 1 : 0)
         }
-        u64(v.floor)
-        u32(UInt32(v.recent.count))
-        for r in v.recent {
-            u32(r.id.client)
-            u64(r.id.counter)
-            u64(r.instance)
-            result(r.result)
-        }
+    }
+    /// One remembered request of a value's de-dup window.
+    mutating func appliedRequest(_ r: AppliedRequest) {
+        u32(r.id.client)
+        u64(r.id.counter)
+        u64(r.instance)
+        result(r.result)
     }
     public mutating func result(_ r: OperationResult) {
         switch r {
@@ -328,20 +332,13 @@ public struct ByteReader: Sendable {
     /// A `KeyValue`; with `legacyInstance`, in the version 1 layout (no floor, no instances),
     /// read as if everything up to that instance may have been forgotten.
     public mutating func keyValue(legacyInstance: UInt64? = nil) -> KeyValue? {
-        guard let flag = u8() else { return nil }
+        guard let form = valueForm() else { return nil }
         var v = KeyValue()
-        if flag == 1 {
+        if form.hasBytes {
             guard let b = blob() else { return nil }
+            v.kind = form.kind
+            v.deadlineMs = form.deadlineMs
             v.bytes = b
-        } else if flag == 2 {
-            guard let k = u8().flatMap(ValueKind.init(rawValue:)), let d = u64(), let b = blob() else {
-                return nil
-            }
-            v.kind = k
-            v.deadlineMs = d
-            v.bytes = b
-        } else if flag != 0 {
-            return nil
         }
         if let legacy = legacyInstance {
             v.floor = legacy
@@ -351,19 +348,38 @@ public struct ByteReader: Sendable {
         }
         guard let n = u32(), n <= 1 << 16 else { return nil }
         for _ in 0..<n {
-            guard let c = u32(), let k = u64() else { return nil }
-            let instance: UInt64
-            if let legacy = legacyInstance {
-                instance = legacy
-            } else {
-                guard let i = u64() else { return nil }
-                instance = i
+            guard let legacy = legacyInstance else {
+                guard let r = appliedRequest() else { return nil }
+                v.recent.append(r)
+                continue
             }
-            guard let res = result() else { return nil }
+            // Version 1 kept no instance per request: the record's own.
+            guard let c = u32(), let k = u64(), let res = result() else { return nil }
             v.recent.append(
-                AppliedRequest(id: RequestID(client: c, counter: k), result: res, instance: instance))
+                AppliedRequest(id: RequestID(client: c, counter: k), result: res, instance: legacy))
         }
         return v
+    }
+    /// What `ByteWriter.valueForm` wrote: whether the value's bytes follow, its kind and deadline
+    /// (`.string`, 0 for a plain or absent value); nil when malformed.
+    mutating func valueForm() -> (hasBytes: Bool, kind: ValueKind, deadlineMs: UInt64)? {
+        switch u8() {
+        case 0: return (false, .string, 0)
+        case 1: return (true, .string, 0)
+        case 2:
+            guard let k = u8().flatMap(ValueKind.init(rawValue:)), let d = u64() else { return nil }
+            return (true, k, d)
+        default: return nil
+        }
+    }
+    /// What `ByteWriter.appliedRequest` wrote (nil: malformed).
+    mutating func appliedRequest() -> AppliedRequest? {
+        guard let c = u32(), let k = u64(), let i = u64(), let res = result() else { return nil }
+        return AppliedRequest(id: RequestID(client: c, counter: k), result: res, instance: i)
+    }
+    /// Skips an `appliedRequest()`, checking what it checks.
+    mutating func skipAppliedRequest() -> Bool {
+        u32() != nil && u64() != nil && u64() != nil && result() != nil
     }
     public mutating func result() -> OperationResult? {
         guard let tag = u8() else { return nil }

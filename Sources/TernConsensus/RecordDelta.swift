@@ -66,31 +66,18 @@ enum RecordDelta {
 extension ByteWriter {
     /// `v` as a change of `base` (`RecordDelta`), with the parts `RecordDelta.worth` found.
     mutating func keyValueDelta(_ v: KeyValue, base: KeyValue, prefix p: Int, suffix s: Int, drop: Int) {
+        valueForm(v)
         if let b = v.bytes {
-            if v.kind != .string || v.deadlineMs != 0 {
-                u8(2)
-                u8(v.kind.rawValue)
-                u64(v.deadlineMs)
-            } else {
-                u8(1)
-            }
             u32(UInt32(p))
             u32(UInt32(s))
             u32(UInt32(b.count - p - s))
             bytes += b[p..<(b.count - s)]
-        } else {
-            u8(0)
         }
         u64(v.floor)
         u32(UInt32(drop))
         let new = v.recent[(base.recent.count - drop)...]
         u32(UInt32(new.count))
-        for r in new {
-            u32(r.id.client)
-            u64(r.id.counter)
-            u64(r.instance)
-            result(r.result)
-        }
+        for r in new { appliedRequest(r) }
     }
 }
 
@@ -99,14 +86,11 @@ extension ByteReader {
     /// does not fit `base` (a prefix and suffix longer than its bytes, more requests dropped than
     /// it has).
     mutating func keyValueDelta(base: KeyValue) -> KeyValue? {
-        guard let form = u8() else { return nil }
+        guard let form = valueForm() else { return nil }
         var v = KeyValue()
-        if form == 1 || form == 2 {
-            if form == 2 {
-                guard let k = u8().flatMap(ValueKind.init(rawValue:)), let d = u64() else { return nil }
-                v.kind = k
-                v.deadlineMs = d
-            }
+        if form.hasBytes {
+            v.kind = form.kind
+            v.deadlineMs = form.deadlineMs
             let b = base.bytes ?? []
             guard let p = u32(), let s = u32(), Int(p) + Int(s) <= b.count, let middle = blob() else {
                 return nil
@@ -117,8 +101,6 @@ extension ByteReader {
             out += middle
             out += b[(b.count - Int(s))...]
             v.bytes = out
-        } else if form != 0 {
-            return nil
         }
         guard let f = u64(), let drop = u32(), Int(drop) <= base.recent.count, let n = u32(), n <= 1 << 16
         else {
@@ -127,8 +109,8 @@ extension ByteReader {
         v.floor = f
         v.recent = Array(base.recent[Int(drop)...])
         for _ in 0..<n {
-            guard let c = u32(), let k = u64(), let i = u64(), let res = result() else { return nil }
-            v.recent.append(AppliedRequest(id: RequestID(client: c, counter: k), result: res, instance: i))
+            guard let r = appliedRequest() else { return nil }
+            v.recent.append(r)
         }
         return v
     }
@@ -136,20 +118,15 @@ extension ByteReader {
     /// Skips what `keyValueDelta(base:)` reads, checking the same against a base whose bytes are
     /// `baseBytes` long and which remembers `baseRequests` requests (false where it returns nil).
     mutating func skipKeyValueDelta(baseBytes: Int, baseRequests: Int) -> Bool {
-        guard let form = u8() else { return false }
-        if form == 1 || form == 2 {
-            if form == 2 {
-                guard u8().flatMap(ValueKind.init(rawValue:)) != nil, u64() != nil else { return false }
-            }
+        guard let form = valueForm() else { return false }
+        if form.hasBytes {
             guard let p = u32(), let s = u32(), Int(p) + Int(s) <= baseBytes, skipBlob() else { return false }
-        } else if form != 0 {
-            return false
         }
         guard u64() != nil, let drop = u32(), Int(drop) <= baseRequests, let n = u32(), n <= 1 << 16 else {
             return false
         }
         for _ in 0..<n {
-            guard u32() != nil, u64() != nil, u64() != nil, result() != nil else { return false }
+            guard skipAppliedRequest() else { return false }
         }
         return true
     }
@@ -157,12 +134,9 @@ extension ByteReader {
     /// The byte count and the number of remembered requests of the `KeyValue` encoded at the
     /// reader's position (the base of a delta slot), if it reads as one.
     mutating func keyValueSizes() -> (bytes: Int, requests: Int)? {
-        guard let flag = u8() else { return nil }
+        guard let form = valueForm() else { return nil }
         var count = 0
-        if flag == 1 || flag == 2 {
-            if flag == 2 {
-                guard u8() != nil, u64() != nil else { return nil }
-            }
+        if form.hasBytes {
             guard let n = u32(), at + Int(n) <= end else { return nil }
             count = Int(n)
             guard skip(Int(n)) else { return nil }

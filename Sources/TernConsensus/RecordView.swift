@@ -190,19 +190,10 @@ extension ByteReader {
     /// Skips a `KeyValue` in the current layout, checking what `keyValue()` checks (false where
     /// it would return nil).
     public mutating func skipKeyValue() -> Bool {
-        guard let flag = u8() else { return false }
-        if flag == 1 {
-            guard skipBlob() else { return false }
-        } else if flag == 2 {
-            guard u8().flatMap(ValueKind.init(rawValue:)) != nil, u64() != nil, skipBlob() else {
-                return false
-            }
-        } else if flag != 0 {
-            return false
-        }
+        guard let form = valueForm(), !form.hasBytes || skipBlob() else { return false }
         guard u64() != nil, let n = u32(), n <= 1 << 16 else { return false }
         for _ in 0..<n {
-            guard u32() != nil, u64() != nil, u64() != nil, result() != nil else { return false }
+            guard skipAppliedRequest() else { return false }
         }
         return true
     }
