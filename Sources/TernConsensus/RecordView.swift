@@ -26,7 +26,7 @@ public struct RecordView: Sendable {
     public init?(_ bytes: [UInt8], in range: Range<Int>) {
         guard range.count >= 5 else { return nil }
         let format = bytes[range.lowerBound]
-        guard format == 3 || format == 4 else { return nil }
+        guard PaxosCodec.viewable(format) else { return nil }
         let end = range.upperBound - 4
         var sum: UInt32 = 0
         for k in 0..<4 { sum |= UInt32(bytes[end + k]) << (8 * k) }
@@ -170,8 +170,12 @@ extension PaxosCodec {
     }
 
     /// Whether `decode` would accept `bytes`, without building the state for the current format.
+    /// Whether records of `format` are read by `RecordView` (versions 3 and 4: one layout but for
+    /// version 4's delta slot); older ones are decoded.
+    static func viewable(_ format: UInt8) -> Bool { format == 3 || format == version }
+
     public static func isWhole(_ bytes: [UInt8]) -> Bool {
-        if bytes.first == 3 || bytes.first == version { return RecordView(bytes) != nil }
+        if let f = bytes.first, viewable(f) { return RecordView(bytes) != nil }
         return decode(bytes) != nil
     }
 
@@ -179,9 +183,7 @@ extension PaxosCodec {
     /// an older format).
     public static func isWhole(_ bytes: [UInt8], in range: Range<Int>) -> Bool {
         guard !range.isEmpty else { return decode([]) != nil }
-        if bytes[range.lowerBound] == 3 || bytes[range.lowerBound] == version {
-            return RecordView(bytes, in: range) != nil
-        }
+        if viewable(bytes[range.lowerBound]) { return RecordView(bytes, in: range) != nil }
         return decode(Array(bytes[range])) != nil
     }
 }

@@ -276,12 +276,11 @@ extension Node {
         // other: a seal after pops put back what the unseal the pops had needed brought, every 64
         // pops — measured, LPOP on a bucketed list ran at 0.55× SET.)
         let left = first[0] == UInt8(ascii: "l")
-        // This node's own copy says there is nothing to do: no linearizable read of the head (two
-        // checks in three found nothing after pushes).
-        // When it shows a head to work on, the upkeep starts from it without a linearizable read
-        // of the head (four peer messages a seal): its operations apply only at the generation
-        // and on the elements they name, so a stale copy costs a seal that does not apply (and a
-        // bucket for the collector), never a wrong list.
+        // This node's own copy of the head decides: nothing to do, no read at all (two checks in
+        // three found nothing after pushes); work to do, the upkeep starts from that copy without
+        // a linearizable read of the head (four peer messages a seal): its operations apply only
+        // at the generation and on the elements they name, so a stale copy costs a seal that does
+        // not apply (and a bucket for the collector), never a wrong list.
         var head: StoredValue?
         if let local = localValue(key), local.kind == .list, let b = local.bytes {
             if let h = ListBuckets(b) {
@@ -299,9 +298,9 @@ extension Node {
     }
 
     /// This node's replica's chosen value of `key` (nil: not loaded here): what the upkeep's own
-    /// triggers look at before they read the head linearizably. Advisory only — a stale copy
-    /// delays a seal or a flush by a few dozen writes at most; the upkeep itself reads the head
-    /// and applies only at the generation it read.
+    /// triggers look at, and a list's upkeep starts from. Advisory only — a stale copy delays a
+    /// seal or a flush by a few dozen writes at most; the upkeep's operations apply only at the
+    /// generation they name.
     func localValue(_ key: [UInt8]) -> KeyValue? { core.replica.inspect(key)?.state.value }
 
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply

@@ -637,11 +637,7 @@ final class RESPConnectionHandler: ChannelInboundHandler {
                 if handler.openRuns[tail] === run { handler.openRuns[tail] = nil }
                 run.send(key, node: node, on: loop).whenComplete { done.completeWith($0) }
             }
-            keyTail[tail] = (id, done.futureResult)
-            done.futureResult.whenComplete { _ in
-                let handler = loopBound.value
-                if handler.keyTail[tail]?.id == id { handler.keyTail[tail] = nil }
-            }
+            holdTail(tail, id, done.futureResult)
             return reply
         }
         // Anything else on the key goes after an open run, which takes no more.
@@ -662,13 +658,19 @@ final class RESPConnectionHandler: ChannelInboundHandler {
         } else {
             future = node.execute(key: key, request).hop(to: loop)
         }
+        holdTail(tail, id, future)
+        return future
+    }
+
+    /// Makes request `id` (done when `future` completes) the last of this connection's on Paxos
+    /// key `tail`, until it completes or a later one takes its place.
+    func holdTail(_ tail: [UInt8], _ id: UInt64, _ future: EventLoopFuture<NodeReply>) {
         keyTail[tail] = (id, future)
-        let loopBound = NIOLoopBound(self, eventLoop: loop)
+        let loopBound = NIOLoopBound(self, eventLoop: future.eventLoop)
         future.whenComplete { _ in
             let handler = loopBound.value
             if handler.keyTail[tail]?.id == id { handler.keyTail[tail] = nil }
         }
-        return future
     }
 
     /// Completed once the commands read with the current bytes have all been handled: at
@@ -807,7 +809,8 @@ final class RESPConnectionHandler: ChannelInboundHandler {
 }
 
 /// Stream writes of one connection on one key, sent as one `multi` write (`DataModel.streamRun`)
-/// once the connection's request before them on the key has answered: one Paxos instance, the
+/// once the connection's request before them on the key has answered (or, with none, once the
+/// bytes read with them are all handled: `burstEnd`): one Paxos instance, the
 /// writes applied in the order sent, each answered with its own reply. Atomic together, which
 /// each pipelined command alone already was; a run whose outcome is unknown answers every one of
 /// its writes with that outcome. One write alone is sent as itself. Used on its channel's loop only.
