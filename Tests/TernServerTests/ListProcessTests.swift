@@ -12,11 +12,8 @@ import Testing
         let cluster = try ProcessCluster()
         defer { cluster.killAll() }
         try await cluster.startAll()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("Python/big_list.py").path
-        let (status, out) = try run(
-            "/usr/bin/env",
-            ["python3", script, "7"] + [n1, n2, n3].map { String(cluster.port($0)) })
+        let (status, out) = try runPython(
+            "big_list.py", ["7"] + [n1, n2, n3].map { String(cluster.port($0)) })
         #expect(status == 0, "\(out)")
         #expect(out.contains("big list redis-py: OK"), "\(out)")
     }

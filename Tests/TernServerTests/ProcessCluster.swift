@@ -283,6 +283,14 @@ struct ClusterTestError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// Runs `Python/<script>` (beside this file) with `python3` and `args`; (exit status,
+/// stdout+stderr).
+func runPython(_ script: String, _ args: [String]) throws -> (Int32, String) {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Python/" + script).path
+    return try run("/usr/bin/env", ["python3", path] + args)
+}
+
 /// Runs a command-line program and returns (exit status, stdout+stderr).
 func run(_ exe: String, _ args: [String], input: String? = nil) throws -> (Int32, String) {
     let p = Process()

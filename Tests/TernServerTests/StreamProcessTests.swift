@@ -14,9 +14,7 @@ import Testing
         let cluster = try ProcessCluster()
         defer { cluster.killAll() }
         try await cluster.startAll()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("Python/stream_block_race.py").path
-        let (status, out) = try run("/usr/bin/env", ["python3", script, String(cluster.port(n1)), "40"])
+        let (status, out) = try runPython("stream_block_race.py", [String(cluster.port(n1)), "40"])
         #expect(status == 0, "\(out)")
         #expect(out.contains("stream block race: OK"), "\(out)")
     }
@@ -28,10 +26,8 @@ import Testing
         let cluster = try ProcessCluster { $0.streamMaxEntries = 20 }
         defer { cluster.killAll() }
         try await cluster.startAll()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("Python/streams.py").path
-        let (status, out) = try run(
-            "/usr/bin/env", ["python3", script, String(cluster.port(n1)), String(cluster.port(n2)), "20"])
+        let (status, out) = try runPython(
+            "streams.py", [String(cluster.port(n1)), String(cluster.port(n2)), "20"])
         #expect(status == 0, "\(out)")
         #expect(out.contains("streams redis-py: OK"), "\(out)")
         // /metrics (docs/QUEUE.md, "Metrics"): the stream the script left, on every replica.

@@ -33,10 +33,8 @@ import Testing
         let cluster = try ProcessCluster()
         defer { cluster.killAll() }
         try await cluster.startAll()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("Python/sync_push.py").path
-        let (status, out) = try run(
-            "/usr/bin/env", ["python3", script, String(cluster.port(n1)), String(cluster.port(n2))])
+        let (status, out) = try runPython(
+            "sync_push.py", [String(cluster.port(n1)), String(cluster.port(n2))])
         #expect(status == 0, "\(out)")
         #expect(out.contains("redis-py") && out.contains(": OK"), "\(out)")
     }
