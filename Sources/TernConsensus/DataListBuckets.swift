@@ -14,18 +14,38 @@ public struct ListBuckets: Sendable, Hashable {
         public var gen: UInt32
         /// XXH64 of the bucket's element encoding (`DataModel.encodeItems`; part of its key).
         public var hash: UInt64
+        /// The elements of the bucket that are in the list.
         public var count: UInt32
-        public init(gen: UInt32, hash: UInt64, count: UInt32) {
+        /// Elements of the stored bucket at its start (`lo`) and its end (`hi`) that are no longer
+        /// in the list: a partial unseal moved them into the head and left the bucket as it was
+        /// (`lunseal … take`), instead of writing the rest as a new bucket.
+        public var lo: UInt32
+        public var hi: UInt32
+        public init(gen: UInt32, hash: UInt64, count: UInt32, lo: UInt32 = 0, hi: UInt32 = 0) {
             self.gen = gen
             self.hash = hash
             self.count = count
+            self.lo = lo
+            self.hi = hi
         }
+        /// The elements the stored bucket holds.
+        public var stored: Int { Int(lo) + Int(count) + Int(hi) }
+        /// The list's elements among the stored bucket's `items` (nil: not this bucket's count).
+        public func visible(_ items: [[UInt8]]) -> ArraySlice<[UInt8]>? {
+            guard items.count == stored else { return nil }
+            return items[Int(lo)..<(Int(lo) + Int(count))]
+        }
+        /// An entry's count word carries this bit when `lo` and `hi` follow it (version 2).
+        static let trimmedBit: UInt32 = 0x8000_0000
     }
 
     /// A plain list's encoding starts with its element count: no list has 2^32 - 1 elements (a
     /// value is bounded far below), so this first word marks a head.
     static let marker: UInt32 = 0xFFFF_FFFF
-    static let version: UInt8 = 1
+    /// 2: an entry may carry its bucket's trims (`Entry.trimmedBit`); version 1 heads (no trims)
+    /// read the same.
+    static let version: UInt8 = 2
+    static let versions: ClosedRange<UInt8> = 1...2
 
     /// Chosen at random by the shell that made the list bucketed (`lsegment`): buckets of an
     /// earlier incarnation of the key never match a later head.
@@ -73,7 +93,8 @@ public struct ListBuckets: Sendable, Hashable {
         guard Self.isHead(bytes) else { return nil }
         var r = ByteReader(bytes)
         _ = r.u32()
-        guard r.u8() == Self.version, let nonce = r.u64(), let gen = r.u32(), let be = r.u32(),
+        guard let ver = r.u8(), Self.versions.contains(ver), let nonce = r.u64(), let gen = r.u32(),
+            let be = r.u32(),
             let bb = r.u32(),
             let n = r.u32()
         else { return nil }
@@ -85,7 +106,13 @@ public struct ListBuckets: Sendable, Hashable {
         index.reserveCapacity(Int(min(n, 1 << 16)))
         for _ in 0..<n {
             guard let g = r.u32(), let h = r.u64(), let c = r.u32() else { return nil }
-            index.append(Entry(gen: g, hash: h, count: c))
+            var e = Entry(gen: g, hash: h, count: c & ~Entry.trimmedBit)
+            if c & Entry.trimmedBit != 0 {
+                guard let lo = r.u32(), let hi = r.u32() else { return nil }
+                e.lo = lo
+                e.hi = hi
+            }
+            index.append(e)
         }
         self.index = index
         func items() -> [[UInt8]]? {
@@ -118,7 +145,13 @@ public struct ListBuckets: Sendable, Hashable {
         for e in index {
             w.u32(e.gen)
             w.u64(e.hash)
-            w.u32(e.count)
+            if e.lo == 0 && e.hi == 0 {
+                w.u32(e.count)
+            } else {
+                w.u32(e.count | Entry.trimmedBit)
+                w.u32(e.lo)
+                w.u32(e.hi)
+            }
         }
         w.u32(UInt32(front.count))
         for b in front { w.blob(b) }
@@ -230,35 +263,51 @@ public struct ListBuckets: Sendable, Hashable {
         count >= be + be / 8 || bytes >= bb + bb / 8
     }
     /// Whether an end segment is low enough that the shell, after pops, brings back part of its
-    /// end bucket before they empty it (an eighth of a bucket: the upkeep takes a few round trips,
-    /// and a pop that finds the end empty waits for it).
+    /// end bucket before they empty it (3/32 of a bucket, 96 elements: the node looks every 16
+    /// pops, the upkeep takes a round or two of the key, and a pop that finds the end empty waits
+    /// for it).
     public func endLow(left: Bool) -> Bool {
-        !index.isEmpty && (left ? front : back).count < max(1, bucketElements / 8)
+        !index.isEmpty && (left ? front : back).count < Self.lowMark(bucketElements)
     }
-    /// A partial unseal of the end bucket (its elements `items`): the outer quarter of a bucket
-    /// (elements and bytes) moves into the head, the inner rest stays a bucket — `kept`, encoded
-    /// as `encoding`, listed as `entry` (at the head's generation) — which the shell writes before
-    /// it proposes `lunseal … gen keptCount keptHash`. Nil: the bucket is small enough to come
-    /// back whole. Pops that run the end low then carry a head of a few hundred elements, not a
-    /// whole bucket's worth (the whole bucket back, a pop run rewrote up to a bucket of elements
+    static func lowMark(_ bucketElements: Int) -> Int { max(1, bucketElements / 16) }
+
+    /// Whether the upkeep of head `b` has work, read on its bytes without decoding an element
+    /// (the node's check after every few pushes or pops, `Node.noteListOp`): after pushes, an end
+    /// segment full (`full`); after pops, end `left` low (`endLow`). Nil: not a head.
+    public static func upkeepDue(_ b: [UInt8], push: Bool, left: Bool) -> Bool? {
+        guard isHead(b), b.count >= 29, versions.contains(b[4]), let (frontAt, _) = ListBytes.indexEnd(b),
+            frontAt + 4 <= b.count
+        else { return nil }
+        let be = ListBytes.u32(b, 17)
+        let bb = ListBytes.u32(b, 21)
+        let nf = ListBytes.u32(b, frontAt)
+        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
+        let nk = ListBytes.u32(b, backAt)
+        if push {
+            return segmentFull(count: nf, bytes: backAt - frontAt - 4, bucketElements: be, bucketBytes: bb)
+                || segmentFull(count: nk, bytes: b.count - backAt - 4, bucketElements: be, bucketBytes: bb)
+        }
+        return ListBytes.u32(b, 25) > 0 && (left ? nf : nk) < lowMark(be)
+    }
+    /// A partial unseal of the end bucket, whose elements in the list are `items` (the node's own
+    /// upkeep, ahead of the pops): how many of its outer elements move into the head — an eighth
+    /// of a bucket, in elements and bytes. The bucket stays as it is, its entry trimmed by that
+    /// many (`lunseal … take`): nothing is written but the head. Nil: the rest is small enough to
+    /// come back whole. Pops that run the end low then carry a head of a few hundred elements, not
+    /// a whole bucket's worth (the whole bucket back, a pop run rewrote up to a bucket of elements
     /// with every pop: `LPOP` ran at 0.55× SET).
-    public func unsealSplit(left: Bool, items: [[UInt8]]) -> (
-        moved: [[UInt8]], kept: [[UInt8]], encoding: [UInt8], entry: Entry
-    )? {
-        let target = max(1, bucketElements / 4)
+    public func unsealTake(left: Bool, items: ArraySlice<[UInt8]>) -> Int? {
+        let target = max(1, bucketElements / 16)
         guard items.count > target else { return nil }
         var n = 0
         var bytes = 0
         while n < target {
-            let e = left ? items[n] : items[items.count - 1 - n]
-            if n > 0 && bytes + 4 + e.count > bucketBytes / 4 { break }
+            let e = left ? items[items.startIndex + n] : items[items.endIndex - 1 - n]
+            if n > 0 && bytes + 4 + e.count > bucketBytes / 16 { break }
             bytes += 4 + e.count
             n += 1
         }
-        let moved = left ? Array(items.prefix(n)) : Array(items.suffix(n))
-        let kept = left ? Array(items.suffix(items.count - n)) : Array(items.prefix(items.count - n))
-        let encoding = DataModel.encodeItems(kept)
-        return (moved, kept, encoding, Entry(gen: gen, hash: XXH64.hash(encoding), count: UInt32(kept.count)))
+        return n
     }
 
     public func full(_ items: [[UInt8]]) -> Bool {
@@ -278,8 +327,9 @@ public struct ListBuckets: Sendable, Hashable {
         /// New buckets, cut from the end segment's inner elements, innermost first, each in list
         /// order (`lseal`).
         case seal([[[UInt8]]])
-        /// The end segment's inner elements joined to the end bucket `old` (whose elements are
-        /// `oldItems`): one new bucket, `items`, replaces it (`lmerge`).
+        /// The end segment's inner elements joined to the end bucket `old` (whose stored elements
+        /// are `oldItems`; those in the list, if it is trimmed, fewer): one new bucket, `items`,
+        /// replaces it (`lmerge`).
         case merge(old: Entry, oldItems: [[UInt8]], items: [[UInt8]])
     }
 
@@ -290,7 +340,8 @@ public struct ListBuckets: Sendable, Hashable {
 
     /// The seal of one end: its segment keeps its outer sixteenth of a bucket (elements and bytes);
     /// the inner rest joins the end bucket when both fit in one bucket, else becomes new buckets.
-    /// `endItems`: the end bucket's elements (nil: no end bucket, or not read). Deterministic.
+    /// `endItems`: the end bucket's stored elements (nil: no end bucket, or not read).
+    /// Deterministic.
     public func sealPlan(left: Bool, endItems: [[UInt8]]?) -> SealPlan {
         let seg = left ? front : back
         guard full(seg) else { return .none }
@@ -304,11 +355,12 @@ public struct ListBuckets: Sendable, Hashable {
             keep += 1
         }
         let inner = left ? Array(seg.suffix(seg.count - keep)) : Array(seg.prefix(seg.count - keep))
-        if let endItems, let old = left ? index.first : index.last,
+        if let endItems, let old = left ? index.first : index.last, let visible = old.visible(endItems),
             Int(old.count) + inner.count <= bucketElements,
-            Self.encodedSize(endItems[...]) + Self.encodedSize(inner[...]) <= bucketBytes
+            Self.encodedSize(visible) + Self.encodedSize(inner[...]) <= bucketBytes
         {
-            return .merge(old: old, oldItems: endItems, items: left ? inner + endItems : endItems + inner)
+            return .merge(
+                old: old, oldItems: endItems, items: left ? inner + Array(visible) : Array(visible) + inner)
         }
         // New buckets from the inner side: the front's end, the back's start.
         var rest = inner
@@ -333,21 +385,22 @@ public struct ListBuckets: Sendable, Hashable {
         return .seal(chunks)
     }
 
-    /// `lmerge`: replaces the end bucket `oldHash` (whose elements `oldItems` the op carries) with
-    /// the bucket `newHash` of `newCount` elements: the segment's inner `newCount - old count`
-    /// elements joined to it. Applies only at generation `gen`, if the end bucket is still that
-    /// one and every hash matches; raises the generation.
+    /// `lmerge`: replaces the end bucket `oldHash` (whose stored elements `oldItems` the op
+    /// carries) with the bucket `newHash` of `newCount` elements: the segment's inner
+    /// `newCount - old count` elements joined to the old bucket's elements in the list. Applies
+    /// only at generation `gen`, if the end bucket is still that one and every hash matches;
+    /// raises the generation.
     mutating func merge(
         left: Bool, gen g: UInt32, oldHash: UInt64, oldItems: [[UInt8]], newCount: Int, newHash: UInt64
     ) -> Bool {
         guard g == gen, let old = left ? index.first : index.last, old.hash == oldHash,
-            Int(old.count) == oldItems.count, newCount > oldItems.count
+            let visible = old.visible(oldItems), newCount > visible.count
         else { return false }
-        let k = newCount - oldItems.count
+        let k = newCount - visible.count
         let seg = left ? front : back
         guard k <= seg.count else { return false }
         let inner = left ? Array(seg.suffix(k)) : Array(seg.prefix(k))
-        let items = left ? inner + oldItems : oldItems + inner
+        let items: [[UInt8]] = left ? inner + Array(visible) : Array(visible) + inner
         guard XXH64.hash(DataModel.encodeItems(items)) == newHash else { return false }
         let e = Entry(gen: gen, hash: newHash, count: UInt32(newCount))
         if left {
@@ -466,40 +519,44 @@ extension DataModel {
             v.bytes = h.encoded
             return .integer(1)
         case "lunseal":
-            // lunseal k nonce left|right hash encoding [gen keptCount keptHash]: the end bucket's
-            // elements back into the head; with the last three, only its outer elements, the
-            // inner `keptCount` staying as the bucket `keptHash` the shell wrote at generation
-            // `gen` (`ListBuckets.unsealSplit`).
-            guard isHead, var h = ListBuckets(v.bytes!), args.count == 6 || args.count == 9,
+            // lunseal k nonce left|right hash encoding [take]: the end bucket's elements in the list
+            // (its stored `encoding`, trimmed as its entry says) back into the head, the bucket out
+            // of the index; with `take`, only its outer `take` elements, the entry trimmed by them
+            // (`ListBuckets.unsealTake`: the bucket itself stays as it is).
+            guard isHead, var h = ListBuckets(v.bytes!), args.count == 6 || args.count == 7,
                 UInt64(String(decoding: args[2], as: UTF8.self)) == h.nonce,
                 let hash = UInt64(String(decoding: args[4], as: UTF8.self)), XXH64.hash(args[5]) == hash
             else { return .integer(0) }
             let left = args[3] == Array("left".utf8)
-            guard let end = left ? h.index.first : h.index.last, end.hash == hash else { return .integer(0) }
-            let items = decodeItems(args[5])
-            guard items.count == Int(end.count) else { return .integer(0) }
-            if args.count == 9 {
-                guard let g = UInt32(String(decoding: args[6], as: UTF8.self)), g == h.gen,
-                    let kc = Int(String(decoding: args[7], as: UTF8.self)), kc >= 1, kc < items.count,
-                    let kh = UInt64(String(decoding: args[8], as: UTF8.self))
+            // The elements in the list read straight from the encoding (a bucket of up to 1 024
+            // elements, brought back an eighth at a time: decoding it whole each time cost more
+            // than the pops between).
+            let enc = args[5]
+            guard var end = left ? h.index.first : h.index.last, end.hash == hash, enc.count >= 4,
+                ListBytes.u32(enc, 0) == end.stored, let first = ListBytes.skip(enc, 4, Int(end.lo)),
+                ListBytes.skip(enc, first, Int(end.count) + Int(end.hi)) == enc.count
+            else { return .integer(0) }
+            let visible = ListBytes.read(enc, first, Int(end.count))
+            if args.count == 7 {
+                guard let take = Int(String(decoding: args[6], as: UTF8.self)), take >= 1,
+                    take < visible.count
                 else { return .integer(0) }
-                let kept = left ? Array(items.suffix(kc)) : Array(items.prefix(kc))
-                guard XXH64.hash(encodeItems(kept)) == kh else { return .integer(0) }
-                let e = ListBuckets.Entry(gen: g, hash: kh, count: UInt32(kc))
+                end.count -= UInt32(take)
                 if left {
-                    h.index[0] = e
-                    h.front += items.prefix(items.count - kc)
+                    h.front += visible.prefix(take)
+                    end.lo += UInt32(take)
+                    h.index[0] = end
                 } else {
-                    h.index[h.index.count - 1] = e
-                    h.back = Array(items.suffix(items.count - kc)) + h.back
+                    h.back = Array(visible.suffix(take)) + h.back
+                    end.hi += UInt32(take)
+                    h.index[h.index.count - 1] = end
                 }
-                h.gen &+= 1
             } else if left {
                 h.index.removeFirst()
-                h.front += items
+                h.front += visible
             } else {
                 h.index.removeLast()
-                h.back = items + h.back
+                h.back = Array(visible) + h.back
             }
             settleHead(h, &v)
             return .integer(1)
@@ -511,9 +568,9 @@ extension DataModel {
             var all = h.front
             for (k, e) in h.index.enumerated() {
                 let enc = args[3 + k]
-                guard XXH64.hash(enc) == e.hash else { return .integer(0) }
-                let items = decodeItems(enc)
-                guard items.count == Int(e.count) else { return .integer(0) }
+                guard XXH64.hash(enc) == e.hash, let items = e.visible(decodeItems(enc)) else {
+                    return .integer(0)
+                }
                 all += items
             }
             all += h.back
@@ -697,7 +754,7 @@ public struct ListHeadView: ListHeadReading, Sendable {
     public var headNonce: UInt64 { nonce }
 
     public init?(_ b: [UInt8]) {
-        guard ListBuckets.isHead(b), b.count >= 29, b[4] == ListBuckets.version else { return nil }
+        guard ListBuckets.isHead(b), b.count >= 29, ListBuckets.versions.contains(b[4]) else { return nil }
         var r = ByteReader(b)
         _ = r.u32()
         _ = r.u8()
@@ -708,14 +765,26 @@ public struct ListHeadView: ListHeadReading, Sendable {
         var index: [ListBuckets.Entry] = []
         index.reserveCapacity(n)
         var inBuckets = 0
-        for k in 0..<n {
-            var e = ByteReader(Array(b[(29 + 16 * k)..<(29 + 16 * k + 16)]))
-            guard let g = e.u32(), let h = e.u64(), let c = e.u32() else { return nil }
-            index.append(ListBuckets.Entry(gen: g, hash: h, count: c))
-            inBuckets += Int(c)
+        var at = 29
+        for _ in 0..<n {
+            guard at + 16 <= b.count else { return nil }
+            let c = UInt32(ListBytes.u32(b, at + 12))
+            var e = ListBuckets.Entry(
+                gen: UInt32(ListBytes.u32(b, at)), hash: ListBytes.u64(b, at + 4),
+                count: c & ~ListBuckets.Entry.trimmedBit)
+            at += 16
+            if c & ListBuckets.Entry.trimmedBit != 0 {
+                guard at + 8 <= b.count else { return nil }
+                e.lo = UInt32(ListBytes.u32(b, at))
+                e.hi = UInt32(ListBytes.u32(b, at + 4))
+                at += 8
+            }
+            index.append(e)
+            inBuckets += Int(e.count)
         }
         self.index = index
-        frontAt = 29 + 16 * n
+        frontAt = at
+        guard frontAt + 4 <= b.count else { return nil }
         nf = ListBytes.u32(b, frontAt)
         guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
         self.backAt = backAt
@@ -737,10 +806,13 @@ public struct ListHeadView: ListHeadReading, Sendable {
         segment(frontAt, nf, from: 0)
         var at = nf
         for (k, e) in index.enumerated() {
-            if at + Int(e.count) > r.lowerBound && at <= r.upperBound, let items = fetched[k] {
+            if at + Int(e.count) > r.lowerBound && at <= r.upperBound,
+                let items = fetched[k].flatMap(e.visible)
+            {
                 let lo = max(r.lowerBound, at)
                 let hi = min(r.upperBound, at + items.count - 1)
-                if lo <= hi { out += items[(lo - at)...(hi - at)] }
+                let base = items.startIndex - at
+                if lo <= hi { out += items[(base + lo)...(base + hi)] }
             }
             at += Int(e.count)
         }
@@ -753,33 +825,36 @@ extension ListBuckets: ListHeadReading {
     public var frontCount: Int { front.count }
     public var headNonce: UInt64 { nonce }
 
-    /// The elements at positions `r`, from the head and the buckets in `fetched` (which must hold
-    /// every bucket `buckets(r)` names).
+    /// The elements at positions `r`, from the head and the buckets in `fetched` (stored elements,
+    /// by index position; it must hold every bucket `buckets(r)` names).
     public func elements(_ r: ClosedRange<Int>, _ fetched: [Int: [[UInt8]]]) -> [[UInt8]] {
         var out: [[UInt8]] = []
         out.reserveCapacity(r.count)
-        func take(_ items: [[UInt8]], from start: Int) {
+        func take(_ items: ArraySlice<[UInt8]>, from start: Int) {
             let lo = max(r.lowerBound, start)
             let hi = min(r.upperBound, start + items.count - 1)
             guard lo <= hi else { return }
-            out += items[(lo - start)...(hi - start)]
+            let base = items.startIndex - start
+            out += items[(base + lo)...(base + hi)]
         }
-        take(front, from: 0)
+        take(front[...], from: 0)
         var at = front.count
         for (k, e) in index.enumerated() {
-            if at + Int(e.count) > r.lowerBound && at <= r.upperBound, let items = fetched[k] {
+            if at + Int(e.count) > r.lowerBound && at <= r.upperBound,
+                let items = fetched[k].flatMap(e.visible)
+            {
                 take(items, from: at)
             }
             at += Int(e.count)
         }
-        take(back, from: at)
+        take(back[...], from: at)
         return out
     }
 
-    /// The whole list, given every bucket (index order).
+    /// The whole list, given every bucket's stored elements (index order).
     public func assembled(_ buckets: [[[UInt8]]]) -> [[UInt8]] {
         var all = front
-        for b in buckets { all += b }
+        for (e, b) in zip(index, buckets) { all += e.visible(b) ?? [] }
         return all + back
     }
 }
@@ -794,6 +869,24 @@ extension ListBuckets: ListHeadReading {
 enum ListBytes {
     static func u32(_ b: [UInt8], _ at: Int) -> Int {
         Int(b[at]) | Int(b[at + 1]) << 8 | Int(b[at + 2]) << 16 | Int(b[at + 3]) << 24
+    }
+    static func u64(_ b: [UInt8], _ at: Int) -> UInt64 {
+        UInt64(truncatingIfNeeded: u32(b, at)) | UInt64(truncatingIfNeeded: u32(b, at + 4)) << 32
+    }
+    /// A head's index on its bytes (count word at 25, entries from 29, each 16 bytes and 8 more
+    /// when trimmed): the offset just past it, and the elements its buckets hold in the list (nil:
+    /// the bytes end first).
+    static func indexEnd(_ b: [UInt8]) -> (end: Int, inBuckets: Int)? {
+        let n = u32(b, 25)
+        var at = 29
+        var inBuckets = 0
+        for _ in 0..<n {
+            guard at + 16 <= b.count else { return nil }
+            let c = u32(b, at + 12)
+            inBuckets += c & 0x7FFF_FFFF
+            at += c & 0x8000_0000 != 0 ? 24 : 16
+        }
+        return at <= b.count ? (at, inBuckets) : nil
     }
     static func putU32(_ b: inout [UInt8], _ v: Int) {
         for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
@@ -917,13 +1010,10 @@ extension DataModel {
         let be = ListBytes.u32(b, 17)
         let bb = ListBytes.u32(b, 21)
         let nIndex = ListBytes.u32(b, 25)
-        let frontAt = 29 + 16 * nIndex
-        guard frontAt + 4 <= b.count else { return nil }
+        guard let (frontAt, inBuckets) = ListBytes.indexEnd(b), frontAt + 4 <= b.count else { return nil }
         let nf = ListBytes.u32(b, frontAt)
         guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
         let nk = ListBytes.u32(b, backAt)
-        var inBuckets = 0
-        for k in 0..<nIndex { inBuckets += ListBytes.u32(b, 29 + 16 * k + 12) }
         let total = nf + nk + inBuckets
         func full(_ count: Int, _ bytes: Int) -> Bool {
             ListBuckets.segmentHardFull(count: count, bytes: bytes, bucketElements: be, bucketBytes: bb)

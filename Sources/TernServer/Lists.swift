@@ -242,7 +242,7 @@ extension Node {
                 .notApplied(
                     "the list kept changing while its buckets were rearranged; not applied, try again"))
         }
-        return maintain(key, need).flatMap { failure in
+        return maintain(key, need, popping: Self.popCount(op)).flatMap { failure in
             if let failure { return self.eventLoop.makeSucceededFuture(failure) }
             return self.submit(key: key, .write(op)).flatMap {
                 self.afterListWrite(key, op, $0, attempts: attempts - 1)
@@ -250,22 +250,26 @@ extension Node {
         }
     }
 
-    /// Counts a push or pop this node served on a list that may be bucketed; every 64, the list's
-    /// upkeep runs by itself, off the client's path: a seal when an end segment reached a quarter
-    /// bucket, else an unseal when the end popped fell below a sixteenth. So pushes and pops rarely meet a full or
-    /// empty segment, which would make every write merged into that instance wait for the upkeep.
+    /// Counts a push or pop this node served on a list that may be bucketed; every 64 pushes or 8
+    /// pops, the list's upkeep runs by itself, off the client's path: a seal when an end segment
+    /// reached a quarter bucket, else an unseal when the end popped fell below a sixteenth of one.
+    /// So pushes and pops rarely meet a full or empty segment, which would make every write merged
+    /// into that instance wait for the upkeep.
     func noteListOp(_ key: [UInt8], _ op: Operation, _ reply: DataReply) {
-        guard case .data(let args) = op, let first = args.first, (4...6).contains(first.count) else { return }
-        let name = String(decoding: first, as: UTF8.self)
-        let push = ["lpush", "rpush", "lpushx", "rpushx"].contains(name)
+        // On every write: the name checked on its bytes, no string made.
+        guard case .data(let args) = op, let first = args.first, (4...6).contains(first.count),
+            first[0] == UInt8(ascii: "l") || first[0] == UInt8(ascii: "r")
+        else { return }
+        let tail = first.dropFirst()
+        let push = tail.elementsEqual("push".utf8) || tail.elementsEqual("pushx".utf8)
         // A hash-tag group's member lists stay one value (the group is one value anyway).
-        guard push || name == "lpop" || name == "rpop", layout.groupKey(of: key) == nil else { return }
+        guard push || tail.elementsEqual("pop".utf8), layout.groupKey(of: key) == nil else { return }
         if push {
             guard case .integer(let len) = reply, len >= Int64(max(2, bucketElements / 4)) else { return }
         }
         let slot = Int(XXH64.hash(key) & 4095)
         let n = Int(listOpCounts[slot]) + (push ? max(1, args.count - 2) : 1)
-        guard n >= 64 else {
+        guard n >= (push ? 64 : 8) else {
             listOpCounts[slot] = UInt8(n)
             return
         }
@@ -283,8 +287,8 @@ extension Node {
         // not apply (and a bucket for the collector), never a wrong list.
         var head: StoredValue?
         if let local = localValue(key), local.kind == .list, let b = local.bytes {
-            if let h = ListBuckets(b) {
-                if push ? !(h.full(h.front) || h.full(h.back)) : !h.endLow(left: left) { return }
+            if let due = ListBuckets.upkeepDue(b, push: push, left: left) {
+                if !due { return }
                 head = StoredValue(kind: .list, deadlineMs: local.deadlineMs, bytes: b)
             } else if push, !DataModel.plainListFull(b) {
                 return
@@ -305,12 +309,13 @@ extension Node {
 
     /// Does what `need` says for list `key`: nil when done (or found unnecessary), else the reply
     /// the client's command gets (it was not applied). One at a time per key on this node.
-    func maintain(_ key: [UInt8], _ need: ListBuckets.Need) -> EventLoopFuture<NodeReply?> {
+    /// `popping`: the elements the command pops (an unseal brings back at least that many).
+    func maintain(_ key: [UInt8], _ need: ListBuckets.Need, popping: Int = 1) -> EventLoopFuture<NodeReply?> {
         if let running = upkeepUnderWay[key] { return running.map { _ in nil } }
         let work: EventLoopFuture<NodeReply?>
         switch need {
         case .seal(let left): work = sealList(key, left: left, segmented: false)
-        case .unseal(let left): work = unsealList(key, left: left)
+        case .unseal(let left): work = unsealList(key, left: left, popping: popping)
         case .join: work = joinList(key)
         }
         track(key, work)
@@ -322,6 +327,14 @@ extension Node {
     func track(_ key: [UInt8], _ work: EventLoopFuture<NodeReply?>) {
         upkeepUnderWay[key] = work.map { _ in () }
         work.whenComplete { _ in self.upkeepUnderWay[key] = nil }
+    }
+
+    /// The elements write `op` pops (1 for anything else).
+    static func popCount(_ op: Operation) -> Int {
+        guard case .data(let args) = op, args.count == 3, args[0] == word("lpop") || args[0] == word("rpop"),
+            let n = Int(String(decoding: args[2], as: UTF8.self))
+        else { return 1 }
+        return max(1, n)
     }
 
     /// A failed upkeep step's reply to the client (its command did not run); `what`: whose.
@@ -478,11 +491,14 @@ extension Node {
         }
     }
 
-    /// Brings the end bucket's elements back into the head (a pop needs them), then deletes it.
-    /// `onlyIfLow` (the node's own upkeep, ahead of the pops): only when the end segment is low,
-    /// and only the bucket's outer quarter when it holds more (`ListBuckets.unsealSplit`: the rest
-    /// is written as a new bucket first), so a run of pops carries a small head.
-    func unsealList(_ key: [UInt8], left: Bool, onlyIfLow: Bool = false, head: StoredValue? = nil)
+    /// Brings the end bucket's outer eighth back into the head (`ListBuckets.unsealTake`: the
+    /// head's entry is trimmed, the bucket stays as it is), or all its elements when it holds
+    /// little more or a pop needs more (`popping` elements), then deletes it. So a run of pops
+    /// carries a small head and writes nothing but the head. `onlyIfLow` (the node's own upkeep,
+    /// ahead of the pops): only when the end segment is low.
+    func unsealList(
+        _ key: [UInt8], left: Bool, onlyIfLow: Bool = false, popping: Int = 1, head: StoredValue? = nil
+    )
         -> EventLoopFuture<NodeReply?>
     {
         withListHead(key, given: head) { v in
@@ -497,40 +513,34 @@ extension Node {
                 case .failed(let r): return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(r))
                 case .missing: return self.eventLoop.makeSucceededFuture(nil)
                 case .items(let got):
-                    let items = got[k] ?? []
+                    guard let items = got[k], let visible = e.visible(items) else {
+                        return self.eventLoop.makeSucceededFuture(nil)
+                    }
+                    // The same bucket comes back an eighth at a time: encoded once.
+                    let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
+                    let enc: [UInt8]
+                    if let m = self.unsealEncoding, m.key == bk {
+                        enc = m.bytes
+                    } else {
+                        enc = DataModel.encodeItems(items)
+                        self.unsealEncoding = (bk, enc)
+                    }
                     var args = [
                         Self.word("lunseal"), key, Self.word(String(h.nonce)),
-                        Self.word(left ? "left" : "right"),
-                        Self.word(String(e.hash)), DataModel.encodeItems(items),
+                        Self.word(left ? "left" : "right"), Self.word(String(e.hash)), enc,
                     ]
-                    var written = self.eventLoop.makeSucceededFuture(NodeReply.done(.data(.ok)))
-                    if onlyIfLow, let split = h.unsealSplit(left: left, items: items) {
-                        // The inner rest stays a bucket, at the head's generation (durable on a
-                        // quorum before the head stops listing the old one).
-                        let kept = split.entry
-                        let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: kept)
-                        written = self.submit(
-                            key: bk,
-                            .write(.put(ListBuckets.bucketValue(list: key, encoding: split.encoding))))
-                        self.bucketCache.put(bk, split.kept)
-                        args += [
-                            Self.word(String(h.gen)), Self.word(String(kept.count)),
-                            Self.word(String(kept.hash)),
-                        ]
+                    let side = left ? h.front.count : h.back.count
+                    let take = h.unsealTake(left: left, items: visible).flatMap {
+                        side + $0 >= popping ? $0 : nil
                     }
-                    return written.flatMap { w in
-                        guard case .done = w else {
-                            return self.eventLoop.makeSucceededFuture(Self.upkeepFailed(w))
-                        }
-                        return self.upkeep(key, args).map { r in
-                            switch r {
-                            case .failure(let f): return f.reply
-                            case .success(let applied):
-                                // (A partial unseal that lost its race leaves its bucket to the
-                                // collector, as a seal does.)
-                                if applied { self.dropBuckets(key, h.nonce, [e]) }
-                                return nil
-                            }
+                    if let take { args.append(Self.word(String(take))) }
+                    return self.upkeep(key, args).map { r in
+                        switch r {
+                        case .failure(let f): return f.reply
+                        case .success(let applied):
+                            // A partial unseal leaves the bucket listed; the last one drops it.
+                            if applied && take == nil { self.dropBuckets(key, h.nonce, [e]) }
+                            return nil
                         }
                     }
                 }

@@ -240,6 +240,8 @@ public final class Node: @unchecked Sendable {
     var upkeepUnderWay: [[UInt8]: EventLoopFuture<Void>] = [:]
     /// Buckets of big lists read or written here (Lists.swift).
     var bucketCache = BucketCache<[[UInt8]]>.lists()
+    /// The encoding of the list bucket last unsealed in part (`unsealList`), by bucket key.
+    var unsealEncoding: (key: [UInt8], bytes: [UInt8])?
     /// Pushes and pops served per slot of list keys since the slot's last upkeep check (Lists.swift).
     var listOpCounts = [UInt8](repeating: 0, count: 4096)
     /// Big sets' and hashes' heads last seen here, their buckets, their upkeep under way and their

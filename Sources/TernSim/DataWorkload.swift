@@ -15,8 +15,9 @@ public enum DataMutant: String, Sendable, Hashable, CaseIterable {
     case multiPiecemeal = "multi-piecemeal"
     /// With `--data-lists`: a seal proposed without its buckets written first (ListBucketSim.swift).
     case listSealUnwritten = "list-seal-unwritten"
-    /// With `--data-lists`: a partial unseal proposed without its kept bucket written first.
-    case listUnsealKeptUnwritten = "list-unseal-kept-unwritten"
+    /// With `--data-lists`: a read of a bucketed list that ignores its entries' trims (the
+    /// elements a partial unseal moved into the head, read again from the bucket they stay in).
+    case listReadsIgnoreTrims = "list-reads-ignore-trims"
     /// With `--data-lists`: a read of a bucketed list answered from its head alone.
     case listReadsSkipBuckets = "list-reads-skip-buckets"
     /// With `--data-keyed`: a flush proposed without its buckets written first (KeyedBucketSim.swift).

@@ -330,29 +330,22 @@ extension Simulation {
         switch need {
         case .unseal(let left):
             let k = left ? 0 : h.index.count - 1
-            guard let items = f.list.fetched[k] else { return listUpkeepDone(c) }
+            guard let items = f.list.fetched[k], let visible = h.index[k].visible(items) else {
+                return listUpkeepDone(c)
+            }
             f.list.op = [
                 Self.w("lunseal"), f.key, Self.w(String(h.nonce)), Self.w(left ? "left" : "right"),
                 Self.w(String(h.index[k].hash)), DataModel.encodeItems(items),
             ]
-            f.list.drops = [ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: h.index[k])]
-            // Half the time only the bucket's outer part comes back, the rest written first as a
-            // bucket of its own (as the node's own upkeep does, `Node.unsealList`).
-            if rng.chance(0.5), let split = h.unsealSplit(left: left, items: items) {
-                let kept = split.entry
-                f.list.op += [Self.w(String(h.gen)), Self.w(String(kept.count)), Self.w(String(kept.hash))]
-                // The mutant: the partial unseal proposed without the kept bucket written.
-                if config.dataMutant != .listUnsealKeptUnwritten {
-                    f.list.puts = [
-                        (
-                            ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: kept),
-                            ListBuckets.bucketValue(list: f.key, encoding: split.encoding)
-                        )
-                    ]
-                    f.phase = .upkeepPut
-                    data.clients[c].inFlight = f
-                    return dataSend(c)
-                }
+            // Half the time only the bucket's outer part comes back, the head's entry trimmed and
+            // the bucket kept (as the node's own upkeep does, `Node.unsealList`); the last part
+            // back drops it.
+            if rng.chance(0.5), visible.count > 1 {
+                let take =
+                    h.unsealTake(left: left, items: visible) ?? Int(1 + rng.below(UInt64(visible.count - 1)))
+                f.list.op.append(Self.w(String(take)))
+            } else {
+                f.list.drops = [ListBuckets.bucketKey(list: f.key, nonce: h.nonce, entry: h.index[k])]
             }
         case .join:
             f.list.op = [Self.w("ljoin"), f.key, Self.w(String(h.nonce))] + encs
@@ -385,15 +378,25 @@ extension Simulation {
     /// A read command met a bucketed head `v`: answer from the head, or read its buckets first.
     /// True when it took the read over.
     func listRead(_ c: Int, _ v: StoredValue) -> Bool {
-        guard listBucketsOn, v.kind == .list, let h = ListBuckets(v.bytes),
+        guard listBucketsOn, v.kind == .list, var h = ListBuckets(v.bytes),
             var f = data.clients[c].inFlight
         else { return false }
         listCheckMissing(f, v)
         f.list.missing = nil
         let name = String(decoding: f.args[0], as: UTF8.self)
         if ["type", "ttl", "pttl", "expiretime", "pexpiretime"].contains(name) { return false }
+        var bytes = v.bytes
+        if config.dataMutant == .listReadsIgnoreTrims {
+            // The mutant: every bucket read whole, as if no partial unseal had trimmed it.
+            for k in h.index.indices {
+                h.index[k].count = UInt32(h.index[k].stored)
+                h.index[k].lo = 0
+                h.index[k].hi = 0
+            }
+            bytes = h.encoded
+        }
         f.list.head = h
-        guard let view = ListHeadView(v.bytes) else { return false }
+        guard let view = ListHeadView(bytes) else { return false }
         f.list.view = view
         switch DataModel.listReadPlan(f.args, view) {
         case .answer(let r):

@@ -190,33 +190,31 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
             let h = ListBuckets(v.bytes!)!
             let end = left ? h.index.first! : h.index.last!
             let items = store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: end)]!
-            guard let split = h.unsealSplit(left: left, items: items) else { return false }
-            #expect(split.moved.count <= 16 && split.moved.count + split.kept.count == items.count)
-            let kept = split.entry
-            #expect(kept.gen == h.gen && kept.hash == XXH64.hash(DataModel.encodeItems(split.kept)))
-            store[ListBuckets.bucketKey(list: w("k"), nonce: h.nonce, entry: kept)] = split.kept
+            guard let visible = end.visible(items), let take = h.unsealTake(left: left, items: visible) else {
+                return false
+            }
+            #expect(take >= 1 && take <= 16 && take < visible.count)
             let base = [
                 w("lunseal"), w("k"), w(String(h.nonce)), w(left ? "left" : "right"), w(String(end.hash)),
                 DataModel.encodeItems(items),
             ]
-            // The wrong generation, a kept part whose hash does not match, or one that keeps it all
-            // change nothing.
+            // Taking nothing, everything that is left, or from elements that do not hash as the
+            // head names changes nothing.
             let before = v.bytes
-            #expect(
-                apply(&v, base + [w(String(h.gen + 1)), w(String(kept.count)), w(String(kept.hash))])
-                    == .integer(0))
-            #expect(
-                apply(&v, base + [w(String(h.gen)), w(String(kept.count)), w(String(kept.hash ^ 1))])
-                    == .integer(0))
-            #expect(
-                apply(&v, base + [w(String(h.gen)), w(String(items.count)), w(String(end.hash))])
-                    == .integer(0))
+            #expect(apply(&v, base + [w("0")]) == .integer(0))
+            #expect(apply(&v, base + [w(String(visible.count))]) == .integer(0))
+            var wrong = base
+            wrong[5] = DataModel.encodeItems(Array(items.dropFirst()))
+            #expect(apply(&v, wrong + [w(String(take))]) == .integer(0))
             #expect(v.bytes == before)
-            #expect(
-                apply(&v, base + [w(String(h.gen)), w(String(kept.count)), w(String(kept.hash))])
-                    == .integer(1))
+            #expect(apply(&v, base + [w(String(take))]) == .integer(1))
+            // The bucket stays as it is: the head lists it trimmed, at the same generation.
             let after = ListBuckets(v.bytes!)!
-            #expect(after.gen == h.gen + 1 && after.index.count == h.index.count)
+            #expect(after.gen == h.gen && after.index.count == h.index.count)
+            let now = left ? after.index.first! : after.index.last!
+            #expect(now.gen == end.gen && now.hash == end.hash && now.stored == items.count)
+            #expect(Int(now.count) == visible.count - take)
+            #expect(left ? now.lo == end.lo + UInt32(take) : now.hi == end.hi + UInt32(take))
             return true
         }
         #expect(partial(left: true))
@@ -338,6 +336,10 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
     @Test("Random pushes and pops on the bytes keep a plain list and a head equal to an array")
     func randomEnds() {
         var rng = SplitMix64(seed: 42)
+        // Trimmed entries seen, and those a seal has since put another bucket beyond.
+        var trimmed = 0
+        var trimmedInside = 0
+        defer { #expect(trimmed > 100 && trimmedInside > 10, "\(trimmed) trimmed, \(trimmedInside) inside") }
         for bucketed in [false, true] {
             var v = KeyValue()
             var model: [[UInt8]] = []
@@ -376,12 +378,17 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
                         for side in [left, !left] { _ = sealEnd(&v, left: side, store: &store) }
                     case .unseal(let left):
                         let e = left ? h.index.first! : h.index.last!
-                        let enc = DataModel.encodeItems(
-                            store[ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: e)]!)
-                        let a = [
+                        let stored = store[
+                            ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: e)]!
+                        var a = [
                             Array("lunseal".utf8), Array("k".utf8), Array(String(h.nonce).utf8),
-                            Array((left ? "left" : "right").utf8), Array(String(e.hash).utf8), enc,
+                            Array((left ? "left" : "right").utf8), Array(String(e.hash).utf8),
+                            DataModel.encodeItems(stored),
                         ]
+                        // Half the time a partial unseal: the entry trimmed, the bucket kept.
+                        if e.count > 1 && rng.below(2) == 0 {
+                            a.append(Array(String(1 + rng.below(UInt64(e.count - 1))).utf8))
+                        }
                         #expect(DataModel.apply(a, to: &v, seed: 1, lists: true) == .integer(1))
                     case .join:
                         let encs = h.index.map {
@@ -434,10 +441,41 @@ private func w(_ s: String) -> [UInt8] { Array(s.utf8) }
                 }
                 let whole: [[UInt8]]
                 if let h = ListBuckets(v.bytes ?? []) {
-                    whole = h.assembled(
-                        h.index.map {
-                            store[ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: $0)]!
-                        })
+                    let buckets = h.index.map {
+                        store[ListBuckets.bucketKey(list: Array("k".utf8), nonce: h.nonce, entry: $0)]!
+                    }
+                    whole = h.assembled(buckets)
+                    // The head's bytes read back the same, and a read through the view (trims
+                    // and all) sees the same elements.
+                    #expect(ListBuckets(h.encoded) == h)
+                    for (k, e) in h.index.enumerated() where e.lo != 0 || e.hi != 0 {
+                        trimmed += 1
+                        if k != 0 && k != h.index.count - 1 { trimmedInside += 1 }
+                    }
+                    // The node's check on the bytes agrees with the decoded head's.
+                    #expect(
+                        ListBuckets.upkeepDue(v.bytes!, push: true, left: true)
+                            == (h.full(h.front) || h.full(h.back)))
+                    for left in [true, false] {
+                        #expect(
+                            ListBuckets.upkeepDue(v.bytes!, push: false, left: left) == h.endLow(left: left))
+                    }
+                    let view = ListHeadView(v.bytes!)!
+                    #expect(view.count == h.count && view.index == h.index)
+                    let fetched = Dictionary(uniqueKeysWithValues: buckets.enumerated().map { ($0, $1) })
+                    if h.count > 0 { #expect(view.elements(0...(h.count - 1), fetched) == model) }
+                    let lo = Int(rng.below(UInt64(h.count)))
+                    let hi = lo + Int(rng.below(UInt64(h.count - lo)))
+                    #expect(view.elements(lo...hi, fetched) == Array(model[lo...hi]))
+                    #expect(h.elements(lo...hi, fetched) == Array(model[lo...hi]))
+                    // Now and then the list made one value and bucketed again.
+                    if rng.below(50) == 0 {
+                        let a =
+                            [Array("ljoin".utf8), Array("k".utf8), Array(String(h.nonce).utf8)]
+                            + buckets.map(DataModel.encodeItems)
+                        #expect(DataModel.apply(a, to: &v, seed: 1, lists: true) == .integer(1))
+                        #expect(DataModel.decodeItems(v.bytes!) == model)
+                    }
                 } else {
                     whole = DataModel.decodeItems(v.bytes ?? [])
                 }
