@@ -922,48 +922,28 @@ enum ListBytes {
         return out
     }
 
-    /// A segment (count word at `at`, blobs up to `end`) with `items` pushed at its start (in the
-    /// order given: LPUSH's reversed arguments) or its end.
-    static func pushed(_ b: [UInt8], segment at: Int, end: Int, _ items: [[UInt8]], atStart: Bool) -> [UInt8]
-    {
-        var out: [UInt8] = []
-        out.reserveCapacity(b.count + items.reduce(0) { $0 + 4 + $1.count })
-        out += b[0..<at]
-        putU32(&out, u32(b, at) + items.count)
-        if atStart {
-            blobs(&out, items)
-            out += b[(at + 4)..<b.count]
-        } else {
-            out += b[(at + 4)..<end]
-            blobs(&out, items)
-            out += b[end..<b.count]
-        }
-        return out
+    /// Pushes `items` at the start (in the order given: LPUSH's reversed arguments) or the end of
+    /// the segment whose count word is at `at` and whose blobs end at `end`, in place: on a value
+    /// no one else holds, the bytes after the segment's edge move and nothing is allocated (a
+    /// copy per op, of a head of a few KiB, was most of a pop's extra CPU over a SET's).
+    static func push(_ b: inout [UInt8], segment at: Int, end: Int, _ items: [[UInt8]], atStart: Bool) {
+        var added: [UInt8] = []
+        added.reserveCapacity(items.reduce(0) { $0 + 4 + $1.count })
+        blobs(&added, items)
+        setU32(&b, at, u32(b, at) + items.count)
+        b.insert(contentsOf: added, at: atStart ? at + 4 : end)
     }
 
-    /// A segment with `n` elements popped from its start or its end: the new bytes and the popped
-    /// elements in pop order (LPOP: first first; RPOP: last first).
-    static func popped(_ b: [UInt8], segment at: Int, end: Int, _ n: Int, fromStart: Bool) -> (
-        [UInt8], [[UInt8]]
-    )? {
+    /// Pops `n` elements from the start or the end of the segment (count word at `at`, blobs up
+    /// to `end`), in place: the popped elements in pop order (LPOP: first first; RPOP: last
+    /// first). Nil (and nothing changed): the segment holds fewer.
+    static func pop(_ b: inout [UInt8], segment at: Int, end: Int, _ n: Int, fromStart: Bool) -> [[UInt8]]? {
         let count = u32(b, at)
-        guard n <= count else { return nil }
-        let cut = fromStart ? n : count - n
-        guard let mid = skip(b, at + 4, cut) else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(b.count)
-        out += b[0..<at]
-        putU32(&out, count - n)
-        let taken: [[UInt8]]
-        if fromStart {
-            taken = read(b, at + 4, n)
-            out += b[mid..<b.count]
-        } else {
-            taken = read(b, mid, n).reversed()
-            out += b[(at + 4)..<mid]
-            out += b[end..<b.count]
-        }
-        return (out, taken)
+        guard n <= count, let mid = skip(b, at + 4, fromStart ? n : count - n) else { return nil }
+        let taken = fromStart ? read(b, at + 4, n) : read(b, mid, n).reversed()
+        setU32(&b, at, count - n)
+        b.removeSubrange(fromStart ? (at + 4)..<mid : mid..<end)
+        return taken
     }
 }
 
@@ -974,7 +954,7 @@ extension DataModel {
         guard v.bytes == nil || v.kind == .list, !ListBuckets.isHead(v.bytes) else { return nil }
         switch name {
         case "lpush", "rpush", "lpushx", "rpushx":
-            guard let b = v.bytes else {
+            guard var b = v.bytes else {
                 if name.hasSuffix("x") { return .integer(0) }
                 let items =
                     name.hasPrefix("l") ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
@@ -984,17 +964,22 @@ extension DataModel {
             guard b.count >= 4 else { return nil }
             let left = name.hasPrefix("l")
             let items = left ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
-            v.bytes = ListBytes.pushed(b, segment: 0, end: b.count, items, atStart: left)
-            return .integer(Int64(ListBytes.u32(b, 0) + items.count))
+            v.bytes = nil  // b alone holds the bytes: changed in place
+            ListBytes.push(&b, segment: 0, end: b.count, items, atStart: left)
+            v.bytes = b
+            return .integer(Int64(ListBytes.u32(b, 0)))
         case "lpop", "rpop":
-            guard let b = v.bytes else { return args.count > 2 ? .array(nil) : .bulk(nil) }
+            guard var b = v.bytes else { return args.count > 2 ? .array(nil) : .bulk(nil) }
             guard b.count >= 4 else { return nil }
             let count = ListBytes.u32(b, 0)
             let n = args.count > 2 ? min(Int(int(args[2]) ?? 0), count) : min(1, count)
-            guard n >= 0,
-                let (out, taken) = ListBytes.popped(b, segment: 0, end: b.count, n, fromStart: name == "lpop")
-            else { return nil }
-            if n == count { clear(&v) } else { v.bytes = out }
+            guard n >= 0 else { return nil }
+            v.bytes = nil  // b alone holds the bytes: changed in place
+            guard let taken = ListBytes.pop(&b, segment: 0, end: b.count, n, fromStart: name == "lpop") else {
+                v.bytes = b
+                return nil
+            }
+            if n == count { clear(&v) } else { v.bytes = b }
             if args.count > 2 { return .array(taken.map { .bulk($0) }) }
             return .bulk(taken.first)
         default:
@@ -1006,7 +991,7 @@ extension DataModel {
     /// must decide (a full segment, a pop reaching past its segment, a head about to become plain
     /// or empty).
     static func applyHeadEnds(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
-        guard let b = v.bytes, b.count >= 29 else { return nil }
+        guard var b = v.bytes, b.count >= 29 else { return nil }
         let be = ListBytes.u32(b, 17)
         let bb = ListBytes.u32(b, 21)
         let nIndex = ListBytes.u32(b, 25)
@@ -1025,10 +1010,13 @@ extension DataModel {
                 left ? full(nf, backAt - frontAt - 4) : full(nk, b.count - backAt - 4)
             if full { return ListBuckets.reply(.seal(left: left)) }
             let items = left ? Array(args.dropFirst(2).reversed()) : Array(args.dropFirst(2))
-            v.bytes =
-                left
-                ? ListBytes.pushed(b, segment: frontAt, end: backAt, items, atStart: true)
-                : ListBytes.pushed(b, segment: backAt, end: b.count, items, atStart: false)
+            v.bytes = nil  // b alone holds the bytes: changed in place
+            if left {
+                ListBytes.push(&b, segment: frontAt, end: backAt, items, atStart: true)
+            } else {
+                ListBytes.push(&b, segment: backAt, end: b.count, items, atStart: false)
+            }
+            v.bytes = b
             return .integer(Int64(total + items.count))
         case "lpop", "rpop":
             let left = name == "lpop"
@@ -1037,13 +1025,13 @@ extension DataModel {
             guard n <= (left ? nf : nk), total - n > 0, !(nIndex == 0 && total - n <= be / 4) else {
                 return nil
             }
-            guard
-                let (out, taken) =
-                    left
-                    ? ListBytes.popped(b, segment: frontAt, end: backAt, n, fromStart: true)
-                    : ListBytes.popped(b, segment: backAt, end: b.count, n, fromStart: false)
-            else { return nil }
-            v.bytes = out
+            v.bytes = nil  // b alone holds the bytes: changed in place
+            let popped =
+                left
+                ? ListBytes.pop(&b, segment: frontAt, end: backAt, n, fromStart: true)
+                : ListBytes.pop(&b, segment: backAt, end: b.count, n, fromStart: false)
+            v.bytes = b
+            guard let taken = popped else { return nil }
             if args.count > 2 { return .array(taken.map { .bulk($0) }) }
             return .bulk(taken.first)
         default:
