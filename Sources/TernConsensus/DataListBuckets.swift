@@ -263,8 +263,8 @@ public struct ListBuckets: Sendable, Hashable {
         count >= be + be / 8 || bytes >= bb + bb / 8
     }
     /// Whether an end segment is low enough that the shell, after pops, brings back part of its
-    /// end bucket before they empty it (3/32 of a bucket, 96 elements: the node looks every 16
-    /// pops, the upkeep takes a round or two of the key, and a pop that finds the end empty waits
+    /// end bucket before they empty it (a sixteenth of a bucket, 64 elements: the node looks every
+    /// 8 pops, the upkeep takes a round or two of the key, and a pop that finds the end empty waits
     /// for it).
     public func endLow(left: Bool) -> Bool {
         !index.isEmpty && (left ? front : back).count < Self.lowMark(bucketElements)
@@ -275,25 +275,23 @@ public struct ListBuckets: Sendable, Hashable {
     /// (the node's check after every few pushes or pops, `Node.noteListOp`): after pushes, an end
     /// segment full (`full`); after pops, end `left` low (`endLow`). Nil: not a head.
     public static func upkeepDue(_ b: [UInt8], push: Bool, left: Bool) -> Bool? {
-        guard isHead(b), b.count >= 29, versions.contains(b[4]), let (frontAt, _) = ListBytes.indexEnd(b),
-            frontAt + 4 <= b.count
-        else { return nil }
-        let be = ListBytes.u32(b, 17)
-        let bb = ListBytes.u32(b, 21)
-        let nf = ListBytes.u32(b, frontAt)
-        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
-        let nk = ListBytes.u32(b, backAt)
-        if push {
-            return segmentFull(count: nf, bytes: backAt - frontAt - 4, bucketElements: be, bucketBytes: bb)
-                || segmentFull(count: nk, bytes: b.count - backAt - 4, bucketElements: be, bucketBytes: bb)
+        guard isHead(b), b.count >= 29, versions.contains(b[4]), let l = ListBytes.layout(b) else {
+            return nil
         }
-        return ListBytes.u32(b, 25) > 0 && (left ? nf : nk) < lowMark(be)
+        let (be, bb) = (l.bucketElements, l.bucketBytes)
+        if push {
+            return segmentFull(
+                count: l.nf, bytes: l.backAt - l.frontAt - 4, bucketElements: be, bucketBytes: bb)
+                || segmentFull(
+                    count: l.nk, bytes: b.count - l.backAt - 4, bucketElements: be, bucketBytes: bb)
+        }
+        return l.nIndex > 0 && (left ? l.nf : l.nk) < lowMark(be)
     }
     /// A partial unseal of the end bucket, whose elements in the list are `items` (the node's own
-    /// upkeep, ahead of the pops): how many of its outer elements move into the head — an eighth
+    /// upkeep, ahead of the pops): how many of its outer elements move into the head — a sixteenth
     /// of a bucket, in elements and bytes. The bucket stays as it is, its entry trimmed by that
     /// many (`lunseal … take`): nothing is written but the head. Nil: the rest is small enough to
-    /// come back whole. Pops that run the end low then carry a head of a few hundred elements, not
+    /// come back whole. Pops that run the end low then carry a head of a hundred or so elements, not
     /// a whole bucket's worth (the whole bucket back, a pop run rewrote up to a bucket of elements
     /// with every pop: `LPOP` ran at 0.55× SET).
     public func unsealTake(left: Bool, items: ArraySlice<[UInt8]>) -> Int? {
@@ -529,7 +527,7 @@ extension DataModel {
             else { return .integer(0) }
             let left = args[3] == Array("left".utf8)
             // The elements in the list read straight from the encoding (a bucket of up to 1 024
-            // elements, brought back an eighth at a time: decoding it whole each time cost more
+            // elements, brought back a sixteenth at a time: decoding it whole each time cost more
             // than the pops between).
             let enc = args[5]
             guard var end = left ? h.index.first : h.index.last, end.hash == hash, enc.count >= 4,
@@ -754,44 +752,24 @@ public struct ListHeadView: ListHeadReading, Sendable {
     public var headNonce: UInt64 { nonce }
 
     public init?(_ b: [UInt8]) {
-        guard ListBuckets.isHead(b), b.count >= 29, ListBuckets.versions.contains(b[4]) else { return nil }
-        var r = ByteReader(b)
-        _ = r.u32()
-        _ = r.u8()
-        guard let nonce = r.u64() else { return nil }
-        self.nonce = nonce
-        let n = ListBytes.u32(b, 25)
-        guard 29 + 16 * n + 4 <= b.count else { return nil }
+        guard ListBuckets.isHead(b), b.count >= 29, ListBuckets.versions.contains(b[4]),
+            let l = ListBytes.layout(b), ListBytes.skip(b, l.backAt + 4, l.nk) == b.count
+        else { return nil }
+        nonce = ListBytes.u64(b, 5)
         var index: [ListBuckets.Entry] = []
-        index.reserveCapacity(n)
-        var inBuckets = 0
+        index.reserveCapacity(l.nIndex)
         var at = 29
-        for _ in 0..<n {
-            guard at + 16 <= b.count else { return nil }
-            let c = UInt32(ListBytes.u32(b, at + 12))
-            var e = ListBuckets.Entry(
-                gen: UInt32(ListBytes.u32(b, at)), hash: ListBytes.u64(b, at + 4),
-                count: c & ~ListBuckets.Entry.trimmedBit)
-            at += 16
-            if c & ListBuckets.Entry.trimmedBit != 0 {
-                guard at + 8 <= b.count else { return nil }
-                e.lo = UInt32(ListBytes.u32(b, at))
-                e.hi = UInt32(ListBytes.u32(b, at + 4))
-                at += 8
-            }
+        while at < l.frontAt, let (e, next) = ListBytes.entry(b, at) {
             index.append(e)
-            inBuckets += Int(e.count)
+            at = next
         }
         self.index = index
-        frontAt = at
-        guard frontAt + 4 <= b.count else { return nil }
-        nf = ListBytes.u32(b, frontAt)
-        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
-        self.backAt = backAt
-        nk = ListBytes.u32(b, backAt)
-        guard ListBytes.skip(b, backAt + 4, nk) == b.count else { return nil }
+        frontAt = l.frontAt
+        nf = l.nf
+        backAt = l.backAt
+        nk = l.nk
         bytes = b
-        count = nf + nk + inBuckets
+        count = l.total
     }
 
     public func elements(_ r: ClosedRange<Int>, _ fetched: [Int: [[UInt8]]]) -> [[UInt8]] {
@@ -873,20 +851,63 @@ enum ListBytes {
     static func u64(_ b: [UInt8], _ at: Int) -> UInt64 {
         UInt64(truncatingIfNeeded: u32(b, at)) | UInt64(truncatingIfNeeded: u32(b, at + 4)) << 32
     }
-    /// A head's index on its bytes (count word at 25, entries from 29, each 16 bytes and 8 more
-    /// when trimmed): the offset just past it, and the elements its buckets hold in the list (nil:
-    /// the bytes end first).
-    static func indexEnd(_ b: [UInt8]) -> (end: Int, inBuckets: Int)? {
+    /// The index entry at offset `at` of a head's bytes (16 bytes; 24 when the count word carries
+    /// `Entry.trimmedBit`, `lo` and `hi` following) and the offset just past it. Nil: the bytes
+    /// end first.
+    static func entry(_ b: [UInt8], _ at: Int) -> (entry: ListBuckets.Entry, next: Int)? {
+        guard at + 16 <= b.count else { return nil }
+        let c = UInt32(u32(b, at + 12))
+        var e = ListBuckets.Entry(
+            gen: UInt32(u32(b, at)), hash: u64(b, at + 4), count: c & ~ListBuckets.Entry.trimmedBit)
+        let next = at + entrySize(countWord: c)
+        guard next <= b.count else { return nil }
+        if next > at + 16 {
+            e.lo = UInt32(u32(b, at + 16))
+            e.hi = UInt32(u32(b, at + 20))
+        }
+        return (e, next)
+    }
+
+    /// The bytes of an index entry whose count word is `c`.
+    static func entrySize(countWord c: UInt32) -> Int { c & ListBuckets.Entry.trimmedBit != 0 ? 24 : 16 }
+
+    /// Where a head's parts lie in its bytes: its bucket bounds, the index (count word at 25,
+    /// entries from 29 to `frontAt`), the front segment (count word at `frontAt`), the back one
+    /// (count word at `backAt`, blobs to the end).
+    struct Layout {
+        var bucketElements: Int
+        var bucketBytes: Int
+        var nIndex: Int
+        var frontAt: Int
+        var nf: Int
+        var backAt: Int
+        var nk: Int
+        /// The elements the index's buckets hold in the list.
+        var inBuckets: Int
+        var total: Int { nf + nk + inBuckets }
+    }
+
+    /// The layout of head `b` (its marker and version checked by the caller). Nil: the bytes end
+    /// before a part does.
+    static func layout(_ b: [UInt8]) -> Layout? {
+        guard b.count >= 29 else { return nil }
         let n = u32(b, 25)
         var at = 29
         var inBuckets = 0
+        // On every push and pop: the count words only, no entry built.
         for _ in 0..<n {
             guard at + 16 <= b.count else { return nil }
-            let c = u32(b, at + 12)
-            inBuckets += c & 0x7FFF_FFFF
-            at += c & 0x8000_0000 != 0 ? 24 : 16
+            let c = UInt32(u32(b, at + 12))
+            inBuckets += Int(c & ~ListBuckets.Entry.trimmedBit)
+            at += entrySize(countWord: c)
         }
-        return at <= b.count ? (at, inBuckets) : nil
+        guard at + 4 <= b.count else { return nil }
+        let nf = u32(b, at)
+        guard let backAt = skip(b, at + 4, nf), backAt + 4 <= b.count else { return nil }
+        return Layout(
+            bucketElements: u32(b, 17), bucketBytes: u32(b, 21), nIndex: n, frontAt: at, nf: nf,
+            backAt: backAt,
+            nk: u32(b, backAt), inBuckets: inBuckets)
     }
     static func putU32(_ b: inout [UInt8], _ v: Int) {
         for k in 0..<4 { b.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
@@ -991,15 +1012,10 @@ extension DataModel {
     /// must decide (a full segment, a pop reaching past its segment, a head about to become plain
     /// or empty).
     static func applyHeadEnds(_ name: String, _ args: [[UInt8]], _ v: inout KeyValue) -> DataReply? {
-        guard var b = v.bytes, b.count >= 29 else { return nil }
-        let be = ListBytes.u32(b, 17)
-        let bb = ListBytes.u32(b, 21)
-        let nIndex = ListBytes.u32(b, 25)
-        guard let (frontAt, inBuckets) = ListBytes.indexEnd(b), frontAt + 4 <= b.count else { return nil }
-        let nf = ListBytes.u32(b, frontAt)
-        guard let backAt = ListBytes.skip(b, frontAt + 4, nf), backAt + 4 <= b.count else { return nil }
-        let nk = ListBytes.u32(b, backAt)
-        let total = nf + nk + inBuckets
+        guard var b = v.bytes, let l = ListBytes.layout(b) else { return nil }
+        let (be, bb, nIndex, frontAt, nf, backAt, nk, total) = (
+            l.bucketElements, l.bucketBytes, l.nIndex, l.frontAt, l.nf, l.backAt, l.nk, l.total
+        )
         func full(_ count: Int, _ bytes: Int) -> Bool {
             ListBuckets.segmentHardFull(count: count, bytes: bytes, bucketElements: be, bucketBytes: bb)
         }

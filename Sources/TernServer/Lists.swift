@@ -491,7 +491,7 @@ extension Node {
         }
     }
 
-    /// Brings the end bucket's outer eighth back into the head (`ListBuckets.unsealTake`: the
+    /// Brings the end bucket's outer sixteenth back into the head (`ListBuckets.unsealTake`: the
     /// head's entry is trimmed, the bucket stays as it is), or all its elements when it holds
     /// little more or a pop needs more (`popping` elements), then deletes it. So a run of pops
     /// carries a small head and writes nothing but the head. `onlyIfLow` (the node's own upkeep,
@@ -516,7 +516,7 @@ extension Node {
                     guard let items = got[k], let visible = e.visible(items) else {
                         return self.eventLoop.makeSucceededFuture(nil)
                     }
-                    // The same bucket comes back an eighth at a time: encoded once.
+                    // The same bucket comes back a sixteenth at a time: encoded once.
                     let bk = ListBuckets.bucketKey(list: key, nonce: h.nonce, entry: e)
                     let enc: [UInt8]
                     if let m = self.unsealEncoding, m.key == bk {
