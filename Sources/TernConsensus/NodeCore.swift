@@ -90,6 +90,12 @@ public enum NodeMutant: String, Sendable, Hashable, CaseIterable {
     /// A write whose forwarded attempt went silent is sent again elsewhere with a FRESH request id
     /// (the replica that went silent may still apply the first one: the write applies twice).
     case freshIDAfterSilentForward = "fresh-id-after-silent-forward"
+    /// A relayed write (`NodeCore.relay`) whose outcome is unknown is answered as certainly not
+    /// applied: its forwarder tries it again elsewhere while the first may still apply.
+    case relayUnknownAsRetryable = "relay-unknown-as-retryable"
+    /// A routed write taken back after its route went silent is proposed here without the hold
+    /// (`ProposeBound.heldBy`): the silent proposer may still carry it.
+    case takenBackUnheld = "taken-back-unheld"
 }
 
 /// Counters of the request layer.
@@ -106,6 +112,9 @@ public struct NodeCoreCounters: Sendable, Hashable {
     /// routed writes taken back after the route went silent.
     public var routed = 0
     public var routesTakenBack = 0
+    /// Writes forwarded here by a node that is not a replica of the key, relayed to the replica
+    /// proposing on it (`relay`): no second proposer on a hot key.
+    public var relayed = 0
     /// Peer messages that failed to decode.
     public var badMessages = 0
     /// Key records that were damaged (or unreadable) when loaded.
@@ -226,6 +235,9 @@ public final class NodeCore {
         /// Tag of the last routed attempt, and when it left.
         var routedTag: UInt64 = 0
         var routedAt: UInt64 = 0
+        /// A write forwarded here by `peer` under its tag `tag`, relayed (`relay`): the answer goes
+        /// back to that peer, not to a client of this node.
+        var relay: (peer: NodeID, tag: UInt64)?
         /// What a local attempt of this write proposes under.
         var bound: ProposeBound { routed.map { .heldBy(first: $0.first, last: $0.last) } ?? .none }
     }
@@ -423,7 +435,9 @@ public final class NodeCore {
             let key = w.key
             let request = w.request
             let rid = w.rid
-            let bound = w.bound
+            // The mutant drops the hold: a taken-back write proposed here at once, while the
+            // route's proposer may still carry it.
+            let bound = options.mutant == .takenBackUnheld ? ProposeBound.none : w.bound
             whenLoaded([HashedKey(key)]) {
                 self.submitLocal(key: key, request, rid: rid, tag: tag, bound: bound)
             }
@@ -562,8 +576,45 @@ public final class NodeCore {
         // The old attempt's tag stays mapped: a late success still answers the client.
     }
 
+    /// A plain write forwarded by `peer` (a node that is not one of the key's replicas, or one
+    /// that serves nothing) for a key another replica, earlier in the key's order, is proposing on
+    /// (`route`): taken as a waiter of this node's own, so it goes to that proposer as a routed
+    /// write, with everything a routed write of this node has (the bound, taking it back when the
+    /// route goes silent, retries under the same request id); its answer goes back to `peer`.
+    /// Without it each campus's replica proposed the writes its own campus's nodes forwarded, and
+    /// on a hot key the three proposers duelled (the node-level simulator, without faults: clients
+    /// past their 1 s timeout in 4 of 60 seeds).
+    func relay(key: [UInt8], _ request: KeyRequest, rid: RequestID, from peer: NodeID, tag: UInt64) {
+        requestCounter += 1
+        let wid = requestCounter
+        counters.relayed += 1
+        var w = Waiter(
+            key: key, request: request, rid: rid, began: now, deadline: now + options.requestTimeout)
+        w.relay = (peer, tag)
+        waiters[wid] = w
+        attempt(wid)
+    }
+
     func resolve(_ wid: UInt64, _ reply: NodeReply) {
-        guard waiters.removeValue(forKey: wid) != nil else { return }
+        guard let w = waiters.removeValue(forKey: wid) else { return }
+        if let (peer, originTag) = w.relay {
+            // A relayed write (`relay`): its forwarder hears what a replica proposing it would say.
+            let outcome: ClientOutcome
+            switch reply {
+            case .done(let r): outcome = .done(r)
+            case .value(let v): outcome = .value(v)
+            case .typed(let v): outcome = .typed(v)
+            case .unknown: outcome = options.mutant == .relayUnknownAsRetryable ? .retryable : .unknown
+            // Certainly not applied: every attempt of it was settled as not applied.
+            case .notApplied, .unavailable, .refused: outcome = w.mayHaveApplied ? .unknown : .retryable
+            }
+            var b = ByteWriter()
+            b.u8(Envelope.forwardReply.rawValue)
+            b.u64(originTag)
+            PaxosWire.encode(outcome, into: &b)
+            send(b.bytes, to: peer)
+            return
+        }
         switch reply {
         case .done, .value, .typed: break
         default: counters.failed += 1
@@ -708,6 +759,11 @@ public final class NodeCore {
                 return
             }
             let rid = RequestID(client: client, counter: counter)
+            if case .write = request, k == 1, route(key, among: placement.replicas(for: key)) != nil {
+                origins[tag] = nil
+                relay(key: key, request, rid: rid, from: peer, tag: originTag)
+                return
+            }
             whenLoaded([HashedKey(key)]) {
                 self.submitLocal(key: key, request, rid: rid, tag: tag, bound: bound)
             }

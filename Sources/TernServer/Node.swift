@@ -109,6 +109,9 @@ public struct NodeStatus: Sendable, Hashable {
     /// they went silent (`NodeCoreCounters.routed`, docs/PROTOCOL.md).
     public var routed = 0
     public var routesTakenBack = 0
+    /// Writes another node forwarded here that were relayed to the key's proposer
+    /// (`NodeCoreCounters.relayed`).
+    public var relayed = 0
     /// The engine's damage counters (records with a bad checksum, damage no key can be found for).
     public var storageDamagedRecords = 0
     public var storageUnattributedDamage = 0
@@ -1080,6 +1083,7 @@ public final class Node: @unchecked Sendable {
             status.expiredSwept = self.expiredSwept
             status.routed = c.routed
             status.routesTakenBack = c.routesTakenBack
+            status.relayed = c.relayed
             if let g = self.incarnation {
                 status.incarnation = "\(g.current)"
                 switch g.decision {

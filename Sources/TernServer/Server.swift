@@ -370,7 +370,7 @@ public final class TernServerProcess: Service, AdminBackend {
             "peer_frames_sent":\(c.frames),"messages_per_write":\(messagesPerWrite),\
             "instances_proposed":\(c.instancesProposed),"ops_merged":\(c.opsMerged),"ops_per_instance":\(opsPerInstance),\
             "requests":\(s.requests),"requests_failed":\(s.requestsFailed),"forwarded_out":\(s.forwardedOut),\
-            "forwarded_in":\(s.forwardedIn),"routed":\(s.routed),"routes_taken_back":\(s.routesTakenBack),"retries":\(s.retries),"in_flight":\(s.inFlight),\
+            "forwarded_in":\(s.forwardedIn),"routed":\(s.routed),"routes_taken_back":\(s.routesTakenBack),"relayed":\(s.relayed),"retries":\(s.retries),"in_flight":\(s.inFlight),\
             "bad_peer_messages":\(s.badPeerMessages),"misrouted":\(c.misrouted),\
             "damaged_key_loads":\(s.damagedKeyLoads),"expired_keys_swept":\(s.expiredSwept),"storage_damaged_records":\(s.storageDamagedRecords),\
             "storage_unattributed_damage":\(s.storageUnattributedDamage),"handshakes_evicted":\(t.handshakesEvicted),\

@@ -28,12 +28,16 @@ public struct NodeSimConfig: Sendable {
     public var clientTimeoutTicks: UInt64 = 200
     public var ticksMax: UInt64 = 200_000
     public var mutant: NodeMutant = .none
+    /// Requests each key's de-dup window remembers (`PaxosConfig.dedupWindow`; small values
+    /// stress exactly-once across forwards, relays and routes).
+    public var dedupWindow = PaxosConfig().dedupWindow
     public var checkStepsPerKeyMax = 2_000_000
     public init() {}
 
     /// The command that replays this run.
     public var replayCommand: String {
         "tern sim --nodes --seed \(seed) --nodes-per-campus \(nodesPerCampus)"
+            + (dedupWindow == PaxosConfig().dedupWindow ? "" : " --dedup-window \(dedupWindow)")
             + (mutant == .none ? "" : " --node-mutant \(mutant.rawValue)")
     }
 }
@@ -50,6 +54,12 @@ public struct NodeSimResult: Sendable {
     /// back after they went silent.
     public var routed = 0
     public var routesTakenBack = 0
+    /// Writes forwarded to a replica by another node and relayed to the replica proposing on the
+    /// key (`NodeCore.relay`).
+    public var relayed = 0
+    /// Operations whose client got no definite answer (`.unknown`: a timeout, or a write that may
+    /// have applied). Without faults there should be none.
+    public var unanswered: Int { history.filter { $0.output == .unknown }.count }
     public var crashes = 0
     public var pauses = 0
     public var isolations = 0
@@ -171,6 +181,7 @@ public final class NodeClusterSimulation {
         d.write([next.record], sync: true)
         var o = NodeCoreOptions()
         o.mutant = config.mutant
+        o.paxos.dedupWindow = config.dedupWindow
         cores[i] = NodeCore(
             id: NodeID(UInt32(i + 1)), campusIndex: i % 3, placement: placement, epoch: next.epoch,
             options: o,
@@ -209,6 +220,7 @@ public final class NodeClusterSimulation {
         result.forwarded = cores.compactMap { $0?.counters.forwardedOut }.reduce(0, +)
         result.routed = cores.compactMap { $0?.counters.routed }.reduce(0, +)
         result.routesTakenBack = cores.compactMap { $0?.counters.routesTakenBack }.reduce(0, +)
+        result.relayed = cores.compactMap { $0?.counters.relayed }.reduce(0, +)
         return result
     }
 

@@ -344,6 +344,7 @@ extension SimCommand {
         let list: [UInt64] = seed.map { [$0] } ?? (0..<UInt64(max(seeds, 0))).map { firstSeed + $0 }
         var failed = 0
         var unchecked = 0
+        var unanswered = 0
         var worst: (gap: UInt64, seed: UInt64, at: UInt64) = (0, 0, 0)
         let start = monotonicSeconds()
         let progress = Progress("tern sim --nodes", unit: "seeds", total: list.count)
@@ -354,6 +355,7 @@ extension SimCommand {
             c.ops = ops
             c.nodesPerCampus = nodesPerCampus
             c.mutant = m
+            c.dedupWindow = dedupWindow
             if noFaults {
                 c.loss = 0
                 c.duplicate = 0
@@ -361,10 +363,11 @@ extension SimCommand {
             }
             let r = simulateNodes(c)
             unchecked += r.uncheckedKeys.count
+            unanswered += r.unanswered
             if r.longestGapMillis > worst.gap { worst = (r.longestGapMillis, s, r.longestGapAt) }
             if seed != nil {
                 print(
-                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded (\(r.routed) routed, \(r.routesTakenBack) taken back), "
+                    "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded (\(r.routed) routed, \(r.routesTakenBack) taken back, \(r.relayed) relayed), \(r.unanswered) unanswered, "
                         + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.isolations) isolations, longest gap \(r.longestGapMillis) ms at tick \(r.longestGapAt), trace \(String(r.traceHash, radix: 16))"
                 )
                 if verbose {
@@ -384,8 +387,8 @@ extension SimCommand {
         let elapsed = monotonicSeconds() - start
         print(
             "done (nodes, \(nodesPerCampus) per campus): \(list.count) seeds in \(format1(elapsed)) s, \(failed) violations, "
-                + "unchecked keys: \(unchecked), longest gap without a successful operation \(worst.gap) ms "
-                + "(simulated; seed \(worst.seed), tick \(worst.at))")
+                + "unchecked keys: \(unchecked), unanswered operations: \(unanswered), longest gap without a "
+                + "successful operation \(worst.gap) ms (simulated; seed \(worst.seed), tick \(worst.at))")
         if failed > 0 { throw ExitCode(1) }
     }
 }
