@@ -127,7 +127,9 @@ import Testing
     @Test func cancelledRequestKeepsTheConnectionInStep() async throws {
         try await withServer { server in
             let client = try await connect(server)
-            let slow = Task { try await client.send(["SLOW", "300", "late"]) }
+            // The reply comes 3 s late: on a starved machine (CI runs the suites in parallel) the
+            // cancel 50 ms later came after a 300 ms reply once (2026-12-08).
+            let slow = Task { try await client.send(["SLOW", "3000", "late"]) }
             try await Task.sleep(for: .milliseconds(50))
             slow.cancel()
             await #expect(throws: CancellationError.self) { try await slow.value }
