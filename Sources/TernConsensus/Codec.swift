@@ -143,10 +143,10 @@ public struct ByteWriter: Sendable {
     public init() {}
     public mutating func u8(_ v: UInt8) { bytes.append(v) }
     public mutating func u32(_ v: UInt32) {
-        for k in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
     public mutating func u64(_ v: UInt64) {
-        for k in 0..<8 { bytes.append(UInt8(truncatingIfNeeded: v >> (8 * k))) }
+        withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
     public mutating func blob(_ b: [UInt8]) {
         u32(UInt32(b.count))

@@ -705,7 +705,7 @@ public final class NodeCore {
         case .paxos:
             let frame: Frame
             do {
-                frame = try PaxosWire.decode(Array(bytes.dropFirst()))
+                frame = try PaxosWire.decode(bytes, from: 1)
             } catch {
                 return bad(peer, "\(error)")
             }
@@ -885,9 +885,7 @@ public final class NodeCore {
         out.touched += o.touched
         out.fencesDurable += o.fencesDurable
         for f in o.frames {
-            var bytes: [UInt8] = [Envelope.paxos.rawValue]
-            bytes += PaxosWire.encode(f)
-            send(bytes, to: f.to)
+            send(PaxosWire.encode(f, after: [Envelope.paxos.rawValue]), to: f.to)
         }
         for r in o.replies { answer(tag: r.tag, r.outcome) }
     }

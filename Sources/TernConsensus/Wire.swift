@@ -26,8 +26,17 @@ public enum PaxosWire {
     static let itemBytesMin = 13
 
     /// Encodes a frame.
-    public static func encode(_ frame: Frame) -> [UInt8] {
+    public static func encode(_ frame: Frame) -> [UInt8] { encode(frame, after: []) }
+
+    /// Encodes a frame after `prefix` (a node's envelope byte), in one array sized up front: a
+    /// frame carrying a list's head or a stream is kilobytes, and growing the array, then copying
+    /// it behind the prefix, cost a copy and several reallocations per frame.
+    public static func encode(_ frame: Frame, after prefix: [UInt8]) -> [UInt8] {
         var w = ByteWriter()
+        var size = prefix.count + 13
+        for item in frame.items { size += 4 + item.key.count + sizeEstimate(item.message) }
+        w.bytes.reserveCapacity(size)
+        w.bytes += prefix
         w.u8(version)
         w.u32(frame.from.rawValue)
         w.u32(frame.to.rawValue)
@@ -43,7 +52,14 @@ public enum PaxosWire {
     /// - Throws: `WireError` for a wrong version, a truncated field, an unknown tag, a count the
     ///   bytes cannot hold, or trailing bytes.
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> Frame {
-        var r = ByteReader(bytes)
+        try decode(bytes, from: 0)
+    }
+
+    /// Decodes the frame that starts at `offset` of `bytes` and runs to its end (after a node's
+    /// envelope byte), without copying it out first.
+    public static func decode(_ bytes: [UInt8], from offset: Int) throws(WireError) -> Frame {
+        guard offset <= bytes.count else { throw WireError("empty") }
+        var r = ByteReader(bytes, range: offset..<bytes.count)
         guard let v = r.u8() else { throw WireError("empty") }
         guard v == version else { throw WireError("version \(v), expected \(version)") }
         guard let from = r.u32(), let to = r.u32(), let count = r.u32() else {
@@ -65,6 +81,19 @@ public enum PaxosWire {
         }
         guard r.atEnd else { throw WireError("\(r.remaining) trailing bytes") }
         return Frame(from: NodeID(from), to: NodeID(to), items: items)
+    }
+
+    /// About how many bytes `message` writes for `m` (at least as many, for values with a short
+    /// de-dup window): what `encode` reserves.
+    static func sizeEstimate(_ m: PaxosMessage) -> Int {
+        func value(_ v: KeyValue) -> Int { 32 + (v.bytes?.count ?? 0) + 32 * v.recent.count }
+        func slot(_ s: AcceptedSlot?) -> Int { s.map { 32 + value($0.value) } ?? 1 }
+        switch m {
+        case .accept(_, _, let v), .chosen(_, let v), .learnReply(_, let v): return 32 + value(v)
+        case .promise(_, _, let a), .readState(_, _, let a): return 32 + slot(a)
+        case .recovery(_, _, _, let v, let a): return 64 + value(v) + slot(a)
+        default: return 48
+        }
     }
 
     static func message(_ m: PaxosMessage, _ w: inout ByteWriter) {

@@ -49,6 +49,12 @@ import Testing
         #expect(try PaxosWire.decode(bytes) == Self.frame)
         let empty = Frame(from: n2, to: n1, items: [])
         #expect(try PaxosWire.decode(PaxosWire.encode(empty)) == empty)
+        // Behind a node's envelope byte, as `NodeCore` sends and reads frames: the same bytes.
+        let enveloped = PaxosWire.encode(Self.frame, after: [1])
+        #expect(enveloped == [1] + bytes)
+        #expect(try PaxosWire.decode(enveloped, from: 1) == Self.frame)
+        #expect(throws: WireError.self) { try PaxosWire.decode(enveloped, from: 2) }
+        #expect(throws: WireError.self) { try PaxosWire.decode([1], from: 1) }
     }
 
     @Test("Every truncation is refused, never a crash")
