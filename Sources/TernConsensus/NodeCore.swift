@@ -267,6 +267,9 @@ public final class NodeCore {
         replica.keysLoadedMax = options.keysLoadedMax
         rng = SplitMix64(seed: UInt64(id.rawValue) &* 0x9E37_79B9 ^ UInt64(epoch))
         requestCounter = UInt64(epoch) << 40
+        // Tags name forwards in peers' answers, which may arrive after a restart: a new
+        // incarnation's tags must not repeat an old one's (its epoch is higher).
+        nextTag = UInt64(epoch) << 40
     }
 
     /// Requests waiting now.

@@ -12,6 +12,8 @@ struct NodeCoreTests {
         var disks: [[[UInt8]: [UInt8]]] = Array(repeating: [:], count: 4)
         var replies: [Int: [(UInt64, NodeReply)]] = [:]
         var now: UInt64 = 1
+        /// Messages `settle` dropped: (from, to, bytes).
+        var dropped: [(Int, Int, [UInt8])] = []
         init(options: NodeCoreOptions = NodeCoreOptions()) {
             for i in 0..<4 {
                 cores.append(
@@ -38,7 +40,11 @@ struct NodeCoreTests {
                         for rec in p.records { disks[i][rec.key] = rec.value }
                         cores[i].flushed(p)
                     }
-                    for m in r.messages where !drop(i, Int(m.to.rawValue) - 1) {
+                    for m in r.messages {
+                        guard !drop(i, Int(m.to.rawValue) - 1) else {
+                            dropped.append((i, Int(m.to.rawValue) - 1, m.bytes))
+                            continue
+                        }
                         cores[Int(m.to.rawValue) - 1].receive(
                             from: NodeID(UInt32(i + 1)), [m.bytes], now: now)
                     }
@@ -77,6 +83,32 @@ struct NodeCoreTests {
         c.settle()
         #expect(c.replies[3]?.last?.0 == r)
         #expect(c.replies[3]?.last?.1 == .value(Array("v".utf8)))
+    }
+
+    @Test(
+        "A forward's late answer to a node that restarted meanwhile answers none of its new requests (bug: tags restarted at 0)"
+    )
+    func lateAnswerAfterRestart() throws {
+        let c = Cluster()
+        // Node 4 forwards an INCR; node 1's answer is held back.
+        _ = c.cores[3].request(key: Array("a".utf8), .write(.incr(1)), now: c.now)
+        c.settle(dropping: { from, to in from == 0 && to == 3 })
+        let late = try #require(c.dropped.first?.2)
+        // Node 4 restarts (a new epoch) and forwards a SET, whose answer is held back too.
+        c.cores[3] = NodeCore(
+            id: NodeID(4), campusIndex: 0, placement: FixedPlacement([NodeID(1), NodeID(2), NodeID(3)]),
+            epoch: 2, options: NodeCoreOptions(), now: c.now)
+        let w = c.cores[3].request(key: Array("b".utf8), .write(.put(Array("x".utf8))), now: c.now)
+        c.settle(dropping: { from, to in from == 0 && to == 3 })
+        // The old answer arrives: it belongs to the previous incarnation's INCR, not to this SET.
+        // (The relay made such late answers common: found by `tern sim --nodes --nodes-per-campus
+        // 3 --seed 299`, an INCR answered "OK".)
+        c.cores[3].receive(from: NodeID(1), [late], now: c.now)
+        #expect(c.cores[3].ready().replies.isEmpty)
+        let answer = try #require(c.dropped.last?.2)
+        c.cores[3].receive(from: NodeID(1), [answer], now: c.now)
+        let out = c.cores[3].ready().replies
+        #expect(out.count == 1 && out.first?.request == w && out.first?.reply == .done(.ok))
     }
 
     @Test(
