@@ -83,8 +83,9 @@ public enum PaxosWire {
         return Frame(from: NodeID(from), to: NodeID(to), items: items)
     }
 
-    /// About how many bytes `message` writes for `m` (at least as many, for values with a short
-    /// de-dup window): what `encode` reserves.
+    /// About how many bytes `message` writes for `m`, what `encode` reserves: 32 per de-dup
+    /// entry covers ids with results of up to ~10 bytes (longer results cost the array one more
+    /// growth, as before).
     static func sizeEstimate(_ m: PaxosMessage) -> Int {
         func value(_ v: KeyValue) -> Int { 32 + (v.bytes?.count ?? 0) + 32 * v.recent.count }
         func slot(_ s: AcceptedSlot?) -> Int { s.map { 32 + value($0.value) } ?? 1 }
