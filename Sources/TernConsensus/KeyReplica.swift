@@ -380,6 +380,18 @@ public struct KeyReplica: Sendable {
             }
         case .chosen(let i, let v), .learnReply(let i, let v):
             if i > state.chosen { learnChosen(i, v, &fx, &ctx) }
+        case .commit(let i, let b):
+            guard i > state.chosen else { break }
+            // One ballot carries one value at one instance, so the slot accepted at (i, b) holds
+            // what was chosen. Anything else (the Accept lost or refused, the slot since replaced,
+            // a damaged replica that does not know its slot) asks the proposer for the value.
+            if !damaged, let a = state.accepted, a.instance == i,
+                a.ballot == b || ctx.config.mutant == .commitAnyBallot
+            {
+                learnChosen(i, a.value, &fx, &ctx)
+            } else {
+                fx.send(peer, .learn(have: state.chosen))
+            }
         case .learn(let have):
             if state.chosen > have {
                 fx.send(peer, .learnReply(instance: state.chosen, value: state.value))
@@ -640,7 +652,15 @@ public struct KeyReplica: Sendable {
         // Only the proposer that got the instance chosen publishes its events, once (an instance
         // finished by another proposer's Phase 1 publishes none: best effort, docs/PUBSUB.md).
         for e in a.events { fx.effects.keyEvents.append(KeyEvent.raised(by: key, e)) }
-        for n in peers { fx.send(n, .chosen(instance: a.instance, value: a.value)) }
+        // Peers sent the Accept get a Commit, without the value (on a busy key, the key's whole
+        // value: a list's head, a stream); a peer that refused it gets the value.
+        for n in peers {
+            if a.refusedRoundZero.contains(n) {
+                fx.send(n, .chosen(instance: a.instance, value: a.value))
+            } else {
+                fx.send(n, .commit(instance: a.instance, ballot: a.ballot))
+            }
+        }
         // Our promise majority for a.ballot still covers the next instance: the fast path.
         fastBallot = a.ballot
         rejections = 0

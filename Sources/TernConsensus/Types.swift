@@ -430,6 +430,10 @@ public enum PaxosMessage: Sendable, Hashable {
     /// chosen instance so the proposer knows whether it is outbid, behind or ahead.
     case reject(instance: UInt64, ballot: Ballot, promised: Ballot, chosen: UInt64)
     case chosen(instance: UInt64, value: KeyValue)
+    /// "The value accepted at (instance, ballot) is chosen": a Chosen without its value, which the
+    /// proposer sends the peers it sent the Accept (docs/PROTOCOL.md §3, "Commit"). A peer holding
+    /// that slot learns its value; any other asks with `learn`.
+    case commit(instance: UInt64, ballot: Ballot)
     case readCheck(nonce: UInt64)
     case readState(nonce: UInt64, chosen: UInt64, accepted: AcceptedSlot?)
     /// "My chosen instance is `have`; send me yours if it is later."
@@ -543,6 +547,10 @@ public enum Mutant: String, Sendable, Hashable, CaseIterable {
     /// An acceptor takes a round-0 Accept whatever it promised or accepted (as if round 0 could
     /// not be outbid): a late round-0 Accept overwrites a value a Phase 1 ballot got chosen.
     case fastAcceptOverwrites
+    /// A Commit makes its receiver learn whatever it accepted at that instance, whatever the
+    /// ballot: a slot an Accept of a lower ballot left (the higher one's Accept lost) is taken as
+    /// the chosen value.
+    case commitAnyBallot
 }
 
 /// Tunables of the core, in ticks and counts.

@@ -145,6 +145,10 @@ public enum PaxosWire {
         case .recover(let b):
             w.u8(10)
             w.ballot(b)
+        case .commit(let i, let b):
+            w.u8(12)
+            w.u64(i)
+            w.ballot(b)
         case .recovery(let b, let p, let c, let v, let slot):
             w.u8(11)
             w.ballot(b)
@@ -193,6 +197,9 @@ public enum PaxosWire {
                 let s = slot(&r)
             else { return nil }
             return .recovery(ballot: b, promised: p, chosen: c, value: v, accepted: s.value)
+        case 12:
+            guard let i = r.u64(), let b = r.ballot() else { return nil }
+            return .commit(instance: i, ballot: b)
         default:
             return nil
         }

@@ -80,6 +80,46 @@ import Testing
         #expect(t.state(n2).value.bytes == bytes("b"))
     }
 
+    @Test("Commit: peers that got the Accept learn the chosen value from a Commit, without the value")
+    func commitCarriesNoValue() {
+        var t = Trio()
+        t.propose(n1, .put(bytes("a")), id: rid(1), tag: 1)
+        t.run()
+        let sent = t.log.filter { $0.0 == n1 }.flatMap { $0.1.messages }.map(\.message)
+        #expect(!sent.contains { if case .chosen = $0 { true } else { false } })
+        #expect(sent.contains { if case .commit(1, _) = $0 { true } else { false } })
+        for n in [n2, n3] {
+            #expect(t.state(n).chosen == 1)
+            #expect(t.state(n).value.bytes == bytes("a"))
+        }
+    }
+
+    @Test("Commit: a peer whose slot is not (instance, ballot) asks for the value and learns it")
+    func commitWithoutTheSlotLearns() {
+        // The Accept to n3 is lost: n3 holds no slot, so the Commit makes it ask n1 (`learn`).
+        var t = Trio()
+        t.propose(n1, .put(bytes("a")), id: rid(1), tag: 1)
+        t.run(drop: { _, to, m in to == n3 && isAccept(m) })
+        #expect(t.state(n3).chosen == 1)
+        #expect(t.state(n3).value.bytes == bytes("a"))
+        #expect(t.log.contains { $0.0 == n3 && $0.1.messages.contains { $0.message == .learn(have: 0) } })
+        // A slot from another ballot at that instance is not taken as the chosen value.
+        var u = Trio()
+        let low = Ballot(round: 1 << 32 | 1, node: n2)
+        _ = u.replicas[n3]!.step(
+            .accept(instance: 1, ballot: low, value: KeyValue(bytes: bytes("other"))), from: n2,
+            ctx: &u.ctx[n3]!)
+        let high = Ballot(round: 2 << 32 | 1, node: n1)
+        let fx = u.replicas[n3]!.step(.commit(instance: 1, ballot: high), from: n1, ctx: &u.ctx[n3]!)
+        #expect(u.state(n3).chosen == 0)
+        #expect(fx.messages.map(\.message) == [.learn(have: 0)])
+        // A damaged replica does not trust its slot either.
+        var d = Trio(loaded: [n3: .damaged])
+        let fd = d.replicas[n3]!.step(.commit(instance: 1, ballot: high), from: n1, ctx: &d.ctx[n3]!)
+        #expect(d.state(n3).chosen == 0)
+        #expect(fd.messages.map(\.message) == [.learn(have: 0)])
+    }
+
     @Test("A higher Prepare elsewhere ends the fast path: the old ballot's Accept is rejected")
     func fastPathEndsOnHigherBallot() {
         var t = Trio()

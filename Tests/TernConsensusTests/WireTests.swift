@@ -31,6 +31,7 @@ import Testing
         .readState(nonce: 8, chosen: 9, accepted: slot), .readState(nonce: 8, chosen: 9, accepted: nil),
         .learn(have: 10), .learnReply(instance: 11, value: value),
         .recover(ballot: Ballot(round: 7 << 32 | 1, node: NodeID(3))),
+        .commit(instance: 14, ballot: b),
         .recovery(
             ballot: Ballot(round: 7 << 32 | 1, node: NodeID(3)),
             promised: Ballot(round: 7 << 32 | 1, node: NodeID(3)),

@@ -163,7 +163,7 @@ import Testing
         "Every mutant is caught within 60 seeds",
         arguments: [
             (Mutant.replyBeforePersist, false), (.ignoreAcceptedValue, false), (.damagedAnswersFresh, true),
-            (.staleReads, false), (.fastAcceptOverwrites, false),
+            (.staleReads, false), (.fastAcceptOverwrites, false), (.commitAnyBallot, false),
         ])
     func mutantCaught(mutant: Mutant, storm: Bool) {
         let caught = firstViolation(seeds: 60) { c in
