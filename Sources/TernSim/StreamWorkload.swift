@@ -18,12 +18,19 @@ public enum StreamMutant: String, Sendable, Hashable, CaseIterable {
     /// stream writes) answered with its replies handed out in the wrong order
     /// (`DataModel.streamRunReplies`): a producer is told another task's id.
     case runRepliesReversed = "run-replies-reversed"
+    /// XCLAIM sent with FORCE: an entry already acknowledged is made pending and delivered again.
+    case claimForced = "claim-forced"
+    /// XDEL of entries delivered and not yet acknowledged (a cleanup that runs ahead of the
+    /// workers): a task added and answered is gone before anyone completed it.
+    case deleteUnacked = "delete-unacked"
 }
 
 /// One call of the stream workload as a simulated client saw it (after its fresh retries).
 public struct StreamCall: Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Sendable, Hashable {
         case create, add, read, ack, ackAdd = "ackadd", claim
+        /// XCLAIM of ids seen delivered; XDEL of an id seen acknowledged (a worker's cleanup).
+        case xclaim, del = "xdel"
         /// Two or three XADDs pipelined on one connection: one run (`DataModel.streamRun`).
         case addRun = "addrun"
     }
@@ -38,7 +45,7 @@ public struct StreamCall: Sendable, Hashable, CustomStringConvertible {
     public var reply: DataReply?
     public var call: UInt64
     public var ret: UInt64?
-    /// The entry an ack or ackadd completes.
+    /// The entry an ack or ackadd completes, or an XDEL removes.
     public var target: StreamID?
     /// An add's token (field `t`), unique per add call.
     public var token: String?
@@ -103,6 +110,10 @@ struct StreamWorkload {
     var finalTag: (tag: UInt64, stream: Int, node: Int, deadline: UInt64)?
     var finalValues: [Int: StreamValue?] = [:]
     var started = false
+    /// Per stream: ids some client was delivered (XCLAIM's candidates), and ids an XACK or
+    /// XACKADD answered as removed from the pending list (XDEL's).
+    var seenDelivered: [Int: [StreamID]] = [:]
+    var seenAcked: [Int: [StreamID]] = [:]
     var idle: Bool { clients.allSatisfy { $0.inFlight == nil } }
 }
 
@@ -190,6 +201,25 @@ extension Simulation {
                 call.kind = .ack
                 call.rest = [Self.streamGroup, id]
             }
+        } else if roll >= 88 && roll < 90, let ids = streams.seenDelivered[stream], !ids.isEmpty {
+            // XCLAIM of one or two ids some worker was delivered (idle 100 ms: a stuck worker's).
+            call.kind = .xclaim
+            let pick = (0..<(1 + Int(rng.below(2)))).map { _ in ids[Int(rng.below(UInt64(ids.count)))] }
+            call.rest =
+                [Self.streamGroup, Self.b("c\(c)"), Self.b(String(Self.streamClaimIdleMs))]
+                + pick.map { Self.b($0.description) }
+            if config.streamMutant == .claimForced { call.rest.append(Self.b("FORCE")) }
+        } else if roll >= 90 && roll < 92,
+            let ids = config.streamMutant == .deleteUnacked
+                ? streams.seenDelivered[stream] : streams.seenAcked[stream],
+            !ids.isEmpty
+        {
+            // A worker's cleanup: XDEL of an entry acknowledged (what `tern demo queue` does).
+            call.kind = .del
+            let id = ids[Int(rng.below(UInt64(ids.count)))]
+            call.target = id
+            fresh = 2
+            call.rest = [Self.b(id.description)]
         } else if roll >= 92 {
             call.kind = .claim
             call.rest = [
@@ -224,6 +254,8 @@ extension Simulation {
             case .ack: "xack"
             case .ackAdd: "xackadd"
             case .claim: "xautoclaim"
+            case .xclaim: "xclaim"
+            case .del: "xdel"
             case .addRun: "multi"
             }
         if call.kind == .addRun {
@@ -347,11 +379,15 @@ extension Simulation {
                 d = .array(each)
             }
         }
-        if call.kind == .read || call.kind == .claim {
+        if call.kind == .read || call.kind == .claim || call.kind == .xclaim {
             for (id, fields) in Self.streamDelivered(d, claim: call.kind == .claim) {
                 let spawns = fields.count >= 4 && fields[2] == Self.b("k") && fields[3] == Self.b("s")
                 streams.clients[c].holds.append(.init(stream: call.stream, id: id, spawns: spawns))
+                if call.kind == .read { streams.seenDelivered[call.stream, default: []].append(id) }
             }
+        }
+        if let t = call.target, Self.streamRemoved(call.kind, d) {
+            streams.seenAcked[call.stream, default: []].append(t)
         }
         streamFinish(c, d)
     }
@@ -366,7 +402,14 @@ extension Simulation {
         mix(UInt64(f.call) << 4 | UInt64(c) | 0x5713_0000_0000)
     }
 
-    /// The entries an XREADGROUP (or XAUTOCLAIM's claimed list) answered: (id, fields).
+    /// Whether an XACK's or XACKADD's reply says it removed its id from the pending list.
+    static func streamRemoved(_ kind: StreamCall.Kind, _ d: DataReply) -> Bool {
+        if kind == .ack, case .integer(1) = d { return true }
+        if kind == .ackAdd, case .array(let p?) = d, p.first == .integer(1) { return true }
+        return false
+    }
+
+    /// The entries an XREADGROUP or XCLAIM (or XAUTOCLAIM's claimed list) answered: (id, fields).
     static func streamDelivered(_ d: DataReply, claim: Bool) -> [(StreamID, [[UInt8]])] {
         var list: [DataReply] = []
         if claim {
@@ -405,17 +448,19 @@ extension Simulation {
 
     // MARK: Checks
 
-    /// QUEUE.md's guarantees, against each stream's final value (the workload never deletes or
-    /// trims, so every entry ever added is still there):
-    /// 1. every XADD that answered an id has that entry, with its fields;
+    /// QUEUE.md's guarantees, against each stream's final value (the workload never trims, and
+    /// deletes only entries whose acknowledgement was answered, so every entry ever added is still
+    /// there unless so deleted):
+    /// 1. every XADD that answered an id has that entry, with its fields, or the entry was
+    ///    deleted by an XDEL sent after an acknowledgement of it was answered (none lost);
     /// 2. no task twice: each add's token, and each parent's follow-up, appears at most once
     ///    (an IDMP XADD retried as a new request added once; an XACKADD's follow-ups once);
     /// 3. a delivered task that spawns work is either still pending or has its follow-up, never
     ///    both, never neither (XACKADD acknowledged iff it added);
     /// 4. every delivered entry is still pending unless an XACK/XACKADD of it was sent (no
     ///    delivered entry leaves the PEL otherwise);
-    /// 5. no entry is delivered (read or claimed) after an acknowledgement of it was answered, and
-    ///    `>` delivers each entry once; what is delivered is what was added.
+    /// 5. no entry is delivered (read, XCLAIMed or XAUTOCLAIMed) after an acknowledgement of it was
+    ///    answered, and `>` delivers each entry once; what is delivered is what was added.
     func checkStreams() {
         guard config.streamOps > 0 else { return }
         for s in 0..<Self.streamCount {
@@ -451,9 +496,21 @@ extension Simulation {
             let group = v.groups.first { $0.name == Self.streamGroup }
             let pel = Set(group?.pending.map(\.id) ?? [])
             let lastID = group?.lastID ?? .zero
+            // When each entry's first acknowledgement was answered, and which entries an XDEL
+            // was sent for after that (the only way an added entry may leave the stream).
+            var acked: [StreamID: UInt64] = [:]
+            for call in calls {
+                guard let ret = call.ret, let t = call.target, let r = call.reply else { continue }
+                if Self.streamRemoved(call.kind, r) { acked[t] = min(acked[t] ?? .max, ret) }
+            }
+            var deleted: Set<StreamID> = []
+            for call in calls where call.kind == .del {
+                if let t = call.target, let at = acked[t], at < call.call { deleted.insert(t) }
+            }
             // 1. Acknowledged adds.
             for call in calls where call.kind == .add {
                 guard case .bulk(let idBytes?)? = call.reply else { continue }
+                if let id = StreamID.parse(idBytes, strict: true), deleted.contains(id) { continue }
                 guard let id = StreamID.parse(idBytes, strict: true), let fields = byID[id] else {
                     fail(
                         "XADD answered \(String(decoding: idBytes, as: UTF8.self)), the stream lacks it",
@@ -470,6 +527,7 @@ extension Simulation {
                 guard case .array(let each?)? = call.reply, each.count == call.tokens.count else { continue }
                 for (t, r) in zip(call.tokens, each) {
                     guard case .bulk(let idBytes?) = r else { continue }
+                    if let id = StreamID.parse(idBytes, strict: true), deleted.contains(id) { continue }
                     guard let id = StreamID.parse(idBytes, strict: true), let fields = byID[id] else {
                         fail(
                             "a run's XADD answered \(String(decoding: idBytes, as: UTF8.self)), the stream lacks it",
@@ -482,6 +540,16 @@ extension Simulation {
                     }
                 }
             }
+            // The tasks of deleted entries, as their deliveries showed them (an entry is deleted
+            // only once acknowledged, so someone was delivered it).
+            var deletedTokens: Set<String> = []
+            for call in calls where call.kind == .read || call.kind == .claim || call.kind == .xclaim {
+                guard let reply = call.reply else { continue }
+                for (id, fields) in Self.streamDelivered(reply, claim: call.kind == .claim)
+                where deleted.contains(id) && fields.count >= 2 {
+                    deletedTokens.insert(String(decoding: fields[1], as: UTF8.self))
+                }
+            }
             // 2–4, per entry.
             var sent: Set<StreamID> = []
             for call in calls where call.kind == .ack || call.kind == .ackAdd {
@@ -491,7 +559,8 @@ extension Simulation {
                 let delivered = e.id <= lastID
                 let pending = pel.contains(e.id)
                 let spawns = e.fields.count >= 4 && e.fields[2] == Self.b("k") && e.fields[3] == Self.b("s")
-                let followUp = tokens["\(e.id)/sub"] != nil
+                // Its follow-up is in the stream, or was, and was deleted once acknowledged.
+                let followUp = tokens["\(e.id)/sub"] != nil || deletedTokens.contains("\(e.id)/sub")
                 let related = calls.filter { $0.target == e.id }
                 if followUp && !spawns {
                     fail("\(e.id) does not spawn work, yet has a follow-up", related)
@@ -515,18 +584,9 @@ extension Simulation {
                 }
             }
             // 5. Deliveries.
-            var acked: [StreamID: UInt64] = [:]
-            for call in calls {
-                guard let ret = call.ret, let t = call.target else { continue }
-                var removed = false
-                if call.kind == .ack, case .integer(1)? = call.reply { removed = true }
-                if call.kind == .ackAdd, case .array(let p?)? = call.reply, p.first == .integer(1) {
-                    removed = true
-                }
-                if removed { acked[t] = min(acked[t] ?? .max, ret) }
-            }
             var once: Set<StreamID> = []
-            for call in calls where (call.kind == .read || call.kind == .claim) && call.ret != nil {
+            for call in calls
+            where (call.kind == .read || call.kind == .claim || call.kind == .xclaim) && call.ret != nil {
                 guard let reply = call.reply else { continue }
                 for (id, fields) in Self.streamDelivered(reply, claim: call.kind == .claim) {
                     if let at = acked[id], at < call.call {
@@ -535,7 +595,7 @@ extension Simulation {
                             calls.filter { $0.target == id } + [call])
                         return
                     }
-                    if byID[id] != fields {
+                    if byID[id] != fields && !deleted.contains(id) {
                         fail("\(id) was delivered with fields the stream does not hold", [call])
                         return
                     }
@@ -558,8 +618,8 @@ extension Simulation {
             s.followUps += v.entries.filter { $0.fields.count >= 4 && $0.fields[2] == Self.b("parent") }.count
             s.pending += v.groups.reduce(0) { $0 + $1.pending.count }
         }
-        for call in streams.calls where call.kind == .claim {
-            if let r = call.reply { s.claimed += Self.streamDelivered(r, claim: true).count }
+        for call in streams.calls where call.kind == .claim || call.kind == .xclaim {
+            if let r = call.reply { s.claimed += Self.streamDelivered(r, claim: call.kind == .claim).count }
         }
         return s
     }

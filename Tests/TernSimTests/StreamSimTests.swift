@@ -14,9 +14,11 @@ import Testing
         return c
     }
 
-    @Test("Seeds of the stream workload pass, with follow-ups, claims and fresh retries")
+    @Test("Seeds of the stream workload pass, with follow-ups, claims, deletes and fresh retries")
     func cleanSeedsPass() {
         var fresh = 0
+        var xclaims = 0
+        var deletes = 0
         for seed in [1, 2] as [UInt64] {
             let r = simulate(Self.config(seed))
             #expect(r.violations.isEmpty, "seed \(seed): \(r.violations.map(\.description))")
@@ -29,8 +31,11 @@ import Testing
                 r.streams.followUps > 0 && r.streams.claimed > 0,
                 "seed \(seed): \(r.streams.followUps) follow-ups, \(r.streams.claimed) claimed")
             fresh += r.streams.calls.filter { $0.freshRetries > 0 }.count
+            xclaims += answered.filter { $0.kind == .xclaim }.count
+            deletes += answered.filter { $0.kind == .del && $0.reply == .integer(1) }.count
         }
         #expect(fresh > 0, "no fresh retry in seeds 1 and 2")
+        #expect(xclaims > 0 && deletes > 0, "seeds 1 and 2: \(xclaims) XCLAIMs, \(deletes) entries deleted")
     }
 
     @Test(
