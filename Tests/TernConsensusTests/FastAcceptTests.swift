@@ -256,7 +256,9 @@ import Testing
         t.propose(n3, .put(bytes("w")), id: rid(2), tag: 2)
         let cut: (NodeID, NodeID, PaxosMessage) -> Bool = { from, to, m in
             if (from == n1 && to == n3) || (from == n3 && to == n1) { return true }
+            // Its Chosen, sent as a Commit to a peer that got the Accept.
             if case .chosen = m, from == n1 { return true }
+            if case .commit = m, from == n1 { return true }
             return false
         }
         // n1's Accept reaches n2 first.

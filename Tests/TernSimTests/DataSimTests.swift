@@ -61,11 +61,16 @@ import Testing
         }
     }
 
-    @Test("A transaction applied command by command (one instance each) is caught at seed 1")
+    /// Seed 1 caught it until the Commit message (2026-12-08) changed every seed's schedule; since,
+    /// seeds 2–7 do.
+    @Test("A transaction applied command by command (one instance each) is caught within seeds 1–3")
     func multiPiecemealIsCaught() {
-        let r = simulate(Self.config(1, mutant: .multiPiecemeal))
-        #expect(
-            r.violations.contains { $0.check == "data-linearizability" }, "multi-piecemeal survived seed 1")
+        let caught = (1...3 as ClosedRange<UInt64>).contains { seed in
+            simulate(Self.config(seed, mutant: .multiPiecemeal)).violations.contains {
+                $0.check == "data-linearizability"
+            }
+        }
+        #expect(caught, "multi-piecemeal survived seeds 1–3")
     }
 }
 
