@@ -72,8 +72,12 @@ public struct NodeCoreOptions: Sendable {
     public var routeWindowTicks: UInt64 = 20
     /// A routed write may be carried by the proposer it went to at up to this many instances above
     /// the key's chosen instance here; past them it is answered `.retryable` there, and a route
-    /// that went silent is taken back and proposed here once they are decided.
-    public var routeSlack: UInt64 = 8
+    /// that went silent is taken back and proposed here once they are decided — which, on a key
+    /// nobody else writes, takes this many instances run empty. 8 until 2026-12-08: the node-level
+    /// simulator's surviving clients then waited up to 0.7 s (p90 of 100 seeds, one node per
+    /// campus) after a proposer stopped; with 2, 0.3 s, and fewer clients unanswered without
+    /// faults (BENCHMARKS, "Route slack").
+    public var routeSlack: UInt64 = 2
     /// A routed write is taken back once nothing at all arrived from the proposer it went to for
     /// this long (only then: past `forwardTimeout` with the proposer still heard from, it waits as
     /// any forward does). A proposer busy on a hot key sends this node Accepts every few

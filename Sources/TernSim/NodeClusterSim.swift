@@ -31,6 +31,8 @@ public struct NodeSimConfig: Sendable {
     /// Requests each key's de-dup window remembers (`PaxosConfig.dedupWindow`; small values
     /// stress exactly-once across forwards, relays and routes).
     public var dedupWindow = PaxosConfig().dedupWindow
+    /// `NodeCoreOptions.routeSlack` (tests compare values).
+    public var routeSlack = NodeCoreOptions().routeSlack
     public var checkStepsPerKeyMax = 2_000_000
     public init() {}
 
@@ -38,6 +40,7 @@ public struct NodeSimConfig: Sendable {
     public var replayCommand: String {
         "tern sim --nodes --seed \(seed) --nodes-per-campus \(nodesPerCampus)"
             + (dedupWindow == PaxosConfig().dedupWindow ? "" : " --dedup-window \(dedupWindow)")
+            + (routeSlack == NodeCoreOptions().routeSlack ? "" : " --route-slack \(routeSlack)")
             + (mutant == .none ? "" : " --node-mutant \(mutant.rawValue)")
     }
 }
@@ -69,6 +72,16 @@ public struct NodeSimResult: Sendable {
     public var longestGapMillis: UInt64 = 0
     /// The tick at which that gap began.
     public var longestGapAt: UInt64 = 0
+    /// The same for the surviving nodes' clients (what issue 10's target and the real-process test
+    /// measure): operations whose entry node was under no fault while they ran; a stretch counts
+    /// while at least one of them is waiting and none succeeds. Requests sent to the frozen,
+    /// crashed or isolated node itself are left out: nothing can answer them.
+    public var survivorGapMillis: UInt64 = 0
+    public var survivorGapAt: UInt64 = 0
+    /// Per operation of `history`, the node its client sent it to (0-based); and the faults, as
+    /// (node, first tick, last tick).
+    public var entryNodes: [Int] = []
+    public var faults: [(node: Int, from: UInt64, to: UInt64, kind: String)] = []
 }
 
 /// One placement per key: a node of each campus picked by the key's hash.
@@ -138,6 +151,11 @@ public final class NodeClusterSimulation {
     var due: [UInt64: [(node: Int, input: Input)]] = [:]
     var clients: [Client] = []
     var history: [HistoryOperation] = []
+    /// Per operation: the node the client sent it to, and the tick it ended (answered or given up).
+    var entryNode: [Int] = []
+    var endTick: [UInt64] = []
+    /// Faults as (node, first tick, last tick).
+    var faultWindows: [(node: Int, from: UInt64, to: UInt64, kind: String)] = []
     var now: UInt64 = 0
     var opsIssued = 0
     var healed = false
@@ -182,6 +200,7 @@ public final class NodeClusterSimulation {
         var o = NodeCoreOptions()
         o.mutant = config.mutant
         o.paxos.dedupWindow = config.dedupWindow
+        o.routeSlack = config.routeSlack
         cores[i] = NodeCore(
             id: NodeID(UInt32(i + 1)), campusIndex: i % 3, placement: placement, epoch: next.epoch,
             options: o,
@@ -213,6 +232,7 @@ public final class NodeClusterSimulation {
             result.longestGapAt = a / 2
         }
         result.longestGapMillis = result.longestGapMillis * config.tickNanos / 2 / 1_000_000
+        survivorGap()
         result.history = history
         result.violations = violations
         result.traceHash = hash
@@ -222,6 +242,40 @@ public final class NodeClusterSimulation {
         result.routesTakenBack = cores.compactMap { $0?.counters.routesTakenBack }.reduce(0, +)
         result.relayed = cores.compactMap { $0?.counters.relayed }.reduce(0, +)
         return result
+    }
+
+    /// `NodeSimResult.survivorGapMillis`: a sweep over the operations of healthy entry nodes.
+    func survivorGap() {
+        func healthy(_ k: Int) -> Bool {
+            let from = history[k].call / 2
+            let to = endTick[k]
+            return !faultWindows.contains { $0.node == entryNode[k] && $0.from <= to && from <= $0.to }
+        }
+        // (tick, +1 start / 0 success / -1 other end), ends before starts at one tick.
+        var events: [(UInt64, Int)] = []
+        for k in history.indices where endTick[k] > 0 && endTick[k] < healedAt && healthy(k) {
+            events.append((history[k].call / 2, 1))
+            let ok = history[k].ret != nil && history[k].output != .failed
+            events.append((endTick[k], ok ? 0 : -1))
+        }
+        events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var pending = 0
+        var since: UInt64?
+        var worst: (UInt64, UInt64) = (0, 0)
+        for (t, kind) in events {
+            if kind == 1 {
+                pending += 1
+                if pending == 1 { since = t }
+                continue
+            }
+            pending -= 1
+            if let a = since, t - a > worst.0 { worst = (t - a, a) }
+            since = kind == 0 ? (pending > 0 ? t : nil) : (pending > 0 ? since : nil)
+        }
+        result.survivorGapMillis = worst.0 * config.tickNanos / 1_000_000
+        result.survivorGapAt = worst.1
+        result.entryNodes = entryNode
+        result.faults = faultWindows
     }
 
     func step() {
@@ -318,6 +372,7 @@ public final class NodeClusterSimulation {
         let length = 10 + rng.below(config.faultTicksMax)
         switch rng.below(3) {
         case 0:
+            faultWindows.append((i, now, now + length, "crash"))
             result.crashes += 1
             cores[i] = nil
             incarnation[i] += 1
@@ -327,10 +382,12 @@ public final class NodeClusterSimulation {
             downUntil[i] = now + length
             mix(0xC0FFEE &+ UInt64(i))
         case 1:
+            faultWindows.append((i, now, now + length, "pause"))
             result.pauses += 1
             pausedUntil[i] = now + length
             mix(0x9A05E &+ UInt64(i))
         default:
+            faultWindows.append((i, now, now + length, "isolation"))
             result.isolations += 1
             isolated = i
             isolatedUntil = now + length
@@ -399,6 +456,8 @@ public final class NodeClusterSimulation {
         // `clientTimeoutTicks` (a paused node answers nothing); the outcome is then unknown.
         let i = Int(rng.below(UInt64(count)))
         clients[c].busy = (history.count - 1, i, nil, now + config.clientTimeoutTicks)
+        entryNode.append(i)
+        endTick.append(0)
         later(i, .request(client: c, op: history.count - 1, key: k, request), in: 1)
     }
 
@@ -432,6 +491,7 @@ public final class NodeClusterSimulation {
         // A read that failed tells nothing; a write that failed is certainly not applied.
         history[b.history].output = (out == .failed && isRead) ? .unknown : out
         history[b.history].ret = history[b.history].output == .unknown ? nil : returnTime
+        endTick[b.history] = now
         clients[c].busy = nil
         clients[c].nextAt = now + rng.below(6)
     }

@@ -75,6 +75,12 @@ struct SimCommand: ParsableCommand {
     @Option(help: "Requests each key's de-dup window remembers (small values stress exactly-once).")
     var dedupWindow: Int = PaxosConfig().dedupWindow
 
+    @Option(
+        help:
+            "With --nodes: instances above its chosen one a routed write may be carried at (NodeCoreOptions.routeSlack)."
+    )
+    var routeSlack: UInt64 = NodeCoreOptions().routeSlack
+
     @Option(help: "Corrupt-a-record probability at each crash.")
     var corrupt: Double = FaultConfig().corrupt
 
@@ -346,6 +352,7 @@ extension SimCommand {
         var unchecked = 0
         var unanswered = 0
         var worst: (gap: UInt64, seed: UInt64, at: UInt64) = (0, 0, 0)
+        var survivors: (gap: UInt64, seed: UInt64, at: UInt64) = (0, 0, 0)
         let start = monotonicSeconds()
         let progress = Progress("tern sim --nodes", unit: "seeds", total: list.count)
         for (n, s) in list.enumerated() {
@@ -356,6 +363,7 @@ extension SimCommand {
             c.nodesPerCampus = nodesPerCampus
             c.mutant = m
             c.dedupWindow = dedupWindow
+            c.routeSlack = max(routeSlack, 1)
             if noFaults {
                 c.loss = 0
                 c.duplicate = 0
@@ -365,15 +373,17 @@ extension SimCommand {
             unchecked += r.uncheckedKeys.count
             unanswered += r.unanswered
             if r.longestGapMillis > worst.gap { worst = (r.longestGapMillis, s, r.longestGapAt) }
+            if r.survivorGapMillis > survivors.gap { survivors = (r.survivorGapMillis, s, r.survivorGapAt) }
             if seed != nil {
                 print(
                     "seed \(s): \(r.history.count) ops, \(r.ticks) ticks, \(r.messages) messages, \(r.forwarded) forwarded (\(r.routed) routed, \(r.routesTakenBack) taken back, \(r.relayed) relayed), \(r.unanswered) unanswered, "
-                        + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.isolations) isolations, longest gap \(r.longestGapMillis) ms at tick \(r.longestGapAt), trace \(String(r.traceHash, radix: 16))"
+                        + "\(r.crashes) crashes, \(r.pauses) pauses, \(r.isolations) isolations, longest gap \(r.longestGapMillis) ms at tick \(r.longestGapAt) (survivors' clients \(r.survivorGapMillis) ms at tick \(r.survivorGapAt)), trace \(String(r.traceHash, radix: 16))"
                 )
                 if verbose {
-                    for op in r.history {
+                    for f in r.faults { print("  \(f.kind) of n\(f.node + 1), ticks \(f.from)...\(f.to)") }
+                    for (k, op) in r.history.enumerated() {
                         print(
-                            "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")]"
+                            "  c\(op.client) \(op.key) \(op.input) -> \(op.output) [\(op.call), \(op.ret.map(String.init) ?? "?")] via n\(r.entryNodes[k] + 1)"
                         )
                     }
                 }
@@ -388,7 +398,9 @@ extension SimCommand {
         print(
             "done (nodes, \(nodesPerCampus) per campus): \(list.count) seeds in \(format1(elapsed)) s, \(failed) violations, "
                 + "unchecked keys: \(unchecked), unanswered operations: \(unanswered), longest gap without a "
-                + "successful operation \(worst.gap) ms (simulated; seed \(worst.seed), tick \(worst.at))")
+                + "successful operation \(worst.gap) ms (simulated; seed \(worst.seed), tick \(worst.at)), on the "
+                + "surviving nodes' clients \(survivors.gap) ms (seed \(survivors.seed), tick \(survivors.at))"
+        )
         if failed > 0 { throw ExitCode(1) }
     }
 }
