@@ -79,7 +79,7 @@ public struct NodeSimResult: Sendable {
     public var survivorGapMillis: UInt64 = 0
     public var survivorGapAt: UInt64 = 0
     /// Per operation of `history`, the node its client sent it to (0-based); and the faults, as
-    /// (node, first tick, last tick).
+    /// (node, first tick, last tick, what: crash, pause or isolation).
     public var entryNodes: [Int] = []
     public var faults: [(node: Int, from: UInt64, to: UInt64, kind: String)] = []
 }
@@ -154,7 +154,7 @@ public final class NodeClusterSimulation {
     /// Per operation: the node the client sent it to, and the tick it ended (answered or given up).
     var entryNode: [Int] = []
     var endTick: [UInt64] = []
-    /// Faults as (node, first tick, last tick).
+    /// Faults as (node, first tick, last tick, what).
     var faultWindows: [(node: Int, from: UInt64, to: UInt64, kind: String)] = []
     var now: UInt64 = 0
     var opsIssued = 0
