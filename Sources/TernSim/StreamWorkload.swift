@@ -33,6 +33,8 @@ public struct StreamCall: Sendable, Hashable, CustomStringConvertible {
         case xclaim, del = "xdel"
         /// Two or three XADDs pipelined on one connection: one run (`DataModel.streamRun`).
         case addRun = "addrun"
+        /// Its reply delivers entries (`streamDelivered`).
+        var delivers: Bool { self == .read || self == .claim || self == .xclaim }
     }
     public var client: Int
     public var stream: Int
@@ -379,7 +381,7 @@ extension Simulation {
                 d = .array(each)
             }
         }
-        if call.kind == .read || call.kind == .claim || call.kind == .xclaim {
+        if call.kind.delivers {
             for (id, fields) in Self.streamDelivered(d, claim: call.kind == .claim) {
                 let spawns = fields.count >= 4 && fields[2] == Self.b("k") && fields[3] == Self.b("s")
                 streams.clients[c].holds.append(.init(stream: call.stream, id: id, spawns: spawns))
@@ -510,8 +512,9 @@ extension Simulation {
             // 1. Acknowledged adds.
             for call in calls where call.kind == .add {
                 guard case .bulk(let idBytes?)? = call.reply else { continue }
-                if let id = StreamID.parse(idBytes, strict: true), deleted.contains(id) { continue }
-                guard let id = StreamID.parse(idBytes, strict: true), let fields = byID[id] else {
+                let parsed = StreamID.parse(idBytes, strict: true)
+                if let id = parsed, deleted.contains(id) { continue }
+                guard let id = parsed, let fields = byID[id] else {
                     fail(
                         "XADD answered \(String(decoding: idBytes, as: UTF8.self)), the stream lacks it",
                         [call])
@@ -527,8 +530,9 @@ extension Simulation {
                 guard case .array(let each?)? = call.reply, each.count == call.tokens.count else { continue }
                 for (t, r) in zip(call.tokens, each) {
                     guard case .bulk(let idBytes?) = r else { continue }
-                    if let id = StreamID.parse(idBytes, strict: true), deleted.contains(id) { continue }
-                    guard let id = StreamID.parse(idBytes, strict: true), let fields = byID[id] else {
+                    let parsed = StreamID.parse(idBytes, strict: true)
+                    if let id = parsed, deleted.contains(id) { continue }
+                    guard let id = parsed, let fields = byID[id] else {
                         fail(
                             "a run's XADD answered \(String(decoding: idBytes, as: UTF8.self)), the stream lacks it",
                             [call])
@@ -543,7 +547,7 @@ extension Simulation {
             // The tasks of deleted entries, as their deliveries showed them (an entry is deleted
             // only once acknowledged, so someone was delivered it).
             var deletedTokens: Set<String> = []
-            for call in calls where call.kind == .read || call.kind == .claim || call.kind == .xclaim {
+            for call in calls where call.kind.delivers {
                 guard let reply = call.reply else { continue }
                 for (id, fields) in Self.streamDelivered(reply, claim: call.kind == .claim)
                 where deleted.contains(id) && fields.count >= 2 {
@@ -585,8 +589,7 @@ extension Simulation {
             }
             // 5. Deliveries.
             var once: Set<StreamID> = []
-            for call in calls
-            where (call.kind == .read || call.kind == .claim || call.kind == .xclaim) && call.ret != nil {
+            for call in calls where call.kind.delivers && call.ret != nil {
                 guard let reply = call.reply else { continue }
                 for (id, fields) in Self.streamDelivered(reply, claim: call.kind == .claim) {
                     if let at = acked[id], at < call.call {
